@@ -1,0 +1,16 @@
+/**
+ * `nstance-admin`: the operator's tool. Offline helpers (IDs, ISO and placement previews, config push)
+ * and, later, the client of the admin endpoints.
+ */
+import { Command } from "@effect/cli"
+import { idCommand } from "./cli/adminId.js"
+import { runCli } from "./cli/run.js"
+
+const admin = Command.make("nstance-admin").pipe(
+  Command.withDescription("Operate nstance: preview ISOs and placements, manage shard config, inspect IDs"),
+  Command.withSubcommands([
+    idCommand
+  ])
+)
+
+runCli(admin, "nstance-admin")

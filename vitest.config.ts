@@ -1,0 +1,12 @@
+import { defineConfig } from "vitest/config"
+
+export default defineConfig({
+  test: {
+    include: ["test/**/*.test.ts"],
+    testTimeout: 60_000,
+    hookTimeout: 120_000,
+    // Two cores on CI: keep parallelism modest so slow real-server suites do not starve each other.
+    poolOptions: { forks: { maxForks: 2, minForks: 1 } },
+    pool: "forks"
+  }
+})
