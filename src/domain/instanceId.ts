@@ -4,6 +4,7 @@
  * grouping, no padding). The alphabet is in ASCII order and UUIDv7 starts with the Unix-millisecond
  * timestamp, so IDs sort by creation time — compatible with the original server's puidv7 IDs.
  */
+import { randomBytes } from "node:crypto"
 import { Data } from "effect"
 import { v7 as uuidv7 } from "uuid"
 
@@ -76,13 +77,35 @@ export const decodeBase32 = (text: string): Uint8Array | undefined => {
 const timestampOf = (bytes: Uint8Array): number =>
   bytes.subarray(0, 6).reduce((acc, byte) => acc * 256 + byte, 0)
 
-/** A fresh ID for `kind`; IDs made later in the same process compare greater. */
-export const newInstanceId = (kind: string, nowMillis: number = Date.now()): string => {
-  if (!isValidKind(kind)) throw new InvalidInstanceId({ input: kind, reason: "kind must be exactly 3 lowercase letters" })
-  const bytes = new Uint8Array(16)
-  uuidv7({ msecs: nowMillis }, bytes)
-  return kind + encodeBase32(bytes)
+/**
+ * Makes an ID minter with its own monotonic state: within one millisecond (or when the clock steps back)
+ * the UUIDv7 counter field is incremented instead of re-randomised, so IDs minted later always compare
+ * greater — the order the create saga and the bucket keys rely on.
+ */
+export const makeInstanceIdGenerator = () => {
+  let lastMillis = -Infinity
+  let sequence = 0
+  return (kind: string, nowMillis: number = Date.now()): string => {
+    if (!isValidKind(kind)) {
+      throw new InvalidInstanceId({ input: kind, reason: "kind must be exactly 3 lowercase letters" })
+    }
+    const random = randomBytes(16)
+    if (nowMillis > lastMillis) {
+      lastMillis = nowMillis
+      // 31 random bits leave room to count up within the millisecond before wrapping.
+      sequence = random.readUInt32BE(6) >>> 1
+    } else {
+      sequence = (sequence + 1) >>> 0
+      if (sequence === 0) lastMillis++
+    }
+    const bytes = new Uint8Array(16)
+    uuidv7({ msecs: lastMillis, seq: sequence, random }, bytes)
+    return kind + encodeBase32(bytes)
+  }
 }
+
+/** A fresh ID for `kind` from the process-wide minter. */
+export const newInstanceId = makeInstanceIdGenerator()
 
 /** Normalises the lenient spellings operators type (case, spaces, hyphens, i/l for 1, o for 0). */
 const normalise = (input: string): string =>

@@ -1,0 +1,54 @@
+/**
+ * Association tags mark a VM as nstance's: `nstance`, the cluster id and the shard id. GC and adoption
+ * filter on them, so they must survive PVE's tag rules (PVE rejects tags outside `[a-z0-9_][a-z0-9_+.-]*`,
+ * compares them case-insensitively, and accepts `;`, `,` or spaces as separators on input while
+ * returning `;`).
+ */
+
+export const OWNERSHIP_TAG = "nstance"
+
+const TAG_PATTERN = /^[a-z0-9_][a-z0-9_+.-]*$/
+
+export const isValidPveTag = (tag: string): boolean => TAG_PATTERN.test(tag)
+
+/**
+ * Maps any identifier onto a valid PVE tag: lower-cased, characters PVE refuses become `-`, a leading
+ * character PVE refuses gets a `_` in front. Identifiers that already follow nstance's identifier rules
+ * (lowercase alphanumerics and hyphens) come out unchanged.
+ */
+export const toPveTag = (value: string): string => {
+  const lowered = value.trim().toLowerCase().replace(/[^a-z0-9_+.-]/g, "-")
+  if (lowered === "") return "_"
+  return TAG_PATTERN.test(lowered) ? lowered : `_${lowered}`
+}
+
+/** The tags every VM of (cluster, shard) carries, in the order the original writes them. */
+export const associationTags = (clusterId: string, shard: string): ReadonlyArray<string> =>
+  dedupe([OWNERSHIP_TAG, toPveTag(clusterId), toPveTag(shard)])
+
+const dedupe = (tags: ReadonlyArray<string>): Array<string> => {
+  const seen = new Set<string>()
+  return tags.filter((tag) => {
+    const key = tag.toLowerCase()
+    if (seen.has(key)) return false
+    seen.add(key)
+    return true
+  })
+}
+
+/** Splits PVE's tag string (`a;b`, also `a,b` or `a b` as PVE accepts), dropping empty entries. */
+export const parsePveTags = (tags: string | undefined): ReadonlyArray<string> =>
+  tags === undefined ? [] : dedupe(tags.split(/[;,\s]+/).map((tag) => tag.trim()).filter((tag) => tag !== ""))
+
+/**
+ * Adds `wanted` to the tags a VM already has, keeping the existing ones and their order. Never yields an
+ * empty element (the original produced `;nstance` from an empty tag string).
+ */
+export const mergePveTags = (existing: string | undefined, wanted: ReadonlyArray<string>): string =>
+  dedupe([...parsePveTags(existing), ...wanted]).join(";")
+
+/** True when the VM's tags mark it as belonging to (cluster, shard). */
+export const hasAssociationTags = (tags: string | undefined, clusterId: string, shard: string): boolean => {
+  const present = new Set(parsePveTags(tags).map((tag) => tag.toLowerCase()))
+  return associationTags(clusterId, shard).every((tag) => present.has(tag))
+}
