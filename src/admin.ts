@@ -4,12 +4,16 @@
  */
 import { Command } from "@effect/cli"
 import { idCommand } from "./cli/adminId.js"
+import { isoCommand } from "./cli/adminIso.js"
+import { placeCommand } from "./cli/adminPlace.js"
 import { runCli } from "./cli/run.js"
 
 const admin = Command.make("nstance-admin").pipe(
   Command.withDescription("Operate nstance: preview ISOs and placements, manage shard config, inspect IDs"),
   Command.withSubcommands([
-    idCommand
+    idCommand,
+    isoCommand,
+    placeCommand
   ])
 )
 

@@ -15,8 +15,8 @@ const oneLine = (error: unknown): string => {
   return String(error)
 }
 
-export const runCli = <Name extends string, R, E>(
-  command: Command.Command<Name, R, E, unknown>,
+export const runCli = <Name extends string, R, E, A>(
+  command: Command.Command<Name, R, E, A>,
   name: string
 ) => {
   const cli = Command.run(command, { name, version: VERSION })
