@@ -17,7 +17,7 @@ import { LatencyFast, type LatencyModel, PVE_SECONDS, scaled } from "./latency.j
 import { sleep } from "./locks.js"
 import { PveHttpError, SimModel } from "./model.js"
 import { makePrng } from "./prng.js"
-import { type ApiSchema, loadApiSchema, validateParams } from "./schema.js"
+import { type ApiSchema, loadApiSchema, permissiveApiSchema, validateParams } from "./schema.js"
 
 export type { GuestBoot, GuestHook } from "./guest.js"
 export type { LatencyModel } from "./latency.js"
@@ -130,10 +130,16 @@ export const startSimulator = async (options: SimulatorOptions = {}): Promise<Ru
   const prng = makePrng(seed)
   const faultPrng = makePrng(seed * 7919 + 1)
   const modelPrng = makePrng(seed * 104_729 + 2)
-  const schema: ApiSchema = loadApiSchema(resolveSchemaPath(options.schemaPath), [
-    { key: "PUT /nodes/{node}/qemu/{vmid}/config", like: "POST /nodes/{node}/qemu/{vmid}/config" }
-  ])
-  const configSpecs = schema.endpoints.find((e) => e.method === "POST" && e.path === "/nodes/{node}/qemu/{vmid}/config")?.properties ?? {}
+  const schemaPath = resolveSchemaPath(options.schemaPath)
+  const official: ApiSchema | undefined = existsSync(schemaPath)
+    ? loadApiSchema(schemaPath, [{ key: "PUT /nodes/{node}/qemu/{vmid}/config", like: "POST /nodes/{node}/qemu/{vmid}/config" }])
+    : undefined
+  if (official === undefined) {
+    const warning = `PVE API schema not found (${schemaPath}; set NSTANCE_PVE_SCHEMA): parameter checking is off`
+    if (options.log !== undefined) options.log(warning)
+    else globalThis.console.warn(`nstance-pve-sim: ${warning}`)
+  }
+  const configSpecs = official?.endpoints.find((e) => e.method === "POST" && e.path === "/nodes/{node}/qemu/{vmid}/config")?.properties ?? {}
   let faults: FaultController | undefined
   const model = new SimModel({
     nodes, prng: modelPrng, latency, configSpecs, guestHook: options.guestHook, sharedStorage: options.sharedStorage, log: options.log,
@@ -147,6 +153,7 @@ export const startSimulator = async (options: SimulatorOptions = {}): Promise<Ru
     resetNodes: () => { for (const n of model.nodes.values()) n.online = true }
   })
   const faultController = faults
+  const schema: ApiSchema = official ?? permissiveApiSchema(Object.keys(model.routes))
   const expectedAuth = `PVEAPIToken=${tokenId}=${tokenSecret}`
 
   const handle = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {

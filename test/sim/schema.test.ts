@@ -105,3 +105,25 @@ describe("parameter checking as pveproxy does it", () => {
     expect(ok).toBe(vmid >= 100 && vmid <= 999_999_999)
   })
 })
+
+describe("without the official schema excerpt", () => {
+  it("still routes every endpoint and passes parameters through, so npm start works anywhere", async () => {
+    const { startSimulator } = await import("../../src/sim/server.js")
+    const logged: Array<string> = []
+    const sim = await startSimulator({ http: true, schemaPath: "/nonexistent/schema.json", log: (line) => logged.push(line) })
+    try {
+      const auth = { Authorization: `PVEAPIToken=${sim.tokenId}=${sim.tokenSecret}` }
+      const nodes = await fetch(`${sim.url}/cluster/resources?type=node`, { headers: auth })
+      expect(nodes.status).toBe(200)
+      const clone = await fetch(`${sim.url}/nodes/pve1/qemu/9000/clone`, {
+        method: "POST",
+        headers: { ...auth, "Content-Type": "application/x-www-form-urlencoded" },
+        body: "newid=150&name=permissive"
+      })
+      expect(clone.status).toBe(200)
+      expect(logged.some((line) => line.includes("parameter checking is off"))).toBe(true)
+    } finally {
+      await sim.close()
+    }
+  })
+})
