@@ -1,0 +1,240 @@
+/**
+ * The `nstance-server` command: `--validate FILE` checks a shard config offline (what
+ * `create-shard-config.sh` runs before uploading), and the start flags are parsed and checked into a
+ * `ServerStartOptions` before anything touches storage or Proxmox, so a bad flag or a missing token is
+ * one clear line, not a crash minutes later.
+ */
+import { Command, Options } from "@effect/cli"
+import { FileSystem } from "@effect/platform"
+import { Console, Effect, Either, Option } from "effect"
+import {
+  formatProblem,
+  identifierProblem,
+  parseAddress,
+  type ParsedShardConfig,
+  parseShardConfig,
+  type Problem,
+  type ProxmoxEnv,
+  readProxmoxEnv,
+  desiredGroups
+} from "../domain/config/index.js"
+import { objectStoreLayer } from "../layers/ObjectStoreFromFlags.js"
+import { runDaemon } from "../shard/daemon.js"
+import { runEmbedded } from "../shard/embedded.js"
+import { CONFIG_KEY } from "../shard/leaderWork.js"
+import { UsageError } from "./errors.js"
+import { defaultLogFormat, loggerLayer } from "./logging.js"
+
+/** How often the leader looks at the cluster (PVE refreshes /cluster/resources about every 10 s). */
+export const RECONCILE_INTERVAL = "30 seconds"
+
+export const STORAGE_KINDS = ["s3", "gcs", "file"] as const
+export type StorageKind = (typeof STORAGE_KINDS)[number]
+
+/** Everything a start needs, checked: what the daemon (a later issue) is wired from. */
+export interface ServerStartOptions {
+  readonly storage: StorageKind
+  /** Bucket name, or the base directory for `file`. */
+  readonly bucket: string
+  readonly shard: string
+  readonly id: string
+  /** Key prefix of the shard's objects; `shard/{shard}/` unless given. */
+  readonly prefix: string
+  readonly cachedir: string
+  readonly advertiseHost?: string
+  /** A local config file read instead of `{prefix}config.jsonc` (development). */
+  readonly configFile?: string
+  /** The local config, validated, when `configFile` is given. */
+  readonly config?: ParsedShardConfig
+  readonly proxmox: ProxmoxEnv
+}
+
+/** The start flags as given on the command line. */
+export interface StartFlags {
+  readonly storage?: string
+  readonly bucket?: string
+  readonly shard?: string
+  readonly id?: string
+  readonly prefix?: string
+  readonly cachedir: string
+  readonly advertiseHost?: string
+  readonly configFile?: string
+}
+
+const WILDCARD_HOSTS = new Set(["", "0.0.0.0", "::"])
+
+/**
+ * Checks the start flags, the local config (if any) and the Proxmox environment; every problem is
+ * returned as one line. Pure apart from what the caller passes in, so tests and the daemon share it.
+ */
+export const checkStartOptions = (
+  flags: StartFlags,
+  env: Readonly<Record<string, string | undefined>>,
+  config?: ParsedShardConfig
+): Either.Either<ServerStartOptions, ReadonlyArray<string>> => {
+  const errors: Array<string> = []
+  const missing = (["id", "shard", "storage", "bucket"] as const).filter((flag) => (flags[flag] ?? "").trim() === "")
+  if (missing.length > 0) errors.push(`missing required flag${missing.length > 1 ? "s" : ""} ${missing.map((flag) => `--${flag}`).join(", ")}`)
+  const storage = flags.storage
+  if (storage !== undefined && storage !== "" && !(STORAGE_KINDS as ReadonlyArray<string>).includes(storage)) {
+    errors.push(`--storage must be one of ${STORAGE_KINDS.join(", ")} (got ${JSON.stringify(storage)})`)
+  }
+  for (const flag of ["shard", "id"] as const) {
+    const value = flags[flag]
+    if (value === undefined || value === "") continue
+    const problem = identifierProblem(value)
+    if (problem !== undefined) errors.push(`--${flag} ${JSON.stringify(value)} ${problem}`)
+  }
+  if (flags.prefix !== undefined && flags.prefix.startsWith("/")) errors.push(`--prefix must not start with "/" (got ${JSON.stringify(flags.prefix)})`)
+  if (flags.advertiseHost !== undefined) {
+    const host = flags.advertiseHost
+    const asAddress = parseAddress(`${host.includes(":") ? `[${host}]` : host}:1`)
+    if (host === "" || Either.isLeft(asAddress)) errors.push(`--advertise-host ${JSON.stringify(host)} is not an IP address or hostname`)
+    if (config !== undefined) {
+      // Same rule as the original: the flag fills in a wildcard host, it never overrides a written one.
+      for (const [name, address] of [["health_addr", config.config.shard.advertise.health], ["election_addr", config.config.shard.advertise.election]] as const) {
+        if (!WILDCARD_HOSTS.has(address.host)) {
+          errors.push(`--advertise-host cannot replace shard.advertise.${name} ${JSON.stringify(address.text)}: it already names a host`)
+        }
+      }
+    }
+  }
+  // This build drives only Proxmox, so the token is needed whatever the config says.
+  const proxmox = readProxmoxEnv(env)
+  if (Either.isLeft(proxmox)) errors.push(...proxmox.left)
+  if (config !== undefined && flags.shard !== undefined && config.config.shard.id !== flags.shard) {
+    errors.push(`--shard ${JSON.stringify(flags.shard)} does not match shard.id ${JSON.stringify(config.config.shard.id)} in ${flags.configFile ?? "the config"}`)
+  }
+  if (errors.length > 0 || Either.isLeft(proxmox)) return Either.left(errors)
+  const shard = flags.shard ?? ""
+  return Either.right({
+    storage: storage as StorageKind,
+    bucket: flags.bucket ?? "",
+    shard,
+    id: flags.id ?? "",
+    prefix: flags.prefix ?? `shard/${shard}/`,
+    cachedir: flags.cachedir,
+    ...(flags.advertiseHost === undefined ? {} : { advertiseHost: flags.advertiseHost }),
+    ...(flags.configFile === undefined ? {} : { configFile: flags.configFile }),
+    ...(config === undefined ? {} : { config }),
+    proxmox: proxmox.right
+  })
+}
+
+/** One line that tells an operator what the config amounts to. */
+export const summarize = ({ config, warnings }: ParsedShardConfig): string => {
+  const groups = desiredGroups(config)
+  const tenants = new Set(groups.map((group) => group.tenant)).size
+  const vms = groups.reduce((sum, group) => sum + group.size, 0)
+  const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? "" : "s"}`
+  return `cluster ${config.cluster.id}, shard ${config.shard.id} (${config.shard.infra.provider}): ` +
+    `${plural(Object.keys(config.templates).length, "template")}, ${plural(tenants, "tenant")}, ` +
+    `${plural(groups.length, "group")}, ${plural(vms, "desired VM")}, ${plural(warnings.length, "warning")}`
+}
+
+const readConfigFile = (flag: string, path: string) =>
+  Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    return yield* fs.readFileString(path).pipe(
+      Effect.mapError((error) => new UsageError({ message: `cannot read ${flag} ${path}: ${error.message}` }))
+    )
+  })
+
+const printProblems = (problems: ReadonlyArray<Problem>) =>
+  Effect.forEach(problems, (problem) => Console.error(`✗ ${formatProblem(problem)}`), { discard: true })
+
+const setExitCode = (code: number) => Effect.sync(() => { process.exitCode = code })
+
+const validateFile = (path: string) =>
+  Effect.gen(function* () {
+    const text = yield* readConfigFile("--validate", path)
+    const parsed = parseShardConfig(text)
+    if (Either.isLeft(parsed)) {
+      yield* printProblems(parsed.left.problems)
+      yield* Console.error(`✗ ${path}: ${parsed.left.problems.length} problem${parsed.left.problems.length === 1 ? "" : "s"}; configuration is not valid`)
+      return yield* setExitCode(1)
+    }
+    yield* Console.log(`✓ Configuration is valid (${path})`)
+    yield* Console.log(summarize(parsed.right))
+    yield* Effect.forEach(parsed.right.warnings, (warning) => Console.log(`⚠ ${formatProblem(warning)}`), { discard: true })
+  })
+
+const text = (name: string, description: string) =>
+  Options.text(name).pipe(Options.withDescription(description), Options.optional)
+
+const options = {
+  validate: text("validate", "Validate this local shard config file (JSONC), print every problem as `✗ path: message`, and exit (0 valid, 1 not)"),
+  storage: Options.choice("storage", STORAGE_KINDS).pipe(
+    Options.withDescription("Object storage of the shard: s3 (also S3-compatible: Ceph RGW, SeaweedFS; AWS_* env), gcs, or file (a directory)"),
+    Options.optional
+  ),
+  bucket: text("bucket", "Bucket name (for --storage file: the base directory)"),
+  shard: text("shard", "Shard ID (one per Proxmox VE cluster): lowercase letters, digits, single '-', at most 32 characters"),
+  id: text("id", "This server's unique ID among the shard's replicas (same rules as --shard)"),
+  prefix: text("prefix", "Key prefix of the shard's objects in the bucket (default shard/{shard}/)"),
+  cachedir: Options.text("cachedir").pipe(
+    Options.withDescription("Local cache directory (default ./cache)"),
+    Options.withDefault("./cache")
+  ),
+  advertiseHost: text("advertise-host", "Host advertised for shard.advertise.health_addr and election_addr when the config leaves their host empty"),
+  config: text("config", "Read the shard config from this local file instead of {prefix}config.jsonc in the bucket (development)"),
+  embedded: Options.boolean("embedded").pipe(Options.withDescription(
+    "Run on the embedded default instead: a file store in a temporary directory and the Proxmox VE simulator " +
+      "(3 nodes, loopback), with examples/single-cluster.jsonc (or --config) as the shard config. What `npm start` runs."
+  )),
+  logFormat: Options.choice("log-format", ["text", "json"] as const).pipe(
+    Options.withDescription("Log lines as JSON objects (default when stdout is not a terminal) or as readable text"),
+    Options.optional
+  )
+}
+
+export const serverCommand = Command.make("nstance-server", options, (flags) =>
+  Effect.gen(function* () {
+    if (Option.isSome(flags.validate)) return yield* validateFile(flags.validate.value)
+    // The embedded default is a demo for a person at a terminal; a real daemon's logs usually go to a collector.
+    const logger = loggerLayer(Option.getOrElse(flags.logFormat, () => (flags.embedded ? "text" : defaultLogFormat())))
+    const configFile = Option.getOrUndefined(flags.config)
+    if (flags.embedded) {
+      return yield* runEmbedded(configFile === undefined ? {} : { configFile }).pipe(Effect.scoped, Effect.provide(logger))
+    }
+    let config: ParsedShardConfig | undefined
+    if (configFile !== undefined) {
+      const parsed = parseShardConfig(yield* readConfigFile("--config", configFile))
+      if (Either.isLeft(parsed)) {
+        yield* printProblems(parsed.left.problems)
+        return yield* setExitCode(1)
+      }
+      config = parsed.right
+    }
+    const checked = checkStartOptions({
+      storage: Option.getOrUndefined(flags.storage),
+      bucket: Option.getOrUndefined(flags.bucket),
+      shard: Option.getOrUndefined(flags.shard),
+      id: Option.getOrUndefined(flags.id),
+      prefix: Option.getOrUndefined(flags.prefix),
+      cachedir: flags.cachedir,
+      advertiseHost: Option.getOrUndefined(flags.advertiseHost),
+      configFile
+    }, process.env, config)
+    if (Either.isLeft(checked)) {
+      yield* Effect.forEach(checked.left, (line) => Console.error(`✗ ${line}`), { discard: true })
+      return yield* setExitCode(1)
+    }
+    const start = checked.right
+    return yield* runDaemon({
+      id: start.id,
+      ...(start.advertiseHost === undefined ? {} : { advertiseHost: start.advertiseHost }),
+      prefix: start.prefix,
+      store: objectStoreLayer({ storage: start.storage, bucket: start.bucket }),
+      config: start.config !== undefined && start.configFile !== undefined
+        ? { _tag: "Local", parsed: start.config, path: start.configFile }
+        : { _tag: "Store", key: CONFIG_KEY },
+      proxmox: start.proxmox,
+      reconcileInterval: RECONCILE_INTERVAL
+    }).pipe(Effect.scoped, Effect.provide(logger))
+  })
+).pipe(Command.withDescription(
+  "Nstance server for Proxmox VE: keeps groups of VMs at their desired size. Start with --storage --bucket --shard --id " +
+    "(env PROXMOX_API_URL, PROXMOX_TOKEN_ID, PROXMOX_TOKEN_SECRET), try it with --embedded (file store + simulator), " +
+    "or check a config with --validate FILE. In this build the leader plans placements but creates no VMs."
+))

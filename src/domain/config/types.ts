@@ -1,0 +1,94 @@
+/** The shard config after decoding, defaults and validation: what the rest of nstance consumes. */
+import type { Duration } from "effect"
+import type { JsonObject } from "./schema.js"
+
+export interface LeaderElection {
+  readonly enabled: boolean
+  readonly frequentInterval: Duration.Duration
+  readonly infrequentInterval: Duration.Duration
+  readonly leaderTimeout: Duration.Duration
+}
+
+/** A `host:port` address; `host` is "" for a wildcard written as `:8990`, IPv6 hosts without brackets. */
+export interface Address {
+  readonly host: string
+  readonly port: number
+  readonly text: string
+}
+
+export interface Addresses {
+  readonly health: Address
+  readonly election: Address
+  readonly registration: Address
+  readonly operator: Address
+  readonly agent: Address
+}
+
+export interface Userdata {
+  readonly source: "inline" | "url"
+  readonly encoding: "plain" | "base64" | "gzip" | "base64+gzip"
+  readonly content: string
+}
+
+export interface Template {
+  readonly name: string
+  readonly kind: string
+  readonly arch: "amd64" | "arm64"
+  readonly args: JsonObject
+  readonly userdata?: Userdata
+  readonly instanceType?: string
+  readonly subnetPool?: string
+  readonly vars: Readonly<Record<string, string>>
+}
+
+export interface Group {
+  readonly tenant: string
+  readonly name: string
+  readonly template: string
+  /** Desired number of VMs (absent in the file = 0, as in the original). */
+  readonly size: number
+  readonly instanceType?: string
+  readonly subnetPool?: string
+  readonly vars: Readonly<Record<string, string>>
+  readonly args: JsonObject
+}
+
+export interface ShardConfig {
+  readonly cluster: {
+    readonly id: string
+    readonly leaderElection: LeaderElection
+  }
+  readonly shard: {
+    readonly id: string
+    readonly infra: {
+      readonly provider: "proxmox" | "aws" | "google" | "mock" | "tmux"
+      readonly region: string
+      readonly zone: string
+      /** Proxmox options with defaults applied (ignored by other providers). */
+      readonly options: { readonly insecureTls: boolean; readonly cloudInitIsoStorage: string }
+      /** The options object as written, for providers other than Proxmox. */
+      readonly rawOptions: JsonObject
+    }
+    readonly bind: Addresses
+    readonly advertise: Addresses
+    readonly subnetPools: Readonly<Record<string, ReadonlyArray<string>>>
+    readonly garbageCollection: {
+      readonly interval: Duration.Duration
+      readonly registrationTimeout: Duration.Duration
+      readonly deletedRecordRetention: Duration.Duration
+    }
+    readonly leaderElection: LeaderElection
+    readonly requestTimeout: Duration.Duration
+    /** Minimum spacing between two creations; zero = no limit. */
+    readonly createRateLimit: Duration.Duration
+    readonly healthCheckInterval: Duration.Duration
+  }
+  readonly defaults: {
+    readonly args: JsonObject
+    readonly vars: Readonly<Record<string, string>>
+    readonly userdata?: Userdata
+  }
+  readonly templates: Readonly<Record<string, Template>>
+  /** tenant → group key → group. */
+  readonly groups: Readonly<Record<string, Readonly<Record<string, Group>>>>
+}
