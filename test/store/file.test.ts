@@ -1,0 +1,97 @@
+import { spawn } from "node:child_process"
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { afterAll, describe, expect, it } from "@effect/vitest"
+import { Chunk, Effect, Schedule, Stream } from "effect"
+import { makeFileStore } from "../../src/layers/ObjectStoreFile.js"
+import { storeContract } from "./contract.js"
+
+const dir = mkdtempSync(join(tmpdir(), "nstance-file-store-"))
+afterAll(() => rmSync(dir, { recursive: true, force: true }))
+
+const store = makeFileStore({ directory: join(dir, "bucket") })
+storeContract("file", () => store)
+
+const enc = new TextEncoder()
+const dec = new TextDecoder()
+
+describe("file store specifics", () => {
+  it.live("objects are plain files under the directory; temp and lock files never show up in list", () =>
+    Effect.gen(function* () {
+      const root = join(dir, "plain")
+      const s = makeFileStore({ directory: root })
+      yield* s.put("shard/a/config.jsonc", enc.encode("{}"))
+      yield* s.put("shard/a/lease", enc.encode("x"))
+      expect(readdirSync(join(root, "shard", "a")).sort()).toEqual(["config.jsonc", "lease"])
+      const keys = Chunk.toReadonlyArray(yield* Stream.runCollect(s.list(""))).map((m) => m.key)
+      expect(keys).toEqual(["shard/a/config.jsonc", "shard/a/lease"])
+      expect(yield* Effect.flip(s.put(".nstance-store/locks/x", enc.encode("x")))).toMatchObject({ _tag: "InvalidKey" })
+      expect(yield* Effect.flip(s.put("dir/", enc.encode("x")))).toMatchObject({ _tag: "InvalidKey" })
+    }))
+
+  it.live("list order is key order even where a directory name sorts differently from its keys", () =>
+    Effect.gen(function* () {
+      const s = makeFileStore({ directory: join(dir, "order") })
+      for (const key of ["a/b", "a-c", "a.d", "a0", "ab/c", "a/a/z"]) yield* s.put(key, enc.encode(key))
+      const keys = Chunk.toReadonlyArray(yield* Stream.runCollect(s.list(""))).map((m) => m.key)
+      expect(keys).toEqual(["a-c", "a.d", "a/a/z", "a/b", "a0", "ab/c"])
+      const after = Chunk.toReadonlyArray(yield* Stream.runCollect(s.list("a", "a/a/z"))).map((m) => m.key)
+      expect(after).toEqual(["a/b", "a0", "ab/c"])
+    }))
+
+  it.live("writing a key that collides with another object's path is InvalidKey; reading it is NotFound", () =>
+    Effect.gen(function* () {
+      const s = makeFileStore({ directory: join(dir, "collide") })
+      yield* s.put("a", enc.encode("file"))
+      expect(yield* Effect.flip(s.put("a/b", enc.encode("x")))).toMatchObject({ _tag: "InvalidKey", key: "a/b" })
+      expect(yield* Effect.flip(s.get("a/b"))).toMatchObject({ _tag: "NotFound" })
+      yield* s.put("d/e", enc.encode("x"))
+      expect(yield* Effect.flip(s.get("d"))).toMatchObject({ _tag: "NotFound" })
+      expect(yield* Effect.flip(s.put("d", enc.encode("x")))).toMatchObject({ _tag: "InvalidKey", key: "d" })
+    }))
+
+  it.live("a lock left by a dead process is broken and the write proceeds", () =>
+    Effect.gen(function* () {
+      const root = join(dir, "stale")
+      const s = makeFileStore({ directory: root })
+      const v1 = yield* s.put("k", enc.encode("v1"))
+      // pid 2^22+1 is above Linux's pid_max default range, so no process has it.
+      const { createHash } = yield* Effect.promise(() => import("node:crypto"))
+      writeFileSync(join(root, ".nstance-store", "locks", `${createHash("sha256").update("k").digest("hex")}.lock`), "4194305 dead")
+      yield* s.put("k", enc.encode("v2"), { _tag: "IfMatch", etag: v1.etag })
+      expect(dec.decode((yield* s.get("k")).body)).toBe("v2")
+    }))
+})
+
+const racer = (args: ReadonlyArray<string>) =>
+  new Promise<string>((resolve, reject) => {
+    const child = spawn(process.execPath, ["--import", "tsx", join(import.meta.dirname, "fileRacer.ts"), ...args], { stdio: ["ignore", "pipe", "pipe"] })
+    let out = ""
+    let err = ""
+    child.stdout.on("data", (chunk: Buffer) => (out += chunk.toString()))
+    child.stderr.on("data", (chunk: Buffer) => (err += chunk.toString()))
+    child.on("error", reject)
+    child.on("close", (code) => (code === 0 ? resolve(out.trim()) : reject(new Error(`racer exited ${code}: ${err}`))))
+  })
+
+describe("file store across OS processes", () => {
+  it.live.each([["IfAbsent", "absent"], ["IfMatch", "match"]] as const)("6 node processes racing with %s: exactly one wins", ([, mode]) =>
+    Effect.gen(function* () {
+      const raceDir = mkdtempSync(join(dir, `race-${mode}-`))
+      const s = makeFileStore({ directory: join(raceDir, "store") })
+      const base = mode === "match" ? (yield* s.put("lease", enc.encode("base"))).etag : ""
+      const children = Array.from({ length: 6 }, (_, i) => racer([raceDir, "lease", mode, `process-${i}`, base]))
+      // Release them together only once every child has loaded (which takes seconds on a busy machine).
+      const allReady = Effect.sync(() => readdirSync(raceDir).filter((name) => name.startsWith("ready-")).length >= 6)
+      yield* allReady.pipe(Effect.repeat({ until: (ready) => ready, schedule: Schedule.spaced("50 millis") }), Effect.timeout("100 seconds"))
+      writeFileSync(join(raceDir, "go"), "")
+      const outcomes = yield* Effect.promise(() => Promise.all(children))
+      const winners = outcomes.flatMap((line, i) => (line.startsWith("won ") ? [{ i, etag: line.slice(4) }] : []))
+      expect(outcomes.filter((line) => line !== "lost" && !line.startsWith("won "))).toEqual([])
+      expect(winners).toHaveLength(1)
+      const got = yield* s.get("lease")
+      expect(dec.decode(got.body)).toBe(`process-${winners[0]!.i}`)
+      expect(got.etag).toBe(winners[0]!.etag)
+    }), 240_000)
+})
