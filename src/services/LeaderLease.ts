@@ -1,0 +1,47 @@
+/**
+ * Leadership of a shard: exactly one replica at a time runs the shard actor's leader scope. The contract
+ * hides how the lease is held (a conditional-write record in the shard's bucket) so the actor and the admin
+ * endpoints only see "am I leader, with which term, and who is".
+ */
+import { Context, Data, type Effect, type Option, type Scope, type SubscriptionRef } from "effect"
+
+/** The options of a lease make no sense together (e.g. a timeout shorter than the renewal interval). */
+export class InvalidLeaseOptions extends Data.TaggedError("InvalidLeaseOptions")<{
+  readonly field: string
+  readonly reason: string
+}> {
+  override get message() {
+    return `invalid leader election setting ${this.field}: ${this.reason}`
+  }
+}
+
+export interface LeaderInfo {
+  readonly id: string
+  /** host:port other replicas and clients are redirected to; may be empty (the Go server omits it). */
+  readonly address: string
+  readonly term: number
+}
+
+export interface LeaderLeaseShape {
+  /** This replica's id (`--id`). */
+  readonly id: string
+  /** True exactly while this replica holds the lease and has not fenced itself. */
+  readonly isLeader: SubscriptionRef.SubscriptionRef<boolean>
+  /** Our term while leader; otherwise the term of the leader last observed (0 when none was seen). */
+  readonly term: Effect.Effect<number>
+  /** Who leads now as far as this replica knows (itself included); none when the lease is free or expired. */
+  readonly currentLeader: Effect.Effect<Option.Option<LeaderInfo>>
+  /**
+   * Runs `work(term)` each time this replica acquires the lease and interrupts it when leadership is lost,
+   * for as long as the calling scope lives. Renewal never waits for `work`. If `work` fails, the failure is
+   * logged and the lease is resigned so a standby takes over.
+   */
+  readonly whileLeader: <E, R>(work: (term: number) => Effect.Effect<unknown, E, R>) => Effect.Effect<void, never, R | Scope.Scope>
+  /**
+   * Steps down now and releases the record (Go zero time, If-Match) so a standby acquires at its next tick;
+   * this replica then does not try to acquire for one leader timeout. Never fails; problems are logged.
+   */
+  readonly resign: Effect.Effect<void>
+}
+
+export class LeaderLease extends Context.Tag("nstance/LeaderLease")<LeaderLease, LeaderLeaseShape>() {}
