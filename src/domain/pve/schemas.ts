@@ -1,0 +1,244 @@
+/**
+ * The shapes PVE answers with, decoded at the boundary. PVE's Perl side is loose about JSON types: the
+ * same field is a number on one endpoint and a string on another (`nextid` is `"100"`), booleans come as
+ * 0/1, "0"/"1" or true/false, and optional fields are simply absent. Those fields decode leniently; names,
+ * ids and enums decode strictly; unknown extra fields are ignored so a newer PVE does not break us.
+ */
+import { Schema } from "effect"
+import { UPID_PATTERN } from "./upid.js"
+
+/** A number PVE may send as a JSON number or as a decimal string. */
+export const NumberFromStringOrNumber = Schema.Union(
+  Schema.Number,
+  Schema.NumberFromString
+).pipe(Schema.filter((n) => Number.isFinite(n), { message: () => "expected a finite number" }))
+
+export const IntFromStringOrNumber = NumberFromStringOrNumber.pipe(
+  Schema.filter((n) => Number.isInteger(n), { message: () => "expected an integer" })
+)
+
+/** A PVE boolean: 0/1, "0"/"1" or true/false. */
+export const BooleanFromPve = Schema.transform(
+  Schema.Union(Schema.Literal(0, 1, "0", "1"), Schema.Boolean),
+  Schema.Boolean,
+  { strict: true, decode: (v) => v === 1 || v === "1" || v === true, encode: (b) => (b ? 1 : 0) }
+)
+
+const optNumber = Schema.optional(NumberFromStringOrNumber)
+const optInt = Schema.optional(IntFromStringOrNumber)
+const optString = Schema.optional(Schema.String)
+const optBool = Schema.optional(BooleanFromPve)
+
+/** A task id as PVE returns it from every asynchronous call. */
+export const Upid = Schema.String.pipe(Schema.pattern(UPID_PATTERN, { message: () => "expected a UPID (UPID:node:pid:pstart:starttime:type:id:user:)" }), Schema.brand("Upid"))
+export type Upid = typeof Upid.Type
+
+/** `{"data": …}`, PVE's envelope around every answer. */
+export const Envelope = <A, I, R>(data: Schema.Schema<A, I, R>) => Schema.Struct({ data })
+
+/** `GET /cluster/resources?type=node` entry. Offline nodes omit the usage fields. */
+export const NodeResource = Schema.Struct({
+  id: Schema.String,
+  type: Schema.Literal("node"),
+  node: Schema.String,
+  status: Schema.String,
+  cpu: optNumber,
+  maxcpu: optNumber,
+  mem: optNumber,
+  maxmem: optNumber,
+  disk: optNumber,
+  maxdisk: optNumber,
+  uptime: optNumber
+})
+export type NodeResource = typeof NodeResource.Type
+
+/** `GET /cluster/resources?type=vm` entry (qemu and lxc guests). */
+export const VmResource = Schema.Struct({
+  id: Schema.String,
+  type: Schema.String,
+  vmid: IntFromStringOrNumber,
+  node: Schema.String,
+  status: Schema.String,
+  name: optString,
+  tags: optString,
+  template: Schema.optionalWith(BooleanFromPve, { default: () => false }),
+  lock: optString,
+  pool: optString,
+  hastate: optString,
+  cpu: optNumber,
+  maxcpu: optNumber,
+  mem: optNumber,
+  maxmem: optNumber,
+  maxdisk: optNumber,
+  uptime: optNumber
+})
+export type VmResource = typeof VmResource.Type
+
+/** `GET /cluster/status`: one `cluster` entry (absent on a single node) and one per node. */
+export const ClusterStatusEntry = Schema.Struct({
+  type: Schema.Literal("cluster", "node"),
+  id: Schema.String,
+  name: Schema.String,
+  nodes: optInt,
+  quorate: optBool,
+  version: optInt,
+  nodeid: optInt,
+  ip: optString,
+  online: optBool,
+  local: optBool,
+  level: optString
+})
+export type ClusterStatusEntry = typeof ClusterStatusEntry.Type
+
+const MemoryFigures = Schema.Struct({
+  total: NumberFromStringOrNumber,
+  used: NumberFromStringOrNumber,
+  free: optNumber,
+  available: optNumber
+})
+
+/** `GET /nodes/{node}/status`: only the figures nstance reads are required. */
+export const NodeStatus = Schema.Struct({
+  cpu: NumberFromStringOrNumber,
+  memory: MemoryFigures,
+  uptime: optNumber,
+  pveversion: optString,
+  kversion: optString,
+  loadavg: Schema.optional(Schema.Array(Schema.Union(Schema.String, Schema.Number))),
+  cpuinfo: Schema.optional(Schema.Struct({ cpus: optInt, cores: optInt, sockets: optInt, model: optString }))
+})
+export type NodeStatus = typeof NodeStatus.Type
+
+/** `GET /nodes/{node}/qemu` entry. */
+export const QemuListEntry = Schema.Struct({
+  vmid: IntFromStringOrNumber,
+  status: Schema.String,
+  name: optString,
+  tags: optString,
+  template: Schema.optionalWith(BooleanFromPve, { default: () => false }),
+  lock: optString,
+  qmpstatus: optString,
+  cpus: optNumber,
+  maxmem: optNumber,
+  mem: optNumber,
+  maxdisk: optNumber,
+  uptime: optNumber,
+  pid: optInt
+})
+export type QemuListEntry = typeof QemuListEntry.Type
+
+/** `GET …/qemu/{vmid}/status/current`. A paused guest is `status: running` with `qmpstatus: paused`. */
+export const VmStatusCurrent = Schema.Struct({
+  vmid: IntFromStringOrNumber,
+  status: Schema.String,
+  qmpstatus: optString,
+  name: optString,
+  tags: optString,
+  lock: optString,
+  template: Schema.optionalWith(BooleanFromPve, { default: () => false }),
+  agent: optBool,
+  cpus: optNumber,
+  maxmem: optNumber,
+  mem: optNumber,
+  maxdisk: optNumber,
+  uptime: optNumber,
+  pid: optInt
+})
+export type VmStatusCurrent = typeof VmStatusCurrent.Type
+
+/**
+ * `GET …/qemu/{vmid}/config`: the keys nstance reads are typed, every other key is kept as PVE sent it
+ * (drives, `scsihw`, `smbios1`…) so callers can look at, say, `scsi0` or `net1`.
+ */
+export const VmConfig = Schema.Struct(
+  {
+    name: optString,
+    tags: optString,
+    description: optString,
+    cores: optInt,
+    sockets: optInt,
+    // `[current=]<MiB>` since PVE 8 (a string); older releases send a number.
+    memory: Schema.optional(Schema.Union(Schema.String, Schema.Number.pipe(Schema.int()))),
+    onboot: optBool,
+    template: optBool,
+    boot: optString,
+    net0: optString,
+    ide2: optString,
+    scsi0: optString,
+    lock: optString,
+    digest: optString
+  },
+  Schema.Record({ key: Schema.String, value: Schema.Unknown })
+)
+export type VmConfig = typeof VmConfig.Type
+
+/** `GET /nodes/{node}/tasks/{upid}/status`. */
+export const TaskStatus = Schema.Struct({
+  status: Schema.Literal("running", "stopped"),
+  exitstatus: optString,
+  upid: Schema.String,
+  node: Schema.String,
+  type: Schema.String,
+  id: Schema.String,
+  user: Schema.String,
+  pid: optInt,
+  pstart: optInt,
+  starttime: optInt
+})
+export type TaskStatus = typeof TaskStatus.Type
+
+/** `GET /nodes/{node}/storage` entry. */
+export const StorageEntry = Schema.Struct({
+  storage: Schema.String,
+  type: Schema.String,
+  content: Schema.String,
+  enabled: optBool,
+  active: optBool,
+  shared: optBool,
+  total: optNumber,
+  used: optNumber,
+  avail: optNumber
+})
+export type StorageEntry = typeof StorageEntry.Type
+
+/** `GET /nodes/{node}/storage/{storage}/content` entry. */
+export const StorageContentEntry = Schema.Struct({
+  volid: Schema.String,
+  format: Schema.String,
+  size: NumberFromStringOrNumber,
+  content: optString,
+  ctime: optInt,
+  vmid: optInt,
+  parent: optString,
+  used: optNumber
+})
+export type StorageContentEntry = typeof StorageContentEntry.Type
+
+/** `GET /nodes/{node}/storage/{storage}/content/{volume}`. */
+export const VolumeAttributes = Schema.Struct({
+  format: Schema.String,
+  path: Schema.String,
+  size: NumberFromStringOrNumber,
+  used: optNumber,
+  protected: optBool,
+  notes: optString
+})
+export type VolumeAttributes = typeof VolumeAttributes.Type
+
+/** `GET /version`. */
+export const PveVersion = Schema.Struct({ version: Schema.String, release: Schema.String, repoid: optString })
+export type PveVersion = typeof PveVersion.Type
+
+/** `GET /access/permissions`: path → privilege → propagate flag. */
+export const Permissions = Schema.Record({
+  key: Schema.String,
+  value: Schema.Record({ key: Schema.String, value: BooleanFromPve })
+})
+export type Permissions = typeof Permissions.Type
+
+/** `GET /cluster/nextid`: PVE sends the VMID as a JSON string. */
+export const NextId = IntFromStringOrNumber
+
+/** Answers of asynchronous calls: a UPID, or null where PVE may finish synchronously. */
+export const UpidAnswer = Upid
+export const OptionalUpidAnswer = Schema.NullOr(Upid)
