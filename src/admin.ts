@@ -3,6 +3,7 @@
  * and, later, the client of the admin endpoints.
  */
 import { Command } from "@effect/cli"
+import { configCommand } from "./cli/adminConfig.js"
 import { idCommand } from "./cli/adminId.js"
 import { isoCommand } from "./cli/adminIso.js"
 import { placeCommand } from "./cli/adminPlace.js"
@@ -11,6 +12,7 @@ import { runCli } from "./cli/run.js"
 const admin = Command.make("nstance-admin").pipe(
   Command.withDescription("Operate nstance: preview ISOs and placements, manage shard config, inspect IDs"),
   Command.withSubcommands([
+    configCommand,
     idCommand,
     isoCommand,
     placeCommand

@@ -22,6 +22,8 @@ export const runCli = <Name extends string, R, E, A>(
   const cli = Command.run(command, { name, version: VERSION })
   const program = Effect.suspend(() => cli(process.argv)).pipe(
     Effect.catchAllCause((cause) => {
+      // SIGINT/SIGTERM: the daemon's finalizers (lease resign) have run; nothing to report.
+      if (Cause.isInterruptedOnly(cause)) return Effect.void
       const failure = Cause.failureOption(cause)
       // @effect/cli has already printed its own help/usage text for validation errors.
       if (Option.isSome(failure) && ValidationError.isValidationError(failure.value)) {
@@ -35,7 +37,7 @@ export const runCli = <Name extends string, R, E, A>(
     }),
     Effect.provide(NodeContext.layer)
   )
-  NodeRuntime.runMain(program as Effect.Effect<void, never, never>, { disableErrorReporting: true })
+  NodeRuntime.runMain(program as Effect.Effect<void, never, never>, { disableErrorReporting: true, disablePrettyLogger: true })
 }
 
 export { Exit }
