@@ -7,14 +7,14 @@
  * would answer, or a `PveHttpError`.
  */
 import { createHash } from "node:crypto"
-import { Data } from "effect"
+import { Data, Option } from "effect"
 import type { FaultController } from "./faults.js"
 import { type GuestHook, readSeed } from "./guest.js"
 import { type LatencyModel, PVE_SECONDS, scaled } from "./latency.js"
 import { FileLock, LockTimeout, sleep, WorkerPool } from "./locks.js"
 import type { Prng } from "./prng.js"
 import type { ParamSpec, Params } from "./schema.js"
-import { formatUpid, parseUpid } from "./upid.js"
+import { formatUpid, parseUpid } from "../domain/pve/upid.js"
 
 export class PveHttpError extends Data.TaggedError("PveHttpError")<{
   readonly status: number
@@ -923,7 +923,7 @@ export class SimModel {
       const node = this.onlineNode(p)
       const upid = p["upid"] ?? ""
       // PVE raises these as parameter errors (400), not as 500s.
-      if (parseUpid(upid) === undefined) throw paramError({ upid: "unable to parse worker upid" })
+      if (Option.isNone(parseUpid(upid))) throw paramError({ upid: "unable to parse worker upid" })
       const task = this.tasks.get(upid)
       if (task === undefined || task.node !== node.name) throw paramError({ upid: "no such task" })
       const out: Record<string, unknown> = {

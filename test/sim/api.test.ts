@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect } from "effect"
-import { parseUpid } from "../../src/sim/upid.js"
+import { Effect, Option } from "effect"
+import { parseUpid } from "../../src/domain/pve/upid.js"
 import { PveSimulator, startSimulator, type RunningSimulator, type SimulatorOptions } from "../../src/sim/server.js"
 import { asArray, asString, client, field, type Client } from "./client.js"
 
@@ -132,7 +132,7 @@ describe("tasks", () => {
     withSim({}, async (sim, api) => {
       const a = await api.call("POST", "/nodes/pve1/qemu/9000/clone", { newid: 100, name: "web1" })
       const upid = asString(a.data)
-      expect(parseUpid(upid)).toMatchObject({ node: "pve1", type: "qmclone", id: "9000", user: sim.tokenId })
+      expect(Option.getOrUndefined(parseUpid(upid))).toMatchObject({ node: "pve1", type: "qmclone", id: "9000", user: sim.tokenId })
       expect(upid).toMatch(/^UPID:pve1:[0-9A-F]{8}:[0-9A-F]{8}:[0-9A-F]{8}:qmclone:9000:nstance@pve!nstance-token:$/)
       const first = await api.call("GET", `/nodes/pve1/tasks/${encodeURIComponent(upid)}/status`)
       expect(field(first.data, "status")).toBe("running")
@@ -295,7 +295,7 @@ describe("VM lifecycle semantics", () => {
       const bytes = new Uint8Array(4096).fill(7)
       const up = await api.upload("pve1", "local", "user-data-100.iso", bytes)
       expect(up.status).toBe(200)
-      expect(parseUpid(asString(up.data))?.type).toBe("imgcopy")
+      expect(Option.getOrUndefined(parseUpid(asString(up.data)))?.type).toBe("imgcopy")
       expect(await api.waitTask(asString(up.data))).toBe("OK")
       const content = asArray((await api.call("GET", "/nodes/pve1/storage/local/content", { content: "iso" })).data)
       expect(content.map((v) => [field(v, "volid"), field(v, "size"), field(v, "format")])).toEqual([["local:iso/user-data-100.iso", 4096, "iso"]])

@@ -18,6 +18,12 @@ const UPID = /^UPID:([A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):([0-9A-Fa-f]{8})
 
 export const UPID_PATTERN = UPID
 
+const hex8 = (n: number) => (n >>> 0).toString(16).toUpperCase().padStart(8, "0")
+
+/** PVE's own spelling: pid, pstart and starttime as 8 upper-case hex digits (what the simulator issues). */
+export const formatUpid = (u: ParsedUpid): string =>
+  `UPID:${u.node}:${hex8(u.pid)}:${hex8(u.pstart)}:${hex8(u.starttime)}:${u.type}:${u.id}:${u.user}:`
+
 export const parseUpid = (text: string): Option.Option<ParsedUpid> => {
   const m = UPID.exec(text)
   if (m === null) return Option.none()
