@@ -38,7 +38,13 @@ const oid = (dotted: string): Buffer => {
   return tlv(0x06, Buffer.from(out))
 }
 
-const integer = (bytes: Buffer): Buffer => tlv(0x02, (bytes[0] ?? 0) & 0x80 ? Buffer.concat([Buffer.from([0]), bytes]) : bytes)
+/** A non-negative DER INTEGER: minimal (no leading zero bytes, which DER rejects as padding), sign bit clear. */
+export const derInteger = (bytes: Buffer): Buffer => {
+  let start = 0
+  while (start < bytes.length - 1 && bytes[start] === 0) start++
+  const minimal = bytes.subarray(start)
+  return tlv(0x02, (minimal[0] ?? 0) & 0x80 ? Buffer.concat([Buffer.from([0]), minimal]) : minimal)
+}
 
 const utcTime = (d: Date): Buffer => {
   const two = (n: number) => String(n).padStart(2, "0")
@@ -67,8 +73,8 @@ export const makeSelfSignedCert = (): SelfSignedCert => {
   ))
   const serial = createHash("sha256").update(String(now)).update(String(Math.random())).digest().subarray(0, 16)
   const tbs = seq(
-    tlv(0xa0, integer(Buffer.from([2]))),
-    integer(serial),
+    tlv(0xa0, derInteger(Buffer.from([2]))),
+    derInteger(serial),
     ecdsaSha256,
     subject,
     seq(utcTime(new Date(now - 60_000)), utcTime(new Date(now + 365 * 86_400_000))),
