@@ -4,7 +4,8 @@
  * weights the original documents (its code used 1:1). Every node's metrics, score or exclusion reason are
  * kept so an operator can see why a node was or was not chosen.
  */
-import { Data, ParseResult, Schema } from "effect"
+import { Data, Schema } from "effect"
+import { NumberFromStringOrNumber } from "./pve/schemas.js"
 import { type Criterion, rankByScore, topsisScores, TopsisError } from "./topsis.js"
 
 /** One node as `/cluster/resources?type=node` reports it (numbers already decoded). */
@@ -22,16 +23,7 @@ export interface NodeResources {
 }
 
 // PVE sends these as JSON numbers, but hand-saved or proxied answers sometimes carry numeric strings.
-const Numeric = Schema.transformOrFail(Schema.Unknown, Schema.Number, {
-  strict: true,
-  decode: (input, _options, ast) => {
-    const value = typeof input === "number" ? input : typeof input === "string" && input.trim() !== "" ? Number(input) : Number.NaN
-    return Number.isFinite(value)
-      ? ParseResult.succeed(value)
-      : ParseResult.fail(new ParseResult.Type(ast, input, "expected a finite number or a numeric string"))
-  },
-  encode: (value) => ParseResult.succeed(value)
-})
+const Numeric = NumberFromStringOrNumber
 
 /**
  * One node entry of `/cluster/resources` as PVE sends it. Offline nodes come without the usage fields, so
@@ -44,6 +36,23 @@ export const NodeResourcesEntry = Schema.Struct({
   maxmem: Schema.optionalWith(Numeric, { default: () => 0 }),
   cpu: Schema.optionalWith(Numeric, { default: () => 0 }),
   maxcpu: Schema.optionalWith(Numeric, { default: () => 0 })
+})
+
+/** The placement view of a decoded node entry: offline nodes come without usage fields, which count as 0. */
+export const nodeResourcesFrom = (entry: {
+  readonly node: string
+  readonly status: string
+  readonly mem?: number | undefined
+  readonly maxmem?: number | undefined
+  readonly cpu?: number | undefined
+  readonly maxcpu?: number | undefined
+}): NodeResources => ({
+  node: entry.node,
+  status: entry.status,
+  mem: entry.mem ?? 0,
+  maxmem: entry.maxmem ?? 0,
+  cpu: entry.cpu ?? 0,
+  maxcpu: entry.maxcpu ?? 0
 })
 
 /** What the VM to place asks for. */

@@ -14,6 +14,7 @@ import {
   type ShardConfig,
   vmSpecFor
 } from "../domain/config/index.js"
+import { nodeResourcesFrom } from "../domain/placement.js"
 import { ObjectStore } from "../services/ObjectStore.js"
 import { ProxmoxApi } from "../services/ProxmoxApi.js"
 import { describePreflight, type GroupDemand, preflight } from "./preflight.js"
@@ -79,14 +80,7 @@ export const inspectShard = Effect.fn("shard.inspect")(function* (source: Config
   const report = preflight({
     clusterId: config.cluster.id,
     shard: config.shard.id,
-    nodes: nodes.map((node) => ({
-      node: node.node,
-      status: node.status,
-      mem: node.mem ?? 0,
-      maxmem: node.maxmem ?? 0,
-      cpu: node.cpu ?? 0,
-      maxcpu: node.maxcpu ?? 0
-    })),
+    nodes: nodes.map(nodeResourcesFrom),
     vms: vms
       .filter((vm) => vm.type === "qemu")
       .map((vm) => ({ vmid: vm.vmid, node: vm.node, name: vm.name, tags: vm.tags, template: vm.template, status: vm.status })),

@@ -4,14 +4,20 @@
  * 0/1, "0"/"1" or true/false, and optional fields are simply absent. Those fields decode leniently; names,
  * ids and enums decode strictly; unknown extra fields are ignored so a newer PVE does not break us.
  */
-import { Schema } from "effect"
+import { ParseResult, Schema } from "effect"
 import { UPID_PATTERN } from "./upid.js"
 
-/** A number PVE may send as a JSON number or as a decimal string. */
-export const NumberFromStringOrNumber = Schema.Union(
-  Schema.Number,
-  Schema.NumberFromString
-).pipe(Schema.filter((n) => Number.isFinite(n), { message: () => "expected a finite number" }))
+/** A number PVE may send as a JSON number or as a decimal string; anything else fails with one clear message. */
+export const NumberFromStringOrNumber = Schema.transformOrFail(Schema.Unknown, Schema.Number, {
+  strict: true,
+  decode: (input, _options, ast) => {
+    const value = typeof input === "number" ? input : typeof input === "string" && input.trim() !== "" ? Number(input) : Number.NaN
+    return Number.isFinite(value)
+      ? ParseResult.succeed(value)
+      : ParseResult.fail(new ParseResult.Type(ast, input, "expected a finite number or a numeric string"))
+  },
+  encode: (value) => ParseResult.succeed(value)
+})
 
 export const IntFromStringOrNumber = NumberFromStringOrNumber.pipe(
   Schema.filter((n) => Number.isInteger(n), { message: () => "expected an integer" })
