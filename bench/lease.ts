@@ -14,6 +14,7 @@ import { makeMemoryStore } from "../src/layers/ObjectStoreMemory.js"
 import { scopeStore } from "../src/layers/ObjectStoreScoped.js"
 import { makeS3Store } from "../src/layers/ObjectStoreS3.js"
 import type { ObjectStoreShape } from "../src/services/ObjectStore.js"
+import { percentile } from "./lib/stats.js"
 
 interface Call {
   readonly op: "get" | "put"
@@ -30,7 +31,6 @@ const timed = (base: ObjectStoreShape, calls: Array<Call>): ObjectStoreShape => 
   return { ...base, get: (key) => time("get", base.get(key)), put: (key, body, pre) => time("put", base.put(key, body, pre)) }
 }
 
-const pct = (sorted: ReadonlyArray<number>, p: number) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] ?? NaN
 const fmt = (n: number) => n.toFixed(2)
 
 const measure = (name: string, store: ObjectStoreShape, seconds: number) =>
@@ -66,8 +66,8 @@ const measure = (name: string, store: ObjectStoreShape, seconds: number) =>
     const renewCalls = steady.length / Math.max(1, renewals.length)
     console.log(
       `${name.padEnd(8)} renewals ${String(renewals.length).padStart(5)} (${fmt(renewals.length / elapsed)}/s)  ` +
-        `store calls/renewal ${fmt(renewCalls)}  renewal ms p50 ${fmt(pct(renewals, 0.5))} p99 ${fmt(pct(renewals, 0.99))} max ${fmt(renewals.at(-1) ?? NaN)}  ` +
-        `| follower calls/poll ${fmt(follow.length / Math.max(1, polls.length))} poll ms p50 ${fmt(pct(polls, 0.5))} p99 ${fmt(pct(polls, 0.99))}  ` +
+        `store calls/renewal ${fmt(renewCalls)}  renewal ms p50 ${fmt(percentile(renewals, 0.5))} p99 ${fmt(percentile(renewals, 0.99))} max ${fmt(renewals.at(-1) ?? NaN)}  ` +
+        `| follower calls/poll ${fmt(follow.length / Math.max(1, polls.length))} poll ms p50 ${fmt(percentile(polls, 0.5))} p99 ${fmt(percentile(polls, 0.99))}  ` +
         `| leader held throughout: ${stillLeader}`
     )
   })

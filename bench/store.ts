@@ -12,10 +12,10 @@ import { makeFileStore } from "../src/layers/ObjectStoreFile.js"
 import { makeMemoryStore } from "../src/layers/ObjectStoreMemory.js"
 import { makeS3Store } from "../src/layers/ObjectStoreS3.js"
 import { ifAbsent, ifMatch, type ObjectStoreShape } from "../src/services/ObjectStore.js"
+import { percentile } from "./lib/stats.js"
 
 process.env["AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED"] ??= "true"
 
-const percentile = (sorted: ReadonlyArray<number>, p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!
 const fmt = (ms: number) => (ms < 1 ? `${(ms * 1000).toFixed(0)} µs` : `${ms.toFixed(2)} ms`)
 
 const time = async (iterations: number, run: (i: number) => Promise<unknown>) => {
@@ -26,7 +26,7 @@ const time = async (iterations: number, run: (i: number) => Promise<unknown>) =>
     samples.push(performance.now() - start)
   }
   samples.sort((a, b) => a - b)
-  return `p50 ${fmt(percentile(samples, 50))}  p99 ${fmt(percentile(samples, 99))}  (n=${iterations})`
+  return `p50 ${fmt(percentile(samples, 0.5))}  p99 ${fmt(percentile(samples, 0.99))}  (n=${iterations})`
 }
 
 const benchStore = async (label: string, store: ObjectStoreShape, iterations: number) => {
