@@ -49,14 +49,15 @@ const firstConfig = (source: ConfigSource): Effect.Effect<ParsedShardConfig, nev
 export const runDaemon = (settings: DaemonSettings): Effect.Effect<never, StoreError | PveSettingsError, Scope.Scope> =>
   Effect.gen(function* () {
     const base = yield* ObjectStore
-    const shardStore = Layer.succeed(ObjectStore, scopeStore(base, settings.prefix))
+    const scoped = scopeStore(base, settings.prefix)
+    const shardStore = Layer.succeed(ObjectStore, scoped)
     const { config } = yield* firstConfig(settings.config).pipe(Effect.provide(shardStore))
     const election = config.shard.leaderElection
     yield* Effect.logInfo(
       `shard ${config.shard.id} of cluster ${config.cluster.id}: replica ${settings.id} joins the election ` +
         `(renew ${Duration.format(election.frequentInterval)}, timeout ${Duration.format(election.leaderTimeout)})`
     )
-    const lease = yield* makeLeaderLeaseOn(scopeStore(base, settings.prefix), {
+    const lease = yield* makeLeaderLeaseOn(scoped, {
       id: settings.id,
       address: advertisedElectionAddress(config.shard.advertise.election, settings.advertiseHost),
       frequentInterval: election.frequentInterval,

@@ -8,10 +8,11 @@ import { mkdtempSync, readFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
-import { Data, type Duration, Effect, Either } from "effect"
+import { Data, type Duration, Effect, Either, Layer } from "effect"
 import { formatProblem, parseShardConfig } from "../domain/config/index.js"
-import { makeFileStore, ObjectStoreFile } from "../layers/ObjectStoreFile.js"
+import { makeFileStore } from "../layers/ObjectStoreFile.js"
 import { scopeStore, shardPrefix } from "../layers/ObjectStoreScoped.js"
+import { ObjectStore } from "../services/ObjectStore.js"
 import { LatencyDemo } from "../sim/latency.js"
 import { PveSimulator } from "../sim/server.js"
 import { CONFIG_KEY } from "./leaderWork.js"
@@ -34,7 +35,8 @@ export const runEmbedded = (options: { readonly configFile?: string; readonly re
     const shard = parsed.right.config.shard.id
     const bucket = mkdtempSync(join(tmpdir(), "nstance-embedded-"))
     const prefix = shardPrefix(shard)
-    yield* scopeStore(makeFileStore({ directory: bucket }), prefix)
+    const store = makeFileStore({ directory: bucket })
+    yield* scopeStore(store, prefix)
       .put(CONFIG_KEY, new TextEncoder().encode(text))
       .pipe(Effect.orDie)
 
@@ -52,7 +54,7 @@ export const runEmbedded = (options: { readonly configFile?: string; readonly re
       id: "embedded",
       advertiseHost: "127.0.0.1",
       prefix,
-      store: ObjectStoreFile({ directory: bucket }),
+      store: Layer.succeed(ObjectStore, store),
       config: { _tag: "Store", key: CONFIG_KEY },
       proxmox: { apiUrl: sim.url, tokenId: sim.tokenId, tokenSecret: sim.tokenSecret },
       reconcileInterval: options.reconcileInterval ?? "10 seconds"

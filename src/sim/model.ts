@@ -14,7 +14,7 @@ import { type LatencyModel, PVE_SECONDS, scaled } from "./latency.js"
 import { FileLock, LockTimeout, sleep, WorkerPool } from "./locks.js"
 import type { Prng } from "./prng.js"
 import type { ParamSpec, Params } from "./schema.js"
-import { formatUpid, parseUpid } from "../domain/pve/upid.js"
+import { formatUpid, type ParsedUpid, parseUpid } from "../domain/pve/upid.js"
 
 export class PveHttpError extends Data.TaggedError("PveHttpError")<{
   readonly status: number
@@ -82,15 +82,9 @@ export interface SimVm {
   readonly createdAt: number
 }
 
-export interface SimTask {
+/** A worker task: the parts of its UPID, plus its run state. */
+export interface SimTask extends ParsedUpid {
   readonly upid: string
-  readonly node: string
-  readonly pid: number
-  readonly pstart: number
-  readonly starttime: number
-  readonly type: string
-  readonly id: string
-  readonly user: string
   status: "running" | "stopped"
   exitstatus: string | undefined
   endtime: number | undefined
