@@ -40,7 +40,7 @@ const startupRetry = Schedule.exponential("1 second", 2).pipe(Schedule.either(Sc
 const firstConfig = (source: ConfigSource): Effect.Effect<ParsedShardConfig, never, ObjectStore> =>
   loadConfig(source).pipe(
     Effect.tapError((error) =>
-      Effect.forEach("lines" in error ? error.lines : [error.message], (line) => Effect.logWarning(line), { discard: true })),
+      Effect.forEach(error._tag === "ConfigUnavailable" ? error.lines : [error.message], (line) => Effect.logWarning(line), { discard: true })),
     Effect.retry(startupRetry),
     Effect.orDie
   )

@@ -5,7 +5,7 @@
  * create/delete sagas of later issues plug in where the plan is logged; until then nothing is created,
  * which the log says plainly.
  */
-import { Duration, Effect, Either, Equal, Schedule } from "effect"
+import { Data, Duration, Effect, Either, Schedule } from "effect"
 import {
   desiredGroups,
   formatProblem,
@@ -26,9 +26,10 @@ export type ConfigSource =
   | { readonly _tag: "Local"; readonly parsed: ParsedShardConfig; readonly path: string }
 
 /** A config that could not be used this tick; the reason is logged and the next tick tries again. */
-class ConfigUnavailable {
-  readonly _tag = "ConfigUnavailable"
-  constructor(readonly lines: ReadonlyArray<string>) {}
+export class ConfigUnavailable extends Data.TaggedError("ConfigUnavailable")<{ readonly lines: ReadonlyArray<string> }> {
+  override get message() {
+    return this.lines.join("; ")
+  }
 }
 
 /** Reads and validates the shard config from its source. */
@@ -37,14 +38,16 @@ export const loadConfig = Effect.fn("shard.loadConfig")(function* (source: Confi
   const store = yield* ObjectStore
   const object = yield* store.get(source.key).pipe(
     Effect.catchTag("NotFound", () =>
-      Effect.fail(new ConfigUnavailable([`no shard config at ${source.key}; upload one with nstance-admin config push`])))
+      Effect.fail(new ConfigUnavailable({ lines: [`no shard config at ${source.key}; upload one with nstance-admin config push`] })))
   )
   const parsed = parseShardConfig(new TextDecoder().decode(object.body))
   if (Either.isLeft(parsed)) {
-    return yield* Effect.fail(new ConfigUnavailable([
-      `shard config ${source.key} is invalid; keeping the leader idle until it is fixed:`,
-      ...parsed.left.problems.map(formatProblem)
-    ]))
+    return yield* new ConfigUnavailable({
+      lines: [
+        `shard config ${source.key} is invalid; keeping the leader idle until it is fixed:`,
+        ...parsed.left.problems.map(formatProblem)
+      ]
+    })
   }
   return parsed.right
 })
@@ -111,7 +114,7 @@ export const leaderWork = (source: ConfigSource, interval: Duration.DurationInpu
       Effect.catchAll((error) =>
         Effect.succeed(error instanceof ConfigUnavailable ? error.lines : [`cluster not inspected: ${error.message}`])),
       Effect.tap((lines) => {
-        if (Equal.equals(lines.join("\n"), previous.join("\n"))) return Effect.void
+        if (lines.join("\n") === previous.join("\n")) return Effect.void
         previous = lines
         return Effect.forEach(lines, (line) => Effect.logInfo(line), { discard: true })
       })
