@@ -1,6 +1,10 @@
 #!/usr/bin/env node
-// Runs the TypeScript entry point through tsx's loader so the package needs no build step.
-import { register } from "tsx/esm/api"
+// Runs the compiled command (dist/, built by `npm run build`, which `npm install` runs as its prepare step).
+import { existsSync } from "node:fs"
 
-register()
-await import("../src/main.ts")
+const entry = new URL("../dist/nstance-server.js", import.meta.url)
+if (!existsSync(entry)) {
+  process.stderr.write("nstance-server: dist/nstance-server.js is missing; run `npm run build` in the nstance checkout first\n")
+  process.exit(1)
+}
+await import(entry.href)

@@ -11,6 +11,7 @@ import { describeLocation, objectStoreLayer, type StorageFlags } from "../layers
 import { shardPrefix } from "../layers/ObjectStoreScoped.js"
 import { ifMatch, ObjectStore } from "../services/ObjectStore.js"
 import { UsageError } from "./errors.js"
+import { StdoutBytes } from "./run.js"
 
 export const CONFIG_KEY = "config.jsonc"
 
@@ -113,7 +114,8 @@ const pull = Command.make(
       Effect.catchTag("NotFound", () => new UsageError({ message: `no config at ${describeLocation(flags, key)}` }))
     )
     if (Option.isNone(args.output)) {
-      yield* Effect.sync(() => process.stdout.write(object.body))
+      const writeStdout = yield* StdoutBytes
+      yield* Effect.sync(() => writeStdout(object.body))
       return
     }
     const fs = yield* FileSystem.FileSystem

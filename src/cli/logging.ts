@@ -17,11 +17,10 @@ const levelLabel = (level: LogLevel.LogLevel) => level.label.padEnd(5)
 /** `HH:MM:SS.mmm LEVEL message key=value …`, annotations last so the message reads first. */
 export const textLogger = Logger.make(({ annotations, date, logLevel, message }) => {
   const pairs = [...HashMap.toEntries(annotations)].map(([key, value]) => `${key}=${quoted(text(value))}`)
-  const line = `${date.toISOString().slice(11, 23)} ${levelLabel(logLevel)} ${text(message)}${pairs.length > 0 ? `  ${pairs.join(" ")}` : ""}`
-  globalThis.console.log(line)
+  return `${date.toISOString().slice(11, 23)} ${levelLabel(logLevel)} ${text(message)}${pairs.length > 0 ? `  ${pairs.join(" ")}` : ""}`
 })
 
 export const defaultLogFormat = (): LogFormat => (process.stdout.isTTY ? "text" : "json")
 
 export const loggerLayer = (format: LogFormat) =>
-  Logger.replace(Logger.defaultLogger, format === "json" ? Logger.withConsoleLog(Logger.jsonLogger) : textLogger)
+  Logger.replace(Logger.defaultLogger, Logger.withConsoleLog(format === "json" ? Logger.jsonLogger : textLogger))

@@ -23,6 +23,7 @@ import { runDaemon } from "../shard/daemon.js"
 import { runEmbedded } from "../shard/embedded.js"
 import { CONFIG_KEY } from "../shard/leaderWork.js"
 import { UsageError } from "./errors.js"
+import { exitWith } from "./run.js"
 import { defaultLogFormat, loggerLayer } from "./logging.js"
 
 /** How often the leader looks at the cluster (PVE refreshes /cluster/resources about every 10 s). */
@@ -143,7 +144,6 @@ const readConfigFile = (flag: string, path: string) =>
 const printProblems = (problems: ReadonlyArray<Problem>) =>
   Effect.forEach(problems, (problem) => Console.error(`✗ ${formatProblem(problem)}`), { discard: true })
 
-const setExitCode = (code: number) => Effect.sync(() => { process.exitCode = code })
 
 const validateFile = (path: string) =>
   Effect.gen(function* () {
@@ -152,7 +152,7 @@ const validateFile = (path: string) =>
     if (Either.isLeft(parsed)) {
       yield* printProblems(parsed.left.problems)
       yield* Console.error(`✗ ${path}: ${parsed.left.problems.length} problem${parsed.left.problems.length === 1 ? "" : "s"}; configuration is not valid`)
-      return yield* setExitCode(1)
+      return yield* exitWith(1)
     }
     yield* Console.log(`✓ Configuration is valid (${path})`)
     yield* Console.log(summarize(parsed.right))
@@ -202,7 +202,7 @@ export const serverCommand = Command.make("nstance-server", options, (flags) =>
       const parsed = parseShardConfig(yield* readConfigFile("--config", configFile))
       if (Either.isLeft(parsed)) {
         yield* printProblems(parsed.left.problems)
-        return yield* setExitCode(1)
+        return yield* exitWith(1)
       }
       config = parsed.right
     }
@@ -218,7 +218,7 @@ export const serverCommand = Command.make("nstance-server", options, (flags) =>
     }, process.env, config)
     if (Either.isLeft(checked)) {
       yield* Effect.forEach(checked.left, (line) => Console.error(`✗ ${line}`), { discard: true })
-      return yield* setExitCode(1)
+      return yield* exitWith(1)
     }
     const start = checked.right
     return yield* runDaemon({

@@ -7,7 +7,6 @@
 import { mkdtempSync, readFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { fileURLToPath } from "node:url"
 import { Data, type Duration, Effect, Either, Layer } from "effect"
 import { formatProblem, parseShardConfig } from "../domain/config/index.js"
 import { makeFileStore } from "../layers/ObjectStoreFile.js"
@@ -16,9 +15,10 @@ import { ObjectStore } from "../services/ObjectStore.js"
 import { LatencyDemo } from "../sim/latency.js"
 import { PveSimulator } from "../sim/server.js"
 import { CONFIG_KEY } from "./leaderWork.js"
+import { packagePath } from "../packageRoot.js"
 import { runDaemon } from "./daemon.js"
 
-export const EXAMPLE_CONFIG = fileURLToPath(new URL("../../examples/single-cluster.jsonc", import.meta.url))
+export const EXAMPLE_CONFIG = packagePath("examples", "single-cluster.jsonc")
 
 export class EmbeddedSetupFailed extends Data.TaggedError("EmbeddedSetupFailed")<{ readonly message: string }> {}
 

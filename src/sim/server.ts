@@ -7,7 +7,6 @@
 import { existsSync } from "node:fs"
 import * as http from "node:http"
 import * as https from "node:https"
-import { fileURLToPath } from "node:url"
 import { Context, Effect, Layer, Scope } from "effect"
 import { BodyError, decodeUrlencoded, mediaType, parseBody } from "./body.js"
 import { makeSelfSignedCert } from "./cert.js"
@@ -16,6 +15,7 @@ import type { GuestHook } from "./guest.js"
 import { LatencyFast, type LatencyModel, PVE_SECONDS, scaled } from "./latency.js"
 import { sleep } from "./locks.js"
 import { PveHttpError, SimModel } from "./model.js"
+import { packagePath } from "../packageRoot.js"
 import { makePrng } from "./prng.js"
 import { type ApiSchema, loadApiSchema, permissiveApiSchema, validateParams } from "./schema.js"
 
@@ -59,9 +59,8 @@ export const DEFAULT_TOKEN_SECRET = "5e1f7c2a-3b4d-4e6f-8a9b-0c1d2e3f4a5b"
 
 // The official excerpt lives in the team's shared/ folder beside the repository (as in CI's checkout).
 const SCHEMA_CANDIDATES = [
-  fileURLToPath(new URL("./pve-api-schema.json", import.meta.url)),
-  fileURLToPath(new URL("../../../shared/reference/pve-api/api-schema-excerpt.json", import.meta.url)),
-  "/work/shared/reference/pve-api/api-schema-excerpt.json"
+  packagePath("src", "sim", "pve-api-schema.json"),
+  packagePath("..", "shared", "reference", "pve-api", "api-schema-excerpt.json")
 ]
 
 export const resolveSchemaPath = (explicit?: string): string => {

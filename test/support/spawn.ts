@@ -1,0 +1,40 @@
+/**
+ * Starts one of our compiled commands (`bin/<name>.js` → `dist/`) as a real process, asynchronously, so
+ * the vitest worker's event loop keeps answering while it runs. For the few tests per command that check
+ * the wire: exit status, stdout/stderr of a real process, signals.
+ */
+import { spawn } from "node:child_process"
+
+export interface ProcessResult {
+  readonly status: number | null
+  readonly signal: NodeJS.Signals | null
+  readonly stdout: string
+  readonly stderr: string
+}
+
+export interface SpawnOptions {
+  readonly env?: NodeJS.ProcessEnv
+  /** Kill (SIGKILL) the process after this many milliseconds; default 30 s. */
+  readonly timeoutMs?: number
+  readonly input?: string
+}
+
+export const runProcess = (file: string, args: ReadonlyArray<string>, options: SpawnOptions = {}) =>
+  new Promise<ProcessResult>((resolve, reject) => {
+    const child = spawn(file, [...args], {
+      env: options.env ?? { ...process.env, NO_COLOR: "1" },
+      stdio: [options.input === undefined ? "ignore" : "pipe", "pipe", "pipe"]
+    })
+    let stdout = ""
+    let stderr = ""
+    const timer = setTimeout(() => child.kill("SIGKILL"), options.timeoutMs ?? 30_000)
+    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
+    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
+    if (options.input !== undefined && child.stdin !== null) child.stdin.end(options.input)
+    child.on("error", (error) => { clearTimeout(timer); reject(error) })
+    child.on("close", (status, signal) => { clearTimeout(timer); resolve({ status, signal, stdout, stderr }) })
+  })
+
+/** `runBin("nstance-admin", ["--version"])`: the compiled command, as an operator runs it. */
+export const runBin = (name: "nstance-admin" | "nstance-server" | "nstance-pve-sim", args: ReadonlyArray<string>, options: SpawnOptions = {}) =>
+  runProcess(process.execPath, [`bin/${name}.js`, ...args], options)
