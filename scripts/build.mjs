@@ -10,7 +10,7 @@
  * source file (what `npm start` and the test setup call, so a fresh checkout and an edited one both work).
  */
 import { build } from "esbuild"
-import { existsSync, readdirSync, rmSync, statSync } from "node:fs"
+import { existsSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 
@@ -41,11 +41,13 @@ const isStale = () => {
 
 export const buildAll = async ({ ifStale = false } = {}) => {
   if (ifStale && !isStale()) return false
-  rmSync(dist, { recursive: true, force: true })
+  // Built beside dist/ and swapped in at the end, so a command started meanwhile never finds dist/ half-written.
+  const staging = `${dist}.tmp-${process.pid}`
+  rmSync(staging, { recursive: true, force: true })
   await build({
     absWorkingDir: root,
     entryPoints: ENTRY_POINTS,
-    outdir: dist,
+    outdir: staging,
     bundle: true,
     splitting: true,
     format: "esm",
@@ -60,8 +62,11 @@ export const buildAll = async ({ ifStale = false } = {}) => {
     // Bundled CommonJS packages (the AWS and Google SDKs) call require() for Node built-ins.
     banner: { js: "import { createRequire as __nstanceCreateRequire } from 'node:module'; const require = __nstanceCreateRequire(import.meta.url);" }
   })
-  const { writeFileSync } = await import("node:fs")
-  writeFileSync(stamp, `${new Date().toISOString()}\n`)
+  writeFileSync(join(staging, ".built"), `${new Date().toISOString()}\n`)
+  const old = `${dist}.old-${process.pid}`
+  if (existsSync(dist)) renameSync(dist, old)
+  renameSync(staging, dist)
+  rmSync(old, { recursive: true, force: true })
   return true
 }
 

@@ -117,20 +117,23 @@ helpers_block() { awk '/^# ---- common helpers/,/^# ---- end of common helpers/'
   [ "$status" -eq 0 ] && [ -z "$output" ] || { echo "systemd-analyze verify: $output"; return 1; }
 }
 
-@test "the Containerfile (read, not built: no container daemon here) runs the server as non-root from the lockfile" {
+@test "the Containerfile (read, not built: no container daemon here) compiles from the lockfile and runs the bundles as non-root" {
   cf=$REPO/deploy/Containerfile
-  [ "$(grep -c '^FROM ' "$cf")" -eq 1 ]
+  # A build stage from the lockfile, and a runtime stage holding only the compiled bundles.
+  [ "$(grep -c '^FROM ' "$cf")" -eq 2 ]
+  grep -qE '^FROM (docker\.io/library/)?node:20-slim AS build$' "$cf"
   grep -qE '^FROM (docker\.io/library/)?node:20-slim$' "$cf"
   grep -qx 'COPY package.json package-lock.json ./' "$cf"
-  grep -q '^RUN npm ci --omit=dev ' "$cf"
+  grep -q '^RUN npm ci ' "$cf"
+  grep -qx 'COPY --from=build /src/dist ./dist' "$cf"
   grep -qx 'USER node' "$cf"
   grep -qx 'ENTRYPOINT \["node", "bin/nstance-server.js"\]' "$cf"
-  # USER comes after every RUN, and everything COPY'd exists in the repository.
+  # USER comes after every RUN, and everything COPY'd from the context exists in the repository.
   [ "$(grep -n '^RUN ' "$cf" | tail -n 1 | cut -d: -f1)" -lt "$(grep -n '^USER ' "$cf" | cut -d: -f1)" ]
-  for src in $(awk '$1 == "COPY" { for (i = 2; i < NF; i++) print $i }' "$cf"); do
+  for src in $(awk '$1 == "COPY" && $2 !~ /^--from=/ { for (i = 2; i < NF; i++) print $i }' "$cf"); do
     [ -e "$REPO/$src" ] || { echo "COPY source missing: $src"; return 1; }
   done
-  # The runtime loader the entrypoint needs is a production dependency, so --omit=dev keeps it.
-  node -e 'const p = require(process.argv[1]); process.exit(p.dependencies && p.dependencies.tsx ? 0 : 1)' "$REPO/package.json"
-  grep -q 'import { register } from "tsx/esm/api"' "$REPO/bin/nstance-server.js"
+  # npm ci runs the package's prepare step, which is the build; the entrypoint runs what it built.
+  node -e 'const p = require(process.argv[1]); process.exit(p.scripts && p.scripts.prepare === "node scripts/build.mjs" ? 0 : 1)' "$REPO/package.json"
+  grep -q '"../dist/nstance-server.js"' "$REPO/bin/nstance-server.js"
 }

@@ -1,41 +1,74 @@
 // Puts the deploy scripts' own checks (shellcheck, the bats suites in test/deploy) under `npm test`, so
-// the Proxmox bootstrap scripts are covered by the command CI runs. A missing tool skips loudly.
-import { spawnSync } from "node:child_process"
-import { readdirSync } from "node:fs"
+// the Proxmox bootstrap scripts are covered by the command CI runs. The tools are part of the test setup
+// (`.ci/run` installs them): a missing shellcheck, bats or keepalived FAILS, it is never skipped.
+// Everything runs asynchronously (the worker's event loop keeps answering vitest), one test per .bats file.
+import { execFile } from "node:child_process"
+import { existsSync, readdirSync, readFileSync } from "node:fs"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { describe, expect, it } from "vitest"
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), "..", "..")
 
-const installed = (tool: string): boolean => spawnSync("sh", ["-c", `command -v ${tool}`]).status === 0
-
-const runTool = (command: string, args: ReadonlyArray<string>): { status: number | null; output: string } => {
-  const result = spawnSync(command, [...args], { cwd: repo, encoding: "utf8", maxBuffer: 64 * 1024 * 1024 })
-  return { status: result.status, output: `${result.stdout ?? ""}${result.stderr ?? ""}` }
+const INSTALL: Record<string, string> = {
+  shellcheck: "apt-get install shellcheck",
+  bats: "apt-get install bats",
+  keepalived: "apt-get install keepalived"
 }
 
-const hasShellcheck = installed("shellcheck")
-const hasBats = installed("bats")
-if (!hasShellcheck) console.warn("SKIPPED: shellcheck is not installed (apt-get install shellcheck); deploy scripts not linted")
-if (!hasBats) console.warn("SKIPPED: bats is not installed (apt-get install bats); deploy script tests not run")
+/** Runs a tool in the repository root; resolves with its status (-1: killed or not run) and its stdout then stderr. */
+const runTool = (command: string, args: ReadonlyArray<string>) =>
+  new Promise<{ status: number; output: string }>((resolve, reject) => {
+    execFile(command, [...args], { cwd: repo, encoding: "utf8", maxBuffer: 64 * 1024 * 1024, timeout: 120_000 }, (error, stdout, stderr) => {
+      if (error?.code === "ENOENT") {
+        reject(new Error(`${command} is not installed (${INSTALL[command] ?? "not on PATH"})`))
+        return
+      }
+      const status = error === null ? 0 : typeof error.code === "number" ? error.code : -1
+      resolve({ status, output: `${stdout}${stderr}${status === -1 ? `\n${error!.message}` : ""}` })
+    })
+  })
+
+const installed = async (tool: string): Promise<boolean> =>
+  (await runTool("sh", ["-c", `command -v ${tool} || test -x /usr/sbin/${tool}`])).status === 0
 
 describe("deploy/proxmox bootstrap scripts", () => {
-  it.skipIf(!hasShellcheck)("shellcheck reports nothing", () => {
+  it("shellcheck, bats and keepalived are installed", async () => {
+    const missing: Array<string> = []
+    for (const tool of ["shellcheck", "bats", "keepalived"]) if (!(await installed(tool))) missing.push(tool)
+    if (missing.length > 0) expect.fail(`not installed: ${missing.join(", ")} (${missing.map((tool) => INSTALL[tool]).join("; ")}); .ci/run installs them`)
+  })
+
+  it("shellcheck reports nothing", async () => {
     const scripts = readdirSync(join(repo, "deploy", "proxmox"))
       .filter((name) => name.endsWith(".sh"))
       .map((name) => join("deploy", "proxmox", name))
     expect(scripts).toHaveLength(5)
-    const { status, output } = runTool("shellcheck", scripts)
+    const { status, output } = await runTool("shellcheck", scripts)
     if (status !== 0) expect.fail(`shellcheck failed:\n${output}`)
   })
 
-  it.skipIf(!hasBats)("bats test/deploy passes", () => {
-    const { status, output } = runTool("bats", ["--tap", "test/deploy"])
-    if (status !== 0) expect.fail(`bats test/deploy failed:\n${output}`)
-    // Skipped bats tests (e.g. the real validator not being in the tree yet) are reported, not hidden.
-    for (const line of output.split("\n").filter((l) => /^ok \d+ .*# skip/.test(l))) console.warn(`bats ${line}`)
-    expect(output).toMatch(/^1\.\.\d+/m)
+  const batsFiles = readdirSync(join(repo, "test", "deploy")).filter((name) => name.endsWith(".bats")).sort()
+
+  it("there are bats suites to run", () => {
+    expect(batsFiles.length).toBeGreaterThanOrEqual(6)
+  })
+
+  it.each(batsFiles)("bats test/deploy/%s passes", async (file) => {
+    const path = join("test", "deploy", file)
+    const { status, output } = await runTool("bats", ["--tap", path])
+    if (status !== 0) expect.fail(`bats ${path} failed:\n${output}`)
+    // Every @test of the file ran (none lost), and none failed.
+    const declared = readFileSync(join(repo, path), "utf8").split("\n").filter((line) => /^@test /.test(line)).length
+    expect(output).toMatch(new RegExp(`^1\\.\\.${declared}$`, "m"))
     expect(output).not.toMatch(/^not ok/m)
-  }, 600_000)
+    // A tool the tests need (shellcheck, keepalived, …) being absent is a broken setup, not a skip.
+    const skips = output.split("\n").filter((line) => /^ok \d+ .*# skip/.test(line))
+    expect(skips.filter((line) => /is not installed/.test(line))).toEqual([])
+    // Other skips (e.g. the real validator not being in the tree yet) are reported, not hidden.
+    for (const line of skips) console.warn(`bats ${file}: ${line}`)
+  })
 })
+
+// keepalived's `-t` check in server-with-keepalived.bats calls /usr/sbin/keepalived by path.
+if (!existsSync("/usr/sbin/keepalived")) console.warn("keepalived is not at /usr/sbin/keepalived: the bats keepalived -t test will fail")

@@ -1,10 +1,11 @@
 /**
- * Our ISO images checked by the tools Linux users and cloud-init rely on (isoinfo from genisoimage, xorriso),
- * and images made by genisoimage/xorriso read back by our reader. A missing tool is reported loudly and only
- * its own checks are skipped.
+ * Our ISO images checked by the tools Linux users and cloud-init rely on (isoinfo from genisoimage, xorriso,
+ * blkid), and images made by genisoimage/xorriso read back by our reader. The tools run asynchronously, so the
+ * worker's event loop keeps answering. A missing tool FAILS the checks that need it, with a message naming
+ * the package to install: these checks are never skipped.
  */
-import { execFileSync, spawnSync } from "node:child_process"
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { execFile } from "node:child_process"
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, describe, expect, it } from "@effect/vitest"
@@ -16,22 +17,20 @@ import { patternBytes } from "./bytes.js"
 const dir = mkdtempSync(join(tmpdir(), "nstance-iso-"))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
 
-const available = new Map<string, boolean>()
-const has = (tool: string): boolean => {
-  let found = available.get(tool)
-  if (found === undefined) {
-    found = spawnSync(tool, ["-version"], { stdio: "ignore" }).error === undefined
-    available.set(tool, found)
-  }
-  if (!found) console.warn(`⚠⚠⚠ ${tool} is not installed: SKIPPING the checks that need it (apt-get install genisoimage xorriso)`)
-  return found
-}
+const packageOf: Record<string, string> = { isoinfo: "genisoimage", genisoimage: "genisoimage", xorriso: "xorriso", blkid: "util-linux" }
 
-const run = (tool: string, args: ReadonlyArray<string>): { stdout: Buffer; stderr: string } => {
-  const result = spawnSync(tool, args, { maxBuffer: 64 * 1024 * 1024 })
-  if (result.status !== 0) throw new Error(`${tool} ${args.join(" ")} exited ${result.status}: ${String(result.stderr)}`)
-  return { stdout: result.stdout, stderr: String(result.stderr) }
-}
+/** Runs an external tool; fails (never skips) when it is not installed or exits non-zero. */
+const run = (tool: string, args: ReadonlyArray<string>): Promise<{ stdout: Buffer; stderr: string }> =>
+  new Promise((resolve, reject) => {
+    execFile(tool, [...args], { encoding: "buffer", maxBuffer: 64 * 1024 * 1024, timeout: 20_000 }, (error, stdout, stderr) => {
+      if (error === null) return resolve({ stdout, stderr: stderr.toString() })
+      const name = tool.split("/").pop() ?? tool
+      if ((error as NodeJS.ErrnoException).code === "ENOENT") {
+        return reject(new Error(`${tool} is not installed: this check needs it (apt-get install ${packageOf[name] ?? name})`))
+      }
+      reject(new Error(`${tool} ${args.join(" ")} exited ${String(error.code ?? error.signal)}: ${stderr.toString()}`))
+    })
+  })
 
 const enc = new TextEncoder()
 const userData = enc.encode("#cloud-config\nwrite_files:\n  - path: /etc/motd\n    content: hello\n")
@@ -55,9 +54,8 @@ writeFileSync(isoPath, buildIso(files, { volumeId: "cidata" }))
 const same = (a: Uint8Array, b: Uint8Array) => Buffer.from(a).equals(Buffer.from(b))
 
 describe("our ISO as seen by isoinfo", () => {
-  it("reports volume id cidata, 2048-byte blocks, Rock Ridge and Joliet", () => {
-    if (!has("isoinfo")) return
-    const out = run("isoinfo", ["-d", "-i", isoPath]).stdout.toString()
+  it("reports volume id cidata, 2048-byte blocks, Rock Ridge and Joliet", async () => {
+    const out = (await run("isoinfo", ["-d", "-i", isoPath])).stdout.toString()
     expect(out).toMatch(/^Volume id: cidata$/m)
     expect(out).toMatch(/^Logical block size is: 2048$/m)
     expect(out).toMatch(/^Rock Ridge signatures version 1 found$/m)
@@ -65,30 +63,26 @@ describe("our ISO as seen by isoinfo", () => {
     expect(out).toMatch(new RegExp(`^Volume size is: ${readFileSync(isoPath).length / 2048}$`, "m"))
   })
 
-  it.each([["-R"], ["-J"]])("lists the exact lowercase names with %s", (flag) => {
-    if (!has("isoinfo")) return
-    const out = run("isoinfo", [flag, "-l", "-i", isoPath]).stdout.toString()
+  it.each([["-R"], ["-J"]])("lists the exact lowercase names with %s", async (flag) => {
+    const out = (await run("isoinfo", [flag, "-l", "-i", isoPath])).stdout.toString()
     for (const file of files) expect(out).toMatch(new RegExp(` ${file.data.length} .*\\]  ${file.name.replace(".", "\\.")} *$`, "m"))
   })
 
-  it("lists level-1 names in the primary tree", () => {
-    if (!has("isoinfo")) return
-    const out = run("isoinfo", ["-l", "-i", isoPath]).stdout.toString()
+  it("lists level-1 names in the primary tree", async () => {
+    const out = (await run("isoinfo", ["-l", "-i", isoPath])).stdout.toString()
     expect(out).toContain("USER_DAT.;1")
     expect(out).toContain("META_DAT.;1")
   })
 
-  it.each(files.map((f) => [f.name, f.data] as const))("extracts %s byte for byte (Rock Ridge and Joliet)", (name, data) => {
-    if (!has("isoinfo")) return
-    expect(same(run("isoinfo", ["-R", "-x", `/${name}`, "-i", isoPath]).stdout, data)).toBe(true)
-    expect(same(run("isoinfo", ["-J", "-x", `/${name}`, "-i", isoPath]).stdout, data)).toBe(true)
+  it.each(files.map((f) => [f.name, f.data] as const))("extracts %s byte for byte (Rock Ridge and Joliet)", async (name, data) => {
+    expect(same((await run("isoinfo", ["-R", "-x", `/${name}`, "-i", isoPath])).stdout, data)).toBe(true)
+    expect(same((await run("isoinfo", ["-J", "-x", `/${name}`, "-i", isoPath])).stdout, data)).toBe(true)
   })
 })
 
 describe("our ISO as seen by xorriso", () => {
-  it("loads it with volume id cidata, lists the names, and shows Rock Ridge permissions", () => {
-    if (!has("xorriso")) return
-    const { stdout, stderr } = run("xorriso", ["-indev", isoPath, "-pvd_info", "-ls", "/", "--", "-lsdl", "/user-data", "--"])
+  it("loads it with volume id cidata, lists the names, and shows Rock Ridge permissions", async () => {
+    const { stdout, stderr } = await run("xorriso", ["-indev", isoPath, "-pvd_info", "-ls", "/", "--", "-lsdl", "/user-data", "--"])
     const out = stdout.toString()
     expect(out).toMatch(/^Volume Id\s*: cidata$/m)
     expect(stderr).not.toMatch(/SORRY|FAILURE|WARNING/)
@@ -98,45 +92,39 @@ describe("our ISO as seen by xorriso", () => {
     expect(out).toMatch(/^-r--r--r-- .* '\/user-data'$/m)
   })
 
-  it("extracts every file byte for byte", () => {
-    if (!has("xorriso")) return
+  it("extracts every file byte for byte", async () => {
     const out = join(dir, "extracted")
-    const { stderr } = run("xorriso", ["-osirrox", "on", "-indev", isoPath, "-extract", "/", out])
+    const { stderr } = await run("xorriso", ["-osirrox", "on", "-indev", isoPath, "-extract", "/", out])
     expect(stderr).not.toMatch(/SORRY|FAILURE|WARNING/)
     for (const file of files) expect(same(readFileSync(join(out, file.name)), file.data)).toBe(true)
   })
 
-  it("reads the Joliet tree when Rock Ridge is switched off", () => {
-    if (!has("xorriso")) return
-    const { stdout } = run("xorriso", ["-rockridge", "off", "-indev", isoPath, "-ls", "/"])
+  it("reads the Joliet tree when Rock Ridge is switched off", async () => {
+    const { stdout } = await run("xorriso", ["-rockridge", "off", "-indev", isoPath, "-ls", "/"])
     expect(stdout.toString()).toContain("'user-data'")
     expect(stdout.toString()).toContain("'meta-data'")
   })
 })
 
 describe("our ISO as seen by blkid (how cloud-init's NoCloud finds its seed: TYPE=iso9660, LABEL=cidata)", () => {
-  it("probes as an iso9660 filesystem labelled cidata", () => {
-    const blkid = ["blkid", "/usr/sbin/blkid", "/sbin/blkid"].find((candidate) => spawnSync(candidate, ["-V"], { stdio: "ignore" }).error === undefined)
-    if (blkid === undefined) {
-      console.warn("⚠⚠⚠ blkid is not installed: SKIPPING the blkid probe (apt-get install util-linux)")
-      return
-    }
-    const out = run(blkid, ["-p", "-o", "export", isoPath]).stdout.toString()
+  it("probes as an iso9660 filesystem labelled cidata", async () => {
+    // blkid lives in /usr/sbin or /sbin, which are not on every user's PATH.
+    const blkid = existsSync("/usr/sbin/blkid") ? "/usr/sbin/blkid" : existsSync("/sbin/blkid") ? "/sbin/blkid" : "blkid"
+    const out = (await run(blkid, ["-p", "-o", "export", isoPath])).stdout.toString()
     expect(out).toMatch(/^TYPE=iso9660$/m)
     expect(out).toMatch(/^LABEL=cidata$/m)
   })
 })
 
 describe("the seed ISO a VM gets", () => {
-  it("holds user-data, meta-data and network-config readable by isoinfo", () => {
+  it("holds user-data, meta-data and network-config readable by isoinfo", async () => {
     const image = seedIsoBytes({ userData: "#cloud-config\n", metaData: "instance-id: a\nlocal-hostname: a\n", networkConfig: "version: 2\n" })
     if (image instanceof IsoBuildError) throw image
     const path = join(dir, "seed.iso")
     writeFileSync(path, image)
-    if (!has("isoinfo")) return
-    expect(run("isoinfo", ["-R", "-x", "/user-data", "-i", path]).stdout.toString()).toBe("#cloud-config\n")
-    expect(run("isoinfo", ["-R", "-x", "/meta-data", "-i", path]).stdout.toString()).toBe("instance-id: a\nlocal-hostname: a\n")
-    expect(run("isoinfo", ["-R", "-x", "/network-config", "-i", path]).stdout.toString()).toBe("version: 2\n")
+    expect((await run("isoinfo", ["-R", "-x", "/user-data", "-i", path])).stdout.toString()).toBe("#cloud-config\n")
+    expect((await run("isoinfo", ["-R", "-x", "/meta-data", "-i", path])).stdout.toString()).toBe("instance-id: a\nlocal-hostname: a\n")
+    expect((await run("isoinfo", ["-R", "-x", "/network-config", "-i", path])).stdout.toString()).toBe("version: 2\n")
   })
 })
 
@@ -157,10 +145,9 @@ describe("ISOs made by real tools, read by our reader", () => {
     ["-R -J", ["-R", "-J"], ["meta-data", "payload.bin", "user-data"]],
     ["-J only", ["-J"], ["meta-data", "payload.bin", "user-data"]],
     ["neither (plain level-1 names)", [], ["meta_dat", "payload.bin", "user_dat"]]
-  ])("genisoimage -V cidata %s", (_label, flags, names) => {
-    if (!has("genisoimage")) return
+  ])("genisoimage -V cidata %s", async (_label, flags, names) => {
     const path = join(dir, `genisoimage-${flags.join("")}.iso`)
-    execFileSync("genisoimage", ["-quiet", "-V", "cidata", ...flags, "-o", path, source])
+    await run("genisoimage", ["-quiet", "-V", "cidata", ...flags, "-o", path, source])
     const back = readBack(path)
     expect(back.volumeId).toBe("cidata")
     expect([...back.files.keys()].sort()).toEqual(names)
@@ -169,10 +156,9 @@ describe("ISOs made by real tools, read by our reader", () => {
     expect(same(back.files.get("payload.bin") ?? new Uint8Array(0), binary)).toBe(true)
   })
 
-  it("xorriso -as mkisofs style image with Rock Ridge", () => {
-    if (!has("xorriso")) return
+  it("xorriso -as mkisofs style image with Rock Ridge", async () => {
     const path = join(dir, "xorriso.iso")
-    run("xorriso", ["-outdev", path, "-volid", "cidata", "-joliet", "on", "-map", source, "/"])
+    await run("xorriso", ["-outdev", path, "-volid", "cidata", "-joliet", "on", "-map", source, "/"])
     const back = readBack(path)
     expect(back.volumeId).toBe("cidata")
     expect(same(back.files.get("user-data") ?? new Uint8Array(0), userData)).toBe(true)

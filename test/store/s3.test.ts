@@ -1,20 +1,17 @@
-import { describe, expect, it } from "@effect/vitest"
+import { beforeAll, describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { makeS3Store } from "../../src/layers/ObjectStoreS3.js"
 import { randomUUID } from "node:crypto"
 import { ifAbsent, ifMatch } from "../../src/services/ObjectStore.js"
 import { startDropProxy } from "./dropProxy.js"
 import { storeContract } from "./contract.js"
-import { closedPort, s3TestEnv } from "./s3Env.js"
+import { closedPort, S3_START_TIMEOUT_MS, type S3TestEnv, s3TestEnv } from "./s3Env.js"
 
-const env = s3TestEnv()
-if (typeof env === "string") {
-  console.warn(`\n⚠ SKIPPING the S3 object-store suites against a real server: ${env}\n`)
-}
-const suite = typeof env === "string" ? describe.skip : describe
+// Set by the suite's beforeAll; without a reachable server that hook fails the suite, saying why.
+let env: S3TestEnv | undefined
 
 const options = (overrides: Partial<Parameters<typeof makeS3Store>[0]> = {}) => {
-  if (typeof env === "string") throw new Error(env)
+  if (env === undefined) throw new Error("no S3 server (see the failed beforeAll of this suite)")
   return {
     bucket: env.bucket,
     endpoint: env.endpoint,
@@ -25,9 +22,13 @@ const options = (overrides: Partial<Parameters<typeof makeS3Store>[0]> = {}) => 
   }
 }
 
-suite(`S3 on a real server (${typeof env === "string" ? "skipped" : env.endpoint})`, () => {
-  const store = typeof env === "string" ? undefined : makeS3Store(options())
-  storeContract("s3 (real server)", () => store!)
+describe("S3 on a real server", () => {
+  let store: ReturnType<typeof makeS3Store> | undefined
+  beforeAll(async () => {
+    env = await s3TestEnv()
+    store = makeS3Store(options())
+  }, S3_START_TIMEOUT_MS)
+  storeContract("s3 (real server)", () => store ?? makeS3Store(options()))
 
   it.live("wrong credentials fail once with AccessDenied naming the rejection", () =>
     Effect.gen(function* () {

@@ -1,10 +1,16 @@
 /**
  * Finds the real S3 server for the S3 suites: the environment `.ci/run` exported, else the shared
- * loopback server started here (idempotent), else a reason to skip that the suite prints loudly.
+ * loopback server started here (idempotent, asynchronously). When neither works the S3 suites FAIL with
+ * the reason: a missing S3 server is a broken test setup, never a silent skip.
+ *
+ * Call `await s3TestEnv()` in a `beforeAll` of the S3 suite (give it `S3_START_TIMEOUT_MS`: a cold start
+ * takes ~15 s, more if the script must install packages).
  */
-import { spawnSync } from "node:child_process"
+import { execFile } from "node:child_process"
 import { existsSync } from "node:fs"
 import { createServer } from "node:net"
+import { join } from "node:path"
+import { fileURLToPath } from "node:url"
 
 export interface S3TestEnv {
   readonly endpoint: string
@@ -14,7 +20,14 @@ export interface S3TestEnv {
   readonly secretAccessKey: string
 }
 
-const SCRIPT = process.env["NSTANCE_S3_SERVER_SCRIPT"] ?? "/work/shared/tools/s3-server.sh"
+/** The repository root (this file is `<repo>/test/store/s3Env.ts`). */
+const REPO = fileURLToPath(new URL("../..", import.meta.url))
+
+/** The shared tools live beside the repository: `<repo>/../shared/tools/s3-server.sh`. */
+const SCRIPT = process.env["NSTANCE_S3_SERVER_SCRIPT"] ?? join(REPO, "..", "shared", "tools", "s3-server.sh")
+
+/** For the `beforeAll` that awaits `s3TestEnv()`. */
+export const S3_START_TIMEOUT_MS = 300_000
 
 // The SDK's notice about its future Node requirement is noise in test output.
 process.env["AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED"] ??= "true"
@@ -31,40 +44,62 @@ const fromEnv = (env: Record<string, string | undefined>): S3TestEnv | undefined
   }
 }
 
-let cached: S3TestEnv | string | undefined
+const unavailable = (reason: string) =>
+  new Error(
+    `no S3 server for the S3 suites: AWS_ENDPOINT_URL, S3_TEST_BUCKET, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY ` +
+      `are not all set, and ${reason}. Run the tests through .ci/run, or start the server with ` +
+      `\`eval "$(bash ${SCRIPT} start)"\` (NSTANCE_S3_SERVER_SCRIPT overrides the script's path).`
+  )
 
-/** The server's settings, or a string saying why there is none. Starting it may take ~15 s. */
-export const s3TestEnv = (): S3TestEnv | string => {
-  if (cached !== undefined) return cached
+const run = (file: string, args: ReadonlyArray<string>) =>
+  new Promise<{ status: number | string | null; stdout: string; stderr: string }>((resolve) => {
+    execFile(file, [...args], { encoding: "utf8", timeout: S3_START_TIMEOUT_MS - 10_000, maxBuffer: 16 * 1024 * 1024 }, (error, stdout, stderr) => {
+      resolve({ status: error === null ? 0 : (error.code ?? error.signal ?? null), stdout, stderr })
+    })
+  })
+
+const start = async (): Promise<S3TestEnv> => {
   const given = fromEnv(process.env)
-  if (given !== undefined) return (cached = given)
-  if (!existsSync(SCRIPT)) return (cached = `S3_TEST_BUCKET is not set and ${SCRIPT} does not exist`)
+  if (given !== undefined) return given
+  if (!existsSync(SCRIPT)) throw unavailable(`${SCRIPT} does not exist`)
   // Two test files may get here at once: the script is idempotent but not safe to run concurrently.
-  const run = existsSync("/usr/bin/flock")
-    ? spawnSync("/usr/bin/flock", ["/tmp/nstance-s3-server-start.lock", "bash", SCRIPT, "start"], { encoding: "utf8", timeout: 300_000 })
-    : spawnSync("bash", [SCRIPT, "start"], { encoding: "utf8", timeout: 300_000 })
-  if (run.status !== 0) {
-    const tail = `${run.stderr ?? ""}`.trim().split("\n").slice(-2).join(" / ")
-    return (cached = `S3_TEST_BUCKET is not set and "${SCRIPT} start" failed (status ${run.status}): ${tail}`)
+  const result = existsSync("/usr/bin/flock")
+    ? await run("/usr/bin/flock", ["/tmp/nstance-s3-server-start.lock", "bash", SCRIPT, "start"])
+    : await run("bash", [SCRIPT, "start"])
+  if (result.status !== 0) {
+    const tail = result.stderr.trim().split("\n").slice(-3).join(" / ")
+    throw unavailable(`"bash ${SCRIPT} start" failed (${String(result.status)}): ${tail}`)
   }
   const exported: Record<string, string> = {}
-  for (const line of run.stdout.split("\n")) {
+  for (const line of result.stdout.split("\n")) {
     const match = /^export ([A-Z0-9_]+)=(.*)$/.exec(line.trim())
     if (match) exported[match[1]!] = match[2]!.replace(/^['"]|['"]$/g, "")
   }
-  return (cached = fromEnv(exported) ?? `"${SCRIPT} start" printed no usable AWS_* exports`)
+  const started = fromEnv(exported)
+  if (started === undefined) throw unavailable(`"bash ${SCRIPT} start" printed no usable AWS_* exports`)
+  return started
 }
 
-/** Environment for a child process (the CLI) talking to the test server. */
-export const s3ChildEnv = (env: S3TestEnv, overrides: Record<string, string> = {}): NodeJS.ProcessEnv => ({
-  ...process.env,
-  NO_COLOR: "1",
+let cached: Promise<S3TestEnv> | undefined
+
+/** The server's settings; rejects with the reason (and how to fix it) when there is no server. */
+export const s3TestEnv = (): Promise<S3TestEnv> => (cached ??= start())
+
+/** The variables our commands read to reach the test server (for `runCommand`'s `env`). */
+export const s3Vars = (env: S3TestEnv, overrides: Record<string, string> = {}): Record<string, string> => ({
   AWS_ENDPOINT_URL: env.endpoint,
   AWS_S3_USE_PATH_STYLE: "true",
   AWS_REGION: env.region,
   AWS_ACCESS_KEY_ID: env.accessKeyId,
   AWS_SECRET_ACCESS_KEY: env.secretAccessKey,
   ...overrides
+})
+
+/** Environment for a child process (the CLI) talking to the test server. */
+export const s3ChildEnv = (env: S3TestEnv, overrides: Record<string, string> = {}): NodeJS.ProcessEnv => ({
+  ...process.env,
+  NO_COLOR: "1",
+  ...s3Vars(env, overrides)
 })
 
 /** A loopback port that nothing listens on: bind one, then close it. */

@@ -28,8 +28,8 @@ export const runProcess = (file: string, args: ReadonlyArray<string>, options: S
     let stdout = ""
     let stderr = ""
     const timer = setTimeout(() => child.kill("SIGKILL"), options.timeoutMs ?? 30_000)
-    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
-    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
+    child.stdout?.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
+    child.stderr?.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
     if (options.input !== undefined && child.stdin !== null) child.stdin.end(options.input)
     child.on("error", (error) => { clearTimeout(timer); reject(error) })
     child.on("close", (status, signal) => { clearTimeout(timer); resolve({ status, signal, stdout, stderr }) })
