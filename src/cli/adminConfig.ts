@@ -1,17 +1,31 @@
 /**
  * `nstance-admin config push|pull`: moves a shard's `config.jsonc` between a local file and the shard's
- * object store. Semantic validation is `nstance-server --validate`'s job; push only refuses text that is
- * not JSONC at all, so a typo never reaches the servers that read it.
+ * object store. Push refuses what no server would load: it runs `nstance-server --validate`'s validation
+ * (skipped only with an explicit `--force`), and always the server's identifier rules for `--shard`, the
+ * size and nesting bounds, JSONC syntax and a `shard.id` that is not `--shard` — so a typo never reaches
+ * the servers that read it, and no config can make a replica act for another shard.
  */
+import { stat } from "node:fs/promises"
 import { Args, Command, Options } from "@effect/cli"
 import { FileSystem } from "@effect/platform"
-import { Console, Effect, Logger, LogLevel, Option } from "effect"
+import { Console, Effect, Either, Logger, LogLevel, Option } from "effect"
 import { type ParseError, parse, printParseErrorCode } from "jsonc-parser"
+import {
+  formatProblem,
+  formatSyntaxError,
+  identifierProblem,
+  MAX_JSONC_BYTES,
+  parseJsonc,
+  parseShardConfig,
+  type Problem
+} from "../domain/config/index.js"
+import { objectPrefixProblem } from "../domain/objectKey.js"
 import { describeLocation, objectStoreLayer, type StorageFlags } from "../layers/ObjectStoreFromFlags.js"
 import { shardPrefix } from "../layers/ObjectStoreScoped.js"
 import { ifMatch, ObjectStore } from "../services/ObjectStore.js"
-import { UsageError } from "./errors.js"
-import { StdoutBytes } from "./run.js"
+import { decodeUtf8, readInputFile, UsageError } from "./errors.js"
+import { escapeControl } from "./escape.js"
+import { exitWith, StdoutBytes } from "./run.js"
 
 export const CONFIG_KEY = "config.jsonc"
 
@@ -46,11 +60,49 @@ export const jsoncProblem = (text: string): string | undefined => {
 
 /**
  * The store layer for one CLI call: retry warnings are kept out of the operator's terminal (the final
- * error names the reason), and the AWS SDK's notice about future Node versions is not an error of theirs.
+ * error names the reason). (The AWS SDK's Node-version notice is silenced where the SDK is loaded.)
  */
-const withStore = (flags: StorageFlags) => <A, E>(effect: Effect.Effect<A, E, ObjectStore>) => {
-  process.env["AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED"] ??= "true"
-  return effect.pipe(Effect.provide(objectStoreLayer(flags)), Logger.withMinimumLogLevel(LogLevel.Error))
+const withStore = (flags: StorageFlags) => <A, E>(effect: Effect.Effect<A, E, ObjectStore>) =>
+  effect.pipe(Effect.provide(objectStoreLayer(flags)), Logger.withMinimumLogLevel(LogLevel.Error))
+
+/** The server's rules for the flags that name the shard's place, so push cannot write where no server reads. */
+const placeProblems = (args: { readonly shard: string; readonly prefix: Option.Option<string> }): ReadonlyArray<string> => {
+  const problems: Array<string> = []
+  const shardProblem = identifierProblem(args.shard)
+  if (shardProblem !== undefined) problems.push(`--shard ${JSON.stringify(args.shard)} ${shardProblem}`)
+  if (Option.isSome(args.prefix)) {
+    const prefix = args.prefix.value
+    const problem = prefix.startsWith("/") ? `must not start with "/"` : objectPrefixProblem(prefix)
+    if (problem !== undefined) problems.push(`--prefix ${problem} (got ${JSON.stringify(prefix)})`)
+  }
+  return problems
+}
+
+/** `shard.id` of a config that may not validate (with --force), when it is a string. */
+const rawShardId = (json: unknown): string | undefined => {
+  if (typeof json !== "object" || json === null) return undefined
+  const shard = (json as { shard?: unknown }).shard
+  if (typeof shard !== "object" || shard === null) return undefined
+  const id = (shard as { id?: unknown }).id
+  return typeof id === "string" ? id : undefined
+}
+
+/**
+ * Everything push refuses, as `--validate`'s `path: message` problems (empty when the text may go up).
+ * `force` skips the shard config validation only.
+ */
+export const pushProblems = (text: string, shard: string, force: boolean): ReadonlyArray<Problem> => {
+  const json = parseJsonc(text)
+  if (Either.isLeft(json)) return json.left.map((error) => ({ path: "", message: formatSyntaxError(error) }))
+  if (!force) {
+    const parsed = parseShardConfig(text)
+    if (Either.isLeft(parsed)) return parsed.left.problems
+  }
+  const id = rawShardId(json.right)
+  if (id !== undefined && id !== shard) {
+    return [{ path: "shard.id", message: `${JSON.stringify(id)} does not match --shard ${JSON.stringify(shard)}; a server of shard ${shard} would refuse it` }]
+  }
+  return []
 }
 
 const keyOf = (args: { readonly shard: string; readonly prefix: Option.Option<string> }) =>
@@ -67,19 +119,27 @@ const push = Command.make(
     ifMatchEtag: Options.text("if-match").pipe(
       Options.withDescription("Upload only if the stored config still has this etag (as printed by a previous push or pull -o)"),
       Options.optional
-    )
+    ),
+    force: Options.boolean("force").pipe(Options.withDescription(
+      "Upload even if the config does not pass nstance-server --validate (JSONC syntax, size, nesting, --shard and shard.id are still checked)"
+    ))
   },
   Effect.fn("admin.config.push")(function* (args) {
-    const fs = yield* FileSystem.FileSystem
-    const bytes = yield* fs.readFile(args.file).pipe(
-      Effect.mapError((error) => new UsageError({ message: `cannot read ${args.file}: ${error.message}` }))
-    )
-    const text = yield* Effect.try({
-      try: () => new TextDecoder("utf-8", { fatal: true }).decode(bytes),
-      catch: () => new UsageError({ message: `${args.file} is not UTF-8 text; nothing uploaded` })
-    })
-    const problem = jsoncProblem(text)
-    if (problem !== undefined) return yield* new UsageError({ message: `${args.file}:${problem} (not valid JSONC); nothing uploaded` })
+    const place = placeProblems(args)
+    if (place.length > 0) {
+      yield* Effect.forEach(place, (line) => Console.error(`✗ ${escapeControl(line)}`), { discard: true })
+      return yield* exitWith(1)
+    }
+    const input = { flag: "", path: args.file }
+    const bytes = yield* readInputFile({ ...input, what: "a shard config", maxBytes: MAX_JSONC_BYTES })
+    const text = yield* decodeUtf8(input, bytes)
+    const problems = pushProblems(text, args.shard, args.force)
+    if (problems.length > 0) {
+      yield* Effect.forEach(problems, (problem) => Console.error(`✗ ${escapeControl(formatProblem(problem))}`), { discard: true })
+      const count = `${problems.length} problem${problems.length === 1 ? "" : "s"}`
+      yield* Console.error(`✗ ${escapeControl(args.file)}: ${count}; nothing uploaded${args.force ? "" : " (see nstance-server --validate)"}`)
+      return yield* exitWith(1)
+    }
     const flags: StorageFlags = { storage: args.storage, bucket: args.bucket }
     const key = keyOf(args)
     const { etag } = yield* Effect.gen(function* () {
@@ -88,7 +148,9 @@ const push = Command.make(
     }).pipe(withStore(flags))
     yield* Console.log(`pushed ${args.file} to ${describeLocation(flags, key)} (etag ${etag})`)
   })
-).pipe(Command.withDescription("Upload a shard's config.jsonc (refused unless it is well-formed JSONC; run nstance-server --validate first)"))
+).pipe(Command.withDescription(
+  "Upload a shard's config.jsonc: refused unless it is well-formed JSONC, passes nstance-server --validate (unless --force) and names --shard as shard.id"
+))
 
 const pull = Command.make(
   "pull",
@@ -119,10 +181,17 @@ const pull = Command.make(
       return
     }
     const fs = yield* FileSystem.FileSystem
-    yield* fs.writeFile(args.output.value, object.body).pipe(
-      Effect.mapError((error) => new UsageError({ message: `cannot write ${error.message}` }))
+    const output = args.output.value
+    const existing = yield* Effect.promise(() => stat(output).catch(() => undefined))
+    if (existing?.isDirectory() === true) return yield* new UsageError({ message: `-o ${output}: is a directory` })
+    yield* fs.writeFile(output, object.body).pipe(
+      Effect.mapError((error) => {
+        const reason = error._tag === "SystemError" ? error.reason : undefined
+        const why = reason === "NotFound" ? "its directory does not exist" : reason === "PermissionDenied" ? "permission denied" : error.message
+        return new UsageError({ message: `-o ${output}: cannot write (${why})` })
+      })
     )
-    yield* Console.log(`wrote ${args.output.value} from ${describeLocation(flags, key)} (etag ${object.etag})`)
+    yield* Console.log(`wrote ${output} from ${describeLocation(flags, key)} (etag ${object.etag})`)
   })
 ).pipe(Command.withDescription("Download a shard's config.jsonc to stdout or a file"))
 

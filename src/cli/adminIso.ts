@@ -9,7 +9,7 @@ import { cloudInitSeed, InvalidCloudInitInput } from "../domain/cloudInit.js"
 import { InvalidInstanceId, parseInstanceId } from "../domain/instanceId.js"
 import { CLOUD_INIT_VOLUME_ID, seedIsoBytes } from "../layers/IsoBuilder9660.js"
 import { IsoBuildError } from "../services/IsoBuilder.js"
-import { UsageError } from "./errors.js"
+import { decodeUtf8, readInputFile, UsageError } from "./errors.js"
 
 const instanceId = Options.text("instance-id").pipe(
   Options.withDescription("Instance ID the VM gets (29 characters: kind + UUIDv7 in base32); becomes meta-data instance-id")
@@ -30,15 +30,12 @@ const output = Options.text("output").pipe(
   Options.withDescription("Where to write the ISO image (overwritten if it exists)")
 )
 
-const readText = (fs: FileSystem.FileSystem, flag: string, path: string) =>
-  fs.readFile(path).pipe(
-    Effect.mapError((error) => new UsageError({ message: `cannot read --${flag} ${path}: ${error.message}` })),
-    Effect.flatMap((bytes) =>
-      Effect.try({
-        try: () => new TextDecoder("utf-8", { fatal: true }).decode(bytes),
-        catch: () => new UsageError({ message: `--${flag} ${path} is not UTF-8 text` })
-      })
-    )
+/** Cloud-init data is read by a booting VM from a small seed ISO; anything near this size is a mistake. */
+const MAX_SEED_FILE_BYTES = 16 * 1024 * 1024
+
+const readText = (flag: string, path: string) =>
+  readInputFile({ flag: `--${flag}`, path, what: "a cloud-init file", maxBytes: MAX_SEED_FILE_BYTES }).pipe(
+    Effect.flatMap((bytes) => decodeUtf8({ flag: `--${flag}`, path }, bytes))
   )
 
 export const isoCommand = Command.make(
@@ -48,9 +45,9 @@ export const isoCommand = Command.make(
     const fs = yield* FileSystem.FileSystem
     const id = parseInstanceId(args.instanceId)
     if (id instanceof InvalidInstanceId) return yield* new UsageError({ message: `--instance-id: ${id.message}` })
-    const user = yield* readText(fs, "user-data", args.userData)
+    const user = yield* readText("user-data", args.userData)
     const network = Option.isSome(args.networkConfig)
-      ? yield* readText(fs, "network-config", args.networkConfig.value)
+      ? yield* readText("network-config", args.networkConfig.value)
       : undefined
     const seed = cloudInitSeed({
       instanceId: id.id,

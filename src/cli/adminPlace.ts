@@ -3,18 +3,23 @@
  * node's metrics, score or exclusion reason — the explanation an operator needs before (or after) a create.
  */
 import { Command, Options } from "@effect/cli"
-import { FileSystem } from "@effect/platform"
 import { Console, Effect, Either, ParseResult, Schema } from "effect"
 import {
+  INVALID_FIGURES,
   type NodeEvaluation,
   type NodeResources,
   NodeResourcesEntry,
+  nodeResourcesFrom,
   NoPlacement,
   type Placement,
   placeOne,
   planPlacements
 } from "../domain/placement.js"
-import { UsageError } from "./errors.js"
+import { decodeUtf8, readInputFile, UsageError } from "./errors.js"
+import { escapeControl } from "./escape.js"
+
+/** A saved `/cluster/resources` answer of even a large cluster (thousands of VMs) is a few MiB. */
+const MAX_RESOURCES_BYTES = 64 * 1024 * 1024
 
 const resources = Options.text("resources").pipe(
   Options.withDescription(
@@ -45,25 +50,26 @@ const decodeEntry = (path: string, index: number, entry: unknown): NodeResources
   // Entries without "type" are taken as nodes (a hand-written file); other types (qemu, storage, ...) are skipped.
   if (Either.isRight(typed) && typed.right.type !== undefined && typed.right.type !== "node") return undefined
   const decoded = Schema.decodeUnknownEither(NodeResourcesEntry)(entry)
-  if (Either.isRight(decoded)) return decoded.right
+  if (Either.isRight(decoded)) return nodeResourcesFrom(decoded.right)
   const issue = ParseResult.ArrayFormatter.formatErrorSync(decoded.left)[0]
   const field = issue?.path.join(".") ?? ""
   const name = Either.isRight(typed) && typeof typed.right.node === "string" ? ` (node ${JSON.stringify(typed.right.node)})` : ""
   const descriptor = typeof entry === "object" && entry !== null ? Object.getOwnPropertyDescriptor(entry, field) : undefined
-  const actual = descriptor === undefined ? "" : `, got ${JSON.stringify(descriptor.value)}`
+  // JSON.parse reads 1e999 as Infinity, which JSON.stringify would show as null.
+  const actual = descriptor === undefined ? "" : `, got ${typeof descriptor.value === "number" ? String(descriptor.value) : JSON.stringify(descriptor.value)}`
   return new UsageError({
     message: `${path}: entry ${index}${name}: ${field === "" ? "" : `field ${field}: `}${issue?.message ?? "invalid"}${issue?._tag === "Missing" ? "" : actual}`
   })
 }
 
 const loadNodes = Effect.fn("admin.place.load")(function* (path: string) {
-  const fs = yield* FileSystem.FileSystem
-  const text = yield* fs.readFileString(path).pipe(
-    Effect.mapError((error) => new UsageError({ message: `cannot read --resources ${path}: ${error.message}` }))
-  )
+  const input = { flag: "--resources", path }
+  const bytes = yield* readInputFile({ ...input, what: "a /cluster/resources answer", maxBytes: MAX_RESOURCES_BYTES })
+  const text = yield* decodeUtf8(input, bytes)
   const parsed = yield* Effect.try({
     try: (): unknown => JSON.parse(text),
-    catch: (error) => new UsageError({ message: `${path} is not valid JSON: ${error instanceof Error ? error.message : String(error)}` })
+    // V8's message quotes the text around the error; the catch-all printer escapes what is not printable.
+    catch: (error) => new UsageError({ message: `--resources ${path}: not valid JSON: ${error instanceof Error ? error.message : String(error)}` })
   })
   const envelope = Schema.decodeUnknownEither(Envelope)(parsed)
   if (Either.isLeft(envelope)) {
@@ -82,16 +88,20 @@ const loadNodes = Effect.fn("admin.place.load")(function* (path: string) {
 const GIB = 1024 ** 3
 
 const table = (ranking: ReadonlyArray<NodeEvaluation>): string => {
-  const rows = ranking.map((e, i) => [
+  const rows = ranking.map((e, i) => {
+    // The figures of a node that reports impossible ones are not shown: they are the problem.
+    const plausible = !(e.excluded ?? "").startsWith(INVALID_FIGURES)
+    return [
     e.excluded === undefined ? String(i + 1) : "-",
-    e.node,
+    escapeControl(e.node),
     e.score === undefined ? "-" : e.score.toFixed(4),
-    e.excluded === undefined || e.freeMemoryBytes > 0 ? `${(e.freeMemoryBytes / GIB).toFixed(1)} GiB` : "-",
-    e.excluded === undefined || e.freeMemoryBytes > 0 ? e.freeMemoryPercent.toFixed(1) : "-",
-    e.excluded === undefined || e.maxcpu > 0 ? e.freeCpuPercent.toFixed(1) : "-",
-    e.maxcpu > 0 ? String(e.maxcpu) : "-",
-    e.excluded === undefined ? "" : `excluded: ${e.excluded}`
-  ])
+    e.excluded === undefined || (plausible && e.freeMemoryBytes > 0) ? `${(e.freeMemoryBytes / GIB).toFixed(1)} GiB` : "-",
+    e.excluded === undefined || (plausible && e.freeMemoryBytes > 0) ? e.freeMemoryPercent.toFixed(1) : "-",
+    e.excluded === undefined || (plausible && e.maxcpu > 0) ? e.freeCpuPercent.toFixed(1) : "-",
+    plausible && e.maxcpu > 0 ? String(e.maxcpu) : "-",
+    e.excluded === undefined ? "" : `excluded: ${escapeControl(e.excluded)}`
+    ]
+  })
   const header = ["rank", "node", "score", "free mem", "free mem %", "free cpu %", "cpus", ""]
   const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => (r[c] ?? "").length)))
   const line = (cells: ReadonlyArray<string>) => cells.map((cell, c) => cell.padEnd(widths[c] ?? 0)).join("  ").trimEnd()
@@ -108,6 +118,11 @@ export const placeCommand = Command.make(
     if (args.cores < 1) return yield* new UsageError({ message: `--cores must be at least 1, got ${args.cores}` })
     if (args.count < 1) return yield* new UsageError({ message: `--count must be at least 1, got ${args.count}` })
     const nodes = yield* loadNodes(args.resources)
+    for (const node of nodes) {
+      if (node.invalid !== undefined) {
+        yield* Console.error(`⚠ --resources ${escapeControl(args.resources)}: node ${escapeControl(JSON.stringify(node.node))}: ${node.invalid}; not ranked`)
+      }
+    }
     const demand = { memoryBytes: args.memory * 1024 * 1024, cores: args.cores }
 
     const first = placeOne(nodes, demand)
@@ -119,7 +134,7 @@ export const placeCommand = Command.make(
         const candidates = first.ranking.filter((e) => e.score !== undefined)
         yield* Console.log(JSON.stringify(candidates.map((e) => ({ node: e.node, score: scoreOf(e.score ?? 0) }))))
       } else {
-        yield* Console.log(`\nchosen: ${first.node} (score ${first.score.toFixed(4)})`)
+        yield* Console.log(`\nchosen: ${escapeControl(first.node)} (score ${first.score.toFixed(4)})`)
       }
       return
     }
@@ -131,7 +146,7 @@ export const placeCommand = Command.make(
       return
     }
     yield* Console.log(`\nplacements for ${args.count} VMs (each charged to its node before the next):`)
-    for (const [i, p] of placements.entries()) yield* Console.log(`${String(i + 1).padStart(4)}. ${p.node} (score ${p.score.toFixed(4)})`)
+    for (const [i, p] of placements.entries()) yield* Console.log(`${String(i + 1).padStart(4)}. ${escapeControl(p.node)} (score ${p.score.toFixed(4)})`)
     if (plan instanceof NoPlacement) return yield* new UsageError({ message: plan.message })
   })
 ).pipe(Command.withDescription("Rank the nodes of a saved /cluster/resources answer as the scheduler would (TOPSIS: free memory 60 %, free CPU 40 %)"))

@@ -5,11 +5,11 @@
  * one clear line, not a crash minutes later.
  */
 import { Command, Options } from "@effect/cli"
-import { FileSystem } from "@effect/platform"
 import { Console, Effect, Either, Option } from "effect"
 import {
   formatProblem,
   identifierProblem,
+  MAX_JSONC_BYTES,
   parseAddress,
   type ParsedShardConfig,
   parseShardConfig,
@@ -18,16 +18,16 @@ import {
   readProxmoxEnv,
   desiredGroups
 } from "../domain/config/index.js"
+import { objectPrefixProblem } from "../domain/objectKey.js"
 import { objectStoreLayer } from "../layers/ObjectStoreFromFlags.js"
 import { runDaemon } from "../shard/daemon.js"
 import { runEmbedded } from "../shard/embedded.js"
-import { CONFIG_KEY } from "../shard/leaderWork.js"
-import { UsageError } from "./errors.js"
+import { CONFIG_KEY } from "../shard/shardConfig.js"
+import { decodeUtf8, readInputFile } from "./errors.js"
+import { escapeControl } from "./escape.js"
 import { exitWith } from "./run.js"
 import { defaultLogFormat, loggerLayer } from "./logging.js"
 
-/** How often the leader looks at the cluster (PVE refreshes /cluster/resources about every 10 s). */
-export const RECONCILE_INTERVAL = "30 seconds"
 
 export const STORAGE_KINDS = ["s3", "gcs", "file"] as const
 export type StorageKind = (typeof STORAGE_KINDS)[number]
@@ -86,7 +86,12 @@ export const checkStartOptions = (
     const problem = identifierProblem(value)
     if (problem !== undefined) errors.push(`--${flag} ${JSON.stringify(value)} ${problem}`)
   }
-  if (flags.prefix !== undefined && flags.prefix.startsWith("/")) errors.push(`--prefix must not start with "/" (got ${JSON.stringify(flags.prefix)})`)
+  if (flags.prefix !== undefined) {
+    // The same rule every object store applies, checked here so a bad prefix refuses the start instead of
+    // failing every read of the config (which startup would retry forever).
+    const problem = flags.prefix.startsWith("/") ? `must not start with "/"` : objectPrefixProblem(flags.prefix)
+    if (problem !== undefined) errors.push(`--prefix ${problem} (got ${JSON.stringify(flags.prefix)})`)
+  }
   if (flags.advertiseHost !== undefined) {
     const host = flags.advertiseHost
     const asAddress = parseAddress(`${host.includes(":") ? `[${host}]` : host}:1`)
@@ -133,16 +138,15 @@ export const summarize = ({ config, warnings }: ParsedShardConfig): string => {
     `${plural(groups.length, "group")}, ${plural(vms, "desired VM")}, ${plural(warnings.length, "warning")}`
 }
 
+/** A local shard config: a regular file of at most the size any JSONC config may have, in UTF-8. */
 const readConfigFile = (flag: string, path: string) =>
-  Effect.gen(function* () {
-    const fs = yield* FileSystem.FileSystem
-    return yield* fs.readFileString(path).pipe(
-      Effect.mapError((error) => new UsageError({ message: `cannot read ${flag} ${path}: ${error.message}` }))
-    )
-  })
+  readInputFile({ flag, path, what: "a shard config", maxBytes: MAX_JSONC_BYTES }).pipe(
+    Effect.flatMap((bytes) => decodeUtf8({ flag, path }, bytes))
+  )
 
+/** Every problem as `✗ path: message`, control characters of the config's keys and values made visible. */
 const printProblems = (problems: ReadonlyArray<Problem>) =>
-  Effect.forEach(problems, (problem) => Console.error(`✗ ${formatProblem(problem)}`), { discard: true })
+  Effect.forEach(problems, (problem) => Console.error(`✗ ${escapeControl(formatProblem(problem))}`), { discard: true })
 
 
 const validateFile = (path: string) =>
@@ -151,12 +155,12 @@ const validateFile = (path: string) =>
     const parsed = parseShardConfig(text)
     if (Either.isLeft(parsed)) {
       yield* printProblems(parsed.left.problems)
-      yield* Console.error(`✗ ${path}: ${parsed.left.problems.length} problem${parsed.left.problems.length === 1 ? "" : "s"}; configuration is not valid`)
+      yield* Console.error(`✗ ${escapeControl(path)}: ${parsed.left.problems.length} problem${parsed.left.problems.length === 1 ? "" : "s"}; configuration is not valid`)
       return yield* exitWith(1)
     }
-    yield* Console.log(`✓ Configuration is valid (${path})`)
-    yield* Console.log(summarize(parsed.right))
-    yield* Effect.forEach(parsed.right.warnings, (warning) => Console.log(`⚠ ${formatProblem(warning)}`), { discard: true })
+    yield* Console.log(`✓ Configuration is valid (${escapeControl(path)})`)
+    yield* Console.log(escapeControl(summarize(parsed.right)))
+    yield* Effect.forEach(parsed.right.warnings, (warning) => Console.log(`⚠ ${escapeControl(formatProblem(warning))}`), { discard: true })
   })
 
 const text = (name: string, description: string) =>
@@ -217,7 +221,7 @@ export const serverCommand = Command.make("nstance-server", options, (flags) =>
       configFile
     }, process.env, config)
     if (Either.isLeft(checked)) {
-      yield* Effect.forEach(checked.left, (line) => Console.error(`✗ ${line}`), { discard: true })
+      yield* Effect.forEach(checked.left, (line) => Console.error(`✗ ${escapeControl(line)}`), { discard: true })
       return yield* exitWith(1)
     }
     const start = checked.right
@@ -228,13 +232,12 @@ export const serverCommand = Command.make("nstance-server", options, (flags) =>
       store: objectStoreLayer({ storage: start.storage, bucket: start.bucket }),
       config: start.config !== undefined && start.configFile !== undefined
         ? { _tag: "Local", parsed: start.config, path: start.configFile }
-        : { _tag: "Store", key: CONFIG_KEY },
-      proxmox: start.proxmox,
-      reconcileInterval: RECONCILE_INTERVAL
+        : { _tag: "Store", key: CONFIG_KEY, shard: start.shard },
+      proxmox: start.proxmox
     }).pipe(Effect.scoped, Effect.provide(logger))
   })
 ).pipe(Command.withDescription(
   "Nstance server for Proxmox VE: keeps groups of VMs at their desired size. Start with --storage --bucket --shard --id " +
     "(env PROXMOX_API_URL, PROXMOX_TOKEN_ID, PROXMOX_TOKEN_SECRET), try it with --embedded (file store + simulator), " +
-    "or check a config with --validate FILE. In this build the leader plans placements but creates no VMs."
+    "or check a config with --validate FILE. The leader keeps every group at its size: it creates, replaces and deletes VMs."
 ))

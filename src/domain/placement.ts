@@ -20,6 +20,11 @@ export interface NodeResources {
   readonly cpu: number
   /** Number of CPUs. */
   readonly maxcpu: number
+  /**
+   * Why the reported figures cannot be true (negative, not finite, used above total), set by
+   * `nodeResourcesFrom`: such a node is reported with the reason and never ranked.
+   */
+  readonly invalid?: string
 }
 
 // PVE sends these as JSON numbers, but hand-saved or proxied answers sometimes carry numeric strings.
@@ -38,7 +43,27 @@ export const NodeResourcesEntry = Schema.Struct({
   maxcpu: Schema.optionalWith(Numeric, { default: () => 0 })
 })
 
-/** The placement view of a decoded node entry: offline nodes come without usage fields, which count as 0. */
+/**
+ * Why a node's figures cannot be true, or undefined. PVE reports `mem`/`maxmem` in bytes, `maxcpu` as a
+ * CPU count and `cpu` as the load fraction of all of them (0..1); anything else is a broken or forged
+ * answer, and ranking it would put a node with "100100 %" free memory first.
+ */
+export const nodeFiguresProblem = (node: Pick<NodeResources, "mem" | "maxmem" | "cpu" | "maxcpu">): string | undefined => {
+  for (const field of ["mem", "maxmem", "cpu", "maxcpu"] as const) {
+    const value = node[field]
+    if (!Number.isFinite(value)) return `${field} ${value} is not a finite number`
+    if (value < 0) return `${field} ${value} is negative`
+  }
+  if (node.mem > node.maxmem) return `mem ${node.mem} is more than maxmem ${node.maxmem}`
+  if (node.cpu > 1) return `cpu ${node.cpu} is more than 1 (PVE reports the load as a fraction of all CPUs)`
+  if (!Number.isInteger(node.maxcpu)) return `maxcpu ${node.maxcpu} is not a whole number of CPUs`
+  return undefined
+}
+
+/**
+ * The placement view of a decoded node entry (from PVE or a saved file): offline nodes come without
+ * usage fields, which count as 0; figures that cannot be true mark the node `invalid`.
+ */
 export const nodeResourcesFrom = (entry: {
   readonly node: string
   readonly status: string
@@ -46,14 +71,14 @@ export const nodeResourcesFrom = (entry: {
   readonly maxmem?: number | undefined
   readonly cpu?: number | undefined
   readonly maxcpu?: number | undefined
-}): NodeResources => ({
-  node: entry.node,
-  status: entry.status,
-  mem: entry.mem ?? 0,
-  maxmem: entry.maxmem ?? 0,
-  cpu: entry.cpu ?? 0,
-  maxcpu: entry.maxcpu ?? 0
-})
+}): NodeResources => {
+  const figures = { mem: entry.mem ?? 0, maxmem: entry.maxmem ?? 0, cpu: entry.cpu ?? 0, maxcpu: entry.maxcpu ?? 0 }
+  const invalid = nodeFiguresProblem(figures)
+  return { node: entry.node, status: entry.status, ...figures, ...(invalid === undefined ? {} : { invalid }) }
+}
+
+/** The exclusion reason of a node whose figures cannot be true. */
+export const INVALID_FIGURES = "reports impossible figures"
 
 /** What the VM to place asks for. */
 export interface Demand {
@@ -113,12 +138,17 @@ const mib = (bytes: number) => `${Math.floor(bytes / MIB)} MiB`
 const round = (value: number) => Math.round(value * 100) / 100
 
 const evaluate = (node: NodeResources, demand: Demand): NodeEvaluation => {
-  const capacityKnown = Number.isFinite(node.maxmem) && node.maxmem > 0 && Number.isFinite(node.maxcpu) && node.maxcpu > 0
+  // Nodes built without `nodeResourcesFrom` get the checks that stay true after `withVmPlaced` charged
+  // them (its CPU estimate may pass 1; memory never passes maxmem, a node without room is not chosen).
+  const invalid = node.invalid ?? nodeFiguresProblem({ ...node, cpu: Math.min(node.cpu, 1) })
+  const capacityKnown = invalid === undefined && Number.isFinite(node.maxmem) && node.maxmem > 0 && Number.isFinite(node.maxcpu) && node.maxcpu > 0
   const freeMemoryBytes = capacityKnown ? node.maxmem - node.mem : 0
   const freeMemoryPercent = capacityKnown ? 100 - (100 * node.mem) / node.maxmem : 0
   const freeCpuPercent = capacityKnown ? 100 - 100 * node.cpu : 0
   const excluded =
-    node.status !== "online"
+    invalid !== undefined
+      ? `${INVALID_FIGURES}: ${invalid}`
+      : node.status !== "online"
       ? `not online (status ${node.status})`
       : !capacityKnown
       ? "reports no memory or CPU capacity"
@@ -168,7 +198,9 @@ const explain = (nodes: ReadonlyArray<NodeResources>, ranking: ReadonlyArray<Nod
   if (online.length === 0) {
     return `no node is online (${ranking.map((e) => `${e.node}: ${e.status}`).join(", ")})`
   }
-  const withCapacity = online.filter((e) => e.excluded !== "reports no memory or CPU capacity")
+  const plausible = online.filter((e) => !(e.excluded ?? "").startsWith(INVALID_FIGURES))
+  if (plausible.length === 0) return `no online node reports plausible figures (${online.map((e) => `${e.node}: ${e.excluded ?? ""}`).join("; ")})`
+  const withCapacity = plausible.filter((e) => e.excluded !== "reports no memory or CPU capacity")
   if (withCapacity.length === 0) return `no online node reports its capacity (${online.map((e) => e.node).join(", ")})`
   const roomiest = [...withCapacity].sort((a, b) => b.freeMemoryBytes - a.freeMemoryBytes || byName(a, b))[0]
   const mostCpus = [...withCapacity].sort((a, b) => b.maxcpu - a.maxcpu || byName(a, b))[0]

@@ -8,6 +8,9 @@
  *
  * Etags are content hashes (SHA-256, 32 hex digits): rewriting identical bytes keeps the etag, which is
  * harmless because the state is then identical too.
+ *
+ * Keys never leave the directory: a directory under the root that is a symbolic link (`shard/pve-x` → a
+ * directory elsewhere) makes every operation on keys below it fail with InvalidKey instead of following it.
  */
 import { createHash, randomUUID } from "node:crypto"
 import { constants as fsConstants } from "node:fs"
@@ -42,7 +45,28 @@ export interface FileStoreOptions {
 const errno = (error: unknown): string | undefined =>
   typeof error === "object" && error !== null && "code" in error && typeof error.code === "string" ? error.code : undefined
 
+/** A directory component of a key's path is a symbolic link (thrown inside, reported as InvalidKey). */
+class SymlinkedDirectory extends Error {
+  constructor(readonly relative: string) {
+    super(`directory ${relative} is a symbolic link`)
+  }
+}
+
+/** The bucket directory exists but is something else (thrown inside, reported as AccessDenied). */
+class BucketNotDirectory extends Error {
+  constructor(readonly directory: string) {
+    super(`${directory} is not a directory`)
+  }
+}
+
 const fileError = (operation: string, key: string, error: unknown): StoreError => {
+  if (error instanceof SymlinkedDirectory) {
+    return new InvalidKey({ key, reason: `${error.relative}/ in the bucket is a symbolic link; the file store does not follow links out of its directory` })
+  }
+  if (error instanceof BucketNotDirectory) {
+    const what = key === error.directory ? "not a directory" : `the bucket ${error.directory} is not a directory`
+    return new AccessDenied({ operation, key, reason: `${what} (--storage file needs a directory as --bucket)` })
+  }
   const code = errno(error)
   const text = error instanceof Error ? error.message : String(error)
   if (code === "EACCES" || code === "EPERM" || code === "EROFS") return new AccessDenied({ operation, key, reason: text })
@@ -80,7 +104,34 @@ export const makeFileStore = (options: FileStoreOptions): ObjectStoreShape => {
   const lockPathOf = (key: string) => join(lockDir, `${createHash("sha256").update(key).digest("hex")}.lock`)
 
   let ready: Promise<void> | undefined
-  const ensureDirs = () => (ready ??= Promise.all([fs.mkdir(tmpDir, { recursive: true }), fs.mkdir(lockDir, { recursive: true })]).then(() => undefined))
+  const ensureDirs = () =>
+    (ready ??= checkRoot().then(() => Promise.all([fs.mkdir(tmpDir, { recursive: true }), fs.mkdir(lockDir, { recursive: true })])).then(() => undefined))
+
+  /** The root may be a symlink (the operator's choice); it must be a directory if it exists. */
+  async function checkRoot() {
+    const stats = await fs.stat(root).catch((error: unknown) => (errno(error) === "ENOENT" ? undefined : Promise.reject(error)))
+    if (stats !== undefined && !stats.isDirectory()) throw new BucketNotDirectory(root)
+  }
+
+  /**
+   * Refuses a key below a symlinked directory: each existing directory of its path is `lstat`ed, from the
+   * root down (a missing one ends the walk: what put creates there is a real directory).
+   */
+  const checkNoLinks = async (key: string) => {
+    const parts = key.split("/").slice(0, -1)
+    for (let i = 1; i <= parts.length; i++) {
+      const relative = parts.slice(0, i).join("/")
+      let stats
+      try {
+        stats = await fs.lstat(join(root, ...parts.slice(0, i)))
+      } catch (error) {
+        if (errno(error) === "ENOENT" || errno(error) === "ENOTDIR") return
+        throw error
+      }
+      if (stats.isSymbolicLink()) throw new SymlinkedDirectory(relative)
+      if (!stats.isDirectory()) return
+    }
+  }
 
   const syncDir = async (dir: string) => {
     const handle = await fs.open(dir, fsConstants.O_RDONLY)
@@ -169,7 +220,10 @@ export const makeFileStore = (options: FileStoreOptions): ObjectStoreShape => {
 
   const get = Effect.fn("objectStore.file.get")(function* (key: string) {
     yield* checkKey(key)
-    const body = yield* attempt("get", key, () => readCurrent(pathOf(key)))
+    const body = yield* attempt("get", key, async () => {
+      await checkNoLinks(key)
+      return readCurrent(pathOf(key))
+    })
     if (body === undefined) return yield* new NotFound({ key })
     return { body, etag: etagOf(body) }
   })
@@ -183,9 +237,12 @@ export const makeFileStore = (options: FileStoreOptions): ObjectStoreShape => {
 
   const putFile = async (key: string, body: Uint8Array, precondition: Precondition | undefined): Promise<PutOutcome> => {
     const target = pathOf(key)
+    await checkNoLinks(key)
     const tmp = await writeTemp(body)
     try {
       await fs.mkdir(dirname(target), { recursive: true })
+      // Again after mkdir: a directory swapped for a link in between must not receive the object either.
+      await checkNoLinks(key)
       if (precondition?._tag === "IfAbsent") {
         try {
           await fs.link(tmp, target)
@@ -222,6 +279,7 @@ export const makeFileStore = (options: FileStoreOptions): ObjectStoreShape => {
     yield* checkKey(key)
     yield* attempt("delete", key, () =>
       withLock(key, async () => {
+        await checkNoLinks(key)
         try {
           await fs.unlink(pathOf(key))
         } catch (error) {
@@ -239,7 +297,8 @@ export const makeFileStore = (options: FileStoreOptions): ObjectStoreShape => {
     let entries: Array<{ name: string; isDir: boolean; sortKey: string }>
     try {
       entries = (await fs.readdir(dir, { withFileTypes: true }))
-        .filter((entry) => !(keyPrefix === "" && entry.name === RESERVED))
+        // Symbolic links are not objects of this store (and a linked directory is not walked into).
+        .filter((entry) => !(keyPrefix === "" && entry.name === RESERVED) && !entry.isSymbolicLink())
         .map((entry) => ({ name: entry.name, isDir: entry.isDirectory(), sortKey: entry.isDirectory() ? `${entry.name}/` : entry.name }))
         .sort((a, b) => (a.sortKey < b.sortKey ? -1 : a.sortKey > b.sortKey ? 1 : 0))
     } catch (error) {
@@ -277,7 +336,11 @@ export const ObjectStoreFile = (options: FileStoreOptions) =>
   Layer.effect(
     ObjectStore,
     Effect.tryPromise({
-      try: () => fs.mkdir(options.directory, { recursive: true }),
+      try: async () => {
+        const existing = await fs.stat(options.directory).catch(() => undefined)
+        if (existing !== undefined && !existing.isDirectory()) throw new BucketNotDirectory(options.directory)
+        await fs.mkdir(options.directory, { recursive: true })
+      },
       catch: (error) => fileError("open", options.directory, error)
     }).pipe(Effect.as(makeFileStore(options)))
   )

@@ -27,6 +27,11 @@ import {
   StoreUnavailable
 } from "../services/ObjectStore.js"
 
+// The SDK warns (six lines on stderr, at the first client) that releases after January 2027 will need
+// Node 22; that is a notice for us, not for an operator running a supported Node. Set before any client
+// is built; an explicit setting by the operator wins.
+process.env["AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED"] ??= "true"
+
 export interface S3StoreOptions {
   readonly bucket: string
   /** Defaults to `AWS_ENDPOINT_URL` (unset: AWS itself). */

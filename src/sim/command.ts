@@ -54,7 +54,9 @@ export const simCommand = Command.make(
       const id = Option.getOrUndefined(o.tokenId) ?? fromEnv("PROXMOX_TOKEN_ID") ?? DEFAULT_TOKEN_ID
       const secret = Option.getOrUndefined(o.tokenSecret) ?? fromEnv("PROXMOX_TOKEN_SECRET") ?? DEFAULT_TOKEN_SECRET
       if (!/^[^\s:/]+@[A-Za-z][A-Za-z0-9.\-_]+![A-Za-z][A-Za-z0-9.\-_]+$/.test(id)) {
-        return yield* new UsageError({ message: `--token-id ${JSON.stringify(id)} is not of the form user@realm!token` })
+        // Name where the value came from: an operator who never typed --token-id looks at the flag in vain.
+        const source = Option.isSome(o.tokenId) ? "--token-id" : "PROXMOX_TOKEN_ID"
+        return yield* new UsageError({ message: `${source} ${JSON.stringify(id)} is not of the form user@realm!token` })
       }
       const preset = latencyPresets[o.latency]
       if (preset === undefined) return yield* new UsageError({ message: `--latency ${o.latency} is unknown` })

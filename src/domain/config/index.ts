@@ -4,7 +4,7 @@
  * then ask it for a group's merged args, its Proxmox VM spec, or the desired groups.
  */
 import { Either } from "effect"
-import { parseJsonc } from "./jsonc.js"
+import { type JsoncSyntaxError, parseJsonc } from "./jsonc.js"
 import { InvalidShardConfig, type Problem } from "./problems.js"
 import type { Group, ShardConfig } from "./types.js"
 import { validateShardConfig } from "./validate.js"
@@ -15,11 +15,15 @@ export type { Address, Addresses, Group, LeaderElection, ShardConfig, Template, 
 export type { JsonObject } from "./schema.js"
 export type { VmSpec } from "./vmSpec.js"
 export { formatProblem, InvalidShardConfig, type Problem } from "./problems.js"
-export { DEFAULTS, identifierProblem, parseAddress, validateShardConfig } from "./validate.js"
+export { DEFAULTS, identifierProblem, MAX_GROUP_SIZE, parseAddress, validateShardConfig } from "./validate.js"
 export { cloneJson, mergeArgs } from "./merge.js"
 export { checkProxmoxArg, formatSubnetId, type InstanceType, parseInstanceType, parseSubnetId, type Subnet } from "./proxmox.js"
-export { parseJsonc } from "./jsonc.js"
+export { jsoncBoundsProblem, type JsoncSyntaxError, MAX_JSONC_BYTES, MAX_JSONC_DEPTH, parseJsonc } from "./jsonc.js"
 export { readProxmoxEnv, type ProxmoxEnv } from "./proxmoxEnv.js"
+
+/** `line L, column C: message`, or the message alone for a problem of the whole text. */
+export const formatSyntaxError = (error: JsoncSyntaxError): string =>
+  error.line === 0 ? error.message : `line ${error.line}, column ${error.column}: ${error.message}`
 
 export interface ParsedShardConfig {
   readonly config: ShardConfig
@@ -34,7 +38,7 @@ export const parseShardConfig = (text: string): Either.Either<ParsedShardConfig,
   const json = parseJsonc(text)
   if (Either.isLeft(json)) {
     return Either.left(new InvalidShardConfig({
-      problems: json.left.map((error) => ({ path: "", message: `line ${error.line}, column ${error.column}: ${error.message}` }))
+      problems: json.left.map((error) => ({ path: "", message: formatSyntaxError(error) }))
     }))
   }
   return Either.mapLeft(validateShardConfig(json.right), ({ errors }) => new InvalidShardConfig({ problems: errors }))

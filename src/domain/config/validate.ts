@@ -26,6 +26,12 @@ export const DEFAULTS = {
   cloudInitIsoStorage: "local"
 } as const
 
+/**
+ * Largest desired size of one group. PVE VMIDs would allow far more, but a Proxmox VE cluster is at most
+ * a few dozen nodes, and a typo such as `1e12` must not make the leader plan a trillion clones.
+ */
+export const MAX_GROUP_SIZE = 10_000
+
 const PROVIDERS = ["proxmox", "aws", "google", "mock", "tmux"] as const
 type Provider = (typeof PROVIDERS)[number]
 
@@ -315,6 +321,7 @@ export const validateShardConfig = (
         fail(`${at}.template`, `unknown template ${JSON.stringify(rg.template)} (templates: ${Object.keys(templates).join(", ") || "none"})`)
       }
       if (rg.size !== undefined && !(Number.isSafeInteger(rg.size) && rg.size >= 0)) fail(`${at}.size`, "must be a non-negative integer")
+      else if (rg.size !== undefined && rg.size > MAX_GROUP_SIZE) fail(`${at}.size`, `must be at most ${MAX_GROUP_SIZE} (got ${rg.size})`)
       instanceType(`${at}.instance_type`, rg.instance_type)
       poolReference(`${at}.subnet_pool`, rg.subnet_pool)
       proxmoxArgs(`${at}.args`, rg.args)
