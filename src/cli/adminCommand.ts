@@ -7,13 +7,15 @@ import { configCommand } from "./adminConfig.js"
 import { idCommand } from "./adminId.js"
 import { isoCommand } from "./adminIso.js"
 import { placeCommand } from "./adminPlace.js"
+import { stateCommands } from "./adminState.js"
 
 export const adminCommand = Command.make("nstance-admin").pipe(
-  Command.withDescription("Operate nstance: preview ISOs and placements, manage shard config, inspect IDs"),
+  Command.withDescription("Operate nstance: preview ISOs and placements, manage shard config, read a shard's state and log, inspect IDs"),
   Command.withSubcommands([
     configCommand,
     idCommand,
     isoCommand,
-    placeCommand
+    placeCommand,
+    ...stateCommands
   ])
 )

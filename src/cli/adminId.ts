@@ -1,16 +1,19 @@
 /** `nstance-admin id new|parse`: mint or inspect instance IDs without a running server. */
 import { Args, Command, Options } from "@effect/cli"
 import { Console, Effect } from "effect"
-import { InvalidInstanceId, newInstanceId, parseInstanceId, storageKeyOf, uuidOf } from "../domain/instanceId.js"
+import { InvalidInstanceId, parseInstanceId, storageKeyOf, uuidOf } from "../domain/instanceId.js"
+import { InstanceIds, InstanceIdsLive } from "../services/InstanceIds.js"
 import { UsageError } from "./errors.js"
 
 const kind = Options.text("kind").pipe(Options.withDescription("3-letter instance kind (the template's kind), e.g. web"))
 
 const newId = Command.make("new", { kind }, ({ kind }) =>
-  Effect.try({
-    try: () => newInstanceId(kind),
-    catch: (error) => new UsageError({ message: error instanceof InvalidInstanceId ? error.message : String(error) })
-  }).pipe(Effect.flatMap(Console.log))
+  InstanceIds.pipe(
+    Effect.flatMap((ids) => ids.next(kind)),
+    Effect.mapError((error) => new UsageError({ message: error.message })),
+    Effect.flatMap(Console.log),
+    Effect.provide(InstanceIdsLive)
+  )
 ).pipe(Command.withDescription("Print a fresh instance ID (kind + UUIDv7 in base32)"))
 
 const parse = Command.make("parse", { id: Args.text({ name: "ID" }) }, ({ id }) => {

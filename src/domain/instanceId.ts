@@ -85,15 +85,15 @@ const timestampOf = (bytes: Uint8Array): number =>
 export const makeInstanceIdGenerator = () => {
   let lastMillis = -Infinity
   let sequence = 0
-  return (kind: string, nowMillis: number = Date.now()): string => {
+  return (kind: string, nowMillis: number = Date.now(), random: Uint8Array = randomBytes(16)): string => {
     if (!isValidKind(kind)) {
       throw new InvalidInstanceId({ input: kind, reason: "kind must be exactly 3 lowercase letters" })
     }
-    const random = randomBytes(16)
+    if (random.length < 16) throw new InvalidInstanceId({ input: kind, reason: "16 random bytes are needed" })
     if (nowMillis > lastMillis) {
       lastMillis = nowMillis
       // 31 random bits leave room to count up within the millisecond before wrapping.
-      sequence = random.readUInt32BE(6) >>> 1
+      sequence = new DataView(random.buffer, random.byteOffset, random.byteLength).getUint32(6) >>> 1
     } else {
       sequence = (sequence + 1) >>> 0
       if (sequence === 0) lastMillis++
@@ -103,9 +103,6 @@ export const makeInstanceIdGenerator = () => {
     return kind + encodeBase32(bytes)
   }
 }
-
-/** A fresh ID for `kind` from the process-wide minter. */
-export const newInstanceId = makeInstanceIdGenerator()
 
 /** Normalises the lenient spellings operators type (case, spaces, hyphens, i/l for 1, o for 0). */
 const normalise = (input: string): string =>

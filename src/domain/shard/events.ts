@@ -1,0 +1,166 @@
+/**
+ * The events of a shard's log: the only durable record of what the leader decided and did. Each is a
+ * versioned `Schema.TaggedStruct`, decoded strictly (unknown tag, version or field → failure), because a
+ * replay that silently skipped an event would fold to a state that never existed.
+ */
+import { type Either, type ParseResult, Schema } from "effect"
+
+/** Version field: filled in by `make`, checked exactly on decode. */
+const v = Schema.Literal(1).pipe(Schema.propertySignature, Schema.withConstructorDefault(() => 1 as const))
+const instanceId = Schema.String
+/** Epoch milliseconds from Effect's Clock, supplied by the caller. */
+const at = Schema.Number
+const Vmid = Schema.Int.pipe(Schema.positive())
+const Kind = Schema.String.pipe(Schema.pattern(/^[a-z]{3}$/, { message: () => "kind must be 3 lowercase letters" }))
+
+export const LeaderElected = Schema.TaggedStruct("LeaderElected", { v, term: Schema.Int, replica: Schema.String })
+
+export const RequestReason = Schema.Literal("scale-up", "replacement", "operator")
+export type RequestReason = typeof RequestReason.Type
+
+export const InstanceRequested = Schema.TaggedStruct("InstanceRequested", {
+  v,
+  instanceId,
+  at,
+  tenant: Schema.String,
+  group: Schema.String,
+  kind: Kind,
+  specHash: Schema.String,
+  reason: RequestReason
+})
+
+export const NodeChosen = Schema.TaggedStruct("NodeChosen", { v, instanceId, at, node: Schema.String })
+
+export const TemplateResolved = Schema.TaggedStruct("TemplateResolved", {
+  v,
+  instanceId,
+  at,
+  templateVmid: Vmid,
+  templateNode: Schema.String
+})
+
+export const IsoUploadRequested = Schema.TaggedStruct("IsoUploadRequested", {
+  v,
+  instanceId,
+  at,
+  node: Schema.String,
+  storage: Schema.String,
+  volid: Schema.String
+})
+
+export const IsoUploaded = Schema.TaggedStruct("IsoUploaded", { v, instanceId, at, volid: Schema.String })
+
+/** The VMID reservation: written before the clone call, so it raises the high-water mark even if the clone never happens. */
+export const CloneRequested = Schema.TaggedStruct("CloneRequested", {
+  v,
+  instanceId,
+  at,
+  vmid: Vmid,
+  node: Schema.String,
+  templateVmid: Vmid,
+  templateNode: Schema.String
+})
+
+export const Cloned = Schema.TaggedStruct("Cloned", { v, instanceId, at, vmid: Vmid, node: Schema.String })
+
+export const Configured = Schema.TaggedStruct("Configured", { v, instanceId, at })
+
+export const Resized = Schema.TaggedStruct("Resized", { v, instanceId, at, size: Schema.String })
+
+export const StartRequested = Schema.TaggedStruct("StartRequested", { v, instanceId, at })
+
+export const Started = Schema.TaggedStruct("Started", { v, instanceId, at })
+
+export const Registered = Schema.TaggedStruct("Registered", {
+  v,
+  instanceId,
+  at,
+  ips: Schema.Array(Schema.String),
+  hostname: Schema.optional(Schema.String)
+})
+
+export const ErrorClass = Schema.Literal("transient", "conflict", "notFound", "unauthorized", "permanent", "timeout")
+export type ErrorClass = typeof ErrorClass.Type
+
+export const StepFailed = Schema.TaggedStruct("StepFailed", {
+  v,
+  instanceId,
+  at,
+  step: Schema.String,
+  errorClass: ErrorClass,
+  message: Schema.String,
+  attempt: Schema.Int
+})
+
+export const DeleteReason = Schema.Literal("scale-down", "gc", "operator", "compensation", "vm-gone", "not-ready")
+export type DeleteReason = typeof DeleteReason.Type
+
+export const DeleteRequested = Schema.TaggedStruct("DeleteRequested", { v, instanceId, at, reason: DeleteReason })
+
+export const VmStopped = Schema.TaggedStruct("VmStopped", { v, instanceId, at })
+
+export const IsoDeleted = Schema.TaggedStruct("IsoDeleted", { v, instanceId, at, volid: Schema.String })
+
+export const VmDeleted = Schema.TaggedStruct("VmDeleted", { v, instanceId, at, vmid: Vmid })
+
+export const InstanceGone = Schema.TaggedStruct("InstanceGone", { v, instanceId, at })
+
+/** A VM on PVE that carries our tags but that the log does not know. */
+export const Adopted = Schema.TaggedStruct("Adopted", {
+  v,
+  instanceId,
+  at,
+  vmid: Vmid,
+  node: Schema.String,
+  tenant: Schema.optional(Schema.String),
+  group: Schema.optional(Schema.String),
+  kind: Kind,
+  status: Schema.String
+})
+
+/** The leader raises the VMID high-water mark from a PVE listing. */
+export const VmidsSeen = Schema.TaggedStruct("VmidsSeen", { v, highest: Schema.Int.pipe(Schema.nonNegative()) })
+
+export const ShardEvent = Schema.Union(
+  LeaderElected,
+  InstanceRequested,
+  NodeChosen,
+  TemplateResolved,
+  IsoUploadRequested,
+  IsoUploaded,
+  CloneRequested,
+  Cloned,
+  Configured,
+  Resized,
+  StartRequested,
+  Started,
+  Registered,
+  StepFailed,
+  DeleteRequested,
+  VmStopped,
+  IsoDeleted,
+  VmDeleted,
+  InstanceGone,
+  Adopted,
+  VmidsSeen
+)
+export type ShardEvent = typeof ShardEvent.Type
+/** The JSON form of an event, as stored in a log segment. */
+export type ShardEventEncoded = typeof ShardEvent.Encoded
+export type ShardEventTag = ShardEvent["_tag"]
+
+/** Events about one instance (all but `LeaderElected` and `VmidsSeen`). */
+export type InstanceEvent = Extract<ShardEvent, { readonly instanceId: string }>
+
+/** Extra fields are an error too: a field we do not know means a writer newer than this reader. */
+export const strict = { errors: "all", onExcessProperty: "error" } as const
+
+const decodeEither = Schema.decodeUnknownEither(ShardEvent, strict)
+const encodeEither = Schema.encodeEither(ShardEvent, strict)
+
+/** Decodes one event from parsed JSON; fails on an unknown `_tag`, an unknown `v`, or any bad or extra field. */
+export const decodeEvent = (input: unknown): Either.Either<ShardEvent, ParseResult.ParseError> => decodeEither(input)
+
+/** Encodes one event to its JSON form; fails when the event breaks its schema (e.g. a fractional term). */
+export const encodeEvent = (event: ShardEvent): Either.Either<ShardEventEncoded, ParseResult.ParseError> =>
+  encodeEither(event)
