@@ -3,14 +3,16 @@
  * (needed first for the election timings and the PVE TLS setting), the leader lease on that store, and
  * the leader's work — which runs only while the lease is held and is interrupted the moment it is lost.
  */
-import { Duration, Effect, Layer, Schedule, type Scope } from "effect"
+import { Duration, Effect, Layer, Schedule, type Scope, SubscriptionRef } from "effect"
 import { hostname } from "node:os"
 import type { Address, ParsedShardConfig } from "../domain/config/index.js"
 import { makeLeaderLeaseOn } from "../layers/LeaderLeaseStore.js"
 import { ProxmoxApiHttp, type ProxmoxApiSettings, type PveSettingsError } from "../layers/ProxmoxApiHttp.js"
 import { scopeStore } from "../layers/ObjectStoreScoped.js"
 import { ObjectStore, type StoreError } from "../services/ObjectStore.js"
-import { type ConfigSource, leaderWork, loadConfig } from "./leaderWork.js"
+import { watchConfig } from "./configWatch.js"
+import { leaderScope } from "./LeaderScope.js"
+import { type ConfigSource, loadConfig, ShardMismatch } from "./shardConfig.js"
 
 export interface DaemonSettings {
   /** Replica id (`--id`), written into `leader.json`. */
@@ -23,7 +25,6 @@ export interface DaemonSettings {
   readonly config: ConfigSource
   /** PVE connection without the TLS choice, which comes from the shard config. */
   readonly proxmox: Omit<ProxmoxApiSettings, "insecureTls">
-  readonly reconcileInterval: Duration.DurationInput
 }
 
 /** The address written into `leader.json`: the configured one, its wildcard host replaced. */
@@ -37,21 +38,27 @@ export const advertisedElectionAddress = (address: Address, advertiseHost: strin
 // multiply bucket reads, and the operator's fix (a config push) is picked up at the next attempt.
 const startupRetry = Schedule.exponential("1 second", 2).pipe(Schedule.either(Schedule.spaced("30 seconds")))
 
-const firstConfig = (source: ConfigSource): Effect.Effect<ParsedShardConfig, never, ObjectStore> =>
+// A config of another shard is the exception: waiting would not fix it, and it must never be acted on.
+const firstConfig = (source: ConfigSource, prefix: string): Effect.Effect<ParsedShardConfig, ShardMismatch, ObjectStore> =>
   loadConfig(source).pipe(
     Effect.tapError((error) =>
-      Effect.forEach(error._tag === "ConfigUnavailable" ? error.lines : [error.message], (line) => Effect.logWarning(line), { discard: true })),
-    Effect.retry(startupRetry),
-    Effect.orDie
+      error._tag === "ShardMismatch"
+        ? Effect.void
+        : Effect.forEach(error._tag === "ConfigUnavailable" ? error.lines : [error.message], (line) => Effect.logWarning(line), { discard: true })),
+    Effect.retry({ schedule: startupRetry, while: (error) => error._tag !== "ShardMismatch" }),
+    Effect.catchAll((error) => error._tag === "ShardMismatch" ? Effect.fail(new ShardMismatch({ ...error, key: `${prefix}${error.key}` })) : Effect.die(error))
   )
 
 /** Runs the shard until the scope closes (SIGINT/SIGTERM), resigning the lease on the way out. */
-export const runDaemon = (settings: DaemonSettings): Effect.Effect<never, StoreError | PveSettingsError, Scope.Scope> =>
+export const runDaemon = (settings: DaemonSettings): Effect.Effect<never, StoreError | PveSettingsError | ShardMismatch, Scope.Scope> =>
   Effect.gen(function* () {
     const base = yield* ObjectStore
     const scoped = scopeStore(base, settings.prefix)
     const shardStore = Layer.succeed(ObjectStore, scoped)
-    const { config } = yield* firstConfig(settings.config).pipe(Effect.provide(shardStore))
+    const first = yield* firstConfig(settings.config, settings.prefix).pipe(Effect.provide(shardStore))
+    const { config } = first
+    const configRef = yield* SubscriptionRef.make(first)
+    yield* watchConfig(settings.config, configRef).pipe(Effect.provide(shardStore), Effect.forkScoped)
     const election = config.shard.leaderElection
     yield* Effect.logInfo(
       `shard ${config.shard.id} of cluster ${config.cluster.id}: replica ${settings.id} joins the election ` +
@@ -66,8 +73,7 @@ export const runDaemon = (settings: DaemonSettings): Effect.Effect<never, StoreE
     }).pipe(Effect.orDie)
     // Built once, before the election: bad PVE settings stop the start instead of every leadership term.
     const pve = yield* Layer.build(ProxmoxApiHttp({ ...settings.proxmox, insecureTls: config.shard.infra.options.insecureTls }))
-    yield* lease.whileLeader(
-      (term) => leaderWork(settings.config, settings.reconcileInterval)(term).pipe(Effect.provide(pve), Effect.provide(shardStore))
-    )
+    const work = leaderScope({ clusterId: config.cluster.id, shard: config.shard.id, replica: settings.id, config: configRef })
+    yield* lease.whileLeader((term) => work(term).pipe(Effect.provide(pve), Effect.provide(shardStore)))
     return yield* Effect.never
   }).pipe(Effect.provide(settings.store))

@@ -4,17 +4,18 @@
  * loopback), and the bundled example config pushed where an operator would push it. Then the real daemon
  * runs on top: the same election, config loading and leader loop as against a production cluster.
  */
-import { mkdtempSync, readFileSync } from "node:fs"
+import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { Data, type Duration, Effect, Either, Layer } from "effect"
-import { formatProblem, parseShardConfig } from "../domain/config/index.js"
+import { Data, Effect, Either, Layer } from "effect"
+import { decodeUtf8, readInputFile } from "../cli/errors.js"
+import { formatProblem, MAX_JSONC_BYTES, parseShardConfig } from "../domain/config/index.js"
 import { makeFileStore } from "../layers/ObjectStoreFile.js"
 import { scopeStore, shardPrefix } from "../layers/ObjectStoreScoped.js"
 import { ObjectStore } from "../services/ObjectStore.js"
 import { LatencyDemo } from "../sim/latency.js"
 import { PveSimulator } from "../sim/server.js"
-import { CONFIG_KEY } from "./leaderWork.js"
+import { CONFIG_KEY } from "./shardConfig.js"
 import { packagePath } from "../packageRoot.js"
 import { runDaemon } from "./daemon.js"
 
@@ -22,10 +23,14 @@ export const EXAMPLE_CONFIG = packagePath("examples", "single-cluster.jsonc")
 
 export class EmbeddedSetupFailed extends Data.TaggedError("EmbeddedSetupFailed")<{ readonly message: string }> {}
 
-export const runEmbedded = (options: { readonly configFile?: string; readonly reconcileInterval?: Duration.DurationInput } = {}) =>
+export const runEmbedded = (options: { readonly configFile?: string } = {}) =>
   Effect.gen(function* () {
     const configFile = options.configFile ?? EXAMPLE_CONFIG
-    const text = readFileSync(configFile, "utf8")
+    const input = { flag: options.configFile === undefined ? "" : "--config", path: configFile }
+    const text = yield* readInputFile({ ...input, what: "a shard config", maxBytes: MAX_JSONC_BYTES }).pipe(
+      Effect.flatMap((bytes) => decodeUtf8(input, bytes)),
+      Effect.mapError((error) => new EmbeddedSetupFailed({ message: error.message }))
+    )
     const parsed = parseShardConfig(text)
     if (Either.isLeft(parsed)) {
       return yield* new EmbeddedSetupFailed({
@@ -33,14 +38,18 @@ export const runEmbedded = (options: { readonly configFile?: string; readonly re
       })
     }
     const shard = parsed.right.config.shard.id
-    const bucket = mkdtempSync(join(tmpdir(), "nstance-embedded-"))
+    // The demo's bucket lives as long as the run: removed when the scope closes (Ctrl-C included).
+    const bucket = yield* Effect.acquireRelease(
+      Effect.sync(() => mkdtempSync(join(tmpdir(), "nstance-embedded-"))),
+      (directory) => Effect.sync(() => rmSync(directory, { recursive: true, force: true }))
+    )
     const prefix = shardPrefix(shard)
     const store = makeFileStore({ directory: bucket })
     yield* scopeStore(store, prefix)
       .put(CONFIG_KEY, new TextEncoder().encode(text))
       .pipe(Effect.orDie)
 
-    const sim = yield* PveSimulator({ nodes: 3, http: true, latency: LatencyDemo })
+    const sim = yield* PveSimulator({ nodes: 3, http: true, latency: LatencyDemo, sharedStorage: true, nodeMemoryGiB: 128 })
     yield* Effect.logInfo(
       [
         "nstance embedded default — nothing here touches a real cluster",
@@ -55,8 +64,7 @@ export const runEmbedded = (options: { readonly configFile?: string; readonly re
       advertiseHost: "127.0.0.1",
       prefix,
       store: Layer.succeed(ObjectStore, store),
-      config: { _tag: "Store", key: CONFIG_KEY },
-      proxmox: { apiUrl: sim.url, tokenId: sim.tokenId, tokenSecret: sim.tokenSecret },
-      reconcileInterval: options.reconcileInterval ?? "10 seconds"
+      config: { _tag: "Store", key: CONFIG_KEY, shard },
+      proxmox: { apiUrl: sim.url, tokenId: sim.tokenId, tokenSecret: sim.tokenSecret }
     })
   })

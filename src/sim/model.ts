@@ -27,6 +27,8 @@ const paramError = (errors: Readonly<Record<string, string>>) =>
   new PveHttpError({ status: 400, message: "Parameter verification failed.", errors })
 
 const KiB = 1024
+/** Storage types backed by a file system, which take uploads (pve-storage's `path`-based plugins). */
+const FILE_STORAGE_TYPES = new Set(["dir", "nfs", "cifs", "cephfs", "glusterfs", "btrfs"])
 const MAX_TASKS = 50_000
 const MAX_REQUESTS = 200_000
 const MiB = 1024 * KiB
@@ -49,7 +51,7 @@ export interface SimNode {
 
 export interface SimStorage {
   readonly id: string
-  readonly type: "dir" | "lvmthin" | "rbd"
+  readonly type: "dir" | "lvmthin" | "rbd" | "cephfs"
   readonly content: ReadonlyArray<string>
   readonly shared: boolean
   readonly total: number
@@ -122,6 +124,8 @@ export interface ModelOptions {
   readonly faults: () => FaultController
   readonly guestHook?: GuestHook | undefined
   readonly sharedStorage?: boolean | undefined
+  /** Memory of each node in GiB (default 64). */
+  readonly nodeMemoryGiB?: number | undefined
   /** Parameter specs of `POST …/config`, used to type config values in GET answers (integers as numbers). */
   readonly configSpecs: Readonly<Record<string, ParamSpec>>
   readonly log?: ((line: string) => void) | undefined
@@ -235,7 +239,7 @@ export class SimModel {
       const name = `pve${i}`
       this.nodes.set(name, {
         name, nodeid: i, ip: `10.10.0.${10 + i}`, online: true,
-        maxcpu: 16, maxmem: 64 * GiB,
+        maxcpu: 16, maxmem: (options.nodeMemoryGiB ?? 64) * GiB,
         baseMem: Math.round(prng.between(2, 6) * GiB), baseCpu: prng.between(0.01, 0.05),
         bootedAt: this.startedAt - prng.int(2, 40) * 86_400_000
       })
@@ -244,6 +248,7 @@ export class SimModel {
     this.storages.set("local-lvm", { id: "local-lvm", type: "lvmthin", content: ["images", "rootdir"], shared: false, total: 800 * GiB })
     if (options.sharedStorage === true) {
       this.storages.set("ceph-vm", { id: "ceph-vm", type: "rbd", content: ["images", "rootdir"], shared: true, total: 4096 * GiB })
+      this.storages.set("cephfs", { id: "cephfs", type: "cephfs", content: ["iso", "vztmpl", "backup"], shared: true, total: 1024 * GiB })
     }
     let index = 0
     for (const node of this.nodes.values()) {
@@ -1378,7 +1383,7 @@ export class SimModel {
     const storageId = p["storage"] ?? ""
     const s = this.storage(storageId)
     // Uploads go to a directory, so block storages (lvmthin, rbd) cannot take them at all.
-    if (s.type !== "dir") throw fail(`can't upload to storage type '${s.type}'`)
+    if (!FILE_STORAGE_TYPES.has(s.type)) throw fail(`can't upload to storage type '${s.type}'`)
     const content = p["content"] ?? ""
     // PVE normalises the name: anything outside [A-Za-z0-9_.-] becomes an underscore.
     const filename = (p["filename"] ?? "").replace(/\n$/, "").replace(/^.*[/\\]/, "").replace(/[^A-Za-z0-9_.-]/g, "_")

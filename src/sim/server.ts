@@ -37,6 +37,8 @@ export interface SimulatorOptions {
   readonly guestHook?: GuestHook
   /** Adds a shared `ceph-vm` storage and a template on it (VMID 9100) that can be cloned to any node. */
   readonly sharedStorage?: boolean
+  /** Memory of each node in GiB (default 64). */
+  readonly nodeMemoryGiB?: number
   /** Path of the PVE API schema excerpt; default: `NSTANCE_PVE_SCHEMA`, then the known locations. */
   readonly schemaPath?: string
   /** Log lines (boot failures, failed tasks, unexpected errors); default: silent. */
@@ -141,7 +143,7 @@ export const startSimulator = async (options: SimulatorOptions = {}): Promise<Ru
   const configSpecs = official?.endpoints.find((e) => e.method === "POST" && e.path === "/nodes/{node}/qemu/{vmid}/config")?.properties ?? {}
   let faults: FaultController | undefined
   const model = new SimModel({
-    nodes, prng: modelPrng, latency, configSpecs, guestHook: options.guestHook, sharedStorage: options.sharedStorage, log: options.log,
+    nodes, prng: modelPrng, latency, configSpecs, guestHook: options.guestHook, sharedStorage: options.sharedStorage, nodeMemoryGiB: options.nodeMemoryGiB, log: options.log,
     faults: () => {
       if (faults === undefined) throw new Error("fault controller not initialised")
       return faults

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { describePreflight, type GroupDemand, preflight, resolveTemplate, type VmResource } from "../../src/shard/preflight.js"
+import { describePreflight, type GroupDemand, preflight, resolveTemplate, type VmResource } from "../../src/domain/shard/preflight.js"
 
 const GiB = 1024 ** 3
 const node = (name: string, freeGiB: number, status = "online") => ({

@@ -1,26 +1,39 @@
 import { spawn } from "node:child_process"
-import { mkdtempSync, readFileSync } from "node:fs"
+import { mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { describe, expect, it } from "@effect/vitest"
 import { startSimulator } from "../../src/sim/server.js"
 
-/** Spawns the real `nstance-server`, collecting JSON log lines, until `until` holds; then SIGTERM. */
-const runServer = (args: ReadonlyArray<string>, env: Record<string, string>, until: (messages: ReadonlyArray<string>) => boolean) =>
-  new Promise<{ status: number | null; messages: ReadonlyArray<string>; stderr: string }>((resolve, reject) => {
+/**
+ * Starts the real, compiled `nstance-server` (as `runBin` does: `node bin/nstance-server.js`, asynchronously),
+ * collecting its JSON log lines until `until` holds; then sends SIGTERM and waits for the exit. A process
+ * still running after `killAfterMs` is SIGKILLed (the test then fails on the status and signal).
+ */
+const runServer = (
+  args: ReadonlyArray<string>,
+  env: Record<string, string>,
+  until: (messages: ReadonlyArray<string>) => boolean,
+  killAfterMs = 20_000
+) =>
+  new Promise<{ status: number | null; signal: NodeJS.Signals | null; messages: ReadonlyArray<string>; notJson: ReadonlyArray<string>; stderr: string }>((resolve, reject) => {
     const child = spawn(process.execPath, ["bin/nstance-server.js", ...args], { env: { PATH: process.env["PATH"] ?? "", ...env } })
     const messages: Array<string> = []
+    const notJson: Array<string> = []
     let buffered = ""
     let stderr = ""
     let stopping = false
-    const timer = setTimeout(() => child.kill("SIGKILL"), 120_000)
+    const timer = setTimeout(() => child.kill("SIGKILL"), killAfterMs)
     child.stdout.on("data", (chunk: Buffer) => {
       buffered += chunk.toString()
       const lines = buffered.split("\n")
       buffered = lines.pop() ?? ""
       for (const line of lines) {
-        const parsed = JSON.parse(line) as { message: string }
-        messages.push(parsed.message)
+        try {
+          messages.push((JSON.parse(line) as { message: string }).message)
+        } catch {
+          notJson.push(line)
+        }
       }
       if (!stopping && until(messages)) {
         stopping = true
@@ -28,31 +41,37 @@ const runServer = (args: ReadonlyArray<string>, env: Record<string, string>, unt
       }
     })
     child.stderr.on("data", (chunk: Buffer) => { stderr += chunk.toString() })
-    child.on("error", reject)
-    child.on("close", (status) => {
+    child.on("error", (error) => { clearTimeout(timer); reject(error) })
+    child.on("close", (status, signal) => {
       clearTimeout(timer)
-      resolve({ status, messages, stderr })
+      if (buffered !== "") notJson.push(buffered)
+      resolve({ status, signal, messages, notJson, stderr })
     })
   })
 
 describe("nstance-server start (real process, simulator, file store)", () => {
-  it("leads the shard, plans every group, and resigns the lease on SIGTERM", async () => {
-    const sim = await startSimulator({ http: true })
+  it("leads the shard, creates VMs, and resigns the lease on SIGTERM", async () => {
+    const sim = await startSimulator({ http: true, sharedStorage: true, nodeMemoryGiB: 128 })
     const bucket = mkdtempSync(join(tmpdir(), "nstance-server-"))
     try {
-      const { status, messages, stderr } = await runServer(
+      const { status, signal, messages, notJson, stderr } = await runServer(
         ["--storage", "file", "--bucket", bucket, "--shard", "pve-a", "--id", "replica-1", "--config", "examples/single-cluster.jsonc", "--advertise-host", "127.0.0.1"],
         { PROXMOX_API_URL: sim.url, PROXMOX_TOKEN_ID: sim.tokenId, PROXMOX_TOKEN_SECRET: sim.tokenSecret },
-        (seen) => seen.some((message) => message.startsWith("desired VMs:"))
+        (seen) => seen.some((message) => / running as VM \d+ on pve\d$/.test(message))
       )
       expect(stderr).toBe("")
-      expect(status).toBe(0)
+      expect(notJson).toEqual([])
+      expect({ status, signal }).toEqual({ status: 0, signal: null })
       expect(messages).toContain("lease: acquired term 1")
-      expect(messages).toContain("nodes: 3 online (pve1, pve2, pve3)")
+      expect(messages).toContain("cluster read: 0 VMs carry this shard's tags, 0 adopted")
+      const running = messages.map((m) => /^([a-z]{3}[0-9a-z]{26}): running as VM (\d+) on (pve\d)$/.exec(m)).find((match) => match !== null)
+      const vm = sim.model.vms.get(Number(running![2]))
+      expect({ name: vm?.config.get("name"), tags: vm?.config.get("tags"), status: vm?.status }).toEqual({ name: running![1], tags: "nstance;acme-prod;pve-a", status: "running" })
       const lease = JSON.parse(readFileSync(join(bucket, "shard/pve-a/leader.json"), "utf8")) as Record<string, unknown>
       expect(lease).toMatchObject({ leaderID: "replica-1", leaderAddr: "127.0.0.1:8991", lastUpdated: "0001-01-01T00:00:00Z" })
     } finally {
       await sim.close()
+      rmSync(bucket, { recursive: true, force: true })
     }
-  }, 180_000)
+  })
 })

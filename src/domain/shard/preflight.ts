@@ -4,8 +4,8 @@
  * the scheduler would pick, and where each group's VMs would land. Pure, so the same report serves the
  * daemon's log, tests and a future admin view.
  */
-import { hasAssociationTags } from "../domain/pveTags.js"
-import { type Demand, NoPlacement, type NodeResources, planPlacements, withVmPlaced } from "../domain/placement.js"
+import { hasAssociationTags } from "../pveTags.js"
+import { type Demand, NoPlacement, type NodeResources, planPlacements, withVmPlaced } from "../placement.js"
 
 /** A group as the planner needs it: desired size and the resolved VM spec's placement-relevant parts. */
 export interface GroupDemand {

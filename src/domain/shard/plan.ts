@@ -1,0 +1,95 @@
+/**
+ * What the reconcile loop should do, decided purely from the folded state and the desired groups: which
+ * groups need new instances and which instances must go. Scale-down removes instances that are not yet
+ * running first (they cost least and are furthest from serving), then the newest.
+ */
+import { createHash } from "node:crypto"
+import type { RequestReason } from "./events.js"
+import { type Instance, liveInstances, type State } from "./state.js"
+
+export interface GroupTarget {
+  readonly tenant: string
+  readonly group: string
+  readonly kind: string
+  readonly size: number
+  /** Hash of the resolved VM spec, recorded with each request. */
+  readonly specHash: string
+}
+
+export interface CreateAction {
+  readonly _tag: "Create"
+  readonly tenant: string
+  readonly group: string
+  readonly kind: string
+  readonly specHash: string
+  readonly reason: RequestReason
+}
+
+export interface DeleteAction {
+  readonly _tag: "Delete"
+  readonly instanceId: string
+}
+
+export type ReconcileAction = CreateAction | DeleteAction
+
+export const groupKey = (tenant: string, group: string) => `${tenant}/${group}`
+
+/** A stable hash of any JSON-able value (keys sorted), e.g. a VM spec. */
+export const stableHash = (value: unknown): string => {
+  const canonical = (v: unknown): unknown =>
+    Array.isArray(v)
+      ? v.map(canonical)
+      : typeof v === "object" && v !== null
+      ? Object.fromEntries(Object.entries(v).filter(([, x]) => x !== undefined).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([k, x]) => [k, canonical(x)]))
+      : v
+  return createHash("sha256").update(JSON.stringify(canonical(value))).digest("hex").slice(0, 16)
+}
+
+const started = (instance: Instance) => instance.phase === "running" || instance.phase === "registered"
+
+/** Scale-down order: not yet running first, then newest first (IDs sort by creation time). */
+export const scaleDownOrder = (members: ReadonlyArray<Instance>): ReadonlyArray<Instance> =>
+  [...members].sort((a, b) => Number(started(a)) - Number(started(b)) || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0))
+
+/**
+ * The actions that bring every group to its size. `blocked` names groups whose creations are backing off
+ * (their recent creates were compensated); they get no new instances this time. Instances of groups that
+ * are no longer desired are deleted, except adopted ones, which are left alone.
+ */
+export const planReconcile = (state: State, targets: ReadonlyArray<GroupTarget>, blocked: ReadonlySet<string> = new Set()): ReadonlyArray<ReconcileAction> => {
+  const members = new Map<string, Array<Instance>>()
+  for (const instance of liveInstances(state)) {
+    if (instance.tenant === undefined || instance.group === undefined) continue
+    const key = groupKey(instance.tenant, instance.group)
+    const list = members.get(key)
+    if (list === undefined) members.set(key, [instance])
+    else list.push(instance)
+  }
+  const replacing = new Set<string>()
+  for (const [, instance] of state.instances) {
+    if (instance.phase === "deleting" && instance.deleteReason !== "scale-down" && instance.tenant !== undefined && instance.group !== undefined) {
+      replacing.add(groupKey(instance.tenant, instance.group))
+    }
+  }
+  const actions: Array<ReconcileAction> = []
+  const desired = new Set<string>()
+  for (const target of targets) {
+    const key = groupKey(target.tenant, target.group)
+    desired.add(key)
+    const live = members.get(key) ?? []
+    if (live.length < target.size && !blocked.has(key)) {
+      const reason: RequestReason = replacing.has(key) ? "replacement" : "scale-up"
+      for (let i = live.length; i < target.size; i++) {
+        actions.push({ _tag: "Create", tenant: target.tenant, group: target.group, kind: target.kind, specHash: target.specHash, reason })
+      }
+    } else if (live.length > target.size) {
+      for (const instance of scaleDownOrder(live).slice(0, live.length - target.size)) actions.push({ _tag: "Delete", instanceId: instance.id })
+    }
+  }
+  for (const [key, live] of members) {
+    if (desired.has(key)) continue
+    // An adopted VM of a group this config does not have is kept: deleting it would surprise whoever made it.
+    for (const instance of live) if (!instance.adopted) actions.push({ _tag: "Delete", instanceId: instance.id })
+  }
+  return actions
+}

@@ -1,0 +1,120 @@
+/**
+ * The leader's shared, briefly cached view of the cluster that every create saga needs: node usage for
+ * TOPSIS (one `/cluster/resources?type=node` read shared by concurrent sagas, each placement charged to its
+ * node until PVE's own numbers catch up) and template lookups (by name on a node, or a VMID's node and
+ * whether its disks allow a clone onto another node). Cached answers are dropped when a read fails.
+ */
+import { Clock, Context, Duration, Effect, Layer, Ref } from "effect"
+import { type Demand, NoPlacement, nodeResourcesFrom, type NodeResources, placeOne, withVmPlaced } from "../domain/placement.js"
+import { type PveError, ProxmoxApi } from "../services/ProxmoxApi.js"
+import { NODE_RESOURCES_TTL, PLACEMENT_CHARGE_TTL } from "./policies.js"
+
+export interface TemplateRef {
+  readonly vmid: number
+  readonly node: string
+  /** Every disk of the template is on shared storage, so PVE can clone it onto any node. */
+  readonly clonesAnywhere: boolean
+}
+
+
+export interface ClusterViewShape {
+  /** Best node for `demand` among `allowed` (all online nodes when undefined); the node is charged with it. */
+  readonly place: (demand: Demand, allowed?: ReadonlyArray<string>) => Effect.Effect<{ readonly node: string; readonly score: number }, NoPlacement | PveError>
+  /** The one template named `name` on `node`; a string when there are none or several. */
+  readonly templateByName: (node: string, name: string) => Effect.Effect<TemplateRef | string, PveError>
+  /** Where template `vmid` lives and whether it clones onto other nodes; a string when it is not a template. */
+  readonly templateByVmid: (vmid: number) => Effect.Effect<TemplateRef | string, PveError>
+  /** Whether `storage` as seen from `node` is shared by all nodes (PVE then locks it cluster-wide). */
+  readonly isShared: (node: string, storage: string) => Effect.Effect<boolean, PveError>
+  /** Forget cached answers (after a failure that may have come from stale data). */
+  readonly invalidate: Effect.Effect<void>
+}
+
+export class ClusterView extends Context.Tag("nstance/ClusterView")<ClusterView, ClusterViewShape>() {}
+
+interface Charge {
+  readonly node: string
+  readonly demand: Demand
+  readonly until: number
+}
+
+const TEMPLATE_TTL = Duration.minutes(1)
+
+/** Drives in a VM config whose value names a storage volume (`local-lvm:vm-9000-disk-0,size=8G`). */
+const DISK_KEY = /^(scsi|virtio|sata|ide|efidisk|tpmstate)\d+$/
+
+export const ClusterViewLive = Layer.effect(
+  ClusterView,
+  Effect.gen(function* () {
+    const pve = yield* ProxmoxApi
+    const [nodes, invalidateNodes] = yield* Effect.cachedInvalidateWithTTL(pve.nodeResources(), NODE_RESOURCES_TTL)
+    const [vms, invalidateVms] = yield* Effect.cachedInvalidateWithTTL(pve.vmResources(), TEMPLATE_TTL)
+    const charges = yield* Ref.make<ReadonlyArray<Charge>>([])
+    const byNode = new Map<string, { readonly at: number; readonly list: ReadonlyArray<{ readonly vmid: number; readonly name?: string | undefined; readonly template: boolean }> }>()
+    const sharedStorage = new Map<string, boolean>()
+    const invalidate = Effect.all([invalidateNodes, invalidateVms], { discard: true }).pipe(
+      Effect.zipRight(Effect.sync(() => { byNode.clear(); sharedStorage.clear() }))
+    )
+
+    const place: ClusterViewShape["place"] = (demand, allowed) =>
+      Effect.gen(function* () {
+        const now = yield* Clock.currentTimeMillis
+        const entries = yield* nodes.pipe(Effect.tapError(() => invalidateNodes))
+        const live = (yield* Ref.updateAndGet(charges, (list) => list.filter((charge) => charge.until > now)))
+        let view: ReadonlyArray<NodeResources> = entries.map(nodeResourcesFrom)
+        for (const charge of live) view = view.map((node) => (node.node === charge.node ? withVmPlaced(node, charge.demand) : node))
+        if (allowed !== undefined) view = view.filter((node) => allowed.includes(node.node))
+        const placed = placeOne(view, demand)
+        if (placed instanceof NoPlacement) return yield* placed
+        yield* Ref.update(charges, (list) => [...list, { node: placed.node, demand, until: now + Duration.toMillis(PLACEMENT_CHARGE_TTL) }])
+        return { node: placed.node, score: placed.score }
+      })
+
+    const qemuOn = (node: string) =>
+      Effect.gen(function* () {
+        const now = yield* Clock.currentTimeMillis
+        const cached = byNode.get(node)
+        if (cached !== undefined && now - cached.at < Duration.toMillis(TEMPLATE_TTL)) return cached.list
+        const list = yield* pve.listQemu(node)
+        byNode.set(node, { at: now, list })
+        return list
+      })
+
+    const isShared = (node: string, storage: string) =>
+      Effect.gen(function* () {
+        const key = `${node}/${storage}`
+        const known = sharedStorage.get(key)
+        if (known !== undefined) return known
+        const storages = yield* pve.listStorage(node)
+        for (const entry of storages) sharedStorage.set(`${node}/${entry.storage}`, entry.shared === true)
+        return sharedStorage.get(key) ?? false
+      })
+
+    const templateByName: ClusterViewShape["templateByName"] = (node, name) =>
+      Effect.gen(function* () {
+        const matches = (yield* qemuOn(node)).filter((vm) => vm.template && vm.name === name)
+        if (matches.length === 1) return { vmid: matches[0]!.vmid, node, clonesAnywhere: false }
+        return matches.length === 0
+          ? `no template named ${name} on node ${node}`
+          : `${matches.length} templates named ${name} on node ${node} (VMIDs ${matches.map((vm) => vm.vmid).join(", ")}); exactly one is required`
+      })
+
+    const templateByVmid: ClusterViewShape["templateByVmid"] = (vmid) =>
+      Effect.gen(function* () {
+        const vm = (yield* vms.pipe(Effect.tapError(() => invalidateVms))).find((entry) => entry.vmid === vmid)
+        if (vm === undefined) return `no VM with VMID ${vmid} in the cluster`
+        if (!vm.template) return `VM ${vmid} (${vm.name ?? "no name"}) on ${vm.node} is not a template`
+        const config = yield* pve.vmConfig(vm.node, vmid)
+        const storages = Object.entries(config)
+          .filter(([key, value]) => DISK_KEY.test(key) && typeof value === "string" && !value.includes("media=cdrom"))
+          .map(([, value]) => String(value).split(":")[0] ?? "")
+          .filter((storage) => storage !== "" && storage !== "none")
+        let clonesAnywhere = storages.length > 0
+        for (const storage of storages) clonesAnywhere = clonesAnywhere && (yield* isShared(vm.node, storage))
+        return { vmid, node: vm.node, clonesAnywhere }
+      })
+
+    return ClusterView.of({ place, templateByName, templateByVmid, isShared, invalidate })
+  })
+)
+

@@ -1,0 +1,65 @@
+/**
+ * What a replica does for as long as it holds the lease with term T, in order: replay the event log and
+ * append `LeaderElected{T}` (from then on a deposed writer is fenced), look at the cluster once to raise the
+ * VMID high-water mark and adopt our VMs the log does not know, and only then start the work — the saga
+ * runner, the reconcile loop and the garbage collector. The scope ends on the first fatal failure (a fenced
+ * log above all), and the lease then resigns; losing the lease interrupts it.
+ */
+import { Effect, HashMap, Layer, type SubscriptionRef } from "effect"
+import type { ParsedShardConfig } from "../domain/config/index.js"
+import { IsoBuilder9660 } from "../layers/IsoBuilder9660.js"
+import { EventLogStore, type EventLogOptions } from "../layers/EventLogStore.js"
+import { EventLog } from "../services/EventLog.js"
+import { InstanceIdsLive } from "../services/InstanceIds.js"
+import type { ObjectStore } from "../services/ObjectStore.js"
+import type { ProxmoxApi } from "../services/ProxmoxApi.js"
+import { adoptFromCluster } from "./adopt.js"
+import { ClusterViewLive } from "./ClusterView.js"
+import { gcLoop } from "./gc.js"
+import { sagaRestart } from "./policies.js"
+import { reconcileLoop } from "./reconcile.js"
+import { SagaLimitsLive } from "./SagaLimits.js"
+import { SagaRunner, SagaRunnerLive } from "./SagaRunner.js"
+import { type GcGraces, ShardContext } from "./ShardContext.js"
+
+export interface LeaderScopeSettings {
+  readonly clusterId: string
+  readonly shard: string
+  readonly replica: string
+  readonly config: SubscriptionRef.SubscriptionRef<ParsedShardConfig>
+  readonly eventLog?: EventLogOptions
+  /** Overrides of the GC grace periods (default: `ORPHAN_GRACE`, `VM_LOSS_GRACE`). */
+  readonly graces?: GcGraces
+}
+
+/** The services of one leadership term, built fresh for each term and released when it ends. */
+export const leaderLayer = (settings: LeaderScopeSettings, term: number) => {
+  const context = Layer.succeed(ShardContext, ShardContext.of({ ...settings, term }))
+  const log = EventLogStore(settings.eventLog)
+  const base = Layer.mergeAll(context, log, InstanceIdsLive, IsoBuilder9660)
+  const limitsAndView = Layer.mergeAll(SagaLimitsLive, ClusterViewLive).pipe(Layer.provideMerge(base))
+  return SagaRunnerLive.pipe(Layer.provideMerge(limitsAndView))
+}
+
+/** The leader's work for `term`; runs until interrupted (lease lost) or a fatal failure. */
+export const leaderScope = (settings: LeaderScopeSettings) => (term: number): Effect.Effect<never, unknown, ObjectStore | ProxmoxApi> =>
+  Effect.gen(function* () {
+    const log = yield* EventLog
+    yield* log.open(settings.replica, term)
+    const state = yield* log.state
+    yield* Effect.logInfo(`leader for term ${term}: log replayed at seq ${yield* log.seq} (${HashMap.size(state.instances)} instances, VMID high-water ${state.vmidHighWater})`)
+    // PVE must answer before anything is decided; refused credentials are an error the operator must see.
+    const adopted = yield* adoptFromCluster().pipe(
+      Effect.tapError((error) =>
+        error._tag === "Fenced" || error._tag === "LogUnavailable"
+          ? Effect.void
+          : Effect.logError(`cannot read the cluster, nothing is created or deleted until it answers: ${error.message}`)),
+      Effect.retry({ schedule: sagaRestart, while: (error) => error._tag !== "Fenced" && error._tag !== "LogUnavailable" })
+    )
+    yield* Effect.logInfo(`cluster read: ${adopted.owned} VMs carry this shard's tags, ${adopted.adopted} adopted`)
+    const runner = yield* SagaRunner
+    return yield* Effect.raceFirst(
+      runner.fatal,
+      Effect.raceFirst(reconcileLoop, gcLoop)
+    ).pipe(Effect.zipRight(Effect.never))
+  }).pipe(Effect.provide(leaderLayer(settings, term)), Effect.annotateLogs({ term }))

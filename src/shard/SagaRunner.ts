@@ -1,0 +1,93 @@
+/**
+ * One fiber per instance that is not at rest (being created or deleted), in a `FiberMap` keyed by
+ * instance ID, so a create and a delete of one instance never run at once and a second `ensure` of a
+ * running saga is a no-op. A saga fiber steps its instance until it runs or is gone. A step that fails
+ * for good is recorded (`StepFailed`) and compensated (`DeleteRequested`, then the delete steps); one
+ * that fails for a reason that may pass (PVE unreachable, a lock, no room, refused credentials) is
+ * recorded and the saga restarts after a capped backoff — never dropped. `Fenced` ends the leader's scope.
+ */
+import { Cause, Clock, Context, Effect, Exit, FiberMap, Layer, Option } from "effect"
+import { DeleteRequested, StepFailed } from "../domain/shard/events.js"
+import { getInstance, type Instance } from "../domain/shard/state.js"
+import { EventLog, type Fenced, type LogUnavailable } from "../services/EventLog.js"
+import { createStep } from "./createSaga.js"
+import { deleteStep } from "./deleteSaga.js"
+import { sagaRestart } from "./policies.js"
+import { StepError } from "./stepError.js"
+
+/** Phases in which nothing is left to do until something changes (registration, a delete request). */
+export const atRest = (instance: Instance) => instance.phase === "running" || instance.phase === "registered"
+
+export interface SagaRunnerShape {
+  /** Starts the saga of `instanceId` unless it is already running or the instance is at rest. */
+  readonly ensure: (instanceId: string) => Effect.Effect<void>
+  /** Number of sagas in flight. */
+  readonly inFlight: Effect.Effect<number>
+  /** Completes with the failure that should end leadership (`Fenced`, or the log lost for good). */
+  readonly fatal: Effect.Effect<never, Fenced | LogUnavailable>
+}
+
+export class SagaRunner extends Context.Tag("nstance/SagaRunner")<SagaRunner, SagaRunnerShape>() {}
+
+export const SagaRunnerLive = Layer.scoped(
+  SagaRunner,
+  Effect.gen(function* () {
+    const log = yield* EventLog
+    const context = yield* Effect.context<Effect.Effect.Context<ReturnType<typeof createStep>> | Effect.Effect.Context<ReturnType<typeof deleteStep>>>()
+    const sagas = yield* FiberMap.make<string>()
+    const fatal = yield* Effect.makeLatch(false)
+    let fatalError: Fenced | LogUnavailable | undefined
+
+    /** Steps the instance until it is at rest or gone; fails with the step error that stopped it. */
+    const drive = (instanceId: string) =>
+      Effect.gen(function* () {
+        let resumed = true
+        for (;;) {
+          const instance = getInstance(yield* log.state, instanceId)
+          if (Option.isNone(instance) || atRest(instance.value)) return
+          const step = instance.value.phase === "deleting" ? deleteStep(instance.value) : createStep(instance.value, resumed)
+          const outcome = yield* Effect.exit(step)
+          resumed = false
+          if (Exit.isSuccess(outcome)) continue
+          const typed = Option.getOrUndefined(Cause.failureOption(outcome.cause))
+          if (!(typed instanceof StepError)) return yield* Effect.failCause(outcome.cause)
+          yield* log.append([
+            StepFailed.make({
+              instanceId,
+              at: yield* Clock.currentTimeMillis,
+              step: typed.step,
+              errorClass: typed.errorClass,
+              message: typed.detail,
+              attempt: instance.value.failures + 1
+            }),
+            ...(typed.retryable || instance.value.phase === "deleting"
+              ? []
+              : [DeleteRequested.make({ instanceId, at: yield* Clock.currentTimeMillis, reason: "compensation" })])
+          ])
+          if (typed.retryable || instance.value.phase === "deleting") {
+            yield* (typed.errorClass === "unauthorized" ? Effect.logError(typed.message) : Effect.logWarning(typed.message))
+            return yield* typed
+          }
+          yield* Effect.logWarning(`${typed.message}; compensating, a replacement follows`)
+        }
+      }).pipe(Effect.annotateLogs("instance", instanceId))
+
+    const supervised = (instanceId: string) =>
+      drive(instanceId).pipe(
+        Effect.retry({ schedule: sagaRestart, while: (error) => error instanceof StepError }),
+        Effect.catchAll((error) =>
+          error instanceof StepError
+            ? Effect.void
+            : Effect.sync(() => { fatalError ??= error }).pipe(Effect.zipRight(fatal.open))
+        ),
+        Effect.catchAllDefect((defect) => Effect.logError(`saga of ${instanceId} died`, defect))
+      )
+
+    return SagaRunner.of({
+      ensure: (instanceId) =>
+        FiberMap.run(sagas, instanceId, Effect.provide(supervised(instanceId), context), { onlyIfMissing: true }).pipe(Effect.asVoid),
+      inFlight: FiberMap.size(sagas),
+      fatal: fatal.await.pipe(Effect.zipRight(Effect.suspend(() => Effect.fail(fatalError!))))
+    })
+  })
+)

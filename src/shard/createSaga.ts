@@ -1,0 +1,282 @@
+/**
+ * The create saga: one step at a time from `requested` to `running`, each step driven by the instance's
+ * phase in the folded log. Every side effect is preceded by an intent event and followed by a result
+ * event, and every step first looks at PVE to see whether it already happened — so a leader that crashed
+ * anywhere resumes from the log without cloning twice, and a deposed leader (whose next append is
+ * `Fenced`) makes at most the one call it was in.
+ *
+ * PVE calls on the happy path: the upload, the clone, one configure call, the resize when `DiskSize` grows
+ * the disk, and the start (plus task polls, and the shared, cached node and template reads).
+ */
+import { Clock, Effect, Either, Option, SubscriptionRef } from "effect"
+import { type ParsedShardConfig, type VmSpec, vmSpecFor } from "../domain/config/index.js"
+import { cloudInitSeed, InvalidCloudInitInput } from "../domain/cloudInit.js"
+import { renderManagedNotes } from "../domain/managedNotes.js"
+import { associationTags } from "../domain/pveTags.js"
+import {
+  Cloned,
+  CloneRequested,
+  Configured,
+  IsoUploaded,
+  IsoUploadRequested,
+  NodeChosen,
+  Resized,
+  Started,
+  StartRequested,
+  TemplateResolved
+} from "../domain/shard/events.js"
+import { getInstance, type Instance } from "../domain/shard/state.js"
+import { decodeUserData, userDataSource } from "../domain/shard/userData.js"
+import { EventLog } from "../services/EventLog.js"
+import { IsoBuilder } from "../services/IsoBuilder.js"
+import { type PveApiError, ProxmoxApi } from "../services/ProxmoxApi.js"
+import { ClusterView } from "./ClusterView.js"
+import { SagaLimits } from "./SagaLimits.js"
+import { ShardContext } from "./ShardContext.js"
+import { permanentStepError, StepError, stepErrorFrom, waitingStepError } from "./stepError.js"
+
+const MIB = 1024 * 1024
+/** How often a clone onto a VMID someone else took moves on to the next VMID before giving up. */
+const MAX_VMID_COLLISIONS = 8
+/** The disk the template boots from; `DiskSize` applies to it. */
+export const BOOT_DISK = "scsi0"
+
+export const isoFileName = (instanceId: string) => `nstance-${instanceId}.iso`
+export const isoVolid = (storage: string, instanceId: string) => `${storage}:iso/${isoFileName(instanceId)}`
+
+export const net0Of = (spec: VmSpec) => `virtio,bridge=${spec.bridge}${spec.vlanTag === undefined ? "" : `,tag=${spec.vlanTag}`}`
+
+const now = Clock.currentTimeMillis
+
+const isNotFound = (error: PveApiError) => error.classification === "notFound"
+
+/** The config and resolved VM spec of an instance's group; a permanent step error when the group is gone. */
+const groupSpec = (config: ParsedShardConfig, instance: Instance, step: string) => {
+  const group = instance.tenant === undefined || instance.group === undefined ? undefined : config.config.groups[instance.tenant]?.[instance.group]
+  if (group === undefined) {
+    return Either.left(permanentStepError(instance.id, step, `group ${instance.tenant ?? "?"}/${instance.group ?? "?"} is no longer in the shard config`))
+  }
+  const spec = vmSpecFor(config.config, group.tenant, group.name)
+  if (Either.isLeft(spec)) return Either.left(permanentStepError(instance.id, step, spec.left.message))
+  return Either.right({ group, spec: spec.right })
+}
+
+/** The VM `vmid` on `node` if it is this instance's (its name is the instance ID); None if absent or someone else's. */
+const ourVmOn = (instanceId: string, node: string, vmid: number) =>
+  Effect.gen(function* () {
+    const pve = yield* ProxmoxApi
+    return yield* pve.vmConfig(node, vmid).pipe(
+      Effect.map((config) => (config.name === instanceId ? Option.some({ node, lock: config.lock }) : Option.none())),
+      Effect.catchTag("PveApiError", (error) => (isNotFound(error) ? Effect.succeed(Option.none()) : Effect.fail(error)))
+    )
+  })
+
+/** Who holds VMID `vmid` right now, looked up on the nodes where our clone could have put it. */
+const vmidHolder = (instanceId: string, vmid: number, nodes: ReadonlyArray<string>) =>
+  Effect.gen(function* () {
+    const pve = yield* ProxmoxApi
+    for (const node of [...new Set(nodes)]) {
+      const found = yield* pve.vmConfig(node, vmid).pipe(
+        Effect.map((config) => Option.some(config.name === instanceId ? ({ _tag: "Ours", node, locked: config.lock !== undefined } as const) : ({ _tag: "Theirs", node } as const))),
+        Effect.catchTag("PveApiError", (error) => (isNotFound(error) ? Effect.succeed(Option.none()) : Effect.fail(error)))
+      )
+      if (Option.isSome(found)) return found
+    }
+    return Option.none()
+  })
+
+/**
+ * Runs the next step of a create whose instance is in a create phase; returns when the step's result is
+ * in the log. The caller loops until the instance runs, is deleted, or a step fails. `resumed` is true for
+ * the first step a saga fiber runs: only then can PVE be ahead of the log, so only then does a step look.
+ */
+export const createStep = (instance: Instance, resumed: boolean) =>
+  Effect.gen(function* () {
+    const log = yield* EventLog
+    const pve = yield* ProxmoxApi
+    const view = yield* ClusterView
+    const limits = yield* SagaLimits
+    const shard = yield* ShardContext
+    const config = yield* SubscriptionRef.get(shard.config)
+    const id = instance.id
+
+    switch (instance.phase) {
+      case "requested": {
+        const step = "place"
+        const { spec } = yield* groupSpec(config, instance, step)
+        yield* limits.creationTurn(config.config.shard.createRateLimit)
+        // A template on local storage can only be cloned on its own node: placement is confined to it.
+        let allowed: ReadonlyArray<string> | undefined
+        if ("vmid" in spec.template) {
+          const template = yield* view.templateByVmid(spec.template.vmid).pipe(Effect.mapError(stepErrorFrom(id, step)))
+          if (typeof template === "string") return yield* permanentStepError(id, step, template)
+          if (!template.clonesAnywhere) allowed = [template.node]
+        }
+        const placed = yield* view.place({ memoryBytes: spec.memoryMiB * MIB, cores: spec.cores }, allowed).pipe(
+          Effect.catchTag("NoPlacement", (error) => Effect.fail(waitingStepError(id, step, error.message))),
+          Effect.mapError((error) => (error instanceof StepError ? error : stepErrorFrom(id, step)(error)))
+        )
+        yield* log.append([NodeChosen.make({ instanceId: id, at: yield* now, node: placed.node })])
+        yield* Effect.logInfo(`${id}: placed on ${placed.node} (TOPSIS score ${placed.score.toFixed(3)})`)
+        return
+      }
+      case "placed": {
+        const step = "template"
+        const { spec } = yield* groupSpec(config, instance, step)
+        const node = instance.node!
+        const template = "vmid" in spec.template
+          ? yield* view.templateByVmid(spec.template.vmid).pipe(Effect.mapError(stepErrorFrom(id, step)))
+          : yield* view.templateByName(node, spec.template.name).pipe(Effect.mapError(stepErrorFrom(id, step)))
+        if (typeof template === "string") return yield* permanentStepError(id, step, template)
+        yield* log.append([TemplateResolved.make({ instanceId: id, at: yield* now, templateVmid: template.vmid, templateNode: template.node })])
+        return
+      }
+      case "templated":
+      case "iso-uploading": {
+        const step = "iso"
+        const { group } = yield* groupSpec(config, instance, step)
+        const node = instance.node!
+        const storage = config.config.shard.infra.options.cloudInitIsoStorage
+        const volid = isoVolid(storage, id)
+        const userData = decodeUserData(userDataSource(config.config, group))
+        if ("problem" in userData) return yield* permanentStepError(id, step, userData.problem)
+        const seed = cloudInitSeed({ instanceId: id, userData: userData.text })
+        if (seed instanceof InvalidCloudInitInput) return yield* permanentStepError(id, step, seed.message)
+        const image = yield* (yield* IsoBuilder).build(seed).pipe(Effect.mapError((error) => permanentStepError(id, step, error.message)))
+        if (instance.phase === "templated") {
+          yield* log.append([IsoUploadRequested.make({ instanceId: id, at: yield* now, node, storage, volid })])
+        }
+        // Uploading the same name again overwrites it, so a resumed upload simply repeats.
+        yield* limits.onNode(node)(
+          pve.upload(node, storage, { filename: isoFileName(id), content: "iso", data: image }).pipe(
+            Effect.flatMap((upid) => pve.waitTask(node, upid))
+          )
+        ).pipe(Effect.mapError(stepErrorFrom(id, step)))
+        yield* log.append([IsoUploaded.make({ instanceId: id, at: yield* now, volid })])
+        return
+      }
+      case "iso-ready":
+      case "cloning": {
+        const step = "clone"
+        const { spec } = yield* groupSpec(config, instance, step)
+        const node = instance.node!
+        const templateNode = instance.templateNode!
+        const templateVmid = instance.templateVmid!
+        let vmid = instance.vmid
+        if (instance.phase === "cloning" && vmid !== undefined) {
+          // Resumed after the intent: did the clone happen?
+          const holder = yield* vmidHolder(id, vmid, [node, templateNode]).pipe(Effect.mapError(stepErrorFrom(id, step)))
+          if (Option.isSome(holder) && holder.value._tag === "Ours") {
+            if (holder.value.locked) return yield* waitingStepError(id, step, `VM ${vmid} is still locked by its clone`)
+            yield* log.append([Cloned.make({ instanceId: id, at: yield* now, vmid, node: holder.value.node })])
+            return
+          }
+          if (Option.isSome(holder)) vmid = undefined
+        }
+        for (let collisions = 0; ; collisions++) {
+          if (vmid === undefined) {
+            if (collisions >= MAX_VMID_COLLISIONS) return yield* permanentStepError(id, step, `${collisions} VMIDs in a row were taken by other VMs`)
+            vmid = yield* limits.nextVmid
+            yield* log.append([CloneRequested.make({ instanceId: id, at: yield* now, vmid, node, templateVmid, templateNode })])
+          }
+          const newid = vmid
+          const shared = yield* view.isShared(node, spec.storagePool).pipe(Effect.mapError(stepErrorFrom(id, step)))
+          const cloned = yield* limits.storageSlot(node, spec.storagePool, shared)(limits.onNode(templateNode)(
+            pve.clone(templateNode, templateVmid, {
+              newid,
+              name: id,
+              ...(node === templateNode ? {} : { target: node }),
+              storage: spec.storagePool,
+              full: true,
+              ...(spec.pool === undefined ? {} : { pool: spec.pool })
+            })
+          ).pipe(Effect.flatMap((upid) => pve.waitTask(templateNode, upid, { timeout: "30 minutes" })))).pipe(Effect.either)
+          if (Either.isRight(cloned)) {
+            yield* log.append([Cloned.make({ instanceId: id, at: yield* now, vmid: newid, node })])
+            yield* Effect.logInfo(`${id}: cloned template ${templateVmid} (${templateNode}) to VM ${newid} on ${node}`)
+            return
+          }
+          const failure = cloned.left
+          const collided = (failure._tag === "PveApiError" || failure._tag === "TaskFailed") && failure.classification === "conflict"
+          if (!collided) return yield* stepErrorFrom(id, step)(failure)
+          // "already exists": ours (a retried clone whose first answer was lost) or another VM's?
+          const holder = yield* vmidHolder(id, newid, [node, templateNode]).pipe(Effect.mapError(stepErrorFrom(id, step)))
+          if (Option.isSome(holder) && holder.value._tag === "Ours") {
+            yield* log.append([Cloned.make({ instanceId: id, at: yield* now, vmid: newid, node: holder.value.node })])
+            return
+          }
+          yield* Effect.logWarning(`${id}: VMID ${newid} is taken by another VM; trying the next one`)
+          vmid = undefined
+        }
+      }
+      case "cloned": {
+        const step = "configure"
+        const { group, spec } = yield* groupSpec(config, instance, step)
+        const node = instance.node!
+        const vmid = instance.vmid!
+        const description = renderManagedNotes({
+          tenant: group.tenant,
+          group: group.name,
+          kind: instance.kind,
+          template: group.template,
+          created: new Date(instance.requestedAt)
+        })
+        yield* limits.onNode(node)(
+          pve.updateConfig(node, vmid, {
+            cores: spec.cores,
+            memory: spec.memoryMiB,
+            net0: net0Of(spec),
+            onboot: spec.startOnBoot,
+            description,
+            tags: associationTags(shard.clusterId, shard.shard).join(";"),
+            ...(instance.isoVolid === undefined ? {} : { ide2: `${instance.isoVolid},media=cdrom` })
+          }).pipe(Effect.flatMap(Option.match({ onNone: () => Effect.void, onSome: (upid) => pve.waitTask(node, upid) })))
+        ).pipe(Effect.mapError(stepErrorFrom(id, step)))
+        yield* log.append([Configured.make({ instanceId: id, at: yield* now })])
+        return
+      }
+      case "configured": {
+        const node = instance.node!
+        const vmid = instance.vmid!
+        // An adopted VM is started as it is: its size was decided by whoever created it.
+        const diskSize = instance.adopted ? undefined : (yield* groupSpec(config, instance, "resize")).spec.diskSize
+        if (diskSize !== undefined && instance.diskSize !== diskSize) {
+          const storage = (yield* groupSpec(config, instance, "resize")).spec.storagePool
+          const shared = yield* view.isShared(node, storage).pipe(Effect.mapError(stepErrorFrom(id, "resize")))
+          const grown = yield* limits.storageSlot(node, storage, shared)(
+            pve.resize(node, vmid, BOOT_DISK, diskSize).pipe(
+              Effect.flatMap(Option.match({ onNone: () => Effect.void, onSome: (upid) => Effect.asVoid(pve.waitTask(node, upid)) }))
+            )
+          ).pipe(Effect.either)
+          if (Either.isLeft(grown)) {
+            // The template's disk is already at least as large: that is not a reason to fail the VM.
+            if (!/shrinking disks is not supported/.test(grown.left.message)) return yield* stepErrorFrom(id, "resize")(grown.left)
+            yield* Effect.logWarning(`${id}: ${BOOT_DISK} of VM ${vmid} is already larger than ${diskSize}; kept as is`)
+          }
+          yield* log.append([Resized.make({ instanceId: id, at: yield* now, size: diskSize })])
+          return
+        }
+        yield* log.append([StartRequested.make({ instanceId: id, at: yield* now })])
+        return
+      }
+      case "starting": {
+        const step = "start"
+        const node = instance.node!
+        const vmid = instance.vmid!
+        const running = resumed && (yield* pve.vmStatus(node, vmid).pipe(Effect.mapError(stepErrorFrom(id, step)))).status === "running"
+        if (!running) {
+          yield* limits.onNode(node)(pve.start(node, vmid).pipe(Effect.flatMap((upid) => pve.waitTask(node, upid)))).pipe(
+            Effect.mapError(stepErrorFrom(id, step))
+          )
+        }
+        yield* log.append([Started.make({ instanceId: id, at: yield* now })])
+        yield* Effect.logInfo(`${id}: running as VM ${vmid} on ${node}`)
+        return
+      }
+      default:
+        return
+    }
+  })
+
+/** The instance as the log knows it now. */
+export const currentInstance = (id: string) => EventLog.pipe(Effect.flatMap((log) => log.state), Effect.map((state) => getInstance(state, id)))

@@ -1,0 +1,131 @@
+/**
+ * The garbage collector, every `garbage_collection.interval`: it finds what the log and the cluster
+ * disagree about and turns each finding into a recorded delete, so everything goes through the one delete
+ * saga. It replaces instances whose VM vanished or stays stopped, collects VMs carrying this shard's tags
+ * that the log does not know (after a grace period, adopting them first so the delete is on record), and
+ * deletes cloud-init ISOs of ours (`nstance-<id>.iso`, and the original's `user-data-<vmid>.iso`) that no
+ * instance uses. Every suspicion from the lagging cluster listing is confirmed on the VM's node first.
+ */
+import { Clock, Duration, Effect, HashMap, Option, SubscriptionRef } from "effect"
+import { type ShardEvent, DeleteRequested, type DeleteReason } from "../domain/shard/events.js"
+import { EventLog } from "../services/EventLog.js"
+import { ProxmoxApi } from "../services/ProxmoxApi.js"
+import { adoptionOf, unknownOwnedVms } from "./adopt.js"
+import { ORPHAN_GRACE, VM_LOSS_GRACE } from "./policies.js"
+import { atRest } from "./SagaRunner.js"
+import { ShardContext } from "./ShardContext.js"
+
+const OUR_ISO = /^[^:]+:iso\/nstance-([a-z]{3}[0-9a-hj-km-np-tv-z]{26})\.iso$/
+const ORIGINAL_ISO = /^[^:]+:iso\/user-data-(\d+)\.iso$/
+
+export interface GcReport {
+  readonly replaced: number
+  readonly orphanVms: number
+  readonly orphanIsos: number
+}
+
+export const makeGc = Effect.gen(function* () {
+  const log = yield* EventLog
+  const pve = yield* ProxmoxApi
+  const shard = yield* ShardContext
+  const orphanGrace = Duration.toMillis(Duration.decode(shard.graces?.orphan ?? ORPHAN_GRACE))
+  const vmLossGrace = Duration.toMillis(Duration.decode(shard.graces?.vmLoss ?? VM_LOSS_GRACE))
+  /** First time each suspicion was seen (instance ID or VMID), on Effect's clock. */
+  const suspectSince = new Map<string, number>()
+  const since = (key: string, now: number) => {
+    const first = suspectSince.get(key) ?? now
+    suspectSince.set(key, first)
+    return now - first
+  }
+
+  const pass = Effect.gen(function* () {
+    const now = yield* Clock.currentTimeMillis
+    const config = yield* SubscriptionRef.get(shard.config)
+    const vms = yield* pve.vmResources()
+    const state = yield* log.state
+    const events: Array<ShardEvent> = []
+    const suspects = new Set<string>()
+    const request = (instanceId: string, reason: DeleteReason) => events.push(DeleteRequested.make({ instanceId, at: now, reason }))
+    let replaced = 0
+
+    // Instances whose VM vanished or stopped: confirmed on the node (the listing lags by ~10 s).
+    for (const [, instance] of state.instances) {
+      if (!atRest(instance) || instance.vmid === undefined || instance.node === undefined) continue
+      if ((instance.startedAt ?? instance.requestedAt) > now - vmLossGrace) continue
+      const listed = vms.find((vm) => vm.vmid === instance.vmid && vm.name === instance.id)
+      if (listed !== undefined && listed.status === "running") continue
+      const status = yield* pve.vmStatus(listed?.node ?? instance.node, instance.vmid).pipe(
+        Effect.map((s) => (s.name !== undefined && s.name !== instance.id ? "gone" as const : s.status === "running" ? "running" as const : "stopped" as const)),
+        Effect.catchTag("PveApiError", (error) => (error.classification === "notFound" ? Effect.succeed("gone" as const) : Effect.fail(error)))
+      )
+      if (status === "running") continue
+      suspects.add(instance.id)
+      if (status === "gone") {
+        request(instance.id, "vm-gone")
+        yield* Effect.logWarning(`${instance.id}: VM ${instance.vmid} is gone from ${instance.node}; replacing it`)
+        replaced++
+      } else if (since(instance.id, now) >= vmLossGrace) {
+        request(instance.id, "not-ready")
+        yield* Effect.logWarning(`${instance.id}: VM ${instance.vmid} on ${instance.node} stays stopped; replacing it`)
+        replaced++
+      }
+    }
+
+    // VMs with our tags that the log does not know: adopted and deleted after the grace period.
+    let orphanVms = 0
+    for (const vm of unknownOwnedVms(vms, state, shard.clusterId, shard.shard)) {
+      const key = `vm/${vm.vmid}`
+      suspects.add(key)
+      if (since(key, now) < orphanGrace) continue
+      const adopted = yield* adoptionOf(vm, now)
+      events.push(adopted)
+      request(adopted.instanceId, "gc")
+      orphanVms++
+      yield* Effect.logWarning(`${vm.name}: VM ${vm.vmid} on ${vm.node} carries this shard's tags but no instance owns it; deleting it`)
+    }
+    for (const key of suspectSince.keys()) if (!suspects.has(key)) suspectSince.delete(key)
+    if (events.length > 0) yield* log.append(events)
+
+    // ISOs of ours that no instance uses. The listing is read before the state: an ISO's upload intent is
+    // in the log before the upload starts, so anything listed is known to the state read after it.
+    const storage = config.config.shard.infra.options.cloudInitIsoStorage
+    const online = (yield* pve.nodeResources()).filter((node) => node.status === "online").map((node) => node.node)
+    const isos = new Map<string, string>()
+    for (const node of online) {
+      const content = yield* pve.listStorageContent(node, storage, { content: "iso" }).pipe(Effect.catchAll(() => Effect.succeed([])))
+      for (const entry of content) if (!isos.has(entry.volid)) isos.set(entry.volid, node)
+    }
+    const fresh = yield* log.state
+    const usedVmids = new Set<number>()
+    for (const [, instance] of fresh.instances) if (instance.vmid !== undefined) usedVmids.add(instance.vmid)
+    let orphanIsos = 0
+    for (const [volid, node] of isos) {
+      const ours = OUR_ISO.exec(volid)
+      const original = ORIGINAL_ISO.exec(volid)
+      const orphan = ours !== null ? !HashMap.has(fresh.instances, ours[1]!) : original !== null ? !usedVmids.has(Number(original[1])) : false
+      if (!orphan) continue
+      yield* pve.deleteVolume(node, storage, volid).pipe(
+        Effect.flatMap(Option.match({ onNone: () => Effect.void, onSome: (upid) => Effect.asVoid(pve.waitTask(node, upid)) })),
+        Effect.catchAll((error) => Effect.logWarning(`gc: could not delete ${volid} on ${node}: ${error.message}`))
+      )
+      orphanIsos++
+      yield* Effect.logInfo(`gc: deleted unused ISO ${volid}`)
+    }
+    return { replaced, orphanVms, orphanIsos } satisfies GcReport
+  })
+  return { pass }
+})
+
+/** Runs a GC pass every `garbage_collection.interval` (read anew each time); a failed pass is logged and retried at the next. */
+export const gcLoop = Effect.gen(function* () {
+  const { pass } = yield* makeGc
+  const shard = yield* ShardContext
+  const interval = Effect.map(SubscriptionRef.get(shard.config), (config) => config.config.shard.garbageCollection.interval)
+  yield* Effect.forever(
+    Effect.flatMap(interval, Effect.sleep).pipe(
+      // A fenced writer ends the leadership; anything else waits for the next pass.
+      Effect.zipRight(pass.pipe(Effect.catchIf((error) => error._tag !== "Fenced", (error) => Effect.logWarning(`gc pass failed: ${error.message}`))))
+    )
+  )
+})
+

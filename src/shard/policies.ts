@@ -1,0 +1,45 @@
+/**
+ * Every retry and loop of the shard actor, named in one place so their bounds can be read (and tuned) side
+ * by side. Each is an Effect `Schedule`, so simulations run them on `TestClock`.
+ */
+import { Duration, Schedule } from "effect"
+
+/** A transient PVE failure inside one saga step: 5 more tries, jittered, 0.5 s doubling to at most 8 s. */
+export const stepRetry = Schedule.exponential("500 millis", 2).pipe(
+  Schedule.jittered,
+  Schedule.union(Schedule.spaced("8 seconds")),
+  Schedule.intersect(Schedule.recurs(5))
+)
+
+/**
+ * A saga that gave up on a transient failure is started again by its runner: capped, jittered exponential
+ * backoff from 2 s to 5 min, without end while this replica leads — a create or delete is never dropped.
+ */
+export const sagaRestart = Schedule.exponential("2 seconds", 2).pipe(
+  Schedule.jittered,
+  Schedule.union(Schedule.spaced("5 minutes"))
+)
+
+/** A full reconcile pass even when nothing signalled a change (PVE refreshes its resources every ~10 s). */
+export const RECONCILE_PERIOD = Duration.seconds(30)
+
+/** Events that arrive close together are handled in one pass. */
+export const RECONCILE_DEBOUNCE = Duration.millis(200)
+
+/** How often the leader checks the bucket's config for a change (a HEAD; the body only when the etag moved). */
+export const CONFIG_POLL = Duration.seconds(5)
+
+/** Cluster node usage is read at most this often and shared by concurrent placements. */
+export const NODE_RESOURCES_TTL = Duration.seconds(5)
+
+/**
+ * A placement charges its node for this long, so concurrent and back-to-back placements spread before PVE's
+ * `/cluster/resources` (refreshed about every 10 s) shows the new VMs.
+ */
+export const PLACEMENT_CHARGE_TTL = Duration.seconds(30)
+
+/** A VM carrying this shard's tags that the log does not know is collected only after this grace. */
+export const ORPHAN_GRACE = Duration.minutes(2)
+
+/** A running instance whose VM is absent or stopped for this long is replaced. */
+export const VM_LOSS_GRACE = Duration.seconds(20)

@@ -1,0 +1,117 @@
+/**
+ * The reconcile loop: desired group sizes (the shard config, a `SubscriptionRef`) against the folded log.
+ * It runs on every config change and every durable log change (debounced), and on a period anyway; each
+ * pass records new instance requests and delete requests in one append and makes sure every instance that
+ * is not at rest has its saga running. Creations of a group whose recent creates were compensated back
+ * off (capped exponential), so a broken template does not turn into a tight create/delete loop.
+ */
+import { Clock, Duration, Effect, Either, HashMap, Queue, Stream, SubscriptionRef } from "effect"
+import { desiredGroups, type ParsedShardConfig, vmSpecFor } from "../domain/config/index.js"
+import { DeleteRequested, InstanceRequested, type ShardEvent } from "../domain/shard/events.js"
+import { type GroupTarget, groupKey, planReconcile, stableHash } from "../domain/shard/plan.js"
+import type { State } from "../domain/shard/state.js"
+import { EventLog } from "../services/EventLog.js"
+import { InstanceIds } from "../services/InstanceIds.js"
+import { RECONCILE_DEBOUNCE, RECONCILE_PERIOD } from "./policies.js"
+import { atRest, SagaRunner } from "./SagaRunner.js"
+import { ShardContext } from "./ShardContext.js"
+
+/** The groups to keep at size, with their spec hashes; groups whose spec does not resolve are skipped (and said). */
+export const groupTargets = (config: ParsedShardConfig): { readonly targets: ReadonlyArray<GroupTarget>; readonly problems: ReadonlyArray<string> } => {
+  const targets: Array<GroupTarget> = []
+  const problems: Array<string> = []
+  for (const group of desiredGroups(config.config)) {
+    const spec = vmSpecFor(config.config, group.tenant, group.group)
+    if (Either.isLeft(spec)) {
+      problems.push(`group ${group.tenant}/${group.group} is not reconciled: ${spec.left.message}`)
+      continue
+    }
+    targets.push({ tenant: group.tenant, group: group.group, kind: group.kind, size: group.size, specHash: stableHash(spec.right) })
+  }
+  return { targets, problems }
+}
+
+const BACKOFF_BASE_MS = 2_000
+const BACKOFF_CAP_MS = 5 * 60_000
+
+interface GroupBackoff {
+  readonly failures: number
+  readonly lastFailureAt: number
+  readonly notBefore: number
+}
+
+export const reconcileLoop = Effect.gen(function* () {
+  const log = yield* EventLog
+  const ids = yield* InstanceIds
+  const runner = yield* SagaRunner
+  const shard = yield* ShardContext
+  const wake = yield* Queue.sliding<void>(1)
+  const backoff = new Map<string, GroupBackoff>()
+  const seenCompensations = new Set<string>()
+  let lastProblems = ""
+
+  /** Updates the per-group backoff from what the state shows: new compensations slow a group, a running VM resets it. */
+  const updateBackoff = (state: State, now: number) => {
+    for (const [, instance] of state.instances) {
+      if (instance.tenant === undefined || instance.group === undefined) continue
+      const key = groupKey(instance.tenant, instance.group)
+      if (instance.phase === "deleting" && instance.deleteReason === "compensation" && !seenCompensations.has(instance.id)) {
+        seenCompensations.add(instance.id)
+        const failures = (backoff.get(key)?.failures ?? 0) + 1
+        const delay = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** (failures - 1))
+        backoff.set(key, { failures, lastFailureAt: now, notBefore: now + delay })
+      } else if (atRest(instance) && (instance.startedAt ?? 0) > (backoff.get(key)?.lastFailureAt ?? Infinity)) {
+        backoff.delete(key)
+      }
+    }
+    for (const id of seenCompensations) if (!HashMap.has(state.instances, id)) seenCompensations.delete(id)
+  }
+
+  const pass = Effect.gen(function* () {
+    const config = yield* SubscriptionRef.get(shard.config)
+    const state = yield* log.state
+    const now = yield* Clock.currentTimeMillis
+    updateBackoff(state, now)
+    const blocked = new Set([...backoff].filter(([, b]) => b.notBefore > now).map(([key]) => key))
+    const { targets, problems } = groupTargets(config)
+    if (problems.join("\n") !== lastProblems) {
+      lastProblems = problems.join("\n")
+      yield* Effect.forEach(problems, (line) => Effect.logError(line), { discard: true })
+    }
+    const actions = planReconcile(state, targets, blocked)
+    const events: Array<ShardEvent> = []
+    for (const action of actions) {
+      if (action._tag === "Create") {
+        const instanceId = yield* ids.next(action.kind).pipe(Effect.orDie)
+        events.push(InstanceRequested.make({ instanceId, at: now, tenant: action.tenant, group: action.group, kind: action.kind, specHash: action.specHash, reason: action.reason }))
+        yield* Effect.logInfo(`${instanceId}: requested for ${action.tenant}/${action.group} (${action.reason})`)
+      } else {
+        events.push(DeleteRequested.make({ instanceId: action.instanceId, at: now, reason: "scale-down" }))
+        yield* Effect.logInfo(`${action.instanceId}: scale-down`)
+      }
+    }
+    if (events.length > 0) yield* log.append(events)
+    const after = events.length > 0 ? yield* log.state : state
+    for (const [id, instance] of after.instances) if (!atRest(instance)) yield* runner.ensure(id)
+    // Wake up again when the earliest backoff ends.
+    const next = Math.min(...[...backoff.values()].map((b) => b.notBefore).filter((at) => at > now))
+    if (Number.isFinite(next)) yield* Effect.forkScoped(Effect.sleep(Duration.millis(next - now + 10)).pipe(Effect.zipRight(Queue.offer(wake, undefined))))
+  })
+
+  yield* Stream.runForEach(shard.config.changes, () => Queue.offer(wake, undefined)).pipe(Effect.forkScoped)
+  // Every durable state is looked at for compensations, not only the one a (debounced) pass reads: a
+  // compensation that finishes within the debounce would otherwise never be seen, and a broken group would
+  // be re-created in a tight loop.
+  yield* Stream.runForEach(log.changes, (state) =>
+    Clock.currentTimeMillis.pipe(
+      Effect.tap((now) => Effect.sync(() => updateBackoff(state, now))),
+      Effect.zipRight(Queue.offer(wake, undefined))
+    )).pipe(Effect.forkScoped)
+  yield* Queue.offer(wake, undefined).pipe(Effect.delay(RECONCILE_PERIOD), Effect.forever, Effect.forkScoped)
+  yield* Effect.forever(
+    Queue.take(wake).pipe(
+      Effect.zipRight(Effect.sleep(RECONCILE_DEBOUNCE)),
+      Effect.zipRight(pass)
+    )
+  )
+}).pipe(Effect.scoped)
