@@ -7,19 +7,44 @@
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { Data, Effect, Either, Layer } from "effect"
+import { Data, Duration, Effect, Either, Layer, Random } from "effect"
+import { applyEdits, modify } from "jsonc-parser"
 import { decodeUtf8, readInputFile } from "../cli/errors.js"
-import { formatProblem, MAX_JSONC_BYTES, parseShardConfig } from "../domain/config/index.js"
+import { formatProblem, MAX_JSONC_BYTES, type ParsedShardConfig, parseShardConfig } from "../domain/config/index.js"
 import { makeFileStore } from "../layers/ObjectStoreFile.js"
 import { scopeStore, shardPrefix } from "../layers/ObjectStoreScoped.js"
 import { ObjectStore } from "../services/ObjectStore.js"
 import { LatencyDemo } from "../sim/latency.js"
+import type { SimModel } from "../sim/model.js"
 import { PveSimulator } from "../sim/server.js"
 import { CONFIG_KEY } from "./shardConfig.js"
 import { packagePath } from "../packageRoot.js"
 import { runDaemon } from "./daemon.js"
 
 export const EXAMPLE_CONFIG = packagePath("examples", "single-cluster.jsonc")
+
+/** How often the demo crashes one of the VMs, so the replacement can be watched. */
+export const DEMO_CRASH_EVERY = Duration.seconds(75)
+/** The demo's GC interval: a crashed VM is noticed within seconds rather than the example's 2 minutes. */
+export const DEMO_GC_INTERVAL = "15s"
+
+/** `text` with `shard.garbage_collection.interval` set to the demo's when the config allows it (registration timeout above it). */
+export const withDemoGcInterval = (text: string, parsed: ParsedShardConfig): string => {
+  const gc = parsed.config.shard.garbageCollection
+  if (Duration.lessThanOrEqualTo(gc.interval, Duration.decode("15 seconds")) || Duration.lessThanOrEqualTo(gc.registrationTimeout, Duration.decode("15 seconds"))) return text
+  const edited = applyEdits(text, modify(text, ["shard", "garbage_collection", "interval"], DEMO_GC_INTERVAL, { formattingOptions: { insertSpaces: true, tabSize: 2 } }))
+  return Either.isRight(parseShardConfig(edited)) ? edited : text
+}
+
+/** Crashes a random running VM of ours in the simulator now and then (the guest dies; PVE reports it stopped). */
+const crashNowAndThen = (model: SimModel) =>
+  Effect.gen(function* () {
+    const running = [...model.vms.values()].filter((vm) => vm.status === "running" && (vm.config.get("tags") ?? "").startsWith("nstance;"))
+    if (running.length === 0) return
+    const victim = running[yield* Random.nextIntBetween(0, running.length)]!
+    model.crashVm(victim.vmid)
+    yield* Effect.logWarning(`demo: the guest of VM ${victim.vmid} (${victim.config.get("name") ?? "?"}) on ${victim.node} crashed; the shard should replace it`)
+  }).pipe(Effect.delay(DEMO_CRASH_EVERY), Effect.forever)
 
 export class EmbeddedSetupFailed extends Data.TaggedError("EmbeddedSetupFailed")<{ readonly message: string }> {}
 
@@ -38,6 +63,7 @@ export const runEmbedded = (options: { readonly configFile?: string } = {}) =>
       })
     }
     const shard = parsed.right.config.shard.id
+    const demoText = withDemoGcInterval(text, parsed.right)
     // The demo's bucket lives as long as the run: removed when the scope closes (Ctrl-C included).
     const bucket = yield* Effect.acquireRelease(
       Effect.sync(() => mkdtempSync(join(tmpdir(), "nstance-embedded-"))),
@@ -46,7 +72,7 @@ export const runEmbedded = (options: { readonly configFile?: string } = {}) =>
     const prefix = shardPrefix(shard)
     const store = makeFileStore({ directory: bucket })
     yield* scopeStore(store, prefix)
-      .put(CONFIG_KEY, new TextEncoder().encode(text))
+      .put(CONFIG_KEY, new TextEncoder().encode(demoText))
       .pipe(Effect.orDie)
 
     const sim = yield* PveSimulator({ nodes: 3, http: true, latency: LatencyDemo, sharedStorage: true, nodeMemoryGiB: 128 })
@@ -55,10 +81,12 @@ export const runEmbedded = (options: { readonly configFile?: string } = {}) =>
         "nstance embedded default — nothing here touches a real cluster",
         `  object store : file://${bucket} (config at ${prefix}${CONFIG_KEY})`,
         `  Proxmox VE   : simulator at ${sim.url} (nodes pve1..pve3, token ${sim.tokenId})`,
-        `  shard config : ${configFile}`,
+        `  shard config : ${configFile}${demoText === text ? "" : ` (garbage_collection.interval shortened to ${DEMO_GC_INTERVAL} for the demo)`}`,
+        `  demo         : every ${Duration.format(DEMO_CRASH_EVERY)} one of the VMs crashes in the simulator; watch it being replaced`,
         "  stop with Ctrl-C (the lease is resigned on the way out)"
       ].join("\n")
     )
+    yield* crashNowAndThen(sim.model).pipe(Effect.forkScoped)
     return yield* runDaemon({
       id: "embedded",
       advertiseHost: "127.0.0.1",

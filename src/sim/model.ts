@@ -681,6 +681,17 @@ export class SimModel {
     n.online = online
   }
 
+  /** The guest of a running VM dies (a crash, an OOM kill): PVE then reports it stopped. */
+  crashVm(vmid: number): void {
+    const vm = this.vms.get(vmid)
+    if (vm === undefined || vm.status !== "running") throw new Error(`VM ${vmid} is not running`)
+    vm.status = "stopped"
+    vm.paused = false
+    vm.startedAt = undefined
+    vm.pid = undefined
+    this.log(`VM ${vmid} on ${vm.node} crashed (simulated)`)
+  }
+
   /** Another user's VM appearing at `vmid` (the losing side of a nextid race). */
   createForeignVm(node: string, vmid: number): void {
     if (this.vms.has(vmid)) return
