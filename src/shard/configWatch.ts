@@ -5,13 +5,18 @@
  * invalid one (or one naming another shard) is reported once and the last good config stays in force.
  */
 import { Effect, Schedule, SubscriptionRef } from "effect"
-import type { ParsedShardConfig } from "../domain/config/index.js"
+import { formatProblem, type ParsedShardConfig } from "../domain/config/index.js"
 import { ObjectStore } from "../services/ObjectStore.js"
 import { type ConfigSource, loadConfig } from "./shardConfig.js"
 import { CONFIG_POLL } from "./policies.js"
 
+/** Config warnings (fields this build ignores, the Proxmox provider's answers) are said once per config. */
+const logWarnings = (config: ParsedShardConfig) =>
+  Effect.forEach(config.warnings, (warning) => Effect.logWarning(`config: ${formatProblem(warning)}`), { discard: true })
+
 export const watchConfig = (source: ConfigSource, ref: SubscriptionRef.SubscriptionRef<ParsedShardConfig>) =>
   Effect.gen(function* () {
+    yield* logWarnings(yield* SubscriptionRef.get(ref))
     if (source._tag === "Local") return
     const store = yield* ObjectStore
     let seenEtag = (yield* store.head(source.key).pipe(Effect.option)).pipe((meta) => (meta._tag === "Some" ? meta.value.etag : ""))
@@ -26,6 +31,7 @@ export const watchConfig = (source: ConfigSource, ref: SubscriptionRef.Subscript
         const sizes = (config: ParsedShardConfig) =>
           Object.values(config.config.groups).flatMap((groups) => Object.values(groups)).reduce((sum, group) => sum + group.size, 0)
         yield* SubscriptionRef.set(ref, loaded.right)
+        yield* logWarnings(loaded.right)
         yield* Effect.logInfo(`shard config reloaded (etag ${etag}): ${sizes(before)} → ${sizes(loaded.right)} desired VMs`)
         return
       }

@@ -81,6 +81,17 @@ describe("shard config defaults", () => {
 })
 
 describe("fields of the original this build does not implement", () => {
+  it("a leader network or load balancers get the Proxmox provider's answer (not supported / a no-op)", () => {
+    const c = base() as Record<string, unknown> & ReturnType<typeof base>
+    c.shard["leader_network"] = { subnet_pool: "nodes" }
+    ;((c.groups["default"] as Record<string, Record<string, unknown>>)["web"]!)["load_balancers"] = ["public"]
+    const { warnings } = ok(c)
+    expect(warnings.map(formatProblem)).toEqual([
+      "shard.leader_network: not supported by the Proxmox provider (it cannot assign a leader network; use keepalived for a VIP); ignored",
+      "groups.default.web.load_balancers: load-balancer registration is a no-op with the Proxmox provider (Proxmox has no load balancer); ignored"
+    ])
+  })
+
   it("are accepted with one warning each, so the original's configs still load", () => {
     const c = base() as Record<string, unknown> & ReturnType<typeof base>
     c.cluster["secrets"] = { provider: "object-storage" }
@@ -95,7 +106,7 @@ describe("fields of the original this build does not implement", () => {
       "shard.expiry: not used by this build; ignored",
       "templates.web.files: not used by this build; ignored",
       "groups.default.web.drain_timeout: not used by this build; ignored",
-      "load_balancers: not used by this build; ignored",
+      "load_balancers: load-balancer registration is a no-op with the Proxmox provider (Proxmox has no load balancer); ignored",
       "nat: not used by this build; ignored"
     ])
   })

@@ -110,6 +110,15 @@ const isObject = (value: unknown): value is Readonly<Record<string, unknown>> =>
 
 export const join = (path: string, key: string): string => (path === "" ? key : `${path}.${key}`)
 
+/**
+ * The Proxmox provider's answer (per the integration guide) to fields that ask for what it does not do:
+ * there is no leader network to assign, and load-balancer registration is a no-op.
+ */
+const PROXMOX_ANSWERS: Readonly<Record<string, string>> = {
+  leader_network: "not supported by the Proxmox provider (it cannot assign a leader network; use keepalived for a VIP); ignored",
+  load_balancers: "load-balancer registration is a no-op with the Proxmox provider (Proxmox has no load balancer); ignored"
+}
+
 /** Walks `value` along `spec`, reporting unknown keys as errors and ignored fields as warnings. */
 export const checkKeys = (
   value: unknown,
@@ -131,7 +140,7 @@ export const checkKeys = (
       const childSpec = known[key]
       if (childSpec !== undefined) checkKeys(child, childSpec, at, errors, warnings)
     } else if (spec.ignored?.includes(key)) {
-      warnings.push({ path: at, message: "not used by this build; ignored" })
+      warnings.push({ path: at, message: PROXMOX_ANSWERS[key] ?? "not used by this build; ignored" })
     } else {
       const suggestion = suggestKey(key, knownKeys)
       if (suggestion !== undefined) errors.push({ path: at, message: `unknown field; did you mean ${suggestion}?` })
