@@ -20,8 +20,8 @@ import {
 } from "../domain/config/index.js"
 import { objectPrefixProblem } from "../domain/objectKey.js"
 import { objectStoreLayer } from "../layers/ObjectStoreFromFlags.js"
-import { runDaemon } from "../shard/daemon.js"
 import { runEmbedded } from "../shard/embedded.js"
+import { runShards } from "../shard/ShardSupervisor.js"
 import { CONFIG_KEY } from "../shard/shardConfig.js"
 import { decodeUtf8, readInputFile } from "./errors.js"
 import { escapeControl } from "./escape.js"
@@ -37,9 +37,13 @@ export interface ServerStartOptions {
   readonly storage: StorageKind
   /** Bucket name, or the base directory for `file`. */
   readonly bucket: string
+  /** `--shard` as given: one shard ID, or several separated by commas (see `shardTargets`). */
   readonly shard: string
   readonly id: string
-  /** Key prefix of the shard's objects; `shard/{shard}/` unless given. */
+  /**
+   * Key prefix of the shard's objects; `shard/{shard}/` unless given. With several shards it is that
+   * pattern itself (`--prefix` is refused), each shard using its own ID in it.
+   */
   readonly prefix: string
   readonly cachedir: string
   readonly advertiseHost?: string
@@ -64,6 +68,18 @@ export interface StartFlags {
 
 const WILDCARD_HOSTS = new Set(["", "0.0.0.0", "::"])
 
+const DEFAULT_PREFIX = "shard/{shard}/"
+const defaultPrefix = (shard: string) => DEFAULT_PREFIX.replace("{shard}", shard)
+
+/** The shards of `--shard a,b`, in the order given. */
+export const shardIds = (shard: string): ReadonlyArray<string> => shard.split(",")
+
+/** Every shard this process runs, with the key prefix of its objects. */
+export const shardTargets = (start: ServerStartOptions): ReadonlyArray<{ readonly shard: string; readonly prefix: string }> => {
+  const shards = shardIds(start.shard)
+  return shards.length === 1 ? [{ shard: start.shard, prefix: start.prefix }] : shards.map((shard) => ({ shard, prefix: defaultPrefix(shard) }))
+}
+
 /**
  * Checks the start flags, the local config (if any) and the Proxmox environment; every problem is
  * returned as one line. Pure apart from what the caller passes in, so tests and the daemon share it.
@@ -80,13 +96,27 @@ export const checkStartOptions = (
   if (storage !== undefined && storage !== "" && !(STORAGE_KINDS as ReadonlyArray<string>).includes(storage)) {
     errors.push(`--storage must be one of ${STORAGE_KINDS.join(", ")} (got ${JSON.stringify(storage)})`)
   }
-  for (const flag of ["shard", "id"] as const) {
-    const value = flags[flag]
-    if (value === undefined || value === "") continue
-    const problem = identifierProblem(value)
-    if (problem !== undefined) errors.push(`--${flag} ${JSON.stringify(value)} ${problem}`)
+  const shards = flags.shard === undefined || flags.shard === "" ? [] : shardIds(flags.shard)
+  for (const shard of shards) {
+    const problem = identifierProblem(shard)
+    if (problem !== undefined) errors.push(`--shard ${JSON.stringify(shard)} ${problem}`)
   }
-  if (flags.prefix !== undefined) {
+  const duplicates = [...new Set(shards.filter((shard, index) => shard !== "" && shards.indexOf(shard) !== index))]
+  if (duplicates.length > 0) {
+    errors.push(`--shard ${JSON.stringify(flags.shard)} names ${duplicates.map((shard) => JSON.stringify(shard)).join(", ")} more than once; give each shard once`)
+  }
+  if (flags.id !== undefined && flags.id !== "") {
+    const problem = identifierProblem(flags.id)
+    if (problem !== undefined) errors.push(`--id ${JSON.stringify(flags.id)} ${problem}`)
+  }
+  const several = shards.length > 1
+  if (several && flags.prefix !== undefined) {
+    errors.push(`--prefix cannot be used with several shards: each shard keeps its objects under its own ${DEFAULT_PREFIX}`)
+  }
+  if (several && flags.configFile !== undefined) {
+    errors.push(`--config cannot be used with several shards: each shard reads its own ${DEFAULT_PREFIX}config.jsonc from the bucket`)
+  }
+  if (!several && flags.prefix !== undefined) {
     // The same rule every object store applies, checked here so a bad prefix refuses the start instead of
     // failing every read of the config (which startup would retry forever).
     const problem = flags.prefix.startsWith("/") ? `must not start with "/"` : objectPrefixProblem(flags.prefix)
@@ -108,7 +138,7 @@ export const checkStartOptions = (
   // This build drives only Proxmox, so the token is needed whatever the config says.
   const proxmox = readProxmoxEnv(env)
   if (Either.isLeft(proxmox)) errors.push(...proxmox.left)
-  if (config !== undefined && flags.shard !== undefined && config.config.shard.id !== flags.shard) {
+  if (!several && config !== undefined && flags.shard !== undefined && config.config.shard.id !== flags.shard) {
     errors.push(`--shard ${JSON.stringify(flags.shard)} does not match shard.id ${JSON.stringify(config.config.shard.id)} in ${flags.configFile ?? "the config"}`)
   }
   if (errors.length > 0 || Either.isLeft(proxmox)) return Either.left(errors)
@@ -118,7 +148,7 @@ export const checkStartOptions = (
     bucket: flags.bucket ?? "",
     shard,
     id: flags.id ?? "",
-    prefix: flags.prefix ?? `shard/${shard}/`,
+    prefix: several ? DEFAULT_PREFIX : flags.prefix ?? defaultPrefix(shard),
     cachedir: flags.cachedir,
     ...(flags.advertiseHost === undefined ? {} : { advertiseHost: flags.advertiseHost }),
     ...(flags.configFile === undefined ? {} : { configFile: flags.configFile }),
@@ -173,7 +203,7 @@ const options = {
     Options.optional
   ),
   bucket: text("bucket", "Bucket name (for --storage file: the base directory)"),
-  shard: text("shard", "Shard ID (one per Proxmox VE cluster): lowercase letters, digits, single '-', at most 32 characters"),
+  shard: text("shard", "Shard ID (one per Proxmox VE cluster): lowercase letters, digits, single '-', at most 32 characters; several separated by commas (a,b) run in one process, each on its own and restarted with backoff when it fails"),
   id: text("id", "This server's unique ID among the shard's replicas (same rules as --shard)"),
   prefix: text("prefix", "Key prefix of the shard's objects in the bucket (default shard/{shard}/)"),
   cachedir: Options.text("cachedir").pipe(
@@ -202,7 +232,9 @@ export const serverCommand = Command.make("nstance-server", options, (flags) =>
       return yield* runEmbedded(configFile === undefined ? {} : { configFile }).pipe(Effect.scoped, Effect.provide(logger))
     }
     let config: ParsedShardConfig | undefined
-    if (configFile !== undefined) {
+    // With several shards --config is refused below, so the file is not even read.
+    const several = shardIds(Option.getOrElse(flags.shard, () => "")).length > 1
+    if (configFile !== undefined && !several) {
       const parsed = parseShardConfig(yield* readConfigFile("--config", configFile))
       if (Either.isLeft(parsed)) {
         yield* printProblems(parsed.left.problems)
@@ -225,16 +257,23 @@ export const serverCommand = Command.make("nstance-server", options, (flags) =>
       return yield* exitWith(1)
     }
     const start = checked.right
-    return yield* runDaemon({
-      id: start.id,
-      ...(start.advertiseHost === undefined ? {} : { advertiseHost: start.advertiseHost }),
-      prefix: start.prefix,
-      store: objectStoreLayer({ storage: start.storage, bucket: start.bucket }),
-      config: start.config !== undefined && start.configFile !== undefined
-        ? { _tag: "Local", parsed: start.config, path: start.configFile }
-        : { _tag: "Store", key: CONFIG_KEY, shard: start.shard },
-      proxmox: start.proxmox
-    }).pipe(Effect.scoped, Effect.provide(logger))
+    // One store layer per shard: each daemon builds it in its own scope, so one shard's store trouble (or a
+    // restart) never reaches the others.
+    const store = objectStoreLayer({ storage: start.storage, bucket: start.bucket })
+    return yield* runShards(shardTargets(start).map(({ shard, prefix }) => ({
+      shard,
+      settings: {
+        id: start.id,
+        ...(start.advertiseHost === undefined ? {} : { advertiseHost: start.advertiseHost }),
+        prefix,
+        store,
+        config: start.config !== undefined && start.configFile !== undefined
+          ? { _tag: "Local", parsed: start.config, path: start.configFile }
+          : { _tag: "Store", key: CONFIG_KEY, shard },
+        proxmox: start.proxmox,
+        cachedir: start.cachedir
+      }
+    }))).pipe(Effect.scoped, Effect.provide(logger))
   })
 ).pipe(Command.withDescription(
   "Nstance server for Proxmox VE: keeps groups of VMs at their desired size. Start with --storage --bucket --shard --id " +

@@ -4,9 +4,14 @@
  * writing at once. Concurrent appends share one segment (group commit) through a queue drained by a single
  * writer fiber, and the folded state is updated only after the segment is durable. Snapshots
  * `snapshot/{seq:016}.json` carry a checksum; replay takes the newest valid one plus the segments after it.
+ * A local copy of the newest snapshot (`--cachedir`) lets a restart skip the snapshot download; it is
+ * trusted only while the store still holds the segment it ends at, byte for byte.
  */
-import { createHash } from "node:crypto"
+import { createHash, randomUUID } from "node:crypto"
+import * as fs from "node:fs/promises"
+import { join } from "node:path"
 import {
+  Data,
   Deferred,
   Duration,
   Effect,
@@ -36,6 +41,68 @@ export interface EventLogOptions {
   readonly snapshotEvery?: number
   /** Segments kept behind the newest snapshot when pruning (default 100). */
   readonly keepSegments?: number
+  /** A local copy of the newest snapshot, written with every store snapshot and tried first on replay. */
+  readonly cache?: SnapshotCache
+}
+
+/** The local snapshot copy could not be read or written; never fatal, the store is the truth. */
+export class SnapshotCacheError extends Data.TaggedError("SnapshotCacheError")<{
+  readonly operation: string
+  readonly path: string
+  readonly cause: unknown
+}> {
+  override get message() {
+    const reason = this.cause instanceof Error ? this.cause.message : String(this.cause)
+    return `cannot ${this.operation} ${this.path}: ${reason}`
+  }
+}
+
+/** Where the local copy of the newest snapshot lives: a file (`fileSnapshotCache`) or memory in tests. */
+export interface SnapshotCache {
+  /** The cached bytes; none when there is no copy yet. */
+  readonly read: () => Effect.Effect<Option.Option<Uint8Array>, SnapshotCacheError>
+  /** Replaces the copy; a reader sees the old bytes or the new ones, never a mix. */
+  readonly write: (bytes: Uint8Array) => Effect.Effect<void, SnapshotCacheError>
+}
+
+/** `{dir}/snapshot.json`, written atomically (temp file in the same directory, then rename); `dir` is created on write. */
+export const fileSnapshotCache = (dir: string): SnapshotCache => {
+  const path = join(dir, "snapshot.json")
+  return {
+    read: () =>
+      Effect.tryPromise({
+        try: async () => {
+          try {
+            return Option.some<Uint8Array>(new Uint8Array(await fs.readFile(path)))
+          } catch (error) {
+            if (typeof error === "object" && error !== null && "code" in error && error.code === "ENOENT") return Option.none<Uint8Array>()
+            throw error
+          }
+        },
+        catch: (cause) => new SnapshotCacheError({ operation: "read", path, cause })
+      }),
+    write: (bytes) =>
+      Effect.tryPromise({
+        try: async () => {
+          await fs.mkdir(dir, { recursive: true })
+          const tmp = join(dir, `.snapshot.json.${randomUUID()}.tmp`)
+          try {
+            const handle = await fs.open(tmp, "w")
+            try {
+              await handle.writeFile(bytes)
+              await handle.sync()
+            } finally {
+              await handle.close()
+            }
+            await fs.rename(tmp, path)
+          } catch (error) {
+            await fs.rm(tmp, { force: true })
+            throw error
+          }
+        },
+        catch: (cause) => new SnapshotCacheError({ operation: "write", path, cause })
+      })
+  }
 }
 
 // ---- keys and formats --------------------------------------------------------------------------------------
@@ -56,18 +123,24 @@ const decodeSegment = Schema.decodeUnknownEither(Schema.parseJson(Segment), stri
 
 const SnapshotFile = Schema.Struct({ seq: Schema.Int, state: Schema.Unknown, checksum: Schema.String })
 const decodeSnapshotFile = Schema.decodeUnknownEither(Schema.parseJson(SnapshotFile), strict)
+/** The cached copy also names the hash of segment `seq`, so a copy of another log (or a rewritten one) is never trusted. */
+const CachedSnapshotFile = Schema.Struct({ ...SnapshotFile.fields, segmentHash: Schema.String })
+const decodeCachedSnapshotFile = Schema.decodeUnknownEither(Schema.parseJson(CachedSnapshotFile), strict)
 
 const encoder = new TextEncoder()
 const decoder = new TextDecoder("utf-8", { fatal: true })
 
-const sha256 = (text: string) => createHash("sha256").update(text).digest("hex")
+const sha256 = (text: string | Uint8Array) => createHash("sha256").update(text).digest("hex")
 
 const segmentBody = (seq: number, events: ReadonlyArray<ShardEventEncoded>) => encoder.encode(JSON.stringify({ seq, events }))
 
-const snapshotBody = (seq: number, state: State) => {
+const snapshotJson = (seq: number, state: State) => {
   const stateJson = JSON.stringify(encodeState(state))
-  return encoder.encode(`{"seq":${seq},"state":${stateJson},"checksum":"${sha256(stateJson)}"}`)
+  return `{"seq":${seq},"state":${stateJson},"checksum":"${sha256(stateJson)}"`
 }
+const snapshotBody = (seq: number, state: State) => encoder.encode(`${snapshotJson(seq, state)}}`)
+const cachedSnapshotBody = (seq: number, state: State, segmentHash: string) =>
+  encoder.encode(`${snapshotJson(seq, state)},"segmentHash":"${segmentHash}"}`)
 
 const bytesEqual = (a: Uint8Array, b: Uint8Array) =>
   a.byteLength === b.byteLength && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength))
@@ -105,6 +178,23 @@ const parseSnapshot = (seq: number, body: Uint8Array): Either.Either<State, stri
     if (file.right.seq !== seq) return Either.left(`snapshot says seq ${file.right.seq}`)
     if (sha256(JSON.stringify(file.right.state)) !== file.right.checksum) return Either.left("checksum mismatch")
     return Either.mapLeft(decodeState(file.right.state), parseProblem)
+  })
+
+interface CachedSnapshot {
+  readonly seq: number
+  readonly state: State
+  readonly segmentHash: string
+}
+
+/** The cached copy, checked like a store snapshot (format, checksum, state), or why it cannot be used. */
+const parseCachedSnapshot = (body: Uint8Array): Either.Either<CachedSnapshot, string> =>
+  Either.flatMap(textOf(body), (text) => {
+    const file = decodeCachedSnapshotFile(text)
+    if (Either.isLeft(file)) return Either.left(parseProblem(file.left))
+    if (file.right.seq < 1) return Either.left(`it says seq ${file.right.seq}`)
+    if (sha256(JSON.stringify(file.right.state)) !== file.right.checksum) return Either.left("checksum mismatch")
+    const { seq, segmentHash } = file.right
+    return Either.map(Either.mapLeft(decodeState(file.right.state), parseProblem), (state) => ({ seq, state, segmentHash }))
   })
 
 // ---- store access ------------------------------------------------------------------------------------------
@@ -172,20 +262,27 @@ export interface Replayed {
   readonly lastEvents: ReadonlyArray<LoggedEvent>
   /** Sequence number of the snapshot replay started from (0 when none was usable). */
   readonly snapshotSeq: number
+  /** Where that snapshot came from: the store, the local cached copy, or nowhere (replay from seq 1). */
+  readonly snapshotSource: "store" | "cache" | "none"
 }
 
 const LAST_EVENTS = 100
 const FETCH_CONCURRENCY = 8
 
-/** The newest snapshot that reads, decodes and matches its checksum; corrupt ones are skipped with a warning. */
-const newestValidSnapshot = Effect.fn("eventLog.snapshot.load")(function* (store: ObjectStoreShape) {
-  const seqs: Array<number> = []
-  for (const key of yield* listKeys(store, "snapshot/")) {
-    const seq = seqOf(SNAPSHOT_KEY, key)
-    if (seq === undefined) yield* Effect.logWarning(`event log: ignoring ${key}: not a snapshot name`)
-    else seqs.push(seq)
-  }
-  seqs.sort((a, b) => b - a)
+/** Sequence numbers of the store's snapshots, newest first. */
+const snapshotSeqs = (store: ObjectStoreShape) =>
+  Effect.gen(function* () {
+    const seqs: Array<number> = []
+    for (const key of yield* listKeys(store, "snapshot/")) {
+      const seq = seqOf(SNAPSHOT_KEY, key)
+      if (seq === undefined) yield* Effect.logWarning(`event log: ignoring ${key}: not a snapshot name`)
+      else seqs.push(seq)
+    }
+    return seqs.sort((a, b) => b - a)
+  })
+
+/** The newest of `seqs` that reads, decodes and matches its checksum; corrupt ones are skipped with a warning. */
+const newestValidSnapshot = Effect.fn("eventLog.snapshot.load")(function* (store: ObjectStoreShape, seqs: ReadonlyArray<number>) {
   for (const seq of seqs) {
     const key = snapshotKey(seq)
     const body = yield* readKey(store, key)
@@ -197,14 +294,75 @@ const newestValidSnapshot = Effect.fn("eventLog.snapshot.load")(function* (store
   return Option.none<{ seq: number; state: State }>()
 })
 
+/** The cached snapshot when it parses; why not is logged (a missing copy silently). */
+const readCache = (cache: SnapshotCache) =>
+  Effect.gen(function* () {
+    const bytes = yield* cache.read()
+    if (Option.isNone(bytes)) return Option.none<CachedSnapshot>()
+    const parsed = parseCachedSnapshot(bytes.value)
+    if (Either.isRight(parsed)) return Option.some(parsed.right)
+    yield* Effect.logInfo(`event log: ignoring the cached snapshot (${parsed.left})`)
+    return Option.none<CachedSnapshot>()
+  }).pipe(
+    Effect.catchAll((error) => Effect.as(Effect.logInfo(`event log: ignoring the cached snapshot (${error.message})`), Option.none<CachedSnapshot>()))
+  )
+
 /**
- * Replays the log read-only: newest valid snapshot, then every segment after it in order. A segment that
- * does not decode, or a missing sequence number, fails with `LogCorrupt`; nothing is skipped. Usable
- * offline (`nstance-admin state`) since it never writes.
+ * Whether the store still holds segment `cached.seq` with the bytes the copy was taken after. This is what
+ * ties the copy to this log: a copy of another log, of a log since rewritten, or one pruned past, is refused.
  */
-export const replayStore = Effect.fn("eventLog.replay")(function* (store: ObjectStoreShape) {
-  const snapshot = yield* newestValidSnapshot(store)
-  const start = Option.getOrElse(snapshot, () => ({ seq: 0, state: emptyState }))
+const cacheMatchesStore = (store: ObjectStoreShape, cached: CachedSnapshot) =>
+  Effect.gen(function* () {
+    const segment = yield* readKey(store, segmentKey(cached.seq))
+    if (segment === undefined) {
+      yield* Effect.logInfo(`event log: ignoring the cached snapshot at seq ${cached.seq}: the store has no ${segmentKey(cached.seq)}`)
+      return false
+    }
+    if (sha256(segment) !== cached.segmentHash) {
+      yield* Effect.logInfo(`event log: ignoring the cached snapshot at seq ${cached.seq}: ${segmentKey(cached.seq)} differs (a copy of another log)`)
+      return false
+    }
+    return true
+  })
+
+/** Where replay starts: the cached copy when it is at least as new as the store's and matches it, else the store's newest valid snapshot. */
+const replayStart = (store: ObjectStoreShape, cache: SnapshotCache | undefined) =>
+  Effect.gen(function* () {
+    const seqs = yield* snapshotSeqs(store)
+    const cached = cache === undefined ? Option.none<CachedSnapshot>() : yield* readCache(cache)
+    const useCached = (above: number) =>
+      Effect.gen(function* () {
+        if (Option.isNone(cached)) return Option.none<CachedSnapshot>()
+        if (cached.value.seq < above) {
+          yield* Effect.logDebug(`event log: ignoring the cached snapshot at seq ${cached.value.seq}: the store has one at seq ${above}`)
+          return Option.none<CachedSnapshot>()
+        }
+        return (yield* cacheMatchesStore(store, cached.value)) ? cached : Option.none<CachedSnapshot>()
+      })
+    // At least as new as every listed snapshot: no snapshot download at all (the point of the copy).
+    const first = yield* useCached(seqs[0] ?? 0)
+    if (Option.isSome(first)) return { ...first.value, source: "cache" as const }
+    const fromStore = yield* newestValidSnapshot(store, seqs)
+    const storeSeq = Option.match(fromStore, { onNone: () => 0, onSome: (snapshot) => snapshot.seq })
+    // The newest listed snapshots were corrupt, and the copy is newer than the one that was valid.
+    if (Option.isSome(cached) && cached.value.seq < (seqs[0] ?? 0) && cached.value.seq > storeSeq) {
+      const second = yield* useCached(storeSeq)
+      if (Option.isSome(second)) return { ...second.value, source: "cache" as const }
+    }
+    return Option.match(fromStore, {
+      onNone: () => ({ seq: 0, state: emptyState, source: "none" as const }),
+      onSome: (snapshot) => ({ ...snapshot, source: "store" as const })
+    })
+  })
+
+/**
+ * Replays the log read-only: newest valid snapshot (or the cached copy, see `replayStart`), then every
+ * segment after it in order. A segment that does not decode, or a missing sequence number, fails with
+ * `LogCorrupt`; nothing is skipped. Usable offline (`nstance-admin state`) since it never writes.
+ */
+export const replayStore = Effect.fn("eventLog.replay")(function* (store: ObjectStoreShape, cache?: SnapshotCache) {
+  const start = yield* replayStart(store, cache)
+  if (start.source === "cache") yield* Effect.logInfo(`event log: replaying from the cached snapshot at seq ${start.seq}`)
   const last: Array<LoggedEvent> = []
   const result = yield* store.list("log/", start.seq === 0 ? undefined : segmentKey(start.seq)).pipe(
     Stream.mapError(unavailable("list", "log/")),
@@ -235,7 +393,13 @@ export const replayStore = Effect.fn("eventLog.replay")(function* (store: Object
       return Effect.succeed({ seq: segment.seq, state: fold(segment.events, acc.state) })
     })
   )
-  return { state: result.state, seq: result.seq, lastEvents: last.slice(-LAST_EVENTS), snapshotSeq: start.seq } satisfies Replayed
+  return {
+    state: result.state,
+    seq: result.seq,
+    lastEvents: last.slice(-LAST_EVENTS),
+    snapshotSeq: start.seq,
+    snapshotSource: start.source
+  } satisfies Replayed
 })
 
 // ---- the writer --------------------------------------------------------------------------------------------
@@ -311,6 +475,8 @@ export const makeEventLog: (store: ObjectStoreShape, options?: EventLogOptions) 
     const status = yield* Ref.make<Status>({ _tag: "Unopened" })
     /** Last durable segment, kept after a fence too (for status views). */
     const lastSeqRef = yield* Ref.make(0)
+    /** SHA-256 of the last durable segment's bytes, for the cached snapshot copy. */
+    const lastSegmentHash = yield* Ref.make("")
     const queue = yield* Queue.unbounded<Pending>()
     /** Events queued and not yet taken by the writer; reaching `maxBatch` ends the batch window early. */
     const queuedEvents = yield* Ref.make(0)
@@ -338,11 +504,12 @@ export const makeEventLog: (store: ObjectStoreShape, options?: EventLogOptions) 
         return error
       })
 
-    const commit = (seq: number, events: ReadonlyArray<ShardEvent>) =>
+    const commit = (seq: number, events: ReadonlyArray<ShardEvent>, body: Uint8Array) =>
       Effect.gen(function* () {
         const next = fold(events, yield* SubscriptionRef.get(stateRef))
         yield* SubscriptionRef.set(stateRef, next)
         yield* Ref.set(lastSeqRef, seq)
+        yield* Ref.set(lastSegmentHash, sha256(body))
         yield* Ref.update(status, (s) =>
           s._tag === "Open" ? { ...s, lastSeq: seq, sinceSnapshot: s.sinceSnapshot + events.length, inDoubt: undefined } : s
         )
@@ -378,7 +545,8 @@ export const makeEventLog: (store: ObjectStoreShape, options?: EventLogOptions) 
       const seq = s.lastSeq
       if (seq === 0) return { seq }
       const key = snapshotKey(seq)
-      const body = snapshotBody(seq, yield* SubscriptionRef.get(stateRef))
+      const state = yield* SubscriptionRef.get(stateRef)
+      const body = snapshotBody(seq, state)
       yield* retryTransient(store.put(key, body, ifAbsent)).pipe(
         // Someone already wrote the snapshot of this seq: a fold of the same segments, so the same state.
         Effect.catchTag("PreconditionFailed", () => Effect.void),
@@ -386,6 +554,12 @@ export const makeEventLog: (store: ObjectStoreShape, options?: EventLogOptions) 
       )
       yield* Ref.update(status, (current) => (current._tag === "Open" ? { ...current, sinceSnapshot: 0 } : current))
       yield* Effect.logDebug(`event log: snapshot ${key} written`)
+      if (options.cache !== undefined) {
+        // Only ever a shortcut for the next replay: a failure costs that replay a download, nothing else.
+        yield* options.cache.write(cachedSnapshotBody(seq, state, yield* Ref.get(lastSegmentHash))).pipe(
+          Effect.catchAll((error) => Effect.logWarning(`event log: the local snapshot copy was not updated: ${error.message}`))
+        )
+      }
       yield* prune(seq)
       return { seq }
     }).pipe(Effect.withSpan("eventLog.snapshot"))
@@ -402,7 +576,7 @@ export const makeEventLog: (store: ObjectStoreShape, options?: EventLogOptions) 
         }
         if (bytesEqual(current, doubt.body)) {
           yield* Effect.logWarning(`event log: segment ${doubt.seq}, reported unavailable, had landed; folding it in`)
-          yield* commit(doubt.seq, doubt.events)
+          yield* commit(doubt.seq, doubt.events, doubt.body)
           return Option.none<Fenced>()
         }
         return Option.some(yield* fence(term, doubt.seq, `${segmentKey(doubt.seq)} was written by another writer`))
@@ -433,7 +607,7 @@ export const makeEventLog: (store: ObjectStoreShape, options?: EventLogOptions) 
             const error = yield* fence(s.term, seq, `${segmentKey(seq)} was written by another writer`)
             return yield* settleAll(batch, Effect.fail(error))
           }
-          yield* commit(seq, events)
+          yield* commit(seq, events, body)
           yield* settleAll(batch, Effect.succeed({ seq }))
           const after = yield* Ref.get(status)
           if (after._tag === "Open" && after.sinceSnapshot >= cfg.snapshotEvery) {
@@ -483,9 +657,10 @@ export const makeEventLog: (store: ObjectStoreShape, options?: EventLogOptions) 
           if (before._tag !== "Unopened") {
             return yield* new LogUnavailable({ operation: "open", key: "log/", reason: `open called on a log that is ${before._tag.toLowerCase()}` })
           }
-          const replayed = yield* replayStore(store)
+          const replayed = yield* replayStore(store, options.cache)
           let state = replayed.state
           let seq = replayed.seq
+          let lastBody: Uint8Array | undefined
           const fencedBy = (candidate: State) =>
             // Our own term and replica means an earlier open of ours whose LeaderElected was in doubt.
             candidate.term > term || (candidate.term === term && candidate.leader !== replica)
@@ -497,10 +672,12 @@ export const makeEventLog: (store: ObjectStoreShape, options?: EventLogOptions) 
           if (Either.isLeft(encoded)) return yield* Effect.dieMessage(`event log: cannot encode LeaderElected: ${parseProblem(encoded.left)}`)
           for (;;) {
             const next = seq + 1
-            const outcome = yield* putSegment(store, next, segmentBody(next, [encoded.right]))
+            const body = segmentBody(next, [encoded.right])
+            const outcome = yield* putSegment(store, next, body)
             if (outcome._tag === "Written") {
               state = fold([elected], state)
               seq = next
+              lastBody = body
               break
             }
             // A straggling write of the previous leader, or a newer leader: fold it in and decide.
@@ -509,6 +686,7 @@ export const makeEventLog: (store: ObjectStoreShape, options?: EventLogOptions) 
             }
             state = fold(yield* parseSegment(segmentKey(next), next, outcome.body), state)
             seq = next
+            lastBody = outcome.body
             if (fencedBy(state)) {
               return yield* yield* fence(term, next, `${segmentKey(next)} carries term ${state.term} (leader ${state.leader ?? "unknown"})`)
             }
@@ -516,6 +694,7 @@ export const makeEventLog: (store: ObjectStoreShape, options?: EventLogOptions) 
           yield* SubscriptionRef.set(stateRef, state)
           yield* Ref.set(status, { _tag: "Open", term, lastSeq: seq, sinceSnapshot: seq - replayed.snapshotSeq, inDoubt: undefined })
           yield* Ref.set(lastSeqRef, seq)
+          yield* Ref.set(lastSegmentHash, lastBody === undefined ? "" : sha256(lastBody))
           yield* Effect.logInfo(`event log: opened at seq ${seq} as ${replica}, term ${term}`)
         })
       ).pipe(Effect.withSpan("eventLog.open", { attributes: { replica, term } }), Effect.annotateLogs({ component: "eventLog" }))

@@ -5,7 +5,9 @@
  */
 import { Duration, Effect, Layer, Schedule, type Scope, SubscriptionRef } from "effect"
 import { hostname } from "node:os"
+import { join } from "node:path"
 import type { Address, ParsedShardConfig } from "../domain/config/index.js"
+import { fileSnapshotCache } from "../layers/EventLogStore.js"
 import { makeLeaderLeaseOn } from "../layers/LeaderLeaseStore.js"
 import { ProxmoxApiHttp, type ProxmoxApiSettings, type PveSettingsError } from "../layers/ProxmoxApiHttp.js"
 import { scopeStore } from "../layers/ObjectStoreScoped.js"
@@ -25,6 +27,8 @@ export interface DaemonSettings {
   readonly config: ConfigSource
   /** PVE connection without the TLS choice, which comes from the shard config. */
   readonly proxmox: Omit<ProxmoxApiSettings, "insecureTls">
+  /** `--cachedir`: the newest snapshot is copied to `{cachedir}/{shard}/snapshot.json` so a restart reads only the tail. */
+  readonly cachedir?: string
 }
 
 /** The address written into `leader.json`: the configured one, its wildcard host replaced. */
@@ -73,7 +77,13 @@ export const runDaemon = (settings: DaemonSettings): Effect.Effect<never, StoreE
     }).pipe(Effect.orDie)
     // Built once, before the election: bad PVE settings stop the start instead of every leadership term.
     const pve = yield* Layer.build(ProxmoxApiHttp({ ...settings.proxmox, insecureTls: config.shard.infra.options.insecureTls }))
-    const work = leaderScope({ clusterId: config.cluster.id, shard: config.shard.id, replica: settings.id, config: configRef })
+    const work = leaderScope({
+      clusterId: config.cluster.id,
+      shard: config.shard.id,
+      replica: settings.id,
+      config: configRef,
+      ...(settings.cachedir === undefined ? {} : { eventLog: { cache: fileSnapshotCache(join(settings.cachedir, config.shard.id)) } })
+    })
     yield* lease.whileLeader((term) => work(term).pipe(Effect.provide(pve), Effect.provide(shardStore)))
     return yield* Effect.never
   }).pipe(Effect.provide(settings.store))

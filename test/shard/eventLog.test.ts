@@ -3,49 +3,14 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, describe, expect, it } from "@effect/vitest"
 import { Chunk, Effect, Either, Exit, Fiber, Option, Scope, Stream, TestClock } from "effect"
-import { InstanceRequested, LeaderElected, NodeChosen, type ShardEvent } from "../../src/domain/shard/events.js"
+import { LeaderElected, NodeChosen, type ShardEvent } from "../../src/domain/shard/events.js"
 import { encodeState, fold, getInstance, type State } from "../../src/domain/shard/state.js"
 import { type EventLogOptions, makeEventLog, replayStore, segmentKey, snapshotKey } from "../../src/layers/EventLogStore.js"
 import { makeFileStore } from "../../src/layers/ObjectStoreFile.js"
 import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
 import type { EventLogShape } from "../../src/services/EventLog.js"
+import { counted, enc, keysUnder, requested, segmentPuts, startLog, view } from "./logSupport.js"
 import { type ObjectStoreShape, StoreUnavailable } from "../../src/services/ObjectStore.js"
-
-const enc = new TextEncoder()
-const view = (state: State) => JSON.parse(JSON.stringify(encodeState(state)))
-
-const requested = (instanceId: string): ShardEvent =>
-  InstanceRequested.make({ instanceId, at: 1, tenant: "t", group: "web", kind: "web", specHash: "h", reason: "scale-up" })
-
-interface Counted {
-  readonly store: ObjectStoreShape
-  /** Keys of every PUT attempted through this wrapper, in order. */
-  readonly puts: Array<string>
-}
-
-const counted = (base: ObjectStoreShape): Counted => {
-  const puts: Array<string> = []
-  return {
-    puts,
-    store: { ...base, put: (key, body, pre) => Effect.suspend(() => (puts.push(key), base.put(key, body, pre))) }
-  }
-}
-
-const segmentPuts = (c: Counted) => c.puts.filter((key) => key.startsWith("log/")).length
-
-const keysUnder = (store: ObjectStoreShape, prefix: string) =>
-  store.list(prefix).pipe(
-    Stream.runCollect,
-    Effect.map((chunk) => Chunk.toReadonlyArray(chunk).map((meta) => meta.key))
-  )
-
-/** An event log in its own scope, so a test can close it like a process going away. */
-const startLog = (store: ObjectStoreShape, options: EventLogOptions = {}) =>
-  Effect.gen(function* () {
-    const scope = yield* Scope.make()
-    const log = yield* makeEventLog(store, options).pipe(Scope.extend(scope))
-    return { log, close: Scope.close(scope, Exit.void) }
-  })
 
 /** Runs appends concurrently, lets the batch window pass on the test clock, and collects the outcomes. */
 const appendConcurrently = (log: EventLogShape, batches: ReadonlyArray<ReadonlyArray<ShardEvent>>, window = 20) =>

@@ -1,0 +1,196 @@
+/**
+ * Several shards in one process (`--shard a,b`): each runs as its own daemon fiber, both lead their own
+ * shard on one bucket, and a shard that keeps failing (a config of another shard) is restarted with backoff
+ * while the other leads and creates its VMs. With one shard a fatal start error still ends the run.
+ */
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { afterAll, describe, expect, it } from "@effect/vitest"
+import { Deferred, Effect, Fiber, HashMap, Layer, Logger, Option, Schedule } from "effect"
+import { serverCommand } from "../../src/cli/server.js"
+import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
+import { scopeStore } from "../../src/layers/ObjectStoreScoped.js"
+import { ObjectStore, type ObjectStoreShape } from "../../src/services/ObjectStore.js"
+import { runShards, type SupervisedShard } from "../../src/shard/ShardSupervisor.js"
+import { CONFIG_KEY } from "../../src/shard/shardConfig.js"
+import { PveSimulator, type RunningSimulator } from "../../src/sim/server.js"
+import { runCommand } from "../support/cli.js"
+
+const TOKEN = { PROXMOX_TOKEN_ID: "nstance@pve!nstance-token", PROXMOX_TOKEN_SECRET: "secret" }
+
+const directories: Array<string> = []
+afterAll(() => {
+  for (const dir of directories) rmSync(dir, { recursive: true, force: true })
+})
+
+/** A one-VM shard config whose `shard.id` is `id`. */
+const configText = (id: string) => `{
+  "cluster": { "id": "acme", "leader_election": { "frequent_interval": "5s", "infrequent_interval": "30s", "leader_timeout": "15s" } },
+  "shard": {
+    "id": "${id}",
+    "infra": { "provider": "proxmox", "region": "dc1", "zone": "z", "options": { "insecure_tls": false, "cloud_init_iso_storage": "local" } },
+    "bind": { "health_addr": "0.0.0.0:8990", "election_addr": "0.0.0.0:8991", "registration_addr": "0.0.0.0:8992", "operator_addr": "0.0.0.0:8993", "agent_addr": "0.0.0.0:8994" },
+    "advertise": { "health_addr": ":8990", "election_addr": ":8991", "registration_addr": "10.0.0.100:8992", "operator_addr": "10.0.0.100:8993", "agent_addr": "10.0.0.100:8994" },
+    "subnet_pools": { "nodes": ["vmbr0"] },
+    "garbage_collection": { "interval": "2m", "registration_timeout": "5m" },
+    "request_timeout": "30s",
+    "create_rate_limit": "100ms",
+    "health_check_interval": "1m"
+  },
+  "defaults": { "args": { "StoragePool": "local-lvm", "TemplateName": "debian-13-template" } },
+  "templates": { "web": { "kind": "web", "instance_type": "cpu:1,memory:1024,disk:10", "subnet_pool": "nodes" } },
+  "groups": { "site": { "web": { "template": "web", "size": 1 } } }
+}
+`
+
+const enc = new TextEncoder()
+const dec = new TextDecoder()
+
+interface Line {
+  readonly shard: string | undefined
+  readonly text: string
+  readonly level: string
+}
+
+const shardSettings = (sim: RunningSimulator, store: ObjectStoreShape, shard: string): SupervisedShard => ({
+  shard,
+  settings: {
+    id: "test-replica",
+    advertiseHost: "127.0.0.1",
+    prefix: `shard/${shard}/`,
+    store: Layer.succeed(ObjectStore, store),
+    config: { _tag: "Store", key: CONFIG_KEY, shard },
+    proxmox: { apiUrl: sim.url, tokenId: sim.tokenId, tokenSecret: sim.tokenSecret }
+  }
+})
+
+/** Runs shards a and b (configs as given) on one memory store and the simulator until `until` holds. */
+const runTwo = (configs: Readonly<Record<string, string>>, until: (lines: ReadonlyArray<Line>) => boolean) =>
+  Effect.gen(function* () {
+    const store = makeMemoryStore()
+    for (const [shard, text] of Object.entries(configs)) yield* scopeStore(store, `shard/${shard}/`).put(CONFIG_KEY, enc.encode(text))
+    const sim = yield* PveSimulator({ http: true, sharedStorage: true, nodeMemoryGiB: 128 })
+    const lines: Array<Line> = []
+    const done = yield* Deferred.make<void>()
+    const capture = Logger.make(({ annotations, logLevel, message }) => {
+      const shard = HashMap.get(annotations, "shard").pipe(Option.map(String), Option.getOrUndefined)
+      lines.push({ shard, level: logLevel.label, text: Array.isArray(message) ? message.join(" ") : String(message) })
+      if (until(lines)) Deferred.unsafeDone(done, Effect.void)
+    })
+    const fiber = yield* runShards(["a", "b"].map((shard) => shardSettings(sim, store, shard)), { restart: Schedule.spaced("100 millis") }).pipe(
+      Effect.scoped,
+      Effect.provide(Logger.replace(Logger.defaultLogger, capture)),
+      Effect.fork
+    )
+    yield* Deferred.await(done).pipe(
+      Effect.timeoutFail({
+        duration: "20 seconds",
+        onTimeout: () => new Error(`the awaited log lines did not come within 20 s; logged:\n${lines.map((line) => `[${line.shard}] ${line.text}`).join("\n")}`)
+      })
+    )
+    yield* Fiber.interrupt(fiber)
+    const lease = (shard: string) =>
+      scopeStore(store, `shard/${shard}/`).get("leader.json").pipe(
+        Effect.option,
+        Effect.map(Option.map((object) => JSON.parse(dec.decode(object.body)) as Record<string, unknown>)),
+        Effect.map(Option.getOrUndefined)
+      )
+    const vms = [...sim.model.vms.values()].filter((vm) => vm.config.get("template") !== "1").map((vm) => ({ tags: vm.config.get("tags"), status: vm.status }))
+    return { lines, vms, leaseA: yield* lease("a"), leaseB: yield* lease("b") }
+  })
+
+const runningIn = (lines: ReadonlyArray<Line>, shard: string) => lines.some((line) => line.shard === shard && / running as VM \d+ on pve\d$/.test(line.text))
+
+describe("several shards in one process", () => {
+  it.scopedLive("both shards lead on one bucket, each creating its VM, and both resign on shutdown", () =>
+    Effect.gen(function* () {
+      const { lines, vms, leaseA, leaseB } = yield* runTwo({ a: configText("a"), b: configText("b") }, (seen) => runningIn(seen, "a") && runningIn(seen, "b"))
+      for (const shard of ["a", "b"]) {
+        expect(lines).toContainEqual({ shard, level: "INFO", text: "lease: acquired term 1" })
+        expect(vms).toContainEqual({ tags: `nstance;acme;${shard}`, status: "running" })
+      }
+      // The same --id in both shards' elections; resigned on the way out (Go zero time).
+      for (const lease of [leaseA, leaseB]) {
+        expect(lease?.["leaderID"]).toBe("test-replica")
+        expect(lease?.["lastUpdated"]).toBe("0001-01-01T00:00:00Z")
+      }
+      // Every line of the shards' work says which shard it is about.
+      expect(lines.filter((line) => line.text.includes("requested for")).every((line) => line.shard !== undefined)).toBe(true)
+    }))
+
+  it.scopedLive("a shard whose config names another shard keeps failing and is restarted, while the other leads", () =>
+    Effect.gen(function* () {
+      const stopped = (seen: ReadonlyArray<Line>) => seen.filter((line) => line.shard === "b" && line.level === "ERROR" && line.text.startsWith("shard b stopped"))
+      const { lines, vms, leaseA, leaseB } = yield* runTwo({ a: configText("a"), b: configText("c") }, (seen) => runningIn(seen, "a") && stopped(seen).length >= 3)
+      expect(stopped(lines)[0]?.text).toBe(
+        `shard b stopped: --shard "b" does not match shard.id "c" in shard/b/config.jsonc; refusing to act for another shard (push the right config, or fix --shard); ` +
+          "the other shards keep running, restarting it after a backoff"
+      )
+      expect(leaseA?.["leaderID"]).toBe("test-replica")
+      // b never joined any election, and nothing was created for it (or for c).
+      expect(leaseB).toBeUndefined()
+      expect(vms.map((vm) => vm.tags)).toEqual(["nstance;acme;a"])
+    }))
+
+  it.scopedLive("with one shard a config of another shard still ends the run with ShardMismatch", () =>
+    Effect.gen(function* () {
+      const store = makeMemoryStore()
+      yield* scopeStore(store, "shard/a/").put(CONFIG_KEY, enc.encode(configText("c")))
+      const sim = yield* PveSimulator({ http: true, sharedStorage: true, nodeMemoryGiB: 128 })
+      const error = yield* Effect.flip(runShards([shardSettings(sim, store, "a")]).pipe(Effect.scoped, Effect.provide(Logger.remove(Logger.defaultLogger))))
+      expect(error).toMatchObject({ _tag: "ShardMismatch", shard: "a", configShard: "c", key: "shard/a/config.jsonc" })
+    }))
+})
+
+describe("nstance-server --shard a,b (flag checks and the command end to end)", () => {
+  const dir = mkdtempSync(join(tmpdir(), "nstance-supervisor-"))
+  directories.push(dir)
+  const server = (args: ReadonlyArray<string>, env: Readonly<Record<string, string>> = TOKEN, interruptAfterMs?: number) =>
+    runCommand(serverCommand, "nstance-server", args, {
+      env: { PROXMOX_API_URL: undefined, ...env },
+      ...(interruptAfterMs === undefined ? {} : { interruptAfterMs })
+    })
+  const start = ["--storage", "file", "--bucket", join(dir, "bucket"), "--id", "r1"]
+
+  it.each([
+    ["a shard given twice", ["--shard", "a,b,a"], [`✗ --shard "a,b,a" names "a" more than once; give each shard once`]],
+    ["a shard ID that breaks the rules", ["--shard", "a,B,"], [
+      `✗ --shard "B" must contain only lowercase alphanumeric characters and hyphens, with no leading/trailing/consecutive hyphens`,
+      `✗ --shard "" cannot be empty`
+    ]],
+    ["--prefix with several shards", ["--shard", "a,b", "--prefix", "x/"], [
+      "✗ --prefix cannot be used with several shards: each shard keeps its objects under its own shard/{shard}/"
+    ]],
+    ["--config with several shards (the file is not even read)", ["--shard", "a,b", "--config", join(dir, "missing.jsonc")], [
+      "✗ --config cannot be used with several shards: each shard reads its own shard/{shard}/config.jsonc from the bucket"
+    ]]
+  ] as ReadonlyArray<readonly [string, ReadonlyArray<string>, ReadonlyArray<string>]>)("refuses %s in one line each (exit 1)", async (_label, args, expected) => {
+    const result = await server([...start, ...args])
+    expect(result.stderr.trimEnd().split("\n")).toEqual(expected)
+    expect(result.status).toBe(1)
+  })
+
+  it.scopedLive("runs both shards from one bucket: each writes and resigns its own lease", () =>
+    Effect.gen(function* () {
+      const sim = yield* PveSimulator({ http: true, sharedStorage: true, nodeMemoryGiB: 128 })
+      const bucket = join(dir, "run")
+      for (const shard of ["a", "b"]) {
+        mkdirSync(join(bucket, "shard", shard), { recursive: true })
+        writeFileSync(join(bucket, "shard", shard, "config.jsonc"), configText(shard))
+      }
+      const result = yield* Effect.promise(() =>
+        server(
+          ["--storage", "file", "--bucket", bucket, "--shard", "a,b", "--id", "r1", "--cachedir", join(dir, "cache"), "--log-format", "json"],
+          { PROXMOX_API_URL: sim.url, PROXMOX_TOKEN_ID: sim.tokenId, PROXMOX_TOKEN_SECRET: sim.tokenSecret },
+          4_000
+        ))
+      expect(result.status).toBe(0)
+      const logged = result.stdout.trimEnd().split("\n").filter((line) => line.startsWith("{")).map((line) => JSON.parse(line) as { message: unknown; annotations: Record<string, unknown> })
+      for (const shard of ["a", "b"]) {
+        expect(logged.some((line) => line.annotations["shard"] === shard && line.message === "lease: acquired term 1")).toBe(true)
+        const lease = JSON.parse(readFileSync(join(bucket, "shard", shard, "leader.json"), "utf8")) as Record<string, unknown>
+        expect(lease).toMatchObject({ leaderID: "r1", lastUpdated: "0001-01-01T00:00:00Z" })
+      }
+    }))
+})
