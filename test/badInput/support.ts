@@ -4,7 +4,6 @@
  */
 import { execFile } from "node:child_process"
 import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs"
-import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { promisify } from "node:util"
@@ -47,14 +46,4 @@ export const filesUnder = (dir: string): ReadonlyArray<string> =>
 
 export const lines = (text: string) => text.trimEnd().split("\n")
 
-/** A loopback port that nothing listens on: bind one, then close it. */
-export const closedPort = () =>
-  new Promise<number>((resolve, reject) => {
-    const listener = createServer()
-    listener.once("error", reject)
-    listener.listen(0, "127.0.0.1", () => {
-      const address = listener.address()
-      const port = typeof address === "object" && address !== null ? address.port : 0
-      listener.close(() => resolve(port))
-    })
-  })
+export { closedPort } from "../support/net.js"

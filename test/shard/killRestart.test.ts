@@ -10,6 +10,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { describe, expect, it } from "@effect/vitest"
 import { type RunningSimulator, startSimulator } from "../../src/sim/server.js"
+import { collectJsonMessages } from "../support/spawn.js"
 
 const INSTANCE_NAME = /^[a-z]{3}[0-9a-hj-km-np-tv-z]{26}$/
 const DESIRED = 12
@@ -19,20 +20,7 @@ const startServer = (sim: RunningSimulator, bucket: string) => {
     "bin/nstance-server.js", "--storage", "file", "--bucket", bucket, "--shard", "pve-a", "--id", "replica-1",
     "--config", "examples/single-cluster.jsonc", "--advertise-host", "127.0.0.1", "--log-format", "json"
   ], { env: { PATH: process.env["PATH"] ?? "", PROXMOX_API_URL: sim.url, PROXMOX_TOKEN_ID: sim.tokenId, PROXMOX_TOKEN_SECRET: sim.tokenSecret } })
-  const messages: Array<string> = []
-  let buffered = ""
-  child.stdout?.on("data", (chunk: Buffer) => {
-    buffered += chunk.toString()
-    const lines = buffered.split("\n")
-    buffered = lines.pop() ?? ""
-    for (const line of lines) {
-      try {
-        messages.push((JSON.parse(line) as { message: string }).message)
-      } catch {
-        messages.push(line)
-      }
-    }
-  })
+  const { messages } = collectJsonMessages(child.stdout)
   const exited = new Promise<{ status: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on("close", (status, signal) => resolve({ status, signal })))
   return { child, messages, exited }
 }

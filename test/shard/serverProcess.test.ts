@@ -4,6 +4,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { describe, expect, it } from "@effect/vitest"
 import { startSimulator } from "../../src/sim/server.js"
+import { collectJsonMessages } from "../support/spawn.js"
 
 /**
  * Starts the real, compiled `nstance-server` (as `runBin` does: `node bin/nstance-server.js`, asynchronously),
@@ -18,24 +19,11 @@ const runServer = (
 ) =>
   new Promise<{ status: number | null; signal: NodeJS.Signals | null; messages: ReadonlyArray<string>; notJson: ReadonlyArray<string>; stderr: string }>((resolve, reject) => {
     const child = spawn(process.execPath, ["bin/nstance-server.js", ...args], { env: { PATH: process.env["PATH"] ?? "", ...env } })
-    const messages: Array<string> = []
-    const notJson: Array<string> = []
-    let buffered = ""
     let stderr = ""
     let stopping = false
     const timer = setTimeout(() => child.kill("SIGKILL"), killAfterMs)
-    child.stdout.on("data", (chunk: Buffer) => {
-      buffered += chunk.toString()
-      const lines = buffered.split("\n")
-      buffered = lines.pop() ?? ""
-      for (const line of lines) {
-        try {
-          messages.push((JSON.parse(line) as { message: string }).message)
-        } catch {
-          notJson.push(line)
-        }
-      }
-      if (!stopping && until(messages)) {
+    const { messages, notJson, flush } = collectJsonMessages(child.stdout, (seen) => {
+      if (!stopping && until(seen)) {
         stopping = true
         child.kill("SIGTERM")
       }
@@ -44,7 +32,7 @@ const runServer = (
     child.on("error", (error) => { clearTimeout(timer); reject(error) })
     child.on("close", (status, signal) => {
       clearTimeout(timer)
-      if (buffered !== "") notJson.push(buffered)
+      flush()
       resolve({ status, signal, messages, notJson, stderr })
     })
   })

@@ -8,7 +8,6 @@
  */
 import { execFile } from "node:child_process"
 import { existsSync } from "node:fs"
-import { createServer } from "node:net"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 
@@ -102,14 +101,4 @@ export const s3ChildEnv = (env: S3TestEnv, overrides: Record<string, string> = {
   ...s3Vars(env, overrides)
 })
 
-/** A loopback port that nothing listens on: bind one, then close it. */
-export const closedPort = () =>
-  new Promise<number>((resolve, reject) => {
-    const server = createServer()
-    server.once("error", reject)
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address()
-      const port = typeof address === "object" && address !== null ? address.port : 0
-      server.close(() => resolve(port))
-    })
-  })
+export { closedPort } from "../support/net.js"

@@ -38,3 +38,28 @@ export const runProcess = (file: string, args: ReadonlyArray<string>, options: S
 /** `runBin("nstance-admin", ["--version"])`: the compiled command, as an operator runs it. */
 export const runBin = (name: "nstance-admin" | "nstance-server" | "nstance-pve-sim", args: ReadonlyArray<string>, options: SpawnOptions = {}) =>
   runProcess(process.execPath, [`bin/${name}.js`, ...args], options)
+
+/**
+ * Collects the `message` of every JSON log line a process writes to stdout (lines that are not JSON go
+ * to `notJson`); `flush` takes in a last line without a newline once the process has ended.
+ */
+export const collectJsonMessages = (stdout: NodeJS.ReadableStream | null, onLine: (messages: ReadonlyArray<string>) => void = () => {}) => {
+  const messages: Array<string> = []
+  const notJson: Array<string> = []
+  let buffered = ""
+  const take = (line: string) => {
+    try {
+      messages.push((JSON.parse(line) as { message: string }).message)
+    } catch {
+      notJson.push(line)
+    }
+  }
+  stdout?.on("data", (chunk: Buffer) => {
+    buffered += chunk.toString()
+    const lines = buffered.split("\n")
+    buffered = lines.pop() ?? ""
+    for (const line of lines) take(line)
+    onLine(messages)
+  })
+  return { messages, notJson, flush: () => { if (buffered !== "") take(buffered); buffered = "" } }
+}

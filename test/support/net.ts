@@ -1,0 +1,14 @@
+/** Loopback helpers for tests that need an address where nothing answers. */
+import { createServer } from "node:net"
+
+/** A loopback port that nothing listens on: bind one, then close it. */
+export const closedPort = () =>
+  new Promise<number>((resolve, reject) => {
+    const listener = createServer()
+    listener.once("error", reject)
+    listener.listen(0, "127.0.0.1", () => {
+      const address = listener.address()
+      const port = typeof address === "object" && address !== null ? address.port : 0
+      listener.close(() => resolve(port))
+    })
+  })
