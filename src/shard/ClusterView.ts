@@ -5,8 +5,9 @@
  * whether its disks allow a clone onto another node). Cached answers are dropped when a read fails.
  */
 import { Clock, Context, Duration, Effect, Layer, Ref } from "effect"
-import { type Demand, NoPlacement, nodeResourcesFrom, type NodeResources, placeOne, withVmPlaced } from "../domain/placement.js"
+import { type Demand, type NoPlacement, nodeResourcesFrom, type NodeResources, withVmPlaced } from "../domain/placement.js"
 import { type PveError, ProxmoxApi } from "../services/ProxmoxApi.js"
+import { Scheduler } from "../services/Scheduler.js"
 import { NODE_RESOURCES_TTL, PLACEMENT_CHARGE_TTL } from "./policies.js"
 
 export interface TemplateRef {
@@ -47,6 +48,7 @@ export const ClusterViewLive = Layer.effect(
   ClusterView,
   Effect.gen(function* () {
     const pve = yield* ProxmoxApi
+    const scheduler = yield* Scheduler
     const [nodes, invalidateNodes] = yield* Effect.cachedInvalidateWithTTL(pve.nodeResources(), NODE_RESOURCES_TTL)
     const [vms, invalidateVms] = yield* Effect.cachedInvalidateWithTTL(pve.vmResources(), TEMPLATE_TTL)
     const charges = yield* Ref.make<ReadonlyArray<Charge>>([])
@@ -64,8 +66,7 @@ export const ClusterViewLive = Layer.effect(
         let view: ReadonlyArray<NodeResources> = entries.map(nodeResourcesFrom)
         for (const charge of live) view = view.map((node) => (node.node === charge.node ? withVmPlaced(node, charge.demand) : node))
         if (allowed !== undefined) view = view.filter((node) => allowed.includes(node.node))
-        const placed = placeOne(view, demand)
-        if (placed instanceof NoPlacement) return yield* placed
+        const placed = yield* scheduler.place(view, demand)
         yield* Ref.update(charges, (list) => [...list, { node: placed.node, demand, until: now + Duration.toMillis(PLACEMENT_CHARGE_TTL) }])
         return { node: placed.node, score: placed.score }
       })

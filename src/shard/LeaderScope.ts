@@ -8,6 +8,7 @@
 import { Effect, HashMap, Layer, type SubscriptionRef } from "effect"
 import type { ParsedShardConfig } from "../domain/config/index.js"
 import { IsoBuilder9660 } from "../layers/IsoBuilder9660.js"
+import { SchedulerTopsis } from "../layers/SchedulerTopsis.js"
 import { EventLogStore, type EventLogOptions } from "../layers/EventLogStore.js"
 import { EventLog } from "../services/EventLog.js"
 import { InstanceIdsLive } from "../services/InstanceIds.js"
@@ -36,7 +37,7 @@ export interface LeaderScopeSettings {
 export const leaderLayer = (settings: LeaderScopeSettings, term: number) => {
   const context = Layer.succeed(ShardContext, ShardContext.of({ ...settings, term }))
   const log = EventLogStore(settings.eventLog)
-  const base = Layer.mergeAll(context, log, InstanceIdsLive, IsoBuilder9660)
+  const base = Layer.mergeAll(context, log, InstanceIdsLive, IsoBuilder9660, SchedulerTopsis)
   const limitsAndView = Layer.mergeAll(SagaLimitsLive, ClusterViewLive).pipe(Layer.provideMerge(base))
   return SagaRunnerLive.pipe(Layer.provideMerge(limitsAndView))
 }
