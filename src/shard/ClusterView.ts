@@ -52,7 +52,8 @@ export const ClusterViewLive = Layer.effect(
     const [nodes, invalidateNodes] = yield* Effect.cachedInvalidateWithTTL(pve.nodeResources(), NODE_RESOURCES_TTL)
     const [vms, invalidateVms] = yield* Effect.cachedInvalidateWithTTL(pve.vmResources(), TEMPLATE_TTL)
     const charges = yield* Ref.make<ReadonlyArray<Charge>>([])
-    const byNode = new Map<string, { readonly at: number; readonly list: ReadonlyArray<{ readonly vmid: number; readonly name?: string | undefined; readonly template: boolean }> }>()
+    /** Per node, one shared (single-flight) read of its VM list: concurrent template lookups make one call. */
+    const byNode = new Map<string, Effect.Effect<ReadonlyArray<{ readonly vmid: number; readonly name?: string | undefined; readonly template: boolean }>, PveError>>()
     const sharedStorage = new Map<string, boolean>()
     const invalidate = Effect.all([invalidateNodes, invalidateVms], { discard: true }).pipe(
       Effect.zipRight(Effect.sync(() => { byNode.clear(); sharedStorage.clear() }))
@@ -73,12 +74,14 @@ export const ClusterViewLive = Layer.effect(
 
     const qemuOn = (node: string) =>
       Effect.gen(function* () {
-        const now = yield* Clock.currentTimeMillis
-        const cached = byNode.get(node)
-        if (cached !== undefined && now - cached.at < Duration.toMillis(TEMPLATE_TTL)) return cached.list
-        const list = yield* pve.listQemu(node)
-        byNode.set(node, { at: now, list })
-        return list
+        let shared = byNode.get(node)
+        if (shared === undefined) {
+          const [list, drop] = yield* Effect.cachedInvalidateWithTTL(pve.listQemu(node), TEMPLATE_TTL)
+          // A failed read is not kept: the next lookup asks again.
+          shared = list.pipe(Effect.tapError(() => drop))
+          byNode.set(node, shared)
+        }
+        return yield* shared
       })
 
     const isShared = (node: string, storage: string) =>

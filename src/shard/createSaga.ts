@@ -71,13 +71,25 @@ const ourVmOn = (instanceId: string, node: string, vmid: number) =>
     )
   })
 
-/** Who holds VMID `vmid` right now, looked up on the nodes where our clone could have put it. */
+/**
+ * Who holds VMID `vmid` right now, looked up on the nodes where our clone could have put it. A clone in
+ * progress holds its VMID with a placeholder config that carries only `lock: clone` — no name yet — so
+ * whose it is cannot be told until the clone ends: `Busy`.
+ */
 const vmidHolder = (instanceId: string, vmid: number, nodes: ReadonlyArray<string>) =>
   Effect.gen(function* () {
     const pve = yield* ProxmoxApi
     for (const node of [...new Set(nodes)]) {
       const found = yield* pve.vmConfig(node, vmid).pipe(
-        Effect.map((config) => Option.some(config.name === instanceId ? ({ _tag: "Ours", node, locked: config.lock !== undefined } as const) : ({ _tag: "Theirs", node } as const))),
+        Effect.map((config) =>
+          Option.some(
+            config.name === instanceId
+              ? ({ _tag: "Ours", node, locked: config.lock !== undefined } as const)
+              : config.name === undefined && config.lock !== undefined
+              ? ({ _tag: "Busy", node, lock: config.lock } as const)
+              : ({ _tag: "Theirs", node } as const)
+          )
+        ),
         Effect.catchTag("PveApiError", (error) => (isNotFound(error) ? Effect.succeed(Option.none()) : Effect.fail(error)))
       )
       if (Option.isSome(found)) return found
@@ -171,6 +183,10 @@ export const createStep = (instance: Instance, resumed: boolean) =>
             yield* log.append([Cloned.make({ instanceId: id, at: yield* now, vmid, node: holder.value.node })])
             return
           }
+          // Our own clone may still be running (a crash left it behind): cloning again would make a second VM.
+          if (Option.isSome(holder) && holder.value._tag === "Busy") {
+            return yield* waitingStepError(id, step, `VM ${vmid} is being created (lock: ${holder.value.lock}); waiting to see whose it is`)
+          }
           if (Option.isSome(holder)) vmid = undefined
         }
         for (let collisions = 0; ; collisions++) {
@@ -204,6 +220,9 @@ export const createStep = (instance: Instance, resumed: boolean) =>
           if (Option.isSome(holder) && holder.value._tag === "Ours") {
             yield* log.append([Cloned.make({ instanceId: id, at: yield* now, vmid: newid, node: holder.value.node })])
             return
+          }
+          if (Option.isSome(holder) && holder.value._tag === "Busy") {
+            return yield* waitingStepError(id, step, `VMID ${newid} is taken by a clone in progress (perhaps ours); waiting to see whose it is`)
           }
           yield* Effect.logWarning(`${id}: VMID ${newid} is taken by another VM; trying the next one`)
           vmid = undefined
@@ -266,6 +285,14 @@ export const createStep = (instance: Instance, resumed: boolean) =>
         const running = resumed && (yield* pve.vmStatus(node, vmid).pipe(Effect.mapError(stepErrorFrom(id, step)))).status === "running"
         if (!running) {
           yield* limits.onNode(node)(pve.start(node, vmid).pipe(Effect.flatMap((upid) => pve.waitTask(node, upid)))).pipe(
+            // A start that fails because the VM already runs (an earlier start, still in flight when a
+            // leader crashed, got there first) is a success: the status decides, not the message.
+            Effect.catchAll((error) =>
+              pve.vmStatus(node, vmid).pipe(
+                Effect.orElseFail(() => error),
+                Effect.flatMap((status) => (status.status === "running" ? Effect.void : Effect.fail(error)))
+              )
+            ),
             Effect.mapError(stepErrorFrom(id, step))
           )
         }

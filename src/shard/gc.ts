@@ -7,7 +7,7 @@
  * instance uses. Every suspicion from the lagging cluster listing is confirmed on the VM's node first.
  */
 import { Clock, Duration, Effect, HashMap, Option, SubscriptionRef } from "effect"
-import { type ShardEvent, DeleteRequested, type DeleteReason } from "../domain/shard/events.js"
+import { type ShardEvent, DeleteRequested, type DeleteReason, VmidsSeen } from "../domain/shard/events.js"
 import { EventLog } from "../services/EventLog.js"
 import { ProxmoxApi } from "../services/ProxmoxApi.js"
 import { adoptionOf, unknownOwnedVms } from "./adopt.js"
@@ -98,12 +98,17 @@ export const makeGc = Effect.gen(function* () {
     const fresh = yield* log.state
     const usedVmids = new Set<number>()
     for (const [, instance] of fresh.instances) if (instance.vmid !== undefined) usedVmids.add(instance.vmid)
-    let orphanIsos = 0
-    for (const [volid, node] of isos) {
+    const orphans = [...isos].filter(([volid]) => {
       const ours = OUR_ISO.exec(volid)
       const original = ORIGINAL_ISO.exec(volid)
-      const orphan = ours !== null ? !HashMap.has(fresh.instances, ours[1]!) : original !== null ? !usedVmids.has(Number(original[1])) : false
-      if (!orphan) continue
+      return ours !== null ? !HashMap.has(fresh.instances, ours[1]!) : original !== null ? !usedVmids.has(Number(original[1])) : false
+    })
+    // Deleting an ISO has no intent event of its own, and a deposed leader's state does not know the new
+    // leader's instances — whose fresh ISOs would look orphaned to it. A no-op fenced append, after the
+    // listing and before the first delete, makes a deposed leader stop here (Fenced) instead.
+    if (orphans.length > 0) yield* log.append([VmidsSeen.make({ highest: fresh.vmidHighWater })])
+    let orphanIsos = 0
+    for (const [volid, node] of orphans) {
       yield* pve.deleteVolume(node, storage, volid).pipe(
         Effect.flatMap(Option.match({ onNone: () => Effect.void, onSome: (upid) => Effect.asVoid(pve.waitTask(node, upid)) })),
         Effect.catchAll((error) => Effect.logWarning(`gc: could not delete ${volid} on ${node}: ${error.message}`))
