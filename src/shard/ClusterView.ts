@@ -6,6 +6,7 @@
  */
 import { Clock, Context, Duration, Effect, Layer, Ref } from "effect"
 import { type Demand, type NoPlacement, nodeResourcesFrom, type NodeResources, withVmPlaced } from "../domain/placement.js"
+import type { StorageEntry } from "../domain/pve/schemas.js"
 import { type PveError, ProxmoxApi } from "../services/ProxmoxApi.js"
 import { Scheduler } from "../services/Scheduler.js"
 import { NODE_RESOURCES_TTL, PLACEMENT_CHARGE_TTL } from "./policies.js"
@@ -54,9 +55,10 @@ export const ClusterViewLive = Layer.effect(
     const charges = yield* Ref.make<ReadonlyArray<Charge>>([])
     /** Per node, one shared (single-flight) read of its VM list: concurrent template lookups make one call. */
     const byNode = new Map<string, Effect.Effect<ReadonlyArray<{ readonly vmid: number; readonly name?: string | undefined; readonly template: boolean }>, PveError>>()
-    const sharedStorage = new Map<string, boolean>()
+    /** Per node, one shared read of its storages (whether each is shared decides which storage lock a clone takes). */
+    const storageByNode = new Map<string, Effect.Effect<ReadonlyArray<StorageEntry>, PveError>>()
     const invalidate = Effect.all([invalidateNodes, invalidateVms], { discard: true }).pipe(
-      Effect.zipRight(Effect.sync(() => { byNode.clear(); sharedStorage.clear() }))
+      Effect.zipRight(Effect.sync(() => { byNode.clear(); storageByNode.clear() }))
     )
 
     const place: ClusterViewShape["place"] = (demand, allowed) =>
@@ -84,15 +86,20 @@ export const ClusterViewLive = Layer.effect(
         return yield* shared
       })
 
-    const isShared = (node: string, storage: string) =>
+    /** One `GET /nodes/{node}/storage` per node for the term, shared by concurrent callers; a failed read is not kept. */
+    const storagesOn = (node: string) =>
       Effect.gen(function* () {
-        const key = `${node}/${storage}`
-        const known = sharedStorage.get(key)
-        if (known !== undefined) return known
-        const storages = yield* pve.listStorage(node)
-        for (const entry of storages) sharedStorage.set(`${node}/${entry.storage}`, entry.shared === true)
-        return sharedStorage.get(key) ?? false
+        let shared = storageByNode.get(node)
+        if (shared === undefined) {
+          const [list, drop] = yield* Effect.cachedInvalidateWithTTL(pve.listStorage(node), Duration.infinity)
+          shared = list.pipe(Effect.tapError(() => drop))
+          storageByNode.set(node, shared)
+        }
+        return yield* shared
       })
+
+    const isShared = (node: string, storage: string) =>
+      Effect.map(storagesOn(node), (storages) => storages.find((entry) => entry.storage === storage)?.shared === true)
 
     const templateByName: ClusterViewShape["templateByName"] = (node, name) =>
       Effect.gen(function* () {

@@ -17,10 +17,14 @@ export const MAX_VMID = 999_999_999
 export interface SagaLimitsShape {
   readonly onNode: (node: string) => <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
   /**
-   * A turn at a storage's allocation lock: per node for local storage, cluster-wide for shared storage
-   * (PVE's lock on a shared storage is one for all nodes). Full clones and disk resizes take it.
+   * A turn at a storage's allocation lock, for a full clone: per node for local storage, cluster-wide for
+   * shared storage (PVE's lock on a shared storage is one for all nodes). Clones also pass a gate of their
+   * own first, so at most one clone waits on the lock at a time and a resize (`resizeSlot`) never queues
+   * behind a whole batch of clones — a VM can start while the rest of its batch is still being copied.
    */
-  readonly storageSlot: (node: string, storage: string, shared: boolean) => <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  readonly cloneSlot: (node: string, storage: string, shared: boolean) => <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  /** A turn at the same storage lock for a disk resize, without the clones' gate. */
+  readonly resizeSlot: (node: string, storage: string, shared: boolean) => <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
   /** Waits until a creation may start under `create_rate_limit` (zero: at once). */
   readonly creationTurn: (spacing: Duration.Duration) => Effect.Effect<void>
   /** A VMID above the log's high-water mark and every VMID handed out before. */
@@ -47,7 +51,11 @@ export const SagaLimitsLive = Layer.effect(
     const rateGate = Effect.unsafeMakeSemaphore(1)
     return SagaLimits.of({
       onNode: (node) => semaphore(`node/${node}`, NODE_API_CONCURRENCY).withPermits(1),
-      storageSlot: (node, storage, shared) => semaphore(shared ? `storage/*/${storage}` : `storage/${node}/${storage}`, CLONES_PER_STORAGE).withPermits(1),
+      cloneSlot: (node, storage, shared) => {
+        const key = shared ? `*/${storage}` : `${node}/${storage}`
+        return (effect) => semaphore(`clone-gate/${key}`, 1).withPermits(1)(semaphore(`storage/${key}`, CLONES_PER_STORAGE).withPermits(1)(effect))
+      },
+      resizeSlot: (node, storage, shared) => semaphore(`storage/${shared ? `*/${storage}` : `${node}/${storage}`}`, CLONES_PER_STORAGE).withPermits(1),
       creationTurn: (spacing) =>
         Duration.toMillis(spacing) <= 0
           ? Effect.void

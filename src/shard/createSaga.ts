@@ -197,7 +197,7 @@ export const createStep = (instance: Instance, resumed: boolean) =>
           }
           const newid = vmid
           const shared = yield* view.isShared(node, spec.storagePool).pipe(Effect.mapError(stepErrorFrom(id, step)))
-          const cloned = yield* limits.storageSlot(node, spec.storagePool, shared)(limits.onNode(templateNode)(
+          const cloned = yield* limits.cloneSlot(node, spec.storagePool, shared)(limits.onNode(templateNode)(
             pve.clone(templateNode, templateVmid, {
               newid,
               name: id,
@@ -262,7 +262,7 @@ export const createStep = (instance: Instance, resumed: boolean) =>
         if (diskSize !== undefined && instance.diskSize !== diskSize) {
           const storage = (yield* groupSpec(config, instance, "resize")).spec.storagePool
           const shared = yield* view.isShared(node, storage).pipe(Effect.mapError(stepErrorFrom(id, "resize")))
-          const grown = yield* limits.storageSlot(node, storage, shared)(
+          const grown = yield* limits.resizeSlot(node, storage, shared)(
             pve.resize(node, vmid, BOOT_DISK, diskSize).pipe(
               Effect.flatMap(Option.match({ onNone: () => Effect.void, onSome: (upid) => Effect.asVoid(pve.waitTask(node, upid)) }))
             )
