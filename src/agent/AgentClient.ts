@@ -1,0 +1,186 @@
+/**
+ * The agent side of the `Agent` RPC group, shared by the simulator's guests and a future `nstance-agent`:
+ * register with the nonce from the user-data (a fresh Ed25519 key pair, the private key never leaves the
+ * caller), then report health and renew the certificate with requests signed by that key. Transport
+ * failures and HTTP 413 come back as typed errors too, so a caller never has to parse a defect.
+ */
+import { generateKeyPairSync } from "node:crypto"
+import { FetchHttpClient, HttpClient, HttpClientError } from "@effect/platform"
+import { RpcClient, RpcClientError, RpcSerialization } from "@effect/rpc"
+import { Clock, Data, Effect, Layer, Redacted, type Scope } from "effect"
+import {
+  type AgentHealthStatus,
+  healthStatement,
+  renewStatement,
+  signStatement
+} from "../domain/agent/signedRequest.js"
+import {
+  AgentRpcs,
+  type InvalidCertificate,
+  type InvalidNonce,
+  type InvalidPayload,
+  MAX_REQUEST_BYTES,
+  type NonceReused,
+  type NotLeader,
+  PayloadTooLarge,
+  type UnknownInstance
+} from "../rpc/AgentRpc.js"
+
+/** What a registered agent holds. Keep `privateKeyPem` on the VM; the rest is public. */
+export interface AgentIdentity {
+  readonly instanceId: string
+  readonly certificatePem: string
+  readonly caPem: string
+  readonly publicKeyPem: string
+  readonly privateKeyPem: Redacted.Redacted<string>
+  /** Call `renew` this many seconds after the certificate was issued. */
+  readonly renewAfterSeconds: number
+}
+
+export interface RegisterAgentRequest {
+  /** The nonce from the instance's user-data. */
+  readonly nonce: string | Redacted.Redacted<string>
+  readonly ips?: { readonly ipv4?: string | undefined; readonly ipv6?: string | undefined }
+  readonly hostname?: string | undefined
+}
+
+/** The endpoint could not be reached or did not answer with an RPC response. */
+export class AgentTransportError extends Data.TaggedError("AgentTransportError")<{
+  readonly url: string
+  readonly reason: string
+  readonly cause?: unknown
+}> {
+  override get message() {
+    return `agent endpoint ${this.url}: ${this.reason}`
+  }
+}
+
+export type RegisterAgentError =
+  | InvalidNonce
+  | UnknownInstance
+  | NonceReused
+  | NotLeader
+  | PayloadTooLarge
+  | InvalidPayload
+  | AgentTransportError
+export type ReportHealthError = InvalidCertificate | UnknownInstance | NotLeader | PayloadTooLarge | InvalidPayload | AgentTransportError
+export type RenewCertificateError = ReportHealthError
+
+export interface AgentClient {
+  readonly url: string
+  readonly register: (request: RegisterAgentRequest) => Effect.Effect<AgentIdentity, RegisterAgentError>
+  readonly reportHealth: (identity: AgentIdentity, status?: AgentHealthStatus) => Effect.Effect<void, ReportHealthError>
+  /** A new key pair and a certificate for it, authorised by the current one. */
+  readonly renew: (identity: AgentIdentity) => Effect.Effect<AgentIdentity, RenewCertificateError>
+}
+
+const newKeyPair = () => {
+  const { privateKey, publicKey } = generateKeyPairSync("ed25519")
+  return {
+    publicKeyPem: publicKey.export({ type: "spki", format: "pem" }) as string,
+    privateKeyPem: Redacted.make(privateKey.export({ type: "pkcs8", format: "pem" }) as string)
+  }
+}
+
+// Signing times strictly increase within the process: the server refuses a time it has already seen.
+let lastSignedAt = 0
+const nextSignedAt = Effect.map(Clock.currentTimeMillis, (now) => (lastSignedAt = Math.max(now, lastSignedAt + 1)))
+
+const transportError = (url: string) => (error: RpcClientError.RpcClientError): Effect.Effect<never, AgentTransportError | PayloadTooLarge> => {
+  const cause = error.cause
+  if (HttpClientError.isHttpClientError(cause) && cause._tag === "ResponseError") {
+    if (cause.response.status === 413) {
+      return cause.response.json.pipe(
+        Effect.map((body) => (body as { maxLength?: unknown } | null)?.maxLength),
+        Effect.orElseSucceed(() => undefined),
+        Effect.flatMap((max) => new PayloadTooLarge({ field: "body", maxLength: typeof max === "number" ? max : MAX_REQUEST_BYTES }))
+      )
+    }
+    return Effect.fail(new AgentTransportError({ url, reason: `HTTP ${cause.response.status}`, cause }))
+  }
+  return Effect.fail(new AgentTransportError({ url, reason: error.message, cause }))
+}
+
+/**
+ * Non-2xx answers (413 from the body limit, a proxy's 502) become errors instead of bodies the NDJSON
+ * parser would wait on. The protocol maps every client error to `RpcClientError`, so the added error type
+ * does not escape; the option's signature just cannot say so.
+ */
+const statusOk = HttpClient.filterStatusOk as <E, R>(client: HttpClient.HttpClient.With<E, R>) => HttpClient.HttpClient.With<E, R>
+
+/** A client of the agent endpoint at `url` (e.g. `http://10.0.0.2:8993/agent`), alive while the scope is. */
+export const makeAgentClient = (url: string): Effect.Effect<AgentClient, never, Scope.Scope> =>
+  Effect.gen(function* () {
+    const protocol = yield* Layer.build(
+      RpcClient.layerProtocolHttp({ url, transformClient: statusOk }).pipe(
+        Layer.provide(RpcSerialization.layerNdjson),
+        Layer.provide(FetchHttpClient.layer)
+      )
+    )
+    const rpc = yield* RpcClient.make(AgentRpcs).pipe(Effect.provide(protocol))
+    const onTransport = transportError(url)
+
+    return {
+      url,
+      register: (request) =>
+        Effect.gen(function* () {
+          const keys = newKeyPair()
+          const result = yield* rpc.RegisterAgent({
+            nonce: Redacted.isRedacted(request.nonce) ? Redacted.value(request.nonce) : request.nonce,
+            publicKeyPem: keys.publicKeyPem,
+            privateIpv4: request.ips?.ipv4,
+            privateIpv6: request.ips?.ipv6,
+            hostname: request.hostname
+          }).pipe(Effect.catchTag("RpcClientError", onTransport))
+          return {
+            instanceId: result.instanceId,
+            certificatePem: result.certificatePem,
+            caPem: result.caPem,
+            renewAfterSeconds: result.renewAfterSeconds,
+            ...keys
+          }
+        }).pipe(Effect.withSpan("agentClient.register")),
+
+      reportHealth: (identity, status = "healthy") =>
+        Effect.gen(function* () {
+          const signedAt = yield* nextSignedAt
+          const statement = healthStatement({ certificatePem: identity.certificatePem, status, signedAt })
+          yield* rpc.ReportHealth({
+            certificatePem: identity.certificatePem,
+            status,
+            signedAt,
+            signature: signStatement(Redacted.value(identity.privateKeyPem), statement)
+          }).pipe(Effect.catchTag("RpcClientError", onTransport))
+        }).pipe(Effect.withSpan("agentClient.reportHealth")),
+
+      renew: (identity) =>
+        Effect.gen(function* () {
+          const keys = newKeyPair()
+          const signedAt = yield* nextSignedAt
+          const statement = renewStatement({ certificatePem: identity.certificatePem, publicKeyPem: keys.publicKeyPem, signedAt })
+          const result = yield* rpc.RenewCertificate({
+            certificatePem: identity.certificatePem,
+            publicKeyPem: keys.publicKeyPem,
+            signedAt,
+            signature: signStatement(Redacted.value(identity.privateKeyPem), statement)
+          }).pipe(Effect.catchTag("RpcClientError", onTransport))
+          return {
+            ...identity,
+            certificatePem: result.certificatePem,
+            caPem: result.caPem,
+            renewAfterSeconds: result.renewAfterSeconds,
+            ...keys
+          }
+        }).pipe(Effect.withSpan("agentClient.renew"))
+    }
+  })
+
+/** One registration: a fresh key pair, `RegisterAgent`, and the resulting identity. */
+export const registerAgent = (url: string, request: RegisterAgentRequest) =>
+  Effect.scoped(Effect.flatMap(makeAgentClient(url), (client) => client.register(request)))
+
+export const reportHealth = (url: string, identity: AgentIdentity, status?: AgentHealthStatus) =>
+  Effect.scoped(Effect.flatMap(makeAgentClient(url), (client) => client.reportHealth(identity, status)))
+
+export const renewCertificate = (url: string, identity: AgentIdentity) =>
+  Effect.scoped(Effect.flatMap(makeAgentClient(url), (client) => client.renew(identity)))

@@ -1,0 +1,81 @@
+/**
+ * An in-process `AgentBackend`: the agent endpoint's backend in tests, benches and standalone simulator
+ * runs, where no shard leader stands behind it. Besides the contract it lets the caller announce expected
+ * registrations, flip leadership and read back everything recorded (which tests scan for leaked nonces).
+ */
+import { Clock, Effect, Layer, Option } from "effect"
+import { NonceReused, UnknownInstance } from "../rpc/AgentRpc.js"
+import {
+  AgentBackend,
+  type AgentBackendShape,
+  type AgentHealthStatus,
+  type RegisteredAgent,
+  type RegistrationState,
+  type RenewedCertificate
+} from "../services/AgentBackend.js"
+
+export interface HealthReport {
+  readonly instanceId: string
+  readonly status: AgentHealthStatus
+  readonly atMillis: number
+}
+
+export interface MemoryAgentBackend extends AgentBackendShape {
+  /** An instance now waits for registration with the nonce of `nonceHash`. */
+  readonly expect: (instanceId: string, expected: { tenant: string; group: string; nonceHash: string }) => Effect.Effect<void>
+  /** The instance is gone: later calls for it fail with `UnknownInstance`. */
+  readonly forget: (instanceId: string) => Effect.Effect<void>
+  /** None: this replica leads; Some(addr): `NotLeader{leaderAddr: addr}`. */
+  readonly setLeaderRedirect: (redirect: Option.Option<string>) => Effect.Effect<void>
+  readonly registrations: Effect.Effect<ReadonlyArray<RegisteredAgent>>
+  readonly healthReports: Effect.Effect<ReadonlyArray<HealthReport>>
+  readonly renewals: Effect.Effect<ReadonlyArray<RenewedCertificate>>
+}
+
+export const makeMemoryAgentBackend = (): MemoryAgentBackend => {
+  const states = new Map<string, RegistrationState>()
+  const registrations: Array<RegisteredAgent> = []
+  const healthReports: Array<HealthReport> = []
+  const renewals: Array<RenewedCertificate> = []
+  let redirect: Option.Option<string> = Option.none()
+
+  const state = (instanceId: string): RegistrationState => states.get(instanceId) ?? { _tag: "Unknown" }
+
+  return {
+    leaderRedirect: Effect.sync(() => redirect),
+    registrationState: (instanceId) => Effect.sync(() => state(instanceId)),
+    recordRegistered: (registration) =>
+      Effect.suspend((): Effect.Effect<void, NonceReused | UnknownInstance> => {
+        const current = state(registration.instanceId)
+        if (current._tag === "Unknown") return Effect.fail(new UnknownInstance({ instanceId: registration.instanceId }))
+        if (current._tag === "Registered" || current.nonceHash !== registration.nonceHash) {
+          return Effect.fail(new NonceReused({ instanceId: registration.instanceId }))
+        }
+        states.set(registration.instanceId, { _tag: "Registered", nonceHash: registration.nonceHash })
+        registrations.push(registration)
+        return Effect.void
+      }),
+    recordHealth: (instanceId, status) =>
+      Effect.gen(function* () {
+        if (state(instanceId)._tag !== "Registered") return yield* new UnknownInstance({ instanceId })
+        healthReports.push({ instanceId, status, atMillis: yield* Clock.currentTimeMillis })
+      }),
+    recordRenewed: (renewal) =>
+      Effect.suspend(() => {
+        if (state(renewal.instanceId)._tag !== "Registered") {
+          return Effect.fail(new UnknownInstance({ instanceId: renewal.instanceId }))
+        }
+        renewals.push(renewal)
+        return Effect.void
+      }),
+    expect: (instanceId, expected) => Effect.sync(() => void states.set(instanceId, { _tag: "Awaiting", ...expected })),
+    forget: (instanceId) => Effect.sync(() => void states.delete(instanceId)),
+    setLeaderRedirect: (next) => Effect.sync(() => void (redirect = next)),
+    registrations: Effect.sync(() => [...registrations]),
+    healthReports: Effect.sync(() => [...healthReports]),
+    renewals: Effect.sync(() => [...renewals])
+  }
+}
+
+/** A fresh, empty backend that leads; use `makeMemoryAgentBackend` to also get the controls. */
+export const AgentBackendMemory = Layer.sync(AgentBackend, makeMemoryAgentBackend)

@@ -1,0 +1,230 @@
+/**
+ * The agent endpoint: handlers for the `Agent` RPC group on top of the cluster PKI and an `AgentBackend`,
+ * and a layer serving them over HTTP (NDJSON) with a request body limit. Registration order matters: the
+ * nonce is verified (signature, expiry, kind, cluster/shard), matched by hash against the registration the
+ * instance awaits, a certificate is issued for the agent's key, and only then is the registration recorded
+ * — so a bad public key never burns the nonce, and a lost race to record never hands out a certificate.
+ */
+import { createServer } from "node:http"
+import { type HttpApp, HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import { NodeHttpServer } from "@effect/platform-node"
+import { RpcSerialization, RpcServer } from "@effect/rpc"
+import { Cause, Clock, Duration, Effect, Layer, Option } from "effect"
+import { nonceHash } from "../domain/agent/nonce.js"
+import {
+  healthStatement,
+  renewStatement,
+  SIGNATURE_WINDOW_MILLIS,
+  verifyStatement
+} from "../domain/agent/signedRequest.js"
+import { AgentBackend } from "../services/AgentBackend.js"
+import { ClusterPki, type VerifiedClientCertificate } from "../services/ClusterPki.js"
+import {
+  AgentRpcs,
+  decodeStrict,
+  InvalidCertificate,
+  InvalidNonce,
+  InvalidPayload,
+  MAX_REQUEST_BYTES,
+  NonceReused,
+  NotLeader,
+  RegisterAgentPayload,
+  RenewCertificatePayload,
+  ReportHealthPayload,
+  UnknownInstance
+} from "./AgentRpc.js"
+
+export interface AgentServiceOptions {
+  /** The cluster and shard this endpoint serves: nonces minted for others are refused. */
+  readonly cluster: string
+  readonly shard: string
+  /** Lifetime of issued client certificates; agents are told to renew after two thirds of it. */
+  readonly certificateTtl: Duration.DurationInput
+}
+
+export interface AgentServerOptions extends AgentServiceOptions {
+  /** Interface to bind (`shard.bind.agent_addr`'s host); default all interfaces. */
+  readonly host?: string
+  /** 0 picks a free port; read it from `HttpServer.HttpServer`'s address. */
+  readonly port: number
+  /** Default `/agent`. */
+  readonly path?: HttpRouter.PathInput
+  /** Largest request body read; larger ones get HTTP 413. Default `MAX_REQUEST_BYTES` (16 KiB). */
+  readonly maxRequestBytes?: number
+}
+
+const decodeRegister = decodeStrict(RegisterAgentPayload)
+const decodeHealth = decodeStrict(ReportHealthPayload)
+const decodeRenew = decodeStrict(RenewCertificatePayload)
+
+/** Beyond this many remembered signing times, those too old to be replayed anyway are dropped. */
+const SIGNED_AT_MEMORY = 10_000
+
+/** The `Agent` group's handlers; needs `ClusterPki` and `AgentBackend`. */
+export const AgentHandlersLive = (options: AgentServiceOptions) =>
+  AgentRpcs.toLayer(Effect.gen(function* () {
+    const pki = yield* ClusterPki
+    const backend = yield* AgentBackend
+    const audience = { cluster: options.cluster, shard: options.shard }
+    const renewAfterSeconds = Math.max(1, Math.floor((Duration.toSeconds(options.certificateTtl) * 2) / 3))
+    // Per procedure and instance, the newest signing time accepted: a captured request cannot be replayed
+    // on this replica. (After a failover the ±5 minute window alone bounds a replay.)
+    const lastSignedAt = new Map<string, number>()
+
+    const requireLeader = Effect.flatMap(backend.leaderRedirect, Option.match({
+      onNone: () => Effect.void,
+      onSome: (leaderAddr) => Effect.fail(new NotLeader({ leaderAddr }))
+    }))
+
+    const authenticate = (procedure: string, certificatePem: string, signedAt: number, signature: string, statement: Uint8Array) =>
+      Effect.gen(function* () {
+        const cert: VerifiedClientCertificate = yield* pki.verifyClientCertificate(certificatePem).pipe(
+          Effect.mapError((e) => new InvalidCertificate({ reason: e.reason, detail: e.detail }))
+        )
+        if (!verifyStatement(cert.publicKeyPem, statement, signature)) {
+          return yield* new InvalidCertificate({
+            reason: "BadSignature",
+            detail: "the request signature does not verify with the key of the certificate presented"
+          })
+        }
+        const now = yield* Clock.currentTimeMillis
+        if (Math.abs(now - signedAt) > SIGNATURE_WINDOW_MILLIS) {
+          return yield* new InvalidCertificate({
+            reason: "StaleSignature",
+            detail: `signed at ${new Date(signedAt).toISOString()}, more than 5 minutes from the server's clock`
+          })
+        }
+        const key = `${procedure}/${cert.instanceId}`
+        const last = lastSignedAt.get(key)
+        if (last !== undefined && signedAt <= last) {
+          return yield* new InvalidCertificate({ reason: "StaleSignature", detail: "not newer than the last request accepted" })
+        }
+        if (lastSignedAt.size >= SIGNED_AT_MEMORY) {
+          for (const [k, t] of lastSignedAt) if (t < now - SIGNATURE_WINDOW_MILLIS) lastSignedAt.delete(k)
+        }
+        lastSignedAt.set(key, signedAt)
+        return cert
+      })
+
+    const issue = (instanceId: string, tenant: string, publicKeyPem: string) =>
+      pki.issueClientCertificate({ instanceId, tenant, publicKeyPem, ttl: options.certificateTtl }).pipe(
+        Effect.mapError((e) => new InvalidPayload({ field: "publicKeyPem", reason: e.reason }))
+      )
+
+    return AgentRpcs.of({
+      RegisterAgent: (wire) =>
+        Effect.gen(function* () {
+          const payload = yield* decodeRegister(wire)
+          yield* requireLeader
+          const claims = yield* pki.verifyNonce(payload.nonce, audience).pipe(
+            Effect.mapError((e) => new InvalidNonce({ reason: e.reason, detail: e.message }))
+          )
+          const instanceId = claims.sub
+          const hash = nonceHash(payload.nonce)
+          const state = yield* backend.registrationState(instanceId)
+          if (state._tag === "Unknown") return yield* new UnknownInstance({ instanceId })
+          if (state._tag === "Registered" || state.nonceHash !== hash) return yield* new NonceReused({ instanceId })
+          const issued = yield* issue(instanceId, state.tenant, payload.publicKeyPem)
+          yield* backend.recordRegistered({
+            instanceId,
+            ips: { ipv4: payload.privateIpv4, ipv6: payload.privateIpv6 },
+            hostname: payload.hostname,
+            nonceHash: hash,
+            certificateSerial: issued.serial,
+            certificateNotAfter: issued.notAfter
+          })
+          yield* Effect.logInfo("agent registered").pipe(Effect.annotateLogs({
+            instance: instanceId,
+            ipv4: payload.privateIpv4 ?? "",
+            ipv6: payload.privateIpv6 ?? "",
+            nonceHash: hash
+          }))
+          return { certificatePem: issued.certificatePem, caPem: pki.caPem, instanceId, renewAfterSeconds }
+        }).pipe(Effect.withSpan("agent.RegisterAgent")),
+
+      ReportHealth: (wire) =>
+        Effect.gen(function* () {
+          const payload = yield* decodeHealth(wire)
+          yield* requireLeader
+          const status = payload.status ?? "healthy"
+          const cert = yield* authenticate(
+            "ReportHealth",
+            payload.certificatePem,
+            payload.signedAt,
+            payload.signature,
+            healthStatement({ certificatePem: payload.certificatePem, status, signedAt: payload.signedAt })
+          )
+          yield* backend.recordHealth(cert.instanceId, status)
+          return { ok: true as const }
+        }).pipe(Effect.withSpan("agent.ReportHealth")),
+
+      RenewCertificate: (wire) =>
+        Effect.gen(function* () {
+          const payload = yield* decodeRenew(wire)
+          yield* requireLeader
+          const cert = yield* authenticate(
+            "RenewCertificate",
+            payload.certificatePem,
+            payload.signedAt,
+            payload.signature,
+            renewStatement(payload)
+          )
+          const issued = yield* issue(cert.instanceId, cert.tenant, payload.publicKeyPem)
+          yield* backend.recordRenewed({
+            instanceId: cert.instanceId,
+            certificateSerial: issued.serial,
+            certificateNotAfter: issued.notAfter
+          })
+          return { certificatePem: issued.certificatePem, caPem: pki.caPem, renewAfterSeconds }
+        }).pipe(Effect.withSpan("agent.RenewCertificate"))
+    })
+  }))
+
+const isBodyLimitDefect = (defect: unknown): boolean => {
+  const cause = (defect as { cause?: unknown } | null)?.cause
+  return cause instanceof Error && cause.message.includes("maxBytes")
+}
+
+const tooLarge = (maxBytes: number) =>
+  HttpServerResponse.unsafeJson({ _tag: "PayloadTooLarge", field: "body", maxLength: maxBytes }, { status: 413 })
+
+/**
+ * Refuses bodies over `maxBytes`: one whose Content-Length says so gets 413 before anything is read (the
+ * agent client, like any fetch of a string body, always sends it). A chunked body is cut off when the read
+ * passes the limit; platform-node then destroys the request stream, so that client sees its connection
+ * reset rather than the 413 answered here. Either way nothing beyond the limit is buffered.
+ */
+const bodyLimit = (maxBytes: number) => <E, R>(app: HttpApp.Default<E, R>): HttpApp.Default<E, R> =>
+    Effect.gen(function* () {
+      const request = yield* HttpServerRequest.HttpServerRequest
+      const declared = Number(request.headers["content-length"])
+      if (Number.isFinite(declared) && declared > maxBytes) return tooLarge(maxBytes)
+      return yield* app.pipe(
+        HttpIncomingMessage.withMaxBodySize(Option.some(maxBytes)),
+        Effect.catchAllCause((cause) => {
+          const defect = Cause.dieOption(cause)
+          return Option.isSome(defect) && isBodyLimitDefect(defect.value) ? Effect.succeed(tooLarge(maxBytes)) : Effect.failCause(cause)
+        })
+      )
+    })
+
+let routerCount = 0
+
+/**
+ * Serves the `Agent` group at `http://{host}:{port}{path}` until the layer's scope closes. The output
+ * includes `HttpServer.HttpServer`, whose `address` gives the bound port. Needs `ClusterPki` and
+ * `AgentBackend`.
+ */
+export const AgentServerLive = (options: AgentServerOptions) => {
+  // A router of its own (not HttpRouter.Default): another server in the process must not share its routes.
+  class AgentRouter extends HttpRouter.Tag(`nstance/AgentRouter/${++routerCount}`)<AgentRouter>() {}
+  const rpc = RpcServer.layer(AgentRpcs).pipe(
+    Layer.provide(AgentHandlersLive(options)),
+    Layer.provide(RpcServer.layerProtocolHttp({ path: options.path ?? "/agent", routerTag: AgentRouter })),
+    Layer.provide(RpcSerialization.layerNdjson)
+  )
+  return AgentRouter.serve(bodyLimit(options.maxRequestBytes ?? MAX_REQUEST_BYTES)).pipe(
+    Layer.provide(rpc),
+    Layer.provideMerge(NodeHttpServer.layer(createServer, { port: options.port, host: options.host }))
+  )
+}

@@ -1,0 +1,60 @@
+/**
+ * What the agent endpoint needs from the shard: whether this replica leads, what registration an instance
+ * awaits, and where registrations, health reports and renewals go. The shard's leader implements it on its
+ * event log; tests and the simulator use `AgentBackendMemory`. Nonces reach it only as hashes.
+ */
+import { Context, type Effect, type Option } from "effect"
+import type { AgentHealthStatus } from "../domain/agent/signedRequest.js"
+import type { NonceReused, NotLeader, UnknownInstance } from "../rpc/AgentRpc.js"
+
+export type { AgentHealthStatus }
+
+/** Where an instance stands with respect to registration. */
+export type RegistrationState =
+  /** No such instance on this shard (never created, deleted, or another shard's). */
+  | { readonly _tag: "Unknown" }
+  /** Created and waiting for its agent; only the nonce with this hash may register it. */
+  | {
+    readonly _tag: "Awaiting"
+    readonly tenant: string
+    readonly group: string
+    readonly nonceHash: string
+  }
+  /** Its agent has registered already (with the nonce of that hash); any further nonce is a reuse. */
+  | { readonly _tag: "Registered"; readonly nonceHash: string }
+
+export interface RegisteredAgent {
+  readonly instanceId: string
+  readonly ips: { readonly ipv4?: string | undefined; readonly ipv6?: string | undefined }
+  readonly hostname?: string | undefined
+  /** SHA-256 hex of the nonce that was used; the nonce itself never leaves the endpoint. */
+  readonly nonceHash: string
+  readonly certificateSerial: string
+  readonly certificateNotAfter: Date
+}
+
+export interface RenewedCertificate {
+  readonly instanceId: string
+  readonly certificateSerial: string
+  readonly certificateNotAfter: Date
+}
+
+export interface AgentBackendShape {
+  /**
+   * None while this replica leads the shard; otherwise the leader's address (empty when unknown), which
+   * the endpoint returns as `NotLeader{leaderAddr}`. Checked before every procedure.
+   */
+  readonly leaderRedirect: Effect.Effect<Option.Option<string>>
+  readonly registrationState: (instanceId: string) => Effect.Effect<RegistrationState>
+  /**
+   * Records the registration (`Registered{ips, hostname}` in the event log). Must be atomic with respect
+   * to the state: a second registration of the same instance fails with `NonceReused`.
+   */
+  readonly recordRegistered: (registration: RegisteredAgent) => Effect.Effect<void, NonceReused | UnknownInstance | NotLeader>
+  /** Liveness: the instance's agent is up and says `status`. */
+  readonly recordHealth: (instanceId: string, status: AgentHealthStatus) => Effect.Effect<void, UnknownInstance | NotLeader>
+  /** A renewed certificate was issued; fails for an instance that is gone (no certificate is handed out). */
+  readonly recordRenewed: (renewal: RenewedCertificate) => Effect.Effect<void, UnknownInstance | NotLeader>
+}
+
+export class AgentBackend extends Context.Tag("nstance/AgentBackend")<AgentBackend, AgentBackendShape>() {}

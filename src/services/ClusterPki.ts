@@ -1,0 +1,115 @@
+/**
+ * The cluster's trust root: an Ed25519 CA that issues agents' client certificates and an Ed25519 key that
+ * signs registration nonces, both kept in the cluster's bucket (private keys encrypted). The contract only
+ * issues and checks; where the keys live and how they are created is the layer's business.
+ */
+import { Context, Data, type Duration, type Effect } from "effect"
+import type { MintedNonce, MintNonceRequest, NonceAudience, NonceClaims, NonceError } from "../domain/agent/nonce.js"
+import type { StoreError } from "./ObjectStore.js"
+
+/** `NSTANCE_ENCRYPTION_KEY` or the key file is missing or not 32 bytes. Never carries the key itself. */
+export class InvalidEncryptionKey extends Data.TaggedError("InvalidEncryptionKey")<{
+  readonly source: string
+  readonly reason: string
+}> {
+  override get message() {
+    return `invalid encryption key from ${this.source}: ${this.reason}`
+  }
+}
+
+/** Some PKI objects exist and others do not: refusing to start rather than silently creating a new CA. */
+export class PkiIncomplete extends Data.TaggedError("PkiIncomplete")<{
+  readonly clusterId: string
+  readonly present: ReadonlyArray<string>
+  readonly missing: ReadonlyArray<string>
+}> {
+  override get message() {
+    return `cluster PKI of ${this.clusterId} is incomplete: ${this.missing.join(", ")} missing while ` +
+      `${this.present.join(", ")} exist; restore the missing objects from a backup (or, to start over with a ` +
+      `new CA that invalidates every agent certificate, delete the remaining ones)`
+  }
+}
+
+/** An encrypted key does not decrypt: the encryption key is not the one it was written with, or it was altered. */
+export class PkiUndecryptable extends Data.TaggedError("PkiUndecryptable")<{ readonly key: string }> {
+  override get message() {
+    return `cannot decrypt ${this.key}: NSTANCE_ENCRYPTION_KEY (or the key file) is not the key it was ` +
+      `written with, or the object was altered`
+  }
+}
+
+/** A PKI object is not what it must be (bad PEM or JSON, wrong algorithm, key not matching the certificate). */
+export class PkiCorrupt extends Data.TaggedError("PkiCorrupt")<{ readonly key: string; readonly reason: string }> {
+  override get message() {
+    return `corrupt cluster PKI object ${this.key}: ${this.reason}`
+  }
+}
+
+/** Everything that can stop the PKI from loading: a startup error, never retried into a new CA. */
+export type PkiLoadError = PkiIncomplete | PkiUndecryptable | PkiCorrupt | StoreError
+
+/** The public key to certify is not an Ed25519 SubjectPublicKeyInfo PEM. */
+export class InvalidPublicKey extends Data.TaggedError("InvalidPublicKey")<{ readonly reason: string }> {
+  override get message() {
+    return `invalid agent public key: ${this.reason}`
+  }
+}
+
+export type CertificateRejection =
+  | "Malformed"
+  | "UntrustedIssuer"
+  | "Expired"
+  | "NotYetValid"
+  | "NotClientCertificate"
+
+/** A presented client certificate is not one this cluster's CA issued, or not valid now. */
+export class CertificateRejected extends Data.TaggedError("CertificateRejected")<{
+  readonly reason: CertificateRejection
+  readonly detail: string
+}> {
+  override get message() {
+    return `client certificate rejected (${this.reason}): ${this.detail}`
+  }
+}
+
+export interface IssueClientCertificateRequest {
+  readonly instanceId: string
+  readonly tenant: string
+  /** The agent's Ed25519 public key, SPKI PEM. */
+  readonly publicKeyPem: string
+  readonly ttl: Duration.DurationInput
+}
+
+export interface IssuedCertificate {
+  readonly certificatePem: string
+  /** Lowercase hex. */
+  readonly serial: string
+  readonly notAfter: Date
+}
+
+export interface VerifiedClientCertificate {
+  /** Subject CN. */
+  readonly instanceId: string
+  /** Subject O. */
+  readonly tenant: string
+  readonly serial: string
+  readonly notAfter: Date
+  /** The certified Ed25519 key, SPKI PEM: what checks the agent's request signatures. */
+  readonly publicKeyPem: string
+}
+
+export interface ClusterPkiShape {
+  readonly clusterId: string
+  /** The CA certificate, PEM: agents keep it to know whom they talk to. */
+  readonly caPem: string
+  /** A certificate with CN = instance ID, O = tenant, clientAuth, valid from now (minus skew) for `ttl`. */
+  readonly issueClientCertificate: (request: IssueClientCertificateRequest) => Effect.Effect<IssuedCertificate, InvalidPublicKey>
+  /** Signed by our CA, a client (not CA) certificate, and valid at the current `Clock` time. */
+  readonly verifyClientCertificate: (pem: string) => Effect.Effect<VerifiedClientCertificate, CertificateRejected>
+  /** An EdDSA JWT expiring `ttl` after the current `Clock` time. */
+  readonly mintNonce: (request: MintNonceRequest) => Effect.Effect<MintedNonce>
+  /** Checks, in order, shape, signature, expiry (at `Clock` time), kind, then cluster and shard. */
+  readonly verifyNonce: (jwt: string, audience: NonceAudience) => Effect.Effect<NonceClaims, NonceError>
+}
+
+export class ClusterPki extends Context.Tag("nstance/ClusterPki")<ClusterPki, ClusterPkiShape>() {}

@@ -1,0 +1,135 @@
+import { generateKeyPairSync } from "node:crypto"
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Redacted } from "effect"
+import { PAYLOAD_LIMITS } from "../../src/rpc/AgentRpc.js"
+import { type AgentEndpoint, startAgentEndpoint } from "./harness.js"
+
+const edPublicKey = () => generateKeyPairSync("ed25519").publicKey.export({ type: "spki", format: "pem" }) as string
+
+/** The endpoint still registers a fresh instance: nothing above broke it. */
+const stillServes = (endpoint: AgentEndpoint, instanceId: string) =>
+  Effect.gen(function* () {
+    const nonce = yield* endpoint.awaitRegistration(instanceId)
+    expect((yield* endpoint.client.register({ nonce: nonce.jwt })).instanceId).toBe(instanceId)
+  })
+
+const post = (url: string, body: string | ReadableStream<Uint8Array>, headers: Record<string, string> = {}) =>
+  Effect.promise(async () => {
+    const response = await fetch(url, {
+      method: "POST",
+      body,
+      headers: { "content-type": "application/ndjson", ...headers },
+      ...(body instanceof ReadableStream ? { duplex: "half" } : {})
+    } as RequestInit)
+    return { status: response.status, text: await response.text() }
+  })
+
+describe("payload limits and formats", () => {
+  it.scopedLive("a field over its limit is PayloadTooLarge naming the field and limit", () =>
+    Effect.gen(function* () {
+      const endpoint = yield* startAgentEndpoint()
+      const nonce = yield* endpoint.awaitRegistration("vmx03aaaa")
+      const jwt = Redacted.value(nonce.jwt)
+      const cases = [
+        [{ nonce: jwt, publicKeyPem: "-----BEGIN PUBLIC KEY-----\n" + "A".repeat(5000) + "\n-----END PUBLIC KEY-----\n" }, "publicKeyPem", 4096],
+        [{ nonce: "a".repeat(3000), publicKeyPem: edPublicKey() }, "nonce", 2048],
+        [{ nonce: jwt, publicKeyPem: edPublicKey(), hostname: "a".repeat(300) }, "hostname", 253]
+      ] as const
+      for (const [payload, field, maxLength] of cases) {
+        expect(yield* Effect.flip(endpoint.raw.RegisterAgent(payload))).toMatchObject({ _tag: "PayloadTooLarge", field, maxLength })
+      }
+      expect(PAYLOAD_LIMITS.certificatePem).toBe(4096)
+      const health = yield* Effect.flip(endpoint.raw.ReportHealth({ certificatePem: "x".repeat(4097), signedAt: Date.now(), signature: "s" }))
+      expect(health).toMatchObject({ _tag: "PayloadTooLarge", field: "certificatePem" })
+      yield* stillServes(endpoint, "vmx03bbbb")
+      // The oversized attempts did not burn the nonce either.
+      expect((yield* endpoint.client.register({ nonce: nonce.jwt })).instanceId).toBe("vmx03aaaa")
+    }))
+
+  it.scopedLive("a request body over the limit is HTTP 413 — a typed PayloadTooLarge{body} through the client", () =>
+    Effect.gen(function* () {
+      const endpoint = yield* startAgentEndpoint({ maxRequestBytes: 16 * 1024 })
+      const nonce = yield* endpoint.awaitRegistration("vmx03cccc")
+      const viaClient = yield* Effect.flip(endpoint.client.register({ nonce: nonce.jwt, hostname: "a".repeat(100_000) }))
+      expect(viaClient).toMatchObject({ _tag: "PayloadTooLarge", field: "body", maxLength: 16 * 1024 })
+
+      const big = yield* post(endpoint.url, "x".repeat(1024 * 1024))
+      expect(big.status).toBe(413)
+      expect(JSON.parse(big.text)).toMatchObject({ _tag: "PayloadTooLarge", field: "body", maxLength: 16 * 1024 })
+
+      // Without Content-Length (chunked), the read stops at the limit and the connection is dropped.
+      const chunk = new TextEncoder().encode("y".repeat(8 * 1024))
+      let sent = 0
+      const stream = new ReadableStream<Uint8Array>({
+        pull(controller) {
+          if (sent++ < 8) controller.enqueue(chunk)
+          else controller.close()
+        }
+      })
+      const chunked = yield* post(endpoint.url, stream).pipe(
+        Effect.map((r) => r.status),
+        Effect.catchAllDefect((e) => Effect.succeed((e as Error).message))
+      )
+      expect([413, "fetch failed"]).toContain(chunked)
+      yield* stillServes(endpoint, "vmx03cccc")
+    }))
+
+  it.scopedLive("malformed fields are InvalidPayload naming the field and what was expected, never the value", () =>
+    Effect.gen(function* () {
+      const endpoint = yield* startAgentEndpoint()
+      const nonce = yield* endpoint.awaitRegistration("vmx03dddd")
+      const jwt = Redacted.value(nonce.jwt)
+      const rsa = generateKeyPairSync("rsa", { modulusLength: 1024 }).publicKey.export({ type: "spki", format: "pem" }) as string
+      const cases = [
+        [{ privateIpv4: "999.1.1.1" }, "privateIpv4", /IPv4/],
+        [{ privateIpv4: "fd00::1" }, "privateIpv4", /IPv4/],
+        [{ privateIpv6: "10.0.0.1" }, "privateIpv6", /IPv6/],
+        [{ hostname: "-bad-.example" }, "hostname", /DNS name/],
+        [{ hostname: "a b" }, "hostname", /DNS name/],
+        [{ publicKeyPem: "hello" }, "publicKeyPem", /PEM public key/],
+        [{ publicKeyPem: rsa }, "publicKeyPem", /Ed25519/]
+      ] as const
+      for (const [override, field, reason] of cases) {
+        const error = yield* Effect.flip(endpoint.raw.RegisterAgent({ nonce: jwt, publicKeyPem: edPublicKey(), ...override }))
+        expect(error, field).toMatchObject({ _tag: "InvalidPayload", field })
+        if (error._tag === "InvalidPayload") {
+          expect(error.reason).toMatch(reason)
+          for (const value of Object.values(override)) expect(error.reason).not.toContain(value)
+        }
+      }
+      const badStatus = yield* Effect.flip(endpoint.raw.ReportHealth({
+        certificatePem: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        status: "fine",
+        signedAt: Date.now(),
+        signature: "A".repeat(86)
+      }))
+      expect(badStatus).toMatchObject({ _tag: "InvalidPayload", field: "status" })
+      const badTime = yield* Effect.flip(endpoint.raw.ReportHealth({
+        certificatePem: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        signedAt: 1.5,
+        signature: "A".repeat(86)
+      }))
+      expect(badTime).toMatchObject({ _tag: "InvalidPayload", field: "signedAt" })
+      expect(yield* endpoint.backend.registrations).toEqual([])
+      yield* stillServes(endpoint, "vmx03dddd")
+    }))
+
+  it.scopedLive("bodies that are not RPC messages get an error response, and the server keeps serving", () =>
+    Effect.gen(function* () {
+      const endpoint = yield* startAgentEndpoint()
+      const notJson = yield* post(endpoint.url, "this is not json\n")
+      expect(notJson.text).toMatch(/Defect/)
+      const wrongTypes = yield* post(
+        endpoint.url,
+        JSON.stringify({ _tag: "Request", id: "1", tag: "RegisterAgent", payload: { nonce: 5 }, headers: [] }) + "\n"
+      )
+      expect(wrongTypes.text).toMatch(/Defect|Expected string/)
+      const unknownProcedure = yield* post(
+        endpoint.url,
+        JSON.stringify({ _tag: "Request", id: "2", tag: "DropTables", payload: {}, headers: [] }) + "\n"
+      )
+      expect(unknownProcedure.text).toMatch(/Unknown request tag/)
+      expect((yield* post(endpoint.url.replace("/agent", "/elsewhere"), "{}")).status).toBe(404)
+      yield* stillServes(endpoint, "vmx03eeee")
+    }))
+})
