@@ -18,7 +18,7 @@ import {
   type StoreError,
   StoreUnavailable
 } from "../services/ObjectStore.js"
-import { retryTransient, settleAmbiguousPut } from "./ObjectStoreS3.js"
+import { retryTransient, settleAmbiguousPut } from "./storeSettle.js"
 
 export interface GcsStoreOptions {
   readonly bucket: string

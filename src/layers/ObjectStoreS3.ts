@@ -12,8 +12,10 @@ import {
   S3Client,
   type S3ClientConfig
 } from "@aws-sdk/client-s3"
-import { Chunk, Duration, Effect, Layer, Option, Schedule, Stream } from "effect"
+import { Chunk, Duration, Effect, Layer, Option, Stream } from "effect"
 import { objectKeyProblem, objectPrefixProblem } from "../domain/objectKey.js"
+// Shared with the GCS layer, from a neutral module: choosing GCS does not load the AWS SDK.
+import { retryTransient, settleAmbiguousPut } from "./storeSettle.js"
 import {
   AccessDenied,
   InvalidKey,
@@ -47,57 +49,6 @@ export interface S3StoreOptions {
   /** Per-request socket timeout (default 15 s). */
   readonly requestTimeout?: Duration.DurationInput
 }
-
-/**
- * Retries transient failures (StoreUnavailable) with bounded, jittered exponential backoff, logging each
- * one; definite answers (NotFound, PreconditionFailed, AccessDenied, InvalidKey) pass through at once.
- */
-export const retryTransient =
-  (operation: string, key: string, retries: number) =>
-  <A, E extends { readonly _tag: string; readonly message: string }>(effect: Effect.Effect<A, E>): Effect.Effect<A, E> =>
-    effect.pipe(
-      Effect.tapError((error) =>
-        error._tag === "StoreUnavailable"
-          ? Effect.logWarning(`object store: ${operation} ${key} failed transiently`).pipe(Effect.annotateLogs("reason", error.message))
-          : Effect.void
-      ),
-      Effect.retry({
-        schedule: Schedule.exponential("100 millis", 2).pipe(Schedule.jittered, Schedule.intersect(Schedule.recurs(retries))),
-        while: (error) => error._tag === "StoreUnavailable"
-      })
-    )
-
-/**
- * Settles a conditional write whose outcome is unknown by reading what is there now. `read` yields the
- * current object or undefined when absent. Equal bytes mean our write landed (unless the etag is still
- * the one we matched against, i.e. nothing was written); a precondition that still holds means it did
- * not land and the caller may retry; anything else means another writer won.
- */
-export const settleAmbiguousPut = <E>(
-  key: string,
-  body: Uint8Array,
-  precondition: Precondition,
-  read: Effect.Effect<{ readonly body: Uint8Array; readonly etag: string } | undefined, E>,
-  reason: string
-): Effect.Effect<{ readonly etag: string }, E | PreconditionFailed | StoreUnavailable> =>
-  Effect.flatMap(read, (current): Effect.Effect<{ readonly etag: string }, PreconditionFailed | StoreUnavailable> => {
-    const notApplied = new StoreUnavailable({
-      operation: "put",
-      key,
-      reason: `conditional write outcome unknown (${reason}); re-read shows it did not apply`
-    })
-    const lost = new PreconditionFailed({ key, precondition })
-    if (precondition._tag === "IfAbsent") {
-      if (current === undefined) return Effect.fail(notApplied)
-      return bytesEqual(current.body, body) ? Effect.succeed({ etag: current.etag }) : Effect.fail(lost)
-    }
-    if (current === undefined) return Effect.fail(lost)
-    if (current.etag === precondition.etag) return Effect.fail(notApplied)
-    return bytesEqual(current.body, body) ? Effect.succeed({ etag: current.etag }) : Effect.fail(lost)
-  })
-
-export const bytesEqual = (a: Uint8Array, b: Uint8Array) =>
-  a.byteLength === b.byteLength && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength))
 
 const unquote = (etag: string | undefined) => (etag ?? "").replace(/^(W\/)?"(.*)"$/, "$2")
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Either } from "effect"
-import { settleAmbiguousPut } from "../../src/layers/ObjectStoreS3.js"
+import { settleAmbiguousPut } from "../../src/layers/storeSettle.js"
 import { ifAbsent, ifMatch, type Precondition } from "../../src/services/ObjectStore.js"
 
 const enc = new TextEncoder()
