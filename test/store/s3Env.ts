@@ -63,7 +63,8 @@ const start = async (): Promise<S3TestEnv> => {
   if (!existsSync(SCRIPT)) throw unavailable(`${SCRIPT} does not exist`)
   // Two test files may get here at once: the script is idempotent but not safe to run concurrently.
   const result = existsSync("/usr/bin/flock")
-    ? await run("/usr/bin/flock", ["/tmp/nstance-s3-server-start.lock", "bash", SCRIPT, "start"])
+    // -o: the lock is not inherited by the server daemons the script starts (they would hold it forever).
+    ? await run("/usr/bin/flock", ["-o", "/tmp/nstance-s3-server-start.lock", "bash", SCRIPT, "start"])
     : await run("bash", [SCRIPT, "start"])
   if (result.status !== 0) {
     const tail = result.stderr.trim().split("\n").slice(-3).join(" / ")
