@@ -11,12 +11,30 @@
  *
  * Keys never leave the directory: a directory under the root that is a symbolic link (`shard/pve-x` → a
  * directory elsewhere) makes every operation on keys below it fail with InvalidKey instead of following it.
+ *
+ * Written on `@effect/platform`'s FileSystem (the Node implementation, captured once, so `makeFileStore`
+ * stays a plain function): `open` with `wx` for temp files, `writeFile` with `wx` for locks, `link`,
+ * `rename`, `stat`, `makeDirectory`, `readFile`, `remove` for temp/lock/aside clean-up, and `open` +
+ * `sync` of a directory for its fsync. Three calls stay on `node:fs/promises`, wrapped in
+ * `Effect.tryPromise` as a typed `NodeFsError`, because the platform FileSystem has no equivalent:
+ * `lstat` (the symlink refusal must not follow links; platform `stat` does), `readdir` with file types
+ * (platform `readDirectory` returns bare names, which would cost an lstat per entry in `list`), and
+ * `unlink` for deleting a key (platform `remove` is `rm`, which reports a directory as ERR_FS_EISDIR
+ * instead of EISDIR and so would change which error a key naming a directory gets).
+ *
+ * Lock waits follow the `lockWait` schedule and the stale-lock age compares a lock file's mtime with
+ * Effect's Clock; both use the live Clock even when the caller runs on a TestClock, because the other
+ * side of a lock is a real process and the mtime is stamped by the kernel's wall clock. The jitter
+ * comes from Effect's Random. Temp-file names and lock tokens stay `crypto.randomUUID()`: they must be
+ * unique across processes, not merely spread out.
  */
 import { createHash, randomUUID } from "node:crypto"
-import { constants as fsConstants } from "node:fs"
-import * as fs from "node:fs/promises"
+import * as nodeFs from "node:fs/promises"
 import { dirname, join } from "node:path"
-import { Effect, Layer, Stream } from "effect"
+import type { PlatformError } from "@effect/platform/Error"
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
+import { Clock, Data, Duration, Effect, Layer, Option, Schedule, Stream } from "effect"
 import { objectKeyProblem, objectPrefixProblem } from "../domain/objectKey.js"
 import {
   AccessDenied,
@@ -36,37 +54,70 @@ const RESERVED = ".nstance-store"
 /** A held lock is only held for one read-compare-rename; anything this old is abandoned. */
 const STALE_LOCK_MS = 30_000
 const LOCK_ATTEMPTS = 2_000
+/** Every this many busy attempts, the lock is checked for being stale. */
+const STALE_CHECK_EVERY = 20
+
+/**
+ * The waits between attempts at a busy per-key lock: after the n-th busy attempt (n from 0), 1 ms plus a
+ * uniformly random share of min(20, n + 1) ms — 1–2 ms at first, growing to 1–21 ms — for at most
+ * LOCK_ATTEMPTS waits (about 20 s in all if the lock never frees). Its output is n.
+ */
+const lockWait: Schedule.Schedule<number> = Schedule.recurs(LOCK_ATTEMPTS).pipe(
+  Schedule.addDelay((n) => Duration.millis(Math.min(20, n + 1))),
+  Schedule.jitteredWith({ min: 0, max: 1 }),
+  Schedule.addDelay(() => Duration.millis(1))
+)
+
+/** The real clock, for lock waits and lock ages even under a TestClock (see the header). */
+const systemClock = Clock.make()
 
 export interface FileStoreOptions {
   /** The directory that plays the bucket; created when missing. */
   readonly directory: string
 }
 
+/** A `node:fs/promises` call the platform FileSystem has no equivalent for failed; `cause` is Node's error. */
+class NodeFsError extends Data.TaggedError("NodeFsError")<{ readonly cause: unknown }> {}
+
+/** A directory component of a key's path is a symbolic link (reported as InvalidKey). */
+class SymlinkedDirectory extends Data.TaggedError("SymlinkedDirectory")<{ readonly relative: string }> {}
+
+/** The bucket directory exists but is something else (reported as AccessDenied). */
+class BucketNotDirectory extends Data.TaggedError("BucketNotDirectory")<{ readonly directory: string }> {}
+
+/** The per-key lock is held by someone else (one attempt); after the last attempt, StoreUnavailable. */
+class LockBusy extends Data.TaggedError("LockBusy")<{ readonly lock: string }> {}
+
+type Fault = PlatformError | NodeFsError | SymlinkedDirectory | BucketNotDirectory | LockBusy
+
+/** The Node error behind a fault, when there is one (platform errors keep it as `cause`). */
+const underlying = (fault: Fault): unknown =>
+  (fault._tag === "SystemError" || fault._tag === "BadArgument" || fault._tag === "NodeFsError") && fault.cause !== undefined ? fault.cause : fault
+
 const errno = (error: unknown): string | undefined =>
   typeof error === "object" && error !== null && "code" in error && typeof error.code === "string" ? error.code : undefined
 
-/** A directory component of a key's path is a symbolic link (thrown inside, reported as InvalidKey). */
-class SymlinkedDirectory extends Error {
-  constructor(readonly relative: string) {
-    super(`directory ${relative} is a symbolic link`)
-  }
-}
+const codeOf = (fault: Fault) => errno(underlying(fault))
 
-/** The bucket directory exists but is something else (thrown inside, reported as AccessDenied). */
-class BucketNotDirectory extends Error {
-  constructor(readonly directory: string) {
-    super(`${directory} is not a directory`)
+const hasCode =
+  (...codes: ReadonlyArray<string>) =>
+  (fault: Fault): boolean => {
+    const code = codeOf(fault)
+    return code !== undefined && codes.includes(code)
   }
-}
 
-const fileError = (operation: string, key: string, error: unknown): StoreError => {
-  if (error instanceof SymlinkedDirectory) {
-    return new InvalidKey({ key, reason: `${error.relative}/ in the bucket is a symbolic link; the file store does not follow links out of its directory` })
+const fileError = (operation: string, key: string, fault: Fault): StoreError => {
+  switch (fault._tag) {
+    case "SymlinkedDirectory":
+      return new InvalidKey({ key, reason: `${fault.relative}/ in the bucket is a symbolic link; the file store does not follow links out of its directory` })
+    case "BucketNotDirectory": {
+      const what = key === fault.directory ? "not a directory" : `the bucket ${fault.directory} is not a directory`
+      return new AccessDenied({ operation, key, reason: `${what} (--storage file needs a directory as --bucket)` })
+    }
+    case "LockBusy":
+      return new StoreUnavailable({ operation, key, reason: `lock ${fault.lock} stayed busy`, cause: fault })
   }
-  if (error instanceof BucketNotDirectory) {
-    const what = key === error.directory ? "not a directory" : `the bucket ${error.directory} is not a directory`
-    return new AccessDenied({ operation, key, reason: `${what} (--storage file needs a directory as --bucket)` })
-  }
+  const error = underlying(fault)
   const code = errno(error)
   const text = error instanceof Error ? error.message : String(error)
   if (code === "EACCES" || code === "EPERM" || code === "EROFS") return new AccessDenied({ operation, key, reason: text })
@@ -96,134 +147,128 @@ const pidAlive = (pid: number) => {
   }
 }
 
-export const makeFileStore = (options: FileStoreOptions): ObjectStoreShape => {
+const nodeCall = <A>(run: () => Promise<A>) => Effect.tryPromise({ try: run, catch: (cause) => new NodeFsError({ cause }) })
+
+/** The Node FileSystem service, built once (its layer is synchronous and needs nothing). */
+let nodeFileSystem: FileSystem.FileSystem | undefined
+const theNodeFileSystem = () => (nodeFileSystem ??= Effect.runSync(Effect.provide(FileSystem.FileSystem, NodeFileSystem.layer)))
+
+const makeFileStoreOn = (fs: FileSystem.FileSystem, options: FileStoreOptions): ObjectStoreShape => {
   const root = options.directory
   const tmpDir = join(root, RESERVED, "tmp")
   const lockDir = join(root, RESERVED, "locks")
   const pathOf = (key: string) => join(root, ...key.split("/"))
   const lockPathOf = (key: string) => join(lockDir, `${createHash("sha256").update(key).digest("hex")}.lock`)
 
-  let ready: Promise<void> | undefined
-  const ensureDirs = () =>
-    (ready ??= checkRoot().then(() => Promise.all([fs.mkdir(tmpDir, { recursive: true }), fs.mkdir(lockDir, { recursive: true })])).then(() => undefined))
-
   /** The root may be a symlink (the operator's choice); it must be a directory if it exists. */
-  async function checkRoot() {
-    const stats = await fs.stat(root).catch((error: unknown) => (errno(error) === "ENOENT" ? undefined : Promise.reject(error)))
-    if (stats !== undefined && !stats.isDirectory()) throw new BucketNotDirectory(root)
-  }
+  const checkRoot = fs.stat(root).pipe(
+    Effect.map(Option.some),
+    Effect.catchIf(hasCode("ENOENT"), () => Effect.succeed(Option.none<FileSystem.File.Info>())),
+    Effect.flatMap((stats) => (Option.isSome(stats) && stats.value.type !== "Directory" ? Effect.fail(new BucketNotDirectory({ directory: root })) : Effect.void))
+  )
+
+  /** Checked and created once per store; the outcome, failure included, is remembered. */
+  const ensureDirs: Effect.Effect<void, Fault> = Effect.runSync(
+    Effect.cached(
+      checkRoot.pipe(
+        Effect.zipRight(
+          Effect.all([fs.makeDirectory(tmpDir, { recursive: true }), fs.makeDirectory(lockDir, { recursive: true })], { concurrency: 2, discard: true })
+        )
+      )
+    )
+  )
 
   /**
    * Refuses a key below a symlinked directory: each existing directory of its path is `lstat`ed, from the
    * root down (a missing one ends the walk: what put creates there is a real directory).
    */
-  const checkNoLinks = async (key: string) => {
-    const parts = key.split("/").slice(0, -1)
-    for (let i = 1; i <= parts.length; i++) {
-      const relative = parts.slice(0, i).join("/")
-      let stats
-      try {
-        stats = await fs.lstat(join(root, ...parts.slice(0, i)))
-      } catch (error) {
-        if (errno(error) === "ENOENT" || errno(error) === "ENOTDIR") return
-        throw error
+  const checkNoLinks = (key: string) =>
+    Effect.gen(function* () {
+      const parts = key.split("/").slice(0, -1)
+      for (let i = 1; i <= parts.length; i++) {
+        const relative = parts.slice(0, i).join("/")
+        const stats = yield* nodeCall(() => nodeFs.lstat(join(root, ...parts.slice(0, i)))).pipe(
+          Effect.catchIf(hasCode("ENOENT", "ENOTDIR"), () => Effect.succeed(undefined))
+        )
+        if (stats === undefined) return
+        if (stats.isSymbolicLink()) return yield* new SymlinkedDirectory({ relative })
+        if (!stats.isDirectory()) return
       }
-      if (stats.isSymbolicLink()) throw new SymlinkedDirectory(relative)
-      if (!stats.isDirectory()) return
-    }
-  }
+    })
 
-  const syncDir = async (dir: string) => {
-    const handle = await fs.open(dir, fsConstants.O_RDONLY)
-    try {
-      await handle.sync()
-    } finally {
-      await handle.close()
-    }
-  }
+  const syncDir = (dir: string) => Effect.scoped(Effect.flatMap(fs.open(dir, { flag: "r" }), (handle) => handle.sync))
 
   /** Writes `body` to a fresh temp file and makes it durable before anyone can see it. */
-  const writeTemp = async (body: Uint8Array) => {
-    await ensureDirs()
-    const tmp = join(tmpDir, `${process.pid}-${randomUUID()}`)
-    const handle = await fs.open(tmp, "wx", 0o644)
-    try {
-      await handle.writeFile(body)
-      await handle.sync()
-    } finally {
-      await handle.close()
-    }
-    return tmp
-  }
+  const writeTemp = (tmp: string, body: Uint8Array) =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const handle = yield* fs.open(tmp, { flag: "wx", mode: 0o644 })
+        // The platform's writeAll refuses an empty buffer (WriteZero); an empty object is an empty file.
+        if (body.byteLength > 0) yield* handle.writeAll(body)
+        yield* handle.sync
+      })
+    )
 
-  const readCurrent = async (path: string): Promise<Uint8Array | undefined> => {
-    try {
-      return new Uint8Array(await fs.readFile(path))
-    } catch (error) {
-      // A path through a file, or naming a directory of other keys, is simply not an object.
-      const code = errno(error)
-      if (code === "ENOENT" || code === "ENOTDIR" || code === "EISDIR") return undefined
-      throw error
-    }
-  }
+  /** A path through a file, or naming a directory of other keys, is simply not an object. */
+  const readCurrent = (path: string): Effect.Effect<Uint8Array | undefined, Fault> =>
+    fs.readFile(path).pipe(
+      Effect.map((data): Uint8Array | undefined => new Uint8Array(data)),
+      Effect.catchIf(hasCode("ENOENT", "ENOTDIR", "EISDIR"), () => Effect.succeed(undefined))
+    )
 
-  const tryBreakStale = async (lock: string) => {
-    let seen: string
-    let age: number
-    try {
-      seen = await fs.readFile(lock, "utf8")
-      age = Date.now() - (await fs.stat(lock)).mtimeMs
-    } catch {
-      return
-    }
-    const pid = Number.parseInt(seen.split(" ")[0] ?? "", 10)
-    const ownerGone = Number.isInteger(pid) && pid > 0 && !pidAlive(pid)
-    if (!ownerGone && age < STALE_LOCK_MS) return
-    // Renaming is atomic: of several breakers only one moves the lock; the check after the move detects
-    // the rare case of having moved a fresh lock taken meanwhile, and puts it back.
-    const aside = `${lock}.stale-${randomUUID()}`
-    try {
-      await fs.rename(lock, aside)
-    } catch {
-      return
-    }
-    const moved = await fs.readFile(aside, "utf8").catch(() => seen)
-    if (moved !== seen) await fs.link(aside, lock).catch(() => undefined)
-    await fs.unlink(aside).catch(() => undefined)
-  }
+  const tryBreakStale = (lock: string) =>
+    Effect.gen(function* () {
+      const observed = yield* Effect.option(
+        Effect.all([fs.readFileString(lock), fs.stat(lock), Clock.currentTimeMillis])
+      )
+      if (Option.isNone(observed)) return
+      const [seen, stats, now] = observed.value
+      const age = now - Option.match(stats.mtime, { onNone: () => now, onSome: (mtime) => mtime.getTime() })
+      const pid = Number.parseInt(seen.split(" ")[0] ?? "", 10)
+      const ownerGone = Number.isInteger(pid) && pid > 0 && !pidAlive(pid)
+      if (!ownerGone && age < STALE_LOCK_MS) return
+      // Renaming is atomic: of several breakers only one moves the lock; the check after the move detects
+      // the rare case of having moved a fresh lock taken meanwhile, and puts it back.
+      const aside = `${lock}.stale-${randomUUID()}`
+      const movedAside = yield* fs.rename(lock, aside).pipe(Effect.as(true), Effect.orElseSucceed(() => false))
+      if (!movedAside) return
+      const moved = yield* fs.readFileString(aside).pipe(Effect.orElseSucceed(() => seen))
+      if (moved !== seen) yield* Effect.ignore(fs.link(aside, lock))
+      yield* Effect.ignore(fs.remove(aside))
+    }).pipe(Effect.uninterruptible)
 
-  const withLock = async <A>(key: string, body: () => Promise<A>): Promise<A> => {
-    await ensureDirs()
-    const lock = lockPathOf(key)
-    const token = `${process.pid} ${randomUUID()}`
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await fs.writeFile(lock, token, { flag: "wx" })
-        break
-      } catch (error) {
-        if (errno(error) !== "EEXIST") throw error
-        if (attempt >= LOCK_ATTEMPTS) throw new Error(`lock ${lock} stayed busy`)
-        if (attempt % 20 === 19) await tryBreakStale(lock)
-        await new Promise((resolve) => setTimeout(resolve, 1 + Math.random() * Math.min(20, attempt + 1)))
-      }
-    }
-    try {
-      return await body()
-    } finally {
-      const still = await fs.readFile(lock, "utf8").catch(() => undefined)
-      if (still === token) await fs.unlink(lock).catch(() => undefined)
-    }
-  }
-
-  const attempt = <A>(operation: string, key: string, run: () => Promise<A>) =>
-    Effect.tryPromise({ try: run, catch: (error) => fileError(operation, key, error) })
+  /**
+   * Runs `body` holding the key's lock. Each attempt to take it, the stale-lock breaking and `body` with the
+   * release are uninterruptible (an interrupted attempt must not leave a lock behind); the waits are not.
+   */
+  const withLock = <A, E>(key: string, body: Effect.Effect<A, E>): Effect.Effect<A, E | Fault> =>
+    Effect.gen(function* () {
+      yield* ensureDirs
+      const lock = lockPathOf(key)
+      const token = `${process.pid} ${randomUUID()}`
+      const attempt = fs
+        .writeFileString(lock, token, { flag: "wx" })
+        .pipe(Effect.catchIf(hasCode("EEXIST"), () => Effect.fail(new LockBusy({ lock }))), Effect.uninterruptible)
+      const release = fs.readFileString(lock).pipe(
+        Effect.flatMap((still) => (still === token ? fs.remove(lock) : Effect.void)),
+        Effect.ignore
+      )
+      return yield* Effect.uninterruptibleMask((restore) =>
+        restore(
+          Effect.retry(
+            attempt,
+            lockWait.pipe(
+              Schedule.whileInput((fault: Fault) => fault._tag === "LockBusy"),
+              Schedule.tapOutput((n) => (n % STALE_CHECK_EVERY === STALE_CHECK_EVERY - 1 ? tryBreakStale(lock) : Effect.void))
+            )
+          ).pipe(Effect.withClock(systemClock))
+        ).pipe(Effect.zipRight(Effect.ensuring(body, release)))
+      )
+    })
 
   const get = Effect.fn("objectStore.file.get")(function* (key: string) {
     yield* checkKey(key)
-    const body = yield* attempt("get", key, async () => {
-      await checkNoLinks(key)
-      return readCurrent(pathOf(key))
-    })
+    const body = yield* Effect.zipRight(checkNoLinks(key), readCurrent(pathOf(key))).pipe(Effect.mapError((fault) => fileError("get", key, fault)))
     if (body === undefined) return yield* new NotFound({ key })
     return { body, etag: etagOf(body) }
   })
@@ -235,112 +280,126 @@ export const makeFileStore = (options: FileStoreOptions): ObjectStoreShape => {
 
   type PutOutcome = { readonly etag: string } | "precondition-failed"
 
-  const putFile = async (key: string, body: Uint8Array, precondition: Precondition | undefined): Promise<PutOutcome> => {
-    const target = pathOf(key)
-    await checkNoLinks(key)
-    const tmp = await writeTemp(body)
-    try {
-      await fs.mkdir(dirname(target), { recursive: true })
-      // Again after mkdir: a directory swapped for a link in between must not receive the object either.
-      await checkNoLinks(key)
-      if (precondition?._tag === "IfAbsent") {
-        try {
-          await fs.link(tmp, target)
-        } catch (error) {
-          if (errno(error) === "EEXIST") return "precondition-failed"
-          throw error
+  const putFile = (key: string, body: Uint8Array, precondition: Precondition | undefined): Effect.Effect<PutOutcome, Fault> =>
+    Effect.gen(function* () {
+      const target = pathOf(key)
+      yield* checkNoLinks(key)
+      yield* ensureDirs
+      const tmp = join(tmpDir, `${process.pid}-${randomUUID()}`)
+      const publish = Effect.gen(function* () {
+        yield* writeTemp(tmp, body)
+        yield* fs.makeDirectory(dirname(target), { recursive: true })
+        // Again after mkdir: a directory swapped for a link in between must not receive the object either.
+        yield* checkNoLinks(key)
+        if (precondition?._tag === "IfAbsent") {
+          const linked = yield* fs.link(tmp, target).pipe(
+            Effect.as(true),
+            Effect.catchIf(hasCode("EEXIST"), () => Effect.succeed(false))
+          )
+          if (!linked) return "precondition-failed" as const
+        } else {
+          const applied = yield* withLock(
+            key,
+            Effect.gen(function* () {
+              if (precondition?._tag === "IfMatch") {
+                const current = yield* readCurrent(target)
+                if (current === undefined || etagOf(current) !== precondition.etag) return false
+              }
+              yield* fs.rename(tmp, target)
+              return true
+            })
+          )
+          if (!applied) return "precondition-failed" as const
         }
-      } else {
-        const applied = await withLock(key, async () => {
-          if (precondition?._tag === "IfMatch") {
-            const current = await readCurrent(target)
-            if (current === undefined || etagOf(current) !== precondition.etag) return false
-          }
-          await fs.rename(tmp, target)
-          return true
-        })
-        if (!applied) return "precondition-failed"
-      }
-      await syncDir(dirname(target))
-      return { etag: etagOf(body) }
-    } finally {
-      await fs.unlink(tmp).catch(() => undefined)
-    }
-  }
+        yield* syncDir(dirname(target))
+        return { etag: etagOf(body) }
+      })
+      return yield* Effect.ensuring(publish, Effect.ignore(fs.remove(tmp)))
+    })
 
   const put = Effect.fn("objectStore.file.put")(function* (key: string, body: Uint8Array, precondition?: Precondition) {
     yield* checkKey(key)
-    const outcome = yield* attempt("put", key, () => putFile(key, body, precondition))
+    const outcome = yield* putFile(key, body, precondition).pipe(Effect.mapError((fault) => fileError("put", key, fault)))
     if (outcome === "precondition-failed") return yield* new PreconditionFailed({ key, precondition: precondition! })
     return outcome
   })
 
   const del = Effect.fn("objectStore.file.delete")(function* (key: string) {
     yield* checkKey(key)
-    yield* attempt("delete", key, () =>
-      withLock(key, async () => {
-        await checkNoLinks(key)
-        try {
-          await fs.unlink(pathOf(key))
-        } catch (error) {
-          if (errno(error) !== "ENOENT") throw error
-        }
-      })
-    )
+    yield* withLock(
+      key,
+      Effect.zipRight(
+        checkNoLinks(key),
+        nodeCall(() => nodeFs.unlink(pathOf(key))).pipe(Effect.catchIf(hasCode("ENOENT"), () => Effect.void))
+      )
+    ).pipe(Effect.mapError((fault) => fileError("delete", key, fault)))
   })
+
+  interface Entry {
+    readonly name: string
+    readonly isDir: boolean
+    readonly sortKey: string
+  }
+
+  const entriesOf = (dir: string, keyPrefix: string): Effect.Effect<ReadonlyArray<Entry>, Fault> =>
+    nodeCall(() => nodeFs.readdir(dir, { withFileTypes: true })).pipe(
+      Effect.map((entries) =>
+        entries
+          // Symbolic links are not objects of this store (and a linked directory is not walked into).
+          .filter((entry) => !(keyPrefix === "" && entry.name === RESERVED) && !entry.isSymbolicLink())
+          .map((entry) => ({ name: entry.name, isDir: entry.isDirectory(), sortKey: entry.isDirectory() ? `${entry.name}/` : entry.name }))
+          .sort((a, b) => (a.sortKey < b.sortKey ? -1 : a.sortKey > b.sortKey ? 1 : 0))
+      ),
+      Effect.catchIf(hasCode("ENOENT", "ENOTDIR"), () => Effect.succeed([]))
+    )
 
   /**
    * Depth-first over sorted entries where a directory sorts as `name/`: that order equals the order of the
    * full keys, so the walk yields keys ascending without collecting the whole tree first.
    */
-  async function* walk(dir: string, keyPrefix: string, prefix: string, startAfter: string | undefined): AsyncGenerator<ObjectMeta> {
-    let entries: Array<{ name: string; isDir: boolean; sortKey: string }>
-    try {
-      entries = (await fs.readdir(dir, { withFileTypes: true }))
-        // Symbolic links are not objects of this store (and a linked directory is not walked into).
-        .filter((entry) => !(keyPrefix === "" && entry.name === RESERVED) && !entry.isSymbolicLink())
-        .map((entry) => ({ name: entry.name, isDir: entry.isDirectory(), sortKey: entry.isDirectory() ? `${entry.name}/` : entry.name }))
-        .sort((a, b) => (a.sortKey < b.sortKey ? -1 : a.sortKey > b.sortKey ? 1 : 0))
-    } catch (error) {
-      if (errno(error) === "ENOENT" || errno(error) === "ENOTDIR") return
-      throw error
-    }
-    for (const entry of entries) {
-      const key = keyPrefix + entry.sortKey
-      if (entry.isDir) {
-        if (!(key.startsWith(prefix) || prefix.startsWith(key))) continue
-        if (startAfter !== undefined && key < startAfter && !startAfter.startsWith(key)) continue
-        yield* walk(join(dir, entry.name), key, prefix, startAfter)
-      } else {
-        if (!key.startsWith(prefix) || (startAfter !== undefined && key <= startAfter)) continue
-        const body = await readCurrent(join(dir, entry.name))
-        if (body !== undefined) yield { key, size: body.byteLength, etag: etagOf(body) }
-      }
-    }
-  }
+  const walk = (dir: string, keyPrefix: string, prefix: string, startAfter: string | undefined): Stream.Stream<ObjectMeta, Fault> =>
+    Stream.unwrap(
+      Effect.map(entriesOf(dir, keyPrefix), (entries) =>
+        Stream.fromIterable(entries).pipe(
+          Stream.flatMap((entry): Stream.Stream<ObjectMeta, Fault> => {
+            const key = keyPrefix + entry.sortKey
+            if (entry.isDir) {
+              if (!(key.startsWith(prefix) || prefix.startsWith(key))) return Stream.empty
+              if (startAfter !== undefined && key < startAfter && !startAfter.startsWith(key)) return Stream.empty
+              return walk(join(dir, entry.name), key, prefix, startAfter)
+            }
+            if (!key.startsWith(prefix) || (startAfter !== undefined && key <= startAfter)) return Stream.empty
+            return Stream.unwrap(
+              Effect.map(readCurrent(join(dir, entry.name)), (body) =>
+                body === undefined ? Stream.empty : Stream.make({ key, size: body.byteLength, etag: etagOf(body) })
+              )
+            )
+          })
+        )
+      )
+    )
 
   const list = (prefix: string, startAfter?: string): Stream.Stream<ObjectMeta, StoreError> => {
     const problem = objectPrefixProblem(prefix)
     if (problem !== undefined) return Stream.fail(new InvalidKey({ key: prefix, reason: problem }))
-    return Stream.fromAsyncIterable(
-      { [Symbol.asyncIterator]: () => walk(root, "", prefix, startAfter) },
-      (error) => fileError("list", prefix, error)
-    )
+    return walk(root, "", prefix, startAfter).pipe(Stream.mapError((fault) => fileError("list", prefix, fault)))
   }
 
   return ObjectStore.of({ get, head, put, delete: del, list })
 }
 
+/** The file store on the Node file system; the directory is created at the first write. */
+export const makeFileStore = (options: FileStoreOptions): ObjectStoreShape => makeFileStoreOn(theNodeFileSystem(), options)
+
 /** The file store as a layer; the directory is created when missing. */
-export const ObjectStoreFile = (options: FileStoreOptions) =>
+export const ObjectStoreFile = (options: FileStoreOptions): Layer.Layer<ObjectStore, StoreError> =>
   Layer.effect(
     ObjectStore,
-    Effect.tryPromise({
-      try: async () => {
-        const existing = await fs.stat(options.directory).catch(() => undefined)
-        if (existing !== undefined && !existing.isDirectory()) throw new BucketNotDirectory(options.directory)
-        await fs.mkdir(options.directory, { recursive: true })
-      },
-      catch: (error) => fileError("open", options.directory, error)
-    }).pipe(Effect.as(makeFileStore(options)))
-  )
+    Effect.gen(function* () {
+      const fs = yield* FileSystem.FileSystem
+      const existing = yield* Effect.option(fs.stat(options.directory))
+      if (Option.isSome(existing) && existing.value.type !== "Directory") return yield* new BucketNotDirectory({ directory: options.directory })
+      yield* fs.makeDirectory(options.directory, { recursive: true })
+      return makeFileStoreOn(fs, options)
+    }).pipe(Effect.mapError((fault) => fileError("open", options.directory, fault)))
+  ).pipe(Layer.provide(NodeFileSystem.layer))
