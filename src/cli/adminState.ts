@@ -82,7 +82,7 @@ export const describeState = (state: State, seq: number, snapshotSeq: number): R
     for (const i of list) {
       const where = i.vmid === undefined ? "" : `  VM ${i.vmid} on ${i.node ?? "?"}`
       const error = i.lastError === undefined ? "" : `  last error: ${i.lastError.step}: ${escapeControl(i.lastError.message)}`
-      lines.push(`  ${i.id}  ${i.phase.padEnd(13)}${where}${i.adopted ? "  (adopted)" : ""}${i.deleteReason === undefined ? "" : `  (${i.deleteReason})`}${error}`)
+      lines.push(`  ${i.id}  ${i.phase.padEnd(13)}${where}${i.ips.length === 0 ? "" : `  ${i.ips.map(escapeControl).join(", ")}`}${i.adopted ? "  (adopted)" : ""}${i.deleteReason === undefined ? "" : `  (${i.deleteReason})`}${error}`)
     }
   }
   return lines

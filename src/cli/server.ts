@@ -19,6 +19,7 @@ import {
   desiredGroups
 } from "../domain/config/index.js"
 import { objectPrefixProblem } from "../domain/objectKey.js"
+import { encryptionKeyFrom } from "../layers/ClusterPkiStore.js"
 import { objectStoreLayer } from "../layers/ObjectStoreFromFlags.js"
 import { runEmbedded } from "../shard/embedded.js"
 import { runShards } from "../shard/ShardSupervisor.js"
@@ -211,6 +212,11 @@ const options = {
     Options.withDefault("./cache")
   ),
   advertiseHost: text("advertise-host", "Host advertised for shard.advertise.health_addr and election_addr when the config leaves their host empty"),
+  encryptionKeyFile: text(
+    "encryption-key-file",
+    "Turn agent registration on with the cluster PKI's 32-byte encryption key from this file (64 hex characters or base64; " +
+      "or set NSTANCE_ENCRYPTION_KEY, not both). Without either, registration is off and an instance counts as ready once its VM runs"
+  ),
   config: text("config", "Read the shard config from this local file instead of {prefix}config.jsonc in the bucket (development)"),
   embedded: Options.boolean("embedded").pipe(Options.withDescription(
     "Run on the embedded default instead: a file store in a temporary directory and the Proxmox VE simulator " +
@@ -257,6 +263,18 @@ export const serverCommand = Command.make("nstance-server", options, (flags) =>
       return yield* exitWith(1)
     }
     const start = checked.right
+    // Agent registration is on when a key is given; a key that is unreadable or not 32 bytes refuses the start.
+    const keyFile = Option.getOrUndefined(flags.encryptionKeyFile)
+    const envKey = process.env["NSTANCE_ENCRYPTION_KEY"]
+    let encryptionKey: Uint8Array | undefined
+    if (keyFile !== undefined || (envKey !== undefined && envKey !== "")) {
+      const key = yield* Effect.either(encryptionKeyFrom(process.env, keyFile))
+      if (Either.isLeft(key)) {
+        yield* Console.error(`✗ ${escapeControl(key.left.message)}`)
+        return yield* exitWith(1)
+      }
+      encryptionKey = key.right
+    }
     // One store layer per shard: each daemon builds it in its own scope, so one shard's store trouble (or a
     // restart) never reaches the others.
     const store = objectStoreLayer({ storage: start.storage, bucket: start.bucket })
@@ -271,12 +289,15 @@ export const serverCommand = Command.make("nstance-server", options, (flags) =>
           ? { _tag: "Local", parsed: start.config, path: start.configFile }
           : { _tag: "Store", key: CONFIG_KEY, shard },
         proxmox: start.proxmox,
-        cachedir: start.cachedir
+        cachedir: start.cachedir,
+        ...(encryptionKey === undefined ? {} : { encryptionKey })
       }
     }))).pipe(Effect.scoped, Effect.provide(logger))
   })
 ).pipe(Command.withDescription(
   "Nstance server for Proxmox VE: keeps groups of VMs at their desired size. Start with --storage --bucket --shard --id " +
     "(env PROXMOX_API_URL, PROXMOX_TOKEN_ID, PROXMOX_TOKEN_SECRET), try it with --embedded (file store + simulator), " +
-    "or check a config with --validate FILE. The leader keeps every group at its size: it creates, replaces and deletes VMs."
+    "or check a config with --validate FILE. The leader keeps every group at its size: it creates, replaces and deletes VMs. " +
+    "With NSTANCE_ENCRYPTION_KEY or --encryption-key-file, VMs' agents register (nonce in the cloud-init ISO, endpoint on " +
+    "shard.bind.registration_addr) and an instance that does not register or stops reporting health is replaced."
 ))

@@ -52,11 +52,14 @@ export const metaDataFor = (instanceId: string, hostname: string): string | Inva
 
 /**
  * cloud-init runs user-data as a script only when it starts with `#!`; the original server treats anything
- * that is neither a script nor `#cloud-config` as a bash script body. The check trims, the result does not.
+ * that is neither a script nor `#cloud-config` as a bash script body. A MIME multipart document (what the
+ * create saga makes when agent registration is on) is kept as it is too. The check trims, the result does not.
  */
 export const normaliseUserData = (text: string): string => {
   const trimmed = text.trim()
-  return trimmed.startsWith("#!") || trimmed.startsWith("#cloud-config") ? text : `#!/bin/bash\n${text}`
+  return trimmed.startsWith("#!") || trimmed.startsWith("#cloud-config") || /^content-type:\s*multipart\//i.test(trimmed)
+    ? text
+    : `#!/bin/bash\n${text}`
 }
 
 /** The three files of the seed ISO (`network-config` only when given). */

@@ -4,7 +4,9 @@
  * push reaches the reconcile loop without a restart.
  */
 import { Context, type Duration, type SubscriptionRef } from "effect"
-import type { ParsedShardConfig } from "../domain/config/index.js"
+import { hostname } from "node:os"
+import type { Address, ParsedShardConfig } from "../domain/config/index.js"
+import type { ClusterPkiShape } from "../services/ClusterPki.js"
 
 export interface ShardContextShape {
   readonly clusterId: string
@@ -14,11 +16,35 @@ export interface ShardContextShape {
   readonly config: SubscriptionRef.SubscriptionRef<ParsedShardConfig>
   /** Overrides of the GC grace periods (`ORPHAN_GRACE`, `VM_LOSS_GRACE` in policies.ts), for tests and demos. */
   readonly graces?: GcGraces
+  /** Agent registration; absent when it is off (an instance then counts as ready once its VM runs). */
+  readonly registration?: RegistrationSettings
 }
+
+export interface RegistrationSettings {
+  /** The cluster PKI (loaded or created at startup): mints the nonces and issues the agents' certificates. */
+  readonly pki: ClusterPkiShape
+  /** Fills in an empty or wildcard host of `shard.advertise.registration_addr` (default: hostname). */
+  readonly advertiseHost?: string
+  /** Lifetime of the agents' client certificates (default 24 hours); they renew after two thirds of it. */
+  readonly certificateTtl?: Duration.DurationInput
+}
+
+/** `host:port` of `address`, an empty or wildcard host replaced by `advertiseHost` (else the hostname). */
+export const advertisedAddress = (address: Address, advertiseHost: string | undefined): string => {
+  const wildcard = address.host === "" || address.host === "0.0.0.0" || address.host === "::"
+  const host = wildcard ? advertiseHost ?? hostname() : address.host
+  return host.includes(":") ? `[${host}]:${address.port}` : `${host}:${address.port}`
+}
+
+/** The URL agents register at: `http://{shard.advertise.registration_addr}/agent`. */
+export const registrationUrl = (config: ParsedShardConfig, advertiseHost: string | undefined): string =>
+  `http://${advertisedAddress(config.config.shard.advertise.registration, advertiseHost)}/agent`
 
 export interface GcGraces {
   readonly orphan?: Duration.DurationInput
   readonly vmLoss?: Duration.DurationInput
+  /** How long a registered agent may stay silent before its instance is replaced (default 3 × `health_check_interval`). */
+  readonly health?: Duration.DurationInput
 }
 
 export class ShardContext extends Context.Tag("nstance/ShardContext")<ShardContext, ShardContextShape>() {}

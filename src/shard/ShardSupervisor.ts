@@ -6,6 +6,7 @@
  */
 import { Cause, Effect, FiberMap, Option, Schedule, type Scope } from "effect"
 import type { PveSettingsError } from "../layers/ProxmoxApiHttp.js"
+import type { PkiLoadError } from "../services/ClusterPki.js"
 import type { StoreError } from "../services/ObjectStore.js"
 import { type DaemonSettings, runDaemon } from "./daemon.js"
 import type { ShardMismatch } from "./shardConfig.js"
@@ -56,9 +57,9 @@ const supervised = (shard: SupervisedShard, schedule: Schedule.Schedule<unknown,
 export const runShards = (
   shards: ReadonlyArray<SupervisedShard>,
   options: SupervisorOptions = {}
-): Effect.Effect<never, StoreError | PveSettingsError | ShardMismatch, Scope.Scope> =>
+): Effect.Effect<never, StoreError | PveSettingsError | ShardMismatch | PkiLoadError, Scope.Scope> =>
   Effect.gen(function* () {
-    const fibers = yield* FiberMap.make<string, never, StoreError | PveSettingsError | ShardMismatch>()
+    const fibers = yield* FiberMap.make<string, never, StoreError | PveSettingsError | ShardMismatch | PkiLoadError>()
     const only = shards.length === 1 ? shards[0] : undefined
     if (only !== undefined) {
       yield* FiberMap.run(fibers, only.shard, Effect.scoped(runDaemon(only.settings)).pipe(Effect.annotateLogs({ shard: only.shard })))

@@ -8,9 +8,9 @@
  * PVE calls on the happy path: the upload, the clone, one configure call, the resize when `DiskSize` grows
  * the disk, and the start (plus task polls, and the shared, cached node and template reads).
  */
-import { Clock, Effect, Either, Option, SubscriptionRef } from "effect"
+import { Clock, Effect, Either, Option, Redacted, SubscriptionRef } from "effect"
 import { type ParsedShardConfig, type VmSpec, vmSpecFor } from "../domain/config/index.js"
-import { cloudInitSeed, InvalidCloudInitInput } from "../domain/cloudInit.js"
+import { cloudInitSeed, InvalidCloudInitInput, normaliseUserData } from "../domain/cloudInit.js"
 import { renderManagedNotes } from "../domain/managedNotes.js"
 import { associationTags } from "../domain/pveTags.js"
 import {
@@ -20,19 +20,20 @@ import {
   IsoUploaded,
   IsoUploadRequested,
   NodeChosen,
+  NonceIssued,
   Resized,
   Started,
   StartRequested,
   TemplateResolved
 } from "../domain/shard/events.js"
 import { getInstance, type Instance } from "../domain/shard/state.js"
-import { decodeUserData, userDataSource } from "../domain/shard/userData.js"
+import { decodeUserData, userDataSource, withAgentRegistration } from "../domain/shard/userData.js"
 import { EventLog } from "../services/EventLog.js"
 import { IsoBuilder } from "../services/IsoBuilder.js"
 import { type PveApiError, ProxmoxApi } from "../services/ProxmoxApi.js"
 import { ClusterView } from "./ClusterView.js"
 import { SagaLimits } from "./SagaLimits.js"
-import { ShardContext } from "./ShardContext.js"
+import { registrationUrl, ShardContext } from "./ShardContext.js"
 import { permanentStepError, StepError, stepErrorFrom, waitingStepError } from "./stepError.js"
 
 const MIB = 1024 * 1024
@@ -152,11 +153,31 @@ export const createStep = (instance: Instance, resumed: boolean) =>
         const volid = isoVolid(storage, id)
         const userData = decodeUserData(userDataSource(config.config, group))
         if ("problem" in userData) return yield* permanentStepError(id, step, userData.problem)
-        const seed = cloudInitSeed({ instanceId: id, userData: userData.text })
+        // With registration on, every (re)built ISO carries a fresh nonce: the token lives only in the
+        // ISO, its hash goes into the log before the upload, so only the newest upload's nonce registers.
+        const registration = shard.registration
+        const minted = registration === undefined ? undefined : yield* registration.pki.mintNonce({
+          instanceId: id,
+          cluster: shard.clusterId,
+          shard: shard.shard,
+          tenant: group.tenant,
+          group: group.name,
+          ttl: config.config.shard.garbageCollection.registrationTimeout
+        })
+        const text = minted === undefined || registration === undefined
+          ? userData.text
+          : withAgentRegistration(userData.text.trim() === "" ? "" : normaliseUserData(userData.text), {
+            registrationUrl: registrationUrl(config, registration.advertiseHost),
+            nonce: Redacted.value(minted.jwt)
+          })
+        const seed = cloudInitSeed({ instanceId: id, userData: text })
         if (seed instanceof InvalidCloudInitInput) return yield* permanentStepError(id, step, seed.message)
         const image = yield* (yield* IsoBuilder).build(seed).pipe(Effect.mapError((error) => permanentStepError(id, step, error.message)))
+        const nonceIssued = minted === undefined ? [] : [NonceIssued.make({ instanceId: id, at: yield* now, nonceHash: minted.hash })]
         if (instance.phase === "templated") {
-          yield* log.append([IsoUploadRequested.make({ instanceId: id, at: yield* now, node, storage, volid })])
+          yield* log.append([IsoUploadRequested.make({ instanceId: id, at: yield* now, node, storage, volid }), ...nonceIssued])
+        } else if (nonceIssued.length > 0) {
+          yield* log.append(nonceIssued)
         }
         // Uploading the same name again overwrites it, so a resumed upload simply repeats.
         yield* limits.onNode(node)(

@@ -11,6 +11,8 @@ import { fileSnapshotCache } from "../layers/EventLogStore.js"
 import { makeLeaderLeaseOn } from "../layers/LeaderLeaseStore.js"
 import { ProxmoxApiHttp, type ProxmoxApiSettings, type PveSettingsError } from "../layers/ProxmoxApiHttp.js"
 import { scopeStore } from "../layers/ObjectStoreScoped.js"
+import { makeClusterPki } from "../layers/ClusterPkiStore.js"
+import type { PkiLoadError } from "../services/ClusterPki.js"
 import { ObjectStore, type StoreError } from "../services/ObjectStore.js"
 import { watchConfig } from "./configWatch.js"
 import { leaderScope } from "./LeaderScope.js"
@@ -29,7 +31,17 @@ export interface DaemonSettings {
   readonly proxmox: Omit<ProxmoxApiSettings, "insecureTls">
   /** `--cachedir`: the newest snapshot is copied to `{cachedir}/{shard}/snapshot.json` so a restart reads only the tail. */
   readonly cachedir?: string
+  /**
+   * The 32-byte key the cluster PKI's private keys are encrypted with (`NSTANCE_ENCRYPTION_KEY` or
+   * `--encryption-key-file`). Given: agent registration is on. Absent: off, and an instance counts as ready
+   * once its VM runs.
+   */
+  readonly encryptionKey?: Uint8Array
 }
+
+export const REGISTRATION_OFF_WARNING =
+  "agent registration is off: set NSTANCE_ENCRYPTION_KEY (or --encryption-key-file) to turn it on; " +
+  "an instance counts as ready once its VM runs"
 
 /** The address written into `leader.json`: the configured one, its wildcard host replaced. */
 export const advertisedElectionAddress = (address: Address, advertiseHost: string | undefined): string => {
@@ -54,7 +66,7 @@ const firstConfig = (source: ConfigSource, prefix: string): Effect.Effect<Parsed
   )
 
 /** Runs the shard until the scope closes (SIGINT/SIGTERM), resigning the lease on the way out. */
-export const runDaemon = (settings: DaemonSettings): Effect.Effect<never, StoreError | PveSettingsError | ShardMismatch, Scope.Scope> =>
+export const runDaemon = (settings: DaemonSettings): Effect.Effect<never, StoreError | PveSettingsError | ShardMismatch | PkiLoadError, Scope.Scope> =>
   Effect.gen(function* () {
     const base = yield* ObjectStore
     const scoped = scopeStore(base, settings.prefix)
@@ -63,6 +75,15 @@ export const runDaemon = (settings: DaemonSettings): Effect.Effect<never, StoreE
     const { config } = first
     const configRef = yield* SubscriptionRef.make(first)
     yield* watchConfig(settings.config, configRef).pipe(Effect.provide(shardStore), Effect.forkScoped)
+    // The PKI lives in the bucket root (pki/{cluster}/…), shared by every shard of the cluster. A partial PKI or
+    // a wrong key refuses the start: never a silently regenerated CA.
+    const pki = settings.encryptionKey === undefined
+      ? undefined
+      : yield* makeClusterPki(base, { clusterId: config.cluster.id, encryptionKey: settings.encryptionKey }).pipe(
+        Effect.tapError((error) => Effect.logError(`agent registration: cannot load the cluster PKI: ${error.message}`))
+      )
+    if (pki === undefined) yield* Effect.logWarning(REGISTRATION_OFF_WARNING)
+    else yield* Effect.logInfo(`agent registration is on: cluster PKI pki/${config.cluster.id}/ loaded`)
     const election = config.shard.leaderElection
     yield* Effect.logInfo(
       `shard ${config.shard.id} of cluster ${config.cluster.id}: replica ${settings.id} joins the election ` +
@@ -82,6 +103,7 @@ export const runDaemon = (settings: DaemonSettings): Effect.Effect<never, StoreE
       shard: config.shard.id,
       replica: settings.id,
       config: configRef,
+      ...(pki === undefined ? {} : { registration: { pki, ...(settings.advertiseHost === undefined ? {} : { advertiseHost: settings.advertiseHost }) } }),
       ...(settings.cachedir === undefined ? {} : { eventLog: { cache: fileSnapshotCache(join(settings.cachedir, config.shard.id)) } })
     })
     yield* lease.whileLeader((term) => work(term).pipe(Effect.provide(pve), Effect.provide(shardStore)))

@@ -4,7 +4,9 @@
  * loopback), and the bundled example config pushed where an operator would push it. Then the real daemon
  * runs on top: the same election, config loading and leader loop as against a production cluster.
  */
+import { randomBytes } from "node:crypto"
 import { mkdtempSync, rmSync } from "node:fs"
+import { createServer as createNetServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Data, Duration, Effect, Either, Layer, Random } from "effect"
@@ -16,6 +18,7 @@ import { scopeStore, shardPrefix } from "../layers/ObjectStoreScoped.js"
 import { ObjectStore } from "../services/ObjectStore.js"
 import { LatencyDemo } from "../sim/latency.js"
 import type { SimModel } from "../sim/model.js"
+import { makeSimAgents } from "../sim/agent.js"
 import { PveSimulator } from "../sim/server.js"
 import { CONFIG_KEY } from "./shardConfig.js"
 import { packagePath } from "../packageRoot.js"
@@ -35,6 +38,24 @@ export const withDemoGcInterval = (text: string, parsed: ParsedShardConfig): str
   const edited = applyEdits(text, modify(text, ["shard", "garbage_collection", "interval"], DEMO_GC_INTERVAL, { formattingOptions: { insertSpaces: true, tabSize: 2 } }))
   return Either.isRight(parseShardConfig(edited)) ? edited : text
 }
+
+/** `text` with `shard.bind.registration_addr` and `shard.advertise.registration_addr` set to `address` (the demo's agents register there). */
+export const withRegistrationAddress = (text: string, address: string): string => {
+  const options = { formattingOptions: { insertSpaces: true, tabSize: 2 } }
+  const bound = applyEdits(text, modify(text, ["shard", "bind", "registration_addr"], address, options))
+  return applyEdits(bound, modify(bound, ["shard", "advertise", "registration_addr"], address, options))
+}
+
+/** A TCP port free on loopback right now (the OS picks it). */
+export const freeLoopbackPort: Effect.Effect<number> = Effect.async<number>((resume) => {
+  const server = createNetServer()
+  server.unref()
+  server.listen(0, "127.0.0.1", () => {
+    const address = server.address()
+    const port = typeof address === "object" && address !== null ? address.port : 0
+    server.close(() => resume(port === 0 ? Effect.dieMessage("no free port on 127.0.0.1") : Effect.succeed(port)))
+  })
+})
 
 /** Crashes a random running VM of ours in the simulator now and then (the guest dies; PVE reports it stopped). */
 const crashNowAndThen = (model: SimModel) =>
@@ -63,7 +84,12 @@ export const runEmbedded = (options: { readonly configFile?: string } = {}) =>
       })
     }
     const shard = parsed.right.config.shard.id
-    const demoText = withDemoGcInterval(text, parsed.right)
+    // Agent registration is always on here: a key for this run only, the endpoint on a free loopback port.
+    const registrationAddress = `127.0.0.1:${yield* freeLoopbackPort}`
+    const gcText = withDemoGcInterval(text, parsed.right)
+    const demoText = withRegistrationAddress(gcText, registrationAddress)
+    if (Either.isLeft(parseShardConfig(demoText))) return yield* new EmbeddedSetupFailed({ message: `cannot set the registration address in ${configFile}` })
+    const encryptionKey = new Uint8Array(randomBytes(32))
     // The demo's bucket lives as long as the run: removed when the scope closes (Ctrl-C included).
     const bucket = yield* Effect.acquireRelease(
       Effect.sync(() => mkdtempSync(join(tmpdir(), "nstance-embedded-"))),
@@ -75,13 +101,17 @@ export const runEmbedded = (options: { readonly configFile?: string } = {}) =>
       .put(CONFIG_KEY, new TextEncoder().encode(demoText))
       .pipe(Effect.orDie)
 
-    const sim = yield* PveSimulator({ nodes: 3, http: true, latency: LatencyDemo, sharedStorage: true, nodeMemoryGiB: 128 })
+    const agents = yield* makeSimAgents({ healthEvery: "3 seconds" })
+    const sim = yield* PveSimulator({ nodes: 3, http: true, latency: LatencyDemo, sharedStorage: true, nodeMemoryGiB: 128, guestHook: agents.hook })
+    agents.attach(sim.model)
     yield* Effect.logInfo(
       [
         "nstance embedded default — nothing here touches a real cluster",
         `  object store : file://${bucket} (config at ${prefix}${CONFIG_KEY})`,
         `  Proxmox VE   : simulator at ${sim.url} (nodes pve1..pve3, token ${sim.tokenId})`,
-        `  shard config : ${configFile}${demoText === text ? "" : ` (garbage_collection.interval shortened to ${DEMO_GC_INTERVAL} for the demo)`}`,
+        `  shard config : ${configFile}${gcText === text ? "" : ` (garbage_collection.interval shortened to ${DEMO_GC_INTERVAL} for the demo)`}`,
+        `  agents       : registration on at http://${registrationAddress}/agent (a PKI key for this run only); ` +
+          "simulated guests register with IPs 10.20.<node>.<vmid % 250> and report health every 3 s",
         `  demo         : every ${Duration.format(DEMO_CRASH_EVERY)} one of the VMs crashes in the simulator; watch it being replaced`,
         "  stop with Ctrl-C (the lease is resigned on the way out)"
       ].join("\n")
@@ -93,6 +123,7 @@ export const runEmbedded = (options: { readonly configFile?: string } = {}) =>
       prefix,
       store: Layer.succeed(ObjectStore, store),
       config: { _tag: "Store", key: CONFIG_KEY, shard },
-      proxmox: { apiUrl: sim.url, tokenId: sim.tokenId, tokenSecret: sim.tokenSecret }
+      proxmox: { apiUrl: sim.url, tokenId: sim.tokenId, tokenSecret: sim.tokenSecret },
+      encryptionKey
     })
   })

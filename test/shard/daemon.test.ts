@@ -4,7 +4,9 @@ import { Deferred, Effect, Fiber, Layer, Logger, Option } from "effect"
 import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
 import { scopeStore } from "../../src/layers/ObjectStoreScoped.js"
 import { ObjectStore } from "../../src/services/ObjectStore.js"
-import { runDaemon } from "../../src/shard/daemon.js"
+import { REGISTRATION_OFF_WARNING, runDaemon } from "../../src/shard/daemon.js"
+import { pkiObjectKeys } from "../../src/layers/ClusterPkiStore.js"
+import { randomBytes } from "node:crypto"
 import { EXAMPLE_CONFIG } from "../../src/shard/embedded.js"
 import { CONFIG_KEY } from "../../src/shard/shardConfig.js"
 import { PveSimulator } from "../../src/sim/server.js"
@@ -12,9 +14,8 @@ import { PveSimulator } from "../../src/sim/server.js"
 const PREFIX = "shard/pve-a/"
 
 /** Runs the daemon on a memory store and the simulator until a log line satisfies `until`. */
-const runUntil = (configText: string | undefined, until: (lines: ReadonlyArray<string>) => boolean) =>
+const runUntil = (configText: string | undefined, until: (lines: ReadonlyArray<string>) => boolean, store = makeMemoryStore()) =>
   Effect.gen(function* () {
-    const store = makeMemoryStore()
     if (configText !== undefined) {
       yield* scopeStore(store, PREFIX).put(CONFIG_KEY, new TextEncoder().encode(configText))
     }
@@ -55,6 +56,8 @@ describe("shard daemon (simulator + memory store)", () => {
       const { lines, lease, vms } = yield* runUntil(readFileSync(EXAMPLE_CONFIG, "utf8"), (seen) =>
         seen.some((line) => / running as VM \d+ on pve\d$/.test(line)))
       expect(lines).toContain("lease: acquired term 1")
+      // No encryption key: registration is off, said once, and nothing else changes.
+      expect(lines.filter((line) => line === REGISTRATION_OFF_WARNING)).toHaveLength(1)
       expect(lines).toContain("cluster read: 0 VMs carry this shard's tags, 0 adopted")
       // Every group of the example is requested: 12 VMs in 5 groups.
       expect(lines.filter((line) => / requested for [a-z-]+\/[a-z-]+ \(scale-up\)$/.test(line))).toHaveLength(12)
@@ -75,4 +78,25 @@ describe("shard daemon (simulator + memory store)", () => {
       // It never joined the election: a replica without a config must not hold the lease.
       expect(lease).toBeUndefined()
     }))
+
+  it.scopedLive("with an encryption key but half a PKI in the bucket, refuses to start with a clear error", () =>
+    Effect.gen(function* () {
+      const store = makeMemoryStore()
+      yield* scopeStore(store, PREFIX).put(CONFIG_KEY, new TextEncoder().encode(readFileSync(EXAMPLE_CONFIG, "utf8")))
+      // Only the CA certificate, at the bucket root where the PKI lives.
+      yield* store.put(pkiObjectKeys("acme-prod").caCert, new TextEncoder().encode("-----BEGIN CERTIFICATE-----\n"))
+      const sim = yield* PveSimulator({ nodes: 3, http: true })
+      const exit = yield* runDaemon({
+        id: "test-replica",
+        prefix: PREFIX,
+        store: Layer.succeed(ObjectStore, store),
+        config: { _tag: "Store", key: CONFIG_KEY },
+        proxmox: { apiUrl: sim.url, tokenId: sim.tokenId, tokenSecret: sim.tokenSecret },
+        encryptionKey: new Uint8Array(randomBytes(32))
+      }).pipe(Effect.scoped, Effect.provide(Logger.replace(Logger.defaultLogger, Logger.none)), Effect.timeout("10 seconds"), Effect.exit)
+      expect(exit._tag).toBe("Failure")
+      expect(JSON.stringify(exit)).toContain("PkiIncomplete")
+      // It never joined the election.
+      expect(Option.isNone(yield* scopeStore(store, PREFIX).get("leader.json").pipe(Effect.option))).toBe(true)
+    }), { timeout: 15_000 })
 })

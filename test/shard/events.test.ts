@@ -15,6 +15,7 @@ import {
   IsoUploadRequested,
   LeaderElected,
   NodeChosen,
+  NonceIssued,
   Registered,
   Resized,
   ShardEvent,
@@ -64,7 +65,9 @@ const everyEvent: ReadonlyArray<ShardEvent> = [
   VmDeleted.make({ instanceId: id, at: at + 16, vmid: 1234 }),
   InstanceGone.make({ instanceId: id, at: at + 17 }),
   Adopted.make({ instanceId: "dbsbbbbbbbbbbbbbbbbbbbbbbbbbb", at: at + 18, vmid: 5000, node: "pve3", tenant: "t", kind: "dbs", status: "running" }),
-  VmidsSeen.make({ highest: 7000 })
+  VmidsSeen.make({ highest: 7000 }),
+  // Kept last so the indices above stay those of one instance's life.
+  NonceIssued.make({ instanceId: "dbsbbbbbbbbbbbbbbbbbbbbbbbbbb", at: at + 19, nonceHash: "ab".repeat(32) })
 ]
 
 const json = (value: unknown) => JSON.parse(JSON.stringify(value))
@@ -203,6 +206,25 @@ describe("the fold", () => {
       DeleteRequested.make({ instanceId: id, at, reason: "gc" })
     ])
     expect(Option.getOrThrow(getInstance(state, id))).toMatchObject({ phase: "deleting", deleteReason: "scale-down", startedAt: at })
+  })
+
+  it("keeps the newest nonce hash, and a registration that overtakes the start record", () => {
+    const hash1 = "11".repeat(32)
+    const hash2 = "22".repeat(32)
+    const state = fold([
+      ...everyEvent.slice(1, 5),
+      NonceIssued.make({ instanceId: id, at: at + 3, nonceHash: hash1 }),
+      // A resumed ISO step mints a fresh nonce: only the newest hash may register.
+      NonceIssued.make({ instanceId: id, at: at + 4, nonceHash: hash2 }),
+      ...everyEvent.slice(5, 11),
+      // The guest registers while the start is still being recorded.
+      Registered.make({ instanceId: id, at: at + 11, ips: ["10.20.1.4"], hostname: id }),
+      Started.make({ instanceId: id, at: at + 12 })
+    ])
+    expect(Option.getOrThrow(getInstance(state, id))).toMatchObject({ phase: "registered", nonceHash: hash2, startedAt: at + 12, ips: ["10.20.1.4"] })
+    // The hash survives a snapshot; the token was never there.
+    const decoded = Either.getOrThrow(decodeState(json(encodeState(state))))
+    expect(Option.getOrThrow(getInstance(decoded, id)).nonceHash).toBe(hash2)
   })
 
   it("read helpers group, filter and sort", () => {

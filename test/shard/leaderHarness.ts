@@ -16,7 +16,8 @@ import { ObjectStore, type ObjectStoreShape } from "../../src/services/ObjectSto
 import { ProxmoxApi, type ProxmoxApiShape } from "../../src/services/ProxmoxApi.js"
 import { leaderScope } from "../../src/shard/LeaderScope.js"
 import type { GcGraces } from "../../src/shard/ShardContext.js"
-import { PveSimulator, type RunningSimulator, type SimVm } from "../../src/sim/server.js"
+import { type GuestHook, PveSimulator, type RunningSimulator, type SimVm } from "../../src/sim/server.js"
+import { makeClusterPki } from "../../src/layers/ClusterPkiStore.js"
 
 export const CLUSTER = "acme"
 export const SHARD = "pve-a"
@@ -33,6 +34,10 @@ export interface ConfigOptions {
   readonly gcInterval?: string
   /** `disk:` of the instance type in GiB; the template's disk is 2 GiB, so more means a resize. */
   readonly diskGiB?: number
+  /** `shard.bind.registration_addr` and `shard.advertise.registration_addr` (default `:8992` / `10.0.0.1:8992`). */
+  readonly registrationAddr?: string
+  readonly registrationTimeout?: string
+  readonly healthCheckInterval?: string
 }
 
 /** A small shard config: one tenant, one group of `size` VMs cloned from the simulator's per-node template. */
@@ -42,10 +47,10 @@ export const configText = (o: ConfigOptions): string => `// simulation test shar
   "shard": {
     "id": "${SHARD}",
     "infra": { "provider": "proxmox", "region": "dc1", "zone": "z1", "options": { "cloud_init_iso_storage": "${ISO_STORAGE}" } },
-    "bind": { "health_addr": ":8990", "election_addr": ":8991", "registration_addr": ":8992", "operator_addr": ":8993", "agent_addr": ":8994" },
-    "advertise": { "health_addr": ":8990", "election_addr": ":8991", "registration_addr": "10.0.0.1:8992", "operator_addr": "10.0.0.1:8993", "agent_addr": "10.0.0.1:8994" },
+    "bind": { "health_addr": ":8990", "election_addr": ":8991", "registration_addr": "${o.registrationAddr ?? ":8992"}", "operator_addr": ":8993", "agent_addr": ":8994" },
+    "advertise": { "health_addr": ":8990", "election_addr": ":8991", "registration_addr": "${o.registrationAddr ?? "10.0.0.1:8992"}", "operator_addr": "10.0.0.1:8993", "agent_addr": "10.0.0.1:8994" },
     "subnet_pools": { "edge": ["${BRIDGE}"] },
-    "garbage_collection": { "interval": "${o.gcInterval ?? "1s"}", "registration_timeout": "1m" },
+    "garbage_collection": { "interval": "${o.gcInterval ?? "1s"}", "registration_timeout": "${o.registrationTimeout ?? "1m"}" },${o.healthCheckInterval === undefined ? "" : ` "health_check_interval": "${o.healthCheckInterval}",`}
   },
   "defaults": {
     "args": { "StoragePool": "local-lvm", "TemplateName": "${o.templateName ?? "debian-13-template"}", "StartOnBoot": true },
@@ -82,6 +87,10 @@ export interface HarnessOptions extends ConfigOptions {
   readonly graces?: GcGraces
   readonly seed?: number
   readonly sharedStorage?: boolean
+  /** Agent registration on, with a PKI in the harness's store under this key. */
+  readonly encryptionKey?: Uint8Array
+  /** The simulator's guest hook (simulated agents). */
+  readonly guestHook?: GuestHook
 }
 
 export type EventView = ShardEventEncoded & { readonly seq: number }
@@ -92,8 +101,14 @@ export const nonTemplateVms = (sim: RunningSimulator): Array<SimVm> =>
 
 export const makeHarness = (options: HarnessOptions) =>
   Effect.gen(function* () {
-    const sim = yield* PveSimulator({ nodes: 3, http: true, seed: options.seed ?? 1, sharedStorage: options.sharedStorage ?? false })
+    const sim = yield* PveSimulator({
+      nodes: 3, http: true, seed: options.seed ?? 1, sharedStorage: options.sharedStorage ?? false,
+      ...(options.guestHook === undefined ? {} : { guestHook: options.guestHook })
+    })
     const store = makeMemoryStore()
+    const pki = options.encryptionKey === undefined
+      ? undefined
+      : yield* makeClusterPki(store, { clusterId: CLUSTER, encryptionKey: options.encryptionKey }).pipe(Effect.orDie, Logger.withMinimumLogLevel(LogLevel.None))
     let current: ConfigOptions = options
     const config = yield* SubscriptionRef.make(parseConfig(configText(current)))
     const logs: Array<string> = []
@@ -124,7 +139,8 @@ export const makeHarness = (options: HarnessOptions) =>
         replica: o.replica ?? `replica-${term}`,
         config: o.config ?? config,
         eventLog: { batchWindow: "5 millis" },
-        ...(options.graces === undefined ? {} : { graces: options.graces })
+        ...(options.graces === undefined ? {} : { graces: options.graces }),
+        ...(pki === undefined ? {} : { registration: { pki } })
       })(term).pipe(
         Effect.provide(
           o.wrapPve === undefined

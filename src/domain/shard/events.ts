@@ -48,6 +48,12 @@ export const IsoUploadRequested = Schema.TaggedStruct("IsoUploadRequested", {
   volid: Schema.String
 })
 
+/**
+ * A registration nonce was minted for the instance and goes into its user-data. Only the SHA-256 of the token
+ * is recorded: the token itself never enters the log. A later one (a resumed ISO step mints anew) replaces it.
+ */
+export const NonceIssued = Schema.TaggedStruct("NonceIssued", { v, instanceId, at, nonceHash: Schema.String })
+
 export const IsoUploaded = Schema.TaggedStruct("IsoUploaded", { v, instanceId, at, volid: Schema.String })
 
 /** The VMID reservation: written before the clone call, so it raises the high-water mark even if the clone never happens. */
@@ -127,6 +133,7 @@ export const ShardEvent = Schema.Union(
   NodeChosen,
   TemplateResolved,
   IsoUploadRequested,
+  NonceIssued,
   IsoUploaded,
   CloneRequested,
   Cloned,

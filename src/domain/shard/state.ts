@@ -59,6 +59,8 @@ export const Instance = Schema.Struct({
   diskSize: Schema.optional(Schema.String),
   ips: Schema.Array(Schema.String),
   hostname: Schema.optional(Schema.String),
+  /** SHA-256 of the registration nonce in the instance's user-data (`NonceIssued`); absent when registration is off or for adopted VMs. */
+  nonceHash: Schema.optional(Schema.String),
   /** Number of `StepFailed` events. */
   failures: Schema.Int,
   lastError: Schema.optional(LastError),
@@ -182,6 +184,7 @@ const newInstance = (f: NewFields): Draft => ({
   diskSize: undefined,
   ips: [],
   hostname: undefined,
+  nonceHash: undefined,
   failures: 0,
   lastError: undefined,
   deleteReason: undefined,
@@ -213,6 +216,9 @@ const update = (d: Draft, event: UpdateEvent): void => {
       d.node = event.node
       d.isoVolid = event.volid
       return
+    case "NonceIssued":
+      d.nonceHash = event.nonceHash
+      return
     case "IsoUploaded":
       advance(d, "iso-ready")
       d.isoVolid = event.volid
@@ -239,7 +245,8 @@ const update = (d: Draft, event: UpdateEvent): void => {
       advance(d, "starting")
       return
     case "Started":
-      advance(d, "running")
+      // The guest may register before the saga records its start: registered stays registered.
+      if (d.phase !== "registered") advance(d, "running")
       d.startedAt = event.at
       return
     case "Registered":

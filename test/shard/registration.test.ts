@@ -1,0 +1,163 @@
+/**
+ * Agent registration end to end on the HTTP simulator: the leader mints a nonce into every VM's cloud-init
+ * ISO (only its hash in the log), serves the agent endpoint, and the simulator's guests read the ISO back,
+ * register over real HTTP with their simulated IPs and report health. A guest that never registers is
+ * replaced after `registration_timeout`, one that stops reporting health after the grace — and the nonce
+ * token never reaches the event log or any object-store write.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { randomBytes } from "node:crypto"
+import { type AddressInfo, createServer, type Server } from "node:net"
+import { Effect } from "effect"
+import { nonceHash } from "../../src/domain/agent/nonce.js"
+import { allInstances } from "../../src/domain/shard/state.js"
+import type { ObjectStoreShape } from "../../src/services/ObjectStore.js"
+import { freeLoopbackPort } from "../../src/shard/embedded.js"
+import { makeSimAgents, simulatedIp } from "../../src/sim/agent.js"
+import type { GuestBoot } from "../../src/sim/server.js"
+import { type HarnessOptions, makeHarness, nonTemplateVms } from "./leaderHarness.js"
+
+/** A harness with registration on, agents reporting health every 200 ms, the endpoint on a free loopback port. */
+const registrationHarness = (options: Partial<HarnessOptions> & { readonly size: number; readonly mute?: (boot: GuestBoot) => boolean }) =>
+  Effect.gen(function* () {
+    const port = yield* freeLoopbackPort
+    const agents = yield* makeSimAgents({ healthEvery: "200 millis", ...(options.mute === undefined ? {} : { mute: options.mute }) })
+    const harness = yield* makeHarness({
+      registrationAddr: `127.0.0.1:${port}`,
+      registrationTimeout: "1m",
+      gcInterval: "300ms",
+      ...options,
+      encryptionKey: new Uint8Array(randomBytes(32)),
+      guestHook: agents.hook
+    })
+    agents.attach(harness.sim.model)
+    return { ...harness, agents }
+  })
+
+const registeredProblems = (h: Effect.Effect.Success<ReturnType<typeof registrationHarness>>, size: number) =>
+  Effect.map(h.state, (state) => {
+    const problems: Array<string> = []
+    const instances = allInstances(state)
+    if (instances.length !== size) problems.push(`${instances.length} instances, want ${size}`)
+    for (const i of instances) if (i.phase !== "registered") problems.push(`${i.id} is ${i.phase}`)
+    return problems
+  })
+
+describe("agent registration (HTTP simulator, real agent endpoint)", () => {
+  it.scopedLive("every VM registers with its simulated IPs; the log has Registered events and nonce hashes", () =>
+    Effect.gen(function* () {
+      const h = yield* registrationHarness({ size: 3 })
+      yield* h.leader(1)
+      yield* h.waitUntil("all registered", registeredProblems(h, 3), "12 seconds")
+      const state = yield* h.state
+      const vms = nonTemplateVms(h.sim)
+      for (const instance of allInstances(state)) {
+        const vm = vms.find((v) => v.config.get("name") === instance.id)!
+        const ip = simulatedIp(vm.node, vm.vmid)
+        expect(ip).toMatch(/^10\.20\.[1-3]\.\d+$/)
+        expect(instance).toMatchObject({ phase: "registered", ips: [ip], hostname: instance.id })
+        expect(instance.nonceHash).toMatch(/^[0-9a-f]{64}$/)
+        expect(instance.startedAt).toBeDefined()
+      }
+      const events = yield* h.events
+      const registered = events.filter((e) => e._tag === "Registered")
+      expect(registered).toHaveLength(3)
+      for (const e of registered) expect((e as { ips: ReadonlyArray<string> }).ips[0]).toMatch(/^10\.20\.[1-3]\.\d+$/)
+      // Every nonce a guest read is one whose hash the log holds.
+      const hashes = new Set(events.filter((e) => e._tag === "NonceIssued").map((e) => (e as { nonceHash: string }).nonceHash))
+      expect(h.agents.nonces.length).toBeGreaterThanOrEqual(3)
+      for (const nonce of h.agents.nonces) expect(hashes.has(nonceHash(nonce))).toBe(true)
+      expect(h.logs.some((line) => / registered \(10\.20\.\d\.\d+\) as /.test(line))).toBe(true)
+    }), { timeout: 15_000 })
+
+  it.scopedLive("a VM whose guest never registers is replaced after registration_timeout", () =>
+    Effect.gen(function* () {
+      let first = true
+      const h = yield* registrationHarness({
+        size: 2,
+        registrationTimeout: "2s",
+        mute: () => {
+          const mute = first
+          first = false
+          return mute
+        }
+      })
+      yield* h.leader(1)
+      yield* h.waitUntil("the muted VM replaced and the group registered", Effect.gen(function* () {
+        const events = yield* h.events
+        const muted = h.agents.muted[0]
+        if (muted === undefined) return ["no guest muted yet"]
+        const deleted = events.some((e) => e._tag === "DeleteRequested" && e.instanceId === muted && e.reason === "not-ready")
+        const gone = events.some((e) => e._tag === "InstanceGone" && e.instanceId === muted)
+        return [...(deleted ? [] : [`${muted} not replaced yet`]), ...(gone ? [] : [`${muted} not gone yet`]), ...(yield* registeredProblems(h, 2))]
+      }), "13 seconds")
+      expect(h.logs.some((line) => line.includes("has not registered within 2s of its start; replacing it"))).toBe(true)
+    }), { timeout: 15_000 })
+
+  it.scopedLive("a crashed VM stops reporting health and is replaced after the grace", () =>
+    Effect.gen(function* () {
+      // The GC's own stopped-VM check waits a minute here, so it is the missing health reports that count.
+      const h = yield* registrationHarness({ size: 2, graces: { health: "1500 millis", vmLoss: "1 minute" } })
+      yield* h.leader(1)
+      yield* h.waitUntil("all registered", registeredProblems(h, 2), "8 seconds")
+      const victim = allInstances(yield* h.state)[0]!
+      h.sim.model.crashVm(victim.vmid!)
+      yield* h.waitUntil("the crashed VM replaced", Effect.gen(function* () {
+        const events = yield* h.events
+        const deleted = events.some((e) => e._tag === "DeleteRequested" && e.instanceId === victim.id && e.reason === "not-ready")
+        const gone = events.some((e) => e._tag === "InstanceGone" && e.instanceId === victim.id)
+        return [...(deleted ? [] : ["not replaced yet"]), ...(gone ? [] : ["not gone yet"]), ...(yield* registeredProblems(h, 2))]
+      }), "6 seconds")
+      expect(h.logs.some((line) => line.includes(`${victim.id}: VM ${victim.vmid} stopped reporting health`))).toBe(true)
+    }), { timeout: 15_000 })
+
+  it.scopedLive("the nonce token never appears in an event or any object-store write; only its hash does", () =>
+    Effect.gen(function* () {
+      const h = yield* registrationHarness({ size: 2 })
+      const writes: Array<string> = []
+      const recording: ObjectStoreShape = {
+        ...h.store,
+        put: (key, body, pre) => Effect.suspend(() => {
+          writes.push(`${key}\n${new TextDecoder().decode(body)}`)
+          return h.store.put(key, body, pre)
+        })
+      }
+      yield* h.leader(1, { store: recording })
+      yield* h.waitUntil("all registered", registeredProblems(h, 2), "10 seconds")
+      const nonces = h.agents.nonces
+      expect(nonces.length).toBeGreaterThanOrEqual(2)
+      expect(writes.length).toBeGreaterThan(0)
+      const events = JSON.stringify(yield* h.events)
+      const logs = h.logs.join("\n")
+      for (const nonce of nonces) {
+        // The token and its signature part (the part no hash or claim could contain by chance).
+        const signature = nonce.split(".")[2]!
+        for (const text of [events, logs, ...writes]) {
+          expect(text.includes(nonce)).toBe(false)
+          expect(text.includes(signature)).toBe(false)
+        }
+        expect(events.includes(nonceHash(nonce))).toBe(true)
+      }
+    }), { timeout: 15_000 })
+
+  it.scopedLive("an endpoint that cannot bind is logged as an error and does not end the leadership", () =>
+    Effect.gen(function* () {
+      // Another process holds the registration port.
+      const squatter = yield* Effect.acquireRelease(
+        Effect.async<Server>((resume) => {
+          // It drops every connection, so agents get an error (and retry) rather than a hanging request.
+          const server = createServer((socket) => socket.destroy())
+          server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
+        }),
+        (server) => Effect.sync(() => void server.close())
+      )
+      const port = (squatter.address() as AddressInfo).port
+      const agents = yield* makeSimAgents({ healthEvery: "200 millis" })
+      const h = yield* makeHarness({ size: 2, registrationAddr: `127.0.0.1:${port}`, encryptionKey: new Uint8Array(randomBytes(32)), guestHook: agents.hook })
+      agents.attach(h.sim.model)
+      const fiber = yield* h.leader(1)
+      yield* h.waitUntil("the group created", h.convergence(2), "10 seconds")
+      expect(h.logs.some((line) => line.includes(`agent endpoint: cannot serve on 127.0.0.1:${port}`))).toBe(true)
+      expect(fiber.unsafePoll()).toBeNull()
+    }), { timeout: 15_000 })
+})
