@@ -19,10 +19,7 @@ import {
   desiredGroups
 } from "../domain/config/index.js"
 import { objectPrefixProblem } from "../domain/objectKey.js"
-import { encryptionKeyFrom } from "../layers/ClusterPkiStore.js"
 import { objectStoreLayer } from "../layers/ObjectStoreFromFlags.js"
-import { runEmbedded } from "../shard/embedded.js"
-import { runShards } from "../shard/ShardSupervisor.js"
 import { CONFIG_KEY } from "../shard/shardConfig.js"
 import { decodeUtf8, readInputFile } from "./errors.js"
 import { escapeControl } from "./escape.js"
@@ -228,6 +225,12 @@ const options = {
   )
 }
 
+/**
+ * The daemon, the simulator and the PKI are loaded only when the command gets that far: `--version`,
+ * `--help`, `--validate` and a refused start never parse them (the bundle keeps them in their own chunks).
+ */
+const loadModule = <M>(load: () => Promise<M>) => Effect.promise(load)
+
 export const serverCommand = Command.make("nstance-server", options, (flags) =>
   Effect.gen(function* () {
     if (Option.isSome(flags.validate)) return yield* validateFile(flags.validate.value)
@@ -235,6 +238,7 @@ export const serverCommand = Command.make("nstance-server", options, (flags) =>
     const logger = loggerLayer(Option.getOrElse(flags.logFormat, () => (flags.embedded ? "text" : defaultLogFormat())))
     const configFile = Option.getOrUndefined(flags.config)
     if (flags.embedded) {
+      const { runEmbedded } = yield* loadModule(() => import("../shard/embedded.js"))
       return yield* runEmbedded(configFile === undefined ? {} : { configFile }).pipe(Effect.scoped, Effect.provide(logger))
     }
     let config: ParsedShardConfig | undefined
@@ -268,6 +272,7 @@ export const serverCommand = Command.make("nstance-server", options, (flags) =>
     const envKey = process.env["NSTANCE_ENCRYPTION_KEY"]
     let encryptionKey: Uint8Array | undefined
     if (keyFile !== undefined || (envKey !== undefined && envKey !== "")) {
+      const { encryptionKeyFrom } = yield* loadModule(() => import("../layers/ClusterPkiStore.js"))
       const key = yield* Effect.either(encryptionKeyFrom(process.env, keyFile))
       if (Either.isLeft(key)) {
         yield* Console.error(`✗ ${escapeControl(key.left.message)}`)
@@ -278,6 +283,7 @@ export const serverCommand = Command.make("nstance-server", options, (flags) =>
     // One store layer per shard: each daemon builds it in its own scope, so one shard's store trouble (or a
     // restart) never reaches the others.
     const store = objectStoreLayer({ storage: start.storage, bucket: start.bucket })
+    const { runShards } = yield* loadModule(() => import("../shard/ShardSupervisor.js"))
     return yield* runShards(shardTargets(start).map(({ shard, prefix }) => ({
       shard,
       settings: {
