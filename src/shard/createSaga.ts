@@ -98,6 +98,42 @@ const vmidHolder = (instanceId: string, vmid: number, nodes: ReadonlyArray<strin
     return Option.none()
   })
 
+/** The template to clone for a VM on `node`: by VMID anywhere in the cluster, or by name on that node. */
+const resolveTemplate = (instanceId: string, spec: VmSpec, node: string) =>
+  Effect.gen(function* () {
+    const view = yield* ClusterView
+    const template = "vmid" in spec.template
+      ? yield* view.templateByVmid(spec.template.vmid).pipe(Effect.mapError(stepErrorFrom(instanceId, "template")))
+      : yield* view.templateByName(node, spec.template.name).pipe(Effect.mapError(stepErrorFrom(instanceId, "template")))
+    if (typeof template === "string") return yield* permanentStepError(instanceId, "template", template)
+    return template
+  })
+
+/** Grows the boot disk to `DiskSize` unless it is already that size; the `Resized` event to record, if any. */
+const resizeIfNeeded = (instance: Instance, spec: VmSpec) =>
+  Effect.gen(function* () {
+    const pve = yield* ProxmoxApi
+    const view = yield* ClusterView
+    const limits = yield* SagaLimits
+    const { id } = instance
+    const node = instance.node!
+    const vmid = instance.vmid!
+    const diskSize = spec.diskSize
+    if (diskSize === undefined || instance.diskSize === diskSize) return Option.none()
+    const shared = yield* view.isShared(node, spec.storagePool).pipe(Effect.mapError(stepErrorFrom(id, "resize")))
+    const grown = yield* limits.resizeSlot(node, spec.storagePool, shared)(
+      pve.resize(node, vmid, BOOT_DISK, diskSize).pipe(
+        Effect.flatMap(Option.match({ onNone: () => Effect.void, onSome: (upid) => Effect.asVoid(pve.waitTask(node, upid)) }))
+      )
+    ).pipe(Effect.either)
+    if (Either.isLeft(grown)) {
+      // The template's disk is already at least as large: that is not a reason to fail the VM.
+      if (!/shrinking disks is not supported/.test(grown.left.message)) return yield* stepErrorFrom(id, "resize")(grown.left)
+      yield* Effect.logWarning(`${id}: ${BOOT_DISK} of VM ${vmid} is already larger than ${diskSize}; kept as is`)
+    }
+    return Option.some(Resized.make({ instanceId: id, at: yield* now, size: diskSize }))
+  })
+
 /**
  * Runs the next step of a create whose instance is in a create phase; returns when the step's result is
  * in the log. The caller loops until the instance runs, is deleted, or a step fails. `resumed` is true for
@@ -129,18 +165,20 @@ export const createStep = (instance: Instance, resumed: boolean) =>
           Effect.catchTag("NoPlacement", (error) => Effect.fail(waitingStepError(id, step, error.message))),
           Effect.mapError((error) => (error instanceof StepError ? error : stepErrorFrom(id, step)(error)))
         )
-        yield* log.append([NodeChosen.make({ instanceId: id, at: yield* now, node: placed.node })])
+        // Neither decision touches PVE, so both are recorded in one write (one PUT fewer per create).
+        const template = yield* resolveTemplate(id, spec, placed.node)
+        const at = yield* now
+        yield* log.append([
+          NodeChosen.make({ instanceId: id, at, node: placed.node }),
+          TemplateResolved.make({ instanceId: id, at, templateVmid: template.vmid, templateNode: template.node })
+        ])
         yield* Effect.logInfo(`${id}: placed on ${placed.node} (TOPSIS score ${placed.score.toFixed(3)})`)
         return
       }
       case "placed": {
-        const step = "template"
-        const { spec } = yield* groupSpec(config, instance, step)
-        const node = instance.node!
-        const template = "vmid" in spec.template
-          ? yield* view.templateByVmid(spec.template.vmid).pipe(Effect.mapError(stepErrorFrom(id, step)))
-          : yield* view.templateByName(node, spec.template.name).pipe(Effect.mapError(stepErrorFrom(id, step)))
-        if (typeof template === "string") return yield* permanentStepError(id, step, template)
+        // A log written before placement and template were recorded together.
+        const { spec } = yield* groupSpec(config, instance, "template")
+        const template = yield* resolveTemplate(id, spec, instance.node!)
         yield* log.append([TemplateResolved.make({ instanceId: id, at: yield* now, templateVmid: template.vmid, templateNode: template.node })])
         return
       }
@@ -185,7 +223,13 @@ export const createStep = (instance: Instance, resumed: boolean) =>
             Effect.flatMap((upid) => pve.waitTask(node, upid))
           )
         ).pipe(Effect.mapError(stepErrorFrom(id, step)))
-        yield* log.append([IsoUploaded.make({ instanceId: id, at: yield* now, volid })])
+        // The upload's result and the clone's intent (the VMID reservation) in one write.
+        const vmid = yield* limits.nextVmid
+        const at = yield* now
+        yield* log.append([
+          IsoUploaded.make({ instanceId: id, at, volid }),
+          CloneRequested.make({ instanceId: id, at, vmid, node, templateVmid: instance.templateVmid!, templateNode: instance.templateNode! })
+        ])
         return
       }
       case "iso-ready":
@@ -196,7 +240,7 @@ export const createStep = (instance: Instance, resumed: boolean) =>
         const templateNode = instance.templateNode!
         const templateVmid = instance.templateVmid!
         let vmid = instance.vmid
-        if (instance.phase === "cloning" && vmid !== undefined) {
+        if (instance.phase === "cloning" && vmid !== undefined && resumed) {
           // Resumed after the intent: did the clone happen?
           const holder = yield* vmidHolder(id, vmid, [node, templateNode]).pipe(Effect.mapError(stepErrorFrom(id, step)))
           if (Option.isSome(holder) && holder.value._tag === "Ours") {
@@ -272,31 +316,23 @@ export const createStep = (instance: Instance, resumed: boolean) =>
             ...(instance.isoVolid === undefined ? {} : { ide2: `${instance.isoVolid},media=cdrom` })
           }).pipe(Effect.flatMap(Option.match({ onNone: () => Effect.void, onSome: (upid) => pve.waitTask(node, upid) })))
         ).pipe(Effect.mapError(stepErrorFrom(id, step)))
-        yield* log.append([Configured.make({ instanceId: id, at: yield* now })])
+        const resized = yield* resizeIfNeeded(instance, spec)
+        // Configured, Resized and the start's intent in one write: redoing the configure call and the
+        // (absolute) resize after a crash changes nothing.
+        const at = yield* now
+        yield* log.append([
+          Configured.make({ instanceId: id, at }),
+          ...Option.toArray(resized),
+          StartRequested.make({ instanceId: id, at })
+        ])
         return
       }
       case "configured": {
-        const node = instance.node!
-        const vmid = instance.vmid!
+        // An adopted VM that was not running, or a log written before configure and start were recorded together.
         // An adopted VM is started as it is: its size was decided by whoever created it.
-        const diskSize = instance.adopted ? undefined : (yield* groupSpec(config, instance, "resize")).spec.diskSize
-        if (diskSize !== undefined && instance.diskSize !== diskSize) {
-          const storage = (yield* groupSpec(config, instance, "resize")).spec.storagePool
-          const shared = yield* view.isShared(node, storage).pipe(Effect.mapError(stepErrorFrom(id, "resize")))
-          const grown = yield* limits.resizeSlot(node, storage, shared)(
-            pve.resize(node, vmid, BOOT_DISK, diskSize).pipe(
-              Effect.flatMap(Option.match({ onNone: () => Effect.void, onSome: (upid) => Effect.asVoid(pve.waitTask(node, upid)) }))
-            )
-          ).pipe(Effect.either)
-          if (Either.isLeft(grown)) {
-            // The template's disk is already at least as large: that is not a reason to fail the VM.
-            if (!/shrinking disks is not supported/.test(grown.left.message)) return yield* stepErrorFrom(id, "resize")(grown.left)
-            yield* Effect.logWarning(`${id}: ${BOOT_DISK} of VM ${vmid} is already larger than ${diskSize}; kept as is`)
-          }
-          yield* log.append([Resized.make({ instanceId: id, at: yield* now, size: diskSize })])
-          return
-        }
-        yield* log.append([StartRequested.make({ instanceId: id, at: yield* now })])
+        const resized = instance.adopted ? Option.none() : yield* resizeIfNeeded(instance, (yield* groupSpec(config, instance, "resize")).spec)
+        const at = yield* now
+        yield* log.append([...Option.toArray(resized), StartRequested.make({ instanceId: id, at })])
         return
       }
       case "starting": {

@@ -11,18 +11,20 @@ import { allInstances } from "../../src/domain/shard/state.js"
 import { crashingStore, crashLeader, makeHarness } from "./leaderHarness.js"
 
 /**
- * Segment writes of one leader term that creates one VM from an empty log: LeaderElected, VmidsSeen (the
- * templates' VMIDs), InstanceRequested, NodeChosen, TemplateResolved, IsoUploadRequested, IsoUploaded,
- * CloneRequested, Cloned, Configured, Resized, StartRequested, Started.
+ * Segment writes of one leader term that creates one VM from an empty log. Decisions and results that have
+ * no PVE call between them share a write: LeaderElected | VmidsSeen (the templates' VMIDs) |
+ * InstanceRequested | NodeChosen + TemplateResolved | IsoUploadRequested | IsoUploaded + CloneRequested |
+ * Cloned | Configured + Resized + StartRequested | Started.
  */
-const CREATE_SEGMENTS = 13
-const CREATE_EVENTS = [
-  "LeaderElected", "VmidsSeen", "InstanceRequested", "NodeChosen", "TemplateResolved", "IsoUploadRequested", "IsoUploaded",
-  "CloneRequested", "Cloned", "Configured", "Resized", "StartRequested", "Started"
+const SEGMENTS: ReadonlyArray<ReadonlyArray<string>> = [
+  ["LeaderElected"], ["VmidsSeen"], ["InstanceRequested"], ["NodeChosen", "TemplateResolved"], ["IsoUploadRequested"],
+  ["IsoUploaded", "CloneRequested"], ["Cloned"], ["Configured", "Resized", "StartRequested"], ["Started"]
 ]
+const CREATE_SEGMENTS = SEGMENTS.length
+const CREATE_EVENTS = SEGMENTS.flat()
 
 describe("crash after every saga step, then a new term (HTTP simulator)", () => {
-  it.scopedLive("reference: one create writes one segment per step", () =>
+  it.scopedLive("reference: one create writes these segments, in this order", () =>
     Effect.gen(function* () {
       const h = yield* makeHarness({ size: 1, gcInterval: "30s" })
       yield* h.leader(1)
@@ -30,11 +32,14 @@ describe("crash after every saga step, then a new term (HTTP simulator)", () => 
       const events = yield* h.events
       expect(events.map((e) => e._tag)).toEqual(CREATE_EVENTS)
       expect(new Set(events.map((e) => e.seq)).size).toBe(CREATE_SEGMENTS)
+      const bySegment = new Map<number, Array<string>>()
+      for (const e of events) bySegment.set(e.seq, [...(bySegment.get(e.seq) ?? []), e._tag])
+      expect([...bySegment.values()]).toEqual(SEGMENTS)
     }))
 
   for (const mode of ["after", "before"] as const) {
     for (let k = 2; k <= CREATE_SEGMENTS; k++) {
-      it.scopedLive(`create: crash ${mode} segment ${k} (${CREATE_EVENTS[k - 1]}) → one VM, nothing leaked`, () =>
+      it.scopedLive(`create: crash ${mode} segment ${k} (${SEGMENTS[k - 1]!.join(" + ")}) → one VM, nothing leaked`, () =>
         Effect.gen(function* () {
           const h = yield* makeHarness({ size: 1, gcInterval: "30s" })
           const crashing = yield* crashingStore(h.store, k, mode)
