@@ -18,10 +18,7 @@
  * Prints a table and writes bench/results/registration.json.
  */
 import { randomBytes } from "node:crypto"
-import { mkdirSync, writeFileSync } from "node:fs"
 import { cpus, loadavg } from "node:os"
-import { dirname, join } from "node:path"
-import { fileURLToPath } from "node:url"
 import { HttpServer } from "@effect/platform"
 import { Context, Effect, Layer, Logger, LogLevel } from "effect"
 import { type AgentIdentity, makeAgentClient } from "../src/agent/AgentClient.js"
@@ -32,8 +29,8 @@ import { AgentServerLive } from "../src/rpc/AgentServer.js"
 import { AgentBackend } from "../src/services/AgentBackend.js"
 import { ClusterPki } from "../src/services/ClusterPki.js"
 import { percentile } from "./lib/stats.js"
+import { writeResult } from "./lib/results.js"
 
-const here = dirname(fileURLToPath(import.meta.url))
 const CLUSTER = "bench"
 const SHARD = "s1"
 const CONCURRENCIES = [1, 8, 32] as const
@@ -170,14 +167,6 @@ const bench = Effect.gen(function* () {
   return { url, warmup: WARMUP, mint: { nonces: minted, seconds: mintSeconds, perSecond: minted / mintSeconds }, healthRounds: HEALTH_ROUNDS, runs }
 }).pipe(Effect.scoped, Logger.withMinimumLogLevel(LogLevel.Warning))
 
-const writeResult = (name: string, figures: unknown) => {
-  const dir = join(here, "results")
-  mkdirSync(dir, { recursive: true })
-  const file = join(dir, `${name}.json`)
-  const machine = { cores: cpus().length, cpu: cpus()[0]?.model ?? "unknown", node: process.version, platform: `${process.platform}-${process.arch}`, loadavg: loadavg() }
-  writeFileSync(file, `${JSON.stringify({ bench: name, date: new Date().toISOString(), machine, figures }, null, 2)}\n`)
-  return file
-}
 
 const started = loadavg()
 const figures = await Effect.runPromise(bench)

@@ -16,10 +16,7 @@
  *
  * Prints tables and writes bench/results/sagas.json.
  */
-import { mkdirSync, writeFileSync } from "node:fs"
-import { cpus, loadavg } from "node:os"
-import { dirname, join } from "node:path"
-import { fileURLToPath } from "node:url"
+import { loadavg } from "node:os"
 import { Effect, Either, Fiber, FiberRef, HashMap, Layer, Logger, LogLevel, Option, SubscriptionRef } from "effect"
 import { type ParsedShardConfig, parseShardConfig } from "../src/domain/config/index.js"
 import type { ShardEventEncoded } from "../src/domain/shard/events.js"
@@ -33,8 +30,8 @@ import { leaderScope } from "../src/shard/LeaderScope.js"
 import { type LatencyModel, PVE_SECONDS, scaled } from "../src/sim/latency.js"
 import { LatencyFast, LatencyRealistic, type RunningSimulator, type SimTask, startSimulator } from "../src/sim/server.js"
 import { percentile } from "./lib/stats.js"
+import { writeResult } from "./lib/results.js"
 
-const here = dirname(fileURLToPath(import.meta.url))
 const NODES = 3
 /** The simulator's templates have one 2 GiB disk. */
 const TEMPLATE_DISK_GIB = 2
@@ -371,14 +368,6 @@ const realisticRun = (vms: number) =>
 
 // ---- main --------------------------------------------------------------------------------------------------
 
-const writeResult = (name: string, figures: unknown) => {
-  const dir = join(here, "results")
-  mkdirSync(dir, { recursive: true })
-  const file = join(dir, `${name}.json`)
-  const machine = { cores: cpus().length, cpu: cpus()[0]?.model ?? "unknown", node: process.version, platform: `${process.platform}-${process.arch}`, loadavg: loadavg() }
-  writeFileSync(file, `${JSON.stringify({ bench: name, date: new Date().toISOString(), machine, figures }, null, 2)}\n`)
-  return file
-}
 
 const summariseWarnings = (label: string, warnings: ReadonlyArray<string>) => {
   if (warnings.length === 0) return
