@@ -133,7 +133,8 @@ export const AgentHandlersLive = (options: AgentServiceOptions) =>
             certificateSerial: issued.serial,
             certificateNotAfter: issued.notAfter
           })
-          yield* Effect.logInfo("agent registered").pipe(Effect.annotateLogs({
+          // Debug: the shard's backend says it at INFO in the operator's words; this one carries the hash.
+          yield* Effect.logDebug("agent registered").pipe(Effect.annotateLogs({
             instance: instanceId,
             ipv4: payload.privateIpv4 ?? "",
             ipv6: payload.privateIpv6 ?? "",

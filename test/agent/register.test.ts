@@ -1,6 +1,6 @@
 import { X509Certificate as NodeX509 } from "node:crypto"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Exit, HashMap, Logger, Option, Redacted } from "effect"
+import { Effect, Exit, HashMap, Logger, LogLevel, Option, Redacted } from "effect"
 import { CLUSTER, SHARD, shiftedClock, startAgentEndpoint } from "./harness.js"
 
 describe("RegisterAgent over HTTP", () => {
@@ -150,7 +150,7 @@ describe("RegisterAgent over HTTP", () => {
       }
       expect(logs.some((line) => line.includes("agent registered"))).toBe(true)
       expect((yield* backend.healthReports).map((h) => h.status)).toEqual(["degraded", "degraded", "degraded"])
-    }).pipe(Effect.provide(Logger.replace(Logger.defaultLogger, capture)))
+    }).pipe(Effect.provide(Logger.replace(Logger.defaultLogger, capture)), Logger.withMinimumLogLevel(LogLevel.Debug))
   })
 
   it.scopedLive("the server keeps serving after a burst of refused registrations", () =>
