@@ -77,7 +77,8 @@ export class FaultController {
   private unavailable: { readonly until: number; readonly mode: "reset" | 503 | 596 } | undefined
   private readonly log: Array<InjectedFault> = []
 
-  constructor(private readonly prng: Prng, private readonly hooks: FaultHooks) {}
+  /** `now`: the simulator's clock (default `Date.now`), so windows like `apiUnavailable` follow injected time. */
+  constructor(private readonly prng: Prng, private readonly hooks: FaultHooks, private readonly now: () => number = () => Date.now()) {}
 
   /** Every fault actually injected, in order (tests assert on it; chaos runs print it). */
   get injected(): ReadonlyArray<InjectedFault> {
@@ -85,7 +86,7 @@ export class FaultController {
   }
 
   private record(kind: string, detail: string) {
-    this.log.push({ at: Date.now(), kind, detail })
+    this.log.push({ at: this.now(), kind, detail })
   }
 
   private add<S>(list: Array<Rule<S>>, spec: S & { readonly times?: number }): FaultHandle {
@@ -151,7 +152,7 @@ export class FaultController {
 
   /** The whole API is gone for `forMs`: connections reset, or 503 / 596 answers. */
   apiUnavailable(spec: { readonly forMs: number; readonly mode?: "reset" | 503 | 596 }): void {
-    this.unavailable = { until: Date.now() + spec.forMs, mode: spec.mode ?? 503 }
+    this.unavailable = { until: this.now() + spec.forMs, mode: spec.mode ?? 503 }
   }
 
   /** Removes every rule and brings all nodes back online; the injected-fault log is kept. */
@@ -169,7 +170,7 @@ export class FaultController {
 
   apiDecision(): HttpFaultDecision | undefined {
     if (this.unavailable === undefined) return undefined
-    if (Date.now() >= this.unavailable.until) {
+    if (this.now() >= this.unavailable.until) {
       this.unavailable = undefined
       return undefined
     }

@@ -16,13 +16,23 @@ interface Waiter {
   readonly grant: () => void
 }
 
+/**
+ * Where the simulator's clock and timers come from: real time by default, or an injected source (the
+ * in-process `ProxmoxApiSim` layer hands in Effect's `Clock`, so `TestClock` drives tasks, locks and lags).
+ */
+export interface SimTime {
+  readonly now: () => number
+  readonly sleep: (ms: number) => Promise<void>
+}
+
 /** A shared/exclusive lock on one file; `acquire` resolves to a release function or rejects with LockTimeout. */
 export class FileLock {
   private exclusive = false
   private sharedCount = 0
   private readonly waiters: Array<Waiter> = []
 
-  constructor(readonly file: string) {}
+  /** Without `time`, timeouts are real (cancelled) timers; with it, they sleep on the injected source. */
+  constructor(readonly file: string, private readonly time?: SimTime) {}
 
   get held(): boolean {
     return this.exclusive || this.sharedCount > 0
@@ -66,21 +76,27 @@ export class FileLock {
   acquire(timeoutMs: number, shared = false): Promise<() => void> {
     const immediate = this.tryAcquire(shared)
     if (immediate !== undefined) return Promise.resolve(immediate)
+    const time = this.time
     return new Promise((resolve, reject) => {
+      let granted = false
       const waiter: Waiter = {
         shared,
         grant: () => {
-          clearTimeout(timer)
+          granted = true
+          if (timer !== undefined) clearTimeout(timer)
           resolve(this.take(shared))
         }
       }
-      const timer = setTimeout(() => {
+      const expire = () => {
+        if (granted) return
         const index = this.waiters.indexOf(waiter)
         if (index >= 0) this.waiters.splice(index, 1)
         reject(new LockTimeout({ file: this.file }))
         // A timed-out exclusive waiter may have been blocking shared waiters behind it.
         this.pump()
-      }, Math.max(0, timeoutMs))
+      }
+      const timer = time === undefined ? setTimeout(expire, Math.max(0, timeoutMs)) : undefined
+      if (time !== undefined) void time.sleep(Math.max(0, timeoutMs)).then(expire)
       this.waiters.push(waiter)
     })
   }
@@ -135,3 +151,6 @@ const once = (f: () => void): (() => void) => {
 
 export const sleep = (ms: number): Promise<void> =>
   ms <= 0 ? Promise.resolve() : new Promise((resolve) => setTimeout(resolve, ms))
+
+/** The default time source: `Date.now` and real timers. */
+export const realTime: SimTime = { now: () => Date.now(), sleep }

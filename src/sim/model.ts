@@ -11,7 +11,7 @@ import { Data, Option } from "effect"
 import type { FaultController } from "./faults.js"
 import { type GuestHook, readSeed } from "./guest.js"
 import { type LatencyModel, PVE_SECONDS, scaled } from "./latency.js"
-import { FileLock, LockTimeout, sleep, WorkerPool } from "./locks.js"
+import { FileLock, LockTimeout, realTime, type SimTime, WorkerPool } from "./locks.js"
 import type { Prng } from "./prng.js"
 import type { ParamSpec, Params } from "./schema.js"
 import { formatUpid, type ParsedUpid, parseUpid } from "../domain/pve/upid.js"
@@ -129,6 +129,11 @@ export interface ModelOptions {
   /** Parameter specs of `POST …/config`, used to type config values in GET answers (integers as numbers). */
   readonly configSpecs: Readonly<Record<string, ParamSpec>>
   readonly log?: ((line: string) => void) | undefined
+  /**
+   * The clock and timers of the simulated cluster (task durations, lock timeouts, boots, the resources lag);
+   * default: `Date.now` and real timers.
+   */
+  readonly time?: { now(): number; sleep(ms: number): Promise<void> } | undefined
 }
 
 export interface CallContext {
@@ -224,7 +229,9 @@ export class SimModel {
   readonly boots: Array<BootRecord> = []
   /** pveproxy's worker pool: every API call holds one of these while it runs. */
   readonly workers = new WorkerPool(3)
-  readonly startedAt = Date.now()
+  readonly startedAt: number
+  /** The time source: `options.time`, else real time. */
+  readonly time: SimTime
 
   private readonly vmLocks = new Map<string, FileLock>()
   private readonly storageLocks = new Map<string, FileLock>()
@@ -234,6 +241,8 @@ export class SimModel {
   private closed = false
 
   constructor(private readonly options: ModelOptions) {
+    this.time = options.time ?? realTime
+    this.startedAt = this.time.now()
     const prng = options.prng
     for (let i = 1; i <= options.nodes; i++) {
       const name = `pve${i}`
@@ -319,7 +328,7 @@ export class SimModel {
 
   private addVolume(node: string, v: Omit<SimVolume, "node" | "ctime">): SimVolume {
     const shared = this.storages.get(v.storage)?.shared === true
-    const volume: SimVolume = { ...v, node: shared ? undefined : node, ctime: Math.floor(Date.now() / 1000) }
+    const volume: SimVolume = { ...v, node: shared ? undefined : node, ctime: Math.floor(this.time.now() / 1000) }
     this.volumes.set(this.volumeKey(node, v.volid), volume)
     return volume
   }
@@ -337,7 +346,7 @@ export class SimModel {
     const key = this.storages.get(storageId)?.shared === true ? storageId : `${node}/${storageId}`
     let lock = this.storageLocks.get(key)
     if (lock === undefined) {
-      lock = new FileLock(`/var/lock/pve-manager/pve-storage-${storageId}`)
+      lock = new FileLock(`/var/lock/pve-manager/pve-storage-${storageId}`, this.options.time === undefined ? undefined : this.time)
       this.storageLocks.set(key, lock)
     }
     return lock
@@ -348,7 +357,7 @@ export class SimModel {
     const key = `${node}/${vmid}`
     let lock = this.vmLocks.get(key)
     if (lock === undefined) {
-      lock = new FileLock(`/var/lock/qemu-server/lock-${vmid}.conf`)
+      lock = new FileLock(`/var/lock/qemu-server/lock-${vmid}.conf`, this.options.time === undefined ? undefined : this.time)
       this.vmLocks.set(key, lock)
     }
     return lock
@@ -422,7 +431,7 @@ export class SimModel {
   }
 
   private vmUptime(vm: SimVm): number {
-    return vm.status === "running" && vm.startedAt !== undefined ? Math.floor((Date.now() - vm.startedAt) / 1000) : 0
+    return vm.status === "running" && vm.startedAt !== undefined ? Math.floor((this.time.now() - vm.startedAt) / 1000) : 0
   }
 
   // Deterministic per VM: drawing from the PRNG here would make status polling shift later random draws.
@@ -474,10 +483,10 @@ export class SimModel {
 
   private startTask(node: string, type: string, id: string, user: string, vmid: number | undefined,
     body: (task: TaskRun) => Promise<void>): SimTask {
-    const starttime = Math.floor(Date.now() / 1000)
+    const starttime = Math.floor(this.time.now() / 1000)
     const pid = this.nextPid++
     const nodeInfo = this.nodes.get(node)
-    const pstart = Math.floor((Date.now() - (nodeInfo?.bootedAt ?? this.startedAt)) / 10) & 0x7fffffff
+    const pstart = Math.floor((this.time.now() - (nodeInfo?.bootedAt ?? this.startedAt)) / 10) & 0x7fffffff
     const upid = formatUpid({ node, pid, pstart, starttime, type, id, user })
     const faults = this.faults
     const failure = faults.taskFailure(type, vmid)
@@ -491,7 +500,7 @@ export class SimModel {
       warnings: faults.taskWarningCount(type, vmid),
       log: [],
       step: async (ms: number) => {
-        await sleep(ms * run.slow)
+        await this.time.sleep(ms * run.slow)
         steps++
         if (run.failure !== undefined && steps >= failAt) {
           const message = run.failure
@@ -522,7 +531,7 @@ export class SimModel {
         this.log(`task ${type} ${id} on ${node} failed: ${message}`)
       } finally {
         task.status = "stopped"
-        task.endtime = Math.floor(Date.now() / 1000)
+        task.endtime = Math.floor(this.time.now() / 1000)
         finish()
       }
     })())
@@ -563,12 +572,12 @@ export class SimModel {
 
   /** Rebuilds the resources view now (tests use this instead of waiting a refresh interval). */
   refreshResources(): void {
-    this.snapshot = { at: Date.now(), items: this.buildResources(Date.now()) }
+    this.snapshot = { at: this.time.now(), items: this.buildResources(this.time.now()) }
   }
 
   private resources(): ReadonlyArray<Readonly<Record<string, unknown>>> {
     const interval = this.ms(PVE_SECONDS.resourcesRefresh)
-    const now = Date.now()
+    const now = this.time.now()
     // Refresh ticks sit on a fixed grid from start-up, like pvestatd's loop; state changed since the last
     // tick becomes visible at the next one, never earlier.
     const tick = this.startedAt + Math.floor((now - this.startedAt) / interval) * interval
@@ -591,7 +600,7 @@ export class SimModel {
       items.push({
         id: `node/${node.name}`, type: "node", node: node.name, status: "online",
         cpu: usage.cpu, maxcpu: node.maxcpu, mem: usage.mem, maxmem: node.maxmem,
-        disk: 8 * GiB, maxdisk: 100 * GiB, uptime: Math.floor((Date.now() - node.bootedAt) / 1000),
+        disk: 8 * GiB, maxdisk: 100 * GiB, uptime: Math.floor((this.time.now() - node.bootedAt) / 1000),
         level: "", "cgroup-mode": 2
       })
     }
@@ -627,7 +636,7 @@ export class SimModel {
   private boot(vm: SimVm): void {
     const name = vm.config.get("name") ?? ""
     const record = (r: Omit<BootRecord, "at" | "node" | "vmid" | "name">) => {
-      this.boots.push({ at: Date.now(), node: vm.node, vmid: vm.vmid, name, ...r })
+      this.boots.push({ at: this.time.now(), node: vm.node, vmid: vm.vmid, name, ...r })
       if (r.outcome === "failed") this.log(`VM ${vm.vmid} (${name}) boot failed: ${r.reason ?? ""}`)
     }
     const ide2 = vm.config.get("ide2")
@@ -696,7 +705,7 @@ export class SimModel {
   createForeignVm(node: string, vmid: number): void {
     if (this.vms.has(vmid)) return
     this.vms.set(vmid, {
-      vmid, node, status: "stopped", paused: false, startedAt: undefined, pid: undefined, createdAt: Date.now(),
+      vmid, node, status: "stopped", paused: false, startedAt: undefined, pid: undefined, createdAt: this.time.now(),
       config: new Map([["cores", "1"], ["memory", "512"], ["name", `foreign-${vmid}`]])
     })
   }
@@ -799,7 +808,7 @@ export class SimModel {
         swap: { total: 8 * GiB, used: 0, free: 8 * GiB },
         rootfs: { total: 100 * GiB, used: 8 * GiB, free: 92 * GiB, avail: 92 * GiB },
         ksm: { shared: 0 },
-        uptime: Math.floor((Date.now() - node.bootedAt) / 1000),
+        uptime: Math.floor((this.time.now() - node.bootedAt) / 1000),
         loadavg: [(usage.cpu * node.maxcpu).toFixed(2), "0.50", "0.40"],
         idle: 0,
         wait: 0.001,
@@ -921,7 +930,7 @@ export class SimModel {
       const delay = p["delay"]
       if (delay === undefined) return task.upid
       // With `delay`, PVE waits that long and answers null if the task finished well (its error if not).
-      const finished = await Promise.race([task.done.then(() => true), sleep(this.ms(Number(delay))).then(() => false)])
+      const finished = await Promise.race([task.done.then(() => true), this.time.sleep(this.ms(Number(delay))).then(() => false)])
       if (!finished) return task.upid
       if (task.exitstatus !== "OK" && !(task.exitstatus ?? "").startsWith("WARNINGS")) throw fail(task.exitstatus ?? "unknown error")
       return null
@@ -1001,7 +1010,7 @@ export class SimModel {
           }
           const placeholder: SimVm = {
             vmid: newid, node: node.name, status: "stopped", paused: false, startedAt: undefined, pid: undefined,
-            createdAt: Date.now(), config: new Map([["lock", "clone"]])
+            createdAt: this.time.now(), config: new Map([["lock", "clone"]])
           }
           this.vms.set(newid, placeholder)
           const created: Array<string> = []
@@ -1302,7 +1311,7 @@ export class SimModel {
         }
         vm.status = "running"
         vm.paused = false
-        vm.startedAt = Date.now()
+        vm.startedAt = this.time.now()
         vm.pid = 100_000 + this.options.prng.int(0, 899_999)
         booted = vm
       } finally {

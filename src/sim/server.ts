@@ -13,7 +13,7 @@ import { makeSelfSignedCert } from "./cert.js"
 import { FaultController } from "./faults.js"
 import type { GuestHook } from "./guest.js"
 import { LatencyFast, type LatencyModel, PVE_SECONDS, scaled } from "./latency.js"
-import { sleep } from "./locks.js"
+import { type SimTime, sleep } from "./locks.js"
 import { PveHttpError, SimModel } from "./model.js"
 import { packagePath } from "../packageRoot.js"
 import { makePrng } from "./prng.js"
@@ -117,18 +117,18 @@ const apiError = (status: number, message: string): Reply => errorReply(new PveH
 /** pveproxy's own (non-API) errors: the message as a plain-text body. */
 const plainError = (status: number, message: string, body: string | undefined = message): Reply => ({ status, message, body: body ?? "" })
 
-export const startSimulator = async (options: SimulatorOptions = {}): Promise<RunningSimulator> => {
+/** What the HTTP front and the in-process layer (`ProxmoxApiSim`) share: the model, its faults and the schema. */
+export interface SimCore {
+  readonly model: SimModel
+  readonly faults: FaultController
+  readonly schema: ApiSchema
+}
+
+/** Builds the model, fault controller and parameter schema of a simulator; `time` defaults to real time. */
+export const makeSimCore = (options: SimulatorOptions & { readonly time?: SimTime | undefined } = {}): SimCore => {
   const nodes = options.nodes ?? 3
-  if (!Number.isInteger(nodes) || nodes < 1 || nodes > 64) throw new Error(`nodes must be an integer 1-64, got ${nodes}`)
-  const tokenId = options.tokenId ?? DEFAULT_TOKEN_ID
-  const tokenSecret = options.tokenSecret ?? DEFAULT_TOKEN_SECRET
-  if (!/^[^\s:/]+@[A-Za-z][A-Za-z0-9.\-_]+![A-Za-z][A-Za-z0-9.\-_]+$/.test(tokenId)) {
-    throw new Error(`token id ${JSON.stringify(tokenId)} is not of the form user@realm!token`)
-  }
   const latency = options.latency ?? LatencyFast
   const seed = options.seed ?? 1
-  // Separate streams, so how often a client polls never changes which faults fire (and vice versa).
-  const prng = makePrng(seed)
   const faultPrng = makePrng(seed * 7919 + 1)
   const modelPrng = makePrng(seed * 104_729 + 2)
   const schemaPath = resolveSchemaPath(options.schemaPath)
@@ -144,6 +144,7 @@ export const startSimulator = async (options: SimulatorOptions = {}): Promise<Ru
   let faults: FaultController | undefined
   const model = new SimModel({
     nodes, prng: modelPrng, latency, configSpecs, guestHook: options.guestHook, sharedStorage: options.sharedStorage, nodeMemoryGiB: options.nodeMemoryGiB, log: options.log,
+    time: options.time,
     faults: () => {
       if (faults === undefined) throw new Error("fault controller not initialised")
       return faults
@@ -152,9 +153,24 @@ export const startSimulator = async (options: SimulatorOptions = {}): Promise<Ru
   faults = new FaultController(faultPrng, {
     setNodeOnline: (node, online) => model.setNodeOnline(node, online),
     resetNodes: () => { for (const n of model.nodes.values()) n.online = true }
-  })
-  const faultController = faults
+  }, model.time.now)
   const schema: ApiSchema = official ?? permissiveApiSchema(Object.keys(model.routes))
+  return { model, faults, schema }
+}
+
+export const startSimulator = async (options: SimulatorOptions = {}): Promise<RunningSimulator> => {
+  const nodes = options.nodes ?? 3
+  if (!Number.isInteger(nodes) || nodes < 1 || nodes > 64) throw new Error(`nodes must be an integer 1-64, got ${nodes}`)
+  const tokenId = options.tokenId ?? DEFAULT_TOKEN_ID
+  const tokenSecret = options.tokenSecret ?? DEFAULT_TOKEN_SECRET
+  if (!/^[^\s:/]+@[A-Za-z][A-Za-z0-9.\-_]+![A-Za-z][A-Za-z0-9.\-_]+$/.test(tokenId)) {
+    throw new Error(`token id ${JSON.stringify(tokenId)} is not of the form user@realm!token`)
+  }
+  const latency = options.latency ?? LatencyFast
+  const seed = options.seed ?? 1
+  // Separate streams, so how often a client polls never changes which faults fire (and vice versa).
+  const prng = makePrng(seed)
+  const { model, faults: faultController, schema } = makeSimCore(options)
   const expectedAuth = `PVEAPIToken=${tokenId}=${tokenSecret}`
 
   const handle = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
