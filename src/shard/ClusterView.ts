@@ -7,6 +7,7 @@
 import { Clock, Context, Duration, Effect, Layer, Ref } from "effect"
 import { type Demand, type NoPlacement, nodeResourcesFrom, type NodeResources, withVmPlaced } from "../domain/placement.js"
 import type { StorageEntry } from "../domain/pve/schemas.js"
+import { resolveTemplate } from "../domain/shard/preflight.js"
 import { type PveError, ProxmoxApi } from "../services/ProxmoxApi.js"
 import { Scheduler } from "../services/Scheduler.js"
 import { NODE_RESOURCES_TTL, PLACEMENT_CHARGE_TTL } from "./policies.js"
@@ -103,11 +104,10 @@ export const ClusterViewLive = Layer.effect(
 
     const templateByName: ClusterViewShape["templateByName"] = (node, name) =>
       Effect.gen(function* () {
-        const matches = (yield* qemuOn(node)).filter((vm) => vm.template && vm.name === name)
-        if (matches.length === 1) return { vmid: matches[0]!.vmid, node, clonesAnywhere: false }
-        return matches.length === 0
-          ? `no template named ${name} on node ${node}`
-          : `${matches.length} templates named ${name} on node ${node} (VMIDs ${matches.map((vm) => vm.vmid).join(", ")}); exactly one is required`
+        // The one rule for "exactly one template of that name on the node" (and its messages) is the domain's.
+        const vms = (yield* qemuOn(node)).map((vm) => ({ ...vm, node, status: "" }))
+        const found = resolveTemplate(vms, { name }, node)
+        return found._tag === "Resolved" ? { vmid: found.vmid, node, clonesAnywhere: false } : found.reason
       })
 
     const templateByVmid: ClusterViewShape["templateByVmid"] = (vmid) =>

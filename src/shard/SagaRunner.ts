@@ -21,8 +21,6 @@ export const atRest = (instance: Instance) => instance.phase === "running" || in
 export interface SagaRunnerShape {
   /** Starts the saga of `instanceId` unless it is already running or the instance is at rest. */
   readonly ensure: (instanceId: string) => Effect.Effect<void>
-  /** Number of sagas in flight. */
-  readonly inFlight: Effect.Effect<number>
   /** Completes with the failure that should end leadership (`Fenced`, or the log lost for good). */
   readonly fatal: Effect.Effect<never, Fenced | LogUnavailable>
 }
@@ -51,20 +49,14 @@ export const SagaRunnerLive = Layer.scoped(
           if (Exit.isSuccess(outcome)) continue
           const typed = Option.getOrUndefined(Cause.failureOption(outcome.cause))
           if (!(typed instanceof StepError)) return yield* Effect.failCause(outcome.cause)
+          // A failed delete, or a failure that may pass, is retried; any other failed create is compensated.
+          const retried = typed.retryable || instance.value.phase === "deleting"
+          const at = yield* Clock.currentTimeMillis
           yield* log.append([
-            StepFailed.make({
-              instanceId,
-              at: yield* Clock.currentTimeMillis,
-              step: typed.step,
-              errorClass: typed.errorClass,
-              message: typed.detail,
-              attempt: instance.value.failures + 1
-            }),
-            ...(typed.retryable || instance.value.phase === "deleting"
-              ? []
-              : [DeleteRequested.make({ instanceId, at: yield* Clock.currentTimeMillis, reason: "compensation" })])
+            StepFailed.make({ instanceId, at, step: typed.step, errorClass: typed.errorClass, message: typed.detail, attempt: instance.value.failures + 1 }),
+            ...(retried ? [] : [DeleteRequested.make({ instanceId, at, reason: "compensation" })])
           ])
-          if (typed.retryable || instance.value.phase === "deleting") {
+          if (retried) {
             yield* (typed.errorClass === "unauthorized" ? Effect.logError(typed.message) : Effect.logWarning(typed.message))
             return yield* typed
           }
@@ -86,7 +78,6 @@ export const SagaRunnerLive = Layer.scoped(
     return SagaRunner.of({
       ensure: (instanceId) =>
         FiberMap.run(sagas, instanceId, Effect.provide(supervised(instanceId), context), { onlyIfMissing: true }).pipe(Effect.asVoid),
-      inFlight: FiberMap.size(sagas),
       fatal: fatal.await.pipe(Effect.zipRight(Effect.suspend(() => Effect.fail(fatalError!))))
     })
   })

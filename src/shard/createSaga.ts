@@ -26,7 +26,7 @@ import {
   StartRequested,
   TemplateResolved
 } from "../domain/shard/events.js"
-import { getInstance, type Instance } from "../domain/shard/state.js"
+import type { Instance } from "../domain/shard/state.js"
 import { decodeUserData, userDataSource, withAgentRegistration } from "../domain/shard/userData.js"
 import { EventLog } from "../services/EventLog.js"
 import { IsoBuilder } from "../services/IsoBuilder.js"
@@ -61,16 +61,6 @@ const groupSpec = (config: ParsedShardConfig, instance: Instance, step: string) 
   if (Either.isLeft(spec)) return Either.left(permanentStepError(instance.id, step, spec.left.message))
   return Either.right({ group, spec: spec.right })
 }
-
-/** The VM `vmid` on `node` if it is this instance's (its name is the instance ID); None if absent or someone else's. */
-const ourVmOn = (instanceId: string, node: string, vmid: number) =>
-  Effect.gen(function* () {
-    const pve = yield* ProxmoxApi
-    return yield* pve.vmConfig(node, vmid).pipe(
-      Effect.map((config) => (config.name === instanceId ? Option.some({ node, lock: config.lock }) : Option.none())),
-      Effect.catchTag("PveApiError", (error) => (isNotFound(error) ? Effect.succeed(Option.none()) : Effect.fail(error)))
-    )
-  })
 
 /**
  * Who holds VMID `vmid` right now, looked up on the nodes where our clone could have put it. A clone in
@@ -361,6 +351,3 @@ export const createStep = (instance: Instance, resumed: boolean) =>
         return
     }
   })
-
-/** The instance as the log knows it now. */
-export const currentInstance = (id: string) => EventLog.pipe(Effect.flatMap((log) => log.state), Effect.map((state) => getInstance(state, id)))

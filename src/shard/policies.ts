@@ -4,13 +4,6 @@
  */
 import { Duration, Schedule } from "effect"
 
-/** A transient PVE failure inside one saga step: 5 more tries, jittered, 0.5 s doubling to at most 8 s. */
-export const stepRetry = Schedule.exponential("500 millis", 2).pipe(
-  Schedule.jittered,
-  Schedule.union(Schedule.spaced("8 seconds")),
-  Schedule.intersect(Schedule.recurs(5))
-)
-
 /**
  * A saga that gave up on a transient failure is started again by its runner: capped, jittered exponential
  * backoff from 2 s to 5 min, without end while this replica leads — a create or delete is never dropped.
