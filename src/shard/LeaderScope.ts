@@ -27,6 +27,7 @@ import { livenessLoop } from "./liveness.js"
 import { AgentServerLive } from "../rpc/AgentServer.js"
 import { AgentBackend } from "../services/AgentBackend.js"
 import { ClusterPki } from "../services/ClusterPki.js"
+import { type LeaderServices, type ShardReplicaShape } from "./ShardReplica.js"
 
 export interface LeaderScopeSettings {
   readonly clusterId: string
@@ -38,6 +39,8 @@ export interface LeaderScopeSettings {
   readonly graces?: GcGraces
   /** Agent registration (nonces in the user-data, the agent endpoint, the liveness TTL); absent: off. */
   readonly registration?: RegistrationSettings
+  /** The replica's handle: the term's services are published there once the term has started (absent in tests). */
+  readonly handle?: ShardReplicaShape
 }
 
 /** Default lifetime of an agent's client certificate. */
@@ -99,6 +102,7 @@ export const leaderScope = (settings: LeaderScopeSettings) => (term: number): Ef
     )
     yield* Effect.logInfo(`cluster read: ${adopted.owned} VMs carry this shard's tags, ${adopted.adopted} adopted`)
     const runner = yield* SagaRunner
+    if (settings.handle !== undefined) yield* settings.handle.publishTerm({ term, context: yield* Effect.context<LeaderServices>() })
     const registration = settings.registration
     const healthSeen: HealthSeen = new Map()
     const agentWork = registration === undefined
@@ -108,4 +112,4 @@ export const leaderScope = (settings: LeaderScopeSettings) => (term: number): Ef
       runner.fatal,
       Effect.raceFirst(Effect.raceFirst(reconcileLoop, gcLoop), agentWork)
     ).pipe(Effect.zipRight(Effect.never))
-  }).pipe(Effect.provide(leaderLayer(settings, term)), Effect.annotateLogs({ term }))
+  }).pipe(Effect.scoped, Effect.provide(leaderLayer(settings, term)), Effect.annotateLogs({ term }))

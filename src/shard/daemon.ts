@@ -16,6 +16,7 @@ import type { PkiLoadError } from "../services/ClusterPki.js"
 import { ObjectStore, type StoreError } from "../services/ObjectStore.js"
 import { watchConfig } from "./configWatch.js"
 import { leaderScope } from "./LeaderScope.js"
+import { makeShardReplica } from "./ShardReplica.js"
 import { type ConfigSource, loadConfig, ShardMismatch } from "./shardConfig.js"
 
 export interface DaemonSettings {
@@ -96,6 +97,15 @@ export const runDaemon = (settings: DaemonSettings): Effect.Effect<never, StoreE
       infrequentInterval: election.infrequentInterval,
       leaderTimeout: election.leaderTimeout
     }).pipe(Effect.orDie)
+    const replica = yield* makeShardReplica({
+      clusterId: config.cluster.id,
+      shard: config.shard.id,
+      replica: settings.id,
+      ...(settings.advertiseHost === undefined ? {} : { advertiseHost: settings.advertiseHost }),
+      config: configRef,
+      lease
+    })
+    // Endpoints served by every replica, leader or standby, start here (each binds its own address).
     // Built once, before the election: bad PVE settings stop the start instead of every leadership term.
     const pve = yield* Layer.build(ProxmoxApiHttp({ ...settings.proxmox, insecureTls: config.shard.infra.options.insecureTls }))
     const work = leaderScope({
@@ -103,6 +113,7 @@ export const runDaemon = (settings: DaemonSettings): Effect.Effect<never, StoreE
       shard: config.shard.id,
       replica: settings.id,
       config: configRef,
+      handle: replica,
       ...(pki === undefined ? {} : { registration: { pki, ...(settings.advertiseHost === undefined ? {} : { advertiseHost: settings.advertiseHost }) } }),
       ...(settings.cachedir === undefined ? {} : { eventLog: { cache: fileSnapshotCache(join(settings.cachedir, config.shard.id)) } })
     })
