@@ -29,30 +29,23 @@ import {
   Cloned,
   CloneRequested,
   Configured,
-  DeleteRequested,
   encodeEvent,
-  InstanceGone,
   InstanceRequested,
-  IsoDeleted,
   IsoUploaded,
   IsoUploadRequested,
-  LeaderElected,
   NodeChosen,
   type ShardEvent,
   type ShardEventEncoded,
   Started,
   StartRequested,
-  StepFailed,
-  TemplateResolved,
-  VmDeleted,
-  VmidsSeen,
-  VmStopped
+  TemplateResolved
 } from "../src/domain/shard/events.js"
 import { encodeState, fold, type State } from "../src/domain/shard/state.js"
 import { makeEventLog, replayStore, segmentKey, snapshotKey } from "../src/layers/EventLogStore.js"
 import { makeMemoryStore } from "../src/layers/ObjectStoreMemory.js"
 import type { ObjectStoreShape } from "../src/services/ObjectStore.js"
 import { makePrng } from "../src/sim/prng.js"
+import { buildEvents, NODES } from "./lib/syntheticLog.js"
 import { percentile } from "./lib/stats.js"
 import { writeResult } from "./lib/results.js"
 
@@ -63,65 +56,6 @@ const MB = 1024 * 1024
 // ---- the log: 10k instances --------------------------------------------------------------------------------
 
 const INSTANCES = 10_000
-/** Instances in flight together: their events interleave in the log as concurrent sagas' do. */
-const WAVE = 20
-const NODES = ["pve1", "pve2", "pve3"]
-
-/** The events of a shard that created `INSTANCES` VMs (a tenth of them deleted again), oldest first. */
-const buildEvents = (): Array<ShardEvent> => {
-  const prng = makePrng(42)
-  const mint = makeInstanceIdGenerator()
-  const events: Array<ShardEvent> = []
-  let at = Date.UTC(2025, 0, 1)
-  let vmid = 100
-  let term = 0
-  const elect = () => {
-    term++
-    events.push(LeaderElected.make({ term, replica: `replica-${term % 3}` }))
-    events.push(VmidsSeen.make({ highest: vmid }))
-  }
-  elect()
-  for (let first = 0; first < INSTANCES; first += WAVE) {
-    if (first > 0 && first % 2500 === 0) elect()
-    const wave = Array.from({ length: Math.min(WAVE, INSTANCES - first) }, (_, i) => {
-      at += 50
-      const node = NODES[(first + i) % NODES.length]!
-      const id = mint("web", at, new Uint8Array(16).map(() => prng.int(0, 255)))
-      return { id, node, vmid: ++vmid, template: 9000 + NODES.indexOf(node), failed: prng.next() < 0.02 }
-    })
-    const volid = (id: string) => `local:iso/nstance-${id}.iso`
-    const steps: Array<(vm: (typeof wave)[number]) => ReadonlyArray<ShardEvent>> = [
-      (vm) => [InstanceRequested.make({ instanceId: vm.id, at, tenant: "shop", group: "web", kind: "web", specHash: "9f2c4e1ab07d3c55", reason: "scale-up" })],
-      (vm) => [NodeChosen.make({ instanceId: vm.id, at, node: vm.node })],
-      (vm) => [TemplateResolved.make({ instanceId: vm.id, at, templateVmid: vm.template, templateNode: vm.node })],
-      (vm) => [IsoUploadRequested.make({ instanceId: vm.id, at, node: vm.node, storage: "local", volid: volid(vm.id) })],
-      (vm) => [IsoUploaded.make({ instanceId: vm.id, at, volid: volid(vm.id) })],
-      (vm) => [CloneRequested.make({ instanceId: vm.id, at, vmid: vm.vmid, node: vm.node, templateVmid: vm.template, templateNode: vm.node })],
-      (vm) => vm.failed
-        ? [StepFailed.make({ instanceId: vm.id, at, step: "clone", errorClass: "transient", message: "can't lock file '/var/lock/pve-manager/pve-storage-local-lvm' - got timeout", attempt: 1 }),
-          Cloned.make({ instanceId: vm.id, at, vmid: vm.vmid, node: vm.node })]
-        : [Cloned.make({ instanceId: vm.id, at, vmid: vm.vmid, node: vm.node })],
-      (vm) => [Configured.make({ instanceId: vm.id, at })],
-      (vm) => [StartRequested.make({ instanceId: vm.id, at })],
-      (vm) => [Started.make({ instanceId: vm.id, at })]
-    ]
-    for (const step of steps) {
-      at += 300
-      for (const vm of wave) events.push(...step(vm))
-    }
-    // A tenth of the instances go again later (scale-down, GC), with the whole delete saga on record.
-    for (const vm of wave.filter((_, i) => (first + i) % 10 === 3)) {
-      events.push(
-        DeleteRequested.make({ instanceId: vm.id, at, reason: "scale-down" }),
-        VmStopped.make({ instanceId: vm.id, at }),
-        IsoDeleted.make({ instanceId: vm.id, at, volid: volid(vm.id) }),
-        VmDeleted.make({ instanceId: vm.id, at, vmid: vm.vmid }),
-        InstanceGone.make({ instanceId: vm.id, at })
-      )
-    }
-  }
-  return events
-}
 
 /** Splits the events into segments of `sizeOf(i)` events. */
 const segmentsOf = (events: ReadonlyArray<ShardEvent>, sizeOf: () => number): Array<ReadonlyArray<ShardEvent>> => {
@@ -403,7 +337,7 @@ const putsPerVm = (concurrency: number, vms: number, seed: number) =>
 
 const main = async () => {
   const t0 = performance.now()
-  const events = buildEvents()
+  const events = buildEvents(INSTANCES)
   const expected = fold(events)
   const prng = makePrng(7)
   const variants = {

@@ -14,6 +14,7 @@ import { adoptionOf, unknownOwnedVms } from "./adopt.js"
 import { ORPHAN_GRACE, VM_LOSS_GRACE } from "./policies.js"
 import { atRest } from "./SagaRunner.js"
 import { ShardContext } from "./ShardContext.js"
+import { recordGcDeletions } from "../metrics/metrics.js"
 
 const OUR_ISO = /^[^:]+:iso\/nstance-([a-z]{3}[0-9a-hj-km-np-tv-z]{26})\.iso$/
 const ORIGINAL_ISO = /^[^:]+:iso\/user-data-(\d+)\.iso$/
@@ -47,12 +48,16 @@ export const makeGc = Effect.gen(function* () {
     const suspects = new Set<string>()
     const request = (instanceId: string, reason: DeleteReason) => events.push(DeleteRequested.make({ instanceId, at: now, reason }))
     let replaced = 0
+    // One index of the listing: a lookup per instance, not a scan (10k instances would be 10^8 comparisons).
+    const listedByVmid = new Map<number, (typeof vms)[number]>()
+    for (const vm of vms) listedByVmid.set(vm.vmid, vm)
 
     // Instances whose VM vanished or stopped: confirmed on the node (the listing lags by ~10 s).
     for (const [, instance] of state.instances) {
       if (!atRest(instance) || instance.vmid === undefined || instance.node === undefined) continue
       if ((instance.startedAt ?? instance.requestedAt) > now - vmLossGrace) continue
-      const listed = vms.find((vm) => vm.vmid === instance.vmid && vm.name === instance.id)
+      const candidate = listedByVmid.get(instance.vmid)
+      const listed = candidate !== undefined && candidate.name === instance.id ? candidate : undefined
       if (listed !== undefined && listed.status === "running") continue
       const status = yield* pve.vmStatus(listed?.node ?? instance.node, instance.vmid).pipe(
         Effect.map((s) => (s.name !== undefined && s.name !== instance.id ? "gone" as const : s.status === "running" ? "running" as const : "stopped" as const)),
@@ -85,6 +90,7 @@ export const makeGc = Effect.gen(function* () {
     }
     for (const key of suspectSince.keys()) if (!suspects.has(key)) suspectSince.delete(key)
     if (events.length > 0) yield* log.append(events)
+    yield* recordGcDeletions(shard.shard, { "vm-replaced": replaced, "orphan-vm": orphanVms })
 
     // ISOs of ours that no instance uses. The listing is read before the state: an ISO's upload intent is
     // in the log before the upload starts, so anything listed is known to the state read after it.
@@ -116,6 +122,7 @@ export const makeGc = Effect.gen(function* () {
       orphanIsos++
       yield* Effect.logInfo(`gc: deleted unused ISO ${volid}`)
     }
+    yield* recordGcDeletions(shard.shard, { "orphan-iso": orphanIsos })
     return { replaced, orphanVms, orphanIsos } satisfies GcReport
   })
   return { pass }
