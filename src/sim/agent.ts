@@ -3,11 +3,12 @@
  * whose user-data carries `/etc/nstance/agent.json` (agent registration on), what the agent on a real VM
  * does — read the registration URL and nonce, call `RegisterAgent` over real HTTP with the VM's simulated
  * IPs (`10.20.{node number}.{vmid % 250}`) and hostname = instance ID, then `ReportHealth` on an interval
- * for as long as the simulator says that boot of the VM runs (a crash, stop or delete ends it). A VM without
- * `agent.json` boots as before, with no agent.
+ * for as long as the simulator says that boot of the VM runs (a crash, stop or delete ends it), renewing its
+ * certificate with `RenewCertificate` once the renew point the server gave has passed and signing later
+ * reports with the new one. A VM without `agent.json` boots as before, with no agent.
  */
-import { Duration, Effect, FiberSet, Schedule, type Scope } from "effect"
-import { type AgentIdentity, makeAgentClient } from "../agent/AgentClient.js"
+import { Clock, Duration, Effect, Either, FiberSet, Ref, Schedule, type Scope } from "effect"
+import { type AgentClient, type AgentIdentity, makeAgentClient, type RenewCertificateError } from "../agent/AgentClient.js"
 import { AGENT_CONFIG_PATH, mimeParts } from "../domain/shard/userData.js"
 import type { GuestBoot, GuestHook } from "./guest.js"
 import type { SimModel } from "./model.js"
@@ -37,6 +38,28 @@ export const agentSettingsOf = (userData: string): AgentSettingsFile | undefined
 
 /** The simulated private IPv4 of a VM: `10.20.{node number}.{vmid % 250}`. */
 export const simulatedIp = (node: string, vmid: number): string => `10.20.${Number(/(\d+)$/.exec(node)?.[1] ?? 0)}.${vmid % 250}`
+
+/**
+ * A refused renewal is retried on this schedule while the refusal may pass (the endpoint away, a leader
+ * changing): 1, 2, 4, 8, 16 then 30 seconds apart, six retries in all.
+ */
+export const renewalRetry = Schedule.exponential("1 second").pipe(
+  Schedule.union(Schedule.spaced("30 seconds")),
+  Schedule.intersect(Schedule.recurs(6))
+)
+
+/** After `renewalRetry` is spent, the agent keeps its certificate and starts over this much later. */
+export const RENEWAL_PAUSE = Duration.minutes(1)
+
+type RenewalError = RenewCertificateError["_tag"]
+const TRANSIENT: ReadonlyArray<RenewalError> = ["AgentTransportError", "NotLeader"]
+const isTransient = (error: RenewCertificateError): boolean => TRANSIENT.includes(error._tag)
+
+/** The certificate an agent signs with, and when (Clock millis) to renew it. */
+interface HeldCertificate {
+  readonly identity: AgentIdentity
+  readonly renewAt: number
+}
 
 export interface SimAgentsOptions {
   /** Interval of health reports (default 3 seconds). */
@@ -77,6 +100,8 @@ export const makeSimAgents = (options: SimAgentsOptions = {}): Effect.Effect<Sim
         })
         const ip = simulatedIp(boot.node, boot.vmid)
         const client = yield* makeAgentClient(settings.registrationUrl)
+        // The renew point counts from before the request: the certificate was issued no earlier than that.
+        const askedAt = yield* Clock.currentTimeMillis
         const identity: AgentIdentity | undefined = yield* client.register({ nonce: settings.nonce, ips: { ipv4: ip }, hostname: boot.instanceId }).pipe(
           // The leader may not be listening yet (or changing): retry while the VM runs; a refusal is final.
           Effect.retry({
@@ -90,12 +115,51 @@ export const makeSimAgents = (options: SimAgentsOptions = {}): Effect.Effect<Sim
         if (identity === undefined) return
         registered.push({ instanceId: boot.instanceId, vmid: boot.vmid, ip })
         log(`sim agent ${boot.instanceId} (VM ${boot.vmid}): registered as ${ip}`)
+        const held = yield* Ref.make<HeldCertificate>({ identity, renewAt: askedAt + identity.renewAfterSeconds * 1000 })
+        // Renewal runs beside the reports, so a slow or retried renewal never delays a report.
+        yield* Effect.forkScoped(renewCertificates(boot, client, held, alive))
         for (;;) {
           yield* Effect.sleep(healthEvery)
           if (!(yield* alive)) return
-          yield* client.reportHealth(identity).pipe(Effect.catchAll((error) => Effect.sync(() => log(`sim agent ${boot.instanceId}: health report failed: ${error._tag}`))))
+          const current = yield* Ref.get(held)
+          yield* client.reportHealth(current.identity).pipe(Effect.catchAll((error) => Effect.sync(() => log(`sim agent ${boot.instanceId}: health report failed: ${error._tag}`))))
         }
       }).pipe(Effect.scoped)
+
+    /**
+     * Sleeps until the renew point, renews (retrying on `renewalRetry` while the refusal may pass) and
+     * holds the new certificate; gives up only on a refusal that cannot pass (the certificate expired or
+     * rejected, the instance unknown), leaving the reports to fail and the server to judge the instance.
+     */
+    const renewCertificates = (boot: GuestBoot, client: AgentClient, held: Ref.Ref<HeldCertificate>, alive: Effect.Effect<boolean>) =>
+      Effect.gen(function* () {
+        const who = `sim agent ${boot.instanceId} (VM ${boot.vmid})`
+        for (;;) {
+          const current = yield* Ref.get(held)
+          const now = yield* Clock.currentTimeMillis
+          yield* Effect.sleep(Duration.millis(Math.max(0, current.renewAt - now)))
+          if (!(yield* alive)) return
+          const askedAt = yield* Clock.currentTimeMillis
+          const outcome = yield* client.renew(current.identity).pipe(
+            Effect.tapError((error) => Effect.sync(() => log(`${who}: certificate renewal failed: ${error.message}`))),
+            Effect.retry({ schedule: renewalRetry, while: isTransient }),
+            Effect.either
+          )
+          if (Either.isRight(outcome)) {
+            const renewed = outcome.right
+            yield* Ref.set(held, { identity: renewed, renewAt: askedAt + renewed.renewAfterSeconds * 1000 })
+            log(`${who}: certificate renewed`)
+            continue
+          }
+          if (!isTransient(outcome.left)) {
+            log(`${who}: certificate renewal refused (${outcome.left._tag}); no further attempts`)
+            return
+          }
+          const again = (yield* Clock.currentTimeMillis) + Duration.toMillis(RENEWAL_PAUSE)
+          log(`${who}: certificate renewal still failing (${outcome.left._tag}); trying again in ${Duration.format(RENEWAL_PAUSE)}`)
+          yield* Ref.set(held, { identity: current.identity, renewAt: again })
+        }
+      })
 
     const hook: GuestHook = (boot) => {
       const settings = agentSettingsOf(boot.userData)
