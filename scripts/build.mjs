@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * Compiles the three commands into dist/ with esbuild: one ESM bundle per command, shared chunks split
+ * Compiles the four commands into dist/ with esbuild: one ESM bundle per command, shared chunks split
  * out, and the cloud SDKs (loaded with a dynamic import only when a store of that kind is chosen) in
  * chunks of their own. Bundling with tree-shaking is what makes a command start fast: Node then parses the
  * parts of `effect` and `@effect/cli` a command uses instead of every module the packages' root files
@@ -21,6 +21,7 @@ const stamp = join(dist, ".built")
 export const ENTRY_POINTS = {
   "nstance-server": "src/main.ts",
   "nstance-admin": "src/admin.ts",
+  "nstance-agent": "src/agent/main.ts",
   "nstance-pve-sim": "src/sim/main.ts"
 }
 

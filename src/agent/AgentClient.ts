@@ -1,13 +1,15 @@
 /**
- * The agent side of the `Agent` RPC group, shared by the simulator's guests and a future `nstance-agent`:
+ * The agent side of the `Agent` RPC group, shared by the simulator's guests and `nstance-agent`:
  * register with the nonce from the user-data (a fresh Ed25519 key pair, the private key never leaves the
  * caller), then report health and renew the certificate with requests signed by that key. Transport
- * failures and HTTP 413 come back as typed errors too, so a caller never has to parse a defect.
+ * failures and HTTP 413 come back as typed errors too, so a caller never has to parse a defect. A replica
+ * that does not lead answers `NotLeader{leaderAddr}`: the client follows that redirect once per call (to
+ * `http://{leaderAddr}/agent`) and keeps talking to the leader afterwards.
  */
 import { generateKeyPairSync } from "node:crypto"
 import { FetchHttpClient, HttpClient, HttpClientError } from "@effect/platform"
 import { RpcClient, RpcClientError, RpcSerialization } from "@effect/rpc"
-import { Clock, Data, Effect, Layer, Redacted, type Scope } from "effect"
+import { Clock, Data, Effect, Layer, Redacted, Scope } from "effect"
 import {
   type AgentHealthStatus,
   healthStatement,
@@ -21,7 +23,7 @@ import {
   type InvalidPayload,
   MAX_REQUEST_BYTES,
   type NonceReused,
-  type NotLeader,
+  NotLeader,
   PayloadTooLarge,
   type UnknownInstance
 } from "../rpc/AgentRpc.js"
@@ -67,6 +69,7 @@ export type ReportHealthError = InvalidCertificate | UnknownInstance | NotLeader
 export type RenewCertificateError = ReportHealthError
 
 export interface AgentClient {
+  /** The endpoint the client talks to now: the one it was made for, or the leader a redirect named. */
   readonly url: string
   readonly register: (request: RegisterAgentRequest) => Effect.Effect<AgentIdentity, RegisterAgentError>
   readonly reportHealth: (identity: AgentIdentity, status?: AgentHealthStatus) => Effect.Effect<void, ReportHealthError>
@@ -108,8 +111,8 @@ const transportError = (url: string) => (error: RpcClientError.RpcClientError): 
  */
 const statusOk = HttpClient.filterStatusOk as <E, R>(client: HttpClient.HttpClient.With<E, R>) => HttpClient.HttpClient.With<E, R>
 
-/** A client of the agent endpoint at `url` (e.g. `http://10.0.0.2:8993/agent`), alive while the scope is. */
-export const makeAgentClient = (url: string): Effect.Effect<AgentClient, never, Scope.Scope> =>
+/** One HTTP connection pool to one agent endpoint. */
+const connect = (url: string) =>
   Effect.gen(function* () {
     const protocol = yield* Layer.build(
       RpcClient.layerProtocolHttp({ url, transformClient: statusOk }).pipe(
@@ -118,20 +121,56 @@ export const makeAgentClient = (url: string): Effect.Effect<AgentClient, never, 
       )
     )
     const rpc = yield* RpcClient.make(AgentRpcs).pipe(Effect.provide(protocol))
-    const onTransport = transportError(url)
+    return { url, rpc, onTransport: transportError(url) }
+  })
+
+type Connection = Effect.Effect.Success<ReturnType<typeof connect>>
+
+/** Where a `NotLeader` sends the agent; undefined when it names no leader. */
+export const redirectUrl = (leaderAddr: string): string | undefined => (leaderAddr === "" ? undefined : `http://${leaderAddr}/agent`)
+
+/** A client of the agent endpoint at `url` (e.g. `http://10.0.0.2:8992/agent`), alive while the scope is. */
+export const makeAgentClient = (url: string): Effect.Effect<AgentClient, never, Scope.Scope> =>
+  Effect.gen(function* () {
+    const scope = yield* Effect.scope
+    const connections = new Map<string, Connection>()
+    let current = yield* connect(url)
+    connections.set(url, current)
+
+    /** Runs `call` on the current endpoint; on `NotLeader` naming another endpoint, once more there. */
+    const followingRedirect = <A, E>(call: (connection: Connection) => Effect.Effect<A, E>): Effect.Effect<A, E> =>
+      call(current).pipe(
+        Effect.catchIf(
+          (error): error is E & NotLeader => error instanceof NotLeader,
+          (error) =>
+            Effect.gen(function* () {
+              const target = redirectUrl(error.leaderAddr)
+              if (target === undefined || target === current.url) return yield* Effect.fail(error)
+              const known = connections.get(target)
+              const next = known ?? (yield* Scope.extend(connect(target), scope))
+              connections.set(target, next)
+              yield* Effect.logDebug(`agent endpoint ${current.url} is not the leader; following the redirect to ${target}`)
+              current = next
+              return yield* call(next)
+            })
+        )
+      )
 
     return {
-      url,
+      get url() {
+        return current.url
+      },
       register: (request) =>
         Effect.gen(function* () {
           const keys = newKeyPair()
-          const result = yield* rpc.RegisterAgent({
-            nonce: Redacted.isRedacted(request.nonce) ? Redacted.value(request.nonce) : request.nonce,
-            publicKeyPem: keys.publicKeyPem,
-            privateIpv4: request.ips?.ipv4,
-            privateIpv6: request.ips?.ipv6,
-            hostname: request.hostname
-          }).pipe(Effect.catchTag("RpcClientError", onTransport))
+          const result = yield* followingRedirect((c) =>
+            c.rpc.RegisterAgent({
+              nonce: Redacted.isRedacted(request.nonce) ? Redacted.value(request.nonce) : request.nonce,
+              publicKeyPem: keys.publicKeyPem,
+              privateIpv4: request.ips?.ipv4,
+              privateIpv6: request.ips?.ipv6,
+              hostname: request.hostname
+            }).pipe(Effect.catchTag("RpcClientError", c.onTransport)))
           return {
             instanceId: result.instanceId,
             certificatePem: result.certificatePem,
@@ -142,28 +181,33 @@ export const makeAgentClient = (url: string): Effect.Effect<AgentClient, never, 
         }).pipe(Effect.withSpan("agentClient.register")),
 
       reportHealth: (identity, status = "healthy") =>
-        Effect.gen(function* () {
-          const signedAt = yield* nextSignedAt
-          const statement = healthStatement({ certificatePem: identity.certificatePem, status, signedAt })
-          yield* rpc.ReportHealth({
-            certificatePem: identity.certificatePem,
-            status,
-            signedAt,
-            signature: signStatement(Redacted.value(identity.privateKeyPem), statement)
-          }).pipe(Effect.catchTag("RpcClientError", onTransport))
-        }).pipe(Effect.withSpan("agentClient.reportHealth")),
+        followingRedirect((c) =>
+          Effect.gen(function* () {
+            // Signed per attempt: the server refuses a signing time it has already accepted.
+            const signedAt = yield* nextSignedAt
+            const statement = healthStatement({ certificatePem: identity.certificatePem, status, signedAt })
+            yield* c.rpc.ReportHealth({
+              certificatePem: identity.certificatePem,
+              status,
+              signedAt,
+              signature: signStatement(Redacted.value(identity.privateKeyPem), statement)
+            }).pipe(Effect.catchTag("RpcClientError", c.onTransport))
+          })).pipe(Effect.withSpan("agentClient.reportHealth")),
 
       renew: (identity) =>
         Effect.gen(function* () {
           const keys = newKeyPair()
-          const signedAt = yield* nextSignedAt
-          const statement = renewStatement({ certificatePem: identity.certificatePem, publicKeyPem: keys.publicKeyPem, signedAt })
-          const result = yield* rpc.RenewCertificate({
-            certificatePem: identity.certificatePem,
-            publicKeyPem: keys.publicKeyPem,
-            signedAt,
-            signature: signStatement(Redacted.value(identity.privateKeyPem), statement)
-          }).pipe(Effect.catchTag("RpcClientError", onTransport))
+          const result = yield* followingRedirect((c) =>
+            Effect.gen(function* () {
+              const signedAt = yield* nextSignedAt
+              const statement = renewStatement({ certificatePem: identity.certificatePem, publicKeyPem: keys.publicKeyPem, signedAt })
+              return yield* c.rpc.RenewCertificate({
+                certificatePem: identity.certificatePem,
+                publicKeyPem: keys.publicKeyPem,
+                signedAt,
+                signature: signStatement(Redacted.value(identity.privateKeyPem), statement)
+              }).pipe(Effect.catchTag("RpcClientError", c.onTransport))
+            }))
           return {
             ...identity,
             certificatePem: result.certificatePem,

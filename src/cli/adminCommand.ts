@@ -1,21 +1,27 @@
 /**
  * The `nstance-admin` command tree: offline helpers (IDs, ISO and placement previews, config push/pull)
- * and, later, the client of the admin endpoints. `src/admin.ts` runs it as a process; tests run it in-process.
+ * and the client of a running shard's admin endpoint (status, instances, groups, …). `src/admin.ts` runs it as a process; tests run it in-process.
  */
 import { Command } from "@effect/cli"
 import { configCommand } from "./adminConfig.js"
 import { idCommand } from "./adminId.js"
 import { isoCommand } from "./adminIso.js"
 import { placeCommand } from "./adminPlace.js"
+import { remoteCommands } from "./adminRemote.js"
 import { stateCommands } from "./adminState.js"
 
 export const adminCommand = Command.make("nstance-admin").pipe(
-  Command.withDescription("Operate nstance: preview ISOs and placements, manage shard config, read a shard's state and log, inspect IDs"),
+  Command.withDescription(
+    "Operate nstance: see and steer a running shard over its admin endpoint (status, instances, groups, group set/delete, " +
+      "instance create/delete, refresh, validate, nonce, watch; token in NSTANCE_ADMIN_TOKEN), or offline: preview ISOs and " +
+      "placements, manage shard config, read a shard's state and log from its bucket, inspect IDs"
+  ),
   Command.withSubcommands([
     configCommand,
     idCommand,
     isoCommand,
     placeCommand,
-    ...stateCommands
+    ...stateCommands,
+    ...remoteCommands
   ])
 )

@@ -275,13 +275,35 @@ const withoutColour = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
 
 const colourWanted = () => process.stdout.isTTY === true && process.env["NO_COLOR"] === undefined
 
+const bareFlags = new WeakMap<object, ReadonlyMap<string, string>>()
+
+/**
+ * Lets `flag` be given without a value (`nstance-server --validate`), as the original allows: alone or
+ * followed by another flag, it stands for `--flag=<sentinel>`. @effect/cli has no optional-value option.
+ */
+export const withBareFlag = <C extends object>(command: C, flag: string, sentinel: string): C => {
+  bareFlags.set(command, new Map([...(bareFlags.get(command) ?? []), [flag, sentinel]]))
+  return command
+}
+
+const expandBareFlags = (command: object, args: ReadonlyArray<string>): ReadonlyArray<string> => {
+  const flags = bareFlags.get(command)
+  if (flags === undefined) return args
+  return args.map((arg, i) => {
+    const sentinel = flags.get(arg)
+    const next = args[i + 1]
+    return sentinel !== undefined && (next === undefined || next.startsWith("-")) ? `${arg}=${sentinel}` : arg
+  })
+}
+
 /** Runs `command` on `argv` (as `process.argv`: node, script, args…) and yields the exit status. */
 export const cliProgram = <Name extends string, R, E, A>(command: Command.Command<Name, R, E, A>, name: string) => {
   const cli = Command.run(command, { name, version: VERSION })
   const refuse = (line: string) => Console.error(`✗ ${escapeControl(line)}`).pipe(Effect.as(1))
-  return (argv: ReadonlyArray<string>) =>
+  return (given: ReadonlyArray<string>) =>
     Effect.gen(function* () {
-      const args = argv.slice(2)
+      const args = expandBareFlags(command, given.slice(2))
+      const argv = [...given.slice(0, 2), ...args]
       const problem = commandLineProblem(command.descriptor, args)
       if (problem !== undefined) return yield* refuse(problem)
       // Parsed once without printing: the library would print its own (unnamed) message on failure.

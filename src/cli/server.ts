@@ -23,7 +23,8 @@ import { objectStoreLayer } from "../layers/ObjectStoreFromFlags.js"
 import { CONFIG_KEY } from "../shard/shardConfig.js"
 import { decodeUtf8, readInputFile } from "./errors.js"
 import { escapeControl } from "./escape.js"
-import { exitWith } from "./run.js"
+import { exitWith, withBareFlag } from "./run.js"
+import { adminTokenFrom } from "../admin/token.js"
 import { defaultLogFormat, loggerLayer } from "./logging.js"
 
 
@@ -191,11 +192,46 @@ const validateFile = (path: string) =>
     yield* Effect.forEach(parsed.right.warnings, (warning) => Console.log(`⚠ ${escapeControl(formatProblem(warning))}`), { discard: true })
   })
 
+/** `--validate` with no file (the original's sentinel): validate the bucket's config. */
+const REMOTE_VALIDATE = ":remote:"
+
+const validateRemote = (storage: "s3" | "gcs" | "file" | undefined, bucket: string | undefined, shard: string | undefined, prefix: string | undefined) =>
+  Effect.gen(function* () {
+    const missing = [["--storage", storage], ["--bucket", bucket], ["--shard", shard]].filter(([, value]) => value === undefined || value === "").map(([flag]) => flag)
+    if (missing.length > 0) {
+      yield* Console.error(`✗ --validate without a file reads the bucket: missing ${missing.join(", ")}`)
+      return yield* exitWith(1)
+    }
+    const { validateStoredConfig } = yield* loadModule(() => import("../admin/validateConfig.js"))
+    const { scopeStore } = yield* loadModule(() => import("../layers/ObjectStoreScoped.js"))
+    const { ObjectStore } = yield* loadModule(() => import("../services/ObjectStore.js"))
+    const where = `${prefix ?? defaultPrefix(shard ?? "")}${CONFIG_KEY}`
+    const result = yield* Effect.gen(function* () {
+      const store = scopeStore(yield* ObjectStore, prefix ?? defaultPrefix(shard ?? ""))
+      return yield* validateStoredConfig(shard).pipe(Effect.provideService(ObjectStore, store))
+    }).pipe(Effect.provide(objectStoreLayer({ storage: storage ?? "file", bucket: bucket ?? "" })), Effect.either)
+    if (Either.isLeft(result)) {
+      yield* Console.error(`✗ cannot read ${escapeControl(where)}: ${escapeControl(result.left.message)}`)
+      return yield* exitWith(1)
+    }
+    if (!result.right.valid) {
+      yield* Effect.forEach(result.right.problems, (problem) => Console.error(`✗ ${escapeControl(problem)}`), { discard: true })
+      yield* Console.error(`✗ ${escapeControl(where)}: remote shard configuration is not valid`)
+      return yield* exitWith(1)
+    }
+    yield* Console.log(`✓ Remote shard configuration is valid (${escapeControl(where)}): ${result.right.groups} groups, ${result.right.desiredVms} desired VMs`)
+    yield* Effect.forEach(result.right.warnings, (warning) => Console.log(`⚠ ${escapeControl(warning)}`), { discard: true })
+  })
+
 const text = (name: string, description: string) =>
   Options.text(name).pipe(Options.withDescription(description), Options.optional)
 
 const options = {
-  validate: text("validate", "Validate this local shard config file (JSONC), print every problem as `✗ path: message`, and exit (0 valid, 1 not)"),
+  validate: text(
+    "validate",
+    "Validate this local shard config file (JSONC), print every problem as `✗ path: message`, and exit (0 valid, 1 not); " +
+      "with no file, validate the shard's config in the bucket (with its dynamic groups; needs --storage --bucket --shard)"
+  ),
   storage: Options.choice("storage", STORAGE_KINDS).pipe(
     Options.withDescription("Object storage of the shard: s3 (also S3-compatible: Ceph RGW, SeaweedFS; AWS_* env), gcs, or file (a directory)"),
     Options.optional
@@ -214,6 +250,11 @@ const options = {
     "Turn agent registration on with the cluster PKI's 32-byte encryption key from this file (64 hex characters or base64; " +
       "or set NSTANCE_ENCRYPTION_KEY, not both). Without either, registration is off and an instance counts as ready once its VM runs"
   ),
+  adminTokenFile: text(
+    "admin-token-file",
+    "Serve the admin endpoint (shard.bind.operator_addr) to callers presenting the token in this file (at least 16 characters; " +
+      "or set NSTANCE_ADMIN_TOKEN, not both). Without either, the admin endpoint is not started"
+  ),
   config: text("config", "Read the shard config from this local file instead of {prefix}config.jsonc in the bucket (development)"),
   embedded: Options.boolean("embedded").pipe(Options.withDescription(
     "Run on the embedded default instead: a file store in a temporary directory and the Proxmox VE simulator " +
@@ -231,8 +272,11 @@ const options = {
  */
 const loadModule = <M>(load: () => Promise<M>) => Effect.promise(load)
 
-export const serverCommand = Command.make("nstance-server", options, (flags) =>
+export const serverCommand = withBareFlag(Command.make("nstance-server", options, (flags) =>
   Effect.gen(function* () {
+    if (Option.isSome(flags.validate) && flags.validate.value === REMOTE_VALIDATE) {
+      return yield* validateRemote(Option.getOrUndefined(flags.storage), Option.getOrUndefined(flags.bucket), Option.getOrUndefined(flags.shard), Option.getOrUndefined(flags.prefix))
+    }
     if (Option.isSome(flags.validate)) return yield* validateFile(flags.validate.value)
     // The embedded default is a demo for a person at a terminal; a real daemon's logs usually go to a collector.
     const logger = loggerLayer(Option.getOrElse(flags.logFormat, () => (flags.embedded ? "text" : defaultLogFormat())))
@@ -280,6 +324,11 @@ export const serverCommand = Command.make("nstance-server", options, (flags) =>
       }
       encryptionKey = key.right
     }
+    const adminToken = yield* adminTokenFrom(process.env, Option.getOrUndefined(flags.adminTokenFile)).pipe(Effect.either)
+    if (Either.isLeft(adminToken)) {
+      yield* Console.error(`✗ ${escapeControl(adminToken.left.message)}`)
+      return yield* exitWith(1)
+    }
     // One store layer per shard: each daemon builds it in its own scope, so one shard's store trouble (or a
     // restart) never reaches the others.
     const store = objectStoreLayer({ storage: start.storage, bucket: start.bucket })
@@ -296,7 +345,8 @@ export const serverCommand = Command.make("nstance-server", options, (flags) =>
           : { _tag: "Store", key: CONFIG_KEY, shard },
         proxmox: start.proxmox,
         cachedir: start.cachedir,
-        ...(encryptionKey === undefined ? {} : { encryptionKey })
+        ...(encryptionKey === undefined ? {} : { encryptionKey }),
+        ...(Option.isNone(adminToken.right) ? {} : { adminToken: adminToken.right.value })
       }
     }))).pipe(Effect.scoped, Effect.provide(logger))
   })
@@ -305,5 +355,6 @@ export const serverCommand = Command.make("nstance-server", options, (flags) =>
     "(env PROXMOX_API_URL, PROXMOX_TOKEN_ID, PROXMOX_TOKEN_SECRET), try it with --embedded (file store + simulator), " +
     "or check a config with --validate FILE. The leader keeps every group at its size: it creates, replaces and deletes VMs. " +
     "With NSTANCE_ENCRYPTION_KEY or --encryption-key-file, VMs' agents register (nonce in the cloud-init ISO, endpoint on " +
-    "shard.bind.registration_addr) and an instance that does not register or stops reporting health is replaced."
-))
+    "shard.bind.registration_addr) and an instance that does not register or stops reporting health is replaced. " +
+    "With NSTANCE_ADMIN_TOKEN or --admin-token-file, every replica serves the admin endpoint (nstance-admin status, groups, …) on shard.bind.operator_addr."
+)), "--validate", REMOTE_VALIDATE)

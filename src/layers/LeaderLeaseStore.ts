@@ -123,6 +123,7 @@ export const makeLeaderLeaseOn: (
     const leaseScope = yield* Effect.scope
     const state = yield* Ref.make<State>({ role: { _tag: "Follower" }, observation: undefined, holdOffUntilMono: -Infinity, leader: undefined })
     const isLeader = yield* SubscriptionRef.make(false)
+    const lastContact = yield* Ref.make(Option.none<number>())
     const roleRef = yield* SubscriptionRef.make<Role>({ _tag: "Follower" })
     // Serialises role changes (tick, watchdog, resign) so isLeader and the role never disagree for long.
     const roleLock = yield* Effect.makeSemaphore(1)
@@ -254,6 +255,7 @@ export const makeLeaderLeaseOn: (
           yield* Effect.logWarning(`lease: reading ${key} failed: ${read.left.message}`)
           return timings.frequentMillis
         }
+        yield* Ref.set(lastContact, Option.some(yield* Clock.currentTimeMillis))
         if (read.right._tag === "Corrupt") {
           yield* Effect.logError(`lease: ${key} is not a lease record (${read.right.reason}); treating it as no lease`)
         }
@@ -358,6 +360,7 @@ export const makeLeaderLeaseOn: (
       isLeader,
       term: Effect.map(Ref.get(state), (s) => (s.role._tag === "Leader" ? s.role.term : (s.leader?.term ?? 0))),
       currentLeader: Effect.map(Ref.get(state), (s) => Option.fromNullable(s.leader)),
+      lastContact: Ref.get(lastContact),
       whileLeader,
       resign
     }

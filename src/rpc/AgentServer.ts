@@ -38,8 +38,11 @@ export interface AgentServiceOptions {
   /** The cluster and shard this endpoint serves: nonces minted for others are refused. */
   readonly cluster: string
   readonly shard: string
-  /** Lifetime of issued client certificates; agents are told to renew after two thirds of it. */
-  readonly certificateTtl: Duration.DurationInput
+  /**
+   * Lifetime of issued client certificates; agents are told to renew after two thirds of it. An effect is
+   * read at every issue, so a config push (`certificates.agent.ttl`) applies without a restart.
+   */
+  readonly certificateTtl: Duration.DurationInput | Effect.Effect<Duration.Duration>
 }
 
 export interface AgentServerOptions extends AgentServiceOptions {
@@ -66,7 +69,9 @@ export const AgentHandlersLive = (options: AgentServiceOptions) =>
     const pki = yield* ClusterPki
     const backend = yield* AgentBackend
     const audience = { cluster: options.cluster, shard: options.shard }
-    const renewAfterSeconds = Math.max(1, Math.floor((Duration.toSeconds(options.certificateTtl) * 2) / 3))
+    const certificateTtl = Effect.isEffect(options.certificateTtl)
+      ? options.certificateTtl
+      : Effect.succeed(Duration.decode(options.certificateTtl))
     // Per procedure and instance, the newest signing time accepted: a captured request cannot be replayed
     // on this replica. (After a failover the ±5 minute window alone bounds a replay.)
     const lastSignedAt = new Map<string, number>()
@@ -107,9 +112,11 @@ export const AgentHandlersLive = (options: AgentServiceOptions) =>
       })
 
     const issue = (instanceId: string, tenant: string, publicKeyPem: string) =>
-      pki.issueClientCertificate({ instanceId, tenant, publicKeyPem, ttl: options.certificateTtl }).pipe(
-        Effect.mapError((e) => new InvalidPayload({ field: "publicKeyPem", reason: e.reason }))
-      )
+      Effect.flatMap(certificateTtl, (ttl) =>
+        pki.issueClientCertificate({ instanceId, tenant, publicKeyPem, ttl }).pipe(
+          Effect.map((issued) => ({ ...issued, renewAfterSeconds: Math.max(1, Math.floor((Duration.toSeconds(ttl) * 2) / 3)) })),
+          Effect.mapError((e) => new InvalidPayload({ field: "publicKeyPem", reason: e.reason }))
+        ))
 
     return AgentRpcs.of({
       RegisterAgent: (wire) =>
@@ -140,7 +147,7 @@ export const AgentHandlersLive = (options: AgentServiceOptions) =>
             ipv6: payload.privateIpv6 ?? "",
             nonceHash: hash
           }))
-          return { certificatePem: issued.certificatePem, caPem: pki.caPem, instanceId, renewAfterSeconds }
+          return { certificatePem: issued.certificatePem, caPem: pki.caPem, instanceId, renewAfterSeconds: issued.renewAfterSeconds }
         }).pipe(Effect.withSpan("agent.RegisterAgent")),
 
       ReportHealth: (wire) =>
@@ -176,7 +183,7 @@ export const AgentHandlersLive = (options: AgentServiceOptions) =>
             certificateSerial: issued.serial,
             certificateNotAfter: issued.notAfter
           })
-          return { certificatePem: issued.certificatePem, caPem: pki.caPem, renewAfterSeconds }
+          return { certificatePem: issued.certificatePem, caPem: pki.caPem, renewAfterSeconds: issued.renewAfterSeconds }
         }).pipe(Effect.withSpan("agent.RenewCertificate"))
     })
   }))

@@ -45,7 +45,8 @@ export interface AgentBackendShape {
    * the endpoint returns as `NotLeader{leaderAddr}`. Checked before every procedure.
    */
   readonly leaderRedirect: Effect.Effect<Option.Option<string>>
-  readonly registrationState: (instanceId: string) => Effect.Effect<RegistrationState>
+  /** Fails `NotLeader` when leadership was lost since `leaderRedirect` was checked. */
+  readonly registrationState: (instanceId: string) => Effect.Effect<RegistrationState, NotLeader>
   /**
    * Records the registration (`Registered{ips, hostname}` in the event log). Must be atomic with respect
    * to the state: a second registration of the same instance fails with `NonceReused`.

@@ -32,6 +32,11 @@ export interface LeaderLeaseShape {
   /** Who leads now as far as this replica knows (itself included); none when the lease is free or expired. */
   readonly currentLeader: Effect.Effect<Option.Option<LeaderInfo>>
   /**
+   * When (Clock epoch millis) the lease record was last read successfully; none before the first read.
+   * Optional only so that test doubles may leave it out (readiness then does not judge the store's reach).
+   */
+  readonly lastContact?: Effect.Effect<Option.Option<number>>
+  /**
    * Runs `work(term)` each time this replica acquires the lease and interrupts it when leadership is lost,
    * for as long as the calling scope lives. Renewal never waits for `work`. If `work` fails, the failure is
    * logged and the lease is resigned so a standby takes over.

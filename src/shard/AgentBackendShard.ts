@@ -1,16 +1,22 @@
 /**
- * The agent endpoint's backend on the shard leader: what an instance awaits comes from the folded event log
- * (the hash of its newest nonce, `NonceIssued`), a registration becomes `Registered{ips, hostname}` in the
- * log, and health reports are kept in memory as last-seen times for the liveness check. Only the leader
- * serves it (the endpoint lives in the leader's scope), so `leaderRedirect` is always None here; a deposed
- * leader finds out at its next append (`Fenced`) and answers `NotLeader`.
+ * The agent endpoint's backend. Every replica serves the endpoint (`agentEndpoint.ts`); what answers a
+ * request is the current leadership term's `AgentTerm`, reached through the replica's handle
+ * (`withLeader`), and a standby — or a deposed leader, whose term is unpublished the moment the lease is
+ * lost — answers `NotLeader{leaderAddr}`. Within a term, what an instance awaits comes from the folded
+ * event log (the hash of its newest nonce, `NonceIssued`), a registration becomes `Registered{ips,
+ * hostname}` in the log, and health reports are kept in memory as last-seen times for the liveness check
+ * of that same term. A leader fenced before its lease notices finds out at its next append and answers
+ * `NotLeader` too.
  */
-import { Clock, Effect, Option } from "effect"
+import { Clock, Context, Effect, Layer, Option } from "effect"
 import { Registered } from "../domain/shard/events.js"
 import { getInstance, type Instance } from "../domain/shard/state.js"
 import { NonceReused, NotLeader, UnknownInstance } from "../rpc/AgentRpc.js"
 import type { AgentBackendShape, RegistrationState } from "../services/AgentBackend.js"
 import { EventLog } from "../services/EventLog.js"
+import { recordRegistration } from "../metrics/metrics.js"
+import { ShardContext } from "./ShardContext.js"
+import { NotLeaderHere, ShardReplica, type ShardReplicaShape, withLeader } from "./ShardReplica.js"
 
 /** Last health report per instance (epoch millis, Effect `Clock`), shared with the liveness check. */
 export type HealthSeen = Map<string, number>
@@ -29,6 +35,7 @@ export const registrationStateOf = (instance: Instance | undefined): Registratio
   }
 }
 
+/** The leader-side backend of one term; `leaderRedirect` is always None (the term is the leader). */
 export const makeAgentBackendShard = (healthSeen: HealthSeen) =>
   Effect.gen(function* () {
     const log = yield* EventLog
@@ -53,6 +60,7 @@ export const makeAgentBackendShard = (healthSeen: HealthSeen) =>
             ))
           )
           healthSeen.set(instanceId, at)
+          yield* recordRegistration
           yield* Effect.logInfo(`${instanceId}: registered (${ips.join(", ") || "no IPs"})${registration.hostname === undefined ? "" : ` as ${registration.hostname}`}`)
         })),
       recordHealth: (instanceId) =>
@@ -69,3 +77,44 @@ export const makeAgentBackendShard = (healthSeen: HealthSeen) =>
     }
     return backend
   })
+
+/** The agent registration state of one leadership term: its backend and the health last-seen times. */
+export interface AgentTermShape {
+  readonly healthSeen: HealthSeen
+  readonly backend: AgentBackendShape
+}
+
+export class AgentTerm extends Context.Tag("nstance/AgentTerm")<AgentTerm, AgentTermShape>() {}
+
+/** Fresh for each term: reports sent to an earlier term's leader are not carried over. */
+export const AgentTermLive = Layer.effect(
+  AgentTerm,
+  Effect.gen(function* () {
+    const healthSeen: HealthSeen = new Map()
+    return { healthSeen, backend: yield* makeAgentBackendShard(healthSeen) }
+  })
+)
+
+/**
+ * The endpoint's backend on any replica: each call runs on the current term's `AgentTerm`, or fails
+ * `NotLeader` with where the leader serves `registration_addr`.
+ */
+export const makeAgentBackendReplica = (replica: ShardReplicaShape): AgentBackendShape => {
+  const onLeader = <A, E>(f: (term: AgentTermShape) => Effect.Effect<A, E>): Effect.Effect<A, E | NotLeader> =>
+    // Annotated with the term, as the leader scope's own lines are.
+    withLeader("registration", Effect.flatMap(Effect.all([AgentTerm, ShardContext]), ([term, shard]) => f(term).pipe(Effect.annotateLogs({ term: shard.term })))).pipe(
+      Effect.catchIf(
+        (error): error is NotLeaderHere => error instanceof NotLeaderHere,
+        (error) => Effect.fail(new NotLeader({ leaderAddr: error.leaderAddr }))
+      ),
+      Effect.provideService(ShardReplica, replica)
+    )
+  return {
+    leaderRedirect: Effect.flatMap(replica.currentTerm, (term) =>
+      Option.isSome(term) ? Effect.succeedNone : Effect.map(replica.leaderAddress("registration"), Option.some)),
+    registrationState: (instanceId) => onLeader((term) => term.backend.registrationState(instanceId)),
+    recordRegistered: (registration) => onLeader((term) => term.backend.recordRegistered(registration)),
+    recordHealth: (instanceId, status) => onLeader((term) => term.backend.recordHealth(instanceId, status)),
+    recordRenewed: (renewal) => onLeader((term) => term.backend.recordRenewed(renewal))
+  }
+}

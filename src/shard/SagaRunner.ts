@@ -14,6 +14,8 @@ import { createStep } from "./createSaga.js"
 import { deleteStep } from "./deleteSaga.js"
 import { sagaRestart } from "./policies.js"
 import { StepError } from "./stepError.js"
+import { ShardContext } from "./ShardContext.js"
+import { timedSagaStep } from "../metrics/metrics.js"
 
 /** Phases in which nothing is left to do until something changes (registration, a delete request). */
 export const atRest = (instance: Instance) => instance.phase === "running" || instance.phase === "registered"
@@ -44,7 +46,7 @@ export const SagaRunnerLive = Layer.scoped(
           const instance = getInstance(yield* log.state, instanceId)
           if (Option.isNone(instance) || atRest(instance.value)) return
           const step = instance.value.phase === "deleting" ? deleteStep(instance.value) : createStep(instance.value, resumed)
-          const outcome = yield* Effect.exit(step)
+          const outcome = yield* Effect.exit(step.pipe(timedSagaStep(Context.get(context, ShardContext).shard, instance.value.phase)))
           resumed = false
           if (Exit.isSuccess(outcome)) continue
           const typed = Option.getOrUndefined(Cause.failureOption(outcome.cause))

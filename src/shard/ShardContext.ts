@@ -25,8 +25,6 @@ export interface RegistrationSettings {
   readonly pki: ClusterPkiShape
   /** Fills in an empty or wildcard host of `shard.advertise.registration_addr` (default: hostname). */
   readonly advertiseHost?: string
-  /** Lifetime of the agents' client certificates (default 24 hours); they renew after two thirds of it. */
-  readonly certificateTtl?: Duration.DurationInput
 }
 
 /** `host:port` of `address`, an empty or wildcard host replaced by `advertiseHost` (else the hostname). */

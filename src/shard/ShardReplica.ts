@@ -7,6 +7,7 @@
 import { Context, Data, Effect, Option, Ref, type Scope, SubscriptionRef } from "effect"
 import type { Address, ParsedShardConfig } from "../domain/config/index.js"
 import type { EventLog } from "../services/EventLog.js"
+import type { AgentTerm } from "./AgentBackendShard.js"
 import type { InstanceIds } from "../services/InstanceIds.js"
 import type { LeaderInfo, LeaderLeaseShape } from "../services/LeaderLease.js"
 import type { ObjectStore } from "../services/ObjectStore.js"
@@ -17,7 +18,7 @@ import type { SagaRunner } from "./SagaRunner.js"
 import { advertisedAddress, type ShardContext } from "./ShardContext.js"
 
 /** The services a leadership term runs on; an endpoint's leader-side handler may use any of them. */
-export type LeaderServices = ShardContext | EventLog | InstanceIds | SagaRunner | SagaLimits | ClusterView | ObjectStore | ProxmoxApi
+export type LeaderServices = ShardContext | EventLog | InstanceIds | SagaRunner | SagaLimits | ClusterView | ObjectStore | ProxmoxApi | AgentTerm
 
 export interface LeaderTerm {
   readonly term: number

@@ -3,7 +3,7 @@
  * (needed first for the election timings and the PVE TLS setting), the leader lease on that store, and
  * the leader's work — which runs only while the lease is held and is interrupted the moment it is lost.
  */
-import { Duration, Effect, Layer, Schedule, type Scope, SubscriptionRef } from "effect"
+import { Duration, Effect, Layer, type Redacted, Schedule, type Scope, SubscriptionRef } from "effect"
 import { hostname } from "node:os"
 import { join } from "node:path"
 import type { Address, ParsedShardConfig } from "../domain/config/index.js"
@@ -15,8 +15,11 @@ import { makeClusterPki } from "../layers/ClusterPkiStore.js"
 import type { PkiLoadError } from "../services/ClusterPki.js"
 import { ObjectStore, type StoreError } from "../services/ObjectStore.js"
 import { watchConfig } from "./configWatch.js"
+import { serveAdmin } from "../rpc/AdminServer.js"
+import { serveAgentEndpoint } from "./agentEndpoint.js"
 import { leaderScope } from "./LeaderScope.js"
 import { makeShardReplica } from "./ShardReplica.js"
+import { serveHealth } from "../http/HealthServer.js"
 import { type ConfigSource, loadConfig, ShardMismatch } from "./shardConfig.js"
 
 export interface DaemonSettings {
@@ -38,6 +41,8 @@ export interface DaemonSettings {
    * once its VM runs.
    */
   readonly encryptionKey?: Uint8Array
+  /** Bearer token of the admin endpoint (`NSTANCE_ADMIN_TOKEN` or `--admin-token-file`); absent: the endpoint is not started. */
+  readonly adminToken?: Redacted.Redacted<string>
 }
 
 export const REGISTRATION_OFF_WARNING =
@@ -106,6 +111,9 @@ export const runDaemon = (settings: DaemonSettings): Effect.Effect<never, StoreE
       lease
     })
     // Endpoints served by every replica, leader or standby, start here (each binds its own address).
+    yield* serveHealth(replica)
+    if (pki !== undefined) yield* Effect.forkScoped(serveAgentEndpoint(replica, pki))
+    yield* Effect.forkScoped(serveAdmin({ token: settings.adminToken, bind: config.shard.bind.operator, source: settings.config, store: scoped, replica }))
     // Built once, before the election: bad PVE settings stop the start instead of every leadership term.
     const pve = yield* Layer.build(ProxmoxApiHttp({ ...settings.proxmox, insecureTls: config.shard.infra.options.insecureTls }))
     const work = leaderScope({

@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from "node:fs"
 import { createServer as createNetServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { Data, Duration, Effect, Either, Layer, Random } from "effect"
+import { Data, Duration, Effect, Either, Layer, Random, Redacted } from "effect"
 import { applyEdits, modify } from "jsonc-parser"
 import { decodeUtf8, readInputFile } from "../cli/errors.js"
 import { formatProblem, MAX_JSONC_BYTES, type ParsedShardConfig, parseShardConfig } from "../domain/config/index.js"
@@ -39,11 +39,24 @@ export const withDemoGcInterval = (text: string, parsed: ParsedShardConfig): str
   return Either.isRight(parseShardConfig(edited)) ? edited : text
 }
 
-/** `text` with `shard.bind.registration_addr` and `shard.advertise.registration_addr` set to `address` (the demo's agents register there). */
-export const withRegistrationAddress = (text: string, address: string): string => {
+/**
+ * `text` with the replica's endpoints on loopback: `shard.bind.*_addr` (and `shard.advertise.*_addr` for the
+ * endpoints clients are sent to) set to the given `host:port`s.
+ */
+export const withLoopbackEndpoints = (
+  text: string,
+  addresses: { readonly registration: string; readonly operator: string; readonly health: string }
+): string => {
   const options = { formattingOptions: { insertSpaces: true, tabSize: 2 } }
-  const bound = applyEdits(text, modify(text, ["shard", "bind", "registration_addr"], address, options))
-  return applyEdits(bound, modify(bound, ["shard", "advertise", "registration_addr"], address, options))
+  const edits: ReadonlyArray<readonly [ReadonlyArray<string>, string]> = [
+    [["shard", "bind", "registration_addr"], addresses.registration],
+    [["shard", "advertise", "registration_addr"], addresses.registration],
+    [["shard", "bind", "operator_addr"], addresses.operator],
+    [["shard", "advertise", "operator_addr"], addresses.operator],
+    [["shard", "bind", "health_addr"], addresses.health],
+    [["shard", "advertise", "health_addr"], addresses.health]
+  ]
+  return edits.reduce((edited, [path, value]) => applyEdits(edited, modify(edited, [...path], value, options)), text)
 }
 
 /** A TCP port free on loopback right now (the OS picks it). */
@@ -56,6 +69,19 @@ export const freeLoopbackPort: Effect.Effect<number> = Effect.async<number>((res
     server.close(() => resume(port === 0 ? Effect.dieMessage("no free port on 127.0.0.1") : Effect.succeed(port)))
   })
 })
+
+/** `preferred` on loopback when it is free (so the documented default works), else any free port. */
+export const loopbackPortPreferring = (preferred: number): Effect.Effect<number> =>
+  Effect.async<boolean>((resume) => {
+    const server = createNetServer()
+    server.unref()
+    server.once("error", () => resume(Effect.succeed(false)))
+    server.listen(preferred, "127.0.0.1", () => server.close(() => resume(Effect.succeed(true))))
+  }).pipe(Effect.flatMap((free) => (free ? Effect.succeed(preferred) : freeLoopbackPort)))
+
+/** The operator and health ports `npm start` uses when they are free: `nstance-admin`'s default and the example's. */
+export const EMBEDDED_OPERATOR_PORT = 8993
+export const EMBEDDED_HEALTH_PORT = 8990
 
 /** Crashes a random running VM of ours in the simulator now and then (the guest dies; PVE reports it stopped). */
 const crashNowAndThen = (model: SimModel) =>
@@ -86,9 +112,13 @@ export const runEmbedded = (options: { readonly configFile?: string } = {}) =>
     const shard = parsed.right.config.shard.id
     // Agent registration is always on here: a key for this run only, the endpoint on a free loopback port.
     const registrationAddress = `127.0.0.1:${yield* freeLoopbackPort}`
+    // The admin endpoint and /healthz, /readyz, /metrics on loopback, with a token for this run only.
+    const operatorAddress = `127.0.0.1:${yield* loopbackPortPreferring(EMBEDDED_OPERATOR_PORT)}`
+    const healthAddress = `127.0.0.1:${yield* loopbackPortPreferring(EMBEDDED_HEALTH_PORT)}`
+    const adminToken = randomBytes(24).toString("hex")
     const gcText = withDemoGcInterval(text, parsed.right)
-    const demoText = withRegistrationAddress(gcText, registrationAddress)
-    if (Either.isLeft(parseShardConfig(demoText))) return yield* new EmbeddedSetupFailed({ message: `cannot set the registration address in ${configFile}` })
+    const demoText = withLoopbackEndpoints(gcText, { registration: registrationAddress, operator: operatorAddress, health: healthAddress })
+    if (Either.isLeft(parseShardConfig(demoText))) return yield* new EmbeddedSetupFailed({ message: `cannot set the endpoint addresses in ${configFile}` })
     const encryptionKey = new Uint8Array(randomBytes(32))
     // The demo's bucket lives as long as the run: removed when the scope closes (Ctrl-C included).
     const bucket = yield* Effect.acquireRelease(
@@ -112,6 +142,9 @@ export const runEmbedded = (options: { readonly configFile?: string } = {}) =>
         `  shard config : ${configFile}${gcText === text ? "" : ` (garbage_collection.interval shortened to ${DEMO_GC_INTERVAL} for the demo)`}`,
         `  agents       : registration on at http://${registrationAddress}/agent (a PKI key for this run only); ` +
           "simulated guests register with IPs 10.20.<node>.<vmid % 250> and report health every 3 s",
+        `  admin        : NSTANCE_ADMIN_TOKEN=${adminToken} nstance-admin status --server ${operatorAddress}` +
+          " (also instances, groups, group set …; a token for this run only)",
+        `  health       : http://${healthAddress}/healthz, /readyz, /metrics`,
         `  demo         : every ${Duration.format(DEMO_CRASH_EVERY)} one of the VMs crashes in the simulator; watch it being replaced`,
         "  stop with Ctrl-C (the lease is resigned on the way out)"
       ].join("\n")
@@ -124,6 +157,7 @@ export const runEmbedded = (options: { readonly configFile?: string } = {}) =>
       store: Layer.succeed(ObjectStore, store),
       config: { _tag: "Store", key: CONFIG_KEY, shard },
       proxmox: { apiUrl: sim.url, tokenId: sim.tokenId, tokenSecret: sim.tokenSecret },
-      encryptionKey
+      encryptionKey,
+      adminToken: Redacted.make(adminToken)
     })
   })

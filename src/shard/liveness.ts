@@ -8,53 +8,53 @@
 import { Clock, Duration, Effect, HashMap, SubscriptionRef } from "effect"
 import { DeleteRequested, type ShardEvent } from "../domain/shard/events.js"
 import { EventLog } from "../services/EventLog.js"
-import type { HealthSeen } from "./AgentBackendShard.js"
+import { AgentTerm } from "./AgentBackendShard.js"
 import { ShardContext } from "./ShardContext.js"
 
-export const makeLiveness = (healthSeen: HealthSeen) =>
-  Effect.gen(function* () {
-    const log = yield* EventLog
-    const shard = yield* ShardContext
-    // Reports sent to an earlier leader are not known here: silence counts from this term's start at the earliest.
-    const termStart = yield* Clock.currentTimeMillis
+/** The term's health last-seen times come from its `AgentTerm`, which the agent endpoint writes. */
+export const makeLiveness = Effect.gen(function* () {
+  const { healthSeen } = yield* AgentTerm
+  const log = yield* EventLog
+  const shard = yield* ShardContext
+  // Reports sent to an earlier leader are not known here: silence counts from this term's start at the earliest.
+  const termStart = yield* Clock.currentTimeMillis
 
-    const pass = Effect.gen(function* () {
-      const now = yield* Clock.currentTimeMillis
-      const config = (yield* SubscriptionRef.get(shard.config)).config.shard
-      const timeout = Duration.toMillis(config.garbageCollection.registrationTimeout)
-      const grace = Duration.toMillis(Duration.decode(shard.graces?.health ?? Duration.times(config.healthCheckInterval, 3)))
-      const state = yield* log.state
-      const events: Array<ShardEvent> = []
-      for (const [id, instance] of state.instances) {
-        if (instance.phase !== "registered") healthSeen.delete(id)
-        if (instance.adopted || instance.nonceHash === undefined) continue
-        if (instance.phase === "running" && instance.startedAt !== undefined && now - instance.startedAt > timeout) {
+  const pass = Effect.gen(function* () {
+    const now = yield* Clock.currentTimeMillis
+    const config = (yield* SubscriptionRef.get(shard.config)).config.shard
+    const timeout = Duration.toMillis(config.garbageCollection.registrationTimeout)
+    const grace = Duration.toMillis(Duration.decode(shard.graces?.health ?? Duration.times(config.healthCheckInterval, 3)))
+    const state = yield* log.state
+    const events: Array<ShardEvent> = []
+    for (const [id, instance] of state.instances) {
+      if (instance.phase !== "registered") healthSeen.delete(id)
+      if (instance.adopted || instance.nonceHash === undefined) continue
+      if (instance.phase === "running" && instance.startedAt !== undefined && now - instance.startedAt > timeout) {
+        events.push(DeleteRequested.make({ instanceId: id, at: now, reason: "not-ready" }))
+        yield* Effect.logWarning(`${id}: VM ${instance.vmid ?? "?"} has not registered within ${Duration.format(config.garbageCollection.registrationTimeout)} of its start; replacing it`)
+      } else if (instance.phase === "registered") {
+        const last = Math.max(healthSeen.get(id) ?? 0, instance.registeredAt ?? 0, termStart)
+        if (now - last > grace) {
           events.push(DeleteRequested.make({ instanceId: id, at: now, reason: "not-ready" }))
-          yield* Effect.logWarning(`${id}: VM ${instance.vmid ?? "?"} has not registered within ${Duration.format(config.garbageCollection.registrationTimeout)} of its start; replacing it`)
-        } else if (instance.phase === "registered") {
-          const last = Math.max(healthSeen.get(id) ?? 0, instance.registeredAt ?? 0, termStart)
-          if (now - last > grace) {
-            events.push(DeleteRequested.make({ instanceId: id, at: now, reason: "not-ready" }))
-            yield* Effect.logWarning(`${id}: VM ${instance.vmid ?? "?"} stopped reporting health ${Math.round((now - last) / 1000)} s ago; replacing it`)
-          }
+          yield* Effect.logWarning(`${id}: VM ${instance.vmid ?? "?"} stopped reporting health ${Math.round((now - last) / 1000)} s ago; replacing it`)
         }
       }
-      for (const id of healthSeen.keys()) if (!HashMap.has(state.instances, id)) healthSeen.delete(id)
-      if (events.length > 0) yield* log.append(events)
-      return events.length
-    })
-    return { pass }
+    }
+    for (const id of healthSeen.keys()) if (!HashMap.has(state.instances, id)) healthSeen.delete(id)
+    if (events.length > 0) yield* log.append(events)
+    return events.length
   })
+  return { pass }
+})
 
 /** Runs a liveness pass every `garbage_collection.interval`; a failed pass is logged, a fenced one ends the leadership. */
-export const livenessLoop = (healthSeen: HealthSeen) =>
-  Effect.gen(function* () {
-    const { pass } = yield* makeLiveness(healthSeen)
-    const shard = yield* ShardContext
-    const interval = Effect.map(SubscriptionRef.get(shard.config), (config) => config.config.shard.garbageCollection.interval)
-    return yield* Effect.forever(
-      Effect.flatMap(interval, Effect.sleep).pipe(
-        Effect.zipRight(pass.pipe(Effect.catchIf((error) => error._tag !== "Fenced", (error) => Effect.logWarning(`liveness pass failed: ${error.message}`))))
-      )
+export const livenessLoop = Effect.gen(function* () {
+  const { pass } = yield* makeLiveness
+  const shard = yield* ShardContext
+  const interval = Effect.map(SubscriptionRef.get(shard.config), (config) => config.config.shard.garbageCollection.interval)
+  return yield* Effect.forever(
+    Effect.flatMap(interval, Effect.sleep).pipe(
+      Effect.zipRight(pass.pipe(Effect.catchIf((error) => error._tag !== "Fenced", (error) => Effect.logWarning(`liveness pass failed: ${error.message}`))))
     )
-  })
+  )
+})

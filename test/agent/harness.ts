@@ -6,7 +6,7 @@
 import { createPrivateKey, randomBytes } from "node:crypto"
 import { FetchHttpClient, HttpServer } from "@effect/platform"
 import { RpcClient, RpcSerialization } from "@effect/rpc"
-import { Clock, Context, Effect, Either, Layer } from "effect"
+import { Clock, Context, type Duration, Effect, Either, Layer } from "effect"
 import { SignJWT } from "jose"
 import { makeAgentClient } from "../../src/agent/AgentClient.js"
 import { makeMemoryAgentBackend } from "../../src/layers/AgentBackendMemory.js"
@@ -41,7 +41,7 @@ export const shiftedClock = (offsetMillis: number): Clock.Clock => {
   }
 }
 
-export const startAgentEndpoint = (options: { readonly maxRequestBytes?: number } = {}) =>
+export const startAgentEndpoint = (options: { readonly maxRequestBytes?: number; readonly certificateTtl?: Duration.DurationInput } = {}) =>
   Effect.gen(function* () {
     const encryptionKey = new Uint8Array(randomBytes(32))
     const store = makeMemoryStore()
@@ -51,10 +51,10 @@ export const startAgentEndpoint = (options: { readonly maxRequestBytes?: number 
       AgentServerLive({
         cluster: CLUSTER,
         shard: SHARD,
-        certificateTtl: "1 hour",
         host: "127.0.0.1",
         port: 0,
-        ...options
+        ...options,
+        certificateTtl: options.certificateTtl ?? "1 hour"
       }).pipe(Layer.provide(Layer.succeed(ClusterPki, pki)), Layer.provide(Layer.succeed(AgentBackend, backend)))
     )
     const address = Context.get(context, HttpServer.HttpServer).address

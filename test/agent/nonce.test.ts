@@ -2,7 +2,7 @@ import { createHash, createPrivateKey, randomBytes } from "node:crypto"
 import { describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, Either, Redacted, TestClock } from "effect"
 import { SignJWT } from "jose"
-import { MAX_NONCE_LENGTH, nonceHash } from "../../src/domain/agent/nonce.js"
+import { MAX_NONCE_LENGTH, NONCE_CREATE_ALLOWANCE, nonceHash, nonceLifetime } from "../../src/domain/agent/nonce.js"
 import { makeClusterPki, openSecret, pkiObjectKeys } from "../../src/layers/ClusterPkiStore.js"
 import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
 
@@ -121,5 +121,19 @@ describe("registration nonces", () => {
       expect((yield* Effect.flip(pki.verifyNonce(yield* signOwn(withoutJti), audience)))._tag).toBe("NonceMalformed")
       const numericTenant = yield* signOwn({ ...validClaims(START), tenant: 42 })
       expect((yield* Effect.flip(pki.verifyNonce(numericTenant, audience)))._tag).toBe("NonceMalformed")
+    }))
+
+  it.effect("a create's nonce outlives a slow create: registration_timeout from the mint plus the create allowance", () =>
+    Effect.gen(function* () {
+      const { pki } = yield* setup
+      const registrationTimeout = Duration.minutes(5)
+      const minted = yield* pki.mintNonce({ ...request, ttl: nonceLifetime(registrationTimeout) })
+      const jwt = Redacted.value(minted.jwt)
+      // Two hours of upload, queued clone and start later, the VM boots; its agent still has the whole window.
+      yield* TestClock.adjust(Duration.sum(Duration.hours(2), registrationTimeout))
+      expect((yield* pki.verifyNonce(jwt, audience)).sub).toBe("vmx01hq2z")
+      expect(minted.claims.exp - minted.claims.iat).toBe(Duration.toSeconds(Duration.sum(registrationTimeout, NONCE_CREATE_ALLOWANCE)))
+      yield* TestClock.adjust(NONCE_CREATE_ALLOWANCE)
+      expect(yield* Effect.flip(pki.verifyNonce(jwt, audience))).toMatchObject({ reason: "Expired" })
     }))
 })

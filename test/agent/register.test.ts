@@ -1,6 +1,8 @@
 import { X509Certificate as NodeX509 } from "node:crypto"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Exit, HashMap, Logger, LogLevel, Option, Redacted } from "effect"
+import { makeAgentClient } from "../../src/agent/AgentClient.js"
+import { closedPort } from "../support/net.js"
 import { CLUSTER, SHARD, shiftedClock, startAgentEndpoint } from "./harness.js"
 
 describe("RegisterAgent over HTTP", () => {
@@ -104,17 +106,26 @@ describe("RegisterAgent over HTTP", () => {
 
   it.scopedLive("a replica that does not lead answers every procedure with NotLeader{leaderAddr}", () =>
     Effect.gen(function* () {
-      const { backend, client, awaitRegistration } = yield* startAgentEndpoint()
+      const { backend, client, port, awaitRegistration } = yield* startAgentEndpoint()
       const identity = yield* client.register({ nonce: (yield* awaitRegistration("vmx01gggg")).jwt })
       const pending = yield* awaitRegistration("vmx01hhhh")
-      yield* backend.setLeaderRedirect(Option.some("10.0.0.9:8993"))
-      const expected = { _tag: "NotLeader", leaderAddr: "10.0.0.9:8993" }
+      // A redirect to the endpoint the client already talks to is not followed: the error reaches the caller.
+      yield* backend.setLeaderRedirect(Option.some(`127.0.0.1:${port}`))
+      const expected = { _tag: "NotLeader", leaderAddr: `127.0.0.1:${port}` }
       expect(yield* Effect.flip(client.register({ nonce: pending.jwt }))).toMatchObject(expected)
       expect(yield* Effect.flip(client.reportHealth(identity))).toMatchObject(expected)
       expect(yield* Effect.flip(client.renew(identity))).toMatchObject(expected)
+      // Another address is followed once: here nothing listens there.
+      const elsewhere = yield* Effect.promise(closedPort)
+      yield* backend.setLeaderRedirect(Option.some(`127.0.0.1:${elsewhere}`))
+      const followed = yield* Effect.flip(client.register({ nonce: pending.jwt }))
+      expect(followed._tag).toBe("AgentTransportError")
+      expect(followed.message).toContain(`http://127.0.0.1:${elsewhere}/agent`)
+      expect(client.url).toBe(`http://127.0.0.1:${elsewhere}/agent`)
       yield* backend.setLeaderRedirect(Option.none())
-      // The redirect burned nothing: the same nonce registers once leadership is back.
-      expect((yield* client.register({ nonce: pending.jwt })).instanceId).toBe("vmx01hhhh")
+      // The redirects burned nothing: the same nonce registers once leadership is back.
+      const back = yield* makeAgentClient(`http://127.0.0.1:${port}/agent`)
+      expect((yield* back.register({ nonce: pending.jwt })).instanceId).toBe("vmx01hhhh")
     }))
 
   it.scopedLive("the nonce appears nowhere in what the backend recorded, nor in the server's logs; its hash does", () => {

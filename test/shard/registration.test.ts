@@ -6,32 +6,76 @@
  * token never reaches the event log or any object-store write.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { randomBytes } from "node:crypto"
+import { generateKeyPairSync, randomBytes } from "node:crypto"
 import { type AddressInfo, createServer, type Server } from "node:net"
-import { Effect } from "effect"
+import { Deferred, Duration, Effect, Fiber, HashMap, Logger, Option, Redacted, Ref, SubscriptionRef } from "effect"
+import { makeAgentClient } from "../../src/agent/AgentClient.js"
+import type { Address, ParsedShardConfig } from "../../src/domain/config/index.js"
 import { nonceHash } from "../../src/domain/agent/nonce.js"
 import { allInstances } from "../../src/domain/shard/state.js"
+import { makeClusterPki } from "../../src/layers/ClusterPkiStore.js"
+import type { LeaderInfo, LeaderLeaseShape } from "../../src/services/LeaderLease.js"
 import type { ObjectStoreShape } from "../../src/services/ObjectStore.js"
+import { serveAgentEndpoint } from "../../src/shard/agentEndpoint.js"
 import { freeLoopbackPort } from "../../src/shard/embedded.js"
+import { makeShardReplica, type ShardReplicaShape } from "../../src/shard/ShardReplica.js"
 import { makeSimAgents, simulatedIp } from "../../src/sim/agent.js"
 import type { GuestBoot } from "../../src/sim/server.js"
-import { type HarnessOptions, makeHarness, nonTemplateVms } from "./leaderHarness.js"
+import { rawClient } from "../agent/harness.js"
+import { CLUSTER, type HarnessOptions, makeHarness, nonTemplateVms, SHARD } from "./leaderHarness.js"
 
-/** A harness with registration on, agents reporting health every 200 ms, the endpoint on a free loopback port. */
+/** A lease that never campaigns: who leads is whatever the test puts into `leader`. */
+const stubLease = (id: string, leader: Ref.Ref<Option.Option<LeaderInfo>>) =>
+  Effect.map(SubscriptionRef.make(false), (isLeader): LeaderLeaseShape => ({
+    id,
+    isLeader,
+    term: Effect.succeed(1),
+    currentLeader: Ref.get(leader),
+    whileLeader: () => Effect.void,
+    resign: Effect.void
+  }))
+
+const address = (host: string, port: number): Address => ({ host, port, text: `${host}:${port}` })
+
+/**
+ * A harness with registration on, agents reporting health every 200 ms, and replica "replica-1" (the one
+ * `h.leader(1, { handle })` runs as) serving the agent endpoint on a free loopback port, as `runDaemon`
+ * does. The endpoint's log lines go to `endpointLogs`.
+ */
 const registrationHarness = (options: Partial<HarnessOptions> & { readonly size: number; readonly mute?: (boot: GuestBoot) => boolean }) =>
   Effect.gen(function* () {
     const port = yield* freeLoopbackPort
     const agents = yield* makeSimAgents({ healthEvery: "200 millis", ...(options.mute === undefined ? {} : { mute: options.mute }) })
+    const encryptionKey = new Uint8Array(randomBytes(32))
     const harness = yield* makeHarness({
       registrationAddr: `127.0.0.1:${port}`,
       registrationTimeout: "1m",
       gcInterval: "300ms",
       ...options,
-      encryptionKey: new Uint8Array(randomBytes(32)),
+      encryptionKey,
       guestHook: agents.hook
     })
     agents.attach(harness.sim.model)
-    return { ...harness, agents }
+    // The harness created the cluster PKI in its store; every replica loads the same one.
+    const pki = yield* makeClusterPki(harness.store, { clusterId: CLUSTER, encryptionKey }).pipe(Effect.orDie)
+    const leaderInfo = yield* Ref.make(Option.some<LeaderInfo>({ id: "replica-1", address: "127.0.0.1:8991", term: 1 }))
+    const endpointLogs: Array<string> = []
+    const capture = Logger.replace(Logger.defaultLogger, Logger.make(({ message }) => {
+      endpointLogs.push(Array.isArray(message) ? message.map(String).join(" ") : String(message))
+    }))
+    /** A replica of the shard serving the agent endpoint; resolves with the port it listens on. */
+    const replica = (id: string, config: SubscriptionRef.SubscriptionRef<ParsedShardConfig>) =>
+      Effect.gen(function* () {
+        const handle = yield* makeShardReplica({ clusterId: CLUSTER, shard: SHARD, replica: id, config, lease: yield* stubLease(id, leaderInfo) })
+        const listening = yield* Deferred.make<number>()
+        yield* serveAgentEndpoint(handle, pki, { onListening: (p) => Deferred.unsafeDone(listening, Effect.succeed(p)) }).pipe(
+          Effect.provide(capture),
+          Effect.forkScoped
+        )
+        return { handle, listening: Deferred.await(listening) }
+      })
+    const leaderReplica: { readonly handle: ShardReplicaShape } = yield* replica("replica-1", harness.config)
+    return { ...harness, agents, pki, leaderInfo, endpointLogs, replica, handle: leaderReplica.handle, port }
   })
 
 const registeredProblems = (h: Effect.Effect.Success<ReturnType<typeof registrationHarness>>, size: number) =>
@@ -47,7 +91,7 @@ describe("agent registration (HTTP simulator, real agent endpoint)", () => {
   it.scopedLive("every VM registers with its simulated IPs; the log has Registered events and nonce hashes", () =>
     Effect.gen(function* () {
       const h = yield* registrationHarness({ size: 3 })
-      yield* h.leader(1)
+      yield* h.leader(1, { handle: h.handle })
       yield* h.waitUntil("all registered", registeredProblems(h, 3), "12 seconds")
       const state = yield* h.state
       const vms = nonTemplateVms(h.sim)
@@ -67,7 +111,8 @@ describe("agent registration (HTTP simulator, real agent endpoint)", () => {
       const hashes = new Set(events.filter((e) => e._tag === "NonceIssued").map((e) => (e as { nonceHash: string }).nonceHash))
       expect(h.agents.nonces.length).toBeGreaterThanOrEqual(3)
       for (const nonce of h.agents.nonces) expect(hashes.has(nonceHash(nonce))).toBe(true)
-      expect(h.logs.some((line) => / registered \(10\.20\.\d\.\d+\) as /.test(line))).toBe(true)
+      // The endpoint's fibers log the registration (the replica serves it, on the term's backend).
+      expect(h.endpointLogs.some((line) => / registered \(10\.20\.\d\.\d+\) as /.test(line))).toBe(true)
     }), { timeout: 15_000 })
 
   it.scopedLive("a VM whose guest never registers is replaced after registration_timeout", () =>
@@ -82,7 +127,7 @@ describe("agent registration (HTTP simulator, real agent endpoint)", () => {
           return mute
         }
       })
-      yield* h.leader(1)
+      yield* h.leader(1, { handle: h.handle })
       yield* h.waitUntil("the muted VM replaced and the group registered", Effect.gen(function* () {
         const events = yield* h.events
         const muted = h.agents.muted[0]
@@ -98,7 +143,7 @@ describe("agent registration (HTTP simulator, real agent endpoint)", () => {
     Effect.gen(function* () {
       // The GC's own stopped-VM check waits a minute here, so it is the missing health reports that count.
       const h = yield* registrationHarness({ size: 2, graces: { health: "1500 millis", vmLoss: "1 minute" } })
-      yield* h.leader(1)
+      yield* h.leader(1, { handle: h.handle })
       yield* h.waitUntil("all registered", registeredProblems(h, 2), "8 seconds")
       const victim = allInstances(yield* h.state)[0]!
       h.sim.model.crashVm(victim.vmid!)
@@ -122,13 +167,13 @@ describe("agent registration (HTTP simulator, real agent endpoint)", () => {
           return h.store.put(key, body, pre)
         })
       }
-      yield* h.leader(1, { store: recording })
+      yield* h.leader(1, { store: recording, handle: h.handle })
       yield* h.waitUntil("all registered", registeredProblems(h, 2), "10 seconds")
       const nonces = h.agents.nonces
       expect(nonces.length).toBeGreaterThanOrEqual(2)
       expect(writes.length).toBeGreaterThan(0)
       const events = JSON.stringify(yield* h.events)
-      const logs = h.logs.join("\n")
+      const logs = [...h.logs, ...h.endpointLogs].join("\n")
       for (const nonce of nonces) {
         // The token and its signature part (the part no hash or claim could contain by chance).
         const signature = nonce.split(".")[2]!
@@ -140,7 +185,7 @@ describe("agent registration (HTTP simulator, real agent endpoint)", () => {
       }
     }), { timeout: 15_000 })
 
-  it.scopedLive("an endpoint that cannot bind is logged as an error and does not end the leadership", () =>
+  it.scopedLive("an endpoint that cannot bind is logged as an error and stops neither the replica nor the leadership", () =>
     Effect.gen(function* () {
       // Another process holds the registration port.
       const squatter = yield* Effect.acquireRelease(
@@ -152,12 +197,64 @@ describe("agent registration (HTTP simulator, real agent endpoint)", () => {
         (server) => Effect.sync(() => void server.close())
       )
       const port = (squatter.address() as AddressInfo).port
-      const agents = yield* makeSimAgents({ healthEvery: "200 millis" })
-      const h = yield* makeHarness({ size: 2, registrationAddr: `127.0.0.1:${port}`, encryptionKey: new Uint8Array(randomBytes(32)), guestHook: agents.hook })
-      agents.attach(h.sim.model)
-      const fiber = yield* h.leader(1)
+      const h = yield* registrationHarness({ size: 2, registrationAddr: `127.0.0.1:${port}` })
+      const fiber = yield* h.leader(1, { handle: h.handle })
       yield* h.waitUntil("the group created", h.convergence(2), "10 seconds")
-      expect(h.logs.some((line) => line.includes(`agent endpoint: cannot serve on 127.0.0.1:${port}`))).toBe(true)
+      expect(h.endpointLogs.some((line) => line.includes(`agent endpoint: cannot serve on 127.0.0.1:${port}`))).toBe(true)
       expect(fiber.unsafePoll()).toBeNull()
+    }), { timeout: 15_000 })
+
+  it.scopedLive("a standby answers NotLeader with the leader's registration address; the client follows it and registers", () =>
+    Effect.gen(function* () {
+      // No guest registers by itself: the test registers with the nonces the guests read.
+      const h = yield* registrationHarness({ size: 2, mute: () => true })
+      // The standby binds a port of its own; the shared config advertises registration_addr with a wildcard
+      // host, which a replica fills in with the leader's host from leader.json.
+      const parsed = yield* SubscriptionRef.get(h.config)
+      const standbyConfig = yield* SubscriptionRef.make<ParsedShardConfig>({
+        ...parsed,
+        config: {
+          ...parsed.config,
+          shard: {
+            ...parsed.config.shard,
+            bind: { ...parsed.config.shard.bind, registration: address("127.0.0.1", 0) },
+            advertise: { ...parsed.config.shard.advertise, registration: { host: "", port: h.port, text: `:${h.port}` } }
+          }
+        }
+      })
+      const standby = yield* h.replica("replica-2", standbyConfig)
+      const standbyUrl = `http://127.0.0.1:${yield* standby.listening}/agent`
+      const leaderUrl = `http://127.0.0.1:${h.port}/agent`
+      const leader = yield* h.leader(1, { handle: h.handle })
+      yield* h.waitUntil("both guests booted", Effect.gen(function* () {
+        const state = yield* h.state
+        return h.agents.nonces.length >= 2 && allInstances(state).every((i) => i.phase === "running") ? [] : ["not yet"]
+      }), "10 seconds")
+      const [first, second] = h.agents.nonces as [string, string]
+      const publicKeyPem = generateKeyPairSync("ed25519").publicKey.export({ type: "spki", format: "pem" }).toString()
+
+      const raw = yield* rawClient(standbyUrl)
+      expect(yield* Effect.flip(raw.RegisterAgent({ nonce: first, publicKeyPem }))).toMatchObject({
+        _tag: "NotLeader",
+        leaderAddr: `127.0.0.1:${h.port}`
+      })
+      // certificates.agent.ttl is read from the config at every issue: a push applies without a restart.
+      yield* SubscriptionRef.update(h.config, (c) => ({ ...c, config: { ...c.config, certificates: { agentTtl: Duration.hours(2) } } }))
+      // The product's client follows the redirect once and stays with the leader afterwards.
+      const client = yield* makeAgentClient(standbyUrl)
+      const identity = yield* client.register({ nonce: Redacted.make(first), ips: { ipv4: "10.9.0.1" } })
+      expect(client.url).toBe(leaderUrl)
+      expect(identity.renewAfterSeconds).toBe(4800)
+      yield* client.reportHealth(identity)
+      yield* h.waitUntil("registered through the standby", Effect.map(h.state, (state) =>
+        allInstances(state).some((i) => i.id === identity.instanceId && i.phase === "registered" && i.ips?.[0] === "10.9.0.1") ? [] : ["not yet"]))
+
+      // A deposed leader (its term ended, another replica leads now) answers NotLeader as well.
+      yield* Fiber.interrupt(leader)
+      yield* Ref.set(h.leaderInfo, Option.some({ id: "replica-3", address: "127.0.0.3:8991", term: 2 }))
+      expect(yield* Effect.flip(raw.RegisterAgent({ nonce: second, publicKeyPem }))).toMatchObject({ _tag: "NotLeader", leaderAddr: "127.0.0.3:" + h.port })
+      const atOldLeader = yield* rawClient(leaderUrl)
+      expect(yield* Effect.flip(atOldLeader.RegisterAgent({ nonce: second, publicKeyPem }))).toMatchObject({ _tag: "NotLeader" })
+      expect(HashMap.size((yield* h.state).instances)).toBe(2)
     }), { timeout: 15_000 })
 })

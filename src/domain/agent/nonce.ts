@@ -5,7 +5,7 @@
  * minting hands the token out wrapped in `Redacted` so a stray log line prints `<redacted>`.
  */
 import { createHash } from "node:crypto"
-import { Data, type Duration, type Redacted, Schema } from "effect"
+import { Data, Duration, type Redacted, Schema } from "effect"
 
 export const NONCE_KIND = "agent"
 /** A compact JWS longer than this is refused before any parsing (the RPC payload limit too). */
@@ -31,7 +31,7 @@ export interface MintNonceRequest {
   readonly shard: string
   readonly tenant: string
   readonly group: string
-  /** Lifetime of the nonce: the group's registration timeout. */
+  /** Lifetime of the nonce from its minting (the create saga uses `nonceLifetime`). */
   readonly ttl: Duration.DurationInput
 }
 
@@ -48,6 +48,25 @@ export interface NonceAudience {
   readonly cluster: string
   readonly shard: string
 }
+
+/**
+ * What a nonce's `exp` allows beyond `registration_timeout`. The nonce is minted at the create's ISO step,
+ * before the upload, the full clone (its task alone may take 30 minutes, and clones onto one storage wait
+ * for each other), the configure and resize calls and the start (each task bounded at 10 minutes); the
+ * agent's `registration_timeout` only begins when the VM starts. `exp` = mint + registration_timeout would
+ * let a slow clone eat the agent's window — or expire the nonce before its VM ever boots.
+ *
+ * Generous is safe because `exp` is not what bounds a registration: a nonce registers only the instance
+ * it names while that instance awaits its agent (started, not yet registered), with its newest nonce, once;
+ * and the liveness TTL replaces an instance whose agent has not registered `registration_timeout` after
+ * the VM's start, after which its nonce matches nothing. `exp` is the backstop for a leaked nonce while no
+ * leader runs that check.
+ */
+export const NONCE_CREATE_ALLOWANCE = Duration.hours(6)
+
+/** The `ttl` of a nonce minted by the create saga: `registration_timeout` plus `NONCE_CREATE_ALLOWANCE`. */
+export const nonceLifetime = (registrationTimeout: Duration.DurationInput): Duration.Duration =>
+  Duration.sum(registrationTimeout, NONCE_CREATE_ALLOWANCE)
 
 /** SHA-256 of the compact JWT, lowercase hex: the only form of a nonce that may be kept. */
 export const nonceHash = (jwt: string): string => createHash("sha256").update(jwt, "utf8").digest("hex")

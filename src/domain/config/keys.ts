@@ -23,6 +23,14 @@ const addresses: KeySpec = {
 }
 const userdata: KeySpec = { known: { source: undefined, encoding: undefined, content: undefined } }
 
+/** Fields of the original's certificate templates; of the `agent` entry this build reads `kind` and `ttl`. */
+const CERTIFICATE_TEMPLATE_FIELDS = ["cn", "organization", "dns", "ip", "uri", "country", "province", "locality", "street", "postal_code"]
+const certificates: KeySpec = {
+  known: { agent: { known: { kind: undefined, ttl: undefined }, ignored: CERTIFICATE_TEMPLATE_FIELDS } },
+  // `ca`, `operator` and templates for instance files: the original's, not issued by this build.
+  openEnded: "not used by this build (only certificates.agent.ttl is); ignored"
+}
+
 export const PROXMOX_ARGS = [
   "StoragePool", "TemplateName", "TemplateVMID", "Bridge", "VLANTag", "Cores", "Memory", "DiskSize", "StartOnBoot", "Pool"
 ] as const
@@ -66,6 +74,7 @@ export const shardConfigKeys = (proxmox: boolean): KeySpec => {
           ignored: ["files", "size"]
         }
       },
+      certificates,
       groups: {
         each: {
           each: {
@@ -75,7 +84,7 @@ export const shardConfigKeys = (proxmox: boolean): KeySpec => {
         }
       }
     },
-    ignored: ["load_balancers", "images", "certificates", "server", "tunnels", "nat"]
+    ignored: ["load_balancers", "images", "server", "tunnels", "nat"]
   }
 }
 

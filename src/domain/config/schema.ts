@@ -83,6 +83,13 @@ export const RawGroup = Schema.Struct({
 })
 export type RawGroup = typeof RawGroup.Type
 
+/** A certificate template of the original; only the `agent` entry is read (the other names are ignored). */
+export const RawCertificateTemplate = Schema.Struct({
+  kind: opt(Schema.Literal("client", "server")),
+  // Checked in validate.ts, so a duration string such as "24h" gets a message saying hours are wanted.
+  ttl: opt(Schema.Unknown)
+})
+
 export const RawShardConfig = Schema.Struct({
   cluster: Schema.Struct({
     id: Schema.String,
@@ -95,6 +102,7 @@ export const RawShardConfig = Schema.Struct({
     userdata: opt(RawUserdata)
   })),
   templates: Schema.Record({ key: Schema.String, value: RawTemplate }),
+  certificates: opt(Schema.Struct({ agent: opt(RawCertificateTemplate) })),
   groups: opt(Schema.Record({ key: Schema.String, value: Schema.Record({ key: Schema.String, value: RawGroup }) }))
 })
 export type RawShardConfig = typeof RawShardConfig.Type

@@ -89,6 +89,10 @@ export interface ShardConfig {
     readonly userdata?: Userdata
   }
   readonly templates: Readonly<Record<string, Template>>
+  readonly certificates: {
+    /** Lifetime of an agent's client certificate (`certificates.agent.ttl`, hours). */
+    readonly agentTtl: Duration.Duration
+  }
   /** tenant → group key → group. */
   readonly groups: Readonly<Record<string, Readonly<Record<string, Group>>>>
 }

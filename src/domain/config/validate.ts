@@ -23,8 +23,15 @@ export const DEFAULTS = {
   requestTimeout: Duration.seconds(30),
   createRateLimit: Duration.zero,
   healthCheckInterval: Duration.seconds(60),
-  cloudInitIsoStorage: "local"
+  cloudInitIsoStorage: "local",
+  /** Without a `certificates.agent` entry, as the original issues at registration. */
+  agentCertificateTtl: Duration.hours(24),
+  /** A `certificates.agent` entry without `ttl` (or with 0): the original's default for any present entry. */
+  certificateTemplateTtl: Duration.hours(8760)
 } as const
+
+/** Longest `certificates.agent.ttl`: ten years, the original's CA lifetime (agents renew long before). */
+export const MAX_CERTIFICATE_TTL_HOURS = 87_600
 
 /**
  * Largest desired size of one group. PVE VMIDs would allow far more, but a Proxmox VE cluster is at most
@@ -302,6 +309,22 @@ export const validateShardConfig = (
       ...(rt.subnet_pool === undefined ? {} : { subnetPool: rt.subnet_pool })
     }
   }
+  // certificates: only the agent entry's lifetime is used (hours, a JSON number as in the original)
+  let agentTtl: Duration.Duration = DEFAULTS.agentCertificateTtl
+  const agentCertificate = raw.certificates?.agent
+  if (agentCertificate !== undefined) {
+    const ttl = agentCertificate.ttl
+    if (agentCertificate.kind === "server") fail("certificates.agent.kind", "must be client (agents get client certificates)")
+    if (ttl === undefined || ttl === 0) agentTtl = DEFAULTS.certificateTemplateTtl
+    else if (typeof ttl !== "number" || !Number.isSafeInteger(ttl) || ttl < 0) {
+      fail("certificates.agent.ttl", `must be a whole number of hours, e.g. 24 (got ${JSON.stringify(ttl)})`)
+    } else if (ttl > MAX_CERTIFICATE_TTL_HOURS) {
+      fail("certificates.agent.ttl", `must be at most ${MAX_CERTIFICATE_TTL_HOURS} hours (got ${ttl})`)
+    } else {
+      agentTtl = Duration.hours(ttl)
+    }
+  }
+
   const kinds = new Map<string, string>()
   for (const template of Object.values(templates)) {
     const other = kinds.get(template.kind)
@@ -355,6 +378,7 @@ export const validateShardConfig = (
     },
     defaults,
     templates,
+    certificates: { agentTtl },
     groups
   }
 

@@ -59,7 +59,8 @@ export const scaleDownOrder = (members: ReadonlyArray<Instance>): ReadonlyArray<
 export const planReconcile = (state: State, targets: ReadonlyArray<GroupTarget>, blocked: ReadonlySet<string> = new Set()): ReadonlyArray<ReconcileAction> => {
   const members = new Map<string, Array<Instance>>()
   for (const instance of liveInstances(state)) {
-    if (instance.tenant === undefined || instance.group === undefined) continue
+    // An operator's own request (`nstance-admin instance create`) is on top of the group's size: never scaled away.
+    if (instance.tenant === undefined || instance.group === undefined || instance.reason === "operator") continue
     const key = groupKey(instance.tenant, instance.group)
     const list = members.get(key)
     if (list === undefined) members.set(key, [instance])

@@ -3,6 +3,7 @@
  * written encoding. Pure; the create saga turns a failure here into a permanent step error.
  */
 import { gunzipSync } from "node:zlib"
+import { Either, Schema } from "effect"
 import type { Group, ShardConfig, Userdata } from "../config/index.js"
 
 export const userDataSource = (config: ShardConfig, group: Group): Userdata | undefined =>
@@ -133,4 +134,29 @@ export const mimeParts = (text: string): ReadonlyArray<MimePart> | undefined => 
     return out
   }
   return walk(text)
+}
+
+/** `agent.json` as `agentCloudConfig` writes it (extra fields are ignored: a later server may add some). */
+const AgentJson = Schema.parseJson(Schema.Struct({ registration_url: Schema.String, nonce: Schema.String }))
+
+/** The content of an `agent.json` file; undefined when it is not one. */
+export const parseAgentJson = (text: string): AgentRegistrationData | undefined => {
+  const decoded = Schema.decodeUnknownEither(AgentJson, { onExcessProperty: "ignore" })(text)
+  return Either.isLeft(decoded) ? undefined : { registrationUrl: decoded.right.registration_url, nonce: decoded.right.nonce }
+}
+
+/**
+ * The agent's registration settings as the VM's agent finds them in its user-data: the `agent.json` that
+ * `withAgentRegistration`'s cloud-config part writes. Undefined when the user-data has none.
+ */
+export const agentRegistrationOf = (userData: string): AgentRegistrationData | undefined => {
+  for (const part of mimeParts(userData) ?? []) {
+    if (!part.body.includes(AGENT_CONFIG_PATH)) continue
+    // The content line is a JSON string (a valid YAML double-quoted scalar) holding the JSON document.
+    const line = /^\s*content:\s*(".*")\s*$/m.exec(part.body)
+    if (line === null) continue
+    const content = Schema.decodeUnknownEither(Schema.parseJson(Schema.String))(line[1])
+    if (Either.isRight(content)) return parseAgentJson(content.right)
+  }
+  return undefined
 }

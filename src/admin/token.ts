@@ -1,0 +1,40 @@
+/**
+ * Where the admin token comes from, for `nstance-server` (which checks it) and `nstance-admin` (which sends
+ * it): `NSTANCE_ADMIN_TOKEN` or `--admin-token-file`, not both. A file's trailing newline is dropped; a token
+ * shorter than 16 characters is refused, as one that short could be guessed over the network.
+ */
+import { Effect, Option, Redacted } from "effect"
+import { decodeUtf8, readInputFile, UsageError } from "../cli/errors.js"
+import { MIN_ADMIN_TOKEN_LENGTH } from "../rpc/AdminRpc.js"
+
+export const ADMIN_TOKEN_ENV = "NSTANCE_ADMIN_TOKEN"
+
+const checked = (token: string, source: string): Effect.Effect<Redacted.Redacted<string>, UsageError> => {
+  if (token.length < MIN_ADMIN_TOKEN_LENGTH) {
+    return Effect.fail(new UsageError({ message: `the admin token from ${source} is ${token.length} characters; use at least ${MIN_ADMIN_TOKEN_LENGTH} (e.g. openssl rand -hex 32)` }))
+  }
+  if (/[\s\u0000-\u001f\u007f]/.test(token)) {
+    return Effect.fail(new UsageError({ message: `the admin token from ${source} contains spaces or control characters; use printable characters only` }))
+  }
+  return Effect.succeed(Redacted.make(token))
+}
+
+/** The admin token, or none when neither source is set. Never prints the token. */
+export const adminTokenFrom = (
+  env: Readonly<Record<string, string | undefined>>,
+  file: string | undefined
+): Effect.Effect<Option.Option<Redacted.Redacted<string>>, UsageError> =>
+  Effect.gen(function* () {
+    const fromEnv = env[ADMIN_TOKEN_ENV]
+    const envSet = fromEnv !== undefined && fromEnv !== ""
+    if (file !== undefined && envSet) {
+      return yield* new UsageError({ message: `give the admin token once: ${ADMIN_TOKEN_ENV} and --admin-token-file are both set` })
+    }
+    if (file !== undefined) {
+      const bytes = yield* readInputFile({ flag: "--admin-token-file", path: file, what: "an admin token", maxBytes: 4096 })
+      const text = yield* decodeUtf8({ flag: "--admin-token-file", path: file }, bytes)
+      return Option.some(yield* checked(text.replace(/\r?\n$/, ""), `--admin-token-file ${file}`))
+    }
+    if (envSet) return Option.some(yield* checked(fromEnv, ADMIN_TOKEN_ENV))
+    return Option.none()
+  })

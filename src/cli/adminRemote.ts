@@ -1,0 +1,279 @@
+/**
+ * `nstance-admin` commands that talk to a running shard over its admin endpoint: status, instances, groups,
+ * dynamic group changes, operator creations and deletions, config refresh and validation, nonces and a
+ * live watch. Each prints a human table by default and JSON with `--json`; a server that is down, a
+ * standby (whose `NotLeader` is followed once) or refused credentials end in one line on stderr.
+ */
+import { Args, Command, Options } from "@effect/cli"
+import { Console, Effect, Option, Stream } from "effect"
+import { type AdminRpcClient, callAdmin } from "../admin/AdminClient.js"
+import { ADMIN_TOKEN_ENV, adminTokenFrom } from "../admin/token.js"
+import type { GroupView, InstanceView, StatusView, WatchEvent } from "../rpc/AdminRpc.js"
+import { UsageError } from "./errors.js"
+import { escapeControl } from "./escape.js"
+
+export const ADMIN_ADDR_ENV = "NSTANCE_ADMIN_ADDR"
+/** The operator port of the original's example config (`operator_addr: 0.0.0.0:8993`). */
+export const DEFAULT_ADMIN_ADDR = "127.0.0.1:8993"
+
+const server = Options.text("server").pipe(
+  Options.withDescription(`Admin endpoint host:port of any replica of the shard (default $${ADMIN_ADDR_ENV}, else ${DEFAULT_ADMIN_ADDR}); a standby's answer is followed to the leader`),
+  Options.optional
+)
+const tokenFile = Options.text("admin-token-file").pipe(
+  Options.withDescription(`File holding the admin token the servers were given (or set $${ADMIN_TOKEN_ENV})`),
+  Options.optional
+)
+const json = Options.boolean("json").pipe(Options.withDescription("Print JSON for scripts instead of a table"))
+
+const connection = { server, tokenFile, json }
+
+interface ConnectionFlags {
+  readonly server: Option.Option<string>
+  readonly tokenFile: Option.Option<string>
+  readonly json: boolean
+}
+
+const resolve = (flags: ConnectionFlags) =>
+  Effect.gen(function* () {
+    const token = yield* adminTokenFrom(process.env, Option.getOrUndefined(flags.tokenFile))
+    if (Option.isNone(token)) {
+      return yield* new UsageError({ message: `no admin token: set ${ADMIN_TOKEN_ENV} or give --admin-token-file (the token the servers were started with)` })
+    }
+    const envAddr = process.env[ADMIN_ADDR_ENV]
+    const address = Option.getOrElse(flags.server, () => (envAddr !== undefined && envAddr !== "" ? envAddr : DEFAULT_ADMIN_ADDR))
+    if (!/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(address) && !/^https?:\/\//.test(address)) {
+      return yield* new UsageError({ message: `--server ${JSON.stringify(address)} must be host:port` })
+    }
+    return { address, token: token.value }
+  })
+
+/** Runs `call` against the server; a refused or failed call fails with its one-line message. */
+const remote = <A, E>(flags: ConnectionFlags, call: (rpc: AdminRpcClient) => Effect.Effect<A, E>) =>
+  Effect.gen(function* () {
+    const { address, token } = yield* resolve(flags)
+    const result = yield* callAdmin(address, token, call).pipe(
+      Effect.mapError((error) => {
+        const tagged = error as { readonly _tag?: string; readonly message?: string }
+        if (tagged._tag === "NotLeader") return new UsageError({ message: `${address}: ${tagged.message ?? "not the leader"}` })
+        return error
+      })
+    )
+    return result.value
+  })
+
+const printJson = (value: unknown) => Console.log(JSON.stringify(value, null, 2))
+
+/** Columns padded to their widest cell; every cell made printable. */
+export const table = (header: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<string>>): ReadonlyArray<string> => {
+  const all = [header, ...rows].map((row) => row.map((cell) => escapeControl(cell)))
+  const widths = header.map((_, i) => Math.max(...all.map((row) => (row[i] ?? "").length)))
+  return all.map((row) => row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i] ?? 0))).join("  ").trimEnd())
+}
+
+const printLines = (lines: ReadonlyArray<string>) => Effect.forEach(lines, (line) => Console.log(line), { discard: true })
+
+const ago = (at: number | null) => (at === null ? "-" : new Date(at).toISOString().replace(/\.\d{3}Z$/, "Z"))
+
+export const describeStatus = (s: StatusView): ReadonlyArray<string> => [
+  `cluster ${s.cluster}, shard ${s.shard}: leader ${s.leader} (term ${s.term}), log seq ${s.seq}`,
+  `groups ${s.groups}, desired VMs ${s.desiredVms}, instances ${s.instances}${Object.keys(s.byPhase).length === 0 ? "" : ` (${Object.entries(s.byPhase).map(([phase, n]) => `${phase} ${n}`).join(", ")})`}`,
+  `agent registration ${s.registration ? "on" : "off"}`,
+  ...(s.lastErrors.length === 0 ? [] : ["last errors:", ...s.lastErrors.map((e) => `  ${ago(e.at)}  ${e.instanceId}  ${e.step} (${e.errorClass}): ${e.message}`)])
+].map(escapeControl)
+
+const groupOf = (i: InstanceView) => `${i.tenant ?? "?"}/${i.group ?? "?"}`
+
+export const instanceTable = (list: ReadonlyArray<InstanceView>) =>
+  table(
+    ["INSTANCE", "GROUP", "PHASE", "NODE", "VMID", "IPS", "NOTE"],
+    list.map((i) => [
+      i.id,
+      groupOf(i),
+      i.phase,
+      i.node ?? "-",
+      i.vmid === null ? "-" : String(i.vmid),
+      i.ips.length === 0 ? "-" : i.ips.join(","),
+      [i.reason === "operator" ? "operator" : "", i.adopted ? "adopted" : "", i.deleteReason === null ? "" : `delete: ${i.deleteReason}`, i.lastError === null ? "" : `last error: ${i.lastError.step}: ${i.lastError.message}`]
+        .filter((x) => x !== "").join("; ")
+    ])
+  )
+
+export const groupTable = (list: ReadonlyArray<GroupView>) =>
+  table(
+    ["GROUP", "TEMPLATE", "SIZE", "LIVE", "RUNNING", "SOURCE", "INSTANCE TYPE"],
+    list.map((g) => [`${g.tenant}/${g.group}`, g.template, String(g.size), String(g.live), String(g.running), g.source, g.instanceType ?? "-"])
+  )
+
+const describeEvent = (e: WatchEvent) =>
+  escapeControl(`${String(e.seq).padStart(6)}  ${e.instanceId}  ${`${e.tenant ?? "?"}/${e.group ?? "?"}`}  ${e.phase}${e.vmid === null ? "" : `  VM ${e.vmid} on ${e.node ?? "?"}`}${e.detail === "" ? "" : `  ${e.detail}`}`)
+
+/** `tenant/group` → its parts. */
+const groupRef = (text: string) => {
+  const match = /^([^/\s]+)\/([^/\s]+)$/.exec(text)
+  return match === null
+    ? Effect.fail(new UsageError({ message: `${JSON.stringify(text)} must be tenant/group` }))
+    : Effect.succeed({ tenant: match[1] ?? "", group: match[2] ?? "" })
+}
+
+// ---------------------------------------------------------------------------------------------------------
+
+const statusCommand = Command.make("status", connection, (flags) =>
+  Effect.gen(function* () {
+    const status = yield* remote(flags, (rpc) => rpc.Status())
+    yield* flags.json ? printJson(status) : printLines(describeStatus(status))
+  })
+).pipe(Command.withDescription("Show the running shard: leader, term, log seq, instances by phase, last errors (from the leader)"))
+
+const tenantFilter = Options.text("tenant").pipe(Options.withDescription("Only this tenant's instances"), Options.optional)
+const groupFilter = Options.text("group").pipe(Options.withDescription("Only this group's instances (group key)"), Options.optional)
+
+const instancesCommand = Command.make("instances", { ...connection, tenant: tenantFilter, group: groupFilter }, (flags) =>
+  Effect.gen(function* () {
+    const list = yield* remote(flags, (rpc) =>
+      rpc.ListInstances({ ...Option.match(flags.tenant, { onNone: () => ({}), onSome: (tenant) => ({ tenant }) }), ...Option.match(flags.group, { onNone: () => ({}), onSome: (group) => ({ group }) }) }))
+    if (flags.json) return yield* printJson(list)
+    if (list.length === 0) return yield* Console.log("no instances")
+    yield* printLines(instanceTable(list))
+  })
+).pipe(Command.withDescription("List the shard's instances as the leader's log has them (phase, node, VMID, IPs, last error)"))
+
+const groupsCommand = Command.make("groups", connection, (flags) =>
+  Effect.gen(function* () {
+    const list = yield* remote(flags, (rpc) => rpc.ListGroups())
+    if (flags.json) return yield* printJson(list)
+    if (list.length === 0) return yield* Console.log("no groups")
+    yield* printLines(groupTable(list))
+  })
+).pipe(Command.withDescription("List the groups the leader keeps at size (config.jsonc and dynamic groups.jsonc merged), with live and running counts"))
+
+const groupArg = Args.text({ name: "tenant/group" }).pipe(Args.withDescription("The group, as tenant/group"))
+const template = Options.text("template").pipe(Options.withDescription("Template of a new dynamic group"), Options.optional)
+const size = Options.integer("size").pipe(Options.withDescription("Desired number of VMs (left as it is when not given)"), Options.optional)
+const instanceType = Options.text("instance-type").pipe(Options.withDescription("Instance type override, e.g. cpu:2,memory:2048,disk:20"), Options.optional)
+const subnetPool = Options.text("subnet-pool").pipe(Options.withDescription("Subnet pool of a new dynamic group"), Options.optional)
+const vars = Options.text("vars").pipe(Options.withDescription("Variables to add or override, as k=v,k2=v2"), Options.optional)
+
+const parseVars = (text: string) =>
+  Effect.forEach(text.split(","), (pair) => {
+    const eq = pair.indexOf("=")
+    return eq <= 0
+      ? Effect.fail(new UsageError({ message: `--vars: ${JSON.stringify(pair)} must be name=value` }))
+      : Effect.succeed([pair.slice(0, eq), pair.slice(eq + 1)] as const)
+  }).pipe(Effect.map((pairs) => Object.fromEntries(pairs)))
+
+const groupSetCommand = Command.make("set", { ...connection, group: groupArg, template, size, instanceType, subnetPool, vars }, (flags) =>
+  Effect.gen(function* () {
+    const ref = yield* groupRef(flags.group)
+    const parsedVars = Option.isSome(flags.vars) ? yield* parseVars(flags.vars.value) : undefined
+    const result = yield* remote(flags, (rpc) =>
+      rpc.UpsertGroup({
+        ...ref,
+        ...Option.match(flags.template, { onNone: () => ({}), onSome: (template) => ({ template }) }),
+        ...Option.match(flags.size, { onNone: () => ({}), onSome: (size) => ({ size }) }),
+        ...Option.match(flags.instanceType, { onNone: () => ({}), onSome: (instanceType) => ({ instanceType }) }),
+        ...Option.match(flags.subnetPool, { onNone: () => ({}), onSome: (subnetPool) => ({ subnetPool }) }),
+        ...(parsedVars === undefined ? {} : { vars: parsedVars })
+      }))
+    if (flags.json) return yield* printJson(result)
+    const g = result.group
+    yield* Console.log(escapeControl(`group ${g.tenant}/${g.group} (${g.source}): size ${g.size}, template ${g.template}; ${g.live} live, ${g.running} running — the leader converges to it now`))
+  })
+).pipe(Command.withDescription(
+  "Create or change a dynamic group in groups.jsonc (written with If-Match, so concurrent changes are never lost): " +
+    "only the flags given change (a missing --size keeps the size); for a group of config.jsonc only --size, --instance-type and --vars"
+))
+
+const groupDeleteCommand = Command.make("delete", { ...connection, group: groupArg }, (flags) =>
+  Effect.gen(function* () {
+    const ref = yield* groupRef(flags.group)
+    const result = yield* remote(flags, (rpc) => rpc.DeleteGroup(ref))
+    if (flags.json) return yield* printJson(result)
+    yield* Console.log(escapeControl(
+      !result.deleted
+        ? `group ${flags.group} has no dynamic entry; nothing changed`
+        : result.staticRemains
+        ? `dynamic overrides of ${flags.group} removed; its config.jsonc definition stays in force`
+        : `dynamic group ${flags.group} deleted; its VMs are deleted by the leader`
+    ))
+  })
+).pipe(Command.withDescription("Delete a dynamic group (or the dynamic overrides of a config.jsonc group) from groups.jsonc"))
+
+const groupCommand = Command.make("group").pipe(
+  Command.withDescription("Change dynamic groups on the running shard"),
+  Command.withSubcommands([groupSetCommand, groupDeleteCommand])
+)
+
+const instanceIdArg = Args.text({ name: "instance-id" }).pipe(Args.withDescription("The instance ID (as `instances` lists it)"))
+
+const instanceShowCommand = Command.make("show", { ...connection, id: instanceIdArg }, (flags) =>
+  Effect.gen(function* () {
+    const instance = yield* remote(flags, (rpc) => rpc.GetInstance({ instanceId: flags.id }))
+    if (flags.json) return yield* printJson(instance)
+    yield* printLines(instanceTable([instance]))
+  })
+).pipe(Command.withDescription("Show one instance as the leader's log has it"))
+
+const instanceCreateCommand = Command.make("create", { ...connection, group: groupArg }, (flags) =>
+  Effect.gen(function* () {
+    const ref = yield* groupRef(flags.group)
+    const result = yield* remote(flags, (rpc) => rpc.CreateInstance(ref))
+    if (flags.json) return yield* printJson(result)
+    yield* Console.log(escapeControl(`${result.instanceId}: requested in ${flags.group} (on top of the group's size; delete it with instance delete)`))
+  })
+).pipe(Command.withDescription("Request one more instance in a group, with the group's template and settings, beyond its size"))
+
+const instanceDeleteCommand = Command.make("delete", { ...connection, id: instanceIdArg }, (flags) =>
+  Effect.gen(function* () {
+    const result = yield* remote(flags, (rpc) => rpc.DeleteInstance({ instanceId: flags.id }))
+    if (flags.json) return yield* printJson(result)
+    yield* Console.log(escapeControl(result.alreadyDeleting
+      ? `${result.instanceId}: already being deleted`
+      : `${result.instanceId}: delete requested; the leader stops and removes the VM and its ISO (a group member is replaced)`))
+  })
+).pipe(Command.withDescription("Delete one instance through the shard's delete saga (stop, remove the ISO and the VM)"))
+
+const instanceCommand = Command.make("instance").pipe(
+  Command.withDescription("Show, create or delete one instance on the running shard"),
+  Command.withSubcommands([instanceShowCommand, instanceCreateCommand, instanceDeleteCommand])
+)
+
+const refreshCommand = Command.make("refresh", connection, (flags) =>
+  Effect.gen(function* () {
+    const result = yield* remote(flags, (rpc) => rpc.RefreshConfig())
+    if (flags.json) return yield* printJson(result)
+    yield* Console.log(`config reloaded: ${result.groups} groups, ${result.desiredVms} desired VMs`)
+    yield* Effect.forEach(result.warnings, (w) => Console.log(`⚠ ${escapeControl(w)}`), { discard: true })
+  })
+).pipe(Command.withDescription("Make the leader re-read config.jsonc and groups.jsonc now (it also polls them every few seconds)"))
+
+const validateCommand = Command.make("validate", connection, (flags) =>
+  Effect.gen(function* () {
+    const result = yield* remote(flags, (rpc) => rpc.ValidateConfig())
+    if (flags.json) return yield* printJson(result)
+    if (!result.valid) {
+      yield* Effect.forEach(result.problems, (p) => Console.error(`✗ ${escapeControl(p)}`), { discard: true })
+      return yield* new UsageError({ message: `${result.key}: the shard configuration in the bucket is not valid` })
+    }
+    yield* Console.log(escapeControl(`✓ ${result.key} is valid: ${result.groups} groups, ${result.desiredVms} desired VMs`))
+    yield* Effect.forEach(result.warnings, (w) => Console.log(`⚠ ${escapeControl(w)}`), { discard: true })
+  })
+).pipe(Command.withDescription("Validate the shard's config in the bucket (with its dynamic groups), as the servers would load it"))
+
+const nonceCommand = Command.make("nonce", { ...connection, id: instanceIdArg }, (flags) =>
+  Effect.gen(function* () {
+    const result = yield* remote(flags, (rpc) => rpc.MintNonce({ instanceId: flags.id }))
+    if (flags.json) return yield* printJson(result)
+    yield* Console.log(result.nonce)
+  })
+).pipe(Command.withDescription(
+  "Mint a fresh registration nonce for an instance (its previous one stops working) and print it, for re-seeding an agent by hand; needs registration on"
+))
+
+const watchCommand = Command.make("watch", connection, (flags) =>
+  remote(flags, (rpc) =>
+    Stream.runForEach(rpc.WatchEvents(), (event) => (flags.json ? Console.log(JSON.stringify(event)) : Console.log(describeEvent(event))))
+  ).pipe(Effect.asVoid)
+).pipe(Command.withDescription("Follow what the leader records (instances requested, placed, running, deleted, failed steps) until Ctrl-C; --json prints one JSON object per line"))
+
+export const remoteCommands = [statusCommand, instancesCommand, groupsCommand, groupCommand, instanceCommand, refreshCommand, validateCommand, nonceCommand, watchCommand] as const

@@ -1,0 +1,121 @@
+/**
+ * Plain HTTP on `shard.bind.health_addr`, served by every replica, leader or standby:
+ *
+ * - `GET /healthz` — 200 `ok` while the process serves at all (liveness).
+ * - `GET /readyz` — 200 when this replica leads with its term started, or is a standby whose lease loop
+ *   reaches the store; 503 otherwise. The body is one line: `ready: <why>` or `not ready: <why>`.
+ * - `GET /metrics` — every Effect `Metric` as Prometheus text; the state gauges (lease, log seq, instances
+ *   by phase, reconcile backlog) are set from this replica's view just before each collection.
+ *
+ * One server and one port for the three, rather than the Prometheus exporter's own server (which serves a
+ * single path and would need a second port).
+ */
+import { createServer } from "node:http"
+import { HttpServer, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import type { ServeError } from "@effect/platform/HttpServerError"
+import { NodeHttpServer } from "@effect/platform-node"
+import { Clock, Context, Duration, Effect, Layer, Option, type Scope, SubscriptionRef } from "effect"
+import { type Readiness, readinessOf } from "../domain/readiness.js"
+import type { State } from "../domain/shard/state.js"
+import { setReplicaGauges } from "../metrics/metrics.js"
+import { makePrometheusScrape, PROMETHEUS_CONTENT_TYPE, type PrometheusScrape } from "../metrics/prometheus.js"
+import { EventLog } from "../services/EventLog.js"
+import type { ShardReplicaShape } from "../shard/ShardReplica.js"
+
+/** What the replica looks like right now: its readiness, and the figures the state gauges show. */
+export const observeReplica = (replica: ShardReplicaShape) =>
+  Effect.gen(function* () {
+    const isLeader = yield* SubscriptionRef.get(replica.lease.isLeader)
+    const leaseTerm = yield* replica.lease.term
+    const term = yield* replica.currentTerm
+    const leader = Option.getOrUndefined(yield* replica.lease.currentLeader)
+    const contact = replica.lease.lastContact === undefined ? Option.some(yield* Clock.currentTimeMillis) : yield* replica.lease.lastContact
+    const now = yield* Clock.currentTimeMillis
+    const election = (yield* SubscriptionRef.get(replica.config)).config.shard.leaderElection
+    // A follower of a healthy leader reads the record only every infrequent interval; silence for two of
+    // the longer of that and the leader timeout means the lease loop cannot see a free lease in time.
+    const staleAfterMillis = 2 * Math.max(Duration.toMillis(election.leaderTimeout), Duration.toMillis(election.infrequentInterval))
+    const readiness: Readiness = readinessOf({
+      replica: replica.replica,
+      isLeader,
+      leaseTerm,
+      publishedTerm: Option.getOrUndefined(Option.map(term, (t) => t.term)),
+      leader,
+      sinceContactMillis: Option.getOrUndefined(Option.map(contact, (at) => Math.max(0, now - at))),
+      staleAfterMillis
+    })
+    const log = yield* Option.match(term, {
+      onNone: () => Effect.succeed(Option.none<{ state: State; seq: number }>()),
+      onSome: (t) => {
+        const eventLog = Context.get(t.context, EventLog)
+        return Effect.map(Effect.all({ state: eventLog.state, seq: eventLog.seq }), Option.some)
+      }
+    })
+    return { readiness, leaseTerm, log }
+  })
+
+const text = (body: string, status = 200) => HttpServerResponse.text(`${body}\n`, { status })
+
+/** The three endpoints as one HTTP app. */
+export const healthApp = (replica: ShardReplicaShape, scrape: PrometheusScrape) =>
+  Effect.gen(function* () {
+    const request = yield* HttpServerRequest.HttpServerRequest
+    if (request.method !== "GET" && request.method !== "HEAD") {
+      return HttpServerResponse.text("method not allowed\n", { status: 405, headers: { allow: "GET, HEAD" } })
+    }
+    const path = request.url.split("?")[0]
+    switch (path) {
+      case "/healthz":
+        return text("ok")
+      case "/readyz": {
+        const { readiness } = yield* observeReplica(replica)
+        return readiness.ready ? text(`ready: ${readiness.reason}`) : text(`not ready: ${readiness.reason}`, 503)
+      }
+      case "/metrics": {
+        const { readiness, leaseTerm, log } = yield* observeReplica(replica)
+        yield* setReplicaGauges({ shard: replica.shard, replica: replica.replica, role: readiness.role, term: leaseTerm, log })
+        return yield* scrape.text.pipe(
+          Effect.map((body) => HttpServerResponse.text(body, { contentType: PROMETHEUS_CONTENT_TYPE })),
+          Effect.catchAll((error) => Effect.as(Effect.logError(error.message), text(error.message, 500)))
+        )
+      }
+      default:
+        return text("not found; this server answers /healthz, /readyz and /metrics", 404)
+    }
+  })
+
+export interface HealthServerOptions {
+  /** "" or absent: every interface. */
+  readonly host?: string
+  /** 0 picks a free port (tests); the bound address is returned. */
+  readonly port: number
+}
+
+/** Serves the endpoints until the scope closes; fails when the address cannot be bound. */
+export const makeHealthServer = (replica: ShardReplicaShape, options: HealthServerOptions): Effect.Effect<HttpServer.Address, ServeError, Scope.Scope> =>
+  Effect.gen(function* () {
+    const scrape = yield* makePrometheusScrape
+    const server = HttpServer.serve(healthApp(replica, scrape)).pipe(
+      Layer.provideMerge(NodeHttpServer.layer(createServer, { port: options.port, ...(options.host === undefined || options.host === "" ? {} : { host: options.host }) }))
+    )
+    const context = yield* Layer.build(server)
+    return Context.get(context, HttpServer.HttpServer).address
+  })
+
+/**
+ * The health endpoint of a running replica on `shard.bind.health_addr`, for as long as the calling scope
+ * lives. A bind failure (port in use) is logged as an error and the replica goes on without it: losing
+ * monitoring must not take a shard down.
+ */
+export const serveHealth = (replica: ShardReplicaShape): Effect.Effect<void, never, Scope.Scope> =>
+  Effect.gen(function* () {
+    const bind = (yield* SubscriptionRef.get(replica.config)).config.shard.bind.health
+    yield* makeHealthServer(replica, { host: bind.host, port: bind.port }).pipe(
+      Effect.tap((address) => Effect.logInfo(`health endpoint: listening on ${formatAddress(address)} (/healthz, /readyz, /metrics)`)),
+      Effect.catchAllCause((cause) =>
+        Effect.logError(`health endpoint: cannot serve on ${bind.text}; this replica runs on without /healthz, /readyz and /metrics`, cause))
+    )
+  })
+
+const formatAddress = (address: HttpServer.Address) =>
+  address._tag === "TcpAddress" ? (address.hostname.includes(":") ? `[${address.hostname}]:${address.port}` : `${address.hostname}:${address.port}`) : address.path

@@ -1,0 +1,162 @@
+/**
+ * Every metric nstance exports, as Effect `Metric`s (served as Prometheus text on `/metrics` by
+ * `src/http/HealthServer.ts`), and the few helpers the instrumented code calls so that each call site
+ * stays one line. Counters are made `incremental` so they export as Prometheus counters, not gauges.
+ *
+ * Label values come from fixed sets (endpoint path templates, phases, step names, outcomes), never from
+ * instance IDs or VMIDs: the number of series stays fixed however many VMs a shard runs.
+ *
+ * Two kinds of figures: events are counted where they happen (PVE calls, saga steps, GC deletions,
+ * registrations); states (lease, log seq, instances by phase, backlog) are gauges set from the replica's
+ * current view each time `/metrics` is scraped, so they are never stale and need no code in the leader.
+ */
+import { Cause, Clock, Effect, Exit, HashMap, Metric, MetricBoundaries, MetricLabel, Option } from "effect"
+import type { ReplicaRole } from "../domain/readiness.js"
+import { type Phase, Phase as PhaseSchema, type State } from "../domain/shard/state.js"
+
+/** Latency buckets (seconds) shared by PVE calls and saga steps: 5 ms … 5 min. */
+const LATENCY_SECONDS = MetricBoundaries.fromIterable([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300])
+
+/** `metric` with these labels (data-first: the piped form loses a counter's input type). */
+const labelled = <Type, In, Out>(metric: Metric.Metric<Type, In, Out>, labels: Readonly<Record<string, string>>): Metric.Metric<Type, In, Out> =>
+  Metric.taggedWithLabels(metric, Object.entries(labels).map(([key, value]) => MetricLabel.make(key, value)))
+
+const counter = (name: string, description: string): Metric.Metric.Counter<number> => Metric.counter(name, { description, incremental: true })
+
+// --- events -------------------------------------------------------------------------------------------
+
+/** Labels: `endpoint` (`GET /cluster/resources`), `outcome` (`ok`, or the error class: transient, notFound, conflict, permanent, unauthorized, decode). */
+export const pveCalls = counter("nstance_pve_calls", "HTTP requests to the Proxmox VE API (each retry attempt and each task poll counts)")
+/** Label: `endpoint`. */
+export const pveCallSeconds = Metric.histogram("nstance_pve_call_seconds", LATENCY_SECONDS, "Latency of one Proxmox VE API request in seconds")
+/** Labels: `saga` (create, delete), `step` (place, template, iso, clone, configure, resize, start, delete), `outcome` (ok, retry, failed, error, interrupted). */
+export const sagaStepSeconds = Metric.histogram("nstance_saga_step_seconds", LATENCY_SECONDS, "Duration of one saga step in seconds, by saga, step and outcome")
+/** Label: `shard`. */
+export const instancesStarted = counter("nstance_instances_started", "VMs the create saga brought to running (created, or adopted and started)")
+/** Labels: `shard`, `kind` (vm-replaced: VM gone or stays stopped; orphan-vm: our tags, unknown to the log; orphan-iso). */
+export const gcDeletions = counter("nstance_gc_deletions", "Deletions the garbage collector decided, by kind")
+/** No labels: the agent endpoint's backend does not know the shard's name, and a process serves one shard. */
+export const registrations = counter("nstance_registrations", "Agent registrations recorded in the event log")
+
+// --- states, set at scrape time ---------------------------------------------------------------------
+
+/** Labels: `shard`, `replica`, `phase`. The leader's folded log; 0 on a standby (it has no state). */
+export const instances = Metric.gauge("nstance_instances", { description: "Instances by phase in the leader's folded event log (0 on a standby)" })
+/** Labels: `shard`, `replica`. */
+export const reconcileBacklog = Metric.gauge("nstance_reconcile_backlog", { description: "Instances not at rest (a create or delete saga has work to do); 0 on a standby" })
+/** Labels: `shard`, `replica`. */
+export const eventLogSeq = Metric.gauge("nstance_event_log_seq", { description: "Sequence number of the last durable event log segment (leader; 0 on a standby)" })
+/** Labels: `shard`, `replica`, `state` (leader, starting, standby, fenced, unreachable); the current state is 1, the others 0. */
+export const leaseState = Metric.gauge("nstance_lease_state", { description: "This replica's lease state: 1 for the current one, 0 for the others" })
+/** Labels: `shard`, `replica`. */
+export const leaseTerm = Metric.gauge("nstance_lease_term", { description: "Lease term: this replica's while it leads, else the last leader's seen (0 when none)" })
+
+export const PHASES: ReadonlyArray<Phase> = PhaseSchema.literals
+const ROLES: ReadonlyArray<ReplicaRole> = ["leader", "starting", "standby", "fenced", "unreachable"]
+
+// --- helpers for the instrumented code --------------------------------------------------------------
+
+/** Whether a phase needs no saga (the runner's `atRest`, repeated here to keep metrics free of shard imports). */
+const atRest = (phase: Phase) => phase === "running" || phase === "registered"
+
+/** The step a saga runs from each phase (the names its step errors carry; a delete is one step label). */
+const STEP_OF_PHASE: Readonly<Record<Phase, string>> = {
+  requested: "place",
+  placed: "template",
+  templated: "iso",
+  "iso-uploading": "iso",
+  "iso-ready": "clone",
+  cloning: "clone",
+  cloned: "configure",
+  configured: "resize",
+  starting: "start",
+  running: "none",
+  registered: "none",
+  deleting: "delete"
+}
+
+const errorOutcome = (error: unknown): string => {
+  if (typeof error !== "object" || error === null || !("_tag" in error)) return "error"
+  if (error._tag === "StepError" && "retryable" in error) return error.retryable === true ? "retry" : "failed"
+  return "error"
+}
+
+/**
+ * Times one saga step of an instance in `phase` and counts a VM brought to running. Wrapped around the
+ * step by the saga runner: `Effect.exit(step.pipe(timedSagaStep(shard, phase)))`.
+ */
+export const timedSagaStep = (shard: string, phase: Phase) => <A, E, R>(step: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.gen(function* () {
+    const started = yield* Clock.currentTimeMillis
+    const exit = yield* Effect.exit(step)
+    const ended = yield* Clock.currentTimeMillis
+    const saga = phase === "deleting" ? "delete" : "create"
+    const outcome = Exit.isSuccess(exit)
+      ? "ok"
+      : Cause.isInterruptedOnly(exit.cause) ? "interrupted" : Option.match(Cause.failureOption(exit.cause), { onNone: () => "error", onSome: errorOutcome })
+    yield* Metric.update(labelled(sagaStepSeconds, { saga, step: STEP_OF_PHASE[phase], outcome }), (ended - started) / 1000)
+    // The start step's success is the moment a VM runs for this instance (the log has `Started`).
+    if (Exit.isSuccess(exit) && phase === "starting") yield* Metric.increment(labelled(instancesStarted, { shard }))
+    return yield* exit
+  })
+
+/** The outcome label of a failed PVE call: its error class, or `decode` for an answer that does not decode. */
+const pveOutcome = (error: { readonly _tag: string; readonly classification?: string }) =>
+  error._tag === "PveDecodeError" ? "decode" : error.classification ?? "error"
+
+/** Counts and times one PVE request to `endpoint` (`GET /version`). */
+export const countedPveCall = (endpoint: string) => <A, E extends { readonly _tag: string; readonly classification?: string }, R>(
+  call: Effect.Effect<A, E, R>
+): Effect.Effect<A, E, R> =>
+  Effect.gen(function* () {
+    const started = yield* Clock.currentTimeMillis
+    const exit = yield* Effect.exit(call)
+    const ended = yield* Clock.currentTimeMillis
+    // An interrupted request (its saga or term ended) got no answer from PVE: not counted.
+    if (Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)) return yield* exit
+    const outcome = Exit.isSuccess(exit) ? "ok" : Option.match(Cause.failureOption(exit.cause), { onNone: () => "error", onSome: pveOutcome })
+    yield* Metric.increment(labelled(pveCalls, { endpoint, outcome }))
+    yield* Metric.update(labelled(pveCallSeconds, { endpoint }), (ended - started) / 1000)
+    return yield* exit
+  })
+
+export type GcDeletionKind = "vm-replaced" | "orphan-vm" | "orphan-iso"
+
+/** Adds the deletions of one GC pass (zero counts leave the series untouched). */
+export const recordGcDeletions = (shard: string, counts: Partial<Record<GcDeletionKind, number>>) =>
+  Effect.forEach(Object.entries(counts), ([kind, n]) =>
+    n === undefined || n === 0 ? Effect.void : Metric.incrementBy(labelled(gcDeletions, { shard, kind }), n), { discard: true })
+
+/** Counts one registration recorded in the log. */
+export const recordRegistration = Metric.increment(registrations)
+
+// --- scrape-time gauges ---------------------------------------------------------------------------------
+
+export interface ReplicaFigures {
+  readonly shard: string
+  readonly replica: string
+  readonly role: ReplicaRole
+  readonly term: number
+  /** The leader's folded state and log seq; none on a standby. */
+  readonly log: Option.Option<{ readonly state: State; readonly seq: number }>
+}
+
+/** Sets every state gauge of one replica; every phase and role is written, so none keeps a stale value. */
+export const setReplicaGauges = (figures: ReplicaFigures) =>
+  Effect.gen(function* () {
+    const tag = (metric: Metric.Metric.Gauge<number>, extra: Readonly<Record<string, string>> = {}) =>
+      labelled(metric, { shard: figures.shard, replica: figures.replica, ...extra })
+    const counts = new Map<Phase, number>(PHASES.map((phase) => [phase, 0]))
+    let backlog = 0
+    if (Option.isSome(figures.log)) {
+      for (const [, instance] of HashMap.entries(figures.log.value.state.instances)) {
+        counts.set(instance.phase, (counts.get(instance.phase) ?? 0) + 1)
+        if (!atRest(instance.phase)) backlog++
+      }
+    }
+    for (const [phase, n] of counts) yield* Metric.set(tag(instances, { phase }), n)
+    yield* Metric.set(tag(reconcileBacklog), backlog)
+    yield* Metric.set(tag(eventLogSeq), Option.match(figures.log, { onNone: () => 0, onSome: (log) => log.seq }))
+    for (const role of ROLES) yield* Metric.set(tag(leaseState, { state: role }), role === figures.role ? 1 : 0)
+    yield* Metric.set(tag(leaseTerm), figures.term)
+  })

@@ -1,0 +1,385 @@
+/**
+ * The `Admin` RPC group: how an operator (`nstance-admin`, scripts) sees and steers a running shard — its
+ * status, instances and groups, dynamic groups (`groups.jsonc`), operator-requested creations and deletions,
+ * config refresh and validation, registration nonces, and a stream of what happens.
+ *
+ * Authentication is a bearer token (`Authorization: Bearer …`) checked on the HTTP request before its body
+ * is read (see `AdminServer.ts`); a request without it, or with another, gets HTTP 401 and a body naming only
+ * the error tag, which the client turns into the typed `Unauthenticated` below. Payloads follow the agent
+ * group's rule: the RPC schemas fix the wire shape only, and the handlers decode strict `*Payload` schemas,
+ * so an oversized or malformed field is a typed `PayloadTooLarge` / `InvalidPayload` naming the field.
+ */
+import { Rpc, RpcGroup } from "@effect/rpc"
+import { Effect, Either, Option, ParseResult, Schema, SchemaAST } from "effect"
+import { InvalidPayload, NotLeader, PayloadTooLarge } from "./AgentRpc.js"
+
+export { InvalidPayload, NotLeader, PayloadTooLarge }
+
+/** Largest request body the admin endpoint reads. */
+export const MAX_ADMIN_REQUEST_BYTES = 64 * 1024
+
+/** Longest string field (ids, templates, instance types); `vars` values have their own limit. */
+const MAX_FIELD = 256
+const MAX_VARS = 64
+const MAX_VAR_VALUE = 4096
+
+/** Carries `Bearer <token>`. */
+export const ADMIN_HEADER = "authorization"
+
+/** Shortest admin token accepted: a guessable one would make the endpoint's authentication pointless. */
+export const MIN_ADMIN_TOKEN_LENGTH = 16
+
+// ---------------------------------------------------------------------------------------------------------
+// Errors
+
+/** No admin token, or not the one this shard's servers were given. Says nothing else on purpose. */
+export class Unauthenticated extends Schema.TaggedError<Unauthenticated>()("Unauthenticated", {}) {
+  override get message() {
+    return "the admin endpoint refused the credentials (no admin token, or not the one the server was given)"
+  }
+}
+
+export class InstanceNotFound extends Schema.TaggedError<InstanceNotFound>()("InstanceNotFound", {
+  instanceId: Schema.String
+}) {
+  override get message() {
+    return `no instance ${this.instanceId} in this shard`
+  }
+}
+
+export class GroupNotFound extends Schema.TaggedError<GroupNotFound>()("GroupNotFound", {
+  tenant: Schema.String,
+  group: Schema.String
+}) {
+  override get message() {
+    return `no group ${this.tenant}/${this.group} in this shard's config`
+  }
+}
+
+/** The group change would make the shard config invalid, or breaks a rule for runtime changes. */
+export class InvalidGroup extends Schema.TaggedError<InvalidGroup>()("InvalidGroup", {
+  problems: Schema.Array(Schema.String)
+}) {
+  override get message() {
+    return `group change refused: ${this.problems.join("; ")}`
+  }
+}
+
+/** Every attempt to write `groups.jsonc` lost to a concurrent writer; nothing was changed by this call. */
+export class GroupConflict extends Schema.TaggedError<GroupConflict>()("GroupConflict", {
+  attempts: Schema.Int
+}) {
+  override get message() {
+    return `groups.jsonc kept changing under this update (${this.attempts} attempts); nothing was written, try again`
+  }
+}
+
+/** A nonce is minted only for an instance whose VM exists and has not registered yet. */
+export class NonceNotApplicable extends Schema.TaggedError<NonceNotApplicable>()("NonceNotApplicable", {
+  instanceId: Schema.String,
+  phase: Schema.String
+}) {
+  override get message() {
+    return this.phase === "registered"
+      ? `instance ${this.instanceId} has already registered; a new nonce would not be accepted`
+      : `instance ${this.instanceId} is ${this.phase}: its create saga puts a fresh nonce into the ISO it builds; mint one once its VM exists`
+  }
+}
+
+export class RegistrationOff extends Schema.TaggedError<RegistrationOff>()("RegistrationOff", {}) {
+  override get message() {
+    return "agent registration is off on this shard (start the servers with NSTANCE_ENCRYPTION_KEY or --encryption-key-file)"
+  }
+}
+
+/** The bucket or the event log did not answer; the request may be retried. */
+export class AdminUnavailable extends Schema.TaggedError<AdminUnavailable>()("AdminUnavailable", {
+  reason: Schema.String
+}) {
+  override get message() {
+    return `shard unavailable: ${this.reason}`
+  }
+}
+
+/** The shard config could not be (re)loaded: `lines` say why; the last good config stays in force. */
+export class ConfigRejected extends Schema.TaggedError<ConfigRejected>()("ConfigRejected", {
+  lines: Schema.Array(Schema.String)
+}) {
+  override get message() {
+    return this.lines.join("; ")
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Views
+
+export const LastErrorView = Schema.Struct({
+  step: Schema.String,
+  errorClass: Schema.String,
+  message: Schema.String,
+  attempt: Schema.Int,
+  at: Schema.Number
+})
+
+export const InstanceView = Schema.Struct({
+  id: Schema.String,
+  tenant: Schema.NullOr(Schema.String),
+  group: Schema.NullOr(Schema.String),
+  kind: Schema.String,
+  phase: Schema.String,
+  reason: Schema.String,
+  node: Schema.NullOr(Schema.String),
+  vmid: Schema.NullOr(Schema.Int),
+  ips: Schema.Array(Schema.String),
+  hostname: Schema.NullOr(Schema.String),
+  failures: Schema.Int,
+  lastError: Schema.NullOr(LastErrorView),
+  deleteReason: Schema.NullOr(Schema.String),
+  adopted: Schema.Boolean,
+  requestedAt: Schema.Number,
+  startedAt: Schema.NullOr(Schema.Number),
+  registeredAt: Schema.NullOr(Schema.Number)
+})
+export type InstanceView = typeof InstanceView.Type
+
+export const StatusView = Schema.Struct({
+  cluster: Schema.String,
+  shard: Schema.String,
+  leader: Schema.String,
+  term: Schema.Int,
+  seq: Schema.Int,
+  instances: Schema.Int,
+  byPhase: Schema.Record({ key: Schema.String, value: Schema.Int }),
+  groups: Schema.Int,
+  desiredVms: Schema.Int,
+  registration: Schema.Boolean,
+  lastErrors: Schema.Array(Schema.Struct({ instanceId: Schema.String, ...LastErrorView.fields }))
+})
+export type StatusView = typeof StatusView.Type
+
+export const GroupSource = Schema.Literal("static", "dynamic", "static+dynamic")
+
+export const GroupView = Schema.Struct({
+  tenant: Schema.String,
+  group: Schema.String,
+  template: Schema.String,
+  kind: Schema.String,
+  size: Schema.Int,
+  /** Instances of the group not being deleted. */
+  live: Schema.Int,
+  running: Schema.Int,
+  instanceType: Schema.NullOr(Schema.String),
+  subnetPool: Schema.NullOr(Schema.String),
+  vars: Schema.Record({ key: Schema.String, value: Schema.String }),
+  source: GroupSource
+})
+export type GroupView = typeof GroupView.Type
+
+export const ValidationView = Schema.Struct({
+  valid: Schema.Boolean,
+  key: Schema.String,
+  problems: Schema.Array(Schema.String),
+  warnings: Schema.Array(Schema.String),
+  groups: Schema.Int,
+  desiredVms: Schema.Int
+})
+export type ValidationView = typeof ValidationView.Type
+
+/** One change the leader recorded, as the watch stream reports it (derived from consecutive folded states). */
+export const WatchEvent = Schema.Struct({
+  seq: Schema.Int,
+  instanceId: Schema.String,
+  tenant: Schema.NullOr(Schema.String),
+  group: Schema.NullOr(Schema.String),
+  /** The new phase, or "gone" once the instance left the log. */
+  phase: Schema.String,
+  node: Schema.NullOr(Schema.String),
+  vmid: Schema.NullOr(Schema.Int),
+  detail: Schema.String
+})
+export type WatchEvent = typeof WatchEvent.Type
+
+// ---------------------------------------------------------------------------------------------------------
+// Strict payloads
+
+const Id = (what: string) => Schema.String.pipe(
+  Schema.maxLength(MAX_FIELD),
+  Schema.pattern(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/),
+  Schema.annotations({ description: `a ${what}: lowercase letters, digits and '-'` })
+)
+const InstanceIdField = Schema.String.pipe(
+  Schema.maxLength(64),
+  Schema.pattern(/^[a-z]{3}[0-9a-z]{1,61}$/),
+  Schema.annotations({ description: "an instance ID (3-letter kind, then lowercase letters and digits)" })
+)
+const Text = (what: string) => Schema.String.pipe(
+  Schema.minLength(1),
+  Schema.maxLength(MAX_FIELD),
+  Schema.annotations({ description: `${what} of 1-${MAX_FIELD} characters` })
+)
+const Size = Schema.Int.pipe(Schema.between(0, 10_000), Schema.annotations({ description: "an integer from 0 to 10000" }))
+const Vars = Schema.Record({ key: Schema.String.pipe(Schema.maxLength(MAX_FIELD)), value: Schema.String.pipe(Schema.maxLength(MAX_VAR_VALUE)) }).pipe(
+  Schema.filter((vars) => Object.keys(vars).length <= MAX_VARS),
+  Schema.annotations({ description: `at most ${MAX_VARS} string variables (names up to ${MAX_FIELD}, values up to ${MAX_VAR_VALUE} characters)` })
+)
+
+const TenantField = Id("tenant ID")
+const GroupField = Id("group key")
+const TemplateField = Text("a template name")
+const InstanceTypeField = Text("an instance type")
+const SubnetPoolField = Text("a subnet pool name")
+
+const expected = (schema: Schema.Schema.Any): string =>
+  Option.getOrElse(SchemaAST.getDescriptionAnnotation(schema.ast), () => "a valid value")
+
+const FIELD_EXPECTED: Readonly<Record<string, string>> = {
+  tenant: expected(TenantField),
+  group: expected(GroupField),
+  template: expected(TemplateField),
+  size: expected(Size),
+  instanceType: expected(InstanceTypeField),
+  subnetPool: expected(SubnetPoolField),
+  vars: expected(Vars),
+  instanceId: expected(InstanceIdField)
+}
+
+export const GroupRefPayload = Schema.Struct({ tenant: TenantField, group: GroupField })
+export const UpsertGroupPayload = Schema.Struct({
+  tenant: TenantField,
+  group: GroupField,
+  template: Schema.optional(TemplateField),
+  size: Schema.optional(Size),
+  instanceType: Schema.optional(InstanceTypeField),
+  subnetPool: Schema.optional(SubnetPoolField),
+  vars: Schema.optional(Vars)
+})
+export type UpsertGroupPayload = typeof UpsertGroupPayload.Type
+export const InstanceRefPayload = Schema.Struct({ instanceId: InstanceIdField })
+export const ListInstancesPayload = Schema.Struct({ tenant: Schema.optional(TenantField), group: Schema.optional(GroupField) })
+
+/** Per-field limits checked before the formats, so an oversized value is `PayloadTooLarge`, not `InvalidPayload`. */
+const FIELD_LIMITS: Readonly<Record<string, number>> = {
+  tenant: MAX_FIELD, group: MAX_FIELD, template: MAX_FIELD, instanceType: MAX_FIELD, subnetPool: MAX_FIELD, instanceId: 64
+}
+
+/**
+ * Decodes a wire payload with a strict schema: the first string field over its limit is `PayloadTooLarge`,
+ * the first field failing its format an `InvalidPayload` saying what was expected (never the value sent).
+ */
+export const decodeAdminPayload = <A, I>(schema: Schema.Schema<A, I>) => {
+  const decode = Schema.decodeUnknownEither(schema, { errors: "first", onExcessProperty: "ignore" })
+  return (raw: object): Effect.Effect<A, PayloadTooLarge | InvalidPayload> => {
+    const record = raw as Record<string, unknown>
+    for (const [field, max] of Object.entries(FIELD_LIMITS)) {
+      const value = record[field]
+      if (typeof value === "string" && value.length > max) return Effect.fail(new PayloadTooLarge({ field, maxLength: max }))
+    }
+    const vars = record["vars"]
+    if (typeof vars === "object" && vars !== null && Object.keys(vars).length > MAX_VARS) {
+      return Effect.fail(new PayloadTooLarge({ field: "vars", maxLength: MAX_VARS }))
+    }
+    const decoded = decode(raw)
+    if (Either.isRight(decoded)) return Effect.succeed(decoded.right)
+    const issue = ParseResult.ArrayFormatter.formatErrorSync(decoded.left)[0]
+    const field = typeof issue?.path[0] === "string" ? issue.path[0] : "payload"
+    if (issue?.message === "is missing") return Effect.fail(new InvalidPayload({ field, reason: "is missing" }))
+    return Effect.fail(new InvalidPayload({ field, reason: `expected ${FIELD_EXPECTED[field] ?? "a valid value"}` }))
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Procedures
+
+const Common = [NotLeader, PayloadTooLarge, InvalidPayload, AdminUnavailable] as const
+
+export class Status extends Rpc.make("Status", {
+  success: StatusView,
+  error: Schema.Union(...Common)
+}) {}
+
+export class ListInstances extends Rpc.make("ListInstances", {
+  payload: { tenant: Schema.optional(Schema.String), group: Schema.optional(Schema.String) },
+  success: Schema.Array(InstanceView),
+  error: Schema.Union(...Common)
+}) {}
+
+export class GetInstance extends Rpc.make("GetInstance", {
+  payload: { instanceId: Schema.String },
+  success: InstanceView,
+  error: Schema.Union(...Common, InstanceNotFound)
+}) {}
+
+export class ListGroups extends Rpc.make("ListGroups", {
+  success: Schema.Array(GroupView),
+  error: Schema.Union(...Common)
+}) {}
+
+export class UpsertGroup extends Rpc.make("UpsertGroup", {
+  payload: {
+    tenant: Schema.String,
+    group: Schema.String,
+    template: Schema.optional(Schema.String),
+    size: Schema.optional(Schema.Number),
+    instanceType: Schema.optional(Schema.String),
+    subnetPool: Schema.optional(Schema.String),
+    vars: Schema.optional(Schema.Record({ key: Schema.String, value: Schema.String }))
+  },
+  success: Schema.Struct({ group: GroupView, etag: Schema.String, attempts: Schema.Int }),
+  error: Schema.Union(...Common, InvalidGroup, GroupConflict)
+}) {}
+
+export class DeleteGroup extends Rpc.make("DeleteGroup", {
+  payload: { tenant: Schema.String, group: Schema.String },
+  success: Schema.Struct({ deleted: Schema.Boolean, staticRemains: Schema.Boolean }),
+  error: Schema.Union(...Common, GroupConflict, InvalidGroup)
+}) {}
+
+export class CreateInstance extends Rpc.make("CreateInstance", {
+  payload: { tenant: Schema.String, group: Schema.String },
+  success: Schema.Struct({ instanceId: Schema.String }),
+  error: Schema.Union(...Common, GroupNotFound)
+}) {}
+
+export class DeleteInstance extends Rpc.make("DeleteInstance", {
+  payload: { instanceId: Schema.String },
+  success: Schema.Struct({ instanceId: Schema.String, alreadyDeleting: Schema.Boolean }),
+  error: Schema.Union(...Common, InstanceNotFound)
+}) {}
+
+export class RefreshConfig extends Rpc.make("RefreshConfig", {
+  success: Schema.Struct({ groups: Schema.Int, desiredVms: Schema.Int, warnings: Schema.Array(Schema.String) }),
+  error: Schema.Union(...Common, ConfigRejected)
+}) {}
+
+/** Validates the bucket's config (with the dynamic groups); served by any replica, leader or not. */
+export class ValidateConfig extends Rpc.make("ValidateConfig", {
+  success: ValidationView,
+  error: Schema.Union(...Common)
+}) {}
+
+export class MintNonce extends Rpc.make("MintNonce", {
+  payload: { instanceId: Schema.String },
+  success: Schema.Struct({ instanceId: Schema.String, nonce: Schema.String, expiresAt: Schema.Number }),
+  error: Schema.Union(...Common, InstanceNotFound, RegistrationOff, NonceNotApplicable)
+}) {}
+
+export class WatchEvents extends Rpc.make("WatchEvents", {
+  success: WatchEvent,
+  error: Schema.Union(...Common),
+  stream: true
+}) {}
+
+export class AdminRpcs extends RpcGroup.make(
+  Status,
+  ListInstances,
+  GetInstance,
+  ListGroups,
+  UpsertGroup,
+  DeleteGroup,
+  CreateInstance,
+  DeleteInstance,
+  RefreshConfig,
+  ValidateConfig,
+  MintNonce,
+  WatchEvents
+) {}
