@@ -7,11 +7,10 @@
 import type * as HttpClientError from "@effect/platform/HttpClientError"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
-import { Data, Duration, Effect, Exit, Layer, Option, Redacted, Ref, Schema } from "effect"
+import { Data, Duration, Effect, Layer, Option, Redacted, Schema } from "effect"
 import { Agent, type Dispatcher, FormData } from "undici"
 import { NO_RESPONSE } from "../domain/pve/errors.js"
-import { emptyMetrics, recordCall } from "../domain/pve/metrics.js"
-import { type PveError, PveMetrics, type PveMetricsShape, ProxmoxApi } from "../services/ProxmoxApi.js"
+import { type PveError, ProxmoxApi } from "../services/ProxmoxApi.js"
 import {
   type CallSpec,
   decodeAnswer,
@@ -132,9 +131,6 @@ export const makeProxmoxApiHttp = (settings: ProxmoxApiSettings) =>
       (a) => Effect.promise(() => a.destroy())
     )
     const client = NodeHttpClient.makeUndici(agent.compose(statusTextInterceptor))
-    const metrics = yield* Effect.serviceOption(PveMetrics)
-    const record = (sample: Parameters<PveMetricsShape["record"]>[0]) =>
-      Option.match(metrics, { onNone: () => Effect.void, onSome: (m) => m.record(sample) })
 
     const buildRequest = <A>(spec: CallSpec<A>): HttpClientRequest.HttpClientRequest => {
       const query = spec.query === undefined ? [] : formEntries(spec.query)
@@ -159,7 +155,6 @@ export const makeProxmoxApiHttp = (settings: ProxmoxApiSettings) =>
 
     /** One HTTP exchange: status ≥ 400 and transport failures become PveApiError, a bad body PveDecodeError. */
     const exchange = <A>(spec: CallSpec<A>, attempt: number): Effect.Effect<A, PveError> => {
-      const endpoint = `${spec.method} ${spec.template}`
       const apiError = (status: number, pveMessage: string, errors?: Readonly<Record<string, string>>) =>
         pveApiError(spec, attempt, status, pveMessage, errors)
       const transport = (error: HttpClientError.HttpClientError) => apiError(NO_RESPONSE, tlsHint(describeCause(error.cause ?? error)))
@@ -189,13 +184,9 @@ export const makeProxmoxApiHttp = (settings: ProxmoxApiSettings) =>
         if (!jsonOk) return yield* Effect.fail(decodeError("(body)", `not JSON: ${JSON.stringify(text.slice(0, 80))}`))
         return yield* decodeAnswer(spec, json)
       })
+      // Counted (nstance_pve_* metrics) by `retryingCall` and `waitTask` around each exchange, not here.
       return run.pipe(
-        Effect.timeoutFail({ duration: requestTimeout, onTimeout: () => apiError(NO_RESPONSE, `request timed out after ${Duration.format(requestTimeout)}`) }),
-        Effect.exit,
-        Effect.timed,
-        Effect.flatMap(([duration, exit]) =>
-          Effect.zipRight(record({ endpoint, durationMs: Duration.toMillis(duration), failed: Exit.isFailure(exit), retry: attempt > 1 }), exit)
-        )
+        Effect.timeoutFail({ duration: requestTimeout, onTimeout: () => apiError(NO_RESPONSE, `request timed out after ${Duration.format(requestTimeout)}`) })
       )
     }
 
@@ -205,18 +196,6 @@ export const makeProxmoxApiHttp = (settings: ProxmoxApiSettings) =>
     return makeProxmoxApiShape({ call, exchange, pollSchedule, defaultTaskTimeout, visibilityGraceMs })
   })
 
-/** The HTTP client as a Layer; its undici Agent lives as long as the Layer. Records into PveMetrics if provided. */
+/** The HTTP client as a Layer; its undici Agent lives as long as the Layer. */
 export const ProxmoxApiHttp = (settings: ProxmoxApiSettings): Layer.Layer<ProxmoxApi, PveSettingsError> =>
   Layer.scoped(ProxmoxApi, makeProxmoxApiHttp(settings))
-
-/** In-memory PveMetrics (benches, tests, and the `/metrics` endpoint read its snapshot). */
-export const PveMetricsLive: Layer.Layer<PveMetrics> = Layer.effect(
-  PveMetrics,
-  Effect.map(Ref.make(emptyMetrics), (ref) =>
-    PveMetrics.of({
-      record: (sample) => Ref.update(ref, (m) => recordCall(m, sample)),
-      snapshot: Ref.get(ref),
-      reset: Ref.set(ref, emptyMetrics)
-    })
-  )
-)

@@ -10,7 +10,8 @@
  * registrations); states (lease, log seq, instances by phase, backlog) are gauges set from the replica's
  * current view each time `/metrics` is scraped, so they are never stale and need no code in the leader.
  */
-import { Cause, Clock, Effect, Exit, HashMap, Metric, MetricBoundaries, MetricLabel, Option } from "effect"
+import { Cause, Clock, Effect, Exit, HashMap, Metric, MetricBoundaries, MetricLabel, MetricState, Option } from "effect"
+import { type PveCallSeries, type PveCallTable, pveCallsBetween, pveCallTable } from "../domain/pve/metrics.js"
 import type { ReplicaRole } from "../domain/readiness.js"
 import { type Phase, Phase as PhaseSchema, type State } from "../domain/shard/state.js"
 
@@ -25,10 +26,16 @@ const counter = (name: string, description: string): Metric.Metric.Counter<numbe
 
 // --- events -------------------------------------------------------------------------------------------
 
+const PVE_CALLS = "nstance_pve_calls"
+const PVE_CALL_RETRIES = "nstance_pve_call_retries"
+const PVE_CALL_SECONDS = "nstance_pve_call_seconds"
+
 /** Labels: `endpoint` (`GET /cluster/resources`), `outcome` (`ok`, or the error class: transient, notFound, conflict, permanent, unauthorized, decode). */
-export const pveCalls = counter("nstance_pve_calls", "HTTP requests to the Proxmox VE API (each retry attempt and each task poll counts)")
+export const pveCalls = counter(PVE_CALLS, "HTTP requests to the Proxmox VE API (each retry attempt and each task poll counts)")
+/** Label: `endpoint`. The retry attempts among `nstance_pve_calls` (a transient failure tried again). */
+export const pveCallRetries = counter(PVE_CALL_RETRIES, "Proxmox VE API requests that were retries of a transiently failed one")
 /** Label: `endpoint`. */
-export const pveCallSeconds = Metric.histogram("nstance_pve_call_seconds", LATENCY_SECONDS, "Latency of one Proxmox VE API request in seconds")
+export const pveCallSeconds = Metric.histogram(PVE_CALL_SECONDS, LATENCY_SECONDS, "Latency of one Proxmox VE API request in seconds")
 /** Labels: `saga` (create, delete), `step` (place, template, iso, clone, configure, resize, start, delete), `outcome` (ok, retry, failed, error, interrupted). */
 export const sagaStepSeconds = Metric.histogram("nstance_saga_step_seconds", LATENCY_SECONDS, "Duration of one saga step in seconds, by saga, step and outcome")
 /** Label: `shard`. */
@@ -104,8 +111,8 @@ export const timedSagaStep = (shard: string, phase: Phase) => <A, E, R>(step: Ef
 const pveOutcome = (error: { readonly _tag: string; readonly classification?: string }) =>
   error._tag === "PveDecodeError" ? "decode" : error.classification ?? "error"
 
-/** Counts and times one PVE request to `endpoint` (`GET /version`). */
-export const countedPveCall = (endpoint: string) => <A, E extends { readonly _tag: string; readonly classification?: string }, R>(
+/** Counts and times one PVE request to `endpoint` (`GET /version`); `attempt` > 1 also counts it as a retry. */
+export const countedPveCall = (endpoint: string, attempt = 1) => <A, E extends { readonly _tag: string; readonly classification?: string }, R>(
   call: Effect.Effect<A, E, R>
 ): Effect.Effect<A, E, R> =>
   Effect.gen(function* () {
@@ -116,9 +123,40 @@ export const countedPveCall = (endpoint: string) => <A, E extends { readonly _ta
     if (Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)) return yield* exit
     const outcome = Exit.isSuccess(exit) ? "ok" : Option.match(Cause.failureOption(exit.cause), { onNone: () => "error", onSome: pveOutcome })
     yield* Metric.increment(labelled(pveCalls, { endpoint, outcome }))
+    if (attempt > 1) yield* Metric.increment(labelled(pveCallRetries, { endpoint }))
     yield* Metric.update(labelled(pveCallSeconds, { endpoint }), (ended - started) / 1000)
     return yield* exit
   })
+
+/** The `nstance_pve_*` series of the registry now, as figures per endpoint (since the process started). */
+export const readPveCalls: Effect.Effect<PveCallTable> = Effect.map(Metric.snapshot, (pairs) => {
+  const series: Array<PveCallSeries> = []
+  for (const { metricKey, metricState } of pairs) {
+    const label = (key: string) => metricKey.tags.find((tag) => tag.key === key)?.value ?? ""
+    const endpoint = label("endpoint")
+    if (metricKey.name === PVE_CALLS && MetricState.isCounterState(metricState)) {
+      series.push({ kind: "calls", endpoint, outcome: label("outcome"), count: Number(metricState.count) })
+    } else if (metricKey.name === PVE_CALL_RETRIES && MetricState.isCounterState(metricState)) {
+      series.push({ kind: "retries", endpoint, count: Number(metricState.count) })
+    } else if (metricKey.name === PVE_CALL_SECONDS && MetricState.isHistogramState(metricState)) {
+      series.push({ kind: "seconds", endpoint, sumSeconds: metricState.sum })
+    }
+  }
+  return pveCallTable(series)
+})
+
+/** Reads the PVE calls made since it was built (benches, tests); make another for a new span. */
+export interface PveCallsReader {
+  readonly snapshot: Effect.Effect<PveCallTable>
+}
+
+/**
+ * A reader of the PVE call figures relative to a baseline taken now. The registry is process-wide: the
+ * figures include every client's calls in this process during the span, not one client's.
+ */
+export const makePveCallsReader: Effect.Effect<PveCallsReader> = Effect.map(readPveCalls, (before) => ({
+  snapshot: Effect.map(readPveCalls, (after) => pveCallsBetween(before, after))
+}))
 
 export type GcDeletionKind = "vm-replaced" | "orphan-vm" | "orphan-iso"
 

@@ -7,7 +7,6 @@
  */
 import { Context, Data, type Duration, type Effect, type Option } from "effect"
 import type { PveErrorClass } from "../domain/pve/errors.js"
-import type { MetricsSnapshot } from "../domain/pve/metrics.js"
 import type {
   ClusterStatusEntry,
   NodeResource,
@@ -203,12 +202,3 @@ export interface ProxmoxApiShape {
 }
 
 export class ProxmoxApi extends Context.Tag("nstance/ProxmoxApi")<ProxmoxApi, ProxmoxApiShape>() {}
-
-/** Counts and latencies of PVE calls per endpoint template; fed by the HTTP layer when present. */
-export interface PveMetricsShape {
-  readonly record: (sample: { readonly endpoint: string; readonly durationMs: number; readonly failed: boolean; readonly retry: boolean }) => Effect.Effect<void>
-  readonly snapshot: Effect.Effect<MetricsSnapshot>
-  readonly reset: Effect.Effect<void>
-}
-
-export class PveMetrics extends Context.Tag("nstance/PveMetrics")<PveMetrics, PveMetricsShape>() {}

@@ -7,13 +7,14 @@ import { family, type Family, scrape, total } from "./promParser.js"
 
 const CALLS = "nstance_pve_calls_total"
 const SECONDS_COUNT = "nstance_pve_call_seconds_count"
+const RETRIES = "nstance_pve_call_retries_total"
 
 /** What happened between two scrapes: the increase of one counter's series. */
 const increase = (before: ReadonlyArray<Family>, after: ReadonlyArray<Family>, name: string, labels: Readonly<Record<string, string>>) =>
   total(after, name, labels) - total(before, name, labels)
 
 describe("/metrics: PVE calls by endpoint and outcome, through the real HTTP client", () => {
-  it.scopedLive("counts every request the simulator saw — successes, answers that failed, and retried attempts — under its endpoint template", () =>
+  it.scopedLive("counts every request the simulator saw — successes, answers that failed, and retried attempts (also as retries) — under its endpoint template", () =>
     Effect.gen(function* () {
       const { sim, api } = yield* setup()
       const { url } = yield* startReplica(makeMemoryStore(), "replica-a")
@@ -30,23 +31,29 @@ describe("/metrics: PVE calls by endpoint and outcome, through the real HTTP cli
       const after = yield* scrape(url)
       expect(family(after, "nstance_pve_calls")?.type).toBe("counter")
       expect(family(after, "nstance_pve_call_seconds")?.type).toBe("histogram")
+      expect(family(after, "nstance_pve_call_retries")?.type).toBe("counter")
 
       const version = { endpoint: "GET /version" }
       expect(seen(sim, "GET /version") - seenBefore.version).toBe(5)
       expect(increase(before, after, CALLS, { ...version, outcome: "ok" })).toBe(5)
       expect(increase(before, after, CALLS, version)).toBe(5)
       expect(increase(before, after, SECONDS_COUNT, version)).toBe(5)
+      expect(increase(before, after, RETRIES, version)).toBe(0)
 
       const status = { endpoint: "GET /nodes/{node}/qemu/{vmid}/status/current" }
       expect(seen(sim, status.endpoint) - seenBefore.status).toBe(3)
       expect(increase(before, after, CALLS, { ...status, outcome: "notFound" })).toBe(3)
       expect(increase(before, after, CALLS, status)).toBe(3)
+      // notFound is not retried.
+      expect(increase(before, after, RETRIES, status)).toBe(0)
 
       const resources = { endpoint: "GET /cluster/resources" }
       expect(seen(sim, resources.endpoint) - seenBefore.resources).toBe(3)
       expect(increase(before, after, CALLS, { ...resources, outcome: "transient" })).toBe(2)
       expect(increase(before, after, CALLS, { ...resources, outcome: "ok" })).toBe(1)
       expect(increase(before, after, SECONDS_COUNT, resources)).toBe(3)
+      // Attempts 2 and 3 were retries of the transient 500s.
+      expect(increase(before, after, RETRIES, resources)).toBe(2)
     }))
 
   it.scopedLive("task polls are counted like any other request", () =>

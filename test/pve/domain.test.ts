@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs"
 import { describe, expect, it } from "@effect/vitest"
 import { Either, FastCheck, Option, ParseResult, Schema } from "effect"
 import { classifyPveError, classifyTaskFailure, isTaskSuccess, type PveErrorClass } from "../../src/domain/pve/errors.js"
-import { LATENCY_BUCKETS_MS, emptyMetrics, recordCall } from "../../src/domain/pve/metrics.js"
+import { meanMs, pveCallsBetween, pveCallTable } from "../../src/domain/pve/metrics.js"
 import {
   BooleanFromPve,
   ClusterStatusEntry,
@@ -198,16 +198,28 @@ describe("parseUpid", () => {
   })
 })
 
-describe("metrics", () => {
-  it("counts, errors, retries and cumulative latency buckets per endpoint", () => {
-    let m = emptyMetrics
-    m = recordCall(m, { endpoint: "GET /version", durationMs: 3, failed: false, retry: false })
-    m = recordCall(m, { endpoint: "GET /version", durationMs: 300, failed: true, retry: true })
-    const v = m.get("GET /version")
-    expect([v?.count, v?.errors, v?.retries, v?.totalMs, v?.maxMs]).toEqual([2, 1, 1, 303, 300])
-    expect(v?.buckets[0]).toBe(1)
-    expect(v?.buckets[LATENCY_BUCKETS_MS.indexOf(500)]).toBe(2)
-    expect(v?.buckets[LATENCY_BUCKETS_MS.length]).toBe(2)
-    expect(emptyMetrics.size).toBe(0)
+describe("PVE call figures read off the metric series", () => {
+  it("folds outcomes into count and errors, adds retries and latency, and subtracts a baseline", () => {
+    const before = pveCallTable([
+      { kind: "calls", endpoint: "GET /version", outcome: "ok", count: 1 },
+      { kind: "seconds", endpoint: "GET /version", sumSeconds: 0.003 },
+      { kind: "calls", endpoint: "GET /cluster/status", outcome: "ok", count: 4 }
+    ])
+    const after = pveCallTable([
+      { kind: "calls", endpoint: "GET /version", outcome: "ok", count: 2 },
+      { kind: "calls", endpoint: "GET /version", outcome: "transient", count: 2 },
+      { kind: "retries", endpoint: "GET /version", count: 2 },
+      { kind: "seconds", endpoint: "GET /version", sumSeconds: 0.303 },
+      { kind: "calls", endpoint: "GET /cluster/status", outcome: "ok", count: 4 }
+    ])
+    const v = after.get("GET /version")
+    expect([v?.count, v?.errors, v?.retries]).toEqual([4, 2, 2])
+    const delta = pveCallsBetween(before, after)
+    // An endpoint with no new request is left out.
+    expect([...delta.keys()]).toEqual(["GET /version"])
+    const d = delta.get("GET /version")
+    expect([d?.count, d?.errors, d?.retries]).toEqual([3, 2, 2])
+    expect(d === undefined ? 0 : meanMs(d)).toBeCloseTo(100, 6)
+    expect(pveCallsBetween(after, after).size).toBe(0)
   })
 })

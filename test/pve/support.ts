@@ -1,7 +1,8 @@
 /** Shared set-up for the ProxmoxApi tests: a simulator plus an HTTP client (with metrics) pointed at it. */
 import { Context, Effect, Layer } from "effect"
-import { ProxmoxApiHttp, type ProxmoxApiSettings, PveMetricsLive } from "../../src/layers/ProxmoxApiHttp.js"
-import { ProxmoxApi, PveMetrics } from "../../src/services/ProxmoxApi.js"
+import { ProxmoxApiHttp, type ProxmoxApiSettings } from "../../src/layers/ProxmoxApiHttp.js"
+import { makePveCallsReader } from "../../src/metrics/metrics.js"
+import { ProxmoxApi } from "../../src/services/ProxmoxApi.js"
 import { PveSimulator, type RunningSimulator, type SimulatorOptions } from "../../src/sim/server.js"
 
 /** Fast schedules so retry and polling tests take milliseconds, not seconds. */
@@ -18,8 +19,10 @@ export const fastSettings = (sim: RunningSimulator, overrides: Partial<ProxmoxAp
 
 export const clientFor = (settings: ProxmoxApiSettings) =>
   Effect.gen(function* () {
-    const context = yield* Layer.build(Layer.provideMerge(ProxmoxApiHttp(settings), PveMetricsLive))
-    return { api: Context.get(context, ProxmoxApi), metrics: Context.get(context, PveMetrics) }
+    const context = yield* Layer.build(ProxmoxApiHttp(settings))
+    // The PVE calls made from here on (the metric registry is process-wide; tests in a file run one by one).
+    const metrics = yield* makePveCallsReader
+    return { api: Context.get(context, ProxmoxApi), metrics }
   })
 
 export const setup = (simOptions: SimulatorOptions = {}, overrides: Partial<ProxmoxApiSettings> = {}) =>

@@ -1,56 +1,56 @@
 /**
- * Per-endpoint call counts and latencies of the PVE client, kept as plain data so benches, `/metrics` and
- * tests read the same figures. Endpoints are path templates (`POST /nodes/{node}/qemu/{vmid}/clone`), so
- * the number of series stays fixed however many VMs exist.
+ * PVE call figures per endpoint template as plain data, read off the `nstance_pve_*` series of Effect's
+ * metric registry (`src/metrics/metrics.ts` counts; benches and tests read). The registry is process-wide
+ * and only grows, so a reader compares two readings: `pveCallsBetween(before, after)`.
  */
 
-/** Upper bounds (ms) of the latency histogram buckets; the last bucket is +Inf. */
-export const LATENCY_BUCKETS_MS: ReadonlyArray<number> = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000]
-
-export interface EndpointMetrics {
+export interface PveCallFigures {
   readonly endpoint: string
-  /** HTTP requests sent (each retry attempt counts). */
+  /** HTTP requests sent (each retry attempt and each task poll counts). */
   readonly count: number
-  /** Requests that ended in an error (HTTP status ≥ 400, no answer, or an undecodable body). */
+  /** Requests that failed (an outcome other than `ok`). */
   readonly errors: number
   /** Attempts that were retries of a transient failure. */
   readonly retries: number
+  /** Summed latency of the requests, in ms. */
   readonly totalMs: number
-  readonly maxMs: number
-  /** Cumulative counts per bucket of LATENCY_BUCKETS_MS, plus +Inf at the end. */
-  readonly buckets: ReadonlyArray<number>
 }
 
-export type MetricsSnapshot = ReadonlyMap<string, EndpointMetrics>
+export type PveCallTable = ReadonlyMap<string, PveCallFigures>
 
-export interface CallSample {
-  readonly endpoint: string
-  readonly durationMs: number
-  readonly failed: boolean
-  readonly retry: boolean
+const zero = (endpoint: string): PveCallFigures => ({ endpoint, count: 0, errors: 0, retries: 0, totalMs: 0 })
+
+/** One series' reading, as the registry holds it. */
+export type PveCallSeries =
+  | { readonly kind: "calls"; readonly endpoint: string; readonly outcome: string; readonly count: number }
+  | { readonly kind: "retries"; readonly endpoint: string; readonly count: number }
+  | { readonly kind: "seconds"; readonly endpoint: string; readonly sumSeconds: number }
+
+/** Folds the series of one reading into figures per endpoint. */
+export const pveCallTable = (series: Iterable<PveCallSeries>): PveCallTable => {
+  const table = new Map<string, PveCallFigures>()
+  for (const s of series) {
+    const old = table.get(s.endpoint) ?? zero(s.endpoint)
+    table.set(s.endpoint,
+      s.kind === "calls"
+        ? { ...old, count: old.count + s.count, errors: old.errors + (s.outcome === "ok" ? 0 : s.count) }
+        : s.kind === "retries"
+        ? { ...old, retries: old.retries + s.count }
+        : { ...old, totalMs: old.totalMs + s.sumSeconds * 1000 })
+  }
+  return table
 }
 
-export const emptyMetrics: MetricsSnapshot = new Map()
-
-export const recordCall = (metrics: MetricsSnapshot, sample: CallSample): MetricsSnapshot => {
-  const old = metrics.get(sample.endpoint)
-  const buckets = old?.buckets.slice() ?? new Array<number>(LATENCY_BUCKETS_MS.length + 1).fill(0)
-  LATENCY_BUCKETS_MS.forEach((bound, i) => {
-    if (sample.durationMs <= bound) buckets[i] = (buckets[i] ?? 0) + 1
-  })
-  buckets[LATENCY_BUCKETS_MS.length] = (buckets[LATENCY_BUCKETS_MS.length] ?? 0) + 1
-  const next = new Map(metrics)
-  next.set(sample.endpoint, {
-    endpoint: sample.endpoint,
-    count: (old?.count ?? 0) + 1,
-    errors: (old?.errors ?? 0) + (sample.failed ? 1 : 0),
-    retries: (old?.retries ?? 0) + (sample.retry ? 1 : 0),
-    totalMs: (old?.totalMs ?? 0) + sample.durationMs,
-    maxMs: Math.max(old?.maxMs ?? 0, sample.durationMs),
-    buckets
-  })
-  return next
+/** What happened between two readings; endpoints without new requests are left out. */
+export const pveCallsBetween = (before: PveCallTable, after: PveCallTable): PveCallTable => {
+  const delta = new Map<string, PveCallFigures>()
+  for (const [endpoint, a] of after) {
+    const b = before.get(endpoint) ?? zero(endpoint)
+    if (a.count === b.count) continue
+    delta.set(endpoint, { endpoint, count: a.count - b.count, errors: a.errors - b.errors, retries: a.retries - b.retries, totalMs: a.totalMs - b.totalMs })
+  }
+  return delta
 }
 
-/** Mean latency in ms (0 when nothing was recorded). */
-export const meanMs = (m: EndpointMetrics): number => (m.count === 0 ? 0 : m.totalMs / m.count)
+/** Mean latency in ms (0 when nothing was sent). */
+export const meanMs = (m: PveCallFigures): number => (m.count === 0 ? 0 : m.totalMs / m.count)
