@@ -32,7 +32,7 @@ describe("printers escape what they echo", () => {
     const result = await server(["--validate", file])
     expect(result.status).toBe(1)
     expect(result.stderr).not.toContain("\u001b")
-    expect(lines(result.stderr)[0]).toBe("✗ \\x1b[2Jcluster: unknown field (expected one of: cluster, shard, defaults, templates, groups)")
+    expect(lines(result.stderr)[0]).toBe("✗ \\x1b[2Jcluster: unknown field (expected one of: cluster, shard, defaults, templates, certificates, groups)")
   })
 
   it("place: a binary --resources file is not echoed raw", async () => {

@@ -1,86 +1,33 @@
 /**
- * A shard leader on the HTTP Proxmox simulator and a memory object store, for the saga, reconcile and GC
- * simulation tests: the real `leaderScope` (event log, adoption, saga runner, reconcile, GC) with the real
- * HTTP client, a config parsed from JSONC and held in a `SubscriptionRef`, and helpers that read what the
- * tests assert on — the simulator's model (VMs, their config, volumes) and the folded event log.
+ * A shard leader on the HTTP Proxmox simulator and a memory object store, for the tests that need the wire
+ * (agent registration over real HTTP): the real `leaderScope` with the real HTTP client, in real time. The
+ * saga, reconcile, GC, crash and fencing suites run in the simulated world instead
+ * (`test/support/simWorld.ts`: the in-process PVE layer on a virtual clock).
  */
-import { Chunk, Context, Deferred, Duration, Effect, Either, Fiber, HashMap, Layer, Logger, LogLevel, Option, Stream, SubscriptionRef } from "effect"
-import { type ParsedShardConfig, parseShardConfig } from "../../src/domain/config/index.js"
-import { makeInstanceIdGenerator } from "../../src/domain/instanceId.js"
+import { Chunk, Duration, Effect, HashMap, Logger, LogLevel, Option, Stream, SubscriptionRef } from "effect"
 import type { ShardEventEncoded } from "../../src/domain/shard/events.js"
-import { allInstances, type Instance, type State } from "../../src/domain/shard/state.js"
+import type { State } from "../../src/domain/shard/state.js"
 import { replayStore } from "../../src/layers/EventLogStore.js"
 import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
 import { ProxmoxApiHttp } from "../../src/layers/ProxmoxApiHttp.js"
 import { ObjectStore, type ObjectStoreShape } from "../../src/services/ObjectStore.js"
-import { ProxmoxApi, type ProxmoxApiShape } from "../../src/services/ProxmoxApi.js"
 import { leaderScope } from "../../src/shard/LeaderScope.js"
 import type { GcGraces } from "../../src/shard/ShardContext.js"
+import type { ShardReplicaShape } from "../../src/shard/ShardReplica.js"
 import { type GuestHook, PveSimulator, type RunningSimulator, type SimVm } from "../../src/sim/server.js"
 import { makeClusterPki } from "../../src/layers/ClusterPkiStore.js"
+import { CLUSTER, type ConfigOptions, configText, convergenceProblems, nonTemplateVms as modelVms, parseConfig, SHARD } from "../support/simWorld.js"
 
-export const CLUSTER = "acme"
-export const SHARD = "pve-a"
-export const TENANT = "shop"
-export const GROUP = "web"
-export const KIND = "web"
-export const BRIDGE = "vmbr1"
-export const ISO_STORAGE = "local"
-export const OUR_TAGS = `nstance;${CLUSTER};${SHARD}`
-
-export interface ConfigOptions {
-  readonly size: number
-  readonly templateName?: string
-  readonly gcInterval?: string
-  /** `disk:` of the instance type in GiB; the template's disk is 2 GiB, so more means a resize. */
-  readonly diskGiB?: number
-  /** `shard.bind.registration_addr` and `shard.advertise.registration_addr` (default `:8992` / `10.0.0.1:8992`). */
-  readonly registrationAddr?: string
-  readonly registrationTimeout?: string
-  readonly healthCheckInterval?: string
-}
-
-/** A small shard config: one tenant, one group of `size` VMs cloned from the simulator's per-node template. */
-export const configText = (o: ConfigOptions): string => `// simulation test shard
-{
-  "cluster": { "id": "${CLUSTER}" },
-  "shard": {
-    "id": "${SHARD}",
-    "infra": { "provider": "proxmox", "region": "dc1", "zone": "z1", "options": { "cloud_init_iso_storage": "${ISO_STORAGE}" } },
-    "bind": { "health_addr": ":8990", "election_addr": ":8991", "registration_addr": "${o.registrationAddr ?? ":8992"}", "operator_addr": ":8993", "agent_addr": ":8994" },
-    "advertise": { "health_addr": ":8990", "election_addr": ":8991", "registration_addr": "${o.registrationAddr ?? "10.0.0.1:8992"}", "operator_addr": "10.0.0.1:8993", "agent_addr": "10.0.0.1:8994" },
-    "subnet_pools": { "edge": ["${BRIDGE}"] },
-    "garbage_collection": { "interval": "${o.gcInterval ?? "1s"}", "registration_timeout": "${o.registrationTimeout ?? "1m"}" },${o.healthCheckInterval === undefined ? "" : ` "health_check_interval": "${o.healthCheckInterval}",`}
-  },
-  "defaults": {
-    "args": { "StoragePool": "local-lvm", "TemplateName": "${o.templateName ?? "debian-13-template"}", "StartOnBoot": true },
-    "userdata": { "content": "#!/bin/sh\\necho hello\\n" },
-  },
-  "templates": {
-    "web": { "kind": "${KIND}", "instance_type": "cpu:1,memory:512,disk:${o.diskGiB ?? 4}", "subnet_pool": "edge" },
-  },
-  "groups": { "${TENANT}": { "${GROUP}": { "template": "web", "size": ${o.size} } } },
-}
-`
-
-export const parseConfig = (text: string): ParsedShardConfig => {
-  const parsed = parseShardConfig(text)
-  if (Either.isLeft(parsed)) throw new Error(`test config does not parse: ${JSON.stringify(parsed.left.problems)}`)
-  return parsed.right
-}
-
-const mintId = makeInstanceIdGenerator()
-/** A fresh, valid instance ID of our kind (for VMs made behind the leader's back). */
-export const freshInstanceId = (kind = KIND) => mintId(kind)
+// The shard config and the judges are the simulated world's (test/support/simWorld.ts), so both harnesses
+// build and judge the same shard.
+export { CLUSTER, type ConfigOptions, configText, OUR_TAGS, parseConfig, SHARD } from "../support/simWorld.js"
 
 export interface LeaderOptions {
   readonly replica?: string
   /** The store this leader writes through (default: the harness's store). */
   readonly store?: ObjectStoreShape
-  /** Wraps this leader's PVE client (e.g. to record its calls). */
-  readonly wrapPve?: (pve: ProxmoxApiShape) => ProxmoxApiShape
-  /** This leader's own config (default: the harness's shared `SubscriptionRef`). */
-  readonly config?: SubscriptionRef.SubscriptionRef<ParsedShardConfig>
+  /** The replica handle the term is published to (replica-level endpoints such as the agent endpoint). */
+  readonly handle?: ShardReplicaShape
 }
 
 export interface HarnessOptions extends ConfigOptions {
@@ -96,8 +43,7 @@ export interface HarnessOptions extends ConfigOptions {
 export type EventView = ShardEventEncoded & { readonly seq: number }
 
 /** Non-template VMs of the simulator. */
-export const nonTemplateVms = (sim: RunningSimulator): Array<SimVm> =>
-  [...sim.model.vms.values()].filter((vm) => vm.config.get("template") !== "1")
+export const nonTemplateVms = (sim: RunningSimulator): Array<SimVm> => modelVms(sim.model)
 
 export const makeHarness = (options: HarnessOptions) =>
   Effect.gen(function* () {
@@ -137,25 +83,19 @@ export const makeHarness = (options: HarnessOptions) =>
         clusterId: CLUSTER,
         shard: SHARD,
         replica: o.replica ?? `replica-${term}`,
-        config: o.config ?? config,
+        config,
         eventLog: { batchWindow: "5 millis" },
         ...(options.graces === undefined ? {} : { graces: options.graces }),
-        ...(pki === undefined ? {} : { registration: { pki } })
+        ...(pki === undefined ? {} : { registration: { pki } }),
+        ...(o.handle === undefined ? {} : { handle: o.handle })
       })(term).pipe(
-        Effect.provide(
-          o.wrapPve === undefined
-            ? ProxmoxApiHttp(pveSettings)
-            : Layer.effect(ProxmoxApi, Effect.map(ProxmoxApi, o.wrapPve)).pipe(Layer.provide(ProxmoxApiHttp(pveSettings)))
-        ),
+        Effect.provide(ProxmoxApiHttp(pveSettings)),
         Effect.provideService(ObjectStore, o.store ?? store),
         Effect.annotateLogs({ term }),
         Effect.provide(logger),
         Logger.withMinimumLogLevel(LogLevel.Debug),
         Effect.forkScoped
       )
-
-    /** A PVE client for the test itself (acting behind the leader's back). */
-    const pve = Context.get(yield* Layer.build(ProxmoxApiHttp(pveSettings)), ProxmoxApi)
 
     const setConfig = (change: Partial<ConfigOptions>) =>
       Effect.suspend(() => {
@@ -195,149 +135,10 @@ export const makeHarness = (options: HarnessOptions) =>
       })
 
     return {
-      sim, store, config, logs, leader, pve, setConfig, state, events, waitUntil,
+      sim, store, config, logs, leader, setConfig, state, events, waitUntil,
       /** Problems keeping the shard from being converged at `size` running instances, with nothing leaked. */
-      convergence: (size: number) => Effect.map(state, (s) => convergenceProblems(sim, s, size))
+      convergence: (size: number) => Effect.map(state, (s) => convergenceProblems(sim.model, s, size))
     }
   })
 
 export type Harness = Effect.Effect.Success<ReturnType<typeof makeHarness>>
-
-/**
- * Everything that must hold once the shard is at rest with `size` instances: the log has exactly `size`
- * instances, all running; PVE has exactly one VM per instance (by name) and no other non-template VM, each
- * configured as the saga configures it and running; every disk belongs to an existing VM; the only ISOs are
- * the instances' own.
- */
-export const convergenceProblems = (sim: RunningSimulator, state: State, size: number): Array<string> => {
-  const problems: Array<string> = []
-  const instances = allInstances(state)
-  if (instances.length !== size) problems.push(`log: ${instances.length} instances, want ${size} (${describe(instances)})`)
-  for (const i of instances) if (i.phase !== "running") problems.push(`log: ${i.id} is ${i.phase}`)
-  const ids = new Set(instances.map((i) => i.id))
-  const byName = new Map<string, Array<SimVm>>()
-  for (const vm of nonTemplateVms(sim)) {
-    const name = vm.config.get("name") ?? `(unnamed ${vm.vmid})`
-    byName.set(name, [...(byName.get(name) ?? []), vm])
-  }
-  for (const [name, vms] of byName) {
-    if (vms.length > 1) problems.push(`pve: ${vms.length} VMs named ${name} (${vms.map((vm) => vm.vmid).join(", ")})`)
-    if (!ids.has(name)) problems.push(`pve: VM ${vms.map((vm) => vm.vmid).join(",")} named ${name} is not an instance of the log`)
-  }
-  for (const i of instances) {
-    const vms = byName.get(i.id) ?? []
-    if (vms.length === 0) {
-      problems.push(`pve: no VM for ${i.id}`)
-      continue
-    }
-    problems.push(...vmConfigProblems(vms[0]!, i))
-  }
-  problems.push(...volumeProblems(sim, ids))
-  return problems
-}
-
-const describe = (instances: ReadonlyArray<Instance>) => instances.map((i) => `${i.id.slice(-6)}:${i.phase}`).join(", ")
-
-/** How a VM made by the create saga must look. */
-export const vmConfigProblems = (vm: SimVm, instance: Instance): Array<string> => {
-  const problems: Array<string> = []
-  const c = vm.config
-  const where = `pve: VM ${vm.vmid} (${instance.id})`
-  if (instance.vmid !== vm.vmid) problems.push(`${where}: the log says VMID ${instance.vmid}`)
-  if (c.get("tags") !== OUR_TAGS) problems.push(`${where}: tags ${c.get("tags")}`)
-  const description = decodeURIComponent(c.get("description") ?? "")
-  if (!description.includes("DO NOT EDIT") || !description.includes(`group: ${GROUP}`) || !description.includes(`tenant: ${TENANT}`)) {
-    problems.push(`${where}: description is not the managed-notes block: ${JSON.stringify(description)}`)
-  }
-  if (!(c.get("net0") ?? "").includes(`bridge=${BRIDGE}`)) problems.push(`${where}: net0 ${c.get("net0")}`)
-  if (c.get("ide2") !== `${ISO_STORAGE}:iso/nstance-${instance.id}.iso,media=cdrom`) problems.push(`${where}: ide2 ${c.get("ide2")}`)
-  if (vm.status !== "running") problems.push(`${where}: ${vm.status}`)
-  if (c.get("lock") !== undefined) problems.push(`${where}: locked (${c.get("lock")})`)
-  return problems
-}
-
-/** Disks of VMs that do not exist, and ISOs other than the instances' own. */
-export const volumeProblems = (sim: RunningSimulator, instanceIds: ReadonlySet<string>): Array<string> => {
-  const problems: Array<string> = []
-  for (const volume of sim.model.volumes.values()) {
-    if (volume.content === "images") {
-      if (volume.vmid === undefined || !sim.model.vms.has(volume.vmid)) problems.push(`pve: leaked disk ${volume.volid} on ${volume.node ?? "shared"}`)
-    } else if (volume.content === "iso") {
-      const match = /^[^:]+:iso\/nstance-(.+)\.iso$/.exec(volume.volid)
-      if (match === null || !instanceIds.has(match[1]!)) problems.push(`pve: leaked ISO ${volume.volid} on ${volume.node ?? "shared"}`)
-    }
-  }
-  return problems
-}
-
-/**
- * A store that stops the leader right around its `k`-th segment write (`log/…` PUT): `after` lets that
- * write land and then never returns (the process died after a durable append); `before` never lets it land
- * (the process died after the side effect, before its result was recorded). Every later PUT hangs too.
- * `crashed` completes when the crash point is reached, so the test can interrupt the leader's fiber.
- */
-export const crashingStore = (base: ObjectStoreShape, k: number, mode: "before" | "after") =>
-  Effect.gen(function* () {
-    const crashed = yield* Deferred.make<void>()
-    let segments = 0
-    let dead = false
-    const store: ObjectStoreShape = {
-      ...base,
-      put: (key, body, pre) =>
-        Effect.suspend(() => {
-          if (dead) return Effect.never
-          if (!key.startsWith("log/")) return base.put(key, body, pre)
-          segments++
-          if (segments < k) return base.put(key, body, pre)
-          dead = true
-          const die = Deferred.succeed(crashed, undefined).pipe(Effect.zipRight(Effect.never))
-          return mode === "before" ? die : base.put(key, body, pre).pipe(Effect.zipRight(die))
-        })
-    }
-    return { store, crashed, segments: () => segments }
-  })
-
-/** Runs a leader until `crashed` completes, then interrupts it (the process is gone). */
-export const crashLeader = (fiber: Fiber.RuntimeFiber<never, unknown>, crashed: Deferred.Deferred<void>, timeout: Duration.DurationInput = "10 seconds") =>
-  Deferred.await(crashed).pipe(
-    Effect.timeoutFail({ duration: timeout, onTimeout: () => new Error("the crash point was never reached") }),
-    Effect.zipRight(Fiber.interrupt(fiber)),
-    Effect.asVoid
-  )
-
-export interface ForeignVm {
-  readonly name: string
-  readonly node?: string
-  readonly tags?: string
-  readonly description?: string
-  /** Uploads this ISO file name to `local` and attaches it as ide2. */
-  readonly isoFile?: string
-  readonly start?: boolean
-}
-
-/**
- * Makes a VM through the PVE API the way an operator, another tool or the original Go server would — not
- * through the leader: clone of the node's template, one config call, optionally an ISO and a start.
- */
-export const makeVmBehindOurBack = (pve: ProxmoxApiShape, vm: ForeignVm) =>
-  Effect.gen(function* () {
-    const node = vm.node ?? "pve1"
-    const template = { pve1: 9000, pve2: 9001, pve3: 9002 }[node] ?? 9000
-    const vmid = yield* pve.nextId()
-    yield* pve.clone(node, template, { newid: vmid, name: vm.name, full: true, storage: "local-lvm" }).pipe(Effect.flatMap((upid) => pve.waitTask(node, upid)))
-    let ide2: string | undefined
-    if (vm.isoFile !== undefined) {
-      yield* pve.upload(node, ISO_STORAGE, { filename: vm.isoFile, content: "iso", data: new Uint8Array(2048) }).pipe(Effect.flatMap((upid) => pve.waitTask(node, upid)))
-      ide2 = `${ISO_STORAGE}:iso/${vm.isoFile},media=cdrom`
-    }
-    const update = {
-      ...(vm.tags === undefined ? {} : { tags: vm.tags }),
-      ...(vm.description === undefined ? {} : { description: vm.description }),
-      ...(ide2 === undefined ? {} : { ide2 })
-    }
-    if (Object.keys(update).length > 0) {
-      yield* pve.updateConfig(node, vmid, update).pipe(Effect.flatMap(Option.match({ onNone: () => Effect.void, onSome: (upid) => Effect.asVoid(pve.waitTask(node, upid)) })))
-    }
-    if (vm.start === true) yield* pve.start(node, vmid).pipe(Effect.flatMap((upid) => pve.waitTask(node, upid)))
-    return { vmid, node }
-  }).pipe(Effect.orDie)
