@@ -1,7 +1,7 @@
 /**
  * The shard event log under load, on the memory store:
  *
- * 1. Replay of a log describing 10k instances (~105k events: requested → placed → templated → ISO → clone
+ * 1. Replay of logs describing 1k and 10k instances (~10k and ~105k events: requested → placed → templated → ISO → clone
  *    → cloned → configured → started; a tenth deleted and gone; a few failures and leader changes), through
  *    `replayStore`: wall time and peak RSS, (a) from the segments alone and (b) from a snapshot near the end
  *    plus a ≤ 1000-event tail (the layer snapshots every 1000 events). Each is run with dense segments
@@ -55,7 +55,8 @@ const MB = 1024 * 1024
 
 // ---- the log: 10k instances --------------------------------------------------------------------------------
 
-const INSTANCES = 10_000
+/** Instances in the replayed logs: ~10k and ~100k events. */
+const LOG_SIZES = [1_000, 10_000] as const
 
 /** Splits the events into segments of `sizeOf(i)` events. */
 const segmentsOf = (events: ReadonlyArray<ShardEvent>, sizeOf: () => number): Array<ReadonlyArray<ShardEvent>> => {
@@ -335,9 +336,10 @@ const putsPerVm = (concurrency: number, vms: number, seed: number) =>
 
 // ---- main --------------------------------------------------------------------------------------------------
 
-const main = async () => {
+/** The replays of one log size: dense and sparse segments, each from the segments alone and from a snapshot. */
+const replaysOf = (instances: number, dir: string, bundle: string) => {
   const t0 = performance.now()
-  const events = buildEvents(INSTANCES)
+  const events = buildEvents(instances)
   const expected = fold(events)
   const prng = makePrng(7)
   const variants = {
@@ -345,9 +347,34 @@ const main = async () => {
     sparse: segmentsOf(events, () => prng.int(1, 6))
   }
   console.log(
-    `log: ${INSTANCES} instances, ${events.length} events (${HashMap.size(expected.instances)} instances left, ${expected.goneCount} gone); ` +
+    `log: ${instances} instances, ${events.length} events (${HashMap.size(expected.instances)} instances left, ${expected.goneCount} gone); ` +
       `dense ${variants.dense.length} segments of 256, sparse ${variants.sparse.length} segments of 1–6 events; built in ${((performance.now() - t0) / 1000).toFixed(1)} s`
   )
+  const replays: Array<{ instances: number; events: number; scenario: string; segments: string; snapshotSeq: number; tailEvents: number } & ReplayFigures> = []
+  for (const [segments, list] of Object.entries(variants)) {
+    for (const snapshots of [false, true]) {
+      const scenario = snapshots ? "snapshot + tail" : "all segments"
+      const { objects, snapshotSeq, tailEvents } = bucket(list, snapshots)
+      const path = join(dir, `${instances}-${segments}-${snapshots ? "snap" : "full"}.bin`)
+      saveObjects(path, objects)
+      const child = spawnSync(process.execPath, ["--expose-gc", ...(process.env["BENCH_NODE_FLAGS"] ?? "").split(" ").filter(Boolean), bundle, "--child", path], {
+        cwd: join(here, ".."), encoding: "utf8", maxBuffer: 16 * MB
+      })
+      if (child.status !== 0) throw new Error(`replay child (${segments}, ${scenario}) exited with ${child.status ?? child.signal}:\n${child.stderr}`)
+      const figures = JSON.parse(child.stdout.trim().split("\n").at(-1)!) as ReplayFigures
+      // The replay must fold to exactly the state of all the events, whichever way it went.
+      const s = figures.state
+      if (s.instances !== HashMap.size(expected.instances) || s.gone !== expected.goneCount || s.term !== expected.term ||
+        s.vmidHighWater !== expected.vmidHighWater || s.anomalies !== expected.anomalies || s.seq !== list.length || s.snapshotSeq !== snapshotSeq) {
+        throw new Error(`replay of ${segments}/${scenario} folded to ${JSON.stringify(s)}; expected ${HashMap.size(expected.instances)} instances, seq ${list.length}, snapshot ${snapshotSeq}`)
+      }
+      replays.push({ instances, events: events.length, scenario, segments, snapshotSeq, tailEvents, ...figures })
+    }
+  }
+  return { log: { instances, events: events.length, segments: { dense: variants.dense.length, sparse: variants.sparse.length } }, replays }
+}
+
+const main = async () => {
   const dir = mkdtempSync(join(tmpdir(), "nstance-bench-eventlog-"))
   // The replay child runs as an esbuild bundle, as the daemon runs from dist/: under tsx, the loader and its
   // transpiled sources alone take the RSS to ~160 MB before the first segment is read.
@@ -357,27 +384,14 @@ const main = async () => {
     mainFields: ["module", "main"], logLevel: "warning",
     banner: { js: "import { createRequire as __benchRequire } from 'node:module'; const require = __benchRequire(import.meta.url);" }
   })
-  const replays: Array<{ scenario: string; segments: string; snapshotSeq: number; tailEvents: number } & ReplayFigures> = []
+  const logs: Array<ReturnType<typeof replaysOf>["log"]> = []
+  const replays: Array<ReturnType<typeof replaysOf>["replays"][number]> = []
   try {
-    for (const [segments, list] of Object.entries(variants)) {
-      for (const snapshots of [false, true]) {
-        const scenario = snapshots ? "snapshot + tail" : "all segments"
-        const { objects, snapshotSeq, tailEvents } = bucket(list, snapshots)
-        const path = join(dir, `${segments}-${snapshots ? "snap" : "full"}.bin`)
-        saveObjects(path, objects)
-        const child = spawnSync(process.execPath, ["--expose-gc", ...(process.env["BENCH_NODE_FLAGS"] ?? "").split(" ").filter(Boolean), bundle, "--child", path], {
-          cwd: join(here, ".."), encoding: "utf8", maxBuffer: 16 * MB
-        })
-        if (child.status !== 0) throw new Error(`replay child (${segments}, ${scenario}) exited with ${child.status ?? child.signal}:\n${child.stderr}`)
-        const figures = JSON.parse(child.stdout.trim().split("\n").at(-1)!) as ReplayFigures
-        // The replay must fold to exactly the state of all the events, whichever way it went.
-        const s = figures.state
-        if (s.instances !== HashMap.size(expected.instances) || s.gone !== expected.goneCount || s.term !== expected.term ||
-          s.vmidHighWater !== expected.vmidHighWater || s.anomalies !== expected.anomalies || s.seq !== list.length || s.snapshotSeq !== snapshotSeq) {
-          throw new Error(`replay of ${segments}/${scenario} folded to ${JSON.stringify(s)}; expected ${HashMap.size(expected.instances)} instances, seq ${list.length}, snapshot ${snapshotSeq}`)
-        }
-        replays.push({ scenario, segments, snapshotSeq, tailEvents, ...figures })
-      }
+    // ~10k and ~100k events.
+    for (const instances of LOG_SIZES) {
+      const one = replaysOf(instances, dir, bundle)
+      logs.push(one.log)
+      replays.push(...one.replays)
     }
   } finally {
     if (process.env["BENCH_KEEP"] === "1") console.log(`kept the bucket files in ${dir}`)
@@ -385,12 +399,12 @@ const main = async () => {
   }
 
   console.log("\nreplay through replayStore (memory store; fresh process each; cold = first replay, warm = median of 5 more)")
-  console.log(`${"segments".padEnd(8)} ${"from".padEnd(16)} ${"read".padStart(18)} ${"store".padStart(8)} ${"cold".padStart(9)} ${"warm".padStart(9)} ${"RSS before".padStart(11)} ${"RSS peak".padStart(9)} ${"Δ".padStart(7)}  goal < 1 s, < 150 MB`)
+  console.log(`${"events".padStart(7)} ${"segments".padEnd(8)} ${"from".padEnd(16)} ${"read".padStart(18)} ${"store".padStart(8)} ${"cold".padStart(9)} ${"warm".padStart(9)} ${"RSS before".padStart(11)} ${"RSS peak".padStart(9)} ${"Δ".padStart(7)}  goal < 1 s, < 150 MB`)
   for (const r of replays) {
     const read = r.snapshotSeq === 0 ? `${r.state.seq} segments` : `snap + ${r.state.seq - r.snapshotSeq} seg (${r.tailEvents} ev)`
     const ok = r.coldMs < 1000 && r.peakRssMB < 150 ? "ok" : "MISSED"
     console.log(
-      `${r.segments.padEnd(8)} ${r.scenario.padEnd(16)} ${read.padStart(18)} ${`${(r.storeBytes / MB).toFixed(1)} MB`.padStart(8)} ` +
+      `${String(r.events).padStart(7)} ${r.segments.padEnd(8)} ${r.scenario.padEnd(16)} ${read.padStart(18)} ${`${(r.storeBytes / MB).toFixed(1)} MB`.padStart(8)} ` +
         `${`${r.coldMs.toFixed(0)} ms`.padStart(9)} ${`${r.warmMs.toFixed(0)} ms`.padStart(9)} ${`${r.baselineRssMB.toFixed(0)} MB`.padStart(11)} ` +
         `${`${r.peakRssMB.toFixed(0)} MB`.padStart(9)} ${`+${(r.peakRssMB - r.baselineRssMB).toFixed(0)}`.padStart(7)}  ${ok}`
     )
@@ -410,7 +424,7 @@ const main = async () => {
   }
 
   const file = writeResult("eventLog", {
-    log: { instances: INSTANCES, events: events.length, segments: { dense: variants.dense.length, sparse: variants.sparse.length } },
+    logs,
     replay: replays,
     putsPerCreatedVm: puts
   })
