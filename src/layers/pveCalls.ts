@@ -27,6 +27,7 @@ import {
   VolumeAttributes
 } from "../domain/pve/schemas.js"
 import { pveInstanceStatus } from "../domain/pve/status.js"
+import { countedPveCall } from "../metrics/metrics.js"
 import { parseUpid } from "../domain/pve/upid.js"
 import {
   PveApiError,
@@ -115,16 +116,105 @@ export interface PveTransport {
   readonly exchange: <A>(spec: CallSpec<A>, attempt: number) => Effect.Effect<A, PveError>
   /** A call with the transport's retry policy. */
   readonly call: <A>(spec: CallSpec<A>) => Effect.Effect<A, PveError>
-  readonly pollSchedule: Schedule.Schedule<unknown, unknown>
+  /** How `waitTask` spaces its polls (built by `taskPollSchedule` from the layer's settings). */
+  readonly pollSchedule: TaskPolling
   readonly defaultTaskTimeout: Duration.DurationInput
   readonly visibilityGraceMs: number
 }
 
-/** Task polling as the settings describe it: exponential from `initial` by `factor`, capped at `max`. */
-export const taskPollSchedule = (taskPoll?: { readonly initial?: Duration.DurationInput; readonly factor?: number; readonly max?: Duration.DurationInput }) =>
-  Schedule.exponential(taskPoll?.initial ?? "150 millis", taskPoll?.factor ?? 1.6).pipe(
-    Schedule.union(Schedule.spaced(taskPoll?.max ?? "2500 millis"))
-  )
+export interface TaskPollSettings {
+  /** The shortest gap between polls: near a task's expected end, and first for a task of a kind not seen yet. */
+  readonly initial?: Duration.DurationInput
+  /** How fast the gaps grow once a task runs past its expected end (or has none). */
+  readonly factor?: number
+  /** The longest gap between polls. */
+  readonly max?: Duration.DurationInput
+}
+
+/**
+ * When a task is expected to end, in ms after the wait began: most likely between `fromMs` and `toMs`.
+ */
+export interface TaskExpectation {
+  readonly fromMs: number
+  readonly toMs: number
+}
+
+/**
+ * Task polling that tracks how long a task is expected to take. Before the window in which it usually ends,
+ * the gap to the next poll is half the time left until the window (an early end is seen within half its
+ * earliness); inside the window, a sixth of the window's width (the usual end is seen within a twelfth of it
+ * on average); past the window it grows with how late the task is (`factor` − 1 times the overrun), so a
+ * long task costs few polls. Every gap is at least `initial` and at most `max`. Without an expectation (a task
+ * type not yet seen on any node) the window is the start, and gaps are capped at `max` × 0.4, since when such
+ * a task ends is anyone's guess.
+ */
+export interface TaskPolling {
+  readonly initialMs: number
+  readonly factor: number
+  readonly maxMs: number
+  /** The delay before the next poll, `elapsedMs` into a task. */
+  readonly delayMs: (elapsedMs: number, expected: TaskExpectation | undefined) => number
+  /** The poll schedule of one wait that started at `startedAt` (Clock millis). */
+  readonly schedule: (startedAt: number, expected: TaskExpectation | undefined) => Schedule.Schedule<unknown, unknown>
+}
+
+export const taskPollSchedule = (taskPoll?: TaskPollSettings): TaskPolling => {
+  const initialMs = Math.max(1, Duration.toMillis(Duration.decode(taskPoll?.initial ?? "150 millis")))
+  const factor = Math.max(1.01, taskPoll?.factor ?? 1.6)
+  const maxMs = Math.max(initialMs, Duration.toMillis(Duration.decode(taskPoll?.max ?? "2500 millis")))
+  const unknownMaxMs = Math.max(initialMs, maxMs * 0.4)
+  const delayMs = (elapsedMs: number, expected: TaskExpectation | undefined) => {
+    if (expected === undefined) return Math.min(unknownMaxMs, Math.max(initialMs, elapsedMs * (factor - 1)))
+    const gap = elapsedMs < expected.fromMs
+      ? (expected.fromMs - elapsedMs) / 2
+      : elapsedMs <= expected.toMs
+      ? (expected.toMs - expected.fromMs) / 6
+      : (elapsedMs - expected.toMs) * (factor - 1)
+    return Math.min(maxMs, Math.max(initialMs, gap))
+  }
+  return {
+    initialMs,
+    factor,
+    maxMs,
+    delayMs,
+    schedule: (startedAt, expected) =>
+      Schedule.forever.pipe(
+        Schedule.addDelayEffect(() => Effect.map(Clock.currentTimeMillis, (now) => Duration.millis(delayMs(now - startedAt, expected))))
+      )
+  }
+}
+
+/**
+ * How long tasks of one type take on one node, learned from the waits themselves (each observation is the
+ * midpoint between the last poll that saw the task running and the first that saw it stopped): a moving
+ * average and a moving mean deviation, as TCP estimates round trips; the expected window is the average ± two
+ * deviations. Per node and type (a clone's copy time depends on the node's storage); a type not seen on a
+ * node yet borrows what other nodes showed.
+ */
+const TASK_DURATION_WEIGHT = 0.25
+const makeTaskDurations = () => {
+  const byKey = new Map<string, { mean: number; dev: number }>()
+  const byType = new Map<string, { mean: number; dev: number }>()
+  const blend = (map: Map<string, { mean: number; dev: number }>, key: string, ms: number) => {
+    const before = map.get(key)
+    if (before === undefined) {
+      map.set(key, { mean: ms, dev: ms / 20 })
+      return
+    }
+    before.dev += TASK_DURATION_WEIGHT * (Math.abs(ms - before.mean) - before.dev)
+    before.mean += TASK_DURATION_WEIGHT * (ms - before.mean)
+  }
+  return {
+    expected: (node: string, type: string): TaskExpectation | undefined => {
+      const found = byKey.get(`${node}/${type}`) ?? byType.get(type)
+      return found === undefined ? undefined : { fromMs: Math.max(0, found.mean - 2 * found.dev), toMs: found.mean + 2 * found.dev }
+    },
+    observe: (node: string, type: string, ms: number) => {
+      blend(byKey, `${node}/${type}`, ms)
+      blend(byType, type, ms)
+    }
+  }
+}
 
 /** Transient-failure retries: total attempts (default 5), first delay (200 ms, doubling, capped at 5 s), jittered. */
 export interface RetrySettings {
@@ -150,6 +240,7 @@ export const retryingCall = (
         const endpoint = `${spec.method} ${spec.template}`
         const once = Effect.flatMap(Ref.updateAndGet(counter, (n) => n + 1), (attempt) =>
           exchange(spec, attempt).pipe(
+            countedPveCall(endpoint, attempt),
             Effect.tapError((error) =>
               error._tag === "PveApiError" && error.classification === "transient" && attempt < attempts
                 ? Effect.logWarning(`PVE ${endpoint} failed transiently (attempt ${attempt}/${attempts}), retrying`).pipe(
@@ -167,7 +258,10 @@ export const retryingCall = (
 
 /** Every endpoint of `ProxmoxApi` over a transport. */
 export const makeProxmoxApiShape = (transport: PveTransport): ProxmoxApiShape => {
-  const { call, exchange, pollSchedule, defaultTaskTimeout, visibilityGraceMs } = transport
+  const { call, pollSchedule, defaultTaskTimeout, visibilityGraceMs } = transport
+  // Task polls go out through `exchange` directly (`call` counts its own attempts): each is counted too.
+  const exchange: PveTransport["exchange"] = (spec, attempt) => transport.exchange(spec, attempt).pipe(countedPveCall(`${spec.method} ${spec.template}`))
+  const taskDurations = makeTaskDurations()
   const enc = encodeURIComponent
   const vmPath = (node: string, vmid: number) => `/nodes/${enc(node)}/qemu/${vmid}`
 
@@ -201,6 +295,9 @@ export const makeProxmoxApiShape = (transport: PveTransport): ProxmoxApiShape =>
     const timeout = Duration.decode(options?.timeout ?? defaultTaskTimeout)
     const started = yield* Clock.currentTimeMillis
     const last = yield* Ref.make(Option.none<TaskStatus>())
+    // When the task was last seen running (ms after `started`): with the first poll that sees it stopped,
+    // it brackets the task's end.
+    const lastRunning = yield* Ref.make(0)
     const spec = { method: "GET", template: "/nodes/{node}/tasks/{upid}/status", path: `/nodes/${enc(taskNode)}/tasks/${enc(upid)}/status`, decode: decoders.TaskStatus } as const
     // Polls go out once each: the poll schedule is the retry, so a blip mid-task does not end the wait.
     const poll = Effect.gen(function* () {
@@ -208,6 +305,9 @@ export const makeProxmoxApiShape = (transport: PveTransport): ProxmoxApiShape =>
       const result = yield* exchange(spec, 1).pipe(Effect.either)
       if (Either.isRight(result)) {
         yield* Ref.set(last, Option.some(result.right))
+        if (result.right.status !== "stopped") yield* Ref.set(lastRunning, now - started)
+        // Failed tasks (a lock timeout, a refusal) say nothing about how long the work takes.
+        else if (isTaskSuccess(result.right.exitstatus ?? "")) taskDurations.observe(taskNode, taskType, ((yield* Ref.get(lastRunning)) + now - started) / 2)
         return result.right.status === "stopped"
       }
       const error = result.left
@@ -220,8 +320,10 @@ export const makeProxmoxApiShape = (transport: PveTransport): ProxmoxApiShape =>
       if (notVisible && now - started < visibilityGraceMs) return false
       return yield* Effect.fail(error)
     })
-    yield* poll.pipe(
-      Effect.repeat({ schedule: pollSchedule, until: (done) => done }),
+    const expected = taskDurations.expected(taskNode, taskType)
+    // A task of a known kind is not polled the moment it starts: the first poll waits the schedule's first gap.
+    const firstGap = expected === undefined ? Effect.void : Effect.sleep(Duration.millis(pollSchedule.delayMs(0, expected)))
+    yield* Effect.zipRight(firstGap, Effect.repeat(poll, { schedule: pollSchedule.schedule(started, expected), until: (done) => done })).pipe(
       Effect.timeoutFail({ duration: timeout, onTimeout: () => new TaskTimeout({ node: taskNode, upid, taskType, timeout }) })
     )
     const final = yield* Ref.get(last)

@@ -26,8 +26,9 @@ import {
   StartRequested,
   TemplateResolved
 } from "../domain/shard/events.js"
-import type { Instance } from "../domain/shard/state.js"
+import { getInstance, type Instance } from "../domain/shard/state.js"
 import { decodeUserData, userDataSource, withAgentRegistration } from "../domain/shard/userData.js"
+import { nonceLifetime } from "../domain/agent/nonce.js"
 import { EventLog } from "../services/EventLog.js"
 import { IsoBuilder } from "../services/IsoBuilder.js"
 import { type PveApiError, ProxmoxApi } from "../services/ProxmoxApi.js"
@@ -112,7 +113,7 @@ const resizeIfNeeded = (instance: Instance, spec: VmSpec) =>
     if (diskSize === undefined || instance.diskSize === diskSize) return Option.none()
     const shared = yield* view.isShared(node, spec.storagePool).pipe(Effect.mapError(stepErrorFrom(id, "resize")))
     const grown = yield* limits.resizeSlot(node, spec.storagePool, shared)(
-      pve.resize(node, vmid, BOOT_DISK, diskSize).pipe(
+      limits.onNode(node)(pve.resize(node, vmid, BOOT_DISK, diskSize)).pipe(
         Effect.flatMap(Option.match({ onNone: () => Effect.void, onSome: (upid) => Effect.asVoid(pve.waitTask(node, upid)) }))
       )
     ).pipe(Effect.either)
@@ -190,7 +191,7 @@ export const createStep = (instance: Instance, resumed: boolean) =>
           shard: shard.shard,
           tenant: group.tenant,
           group: group.name,
-          ttl: config.config.shard.garbageCollection.registrationTimeout
+          ttl: nonceLifetime(config.config.shard.garbageCollection.registrationTimeout)
         })
         const text = minted === undefined || registration === undefined
           ? userData.text
@@ -208,11 +209,10 @@ export const createStep = (instance: Instance, resumed: boolean) =>
           yield* log.append(nonceIssued)
         }
         // Uploading the same name again overwrites it, so a resumed upload simply repeats.
-        yield* limits.onNode(node)(
-          pve.upload(node, storage, { filename: isoFileName(id), content: "iso", data: image }).pipe(
-            Effect.flatMap((upid) => pve.waitTask(node, upid))
-          )
-        ).pipe(Effect.mapError(stepErrorFrom(id, step)))
+        yield* limits.onNode(node)(pve.upload(node, storage, { filename: isoFileName(id), content: "iso", data: image })).pipe(
+          Effect.flatMap((upid) => pve.waitTask(node, upid)),
+          Effect.mapError(stepErrorFrom(id, step))
+        )
         // The upload's result and the clone's intent (the VMID reservation) in one write.
         const vmid = yield* limits.nextVmid
         const at = yield* now
@@ -252,7 +252,9 @@ export const createStep = (instance: Instance, resumed: boolean) =>
           }
           const newid = vmid
           const shared = yield* view.isShared(node, spec.storagePool).pipe(Effect.mapError(stepErrorFrom(id, step)))
-          const cloned = yield* limits.cloneSlot(node, spec.storagePool, shared)(limits.onNode(templateNode)(
+          // A delete recorded while this clone waited for its slot wins: no VM is cloned for a deleting instance (chaos seed 16).
+          const deleting = Effect.map(log.state, (s) => Option.exists(getInstance(s, id), (i) => i.phase === "deleting"))
+          const cloned = yield* limits.cloneSlot(node, spec.storagePool, shared)(Effect.flatMap(deleting, (gone) => gone ? Effect.succeed(false) : limits.onNode(templateNode)(
             pve.clone(templateNode, templateVmid, {
               newid,
               name: id,
@@ -261,7 +263,8 @@ export const createStep = (instance: Instance, resumed: boolean) =>
               full: true,
               ...(spec.pool === undefined ? {} : { pool: spec.pool })
             })
-          ).pipe(Effect.flatMap((upid) => pve.waitTask(templateNode, upid, { timeout: "30 minutes" })))).pipe(Effect.either)
+          ).pipe(Effect.flatMap((upid) => pve.waitTask(templateNode, upid, { timeout: "30 minutes" })), Effect.as(true)))).pipe(Effect.either)
+          if (Either.isRight(cloned) && !cloned.right) return
           if (Either.isRight(cloned)) {
             yield* log.append([Cloned.make({ instanceId: id, at: yield* now, vmid: newid, node })])
             yield* Effect.logInfo(`${id}: cloned template ${templateVmid} (${templateNode}) to VM ${newid} on ${node}`)
@@ -304,8 +307,11 @@ export const createStep = (instance: Instance, resumed: boolean) =>
             description,
             tags: associationTags(shard.clusterId, shard.shard).join(";"),
             ...(instance.isoVolid === undefined ? {} : { ide2: `${instance.isoVolid},media=cdrom` })
-          }).pipe(Effect.flatMap(Option.match({ onNone: () => Effect.void, onSome: (upid) => pve.waitTask(node, upid) })))
-        ).pipe(Effect.mapError(stepErrorFrom(id, step)))
+          })
+        ).pipe(
+          Effect.flatMap(Option.match({ onNone: () => Effect.void, onSome: (upid) => Effect.asVoid(pve.waitTask(node, upid)) })),
+          Effect.mapError(stepErrorFrom(id, step))
+        )
         const resized = yield* resizeIfNeeded(instance, spec)
         // Configured, Resized and the start's intent in one write: redoing the configure call and the
         // (absolute) resize after a crash changes nothing.
@@ -331,7 +337,8 @@ export const createStep = (instance: Instance, resumed: boolean) =>
         const vmid = instance.vmid!
         const running = resumed && (yield* pve.vmStatus(node, vmid).pipe(Effect.mapError(stepErrorFrom(id, step)))).status === "running"
         if (!running) {
-          yield* limits.onNode(node)(pve.start(node, vmid).pipe(Effect.flatMap((upid) => pve.waitTask(node, upid)))).pipe(
+          yield* limits.onNode(node)(pve.start(node, vmid)).pipe(
+            Effect.flatMap((upid) => pve.waitTask(node, upid)),
             // A start that fails because the VM already runs (an earlier start, still in flight when a
             // leader crashed, got there first) is a success: the status decides, not the message.
             Effect.catchAll((error) =>

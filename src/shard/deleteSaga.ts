@@ -11,7 +11,7 @@ import type { Instance } from "../domain/shard/state.js"
 import { EventLog } from "../services/EventLog.js"
 import { type PveApiError, ProxmoxApi } from "../services/ProxmoxApi.js"
 import { SagaLimits } from "./SagaLimits.js"
-import { stepErrorFrom } from "./stepError.js"
+import { stepErrorFrom, waitingStepError } from "./stepError.js"
 
 const now = Clock.currentTimeMillis
 
@@ -30,6 +30,11 @@ const locateOurVm = (instance: Instance) =>
     if (instance.node !== undefined) {
       const config = yield* absentAsNone(pve.vmConfig(instance.node, vmid))
       if (Option.isSome(config)) {
+        // A clone still running holds its VMID with a nameless, locked placeholder: calling that "not ours"
+        // would record the VM deleted and leave the finished clone behind, untagged (chaos seed 1009).
+        if (config.value.name === undefined && config.value.lock !== undefined) {
+          return yield* waitingStepError(instance.id, "delete", `VM ${vmid} is being created (lock: ${config.value.lock}); waiting to see whose it is`)
+        }
         if (config.value.name !== instance.id) return Option.none()
         const status = yield* pve.vmStatus(instance.node, vmid)
         return Option.some({ node: instance.node, running: status.status === "running" })
@@ -50,12 +55,13 @@ export const deleteStep = (instance: Instance) =>
     const wait = (node: string) => (upid: import("../services/ProxmoxApi.js").Upid) => pve.waitTask(node, upid)
 
     if (!instance.cleanup.vmStopped) {
-      const vm = yield* locateOurVm(instance).pipe(Effect.mapError(stepErrorFrom(id, "stop")))
+      const vm = yield* locateOurVm(instance).pipe(Effect.mapError((e) => (e._tag === "StepError" ? e : stepErrorFrom(id, "stop")(e))))
       if (Option.isSome(vm) && vm.value.running) {
         const node = vm.value.node
-        yield* limits.onNode(node)(
-          pve.shutdown(node, instance.vmid!, { timeout: 30, forceStop: true }).pipe(Effect.flatMap(wait(node)))
-        ).pipe(Effect.mapError(stepErrorFrom(id, "stop")))
+        yield* limits.onNode(node)(pve.shutdown(node, instance.vmid!, { timeout: 30, forceStop: true })).pipe(
+          Effect.flatMap(wait(node)),
+          Effect.mapError(stepErrorFrom(id, "stop"))
+        )
       }
       yield* log.append([VmStopped.make({ instanceId: id, at: yield* now })])
       return
@@ -64,26 +70,26 @@ export const deleteStep = (instance: Instance) =>
       const volid = instance.isoVolid
       if (volid !== undefined && instance.node !== undefined) {
         const storage = volid.split(":")[0] ?? ""
-        yield* limits.onNode(instance.node)(
-          absentAsNone(pve.deleteVolume(instance.node, storage, volid)).pipe(
-            Effect.flatMap((upid) => (Option.isSome(upid) && Option.isSome(upid.value) ? Effect.asVoid(wait(instance.node!)(upid.value.value)) : Effect.void))
-          )
-        ).pipe(Effect.mapError(stepErrorFrom(id, "delete-iso")))
+        yield* limits.onNode(instance.node)(absentAsNone(pve.deleteVolume(instance.node, storage, volid))).pipe(
+          Effect.flatMap((upid) => (Option.isSome(upid) && Option.isSome(upid.value) ? Effect.asVoid(wait(instance.node!)(upid.value.value)) : Effect.void)),
+          Effect.mapError(stepErrorFrom(id, "delete-iso"))
+        )
       }
       yield* log.append([IsoDeleted.make({ instanceId: id, at: yield* now, volid: volid ?? "" })])
       return
     }
     if (!instance.cleanup.vmDeleted && instance.vmid !== undefined) {
-      const vm = yield* locateOurVm(instance).pipe(Effect.mapError(stepErrorFrom(id, "delete-vm")))
+      const vm = yield* locateOurVm(instance).pipe(Effect.mapError((e) => (e._tag === "StepError" ? e : stepErrorFrom(id, "delete-vm")(e))))
       if (Option.isSome(vm)) {
         const node = vm.value.node
         // A VM started again behind our back cannot be destroyed while it runs: stop it first.
         if (vm.value.running) {
-          yield* limits.onNode(node)(pve.stop(node, instance.vmid).pipe(Effect.flatMap(wait(node)))).pipe(Effect.mapError(stepErrorFrom(id, "delete-vm")))
+          yield* limits.onNode(node)(pve.stop(node, instance.vmid)).pipe(Effect.flatMap(wait(node)), Effect.mapError(stepErrorFrom(id, "delete-vm")))
         }
-        yield* limits.onNode(node)(
-          pve.deleteVm(node, instance.vmid, { purge: true, destroyUnreferencedDisks: true }).pipe(Effect.flatMap(wait(node)))
-        ).pipe(Effect.mapError(stepErrorFrom(id, "delete-vm")))
+        yield* limits.onNode(node)(pve.deleteVm(node, instance.vmid, { purge: true, destroyUnreferencedDisks: true })).pipe(
+          Effect.flatMap(wait(node)),
+          Effect.mapError(stepErrorFrom(id, "delete-vm"))
+        )
       }
       yield* log.append([VmDeleted.make({ instanceId: id, at: yield* now, vmid: instance.vmid })])
       return
