@@ -60,6 +60,13 @@ export const adoptFromCluster = Effect.fn("shard.adopt")(function* () {
   const highest = Math.max(0, ...vms.map((vm) => vm.vmid))
   if (highest > state.vmidHighWater) events.push(VmidsSeen.make({ highest }))
   for (const vm of unknownOwnedVms(vms, state, shard.clusterId, shard.shard)) {
+    // The listing lags ~10 s: a VM the previous leader deleted moments ago is still in it. Adopting that
+    // ghost would bring a gone instance back (chaos seed 1005); its node has the fresh word.
+    const gone = yield* pve.vmConfig(vm.node, vm.vmid).pipe(
+      Effect.map((config) => config.name !== vm.name),
+      Effect.catchAll((error) => Effect.succeed(error._tag === "PveApiError" && error.classification === "notFound"))
+    )
+    if (gone) continue
     const event = yield* adoptionOf(vm, at)
     events.push(event)
     yield* Effect.logInfo(`${vm.name}: adopted VM ${vm.vmid} on ${vm.node} (${vm.status}${event.group === undefined ? ", group unknown" : `, group ${event.tenant ?? "?"}/${event.group}`})`)

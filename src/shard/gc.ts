@@ -89,7 +89,14 @@ export const makeGc = Effect.gen(function* () {
       yield* Effect.logWarning(`${vm.name}: VM ${vm.vmid} on ${vm.node} carries this shard's tags but no instance owns it; deleting it`)
     }
     for (const key of suspectSince.keys()) if (!suspects.has(key)) suspectSince.delete(key)
-    if (events.length > 0) yield* log.append(events)
+    if (events.length > 0) {
+      // The pass decided on the state it read before its PVE calls: a delete that finished meanwhile must
+      // not be requested again for an instance already gone (chaos seed 1898).
+      const current = yield* log.state
+      const adopting = new Set(events.flatMap((e) => (e._tag === "Adopted" ? [e.instanceId] : [])))
+      const still = events.filter((e) => e._tag !== "DeleteRequested" || adopting.has(e.instanceId) || HashMap.has(current.instances, e.instanceId))
+      if (still.length > 0) yield* log.append(still)
+    }
     yield* recordGcDeletions(shard.shard, { "vm-replaced": replaced, "orphan-vm": orphanVms })
 
     // ISOs of ours that no instance uses. The listing is read before the state: an ISO's upload intent is

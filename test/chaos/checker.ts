@@ -1,0 +1,258 @@
+/**
+ * The invariants a chaos run is judged by, over its whole history and its end state:
+ * - one writer per log sequence number, and no segment of a term lands after a newer term was elected;
+ * - a replica fenced (lease lost, crashed, its term ended, or a newer term's `LeaderElected` durable) starts
+ *   no PVE mutation and no log write afterwards;
+ * - never two VMs named after one instance (sampled after every PVE call and every clock step);
+ * - every instance's events follow the saga's state machine, and no clone names an instance whose delete
+ *   is already on record;
+ * - at the end: every group at its size with all instances running, nothing left being created or deleted,
+ *   one VM per instance, and no VM, disk or ISO that no live instance owns.
+ * Agent registration is off in chaos runs (no PKI), so the nonce invariant is not checked here.
+ */
+import { allInstances, type Instance, type State } from "../../src/domain/shard/state.js"
+import type { ShardEventEncoded } from "../../src/domain/shard/events.js"
+import type { SimModel } from "../../src/sim/model.js"
+import { GROUPS, OUR_TAGS, TENANT, type WorldConfig } from "./config.js"
+import type { History, StoreWrite, Who } from "./history.js"
+
+export interface Violation {
+  readonly rule: string
+  /** History index the violation is about. */
+  readonly at: number
+  readonly message: string
+}
+
+const landed = (w: StoreWrite) => w.outcome === "applied" || w.outcome === "ambiguous"
+
+/** Landed log segments in sequence order. */
+export const landedSegments = (h: History): Array<StoreWrite> =>
+  h.writes.filter((w) => w.op === "put" && w.key.startsWith("log/") && landed(w) && w.seq !== undefined).sort((a, b) => a.seq! - b.seq!)
+
+const CREATE_ORDER = ["requested", "placed", "templated", "iso-uploading", "iso-ready", "cloning", "cloned", "configured", "starting", "running", "registered"] as const
+type CreatePhase = typeof CREATE_ORDER[number]
+
+interface Track {
+  phase: CreatePhase
+  deleting: boolean
+  stopped: boolean
+  isoDeleted: boolean
+  vmDeleted: boolean
+  vmid: number | undefined
+  gone: boolean
+}
+
+/** Create events: the phases they may follow and the phase they lead to (undefined: stays). */
+const CREATE_STEPS: Readonly<Record<string, { readonly from: ReadonlyArray<CreatePhase>; readonly to?: CreatePhase }>> = {
+  NodeChosen: { from: ["requested"], to: "placed" },
+  TemplateResolved: { from: ["placed"], to: "templated" },
+  IsoUploadRequested: { from: ["templated"], to: "iso-uploading" },
+  NonceIssued: { from: ["iso-uploading"] },
+  IsoUploaded: { from: ["iso-uploading"], to: "iso-ready" },
+  CloneRequested: { from: ["iso-ready", "cloning"], to: "cloning" },
+  Cloned: { from: ["cloning"], to: "cloned" },
+  Configured: { from: ["cloned"], to: "configured" },
+  Resized: { from: ["cloned", "configured"] },
+  StartRequested: { from: ["configured"], to: "starting" },
+  Started: { from: ["starting"], to: "running" },
+  Registered: { from: ["starting", "running"], to: "registered" }
+}
+
+/** Checks every instance's events, in log order, against the saga's state machine. */
+export const sagaViolations = (segments: ReadonlyArray<StoreWrite>): Array<Violation> => {
+  const out: Array<Violation> = []
+  const tracks = new Map<string, Track>()
+  const bad = (w: StoreWrite, id: string, message: string) =>
+    out.push({ rule: "saga-state-machine", at: w.appliedAt ?? w.i, message: `${id}: ${message} (segment ${w.seq}, term ${w.term ?? "?"})` })
+  for (const w of segments) {
+    for (const event of w.events ?? []) {
+      if (!("instanceId" in event)) continue
+      const id = event.instanceId
+      const t = tracks.get(id)
+      if (event._tag === "InstanceRequested" || event._tag === "Adopted") {
+        if (t !== undefined) {
+          bad(w, id, `${event._tag} for an instance that already ${t.gone ? "existed and is gone" : "exists"}`)
+          continue
+        }
+        const phase: CreatePhase = event._tag === "InstanceRequested" ? "requested" : event.status === "running" ? "running" : "configured"
+        tracks.set(id, { phase, deleting: false, stopped: false, isoDeleted: false, vmDeleted: false, vmid: event._tag === "Adopted" ? event.vmid : undefined, gone: false })
+        continue
+      }
+      if (t === undefined) {
+        bad(w, id, `${event._tag} before the instance was requested or adopted`)
+        continue
+      }
+      if (t.gone) {
+        bad(w, id, `${event._tag} after InstanceGone`)
+        continue
+      }
+      const step = CREATE_STEPS[event._tag]
+      if (step !== undefined) {
+        if (!step.from.includes(t.phase)) bad(w, id, `${event._tag} in phase ${t.phase}${t.deleting ? " (deleting)" : ""}`)
+        if (event._tag === "Cloned" && t.vmid !== undefined && event.vmid !== t.vmid) bad(w, id, `Cloned VMID ${event.vmid} but CloneRequested reserved ${t.vmid}`)
+        if (event._tag === "CloneRequested" || event._tag === "Cloned") t.vmid = event.vmid
+        if (t.stopped && (event._tag === "Started" || event._tag === "Cloned")) bad(w, id, `${event._tag} after the delete saga stopped the VM`)
+        if (step.to !== undefined) t.phase = step.to
+        continue
+      }
+      switch (event._tag) {
+        case "StepFailed":
+          break
+        case "DeleteRequested":
+          t.deleting = true
+          break
+        case "VmStopped":
+          if (!t.deleting) bad(w, id, "VmStopped without DeleteRequested")
+          t.stopped = true
+          break
+        case "IsoDeleted":
+          if (!t.deleting || !t.stopped) bad(w, id, "IsoDeleted before VmStopped")
+          t.isoDeleted = true
+          break
+        case "VmDeleted":
+          if (!t.deleting || !t.isoDeleted) bad(w, id, "VmDeleted before IsoDeleted")
+          if (t.vmid !== undefined && event.vmid !== t.vmid) bad(w, id, `VmDeleted VMID ${event.vmid}, the instance's is ${t.vmid}`)
+          t.vmDeleted = true
+          break
+        case "InstanceGone":
+          if (!t.deleting || !t.stopped || !t.isoDeleted || (t.vmid !== undefined && !t.vmDeleted)) {
+            bad(w, id, `InstanceGone before its cleanup (deleting ${t.deleting}, stopped ${t.stopped}, iso ${t.isoDeleted}, vm ${t.vmDeleted}, vmid ${t.vmid ?? "none"})`)
+          }
+          t.gone = true
+          break
+        default:
+          bad(w, id, `unexpected event ${event._tag}`)
+      }
+    }
+  }
+  return out
+}
+
+const termOf = (e: ShardEventEncoded): number | undefined => (e._tag === "LeaderElected" ? e.term : undefined)
+
+export const checkHistory = (h: History): Array<Violation> => {
+  const out: Array<Violation> = []
+  const segments = landedSegments(h)
+
+  // One writer per sequence number.
+  const bySeq = new Map<number, StoreWrite>()
+  for (const w of segments) {
+    const other = bySeq.get(w.seq!)
+    if (other !== undefined) out.push({ rule: "log-single-writer", at: w.appliedAt!, message: `segment ${w.seq} landed twice: by ${other.who} t${other.term} and ${w.who} t${w.term}` })
+    else bySeq.set(w.seq!, w)
+  }
+
+  // When each term was superseded: the first durable LeaderElected of a higher term.
+  const elections: Array<{ readonly term: number; readonly at: number }> = []
+  for (const w of segments) for (const e of w.events ?? []) {
+    const term = termOf(e)
+    if (term !== undefined) elections.push({ term, at: w.appliedAt! })
+  }
+  const supersededAt = (term: number) => Math.min(...elections.filter((e) => e.term > term).map((e) => e.at))
+  for (const w of segments) {
+    if (w.term !== undefined && w.appliedAt! > supersededAt(w.term)) {
+      out.push({ rule: "fencing-log", at: w.appliedAt!, message: `segment ${w.seq} of term ${w.term} (${w.who}) landed after a newer term was elected` })
+    }
+  }
+
+  // A replica's term is fenced at the first of: its lease lost, its crash, its term's end (what the replica
+  // itself knows), or a newer term elected (what it learns at its next log write, which is refused).
+  const knows = new Map<string, { readonly at: number; readonly why: string }>()
+  const fenceKey = (who: Who, term: number) => `${who}/${term}`
+  const note = (who: Who, term: number, at: number, why: string) => {
+    const current = knows.get(fenceKey(who, term))
+    if (current === undefined || at < current.at) knows.set(fenceKey(who, term), { at, why })
+  }
+  const termsOf = new Map<Who, Set<number>>()
+  for (const m of h.marks) {
+    if (m.kind === "termStart" && m.term !== undefined) termsOf.set(m.who, new Set([...(termsOf.get(m.who) ?? []), m.term]))
+  }
+  for (const m of h.marks) {
+    if ((m.kind === "leaseLost" || m.kind === "termEnd") && m.term !== undefined) note(m.who, m.term, m.i, m.kind)
+    if (m.kind === "crash") for (const term of termsOf.get(m.who) ?? []) note(m.who, term, m.i, "crash")
+  }
+  const fencedAt = (who: Who, term: number) => {
+    const known = knows.get(fenceKey(who, term))
+    const superseded = supersededAt(term)
+    return known !== undefined && known.at <= superseded ? known : Number.isFinite(superseded) ? { at: superseded, why: `term ${term} superseded` } : undefined
+  }
+  for (const call of h.pve) {
+    if (!call.mutation) continue
+    const f = fencedAt(call.who, call.term)
+    if (f !== undefined && call.i > f.at) {
+      out.push({ rule: "fencing-pve", at: call.i, message: `${call.who} (term ${call.term}) started ${call.op}(${call.args}) after it was fenced (${f.why} @${f.at})` })
+    }
+  }
+  for (const w of h.writes) {
+    if (w.term === undefined || !w.key.startsWith("log/") || w.op !== "put") continue
+    // A write after a newer term's election is how a deposed writer learns it (the store refuses it); after
+    // the replica itself knew (lease lost, crash, term ended) there must be none at all.
+    const f = knows.get(fenceKey(w.who, w.term))
+    if (f !== undefined && w.i > f.at) {
+      out.push({ rule: "fencing-log", at: w.i, message: `${w.who} (term ${w.term}) wrote ${w.key} after it was fenced (${f.why} @${f.at})` })
+    }
+  }
+
+  // Never two VMs for one instance.
+  for (const s of h.samples) out.push({ rule: "one-vm-per-instance", at: s.i, message: s.problem })
+
+  // The saga's state machine, and no clone for an instance whose delete is on record.
+  out.push(...sagaViolations(segments))
+  const deleteRecorded = new Map<string, number>()
+  for (const w of segments) for (const e of w.events ?? []) {
+    if ((e._tag === "DeleteRequested" || e._tag === "InstanceGone") && !deleteRecorded.has(e.instanceId)) deleteRecorded.set(e.instanceId, w.appliedAt!)
+  }
+  for (const call of h.pve) {
+    if (call.op !== "clone" || call.name === undefined) continue
+    const at = deleteRecorded.get(call.name)
+    if (at !== undefined && call.i > at) {
+      out.push({ rule: "no-clone-after-delete", at: call.i, message: `${call.who} (term ${call.term}) cloned ${call.name} after its delete was recorded (@${at})` })
+    }
+  }
+  return out.sort((a, b) => a.at - b.at)
+}
+
+const describe = (i: Instance) => `${i.id}:${i.phase}${i.deleteReason === undefined ? "" : `(${i.deleteReason})`}`
+
+/** What keeps the world from being converged: empty when every group is at size and nothing is leaked. */
+export const endStateProblems = (model: SimModel, state: State, world: WorldConfig): Array<string> => {
+  const problems: Array<string> = []
+  const instances = allInstances(state)
+  const live = instances.filter((i) => i.phase !== "deleting")
+  for (const { group } of GROUPS) {
+    const members = live.filter((i) => i.tenant === TENANT && i.group === group)
+    const size = world.sizes[group]
+    if (members.length !== size) problems.push(`group ${group}: ${members.length} instances, want ${size}`)
+  }
+  for (const i of instances) {
+    if (i.phase !== "running" && i.phase !== "registered") problems.push(`instance ${describe(i)} is not at rest`)
+    if (i.tenant !== TENANT || !GROUPS.some((g) => g.group === i.group)) problems.push(`instance ${describe(i)} belongs to no group`)
+  }
+  const byId = new Map(live.map((i) => [i.id, i] as const))
+  const vmsByName = new Map<string, Array<number>>()
+  for (const vm of model.vms.values()) {
+    if (vm.config.get("template") === "1") continue
+    const name = vm.config.get("name") ?? `(unnamed ${vm.vmid})`
+    if (name.startsWith("foreign-")) continue
+    vmsByName.set(name, [...(vmsByName.get(name) ?? []), vm.vmid])
+    const instance = byId.get(name)
+    if (instance === undefined) {
+      problems.push(`leaked VM ${vm.vmid} (${name}) on ${vm.node}: no live instance owns it`)
+      continue
+    }
+    if (instance.vmid !== vm.vmid) problems.push(`VM ${vm.vmid} named ${name}: the log says VMID ${instance.vmid ?? "none"}`)
+    if (vm.status !== "running") problems.push(`VM ${vm.vmid} of ${name} is ${vm.status}`)
+    if (vm.config.get("tags") !== OUR_TAGS) problems.push(`VM ${vm.vmid} of ${name} is tagged ${vm.config.get("tags") ?? "(none)"}`)
+  }
+  for (const [name, vmids] of vmsByName) if (vmids.length > 1) problems.push(`${vmids.length} VMs named ${name}: ${vmids.join(", ")}`)
+  for (const i of live) if (!vmsByName.has(i.id)) problems.push(`instance ${describe(i)} has no VM`)
+  for (const volume of model.volumes.values()) {
+    if (volume.content === "images") {
+      if (volume.vmid === undefined || !model.vms.has(volume.vmid)) problems.push(`leaked disk ${volume.volid} on ${volume.node ?? "shared"}`)
+    } else if (volume.content === "iso") {
+      const m = /^[^:]+:iso\/nstance-(.+)\.iso$/.exec(volume.volid)
+      if (m !== null && !byId.has(m[1]!)) problems.push(`leaked ISO ${volume.volid} on ${volume.node ?? "shared"}`)
+    }
+  }
+  return problems
+}

@@ -1,0 +1,142 @@
+/**
+ * What one chaos run records, in one global order: every PVE call a replica's leader made (start and end),
+ * every object-store write (who, which term, the outcome, the events of a landed log segment), lease and
+ * term changes, crashes and restarts, config pushes and every fault the harness injected. The checker
+ * judges this history; a failing seed prints the part of it around the violation.
+ */
+import type { ShardEventEncoded } from "../../src/domain/shard/events.js"
+
+/** `replica-id#incarnation`: a restart with the same id is a new incarnation. */
+export type Who = string
+
+export interface PveCall {
+  readonly i: number
+  readonly t: number
+  readonly who: Who
+  readonly term: number
+  readonly op: string
+  readonly args: string
+  readonly mutation: boolean
+  /** For a clone: the instance ID it names. */
+  readonly name?: string | undefined
+}
+
+export type WriteOutcome = "applied" | "rejected" | "failed" | "ambiguous" | "hung"
+
+export interface StoreWrite {
+  readonly i: number
+  readonly t: number
+  readonly who: Who
+  /** The leader term whose work made the write; undefined for the lease's own writes. */
+  readonly term: number | undefined
+  readonly op: "put" | "delete"
+  readonly key: string
+  /** Set when the write ends (undefined while in flight or when the writer was interrupted). */
+  outcome: WriteOutcome | undefined
+  /** Index at which the outcome was decided (the write's bytes are in the store from then on when applied). */
+  appliedAt: number | undefined
+  /** Events of a log segment body. */
+  readonly seq?: number | undefined
+  readonly events?: ReadonlyArray<ShardEventEncoded> | undefined
+}
+
+export type MarkKind = "termStart" | "termEnd" | "leaseLost" | "leaseWon" | "crash" | "start"
+
+export interface Mark {
+  readonly i: number
+  readonly t: number
+  readonly who: Who
+  readonly kind: MarkKind
+  readonly term?: number | undefined
+  readonly detail?: string | undefined
+}
+
+export interface Line {
+  readonly i: number
+  readonly t: number
+  readonly text: string
+}
+
+export interface Sample {
+  readonly i: number
+  readonly t: number
+  readonly problem: string
+}
+
+export class History {
+  private counter = 0
+  readonly lines: Array<Line> = []
+  readonly pve: Array<PveCall> = []
+  readonly writes: Array<StoreWrite> = []
+  readonly marks: Array<Mark> = []
+  /** Problems seen while sampling the simulated cluster (two VMs named alike, …). */
+  readonly samples: Array<Sample> = []
+  /** The product's own log lines at INFO and above (bounded), for the failure report. */
+  readonly productLog: Array<Line> = []
+
+  constructor(private readonly now: () => number) {}
+
+  next(): number {
+    return ++this.counter
+  }
+
+  get index(): number {
+    return this.counter
+  }
+
+  line(text: string): number {
+    const i = this.next()
+    this.lines.push({ i, t: this.now(), text })
+    return i
+  }
+
+  pveStart(who: Who, term: number, op: string, args: string, mutation: boolean, name?: string): PveCall {
+    const i = this.next()
+    const call: PveCall = { i, t: this.now(), who, term, op, args, mutation, name }
+    this.pve.push(call)
+    if (mutation) this.lines.push({ i, t: call.t, text: `pve ${who} t${term} ${op}(${args})` })
+    return call
+  }
+
+  write(entry: Omit<StoreWrite, "i" | "t" | "outcome" | "appliedAt">): StoreWrite {
+    const i = this.next()
+    const w: StoreWrite = { ...entry, i, t: this.now(), outcome: undefined, appliedAt: undefined }
+    this.writes.push(w)
+    return w
+  }
+
+  settle(w: StoreWrite, outcome: WriteOutcome): void {
+    w.outcome = outcome
+    w.appliedAt = this.next()
+    if (w.key.startsWith("log/")) {
+      const what = w.events === undefined ? "" : ` [${w.events.map((e) => `${e._tag}${"instanceId" in e ? `:${e.instanceId.slice(-6)}` : ""}${"term" in e ? `:${e.term}` : ""}`).join(" ")}]`
+      this.lines.push({ i: w.appliedAt, t: this.now(), text: `store ${w.who} t${w.term ?? "-"} ${w.op} ${w.key} → ${outcome}${what}` })
+    }
+  }
+
+  mark(who: Who, kind: MarkKind, term?: number, detail?: string): number {
+    const i = this.next()
+    this.marks.push({ i, t: this.now(), who, kind, term, detail })
+    this.lines.push({ i, t: this.now(), text: `${kind} ${who}${term === undefined ? "" : ` term ${term}`}${detail === undefined ? "" : ` (${detail})`}` })
+    return i
+  }
+
+  sample(problem: string): void {
+    const i = this.next()
+    this.samples.push({ i, t: this.now(), problem })
+    this.lines.push({ i, t: this.now(), text: `SAMPLE ${problem}` })
+  }
+
+  product(text: string): void {
+    this.productLog.push({ i: this.counter, t: this.now(), text })
+    if (this.productLog.length > 4000) this.productLog.splice(0, 1000)
+  }
+
+  /** History lines (and product log lines) within `radius` entries of index `at`. */
+  around(at: number, radius = 25): Array<string> {
+    const fmt = (l: Line, tag: string) => `${String(l.i).padStart(6)} ${(l.t / 1000).toFixed(3).padStart(9)}s ${tag} ${l.text}`
+    const ours = this.lines.filter((l) => Math.abs(l.i - at) <= radius).map((l) => ({ i: l.i, s: fmt(l, "|") }))
+    const theirs = this.productLog.filter((l) => Math.abs(l.i - at) <= radius).map((l) => ({ i: l.i + 0.5, s: fmt(l, ":") }))
+    return [...ours, ...theirs].sort((a, b) => a.i - b.i).map((x) => x.s)
+  }
+}

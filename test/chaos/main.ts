@@ -1,0 +1,62 @@
+/**
+ * `npm run chaos -- --seeds N [--from S] [--seed S] [--verbose]`: runs seeded chaos worlds (see world.ts)
+ * one after another and judges each by the history checker. A failing seed prints its violations, the
+ * history around the first one and the one command that reproduces it; the exit code is 1 if any failed.
+ * `NSTANCE_CHAOS_BREAK=skip-iso-delete` runs a deliberately broken build (compensation leaves ISOs behind).
+ */
+import { type BreakMode, failureReport, runSeed } from "./world.js"
+
+const args = process.argv.slice(2)
+const flag = (name: string): string | undefined => {
+  const i = args.indexOf(name)
+  return i < 0 ? undefined : args[i + 1]
+}
+const intFlag = (name: string, fallback: number): number => {
+  const raw = flag(name)
+  if (raw === undefined) return fallback
+  const n = Number(raw)
+  if (!Number.isInteger(n) || n < 0) {
+    globalThis.console.error(`chaos: ${name} must be a non-negative integer, got ${JSON.stringify(raw)}`)
+    process.exit(2)
+  }
+  return n
+}
+const breakEnv = process.env["NSTANCE_CHAOS_BREAK"] ?? "none"
+if (breakEnv !== "none" && breakEnv !== "skip-iso-delete") {
+  globalThis.console.error(`chaos: NSTANCE_CHAOS_BREAK must be skip-iso-delete, got ${JSON.stringify(breakEnv)}`)
+  process.exit(2)
+}
+const breakMode: BreakMode = breakEnv
+const single = flag("--seed")
+const seeds = single !== undefined ? [intFlag("--seed", 0)] : Array.from({ length: intFlag("--seeds", 20) }, (_, k) => intFlag("--from", 1) + k)
+const verbose = args.includes("--verbose")
+
+const started = Date.now()
+const failed: Array<number> = []
+let current: number | undefined
+// A world whose every fiber waits on something that never comes leaves Node nothing to run: say which seed.
+process.on("exit", (code) => {
+  if (current !== undefined) globalThis.console.error(`chaos: stopped during seed ${current} (exit ${code}): every fiber was waiting; reproduce: npm run chaos -- --seed ${current}`)
+})
+for (const seed of seeds) {
+  current = seed
+  const t0 = Date.now()
+  const result = await runSeed({ seed, breakMode, verbose })
+  const ms = Date.now() - t0
+  if (result.violations.length === 0) {
+    globalThis.console.log(`ok   ${result.summary} (${ms} ms)`)
+  } else {
+    failed.push(seed)
+    globalThis.console.log(`FAIL ${result.summary} (${ms} ms)\n${failureReport(result, breakMode)}\n`)
+  }
+  const grep = flag("--grep")
+  if (grep !== undefined) {
+    for (const l of [...result.history.lines, ...result.history.productLog].sort((a, b) => a.i - b.i)) {
+      if (l.text.includes(grep)) globalThis.console.log(`${String(l.i).padStart(6)} ${(l.t / 1000).toFixed(3).padStart(9)}s ${l.text}`)
+    }
+  }
+}
+current = undefined
+const total = Date.now() - started
+globalThis.console.log(`${seeds.length} seed(s), ${failed.length} failed${failed.length > 0 ? ` (${failed.join(", ")})` : ""}, ${(total / 1000).toFixed(1)} s wall`)
+process.exit(failed.length > 0 ? 1 : 0)

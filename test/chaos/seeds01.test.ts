@@ -1,0 +1,4 @@
+import { chaosSeeds } from "./suite.js"
+
+chaosSeeds(1, 25)
+chaosSeeds(1000, 5)

@@ -1,0 +1,4 @@
+import { chaosSeeds } from "./suite.js"
+
+chaosSeeds(26, 25)
+chaosSeeds(1005, 5)

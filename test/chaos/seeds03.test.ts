@@ -1,0 +1,4 @@
+import { chaosSeeds } from "./suite.js"
+
+chaosSeeds(51, 25)
+chaosSeeds(1010, 5)

@@ -1,0 +1,4 @@
+import { chaosSeeds } from "./suite.js"
+
+chaosSeeds(76, 25)
+chaosSeeds(1015, 5)

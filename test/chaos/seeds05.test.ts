@@ -1,0 +1,4 @@
+import { chaosSeeds } from "./suite.js"
+
+chaosSeeds(101, 25)
+chaosSeeds(1020, 5)

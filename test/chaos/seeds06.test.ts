@@ -1,0 +1,4 @@
+import { chaosSeeds } from "./suite.js"
+
+chaosSeeds(126, 25)
+chaosSeeds(1025, 5)

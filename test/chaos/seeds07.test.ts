@@ -1,0 +1,4 @@
+import { chaosSeeds } from "./suite.js"
+
+chaosSeeds(151, 25)
+chaosSeeds(1030, 5)

@@ -1,0 +1,4 @@
+import { chaosSeeds } from "./suite.js"
+
+chaosSeeds(176, 25)
+chaosSeeds(1035, 5)
