@@ -16,10 +16,13 @@
  * 3. realistic — the HTTP simulator on the realistic latency model in real time: the same creates/min figure
  *    for BENCH_SAGAS_VMS VMs (default 30: 100 take about 6 minutes), as the wall-clock check of part 2.
  *
- * BENCH_SAGAS_PARTS=calls,simulated,realistic selects parts (default all). Prints tables and writes
+ * BENCH_SAGAS_PARTS=calls,simulated,realistic,large selects parts (default all; "large" is the simulated run at 1,000 VMs; parts not run keep their last figures). Prints tables and writes
  * bench/results/sagas.json (with the machine's core count and load).
  */
 import { loadavg } from "node:os"
+import { readFileSync } from "node:fs"
+import { dirname, join } from "node:path"
+import { fileURLToPath } from "node:url"
 import { Chunk, Clock, Context, Duration, Effect, Either, Fiber, FiberRef, HashMap, Layer, Logger, LogLevel, Option, type Scope, SubscriptionRef, TestClock, TestContext } from "effect"
 import { type ParsedShardConfig, parseShardConfig } from "../src/domain/config/index.js"
 import type { ShardEventEncoded } from "../src/domain/shard/events.js"
@@ -542,7 +545,7 @@ const summariseWarnings = (label: string, warnings: ReadonlyArray<string>) => {
   for (const [text, count] of [...distinct].slice(0, 8)) console.log(`    ${String(count).padStart(4)}× ${text.slice(0, 200)}`)
 }
 
-const parts = new Set((process.env["BENCH_SAGAS_PARTS"] ?? "calls,simulated,realistic").split(",").map((p) => p.trim()))
+const parts = new Set((process.env["BENCH_SAGAS_PARTS"] ?? "calls,simulated,realistic,large").split(",").map((p) => p.trim()))
 const vmsSimulated = Number(process.env["BENCH_SAGAS_SIM_VMS"] ?? 100)
 const vmsRealistic = Number(process.env["BENCH_SAGAS_VMS"] ?? 30)
 const started = loadavg()
@@ -562,5 +565,20 @@ if (parts.has("realistic")) {
   summariseWarnings("realistic", realistic.warnings)
   figures["realistic"] = realistic
 }
-const file = writeResult("sagas", figures)
+if (parts.has("large")) {
+  // creates/min at a thousand VMs: the same world as "simulated", ten times the batch.
+  const large = await Effect.runPromise(simulatedRun(Number(process.env["BENCH_SAGAS_LARGE_VMS"] ?? 1000)))
+  summariseWarnings("large", [...large.batch20.warnings, ...large.batch.warnings])
+  figures["large"] = large
+}
+// Parts not run this time keep their last figures, so one part can be re-measured on its own.
+const previous = (() => {
+  try {
+    const parsed: unknown = JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), "results", "sagas.json"), "utf8"))
+    return typeof parsed === "object" && parsed !== null && "figures" in parsed && typeof parsed.figures === "object" && parsed.figures !== null ? parsed.figures : {}
+  } catch {
+    return {}
+  }
+})()
+const file = writeResult("sagas", { ...previous, ...figures })
 console.log(`\nwrote ${file}`)

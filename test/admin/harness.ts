@@ -19,6 +19,7 @@ import { PveSimulator, type RunningSimulator } from "../../src/sim/server.js"
 import { connectAdmin } from "../../src/admin/AdminClient.js"
 import { makeClusterPki } from "../../src/layers/ClusterPkiStore.js"
 import { randomBytes } from "node:crypto"
+import { fastPveSettings } from "../shard/leaderHarness.js"
 
 export const TOKEN = Redacted.make("test-admin-token-0123456789abcdef")
 export const CLUSTER = "acme"
@@ -119,13 +120,7 @@ export const makeAdminWorld = (options: AdminWorldOptions = {}) =>
     yield* putConfig(adminConfigText(options.size ?? 1, leaderAddress))
     yield* SubscriptionRef.set(config, yield* load)
 
-    const pveSettings = {
-      apiUrl: sim.url,
-      tokenId: sim.tokenId,
-      tokenSecret: sim.tokenSecret,
-      taskPoll: { initial: "10 millis", factor: 1.5, max: "100 millis" },
-      retry: { baseDelay: "50 millis", maxDelay: "500 millis" }
-    } as const
+    const pveSettings = fastPveSettings(sim)
     const pki = options.registration === true
       ? yield* makeClusterPki(store, { clusterId: CLUSTER, encryptionKey: new Uint8Array(randomBytes(32)) }).pipe(Effect.orDie, quiet)
       : undefined

@@ -43,6 +43,15 @@ export interface HarnessOptions extends ConfigOptions {
 export type EventView = ShardEventEncoded & { readonly seq: number }
 
 /** Non-template VMs of the simulator. */
+/** The HTTP client's settings for a simulator on the fast latency model: tasks of tens of milliseconds, polled accordingly. */
+export const fastPveSettings = (sim: RunningSimulator) => ({
+  apiUrl: sim.url,
+  tokenId: sim.tokenId,
+  tokenSecret: sim.tokenSecret,
+  taskPoll: { initial: "10 millis", factor: 1.5, max: "100 millis" },
+  retry: { baseDelay: "50 millis", maxDelay: "500 millis" }
+} as const)
+
 export const nonTemplateVms = (sim: RunningSimulator): Array<SimVm> => modelVms(sim.model)
 
 export const makeHarness = (options: HarnessOptions) =>
@@ -68,14 +77,7 @@ export const makeHarness = (options: HarnessOptions) =>
         if (process.env["NSTANCE_TEST_LOG"] === "1") globalThis.console.log(line)
       })
     )
-    const pveSettings = {
-      apiUrl: sim.url,
-      tokenId: sim.tokenId,
-      tokenSecret: sim.tokenSecret,
-      // Simulated tasks take tens of milliseconds: poll accordingly (adaptive, as in production).
-      taskPoll: { initial: "10 millis", factor: 1.5, max: "100 millis" },
-      retry: { baseDelay: "50 millis", maxDelay: "500 millis" }
-    } as const
+    const pveSettings = fastPveSettings(sim)
 
     /** Starts the leader scope for `term` in the test's scope; returns its fiber. */
     const leader = (term: number, o: LeaderOptions = {}) =>
