@@ -5,9 +5,11 @@
  */
 import { Effect, Option, Redacted } from "effect"
 import { decodeUtf8, readInputFile, UsageError } from "../cli/errors.js"
-import { MIN_ADMIN_TOKEN_LENGTH } from "../rpc/AdminRpc.js"
 
 export const ADMIN_TOKEN_ENV = "NSTANCE_ADMIN_TOKEN"
+
+/** Shortest admin token accepted: anything shorter could be guessed over the network. */
+export const MIN_ADMIN_TOKEN_LENGTH = 16
 
 const checked = (token: string, source: string): Effect.Effect<Redacted.Redacted<string>, UsageError> => {
   if (token.length < MIN_ADMIN_TOKEN_LENGTH) {

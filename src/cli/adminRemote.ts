@@ -6,7 +6,7 @@
  */
 import { Args, Command, Options } from "@effect/cli"
 import { Console, Effect, Option, Stream } from "effect"
-import { type AdminRpcClient, callAdmin } from "../admin/AdminClient.js"
+import type { AdminRpcClient } from "../admin/AdminClient.js"
 import { ADMIN_TOKEN_ENV, adminTokenFrom } from "../admin/token.js"
 import type { GroupView, InstanceView, StatusView, WatchEvent } from "../rpc/AdminRpc.js"
 import { UsageError } from "./errors.js"
@@ -48,16 +48,19 @@ const resolve = (flags: ConnectionFlags) =>
     return { address, token: token.value }
   })
 
+/** A `NotLeader` that is still there after the client followed the redirect once (or that named no leader). */
+const isNotLeader = (error: unknown): error is Error =>
+  error instanceof Error && "_tag" in error && error._tag === "NotLeader"
+
 /** Runs `call` against the server; a refused or failed call fails with its one-line message. */
 const remote = <A, E>(flags: ConnectionFlags, call: (rpc: AdminRpcClient) => Effect.Effect<A, E>) =>
   Effect.gen(function* () {
     const { address, token } = yield* resolve(flags)
+    // The RPC client and the Admin group's schemas load only when a remote command runs, so --version and
+    // the offline commands start without them.
+    const { callAdmin } = yield* Effect.promise(() => import("../admin/AdminClient.js"))
     const result = yield* callAdmin(address, token, call).pipe(
-      Effect.mapError((error) => {
-        const tagged = error as { readonly _tag?: string; readonly message?: string }
-        if (tagged._tag === "NotLeader") return new UsageError({ message: `${address}: ${tagged.message ?? "not the leader"}` })
-        return error
-      })
+      Effect.mapError((error) => (isNotLeader(error) ? new UsageError({ message: `${address}: ${error.message}` }) : error))
     )
     return result.value
   })

@@ -26,9 +26,6 @@ const MAX_VAR_VALUE = 4096
 /** Carries `Bearer <token>`. */
 export const ADMIN_HEADER = "authorization"
 
-/** Shortest admin token accepted: a guessable one would make the endpoint's authentication pointless. */
-export const MIN_ADMIN_TOKEN_LENGTH = 16
-
 // ---------------------------------------------------------------------------------------------------------
 // Errors
 
