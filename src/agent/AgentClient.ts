@@ -8,7 +8,7 @@
  */
 import { generateKeyPairSync } from "node:crypto"
 import { FetchHttpClient, HttpClient, HttpClientError } from "@effect/platform"
-import { RpcClient, RpcClientError, RpcSerialization } from "@effect/rpc"
+import { RpcClient, RpcClientError, type RpcGroup, RpcSerialization } from "@effect/rpc"
 import { Clock, Data, Effect, Layer, Redacted, Scope } from "effect"
 import {
   type AgentHealthStatus,
@@ -111,8 +111,17 @@ const transportError = (url: string) => (error: RpcClientError.RpcClientError): 
  */
 const statusOk = HttpClient.filterStatusOk as <E, R>(client: HttpClient.HttpClient.With<E, R>) => HttpClient.HttpClient.With<E, R>
 
+/** The `Agent` group's client for one endpoint URL. */
+export type AgentRpcClient = RpcClient.RpcClient<RpcGroup.Rpcs<typeof AgentRpcs>, RpcClientError.RpcClientError>
+
+/**
+ * Opens the RPC client of one endpoint URL: HTTP by default; a simulation in virtual time passes one that
+ * reaches the endpoint's handlers in memory.
+ */
+export type AgentConnector = (url: string) => Effect.Effect<AgentRpcClient, never, Scope.Scope>
+
 /** One HTTP connection pool to one agent endpoint. */
-const connect = (url: string) =>
+const httpConnector: AgentConnector = (url) =>
   Effect.gen(function* () {
     const protocol = yield* Layer.build(
       RpcClient.layerProtocolHttp({ url, transformClient: statusOk }).pipe(
@@ -120,18 +129,21 @@ const connect = (url: string) =>
         Layer.provide(FetchHttpClient.layer)
       )
     )
-    const rpc = yield* RpcClient.make(AgentRpcs).pipe(Effect.provide(protocol))
-    return { url, rpc, onTransport: transportError(url) }
+    return yield* RpcClient.make(AgentRpcs).pipe(Effect.provide(protocol))
   })
 
-type Connection = Effect.Effect.Success<ReturnType<typeof connect>>
+const connectWith = (connector: AgentConnector) => (url: string) =>
+  Effect.map(connector(url), (rpc) => ({ url, rpc, onTransport: transportError(url) }))
+
+type Connection = Effect.Effect.Success<ReturnType<ReturnType<typeof connectWith>>>
 
 /** Where a `NotLeader` sends the agent; undefined when it names no leader. */
 export const redirectUrl = (leaderAddr: string): string | undefined => (leaderAddr === "" ? undefined : `http://${leaderAddr}/agent`)
 
 /** A client of the agent endpoint at `url` (e.g. `http://10.0.0.2:8992/agent`), alive while the scope is. */
-export const makeAgentClient = (url: string): Effect.Effect<AgentClient, never, Scope.Scope> =>
+export const makeAgentClient = (url: string, connector: AgentConnector = httpConnector): Effect.Effect<AgentClient, never, Scope.Scope> =>
   Effect.gen(function* () {
+    const connect = connectWith(connector)
     const scope = yield* Effect.scope
     const connections = new Map<string, Connection>()
     let current = yield* connect(url)

@@ -41,6 +41,8 @@ export const registrationUrl = (config: ParsedShardConfig, advertiseHost: string
 export interface GcGraces {
   readonly orphan?: Duration.DurationInput
   readonly vmLoss?: Duration.DurationInput
+  /** How long an ISO of an instance this shard does not know is kept (default `UNKNOWN_ISO_GRACE`). */
+  readonly unknownIso?: Duration.DurationInput
   /** How long a registered agent may stay silent before its instance is replaced (default 3 × `health_check_interval`). */
   readonly health?: Duration.DurationInput
 }

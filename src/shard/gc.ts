@@ -3,15 +3,17 @@
  * disagree about and turns each finding into a recorded delete, so everything goes through the one delete
  * saga. It replaces instances whose VM vanished or stays stopped, collects VMs carrying this shard's tags
  * that the log does not know (after a grace period, adopting them first so the delete is on record), and
- * deletes cloud-init ISOs of ours (`nstance-<id>.iso`, and the original's `user-data-<vmid>.iso`) that no
- * instance uses. Every suspicion from the lagging cluster listing is confirmed on the VM's node first.
+ * deletes cloud-init ISOs of ours (`nstance-<id>.iso` of an instance this term knew — one of an instance it
+ * never knew only after `UNKNOWN_ISO_GRACE` — and the original's `user-data-<vmid>.iso` of a VMID no VM has)
+ * that no instance uses. Every suspicion from the lagging
+ * cluster listing is confirmed on the VM's node first.
  */
 import { Clock, Duration, Effect, HashMap, Option, SubscriptionRef } from "effect"
 import { type ShardEvent, DeleteRequested, type DeleteReason, VmidsSeen } from "../domain/shard/events.js"
 import { EventLog } from "../services/EventLog.js"
 import { ProxmoxApi } from "../services/ProxmoxApi.js"
 import { adoptionOf, unknownOwnedVms } from "./adopt.js"
-import { ORPHAN_GRACE, VM_LOSS_GRACE } from "./policies.js"
+import { ORPHAN_GRACE, UNKNOWN_ISO_GRACE, VM_LOSS_GRACE } from "./policies.js"
 import { atRest } from "./SagaRunner.js"
 import { ShardContext } from "./ShardContext.js"
 import { recordGcDeletions } from "../metrics/metrics.js"
@@ -31,6 +33,16 @@ export const makeGc = Effect.gen(function* () {
   const shard = yield* ShardContext
   const orphanGrace = Duration.toMillis(Duration.decode(shard.graces?.orphan ?? ORPHAN_GRACE))
   const vmLossGrace = Duration.toMillis(Duration.decode(shard.graces?.vmLoss ?? VM_LOSS_GRACE))
+  const unknownIsoGrace = Duration.toMillis(Duration.decode(shard.graces?.unknownIso ?? UNKNOWN_ISO_GRACE))
+  /**
+   * Instance IDs this term has seen in the shard's state. Shards of one cluster share the ISO storage and
+   * an ISO's name carries no shard: an `nstance-<id>.iso` of an instance this shard never knew may be
+   * another shard's upload waiting for its clone (chaos seed 3002): only ISOs of instances known here are
+   * collected at once, others once they stay unclaimed for `unknownIsoGrace`.
+   */
+  const known = new Set<string>()
+  /** First time each ISO of an unknown instance was seen, by volid. */
+  const unknownIsoSince = new Map<string, number>()
   /** First time each suspicion was seen (instance ID or VMID), on Effect's clock. */
   const suspectSince = new Map<string, number>()
   const since = (key: string, now: number) => {
@@ -44,6 +56,7 @@ export const makeGc = Effect.gen(function* () {
     const config = yield* SubscriptionRef.get(shard.config)
     const vms = yield* pve.vmResources()
     const state = yield* log.state
+    for (const id of HashMap.keys(state.instances)) known.add(id)
     const events: Array<ShardEvent> = []
     const suspects = new Set<string>()
     const request = (instanceId: string, reason: DeleteReason) => events.push(DeleteRequested.make({ instanceId, at: now, reason }))
@@ -110,12 +123,28 @@ export const makeGc = Effect.gen(function* () {
     }
     const fresh = yield* log.state
     const usedVmids = new Set<number>()
-    for (const [, instance] of fresh.instances) if (instance.vmid !== undefined) usedVmids.add(instance.vmid)
+    for (const [id, instance] of fresh.instances) {
+      known.add(id)
+      if (instance.vmid !== undefined) usedVmids.add(instance.vmid)
+    }
+    const vmNames = new Set(vms.flatMap((vm) => (vm.name === undefined ? [] : [vm.name])))
+    const unknownSeen = new Set<string>()
     const orphans = [...isos].filter(([volid]) => {
       const ours = OUR_ISO.exec(volid)
       const original = ORIGINAL_ISO.exec(volid)
-      return ours !== null ? !HashMap.has(fresh.instances, ours[1]!) : original !== null ? !usedVmids.has(Number(original[1])) : false
+      if (ours !== null) {
+        const id = ours[1]!
+        if (HashMap.has(fresh.instances, id) || vmNames.has(id)) return false
+        if (known.has(id)) return true
+        unknownSeen.add(volid)
+        const first = unknownIsoSince.get(volid) ?? now
+        unknownIsoSince.set(volid, first)
+        return now - first >= unknownIsoGrace
+      }
+      // The original's ISO of a VMID any VM still has (another shard's adopted original, say) is not an orphan.
+      return original !== null ? !usedVmids.has(Number(original[1])) && !listedByVmid.has(Number(original[1])) : false
     })
+    for (const volid of unknownIsoSince.keys()) if (!unknownSeen.has(volid)) unknownIsoSince.delete(volid)
     // Deleting an ISO has no intent event of its own, and a deposed leader's state does not know the new
     // leader's instances — whose fresh ISOs would look orphaned to it. A no-op fenced append, after the
     // listing and before the first delete, makes a deposed leader stop here (Fenced) instead.

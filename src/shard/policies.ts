@@ -36,3 +36,11 @@ export const ORPHAN_GRACE = Duration.minutes(2)
 
 /** A running instance whose VM is absent or stopped for this long is replaced. */
 export const VM_LOSS_GRACE = Duration.seconds(20)
+
+/**
+ * How long an `nstance-<id>.iso` of an instance this shard's log does not know stays before the GC deletes
+ * it. Shards of a cluster share the ISO storage and the name carries no shard, so such an ISO may be another
+ * shard's upload waiting for its clone: an hour is far beyond any upload-to-clone wait, and a true orphan
+ * (an upload that finished after its instance's delete) still goes.
+ */
+export const UNKNOWN_ISO_GRACE = Duration.hours(1)

@@ -8,13 +8,19 @@
  *   is already on record;
  * - at the end: every group at its size with all instances running, nothing left being created or deleted,
  *   one VM per instance, and no VM, disk or ISO that no live instance owns.
- * Agent registration is off in chaos runs (no PKI), so the nonce invariant is not checked here.
+ * In a two-shard world each shard's part of the history is judged on its own by the rules above, and
+ * across shards: no shard mutates a VM or ISO carrying the other shard's tags or instance IDs, no instance
+ * ID is in both logs, and at the end every shard's groups are at size with nothing leaked.
+ * With agent registration on (registration worlds), nonces are single-use: every `NonceIssued` hash is
+ * issued once, an instance is registered at most once per nonce, a registration is accepted only with the
+ * instance's newest nonce, and no raw nonce (the JWT) is in any event, log line or store object.
  */
 import { allInstances, type Instance, type State } from "../../src/domain/shard/state.js"
 import type { ShardEventEncoded } from "../../src/domain/shard/events.js"
 import type { SimModel } from "../../src/sim/model.js"
-import { GROUPS, OUR_TAGS, TENANT, type WorldConfig } from "./config.js"
-import type { History, StoreWrite, Who } from "./history.js"
+import { hasAssociationTags } from "../../src/domain/pveTags.js"
+import { CLUSTER, GROUPS, ourTags, TENANT, type WorldConfig } from "./config.js"
+import type { HistoryView, StoreWrite, Who } from "./history.js"
 
 export interface Violation {
   readonly rule: string
@@ -26,7 +32,7 @@ export interface Violation {
 const landed = (w: StoreWrite) => w.outcome === "applied" || w.outcome === "ambiguous"
 
 /** Landed log segments in sequence order. */
-export const landedSegments = (h: History): Array<StoreWrite> =>
+export const landedSegments = (h: Pick<HistoryView, "writes">): Array<StoreWrite> =>
   h.writes.filter((w) => w.op === "put" && w.key.startsWith("log/") && landed(w) && w.seq !== undefined).sort((a, b) => a.seq! - b.seq!)
 
 const CREATE_ORDER = ["requested", "placed", "templated", "iso-uploading", "iso-ready", "cloning", "cloned", "configured", "starting", "running", "registered"] as const
@@ -88,11 +94,13 @@ export const sagaViolations = (segments: ReadonlyArray<StoreWrite>): Array<Viola
       }
       const step = CREATE_STEPS[event._tag]
       if (step !== undefined) {
-        if (!step.from.includes(t.phase)) bad(w, id, `${event._tag} in phase ${t.phase}${t.deleting ? " (deleting)" : ""}`)
+        // The guest may register before the saga records its start: Started then leaves it registered.
+        const lateStart = event._tag === "Started" && t.phase === "registered"
+        if (!step.from.includes(t.phase) && !lateStart) bad(w, id, `${event._tag} in phase ${t.phase}${t.deleting ? " (deleting)" : ""}`)
         if (event._tag === "Cloned" && t.vmid !== undefined && event.vmid !== t.vmid) bad(w, id, `Cloned VMID ${event.vmid} but CloneRequested reserved ${t.vmid}`)
         if (event._tag === "CloneRequested" || event._tag === "Cloned") t.vmid = event.vmid
         if (t.stopped && (event._tag === "Started" || event._tag === "Cloned")) bad(w, id, `${event._tag} after the delete saga stopped the VM`)
-        if (step.to !== undefined) t.phase = step.to
+        if (step.to !== undefined && !lateStart) t.phase = step.to
         continue
       }
       switch (event._tag) {
@@ -130,7 +138,7 @@ export const sagaViolations = (segments: ReadonlyArray<StoreWrite>): Array<Viola
 
 const termOf = (e: ShardEventEncoded): number | undefined => (e._tag === "LeaderElected" ? e.term : undefined)
 
-export const checkHistory = (h: History): Array<Violation> => {
+export const checkHistory = (h: HistoryView): Array<Violation> => {
   const out: Array<Violation> = []
   const segments = landedSegments(h)
 
@@ -212,40 +220,139 @@ export const checkHistory = (h: History): Array<Violation> => {
   return out.sort((a, b) => a.at - b.at)
 }
 
+/** Instance IDs a shard's log names (requested or adopted). */
+const instancesOf = (h: HistoryView): Set<string> => {
+  const ids = new Set<string>()
+  for (const w of landedSegments(h)) for (const e of w.events ?? []) {
+    if (e._tag === "InstanceRequested" || e._tag === "Adopted") ids.add(e.instanceId)
+  }
+  return ids
+}
+
+/**
+ * Across the shards of one world: no shard's PVE mutation acts on a VM carrying another shard's tags or
+ * named after another shard's instance, or on another shard's ISO; no instance ID is in two shards' logs.
+ */
+export const crossShardViolations = (views: ReadonlyArray<{ readonly shard: string; readonly view: HistoryView }>): Array<Violation> => {
+  const out: Array<Violation> = []
+  const ids = views.map(({ shard, view }) => ({ shard, ids: instancesOf(view) }))
+  for (const { shard, view } of views) {
+    for (const call of view.pve) {
+      if (!call.mutation || call.target === undefined) continue
+      const { tags, instance, vmid } = call.target
+      for (const other of ids) {
+        if (other.shard === shard) continue
+        const what = `${call.op}(${call.args})${vmid === undefined ? "" : ` on VM ${vmid}`}`
+        if (hasAssociationTags(tags, CLUSTER, other.shard)) {
+          out.push({ rule: "cross-shard", at: call.i, message: `${shard} ${call.who} (term ${call.term}) ${what} carrying ${other.shard}'s tags (${tags})` })
+        } else if (instance !== undefined && other.ids.has(instance)) {
+          out.push({ rule: "cross-shard", at: call.i, message: `${shard} ${call.who} (term ${call.term}) ${what} of ${other.shard}'s instance ${instance}` })
+        }
+      }
+    }
+  }
+  for (let a = 0; a < ids.length; a++) for (let b = a + 1; b < ids.length; b++) {
+    for (const id of ids[a]!.ids) {
+      if (ids[b]!.ids.has(id)) out.push({ rule: "cross-shard", at: 0, message: `instance ${id} is in the logs of both ${ids[a]!.shard} and ${ids[b]!.shard}` })
+    }
+  }
+  return out.sort((x, y) => x.at - y.at)
+}
+
+/** A registration the agent saw succeed: its instance, the hash of the nonce it used, when. */
+export interface AcceptedRegistration {
+  readonly instanceId: string
+  readonly nonceHash: string
+  readonly i: number
+}
+
+/** The nonce rules over one shard's history and the registrations its agents saw accepted. */
+export const nonceViolations = (h: HistoryView, accepted: ReadonlyArray<AcceptedRegistration>): Array<Violation> => {
+  const out: Array<Violation> = []
+  const issuedAt = new Map<string, number>()
+  /** Per instance: its nonces in log order, each with when it landed and how often it was registered. */
+  const nonces = new Map<string, Array<{ readonly hash: string; readonly at: number; registered: number }>>()
+  for (const w of landedSegments(h)) for (const e of w.events ?? []) {
+    if (e._tag === "NonceIssued") {
+      const first = issuedAt.get(e.nonceHash)
+      if (first !== undefined) out.push({ rule: "nonce-single-use", at: w.appliedAt!, message: `${e.instanceId}: nonce ${e.nonceHash.slice(0, 12)}… issued again (first @${first})` })
+      else issuedAt.set(e.nonceHash, w.appliedAt!)
+      nonces.set(e.instanceId, [...(nonces.get(e.instanceId) ?? []), { hash: e.nonceHash, at: w.appliedAt!, registered: 0 }])
+    } else if (e._tag === "Registered") {
+      const newest = nonces.get(e.instanceId)?.at(-1)
+      if (newest === undefined) {
+        out.push({ rule: "nonce-single-use", at: w.appliedAt!, message: `${e.instanceId}: Registered without a nonce issued` })
+      } else if (++newest.registered > 1) {
+        out.push({ rule: "nonce-single-use", at: w.appliedAt!, message: `${e.instanceId}: registered ${newest.registered} times with nonce ${newest.hash.slice(0, 12)}…` })
+      }
+    }
+  }
+  const used = new Map<string, number>()
+  for (const a of accepted) {
+    const before = used.get(a.nonceHash)
+    if (before !== undefined) out.push({ rule: "nonce-single-use", at: a.i, message: `${a.instanceId}: nonce ${a.nonceHash.slice(0, 12)}… accepted again (first @${before})` })
+    else used.set(a.nonceHash, a.i)
+    const newest = (nonces.get(a.instanceId) ?? []).filter((n) => n.at < a.i).at(-1)
+    if (newest?.hash !== a.nonceHash) {
+      out.push({ rule: "nonce-newest", at: a.i, message: `${a.instanceId}: registration accepted with nonce ${a.nonceHash.slice(0, 12)}…, the instance's newest is ${newest === undefined ? "none" : `${newest.hash.slice(0, 12)}…`}` })
+    }
+  }
+  return out
+}
+
 const describe = (i: Instance) => `${i.id}:${i.phase}${i.deleteReason === undefined ? "" : `(${i.deleteReason})`}`
 
-/** What keeps the world from being converged: empty when every group is at size and nothing is leaked. */
-export const endStateProblems = (model: SimModel, state: State, world: WorldConfig): Array<string> => {
+/** One shard's end state: its replayed state and the sizes its config asks for. */
+export interface ShardEnd {
+  readonly shard: string
+  readonly state: State
+  readonly world: WorldConfig
+  /** Agent registration on: an instance at rest is one whose agent registered. */
+  readonly registration?: boolean
+}
+
+/**
+ * What keeps the world from being converged: empty when every shard's groups are at size and nothing is
+ * leaked. A VM is leaked when no live instance of any shard owns it; the shard named in a problem is the
+ * one whose instance or tags it concerns (omitted in a one-shard world).
+ */
+export const endStateProblems = (model: SimModel, shards: ReadonlyArray<ShardEnd>): Array<string> => {
   const problems: Array<string> = []
-  const instances = allInstances(state)
-  const live = instances.filter((i) => i.phase !== "deleting")
-  for (const { group } of GROUPS) {
-    const members = live.filter((i) => i.tenant === TENANT && i.group === group)
-    const size = world.sizes[group]
-    if (members.length !== size) problems.push(`group ${group}: ${members.length} instances, want ${size}`)
+  const one = shards.length === 1
+  const tag = (shard: string) => (one ? "" : `${shard}: `)
+  const byId = new Map<string, { readonly shard: string; readonly instance: Instance }>()
+  for (const { shard, state, world, registration } of shards) {
+    const instances = allInstances(state)
+    const live = instances.filter((i) => i.phase !== "deleting")
+    for (const { group } of GROUPS) {
+      const members = live.filter((i) => i.tenant === TENANT && i.group === group)
+      const size = world.sizes[group]
+      if (members.length !== size) problems.push(`${tag(shard)}group ${group}: ${members.length} instances, want ${size}`)
+    }
+    for (const i of instances) {
+      if (i.phase !== "registered" && (registration === true || i.phase !== "running")) problems.push(`${tag(shard)}instance ${describe(i)} is not at rest`)
+      if (i.tenant !== TENANT || !GROUPS.some((g) => g.group === i.group)) problems.push(`${tag(shard)}instance ${describe(i)} belongs to no group`)
+    }
+    for (const i of live) byId.set(i.id, { shard, instance: i })
   }
-  for (const i of instances) {
-    if (i.phase !== "running" && i.phase !== "registered") problems.push(`instance ${describe(i)} is not at rest`)
-    if (i.tenant !== TENANT || !GROUPS.some((g) => g.group === i.group)) problems.push(`instance ${describe(i)} belongs to no group`)
-  }
-  const byId = new Map(live.map((i) => [i.id, i] as const))
   const vmsByName = new Map<string, Array<number>>()
   for (const vm of model.vms.values()) {
     if (vm.config.get("template") === "1") continue
     const name = vm.config.get("name") ?? `(unnamed ${vm.vmid})`
     if (name.startsWith("foreign-")) continue
     vmsByName.set(name, [...(vmsByName.get(name) ?? []), vm.vmid])
-    const instance = byId.get(name)
-    if (instance === undefined) {
+    const owner = byId.get(name)
+    if (owner === undefined) {
       problems.push(`leaked VM ${vm.vmid} (${name}) on ${vm.node}: no live instance owns it`)
       continue
     }
-    if (instance.vmid !== vm.vmid) problems.push(`VM ${vm.vmid} named ${name}: the log says VMID ${instance.vmid ?? "none"}`)
-    if (vm.status !== "running") problems.push(`VM ${vm.vmid} of ${name} is ${vm.status}`)
-    if (vm.config.get("tags") !== OUR_TAGS) problems.push(`VM ${vm.vmid} of ${name} is tagged ${vm.config.get("tags") ?? "(none)"}`)
+    const { shard, instance } = owner
+    if (instance.vmid !== vm.vmid) problems.push(`${tag(shard)}VM ${vm.vmid} named ${name}: the log says VMID ${instance.vmid ?? "none"}`)
+    if (vm.status !== "running") problems.push(`${tag(shard)}VM ${vm.vmid} of ${name} is ${vm.status}`)
+    if (vm.config.get("tags") !== ourTags(shard)) problems.push(`${tag(shard)}VM ${vm.vmid} of ${name} is tagged ${vm.config.get("tags") ?? "(none)"}`)
   }
   for (const [name, vmids] of vmsByName) if (vmids.length > 1) problems.push(`${vmids.length} VMs named ${name}: ${vmids.join(", ")}`)
-  for (const i of live) if (!vmsByName.has(i.id)) problems.push(`instance ${describe(i)} has no VM`)
+  for (const [id, { shard, instance }] of byId) if (!vmsByName.has(id)) problems.push(`${tag(shard)}instance ${describe(instance)} has no VM`)
   for (const volume of model.volumes.values()) {
     if (volume.content === "images") {
       if (volume.vmid === undefined || !model.vms.has(volume.vmid)) problems.push(`leaked disk ${volume.volid} on ${volume.node ?? "shared"}`)
@@ -256,3 +363,4 @@ export const endStateProblems = (model: SimModel, state: State, world: WorldConf
   }
   return problems
 }
+

@@ -8,9 +8,13 @@ import { type ParsedShardConfig, parseShardConfig } from "../../src/domain/confi
 
 export const CLUSTER = "acme"
 export const SHARD = "pve-a"
+/** The second shard of a two-shard world: same cluster, same bucket, same PVE cluster, its own prefix. */
+export const SHARD_B = "pve-b"
 export const TENANT = "shop"
 export const ISO_STORAGE = "local"
-export const OUR_TAGS = `nstance;${CLUSTER};${SHARD}`
+/** The tags a VM of `shard` carries. */
+export const ourTags = (shard: string) => `nstance;${CLUSTER};${shard}`
+export const OUR_TAGS = ourTags(SHARD)
 
 export interface GroupSizes {
   readonly web: number
@@ -31,11 +35,11 @@ export interface WorldConfig {
   readonly diskGiB: number
 }
 
-export const configText = (c: WorldConfig): string => `// chaos world
+export const configText = (c: WorldConfig, shard: string = SHARD): string => `// chaos world
 {
   "cluster": { "id": "${CLUSTER}" },
   "shard": {
-    "id": "${SHARD}",
+    "id": "${shard}",
     "infra": { "provider": "proxmox", "region": "dc1", "zone": "z1", "options": { "cloud_init_iso_storage": "${ISO_STORAGE}" } },
     "bind": { "health_addr": ":8990", "election_addr": ":8991", "registration_addr": ":8992", "operator_addr": ":8993", "agent_addr": ":8994" },
     "advertise": { "health_addr": ":8990", "election_addr": ":8991", "registration_addr": "10.0.0.1:8992", "operator_addr": "10.0.0.1:8993", "agent_addr": "10.0.0.1:8994" },

@@ -19,6 +19,16 @@ export interface PveCall {
   readonly mutation: boolean
   /** For a clone: the instance ID it names. */
   readonly name?: string | undefined
+  /** What a mutation acts on, as the simulated cluster had it when the call started (cross-shard rules). */
+  readonly target?: PveTarget | undefined
+}
+
+export interface PveTarget {
+  readonly vmid?: number | undefined
+  /** The VM's `tags` config. */
+  readonly tags?: string | undefined
+  /** The instance ID the VM is named after, or whose ISO (`nstance-<id>.iso`) the call names. */
+  readonly instance?: string | undefined
 }
 
 export type WriteOutcome = "applied" | "rejected" | "failed" | "ambiguous" | "hung"
@@ -73,6 +83,8 @@ export class History {
   readonly samples: Array<Sample> = []
   /** The product's own log lines at INFO and above (bounded), for the failure report. */
   readonly productLog: Array<Line> = []
+  /** The shard each incarnation belongs to (two-shard worlds; empty when the world has one shard). */
+  readonly shardOf = new Map<Who, string>()
 
   constructor(private readonly now: () => number) {}
 
@@ -90,9 +102,9 @@ export class History {
     return i
   }
 
-  pveStart(who: Who, term: number, op: string, args: string, mutation: boolean, name?: string): PveCall {
+  pveStart(who: Who, term: number, op: string, args: string, mutation: boolean, name?: string, target?: PveTarget): PveCall {
     const i = this.next()
-    const call: PveCall = { i, t: this.now(), who, term, op, args, mutation, name }
+    const call: PveCall = { i, t: this.now(), who, term, op, args, mutation, name, target }
     this.pve.push(call)
     if (mutation) this.lines.push({ i, t: call.t, text: `pve ${who} t${term} ${op}(${args})` })
     return call
@@ -138,5 +150,19 @@ export class History {
     const ours = this.lines.filter((l) => Math.abs(l.i - at) <= radius).map((l) => ({ i: l.i, s: fmt(l, "|") }))
     const theirs = this.productLog.filter((l) => Math.abs(l.i - at) <= radius).map((l) => ({ i: l.i + 0.5, s: fmt(l, ":") }))
     return [...ours, ...theirs].sort((a, b) => a.i - b.i).map((x) => x.s)
+  }
+}
+
+/** The parts of a history the rules read: the whole history, or one shard's part of it. */
+export type HistoryView = Pick<History, "pve" | "writes" | "marks" | "samples">
+
+/** One shard's part of a two-shard history: its incarnations' PVE calls, store writes and marks (no samples: those are judged once). */
+export const shardView = (h: History, shard: string): HistoryView => {
+  const mine = (who: Who) => h.shardOf.get(who) === shard
+  return {
+    pve: h.pve.filter((c) => mine(c.who)),
+    writes: h.writes.filter((w) => mine(w.who)),
+    marks: h.marks.filter((m) => mine(m.who)),
+    samples: []
   }
 }

@@ -1,10 +1,13 @@
 /**
- * `npm run chaos -- --seeds N [--from S] [--seed S] [--verbose]`: runs seeded chaos worlds (see world.ts)
+ * `npm run chaos -- --seeds N [--from S] [--two-shard | --registration] [--seed S] [--verbose]`: runs seeded chaos worlds (see world.ts)
  * one after another and judges each by the history checker. A failing seed prints its violations, the
  * history around the first one and the one command that reproduces it; the exit code is 1 if any failed.
- * `NSTANCE_CHAOS_BREAK=skip-iso-delete` runs a deliberately broken build (compensation leaves ISOs behind).
+ * `--two-shard` runs the first N two-shard seeds from S on (from 3000; one seed in five there runs two shards),
+ * `--registration` the first N registration seeds (from 4000; one one-shard seed in three there).
+ * `NSTANCE_CHAOS_BREAK=skip-iso-delete` runs a deliberately broken build (compensation leaves ISOs behind);
+ * `NSTANCE_CHAOS_BREAK=log-nonce` one whose leader logs the nonces it mints (fails registration seeds).
  */
-import { type BreakMode, failureReport, runSeed } from "./world.js"
+import { type BreakMode, failureReport, registrationSeeds, runSeed, twoShardSeeds } from "./world.js"
 
 const args = process.argv.slice(2)
 const flag = (name: string): string | undefined => {
@@ -22,13 +25,19 @@ const intFlag = (name: string, fallback: number): number => {
   return n
 }
 const breakEnv = process.env["NSTANCE_CHAOS_BREAK"] ?? "none"
-if (breakEnv !== "none" && breakEnv !== "skip-iso-delete") {
-  globalThis.console.error(`chaos: NSTANCE_CHAOS_BREAK must be skip-iso-delete, got ${JSON.stringify(breakEnv)}`)
+if (breakEnv !== "none" && breakEnv !== "skip-iso-delete" && breakEnv !== "log-nonce") {
+  globalThis.console.error(`chaos: NSTANCE_CHAOS_BREAK must be skip-iso-delete or log-nonce, got ${JSON.stringify(breakEnv)}`)
   process.exit(2)
 }
 const breakMode: BreakMode = breakEnv
 const single = flag("--seed")
-const seeds = single !== undefined ? [intFlag("--seed", 0)] : Array.from({ length: intFlag("--seeds", 20) }, (_, k) => intFlag("--from", 1) + k)
+const seeds = single !== undefined
+  ? [intFlag("--seed", 0)]
+  : args.includes("--two-shard")
+  ? twoShardSeeds(intFlag("--from", 3000), intFlag("--seeds", 20))
+  : args.includes("--registration")
+  ? registrationSeeds(intFlag("--from", 4000), intFlag("--seeds", 20))
+  : Array.from({ length: intFlag("--seeds", 20) }, (_, k) => intFlag("--from", 1) + k)
 const verbose = args.includes("--verbose")
 
 const started = Date.now()

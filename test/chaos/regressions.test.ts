@@ -4,9 +4,9 @@
  */
 import { describe, expect, it } from "vitest"
 import type { ShardEventEncoded } from "../../src/domain/shard/events.js"
-import { checkHistory } from "./checker.js"
-import { History } from "./history.js"
-import { failureReport, runSeed } from "./world.js"
+import { checkHistory, crossShardViolations, nonceViolations } from "./checker.js"
+import { History, shardView } from "./history.js"
+import { failureReport, isRegistrationSeed, isTwoShardSeed, runSeed } from "./world.js"
 
 const expectClean = async (seed: number) => {
   const result = await runSeed({ seed })
@@ -20,6 +20,10 @@ describe("chaos regressions", () => {
   it("seed 1045: a delete that finds its VM still being cloned waits instead of leaving the clone behind", () => expectClean(1045), 30_000)
   it("seed 1056: the same, another world", () => expectClean(1056), 30_000)
   it("seed 1898: GC does not request the delete of an instance whose delete finished during its pass", () => expectClean(1898), 30_000)
+  it("seed 3002 (two shards): GC does not delete the other shard's ISO waiting for its clone", async () => {
+    expect(isTwoShardSeed(3002)).toBe(true)
+    await expectClean(3002)
+  }, 30_000)
 })
 
 describe("the checker fails a broken build", () => {
@@ -29,6 +33,14 @@ describe("the checker fails a broken build", () => {
     const convergence = result.violations.find((v) => v.rule === "convergence")
     expect(convergence?.message).toMatch(/leaked ISO local:iso\/nstance-/)
     expect(failureReport(result, "skip-iso-delete")).toContain("reproduce: NSTANCE_CHAOS_BREAK=skip-iso-delete npm run chaos -- --seed 2")
+  }, 30_000)
+
+  it("a leader that logs the nonces it mints: a registration seed fails with nonce leaks", async () => {
+    expect(isRegistrationSeed(4003)).toBe(true)
+    const result = await runSeed({ seed: 4003, breakMode: "log-nonce" })
+    expect(result.violations.map((v) => v.rule)).toContain("nonce-leak")
+    expect(result.violations.find((v) => v.rule === "nonce-leak")?.message).toBe("a raw nonce in a product log line")
+    expect(failureReport(result, "log-nonce")).toContain("reproduce: NSTANCE_CHAOS_BREAK=log-nonce npm run chaos -- --seed 4003")
   }, 30_000)
 })
 
@@ -91,5 +103,73 @@ describe("history rules", () => {
     h.pveStart("r0#1", 1, "clone", "pve1,9000", true, ID)
     h.sample(`two VMs named ${ID}: 100 and 101`)
     expect(checkHistory(h).map((v) => v.rule)).toEqual(["no-clone-after-delete", "one-vm-per-instance"])
+  })
+})
+
+describe("cross-shard rules", () => {
+  const OTHER = "api06eadcewvhr330th4d1n4jdyqw"
+  /** Two shards' logs in one history: pve-a knows ID, pve-b knows OTHER. */
+  const twoShards = () => {
+    const h = new History(() => 0)
+    h.shardOf.set("pve-a/r0#1", "pve-a")
+    h.shardOf.set("pve-b/r1#2", "pve-b")
+    const put = (who: string, seq: number, events: ReadonlyArray<ShardEventEncoded>) =>
+      h.settle(h.write({ who, term: 1, op: "put", key: `log/${String(seq).padStart(16, "0")}.json`, seq, events }), "applied")
+    put("pve-a/r0#1", 1, [{ _tag: "InstanceRequested", v: 1, instanceId: ID, at, tenant: "shop", group: "web", kind: "web", specHash: "x", reason: "scale-up" }])
+    put("pve-b/r1#2", 1, [{ _tag: "InstanceRequested", v: 1, instanceId: OTHER, at, tenant: "shop", group: "api", kind: "api", specHash: "x", reason: "scale-up" }])
+    return h
+  }
+  const judge = (h: History) =>
+    crossShardViolations(["pve-a", "pve-b"].map((shard) => ({ shard, view: shardView(h, shard) }))).map((v) => v.message)
+
+  it("a shard deleting the other shard's ISO, or stopping a VM with its tags, breaks the cross-shard rule", () => {
+    const h = twoShards()
+    h.pveStart("pve-a/r0#1", 1, "deleteVolume", "pve1,local", true, undefined, { instance: OTHER })
+    h.pveStart("pve-b/r1#2", 1, "stop", "pve1,101", true, undefined, { vmid: 101, tags: "nstance;acme;pve-a", instance: ID })
+    expect(judge(h)).toEqual([
+      expect.stringContaining(`of pve-b's instance ${OTHER}`),
+      expect.stringContaining("carrying pve-a's tags")
+    ])
+  })
+
+  it("each shard acting on its own VMs and ISOs is fine; one instance ID in both logs is not", () => {
+    const h = twoShards()
+    h.pveStart("pve-a/r0#1", 1, "deleteVolume", "pve1,local", true, undefined, { instance: ID })
+    h.pveStart("pve-b/r1#2", 1, "stop", "pve1,102", true, undefined, { vmid: 102, tags: "nstance;acme;pve-b", instance: OTHER })
+    expect(judge(h)).toEqual([])
+    h.settle(h.write({ who: "pve-b/r1#2", term: 1, op: "put", key: "log/0000000000000002.json", seq: 2, events: [{ _tag: "Adopted", v: 1, instanceId: ID, at, tenant: "shop", group: "web", kind: "web", vmid: 101, node: "pve1", status: "running" }] }), "applied")
+    // Adopting pve-a's instance makes pve-b's log claim it: pve-a's own ISO delete is then ambiguous too.
+    expect(judge(h)).toEqual([
+      expect.stringContaining(`instance ${ID} is in the logs of both pve-a and pve-b`),
+      expect.stringContaining(`of pve-b's instance ${ID}`)
+    ])
+  })
+})
+
+describe("nonce rules", () => {
+  const nonceIssued = (hash: string) => ({ _tag: "NonceIssued" as const, v: 1 as const, instanceId: ID, at, nonceHash: hash })
+  const registered = { _tag: "Registered" as const, v: 1 as const, instanceId: ID, at, ips: ["10.20.1.5"] }
+
+  it("one nonce, one registration with it: clean", () => {
+    const h = historyOf([{ who: "r0#1", term: 1, events: [nonceIssued("aa")] }, { who: "r0#1", term: 1, events: [registered] }])
+    expect(nonceViolations(h, [{ instanceId: ID, nonceHash: "aa", i: h.next() }])).toEqual([])
+  })
+
+  it("a hash issued twice, two registrations with one nonce, a registration with an older nonce: all violations", () => {
+    const h = historyOf([
+      { who: "r0#1", term: 1, events: [nonceIssued("aa")] },
+      { who: "r0#1", term: 1, events: [registered] },
+      { who: "r0#1", term: 1, events: [registered] },
+      { who: "r0#1", term: 1, events: [nonceIssued("aa")] },
+      { who: "r0#1", term: 1, events: [nonceIssued("bb")] }
+    ])
+    const i = h.next()
+    expect(nonceViolations(h, [{ instanceId: ID, nonceHash: "aa", i }, { instanceId: ID, nonceHash: "aa", i: i + 1 }]).map((v) => v.message)).toEqual([
+      expect.stringContaining("registered 2 times with nonce aa"),
+      expect.stringContaining("nonce aa… issued again"),
+      expect.stringContaining("the instance's newest is bb"),
+      expect.stringContaining("accepted again"),
+      expect.stringContaining("the instance's newest is bb")
+    ])
   })
 })

@@ -1,19 +1,37 @@
 /**
  * The fixed chaos seeds CI runs, split over several files (`seedsNN.test.ts`) so each stays short and the
  * two vitest workers share them. A failing seed fails its test with the checker's report: violations, the
- * history around the first one and the command that reproduces it.
+ * history around the first one and the command that reproduces it. seeds01–08: 240 one-shard seeds;
+ * seeds09–11: the first 20 two-shard seeds from 3000; seeds12–13: the first 20 registration seeds from 4000.
  */
 import { describe, expect, it } from "vitest"
-import { failureReport, runSeed } from "./world.js"
+import { failureReport, registrationSeeds, runSeed, twoShardSeeds } from "./world.js"
+
+const seedTest = (seed: number, what: string) =>
+  it(`seed ${seed} keeps every invariant${what} and converges`, async () => {
+    const result = await runSeed({ seed })
+    if (result.violations.length > 0) expect.fail(failureReport(result))
+    expect(result.convergedAfterMs).toBeDefined()
+  }, 30_000)
 
 /** Seeds `from` … `from + count − 1`, one test each (seeds from 1000 on are storms: bigger groups, more faults). */
 export const chaosSeeds = (from: number, count: number) =>
   describe(`chaos seeds ${from}–${from + count - 1}`, () => {
-    for (let seed = from; seed < from + count; seed++) {
-      it(`seed ${seed} keeps every invariant and converges`, async () => {
-        const result = await runSeed({ seed })
-        if (result.violations.length > 0) expect.fail(failureReport(result))
-        expect(result.convergedAfterMs).toBeDefined()
-      }, 30_000)
-    }
+    for (let seed = from; seed < from + count; seed++) seedTest(seed, "")
   })
+
+/** The `count` two-shard seeds after skipping the first `skip` from 3000 on (storms of two shards on one cluster and bucket). */
+export const twoShardChaosSeeds = (skip: number, count: number) => {
+  const seeds = twoShardSeeds(3000, skip + count).slice(skip)
+  describe(`two-shard chaos seeds ${seeds[0]}–${seeds[seeds.length - 1]}`, () => {
+    for (const seed of seeds) seedTest(seed, ", per shard and across shards,")
+  })
+}
+
+/** The `count` registration seeds after skipping the first `skip` from 4000 on (agent registration on, the nonce rules judged). */
+export const registrationChaosSeeds = (skip: number, count: number) => {
+  const seeds = registrationSeeds(4000, skip + count).slice(skip)
+  describe(`registration chaos seeds ${seeds[0]}–${seeds[seeds.length - 1]}`, () => {
+    for (const seed of seeds) seedTest(seed, ", nonces single-use and never leaked,")
+  })
+}

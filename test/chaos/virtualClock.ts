@@ -24,6 +24,11 @@ export class VirtualClock implements Clock.Clock {
   private timers: Array<Timer> = []
   /** Timers fired so far (for the run's summary). */
   wakes = 0
+  /**
+   * Work outside the fibers in flight (WebCrypto on the thread pool): time stands still until it is done,
+   * so when it completes in wall-clock time cannot change the order of events.
+   */
+  pending = 0
 
   constructor(startMs: number) {
     this.nowMs = Math.round(startMs)
@@ -59,9 +64,13 @@ export class VirtualClock implements Clock.Clock {
 
   /** Moves time forward by `ms`, firing every timer due on the way in order and letting its work run. */
   advance(ms: number): Effect.Effect<void> {
+    const settle = async () => {
+      await immediate()
+      while (this.pending > 0) await immediate()
+    }
     return Effect.promise(async () => {
       const target = this.nowMs + Math.round(ms)
-      await immediate()
+      await settle()
       for (;;) {
         const next = this.timers[0]
         if (next === undefined || next.at > target) break
@@ -69,11 +78,16 @@ export class VirtualClock implements Clock.Clock {
         this.nowMs = Math.max(this.nowMs, next.at)
         this.wakes++
         next.wake()
-        await immediate()
+        await settle()
       }
       this.nowMs = target
-      await immediate()
+      await settle()
     })
+  }
+
+  /** Runs `effect` (one awaiting work off the fibers) as pending work: time waits for it. */
+  holding<A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> {
+    return Effect.acquireUseRelease(Effect.sync(() => void this.pending++), () => effect, () => Effect.sync(() => void this.pending--))
   }
 }
 

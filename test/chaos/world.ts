@@ -8,7 +8,12 @@
  * stopped or deleted behind our back, the ISO storage full. Then the faults stop and the world must
  * converge within a bound of virtual time. Faults come in through wrappers (a `ProxmoxApi` and an
  * `ObjectStore` per replica, which also record the history) and the simulator's fault controller.
+ * Some seeds from 3000 on run two shards in one process (`isTwoShardSeed`): each with its own config, groups,
+ * replicas, leases and log under its own prefix of the one bucket, both on the one simulated cluster. Some
+ * from 4000 on run with agent registration on (`isRegistrationSeed`): simulated guests register through
+ * the replicas' agent handlers in memory, and the nonce rules are judged too.
  */
+import { RpcClientError, RpcTest } from "@effect/rpc"
 import {
   Clock,
   Context,
@@ -16,33 +21,50 @@ import {
   Effect,
   Either,
   Exit,
+  Layer,
   Logger,
   LogLevel,
   Option,
   Random,
+  Redacted,
   Schema,
   Scope,
   Stream,
   SubscriptionRef
 } from "effect"
+import type { AgentConnector, AgentRpcClient } from "../../src/agent/AgentClient.js"
+import { nonceHash } from "../../src/domain/agent/nonce.js"
 import { ShardEvent } from "../../src/domain/shard/events.js"
+import { makeClusterPki } from "../../src/layers/ClusterPkiStore.js"
+import { AgentRpcs } from "../../src/rpc/AgentRpc.js"
+import { AgentHandlersLive } from "../../src/rpc/AgentServer.js"
+import { AgentBackend } from "../../src/services/AgentBackend.js"
+import { ClusterPki, type ClusterPkiShape } from "../../src/services/ClusterPki.js"
+import { makeAgentBackendReplica } from "../../src/shard/AgentBackendShard.js"
+import { makeShardReplica } from "../../src/shard/ShardReplica.js"
+import { makeSimAgents, type SimAgents } from "../../src/sim/agent.js"
+import type { GuestBoot } from "../../src/sim/guest.js"
 import { emptyState, type State } from "../../src/domain/shard/state.js"
 import { replayStore } from "../../src/layers/EventLogStore.js"
 import { makeLeaderLeaseOn } from "../../src/layers/LeaderLeaseStore.js"
 import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
+import { scopeStore, shardPrefix } from "../../src/layers/ObjectStoreScoped.js"
 import { ObjectStore, type ObjectStoreShape, StoreUnavailable } from "../../src/services/ObjectStore.js"
 import { ProxmoxApi, type ProxmoxApiShape } from "../../src/services/ProxmoxApi.js"
 import { leaderScope } from "../../src/shard/LeaderScope.js"
 import { LatencyDemo, LatencyRealistic, type LatencyModel } from "../../src/sim/latency.js"
 import { makePrng, type Prng } from "../../src/sim/prng.js"
 import { makeProxmoxApiSim, SimHandle } from "../../src/sim/ProxmoxApiSim.js"
-import { CLUSTER, configText, type GroupSizes, parseConfig, SHARD, type WorldConfig } from "./config.js"
-import { History, type StoreWrite, type Who } from "./history.js"
+import { CLUSTER, configText, type GroupSizes, parseConfig, SHARD, SHARD_B, type WorldConfig } from "./config.js"
+import { History, type PveTarget, shardView, type StoreWrite, type Who } from "./history.js"
 import { microtaskScheduler, VirtualClock } from "./virtualClock.js"
-import { checkHistory, endStateProblems, type Violation } from "./checker.js"
+import { type AcceptedRegistration, checkHistory, crossShardViolations, endStateProblems, nonceViolations, type Violation } from "./checker.js"
 
-/** A deliberately broken product, to show the checker fails (`NSTANCE_CHAOS_BREAK`). */
-export type BreakMode = "none" | "skip-iso-delete"
+/**
+ * A deliberately broken product, to show the checker fails (`NSTANCE_CHAOS_BREAK`): compensation that
+ * skips the ISO delete, or (registration worlds) a leader that logs each nonce it mints.
+ */
+export type BreakMode = "none" | "skip-iso-delete" | "log-nonce"
 
 export interface RunOptions {
   readonly seed: number
@@ -60,6 +82,33 @@ export interface RunResult {
   /** Virtual milliseconds until converged (undefined: not within the bound). */
   readonly convergedAfterMs: number | undefined
   readonly summary: string
+}
+
+/**
+ * Seeds from 3000 on: one in five runs two shards in one process against the same PVE cluster and bucket.
+ * Drawn from a PRNG stream of its own, so the worlds of every other seed keep their draws.
+ */
+export const isTwoShardSeed = (seed: number): boolean => seed >= 3000 && makePrng(seed * 53 + 11).int(1, 5) === 1
+
+/**
+ * Seeds from 4000 on: one in three one-shard worlds runs with agent registration on — a cluster PKI in the
+ * bucket, nonces in the user-data, simulated guests registering through each replica's agent handlers in
+ * memory — and is judged by the nonce rules too. A stream of its own, like the shard count.
+ */
+export const isRegistrationSeed = (seed: number): boolean => seed >= 4000 && !isTwoShardSeed(seed) && makePrng(seed * 67 + 19).int(1, 3) === 1
+
+/** The first `count` registration seeds from `from` on. */
+export const registrationSeeds = (from: number, count: number): Array<number> => {
+  const out: Array<number> = []
+  for (let seed = Math.max(from, 4000); out.length < count; seed++) if (isRegistrationSeed(seed)) out.push(seed)
+  return out
+}
+
+/** The first `count` two-shard seeds from `from` on. */
+export const twoShardSeeds = (from: number, count: number): Array<number> => {
+  const out: Array<number> = []
+  for (let seed = Math.max(from, 3000); out.length < count; seed++) if (isTwoShardSeed(seed)) out.push(seed)
+  return out
 }
 
 const MUTATIONS = new Set(["clone", "updateConfig", "resize", "start", "stop", "shutdown", "deleteVm", "upload", "deleteVolume"])
@@ -98,6 +147,18 @@ interface CrashTrigger {
   readonly mode: "before" | "after"
 }
 
+/** One shard of the world: its config, its key space in the shared bucket, its replicas' slots. */
+interface ShardWorld {
+  readonly id: string
+  /** The bucket as this shard sees it: the bucket itself in a one-shard world, else scoped to `shard/{id}/`. */
+  readonly store: ObjectStoreShape
+  readonly config: SubscriptionRef.SubscriptionRef<ReturnType<typeof parseConfig>>
+  world: WorldConfig
+  finalSizes: GroupSizes
+  /** Its replicas' slots in the world's replica array. */
+  readonly slots: ReadonlyArray<number>
+}
+
 interface Replica {
   readonly slot: number
   readonly id: string
@@ -106,6 +167,23 @@ interface Replica {
   /** Offsets of this incarnation's clock (lease only): wall and monotonic, in ms. */
   readonly skew: { wall: number; mono: number }
   leaderTerm: number | undefined
+  /** This incarnation's agent handlers, reached in memory (registration worlds). */
+  endpoint?: AgentRpcClient | undefined
+}
+
+/**
+ * The PKI's signing and verifying run on WebCrypto, whose promises settle in wall-clock time: one at a time,
+ * in the order the fibers ask, with virtual time held until each is done — so a seed replays exactly.
+ */
+const gatePki = (pki: ClusterPkiShape, clock: VirtualClock, one: Effect.Semaphore, onMint: (jwt: string) => Effect.Effect<void>): ClusterPkiShape => {
+  const gate = <A, E>(effect: Effect.Effect<A, E>) => one.withPermits(1)(clock.holding(effect))
+  return {
+    ...pki,
+    issueClientCertificate: (request) => gate(pki.issueClientCertificate(request)),
+    verifyClientCertificate: (pem) => gate(pki.verifyClientCertificate(pem)),
+    mintNonce: (request) => gate(pki.mintNonce(request)).pipe(Effect.tap((minted) => onMint(Redacted.value(minted.jwt)))),
+    verifyNonce: (jwt, audience) => gate(pki.verifyNonce(jwt, audience))
+  }
 }
 
 /** A clock that is the test clock shifted by `skew` (read on every call, so jumps take effect at once). */
@@ -136,11 +214,14 @@ export const runWorld = (options: RunOptions): Effect.Effect<RunResult> => {
     // ---- the world's shape, from the seed ----
     // Seeds from 1000 on are storms: bigger groups, more faults. (Same draws as below, so seeds under 1000 keep their worlds.)
     const storm = seed >= 1000
+    const twoShards = isTwoShardSeed(seed)
+    // Every draw for the second shard comes from a stream of its own (see isTwoShardSeed).
+    const shardPrng = makePrng(seed * 59 + 5)
     const replicaCount = prng.int(1, 3)
     const latency = pick(prng, [LatencyRealistic, LatencyRealistic, LatencyDemo, LatencyJittery])
     const nodes = prng.int(2, 4)
     const sizeOf = () => (storm ? { web: prng.int(0, 6), api: prng.int(0, 4) } : { web: prng.int(0, 3), api: prng.int(0, 2) })
-    let world: WorldConfig = {
+    const world: WorldConfig = {
       sizes: sizeOf(),
       gcInterval: pick(prng, ["5s", "10s", "30s"]),
       createRateLimit: pick(prng, ["", "", "1s"]),
@@ -149,16 +230,106 @@ export const runWorld = (options: RunOptions): Effect.Effect<RunResult> => {
     const snapshotEvery = pick(prng, [15, 40, 1000])
     const chaosMs = prng.int(90, 300) * 1000
     const boundMs = options.convergeBoundMs ?? 25 * 60_000
+    const worldB: WorldConfig | undefined = twoShards
+      ? {
+        sizes: storm ? { web: shardPrng.int(0, 6), api: shardPrng.int(0, 4) } : { web: shardPrng.int(0, 3), api: shardPrng.int(0, 2) },
+        gcInterval: pick(shardPrng, ["5s", "10s", "30s"]),
+        createRateLimit: pick(shardPrng, ["", "", "1s"]),
+        diskGiB: pick(shardPrng, [2, 4])
+      }
+      : undefined
+    const replicaCountB = twoShards ? shardPrng.int(1, 3) : 0
+    const totalReplicas = replicaCount + replicaCountB
+    if (worldB !== undefined) {
+      say(`two shards: ${SHARD} (${replicaCount} replica(s)) and ${SHARD_B} (${replicaCountB} replica(s), sizes web=${worldB.sizes.web} api=${worldB.sizes.api}, gc ${worldB.gcInterval}) on one PVE cluster and one bucket`)
+    }
     say(`world: seed ${seed}${storm ? " (storm)" : ""}, ${replicaCount} replica(s), ${nodes} nodes, latency ${latency.name}, sizes web=${world.sizes.web} api=${world.sizes.api}, gc ${world.gcInterval}, snapshot every ${snapshotEvery}, chaos ${chaosMs / 1000}s${breakMode === "none" ? "" : `, BROKEN BUILD: ${breakMode}`}`)
 
-    const simContext = yield* makeProxmoxApiSim({ nodes, seed, latency, retry: { baseDelay: "200 millis", maxDelay: "2 seconds" } })
+    // ---- agent registration (registration worlds): guests reach a live replica's handlers in memory ----
+    const registrationOn = isRegistrationSeed(seed)
+    const regPrng = makePrng(seed * 71 + 23)
+    const endpointDown = (url: string) => new RpcClientError.RpcClientError({ reason: "Protocol", message: `${url}: no replica answers (simulated)` })
+    /** The registration address is a VIP: each call reaches one live replica, leader or not. */
+    const viaVip = (url: string) => <A, E>(call: (endpoint: AgentRpcClient) => Effect.Effect<A, E>): Effect.Effect<A, E | RpcClientError.RpcClientError> =>
+      Effect.suspend((): Effect.Effect<A, E | RpcClientError.RpcClientError> => {
+        const live = replicas.filter((r): r is Replica & { endpoint: AgentRpcClient } => r?.endpoint !== undefined)
+        return live.length === 0 ? Effect.fail(endpointDown(url)) : call(live[regPrng.int(0, live.length - 1)]!.endpoint)
+      })
+    /** Every raw nonce minted, and where one turned up (an event, a log line, a store object). */
+    const minted: Array<string> = []
+    const leaks: Array<Violation> = []
+    const leakCheck = (text: string, where: string) => {
+      for (const jwt of minted) {
+        if (text.includes(jwt)) leaks.push({ rule: "nonce-leak", at: history.index, message: `a raw nonce in ${where}` })
+      }
+    }
+    /** Successful registrations as the agents saw them: instance, hash of the nonce used, history index. */
+    const accepted: Array<AcceptedRegistration> = []
+    const connector: AgentConnector = (url) => {
+      const via = viaVip(url)
+      const client: AgentRpcClient = {
+        RegisterAgent: (payload, opts) =>
+          via((e) => e.RegisterAgent(payload, opts)).pipe(Effect.tap((result) => Effect.sync(() => {
+            if (result === undefined) return
+            const i = history.line(`agent ${result.instanceId} registered`)
+            accepted.push({ instanceId: result.instanceId, nonceHash: nonceHash(payload.nonce), i })
+          }))),
+        ReportHealth: (payload, opts) => via((e) => e.ReportHealth(payload, opts)),
+        RenewCertificate: (payload, opts) => via((e) => e.RenewCertificate(payload, opts))
+      }
+      return Effect.succeed(client)
+    }
+    // Made in the run's body (below), so that the agents' fibers log through the product logger.
+    let agents: SimAgents | undefined
+
+    const simContext = yield* makeProxmoxApiSim({
+      nodes,
+      seed,
+      latency,
+      retry: { baseDelay: "200 millis", maxDelay: "2 seconds" },
+      ...(registrationOn ? { guestHook: (boot: GuestBoot) => agents?.hook(boot) } : {})
+    })
     const simPve = Context.get(simContext, ProxmoxApi)
     const { model, faults } = Context.get(simContext, SimHandle)
     const base = makeMemoryStore()
-    const config = yield* SubscriptionRef.make(parseConfig(configText(world)))
+    const onMint = (jwt: string) =>
+      Effect.suspend(() => {
+        minted.push(jwt)
+        return breakMode === "log-nonce" ? Effect.logInfo(`minted nonce ${jwt}`) : Effect.void
+      })
+    const encryptionKey = Uint8Array.from({ length: 32 }, () => regPrng.int(0, 255))
+    const pki: ClusterPkiShape | undefined = registrationOn
+      ? gatePki(
+        yield* makeClusterPki(base, { clusterId: CLUSTER, encryptionKey }).pipe(Effect.orDie, Logger.withMinimumLogLevel(LogLevel.None)),
+        clock,
+        yield* Effect.makeSemaphore(1),
+        onMint
+      )
+      : undefined
+    if (registrationOn) say("agent registration on: cluster PKI in the bucket, guests register in memory")
+    const shardA: ShardWorld = {
+      id: SHARD,
+      store: twoShards ? scopeStore(base, shardPrefix(SHARD)) : base,
+      config: yield* SubscriptionRef.make(parseConfig(configText(world))),
+      world,
+      finalSizes: world.sizes,
+      slots: Array.from({ length: replicaCount }, (_, k) => k)
+    }
+    const shards: Array<ShardWorld> = [shardA]
+    if (worldB !== undefined) {
+      shards.push({
+        id: SHARD_B,
+        store: scopeStore(base, shardPrefix(SHARD_B)),
+        config: yield* SubscriptionRef.make(parseConfig(configText(worldB, SHARD_B))),
+        world: worldB,
+        finalSizes: worldB.sizes,
+        slots: Array.from({ length: replicaCountB }, (_, k) => replicaCount + k)
+      })
+    }
+    const shardOfSlot = (slot: number): ShardWorld => shards.find((s) => s.slots.includes(slot))!
     const storeFaults: StoreFaults = { errorRate: 0, ambiguousRate: 0, latencyMs: 0, partitioned: new Set() }
     let crashTrigger: CrashTrigger | undefined
-    const replicas: Array<Replica | undefined> = Array.from({ length: replicaCount }, () => undefined)
+    const replicas: Array<Replica | undefined> = Array.from({ length: totalReplicas }, () => undefined)
     let incarnations = 0
     let generation = 0
     let chaosOn = true
@@ -181,13 +352,28 @@ export const runWorld = (options: RunOptions): Effect.Effect<RunResult> => {
     }
 
     // ---- the recording, fault-injecting wrappers ----
+    /** What a mutation acts on, read from the simulated cluster as the call starts (for the cross-shard rules). */
+    const targetOf = (op: string, args: ReadonlyArray<unknown>): PveTarget | undefined => {
+      if (!twoShards || !MUTATIONS.has(op)) return undefined
+      if (op === "deleteVolume" || op === "upload") {
+        const arg = args[2]
+        const file = op === "upload" && typeof arg === "object" && arg !== null && "filename" in arg ? arg.filename : arg
+        const m = typeof file === "string" ? /nstance-([a-z0-9]+)\.iso$/.exec(file) : null
+        return m === null ? undefined : { instance: m[1] }
+      }
+      if (op === "clone") return undefined
+      const vmid = args[1]
+      const vm = typeof vmid === "number" ? model.vms.get(vmid) : undefined
+      return vm === undefined ? undefined : { vmid: vm.vmid, tags: vm.config.get("tags"), instance: vm.config.get("name") }
+    }
+
     const wrapPve = (who: Who, term: number): ProxmoxApiShape => {
       const tap = <Args extends ReadonlyArray<unknown>, A, E>(op: string, f: (...args: Args) => Effect.Effect<A, E>, nameOf?: (...args: Args) => string | undefined) =>
         (...args: Args): Effect.Effect<A, E> =>
           Effect.suspend(() => {
             const mutation = MUTATIONS.has(op)
             const name = nameOf?.(...args)
-            history.pveStart(who, term, op, mutation ? formatArgs(args) : "", mutation, name)
+            history.pveStart(who, term, op, mutation ? formatArgs(args) : "", mutation, name, targetOf(op, args))
             return f(...args).pipe(Effect.ensuring(Effect.sync(sampleModel)))
           })
       const p = simPve
@@ -241,7 +427,7 @@ export const runWorld = (options: RunOptions): Effect.Effect<RunResult> => {
         return slot < 0 ? Effect.void : Effect.asVoid(Effect.forkIn(crash(slot, reason), worldScope))
       })
 
-    const wrapStore = (who: Who, term: number | undefined): ObjectStoreShape => {
+    const wrapStore = (who: Who, term: number | undefined, base: ObjectStoreShape): ObjectStoreShape => {
       const gate = <A, E>(operation: string, key: string, effect: Effect.Effect<A, E>): Effect.Effect<A, E | StoreUnavailable> =>
         Effect.gen(function* () {
           if (storeFaults.latencyMs > 0) yield* Effect.sleep(Duration.millis(prng.int(0, storeFaults.latencyMs)))
@@ -270,6 +456,7 @@ export const runWorld = (options: RunOptions): Effect.Effect<RunResult> => {
           Effect.suspend(() => {
             let seq: number | undefined
             let events: StoreWrite["events"]
+            if (minted.length > 0) leakCheck(textDecoder.decode(body), `store object ${key}`)
             if (key.startsWith("log/")) {
               const decoded = decodeSegmentBody(textDecoder.decode(body))
               if (Either.isRight(decoded)) {
@@ -314,17 +501,20 @@ export const runWorld = (options: RunOptions): Effect.Effect<RunResult> => {
       let who = ""
       for (const [k, v] of annotations) if (k === "who") who = String(v)
       history.product(`${logLevel.label} ${who} ${text}`)
+      if (minted.length > 0) leakCheck(text, "a product log line")
     })
 
     const startReplica = (slot: number, id: string, graceful: boolean) =>
       Effect.gen(function* () {
         const scope = yield* Scope.make()
-        const who = `${id}#${++incarnations}`
+        const shard = shardOfSlot(slot)
+        const who = `${twoShards ? `${shard.id}/` : ""}${id}#${++incarnations}`
+        if (twoShards) history.shardOf.set(who, shard.id)
         const skew = { wall: 0, mono: 0 }
         const replica: Replica = { slot, id, who, scope, skew, leaderTerm: undefined }
         replicas[slot] = replica
         history.mark(who, "start", undefined, graceful ? "resigns on stop" : "dies without resigning")
-        const lease = yield* makeLeaderLeaseOn(wrapStore(who, undefined), {
+        const lease = yield* makeLeaderLeaseOn(wrapStore(who, undefined, shard.store), {
           id,
           address: `${id}.chaos:8991`,
           frequentInterval: "5 seconds",
@@ -340,20 +530,33 @@ export const runWorld = (options: RunOptions): Effect.Effect<RunResult> => {
           ),
           Effect.forkIn(scope)
         )
+        // Registration worlds: the replica's handle and its agent handlers, as runDaemon serves them over HTTP.
+        const handle = pki === undefined
+          ? undefined
+          : yield* makeShardReplica({ clusterId: CLUSTER, shard: shard.id, replica: id, advertiseHost: `${id}.chaos`, config: shard.config, lease })
+        if (handle !== undefined && pki !== undefined) {
+          const handlers = AgentHandlersLive({
+            cluster: CLUSTER,
+            shard: shard.id,
+            certificateTtl: Effect.map(SubscriptionRef.get(shard.config), (current) => current.config.certificates.agentTtl)
+          }).pipe(Layer.provide(Layer.succeed(ClusterPki, pki)), Layer.provide(Layer.succeed(AgentBackend, makeAgentBackendReplica(handle))))
+          replica.endpoint = yield* RpcTest.makeClient(AgentRpcs).pipe(Effect.provide(handlers), Scope.extend(scope))
+        }
         const work = (term: number) =>
           Effect.suspend(() => {
             replica.leaderTerm = term
             history.mark(who, "termStart", term)
             return leaderScope({
               clusterId: CLUSTER,
-              shard: SHARD,
+              shard: shard.id,
               replica: id,
-              config,
+              config: shard.config,
               eventLog: { batchWindow: "20 millis", snapshotEvery },
-              graces: { orphan: "60 seconds", vmLoss: "20 seconds" }
+              graces: { orphan: "60 seconds", vmLoss: "20 seconds" },
+              ...(handle === undefined || pki === undefined ? {} : { handle, registration: { pki, advertiseHost: `${id}.chaos` } })
             })(term).pipe(
               Effect.provideService(ProxmoxApi, wrapPve(who, term)),
-              Effect.provideService(ObjectStore, wrapStore(who, term)),
+              Effect.provideService(ObjectStore, wrapStore(who, term, shard.store)),
               Effect.onExit((exit) => Effect.sync(() => history.mark(who, "termEnd", term, Exit.isInterrupted(exit) ? "interrupted" : "failed"))),
               Effect.annotateLogs({ who: `${who} t${term}` })
             )
@@ -367,11 +570,13 @@ export const runWorld = (options: RunOptions): Effect.Effect<RunResult> => {
     // ---- the fault schedule ----
     const faultScope = yield* Scope.make()
     const leaderSlot = () => {
-      const leading = replicas.filter((r): r is Replica => r !== undefined && r.leaderTerm !== undefined)
+      // Two shards: the leader of one of them (terms of different shards are not comparable).
+      const of = twoShards ? shards[shardPrng.int(0, shards.length - 1)]! : undefined
+      const leading = replicas.filter((r): r is Replica => r !== undefined && r.leaderTerm !== undefined && (of === undefined || of.slots.includes(r.slot)))
       const newest = leading.sort((a, b) => (b.leaderTerm ?? 0) - (a.leaderTerm ?? 0))[0]
       return newest?.slot
     }
-    const anySlot = () => prng.int(0, replicaCount - 1)
+    const anySlot = () => prng.int(0, totalReplicas - 1)
     const ourVms = () =>
       [...model.vms.values()].filter((vm) => vm.config.get("template") !== "1" && !(vm.config.get("name") ?? "").startsWith("foreign"))
     const foreignCount = { n: 0 }
@@ -569,11 +774,12 @@ export const runWorld = (options: RunOptions): Effect.Effect<RunResult> => {
         }
         default: {
           const sizes = sizeOf()
+          const shard = twoShards ? shards[shardPrng.int(0, shards.length - 1)]! : shardA
           return {
-            name: `config push: web=${sizes.web} api=${sizes.api}`,
+            name: `config push${twoShards ? ` to ${shard.id}` : ""}: web=${sizes.web} api=${sizes.api}`,
             run: Effect.suspend(() => {
-              world = { ...world, sizes }
-              return SubscriptionRef.set(config, parseConfig(configText(world)))
+              shard.world = { ...shard.world, sizes }
+              return SubscriptionRef.set(shard.config, parseConfig(configText(shard.world, shard.id)))
             })
           }
         }
@@ -582,11 +788,18 @@ export const runWorld = (options: RunOptions): Effect.Effect<RunResult> => {
 
     const faultCount = storm ? prng.int(15, 35) : prng.int(3, 14)
     const plan = Array.from({ length: faultCount }, () => ({ at: prng.int(5, chaosMs / 1000) * 1000, fault: drawFault() })).sort((a, b) => a.at - b.at)
-    const finalSizes: GroupSizes = sizeOf()
+    shardA.finalSizes = sizeOf()
+    for (const shard of shards.slice(1)) {
+      shard.finalSizes = storm ? { web: shardPrng.int(0, 6), api: shardPrng.int(0, 4) } : { web: shardPrng.int(0, 3), api: shardPrng.int(0, 2) }
+    }
 
     // ---- run ----
     const body = Effect.gen(function* () {
-      for (let slot = 0; slot < replicaCount; slot++) yield* startReplica(slot, `r${slot}`, prng.next() < 0.3)
+      if (registrationOn) {
+        agents = yield* makeSimAgents({ connector, log: (line) => history.product(line) })
+        agents.attach(model)
+      }
+      for (let slot = 0; slot < totalReplicas; slot++) yield* startReplica(slot, `r${slot}`, prng.next() < 0.3)
       for (const { at, fault } of plan) {
         yield* Effect.sleep(Duration.millis(at)).pipe(
           Effect.zipRight(Effect.suspend(() => {
@@ -610,11 +823,13 @@ export const runWorld = (options: RunOptions): Effect.Effect<RunResult> => {
       storeFaults.latencyMs = 0
       storeFaults.partitioned.clear()
       crashTrigger = undefined
-      for (let slot = 0; slot < replicaCount; slot++) if (replicas[slot] === undefined) yield* startReplica(slot, freshId(slot), false)
-      world = { ...world, sizes: finalSizes }
-      yield* SubscriptionRef.set(config, parseConfig(configText(world)))
+      for (let slot = 0; slot < totalReplicas; slot++) if (replicas[slot] === undefined) yield* startReplica(slot, freshId(slot), false)
+      for (const shard of shards) {
+        shard.world = { ...shard.world, sizes: shard.finalSizes }
+        yield* SubscriptionRef.set(shard.config, parseConfig(configText(shard.world, shard.id)))
+      }
       const stopAt = testClock.unsafeCurrentTimeMillis()
-      say(`faults stop; final sizes web=${finalSizes.web} api=${finalSizes.api}`)
+      say(`faults stop; final sizes ${shards.map((s) => `${twoShards ? `${s.id} ` : ""}web=${s.finalSizes.web} api=${s.finalSizes.api}`).join(", ")}`)
       let convergedAfterMs: number | undefined
       let problems: ReadonlyArray<string> = []
       let calm = 0
@@ -622,8 +837,12 @@ export const runWorld = (options: RunOptions): Effect.Effect<RunResult> => {
         yield* clock.advance(stepMs)
         sampleModel()
         if ((t / stepMs) % 5 !== 4) continue
-        const state: State = (yield* replayStore(base).pipe(Effect.either, Effect.map(Either.getOrUndefined)))?.state ?? emptyState
-        problems = endStateProblems(model, state, world)
+        const ends = yield* Effect.forEach(shards, (shard) =>
+          replayStore(shard.store).pipe(
+            Effect.either,
+            Effect.map((replayed) => ({ shard: shard.id, state: Either.getOrUndefined(replayed)?.state ?? emptyState, world: shard.world, registration: registrationOn }))
+          ))
+        problems = endStateProblems(model, ends)
         if (problems.length === 0) {
           // Once more a few seconds later: at rest, not passing through.
           if (++calm >= 2) {
@@ -640,15 +859,30 @@ export const runWorld = (options: RunOptions): Effect.Effect<RunResult> => {
       Effect.provide(Logger.replace(Logger.defaultLogger, productLogger)),
       Logger.withMinimumLogLevel(LogLevel.Info)
     )
-    for (let slot = 0; slot < replicaCount; slot++) yield* crash(slot, "end of run")
+    for (let slot = 0; slot < totalReplicas; slot++) yield* crash(slot, "end of run")
     for (let i = 0; i < 600 && closing > 0; i++) yield* clock.advance(1000)
 
-    const violations: Array<Violation> = [...checkHistory(history)]
+    if (registrationOn) {
+      for (const l of history.lines) leakCheck(l.text, `harness line @${l.i}`)
+      const keys = yield* Stream.runCollect(base.list("")).pipe(Effect.orDie)
+      for (const meta of keys) {
+        const object = yield* base.get(meta.key).pipe(Effect.option)
+        if (Option.isSome(object)) leakCheck(textDecoder.decode(object.value.body), `store object ${meta.key} at the end`)
+      }
+    }
+    const violations: Array<Violation> = twoShards
+      ? [
+        ...shards.flatMap((shard) => checkHistory(shardView(history, shard.id)).map((v) => ({ ...v, message: `${shard.id}: ${v.message}` }))),
+        ...checkHistory({ pve: [], writes: [], marks: [], samples: history.samples }),
+        ...crossShardViolations(shards.map((shard) => ({ shard: shard.id, view: shardView(history, shard.id) })))
+      ].sort((a, b) => a.at - b.at)
+      : [...checkHistory(history), ...(registrationOn ? [...nonceViolations(history, accepted), ...leaks] : [])].sort((a, b) => a.at - b.at)
     if (convergedAfterMs === undefined) {
       violations.push({ rule: "convergence", at: history.index, message: `not converged within ${boundMs / 60_000} min after the faults stopped: ${problems.slice(0, 8).join("; ")}` })
     }
-    const summary = `seed ${seed}: ${replicaCount} replica(s), ${nodes} nodes, ${latency.name}, ${plan.length} faults, ${incarnations} incarnations, ` +
+    const summary = `seed ${seed}: ${twoShards ? `2 shards, ${replicaCount}+${replicaCountB}` : replicaCount} replica(s), ${nodes} nodes, ${latency.name}, ${plan.length} faults, ${incarnations} incarnations, ` +
       `${history.pve.filter((c) => c.mutation).length} PVE mutations, ${history.writes.filter((w) => w.key.startsWith("log/") && w.outcome === "applied").length} log segments, ` +
+      `${registrationOn ? `registration on (${minted.length} nonces, ${accepted.length} registrations), ` : ""}` +
       `${convergedAfterMs === undefined ? "NOT converged" : `converged +${Math.round(convergedAfterMs / 1000)}s`}`
     return { seed, violations, history, convergedAfterMs, summary } satisfies RunResult
   })).pipe(Effect.withClock(clock), Effect.withScheduler(microtaskScheduler), Effect.withRandom(Random.make(options.seed)))

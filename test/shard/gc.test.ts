@@ -18,7 +18,7 @@ import {
   TENANT
 } from "../support/simWorld.js"
 
-const graces = { orphan: "1 second", vmLoss: "1 second" } as const
+const graces = { orphan: "1 second", vmLoss: "1 second", unknownIso: "1 second" } as const
 
 describe("GC and adoption (simulated world)", () => {
   it.scoped("a VM deleted behind our back is replaced; its ISO is removed", () =>
@@ -69,7 +69,8 @@ describe("GC and adoption (simulated world)", () => {
       const orphanName = freshInstanceId()
       const made = yield* w.drive(makeVmBehindOurBack(w.pve, { name: orphanName, node: "pve2", tags: OUR_TAGS, start: true }))
       const madeAt = w.model.vms.get(made.vmid)!.createdAt
-      // Orphan ISOs of both conventions: ours for an unknown instance, and the original's for an unused VMID.
+      // Orphan ISOs of both conventions: ours for an instance this shard never knew (collected after its grace),
+      // and the original's for an unused VMID.
       const strayId = freshInstanceId()
       for (const filename of [`nstance-${strayId}.iso`, "user-data-4242.iso"]) {
         yield* w.drive(w.pve.upload("pve3", ISO_STORAGE, { filename, content: "iso", data: new Uint8Array(2048) }).pipe(

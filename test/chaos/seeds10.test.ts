@@ -1,0 +1,3 @@
+import { twoShardChaosSeeds } from "./suite.js"
+
+twoShardChaosSeeds(7, 7)

@@ -1,0 +1,3 @@
+import { registrationChaosSeeds } from "./suite.js"
+
+registrationChaosSeeds(0, 10)
