@@ -117,9 +117,19 @@ describe("nstance-agent", () => {
       const dir = yield* tempDir
       const nonce = yield* awaitRegistration("vmx01cli4")
       const state = join(dir, "state")
+      // Runs until it has renewed and reported twice since (so the renewed identity is stored), however long a
+      // busy machine takes; 20 s bound it.
+      let reportsAtRenewal: number | undefined
+      const renewedAndReported = () => {
+        const renewed = Effect.runSync(backend.renewals).length
+        const reports = Effect.runSync(backend.healthReports).length
+        if (renewed >= 1 && reportsAtRenewal === undefined) reportsAtRenewal = reports
+        return reportsAtRenewal !== undefined && reports >= Math.max(5, reportsAtRenewal + 2)
+      }
       const result = yield* agent(["--state-dir", state, "--health-interval", "250ms"], {
         env: { NSTANCE_AGENT_NONCE: Redacted.value(nonce.jwt), NSTANCE_AGENT_URL: url },
-        interruptAfterMs: 3500
+        interruptAfterMs: 20_000,
+        until: renewedAndReported
       })
       expect(result.status, result.stderr).toBe(0)
       expect((yield* backend.renewals).length).toBeGreaterThanOrEqual(1)
@@ -129,5 +139,5 @@ describe("nstance-agent", () => {
       const stored = JSON.parse(readFileSync(join(state, "identity.json"), "utf8")) as { certificate_pem: string }
       expect(readFileSync(join(state, "agent.crt"), "utf8")).toBe(stored.certificate_pem)
       expect(new X509Certificate(stored.certificate_pem).serialNumber.toLowerCase()).toBe(renewals[renewals.length - 1]!.certificateSerial)
-    }), { timeout: 10_000 })
+    }), { timeout: 30_000 })
 })

@@ -6,7 +6,7 @@
  */
 import { NodeContext } from "@effect/platform-node"
 import type { Command } from "@effect/cli"
-import { Console, Effect, Layer, Logger } from "effect"
+import { Console, Effect, Layer, Logger, Schedule } from "effect"
 import { cliProgram, StdoutBytes } from "../../src/cli/run.js"
 
 export interface CliResult {
@@ -92,6 +92,11 @@ export interface InProcessOptions {
   readonly env?: Readonly<Record<string, string | undefined>>
   /** Interrupts the command after this many milliseconds (for commands that run until Ctrl-C). */
   readonly interruptAfterMs?: number
+  /**
+   * Interrupts the command as soon as this holds (checked every 50 ms; `interruptAfterMs` still bounds it):
+   * a test waits for what it checks, not for a time a busy machine may not meet.
+   */
+  readonly until?: () => boolean
 }
 
 /** `runCommand(adminCommand, "nstance-admin", ["place", "--json", …])`. */
@@ -105,9 +110,13 @@ export const runCommand = <Name extends string, R, E, A>(
     const recorder = recordingConsole()
     const bytes: Array<Uint8Array> = []
     const program = cliProgram(command, name)(["node", name, ...args]) as Effect.Effect<number, never, NodeContext.NodeContext>
-    const bounded = options.interruptAfterMs === undefined
+    const until = options.until
+    const stoppable = until === undefined
       ? program
-      : program.pipe(Effect.timeoutTo({ duration: options.interruptAfterMs, onTimeout: () => 0, onSuccess: (code) => code }))
+      : Effect.raceFirst(program, Effect.sync(until).pipe(Effect.repeat({ schedule: Schedule.spaced("50 millis"), until: (done) => done }), Effect.as(0)))
+    const bounded = options.interruptAfterMs === undefined
+      ? stoppable
+      : stoppable.pipe(Effect.timeoutTo({ duration: options.interruptAfterMs, onTimeout: () => 0, onSuccess: (code) => code }))
     const status = await Effect.runPromise(bounded.pipe(
       Effect.withConsole(recorder.console),
       Effect.provideService(StdoutBytes, (chunk) => { bytes.push(chunk) }),
