@@ -5,13 +5,13 @@
  * itself (a copy cloud-init keeps, or a file), the NoCloud seed (the attached CD-ROM — its device or ISO
  * image, as the simulator's guests read it — or a directory where it is mounted), or the environment.
  * The user-data and the seed are parsed by the same code as the simulator's guests
- * (`agentRegistrationOf`, `readSeed`).
+ * (`agentRegistrationOf` in the domain, `readSeed` in `src/domain/noCloudSeed.ts`).
  */
 import { open, stat } from "node:fs/promises"
 import { Effect } from "effect"
 import { decodeUtf8, readInputFile } from "../cli/errors.js"
 import { type AgentRegistrationData, agentRegistrationOf, AGENT_CONFIG_PATH, parseAgentJson } from "../domain/shard/userData.js"
-import { readSeed } from "../sim/guest.js"
+import { readSeed } from "../domain/noCloudSeed.js"
 import { AgentError } from "./stateDir.js"
 
 export type RegistrationSource =

@@ -29,6 +29,7 @@ import { SagaRunner } from "../shard/SagaRunner.js"
 import { ShardContext } from "../shard/ShardContext.js"
 import { type LeaderServices, NotLeaderHere, ShardReplica, type ShardReplicaShape, withLeader } from "../shard/ShardReplica.js"
 import { CONFIG_KEY, type ConfigSource, readDynamicGroups } from "../shard/shardConfig.js"
+import { keepServing } from "./keepServing.js"
 import { desiredVmsOf, groupCountOf, validateStoredConfig } from "../admin/validateConfig.js"
 import {
   ADMIN_HEADER,
@@ -509,9 +510,8 @@ export const serveAdmin = (settings: {
       ...(settings.bind.host === "" ? {} : { host: settings.bind.host }),
       port: settings.bind.port
     }).pipe(Layer.provide(Layer.succeed(ShardReplica, settings.replica)))
-    yield* Effect.scoped(Effect.gen(function* () {
-      yield* Layer.build(server)
-      yield* Effect.logInfo(`admin endpoint: listening on ${settings.bind.text}`)
-      return yield* Effect.never
-    })).pipe(Effect.catchAllCause((cause) => Effect.logError(`admin endpoint: cannot serve on ${settings.bind.text}`, cause)))
+    return yield* keepServing(server, {
+      listening: () => Effect.logInfo(`admin endpoint: listening on ${settings.bind.text}`),
+      cannotServe: `admin endpoint: cannot serve on ${settings.bind.text}`
+    })
   })

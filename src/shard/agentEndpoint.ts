@@ -4,8 +4,8 @@
  * `NotLeader{leaderAddr}` so an agent that reached it (a stale DNS entry, a VIP mid-failover) learns where
  * to go. Certificates live `certificates.agent.ttl`, read from the config at every issue.
  */
-import { HttpServer } from "@effect/platform"
-import { Context, Effect, Layer, SubscriptionRef } from "effect"
+import { Effect, Layer, SubscriptionRef } from "effect"
+import { keepServing } from "../rpc/keepServing.js"
 import { AgentServerLive } from "../rpc/AgentServer.js"
 import { AgentBackend } from "../services/AgentBackend.js"
 import { ClusterPki, type ClusterPkiShape } from "../services/ClusterPki.js"
@@ -42,17 +42,14 @@ export const serveAgentEndpoint = (
       Layer.provide(Layer.succeed(ClusterPki, pki)),
       Layer.provide(Layer.succeed(AgentBackend, makeAgentBackendReplica(replica)))
     )
-    yield* Effect.scoped(Effect.gen(function* () {
-      const context = yield* Layer.build(server)
-      const address = Context.get(context, HttpServer.HttpServer).address
-      if (address._tag === "TcpAddress") options.onListening?.(address.port)
-      yield* Effect.logInfo(
-        `agent endpoint: listening on ${bind.text}, agents register at ${registrationUrl(config, replica.advertiseHost)}`
-      )
-      return yield* Effect.never
-    })).pipe(
-      Effect.catchAllCause((cause) =>
-        Effect.logError(`agent endpoint: cannot serve on ${bind.text}; agents cannot register through this replica`, cause))
-    )
-    return yield* Effect.never
+    return yield* keepServing(server, {
+      listening: (address) =>
+        Effect.gen(function* () {
+          if (address._tag === "TcpAddress") options.onListening?.(address.port)
+          yield* Effect.logInfo(
+            `agent endpoint: listening on ${bind.text}, agents register at ${registrationUrl(config, replica.advertiseHost)}`
+          )
+        }),
+      cannotServe: `agent endpoint: cannot serve on ${bind.text}; agents cannot register through this replica`
+    })
   })

@@ -2,7 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { cloudInitSeed, InvalidCloudInitInput } from "../../src/domain/cloudInit.js"
 import { IsoBuildError } from "../../src/services/IsoBuilder.js"
 import { seedIsoBytes } from "../../src/layers/IsoBuilder9660.js"
-import { parseMetaData } from "../../src/sim/guest.js"
+import { parseMetaData } from "../../src/domain/noCloudSeed.js"
 import { startSimulator, type GuestBoot, type SimulatorOptions, type RunningSimulator } from "../../src/sim/server.js"
 import { client, type Client } from "./client.js"
 

@@ -3,7 +3,7 @@
  * cloud-init drive carries no nstance seed) and hands it to the guest hook; every boot, good or failed, is
  * recorded in `boots`.
  */
-import { readSeed } from "../guest.js"
+import { readSeed } from "../../domain/noCloudSeed.js"
 import { parseDrive } from "./config.js"
 import type { SimCore } from "./core.js"
 import type { BootRecord, SimVm } from "./state.js"
