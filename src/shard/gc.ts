@@ -145,6 +145,10 @@ export const makeGc = Effect.gen(function* () {
       return original !== null ? !usedVmids.has(Number(original[1])) && !listedByVmid.has(Number(original[1])) : false
     })
     for (const volid of unknownIsoSince.keys()) if (!unknownSeen.has(volid)) unknownIsoSince.delete(volid)
+    // An instance that is gone and has no ISO listed needs no remembering: `known` stays as large as the
+    // shard's instances and their leftovers, not every instance a long term has ever seen.
+    const listedIds = new Set([...isos.keys()].flatMap((volid) => OUR_ISO.exec(volid)?.slice(1, 2) ?? []))
+    for (const id of known) if (!HashMap.has(fresh.instances, id) && !listedIds.has(id)) known.delete(id)
     // Deleting an ISO has no intent event of its own, and a deposed leader's state does not know the new
     // leader's instances — whose fresh ISOs would look orphaned to it. A no-op fenced append, after the
     // listing and before the first delete, makes a deposed leader stop here (Fenced) instead.
