@@ -88,7 +88,7 @@ const main = Effect.gen(function* () {
     const prefix = `lease-bench-${randomUUID()}/`
     yield* measure("s3", scopeStore(raw, prefix), seconds).pipe(Effect.ensuring(Effect.ignore(raw.delete(`${prefix}leader.json`))))
   } else {
-    console.log("s3       skipped: set S3_TEST_BUCKET and AWS_* (eval \"$(bash /work/shared/tools/s3-server.sh start)\")")
+    console.log("s3       skipped: set S3_TEST_BUCKET and AWS_* (eval \"$(bash scripts/s3-server.sh start)\")")
   }
 })
 

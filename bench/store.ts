@@ -1,7 +1,7 @@
 /**
  * Latency of the operations leader election lives on: a conditional PUT (IfMatch renewal of a lease-sized
  * body), a create-only PUT and a GET, on the memory store, the file store and — when AWS_ENDPOINT_URL and
- * S3_TEST_BUCKET point at one (`eval "$(bash /work/shared/tools/s3-server.sh start)"`) — the real S3 server.
+ * S3_TEST_BUCKET point at one (`eval "$(bash scripts/s3-server.sh start)"`) — the real S3 server.
  */
 import { randomUUID } from "node:crypto"
 import { mkdtempSync, rmSync } from "node:fs"
@@ -56,5 +56,5 @@ const { AWS_ENDPOINT_URL: endpoint, S3_TEST_BUCKET: bucket } = process.env
 if (endpoint && bucket) {
   await benchStore(`s3 (${endpoint}, bucket ${bucket})`, makeS3Store({ bucket }), 300)
 } else {
-  console.log("s3: skipped (set AWS_ENDPOINT_URL, S3_TEST_BUCKET and AWS credentials, e.g. eval \"$(bash /work/shared/tools/s3-server.sh start)\")")
+  console.log("s3: skipped (set AWS_ENDPOINT_URL, S3_TEST_BUCKET and AWS credentials, e.g. eval \"$(bash scripts/s3-server.sh start)\")")
 }

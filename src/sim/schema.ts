@@ -107,7 +107,7 @@ export interface ApiSchema {
     | undefined
 }
 
-export const makeApiSchema = (file: unknown, extra: ReadonlyArray<{ readonly key: string; readonly like: string }> = []): ApiSchema => {
+export const makeApiSchema = (file: unknown): ApiSchema => {
   const decoded = Schema.decodeUnknownEither(ApiSchemaFile)(file)
   if (Either.isLeft(decoded)) {
     const issues = ParseResult.ArrayFormatter.formatErrorSync(decoded.left).slice(0, 3)
@@ -115,16 +115,6 @@ export const makeApiSchema = (file: unknown, extra: ReadonlyArray<{ readonly key
     throw new ApiSchemaLoadError({ message: `PVE API schema does not decode: ${issues.join("; ")}` })
   }
   const entries: Array<[string, typeof EndpointSchema.Type]> = Object.entries(decoded.right)
-  // Endpoints the excerpt lacks but PVE has with the same parameters (the synchronous `PUT …/config`).
-  for (const { key, like } of extra) {
-    const base = decoded.right[like]
-    if (base === undefined) throw new ApiSchemaLoadError({ message: `PVE API schema lacks ${like}` })
-    const method = key.split(" ")[0]
-    if (method !== "GET" && method !== "POST" && method !== "PUT" && method !== "DELETE") throw new ApiSchemaLoadError({ message: `bad extra endpoint ${key}` })
-    const properties = { ...(base.parameters?.properties ?? {}) }
-    delete properties["background_delay"]
-    entries.push([key, { method, parameters: { additionalProperties: base.parameters?.additionalProperties ?? 0, properties } }])
-  }
   const endpoints: Array<Endpoint> = entries.map(([key, value]) => {
     const path = key.slice(key.indexOf(" ") + 1)
     const { regex, params } = pathRegex(path)
@@ -160,17 +150,13 @@ export const makeApiSchema = (file: unknown, extra: ReadonlyArray<{ readonly key
   }
 }
 
-/**
- * Routing without parameter checks, for machines without the official schema excerpt (it is kept in the
- * team's shared/ folder, not in this repository): every route accepts any parameter as a string.
- */
-export const permissiveApiSchema = (routeKeys: ReadonlyArray<string>): ApiSchema =>
-  makeApiSchema(Object.fromEntries(routeKeys.map((key) => [
-    key,
-    { method: key.slice(0, key.indexOf(" ")), parameters: { additionalProperties: 1, properties: {} } }
-  ])))
+// Every simulator of a process (the chaos runs build hundreds) reads the same file: parse it once.
+const loaded = new Map<string, ApiSchema>()
 
-export const loadApiSchema = (path: string, extra: ReadonlyArray<{ readonly key: string; readonly like: string }> = []): ApiSchema => {
+/** The schema at `path`; a missing, unreadable or malformed file throws `ApiSchemaLoadError` naming it. */
+export const loadApiSchema = (path: string): ApiSchema => {
+  const cached = loaded.get(path)
+  if (cached !== undefined) return cached
   let text: string
   try {
     text = readFileSync(path, "utf8")
@@ -183,7 +169,15 @@ export const loadApiSchema = (path: string, extra: ReadonlyArray<{ readonly key:
   } catch (error) {
     throw new ApiSchemaLoadError({ message: `PVE API schema ${path} is not JSON: ${error instanceof Error ? error.message : String(error)}` })
   }
-  return makeApiSchema(json, extra)
+  let schema: ApiSchema
+  try {
+    schema = makeApiSchema(json)
+  } catch (error) {
+    if (error instanceof ApiSchemaLoadError) throw new ApiSchemaLoadError({ message: `${path}: ${error.message}` })
+    throw error
+  }
+  loaded.set(path, schema)
+  return schema
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -4,7 +4,6 @@
  * schema-driven parameter checks, the `{"data": …}` envelope with messages in the status line — and
  * scripted faults are applied before a call reaches the model.
  */
-import { existsSync } from "node:fs"
 import * as http from "node:http"
 import * as https from "node:https"
 import { Context, Effect, Layer, Scope } from "effect"
@@ -17,7 +16,7 @@ import { type SimTime, sleep } from "./locks.js"
 import { PveHttpError, SimModel } from "./model.js"
 import { packagePath } from "../packageRoot.js"
 import { makePrng } from "./prng.js"
-import { type ApiSchema, loadApiSchema, permissiveApiSchema, validateParams } from "./schema.js"
+import { type ApiSchema, loadApiSchema, validateParams } from "./schema.js"
 
 export type { GuestBoot, GuestHook } from "./guest.js"
 export type { LatencyModel } from "./latency.js"
@@ -59,17 +58,15 @@ export interface RunningSimulator {
 export const DEFAULT_TOKEN_ID = "nstance@pve!nstance-token"
 export const DEFAULT_TOKEN_SECRET = "5e1f7c2a-3b4d-4e6f-8a9b-0c1d2e3f4a5b"
 
-// The official excerpt lives in the team's shared/ folder beside the repository (as in CI's checkout).
-const SCHEMA_CANDIDATES = [
-  packagePath("src", "sim", "pve-api-schema.json"),
-  packagePath("..", "shared", "reference", "pve-api", "api-schema-excerpt.json")
-]
+/** The official PVE API schema excerpt the repository carries (see src/sim/pve-api/README.md). */
+export const BUNDLED_SCHEMA_PATH = packagePath("src", "sim", "pve-api", "schema.json")
 
+/** The schema file: the explicit option, else `NSTANCE_PVE_SCHEMA`, else the one in the repository. */
 export const resolveSchemaPath = (explicit?: string): string => {
   if (explicit !== undefined) return explicit
   const fromEnv = process.env["NSTANCE_PVE_SCHEMA"]
   if (fromEnv !== undefined && fromEnv !== "") return fromEnv
-  return SCHEMA_CANDIDATES.find((p) => existsSync(p)) ?? SCHEMA_CANDIDATES[SCHEMA_CANDIDATES.length - 1] ?? ""
+  return BUNDLED_SCHEMA_PATH
 }
 
 const API_PREFIX = "/api2/json"
@@ -131,16 +128,9 @@ export const makeSimCore = (options: SimulatorOptions & { readonly time?: SimTim
   const seed = options.seed ?? 1
   const faultPrng = makePrng(seed * 7919 + 1)
   const modelPrng = makePrng(seed * 104_729 + 2)
-  const schemaPath = resolveSchemaPath(options.schemaPath)
-  const official: ApiSchema | undefined = existsSync(schemaPath)
-    ? loadApiSchema(schemaPath, [{ key: "PUT /nodes/{node}/qemu/{vmid}/config", like: "POST /nodes/{node}/qemu/{vmid}/config" }])
-    : undefined
-  if (official === undefined) {
-    const warning = `PVE API schema not found (${schemaPath}; set NSTANCE_PVE_SCHEMA): parameter checking is off`
-    if (options.log !== undefined) options.log(warning)
-    else globalThis.console.warn(`nstance-pve-sim: ${warning}`)
-  }
-  const configSpecs = official?.endpoints.find((e) => e.method === "POST" && e.path === "/nodes/{node}/qemu/{vmid}/config")?.properties ?? {}
+  // A simulator without its schema would accept what PVE refuses: a missing or broken schema stops the start.
+  const schema = loadApiSchema(resolveSchemaPath(options.schemaPath))
+  const configSpecs = schema.endpoints.find((e) => e.method === "POST" && e.path === "/nodes/{node}/qemu/{vmid}/config")?.properties ?? {}
   let faults: FaultController | undefined
   const model = new SimModel({
     nodes, prng: modelPrng, latency, configSpecs, guestHook: options.guestHook, sharedStorage: options.sharedStorage, nodeMemoryGiB: options.nodeMemoryGiB, log: options.log,
@@ -154,7 +144,6 @@ export const makeSimCore = (options: SimulatorOptions & { readonly time?: SimTim
     setNodeOnline: (node, online) => model.setNodeOnline(node, online),
     resetNodes: () => { for (const n of model.nodes.values()) n.online = true }
   }, model.time.now)
-  const schema: ApiSchema = official ?? permissiveApiSchema(Object.keys(model.routes))
   return { model, faults, schema }
 }
 

@@ -95,6 +95,8 @@ export interface AdminWorldOptions {
   readonly maxRequestBytes?: number
   /** Agent registration on (a cluster PKI in the store), so `MintNonce` is served. */
   readonly registration?: boolean
+  /** Called with the simulator before the leader starts (e.g. to script faults it meets from its first call). */
+  readonly beforeLead?: (sim: RunningSimulator) => void
 }
 
 /** The store, the simulator, a leading replica with its admin endpoint, and helpers. */
@@ -125,6 +127,7 @@ export const makeAdminWorld = (options: AdminWorldOptions = {}) =>
       ? yield* makeClusterPki(store, { clusterId: CLUSTER, encryptionKey: new Uint8Array(randomBytes(32)) }).pipe(Effect.orDie, quiet)
       : undefined
     let leaderFiber: Fiber.RuntimeFiber<never, unknown> | undefined
+    options.beforeLead?.(sim)
     if (options.lead !== false) {
       leaderFiber = yield* leaderScope({
         clusterId: CLUSTER, shard: SHARD, replica: "replica-1", config, handle: replica, eventLog: { batchWindow: "5 millis" },

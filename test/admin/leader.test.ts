@@ -4,6 +4,7 @@ import { nonceHash } from "../../src/domain/agent/nonce.js"
 import { replayStore } from "../../src/layers/EventLogStore.js"
 import type { WatchEvent } from "../../src/rpc/AdminRpc.js"
 import { adminConfigText, makeAdminWorld } from "./harness.js"
+import { refused } from "../support/refused.js"
 
 describe("Admin procedures on the leader", () => {
   it.scopedLive("WatchEvents streams what the leader records; RefreshConfig takes a pushed config at once", () =>
@@ -28,8 +29,8 @@ describe("Admin procedures on the leader", () => {
       yield* Fiber.interrupt(watching)
       // A config that does not validate is refused with its problems; the last good one stays.
       yield* world.putConfig("{ \"cluster\": { \"id\": \"acme\" } }")
-      const refused = yield* Effect.flip(rpc.RefreshConfig())
-      expect(refused._tag).toBe("ConfigRejected")
+      const rejected = yield* refused(rpc.RefreshConfig())
+      expect(rejected._tag).toBe("ConfigRejected")
       expect((yield* rpc.Status()).desiredVms).toBe(1)
       // A watch belongs to the term: when the replica stops leading, the stream ends with NotLeader.
       const second = yield* Stream.runDrain(rpc.WatchEvents()).pipe(Effect.flip, Effect.fork)
@@ -37,18 +38,20 @@ describe("Admin procedures on the leader", () => {
       yield* world.depose
       const ended = yield* Fiber.join(second).pipe(Effect.timeoutFail({ duration: "5 seconds", onTimeout: () => new Error("the watch did not end") }))
       expect(ended).toMatchObject({ _tag: "NotLeader" })
-      expect(yield* Effect.flip(rpc.Status())).toMatchObject({ _tag: "NotLeader" })
+      expect(yield* refused(rpc.Status())).toMatchObject({ _tag: "NotLeader" })
     }), { timeout: 20_000 })
 
   it.scopedLive("MintNonce: a fresh nonce whose hash (only) the log records; refused for unknown instances", () =>
     Effect.gen(function* () {
-      const world = yield* makeAdminWorld({ size: 1, registration: true })
+      // Every node offline from the start: the instance cannot be placed and stays "requested" until they return.
+      const nodes = ["pve1", "pve2", "pve3"]
+      const world = yield* makeAdminWorld({ size: 1, registration: true, beforeLead: (sim) => nodes.forEach((node) => sim.faults.nodeOffline(node)) })
       const rpc = yield* world.client()
       yield* world.waitUntil("the instance is requested", Effect.map(rpc.ListInstances({}), (list) => list.length === 1))
       const [early] = yield* rpc.ListInstances({})
-      if (early !== undefined && ["requested", "placed", "templated", "iso-uploading", "iso-ready"].includes(early.phase)) {
-        expect(yield* Effect.flip(rpc.MintNonce({ instanceId: early.id }))).toMatchObject({ _tag: "NonceNotApplicable" })
-      }
+      expect(early?.phase).toBe("requested")
+      expect(yield* refused(rpc.MintNonce({ instanceId: early!.id }))).toMatchObject({ _tag: "NonceNotApplicable", phase: "requested" })
+      nodes.forEach((node) => world.sim.faults.nodeOnline(node))
       // Unregistered (no simulated agents here): its VM runs and waits for an agent.
       yield* world.waitUntil("the VM runs", Effect.map(rpc.ListInstances({}), (list) => list[0]?.phase === "running"))
       const [instance] = yield* rpc.ListInstances({})
@@ -64,8 +67,8 @@ describe("Admin procedures on the leader", () => {
         const body = new TextDecoder().decode((yield* world.store.get(meta.key).pipe(Effect.orDie)).body)
         expect(body).not.toContain(minted.nonce)
       }
-      expect(yield* Effect.flip(rpc.MintNonce({ instanceId: "webzzzzzzzzzzzzzzzzzzzzzzzzzz" }))).toMatchObject({ _tag: "InstanceNotFound" })
+      expect(yield* refused(rpc.MintNonce({ instanceId: "webzzzzzzzzzzzzzzzzzzzzzzzzzz" }))).toMatchObject({ _tag: "InstanceNotFound" })
       const status = yield* rpc.Status()
       expect(status.registration).toBe(true)
-    }), { timeout: 20_000 })
+    }), { timeout: 30_000 })
 })

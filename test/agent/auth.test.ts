@@ -4,6 +4,7 @@ import { Effect, Redacted } from "effect"
 import type { AgentIdentity } from "../../src/agent/AgentClient.js"
 import { healthStatement, renewStatement, signStatement } from "../../src/domain/agent/signedRequest.js"
 import { type AgentEndpoint, startAgentEndpoint } from "./harness.js"
+import { refused } from "../support/refused.js"
 
 const register = (endpoint: AgentEndpoint, instanceId: string, tenant = "acme") =>
   Effect.flatMap(endpoint.awaitRegistration(instanceId, tenant), (nonce) => endpoint.client.register({ nonce: nonce.jwt }))
@@ -46,21 +47,21 @@ describe("ReportHealth and RenewCertificate: signed with the certified key", () 
       const victim = yield* register(endpoint, "vmx02vict")
 
       // Mallory presents the victim's (public) certificate, signing with her own key.
-      const impersonation = yield* Effect.flip(endpoint.raw.ReportHealth(healthRequest(victim.certificatePem, mallory)))
+      const impersonation = yield* refused(endpoint.raw.ReportHealth(healthRequest(victim.certificatePem, mallory)))
       expect(impersonation).toMatchObject({ _tag: "InvalidCertificate", reason: "BadSignature" })
 
       const garbage = { ...healthRequest(victim.certificatePem, victim), signature: randomBytes(64).toString("base64url") }
-      expect(yield* Effect.flip(endpoint.raw.ReportHealth(garbage))).toMatchObject({ _tag: "InvalidCertificate", reason: "BadSignature" })
+      expect(yield* refused(endpoint.raw.ReportHealth(garbage))).toMatchObject({ _tag: "InvalidCertificate", reason: "BadSignature" })
 
       // A valid signature over a different status does not carry over.
       const signed = healthRequest(victim.certificatePem, victim)
-      expect(yield* Effect.flip(endpoint.raw.ReportHealth({ ...signed, status: "degraded" }))).toMatchObject({ reason: "BadSignature" })
+      expect(yield* refused(endpoint.raw.ReportHealth({ ...signed, status: "degraded" }))).toMatchObject({ reason: "BadSignature" })
 
       // Renewal for the victim's identity signed by Mallory: refused, no certificate handed out.
       const { publicKey } = generateKeyPairSync("ed25519")
       const publicKeyPem = publicKey.export({ type: "spki", format: "pem" }) as string
       const signedAt = Date.now()
-      const stolenRenewal = yield* Effect.flip(endpoint.raw.RenewCertificate({
+      const stolenRenewal = yield* refused(endpoint.raw.RenewCertificate({
         certificatePem: victim.certificatePem,
         publicKeyPem,
         signedAt,
@@ -79,17 +80,17 @@ describe("ReportHealth and RenewCertificate: signed with the certified key", () 
       const endpoint = yield* startAgentEndpoint()
       const other = yield* startAgentEndpoint()
       const foreign = yield* register(other, "vmx02forn")
-      expect(yield* Effect.flip(endpoint.raw.ReportHealth(healthRequest(foreign.certificatePem, foreign)))).toMatchObject({
+      expect(yield* refused(endpoint.raw.ReportHealth(healthRequest(foreign.certificatePem, foreign)))).toMatchObject({
         _tag: "InvalidCertificate",
         reason: "UntrustedIssuer"
       })
       const own = yield* register(endpoint, "vmx02ownn")
-      expect(yield* Effect.flip(endpoint.raw.ReportHealth(healthRequest(endpoint.pki.caPem, own)))).toMatchObject({
+      expect(yield* refused(endpoint.raw.ReportHealth(healthRequest(endpoint.pki.caPem, own)))).toMatchObject({
         _tag: "InvalidCertificate",
         reason: "NotClientCertificate"
       })
       const notACert = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
-      expect(yield* Effect.flip(endpoint.raw.ReportHealth(healthRequest(notACert, own)))).toMatchObject({
+      expect(yield* refused(endpoint.raw.ReportHealth(healthRequest(notACert, own)))).toMatchObject({
         _tag: "InvalidCertificate",
         reason: "Malformed"
       })
@@ -101,11 +102,11 @@ describe("ReportHealth and RenewCertificate: signed with the certified key", () 
       const agent = yield* register(endpoint, "vmx02repl")
       const request = healthRequest(agent.certificatePem, agent)
       expect(yield* endpoint.raw.ReportHealth(request)).toEqual({ ok: true })
-      expect(yield* Effect.flip(endpoint.raw.ReportHealth(request))).toMatchObject({ reason: "StaleSignature" })
+      expect(yield* refused(endpoint.raw.ReportHealth(request))).toMatchObject({ reason: "StaleSignature" })
       const old = healthRequest(agent.certificatePem, agent, Date.now() - 10 * 60_000)
-      expect(yield* Effect.flip(endpoint.raw.ReportHealth(old))).toMatchObject({ reason: "StaleSignature" })
+      expect(yield* refused(endpoint.raw.ReportHealth(old))).toMatchObject({ reason: "StaleSignature" })
       const future = healthRequest(agent.certificatePem, agent, Date.now() + 10 * 60_000)
-      expect(yield* Effect.flip(endpoint.raw.ReportHealth(future))).toMatchObject({ reason: "StaleSignature" })
+      expect(yield* refused(endpoint.raw.ReportHealth(future))).toMatchObject({ reason: "StaleSignature" })
       expect((yield* endpoint.backend.healthReports)).toHaveLength(1)
     }))
 
@@ -114,7 +115,7 @@ describe("ReportHealth and RenewCertificate: signed with the certified key", () 
       const endpoint = yield* startAgentEndpoint()
       const agent = yield* register(endpoint, "vmx02gone")
       yield* endpoint.backend.forget("vmx02gone")
-      expect(yield* Effect.flip(endpoint.client.reportHealth(agent))).toMatchObject({ _tag: "UnknownInstance", instanceId: "vmx02gone" })
-      expect(yield* Effect.flip(endpoint.client.renew(agent))).toMatchObject({ _tag: "UnknownInstance" })
+      expect(yield* refused(endpoint.client.reportHealth(agent))).toMatchObject({ _tag: "UnknownInstance", instanceId: "vmx02gone" })
+      expect(yield* refused(endpoint.client.renew(agent))).toMatchObject({ _tag: "UnknownInstance" })
     }))
 })

@@ -3,6 +3,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect, Redacted } from "effect"
 import { PAYLOAD_LIMITS } from "../../src/rpc/AgentRpc.js"
 import { type AgentEndpoint, startAgentEndpoint } from "./harness.js"
+import { refused } from "../support/refused.js"
 
 const edPublicKey = () => generateKeyPairSync("ed25519").publicKey.export({ type: "spki", format: "pem" }) as string
 
@@ -36,10 +37,10 @@ describe("payload limits and formats", () => {
         [{ nonce: jwt, publicKeyPem: edPublicKey(), hostname: "a".repeat(300) }, "hostname", 253]
       ] as const
       for (const [payload, field, maxLength] of cases) {
-        expect(yield* Effect.flip(endpoint.raw.RegisterAgent(payload))).toMatchObject({ _tag: "PayloadTooLarge", field, maxLength })
+        expect(yield* refused(endpoint.raw.RegisterAgent(payload))).toMatchObject({ _tag: "PayloadTooLarge", field, maxLength })
       }
       expect(PAYLOAD_LIMITS.certificatePem).toBe(4096)
-      const health = yield* Effect.flip(endpoint.raw.ReportHealth({ certificatePem: "x".repeat(4097), signedAt: Date.now(), signature: "s" }))
+      const health = yield* refused(endpoint.raw.ReportHealth({ certificatePem: "x".repeat(4097), signedAt: Date.now(), signature: "s" }))
       expect(health).toMatchObject({ _tag: "PayloadTooLarge", field: "certificatePem" })
       yield* stillServes(endpoint, "vmx03bbbb")
       // The oversized attempts did not burn the nonce either.
@@ -50,7 +51,7 @@ describe("payload limits and formats", () => {
     Effect.gen(function* () {
       const endpoint = yield* startAgentEndpoint({ maxRequestBytes: 16 * 1024 })
       const nonce = yield* endpoint.awaitRegistration("vmx03cccc")
-      const viaClient = yield* Effect.flip(endpoint.client.register({ nonce: nonce.jwt, hostname: "a".repeat(100_000) }))
+      const viaClient = yield* refused(endpoint.client.register({ nonce: nonce.jwt, hostname: "a".repeat(100_000) }))
       expect(viaClient).toMatchObject({ _tag: "PayloadTooLarge", field: "body", maxLength: 16 * 1024 })
 
       const big = yield* post(endpoint.url, "x".repeat(1024 * 1024))
@@ -90,21 +91,21 @@ describe("payload limits and formats", () => {
         [{ publicKeyPem: rsa }, "publicKeyPem", /Ed25519/]
       ] as const
       for (const [override, field, reason] of cases) {
-        const error = yield* Effect.flip(endpoint.raw.RegisterAgent({ nonce: jwt, publicKeyPem: edPublicKey(), ...override }))
+        const error = yield* refused(endpoint.raw.RegisterAgent({ nonce: jwt, publicKeyPem: edPublicKey(), ...override }))
         expect(error, field).toMatchObject({ _tag: "InvalidPayload", field })
         if (error._tag === "InvalidPayload") {
           expect(error.reason).toMatch(reason)
           for (const value of Object.values(override)) expect(error.reason).not.toContain(value)
         }
       }
-      const badStatus = yield* Effect.flip(endpoint.raw.ReportHealth({
+      const badStatus = yield* refused(endpoint.raw.ReportHealth({
         certificatePem: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
         status: "fine",
         signedAt: Date.now(),
         signature: "A".repeat(86)
       }))
       expect(badStatus).toMatchObject({ _tag: "InvalidPayload", field: "status" })
-      const badTime = yield* Effect.flip(endpoint.raw.ReportHealth({
+      const badTime = yield* refused(endpoint.raw.ReportHealth({
         certificatePem: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
         signedAt: 1.5,
         signature: "A".repeat(86)

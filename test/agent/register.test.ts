@@ -4,6 +4,7 @@ import { Effect, Exit, HashMap, Logger, LogLevel, Option, Redacted } from "effec
 import { makeAgentClient } from "../../src/agent/AgentClient.js"
 import { closedPort } from "../support/net.js"
 import { CLUSTER, SHARD, shiftedClock, startAgentEndpoint } from "./harness.js"
+import { refused } from "../support/refused.js"
 
 describe("RegisterAgent over HTTP", () => {
   it.scopedLive("registers: a certificate with CN = instance ID and O = tenant, signed by the CA; IPs recorded", () =>
@@ -48,7 +49,7 @@ describe("RegisterAgent over HTTP", () => {
       const { backend, client, awaitRegistration } = yield* startAgentEndpoint()
       const nonce = yield* awaitRegistration("vmx01bbbb")
       yield* client.register({ nonce: nonce.jwt })
-      expect(yield* Effect.flip(client.register({ nonce: nonce.jwt }))).toMatchObject({ _tag: "NonceReused", instanceId: "vmx01bbbb" })
+      expect(yield* refused(client.register({ nonce: nonce.jwt }))).toMatchObject({ _tag: "NonceReused", instanceId: "vmx01bbbb" })
 
       const racing = yield* awaitRegistration("vmx01cccc")
       const results = yield* Effect.all([client.register({ nonce: racing.jwt }), client.register({ nonce: racing.jwt })], {
@@ -65,10 +66,10 @@ describe("RegisterAgent over HTTP", () => {
       const { pki, client, awaitRegistration } = yield* startAgentEndpoint()
       const old = yield* awaitRegistration("vmx01dddd")
       yield* awaitRegistration("vmx01dddd") // the saga re-minted: only the newest nonce may register
-      expect((yield* Effect.flip(client.register({ nonce: old.jwt })))._tag).toBe("NonceReused")
+      expect((yield* refused(client.register({ nonce: old.jwt })))._tag).toBe("NonceReused")
 
       const stray = yield* pki.mintNonce({ instanceId: "vmx01eeee", cluster: CLUSTER, shard: SHARD, tenant: "t", group: "g", ttl: "1 minute" })
-      expect(yield* Effect.flip(client.register({ nonce: stray.jwt }))).toMatchObject({ _tag: "UnknownInstance", instanceId: "vmx01eeee" })
+      expect(yield* refused(client.register({ nonce: stray.jwt }))).toMatchObject({ _tag: "UnknownInstance", instanceId: "vmx01eeee" })
     }))
 
   it.scopedLive("each bad nonce is an InvalidNonce with its own reason, and burns nothing", () =>
@@ -95,7 +96,7 @@ describe("RegisterAgent over HTTP", () => {
         ["not-a-jwt", "Malformed"]
       ] as const
       for (const [token, reason] of cases) {
-        const error = yield* Effect.flip(client.register({ nonce: token }))
+        const error = yield* refused(client.register({ nonce: token }))
         expect(error, reason).toMatchObject({ _tag: "InvalidNonce", reason })
         expect(error.message).not.toContain(token)
       }
@@ -112,13 +113,13 @@ describe("RegisterAgent over HTTP", () => {
       // A redirect to the endpoint the client already talks to is not followed: the error reaches the caller.
       yield* backend.setLeaderRedirect(Option.some(`127.0.0.1:${port}`))
       const expected = { _tag: "NotLeader", leaderAddr: `127.0.0.1:${port}` }
-      expect(yield* Effect.flip(client.register({ nonce: pending.jwt }))).toMatchObject(expected)
-      expect(yield* Effect.flip(client.reportHealth(identity))).toMatchObject(expected)
-      expect(yield* Effect.flip(client.renew(identity))).toMatchObject(expected)
+      expect(yield* refused(client.register({ nonce: pending.jwt }))).toMatchObject(expected)
+      expect(yield* refused(client.reportHealth(identity))).toMatchObject(expected)
+      expect(yield* refused(client.renew(identity))).toMatchObject(expected)
       // Another address is followed once: here nothing listens there.
       const elsewhere = yield* Effect.promise(closedPort)
       yield* backend.setLeaderRedirect(Option.some(`127.0.0.1:${elsewhere}`))
-      const followed = yield* Effect.flip(client.register({ nonce: pending.jwt }))
+      const followed = yield* refused(client.register({ nonce: pending.jwt }))
       expect(followed._tag).toBe("AgentTransportError")
       expect(followed.message).toContain(`http://127.0.0.1:${elsewhere}/agent`)
       expect(client.url).toBe(`http://127.0.0.1:${elsewhere}/agent`)

@@ -64,13 +64,27 @@ hostname -s" "$(stub_calls)"
   [ ! -e "$R/etc" ]
 }
 
-@test "the privileges are exactly those of the integration guide's permissions table" {
-  guide=/work/shared/reference/proxmox-integration-guide.md
-  [ -f "$guide" ] || skip "integration guide not available at $guide"
-  from_guide=$(sed -n '/^| Privilege | Used for/,/^$/p' "$guide" | grep -o '^| `[A-Za-z.]*`' | tr -d '|` ' | sort)
+@test "the privileges are exactly the sixteen the integration guide's permissions table lists" {
+  # The guide's table, one privilege a line (kept here so the repository stands alone).
+  from_guide="Datastore.Allocate
+Datastore.AllocateSpace
+Datastore.AllocateTemplate
+Datastore.Audit
+SDN.Use
+Sys.Audit
+VM.Allocate
+VM.Audit
+VM.Clone
+VM.Config.CDROM
+VM.Config.CPU
+VM.Config.Disk
+VM.Config.Memory
+VM.Config.Network
+VM.Config.Options
+VM.PowerMgmt"
   from_script=$(grep '^PVE_PRIVS=' "$DEPLOY/server-with-keepalived.sh" | cut -d= -f2 | tr ',' '\n' | sort)
   [ "$(wc -l <<<"$from_guide")" -eq 16 ]
-  expect_lines "$from_guide" "$from_script"
+  expect_lines "$from_guide" "$(sort <<<"$from_script")"
 }
 
 @test "existing user, role, ACL and token are skipped; the token's secret comes from the environment" {

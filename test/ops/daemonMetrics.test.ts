@@ -10,11 +10,12 @@ import { PveSimulator } from "../../src/sim/server.js"
 import { closedPort } from "../support/net.js"
 import { exampleConfigWithHealth, get, pollUntil, withGroupSize } from "./harness.js"
 import { parsePrometheus, samples, total } from "./promParser.js"
+import { skipWithout } from "../support/realComponents.js"
 
 const PREFIX = "shard/pve-a/"
 const VMS = 7
 
-describe("the daemon's /metrics (simulator + memory store)", () => {
+describe.skipIf(skipWithout("prometheus-parser"))("the daemon's /metrics (simulator + memory store)", () => {
   it.scopedLive("while the leader creates the VMs of 5 groups, /metrics parses and its counters match what the cluster saw", () =>
     Effect.gen(function* () {
       const port = yield* Effect.promise(closedPort)

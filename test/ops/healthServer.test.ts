@@ -8,6 +8,7 @@ import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
 import { faulty } from "../lease/harness.js"
 import { awaitLeaderKnown, awaitLeading, exampleConfigWithHealth, fastElectionConfig, get, pollUntil, publishTerm, startReplica } from "./harness.js"
 import { family, samples, scrape, total } from "./promParser.js"
+import { skipWithout } from "../support/realComponents.js"
 
 const generate = makeInstanceIdGenerator()
 const newId = () => generate("web")
@@ -51,7 +52,7 @@ describe("health endpoint: /healthz, /readyz, /metrics on every replica", () => 
       expect((yield* get(`${a.url}/readyz`, { method: "POST" })).status).toBe(405)
     }))
 
-  it.scopedLive("/metrics is Prometheus text that a real parser reads: lease state and term, log seq, instances by phase, backlog", () =>
+  it.scopedLive.skipIf(skipWithout("prometheus-parser"))("/metrics is Prometheus text that a real parser reads: lease state and term, log seq, instances by phase, backlog", () =>
     Effect.gen(function* () {
       const store = makeMemoryStore()
       const a = yield* startReplica(store, "replica-a")
@@ -88,7 +89,7 @@ describe("health endpoint: /healthz, /readyz, /metrics on every replica", () => 
       expect(total(families, "nstance_reconcile_backlog", standby)).toBe(0)
     }))
 
-  it.scopedLive("a leader cut off from the store fences itself: not ready, still live", () =>
+  it.scopedLive.skipIf(skipWithout("prometheus-parser"))("a leader cut off from the store fences itself: not ready, still live", () =>
     Effect.gen(function* () {
       const store = faulty(makeMemoryStore())
       const a = yield* startReplica(store.store, "replica-a")

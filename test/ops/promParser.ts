@@ -1,9 +1,10 @@
 /**
  * Parses Prometheus text with a real parser — the official Python client's (`python3-prometheus-client`),
  * run as a process with the text on stdin — so a test checks what a Prometheus server would read, not
- * what our own code thinks it wrote. A missing parser fails the test (CI installs it).
+ * what our own code thinks it wrote. The suites that use it skip off CI where it is missing
+ * (test/support/realComponents.ts); under CI a missing parser fails the run.
  */
-import { existsSync } from "node:fs"
+import { SYSTEM_PYTHON } from "../support/realComponents.js"
 import { Effect, Schema } from "effect"
 import { runProcess } from "../support/spawn.js"
 
@@ -20,8 +21,7 @@ export interface Family {
   readonly samples: ReadonlyArray<Sample>
 }
 
-// Debian's package installs into the system interpreter's path; a python3 earlier on PATH (pyenv) lacks it.
-const PYTHON = existsSync("/usr/bin/python3") ? "/usr/bin/python3" : "python3"
+const PYTHON = SYSTEM_PYTHON
 
 const SCRIPT = `
 import json, math, sys

@@ -4,6 +4,7 @@ import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
 import { seen, setup } from "../pve/support.js"
 import { startReplica } from "./harness.js"
 import { family, type Family, scrape, total } from "./promParser.js"
+import { skipWithout } from "../support/realComponents.js"
 
 const CALLS = "nstance_pve_calls_total"
 const SECONDS_COUNT = "nstance_pve_call_seconds_count"
@@ -13,7 +14,7 @@ const RETRIES = "nstance_pve_call_retries_total"
 const increase = (before: ReadonlyArray<Family>, after: ReadonlyArray<Family>, name: string, labels: Readonly<Record<string, string>>) =>
   total(after, name, labels) - total(before, name, labels)
 
-describe("/metrics: PVE calls by endpoint and outcome, through the real HTTP client", () => {
+describe.skipIf(skipWithout("prometheus-parser"))("/metrics: PVE calls by endpoint and outcome, through the real HTTP client", () => {
   it.scopedLive("counts every request the simulator saw — successes, answers that failed, and retried attempts (also as retries) — under its endpoint template", () =>
     Effect.gen(function* () {
       const { sim, api } = yield* setup()

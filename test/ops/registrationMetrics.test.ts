@@ -8,8 +8,9 @@ import { makePrometheusScrape } from "../../src/metrics/prometheus.js"
 import { EventLog, type EventLogShape } from "../../src/services/EventLog.js"
 import { makeAgentBackendShard } from "../../src/shard/AgentBackendShard.js"
 import { parsePrometheus, total } from "./promParser.js"
+import { skipWithout } from "../support/realComponents.js"
 
-describe("/metrics: registrations", () => {
+describe.skipIf(skipWithout("prometheus-parser"))("/metrics: registrations", () => {
   it.scoped("one per recorded registration; a reused nonce does not count", () =>
     Effect.gen(function* () {
       const instanceId = makeInstanceIdGenerator()("web")

@@ -1,5 +1,5 @@
 /**
- * The event log on a real S3 server (Ceph RGW from ../shared/tools/s3-server.sh, which `.ci/run` starts):
+ * The event log on a real S3 server (Ceph RGW from scripts/s3-server.sh, which `.ci/run` starts):
  * fencing when two leaders race for the same sequence numbers (RGW answers some losers with 500, which the
  * store settles by re-reading), exact replay, and snapshots with a corrupt newest one and pruning. Real
  * time, real network; each test uses its own key prefix.
@@ -11,7 +11,7 @@ import { replayStore, snapshotKey } from "../../src/layers/EventLogStore.js"
 import { makeS3Store } from "../../src/layers/ObjectStoreS3.js"
 import { scopeStore } from "../../src/layers/ObjectStoreScoped.js"
 import type { ObjectStoreShape } from "../../src/services/ObjectStore.js"
-import { S3_START_TIMEOUT_MS, type S3TestEnv, s3TestEnv } from "../store/s3Env.js"
+import { S3_START_TIMEOUT_MS, type S3TestEnv, s3TestEnv, skipWithout } from "../store/s3Env.js"
 import { counted, keysUnder, requested, startLog, view } from "./logSupport.js"
 
 let env: S3TestEnv | undefined
@@ -28,7 +28,7 @@ const freshStore = (): ObjectStoreShape => {
   return scopeStore(store, `eventlog-${randomUUID().slice(0, 8)}/`)
 }
 
-describe("EventLog on a real S3 server (Ceph RGW)", () => {
+describe.skipIf(skipWithout("s3"))("EventLog on a real S3 server (Ceph RGW)", () => {
   beforeAll(async () => {
     env = await s3TestEnv()
   }, S3_START_TIMEOUT_MS)

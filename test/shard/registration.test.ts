@@ -23,6 +23,7 @@ import { makeSimAgents, simulatedIp } from "../../src/sim/agent.js"
 import type { GuestBoot } from "../../src/sim/server.js"
 import { rawClient } from "../agent/harness.js"
 import { CLUSTER, type HarnessOptions, makeHarness, nonTemplateVms, SHARD } from "./leaderHarness.js"
+import { refused } from "../support/refused.js"
 
 /** A lease that never campaigns: who leads is whatever the test puts into `leader`. */
 const stubLease = (id: string, leader: Ref.Ref<Option.Option<LeaderInfo>>) =>
@@ -234,7 +235,7 @@ describe("agent registration (HTTP simulator, real agent endpoint)", () => {
       const publicKeyPem = generateKeyPairSync("ed25519").publicKey.export({ type: "spki", format: "pem" }).toString()
 
       const raw = yield* rawClient(standbyUrl)
-      expect(yield* Effect.flip(raw.RegisterAgent({ nonce: first, publicKeyPem }))).toMatchObject({
+      expect(yield* refused(raw.RegisterAgent({ nonce: first, publicKeyPem }))).toMatchObject({
         _tag: "NotLeader",
         leaderAddr: `127.0.0.1:${h.port}`
       })
@@ -252,9 +253,9 @@ describe("agent registration (HTTP simulator, real agent endpoint)", () => {
       // A deposed leader (its term ended, another replica leads now) answers NotLeader as well.
       yield* Fiber.interrupt(leader)
       yield* Ref.set(h.leaderInfo, Option.some({ id: "replica-3", address: "127.0.0.3:8991", term: 2 }))
-      expect(yield* Effect.flip(raw.RegisterAgent({ nonce: second, publicKeyPem }))).toMatchObject({ _tag: "NotLeader", leaderAddr: "127.0.0.3:" + h.port })
+      expect(yield* refused(raw.RegisterAgent({ nonce: second, publicKeyPem }))).toMatchObject({ _tag: "NotLeader", leaderAddr: "127.0.0.3:" + h.port })
       const atOldLeader = yield* rawClient(leaderUrl)
-      expect(yield* Effect.flip(atOldLeader.RegisterAgent({ nonce: second, publicKeyPem }))).toMatchObject({ _tag: "NotLeader" })
+      expect(yield* refused(atOldLeader.RegisterAgent({ nonce: second, publicKeyPem }))).toMatchObject({ _tag: "NotLeader" })
       expect(HashMap.size((yield* h.state).instances)).toBe(2)
     }), { timeout: 15_000 })
 })

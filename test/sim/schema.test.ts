@@ -3,9 +3,7 @@ import { FastCheck } from "effect"
 import { loadApiSchema, validateParams, type Endpoint } from "../../src/sim/schema.js"
 import { resolveSchemaPath } from "../../src/sim/server.js"
 
-const schema = loadApiSchema(resolveSchemaPath(), [
-  { key: "PUT /nodes/{node}/qemu/{vmid}/config", like: "POST /nodes/{node}/qemu/{vmid}/config" }
-])
+const schema = loadApiSchema(resolveSchemaPath())
 
 const endpoint = (method: string, path: string): Endpoint => {
   const m = schema.match(method, path)
@@ -106,24 +104,43 @@ describe("parameter checking as pveproxy does it", () => {
   })
 })
 
-describe("without the official schema excerpt", () => {
-  it("still routes every endpoint and passes parameters through, so npm start works anywhere", async () => {
+describe("without its schema the simulator does not start", () => {
+  it("a missing schema file: startSimulator rejects naming the file, no port is served", async () => {
     const { startSimulator } = await import("../../src/sim/server.js")
-    const logged: Array<string> = []
-    const sim = await startSimulator({ http: true, schemaPath: "/nonexistent/schema.json", log: (line) => logged.push(line) })
-    try {
-      const auth = { Authorization: `PVEAPIToken=${sim.tokenId}=${sim.tokenSecret}` }
-      const nodes = await fetch(`${sim.url}/cluster/resources?type=node`, { headers: auth })
-      expect(nodes.status).toBe(200)
-      const clone = await fetch(`${sim.url}/nodes/pve1/qemu/9000/clone`, {
-        method: "POST",
-        headers: { ...auth, "Content-Type": "application/x-www-form-urlencoded" },
-        body: "newid=150&name=permissive"
-      })
-      expect(clone.status).toBe(200)
-      expect(logged.some((line) => line.includes("parameter checking is off"))).toBe(true)
-    } finally {
-      await sim.close()
-    }
+    await expect(startSimulator({ http: true, schemaPath: "/nonexistent/schema.json" }))
+      .rejects.toThrow(/cannot read PVE API schema \/nonexistent\/schema\.json/)
+  })
+
+  it("an unreadable or malformed schema file is refused the same way", async () => {
+    const { mkdtempSync, writeFileSync } = await import("node:fs")
+    const { tmpdir } = await import("node:os")
+    const { join } = await import("node:path")
+    const { startSimulator } = await import("../../src/sim/server.js")
+    const dir = mkdtempSync(join(tmpdir(), "nstance-schema-"))
+    writeFileSync(join(dir, "garbage.json"), "{ not json")
+    writeFileSync(join(dir, "wrong.json"), JSON.stringify({ "GET /version": { method: "FETCH" } }))
+    await expect(startSimulator({ http: true, schemaPath: join(dir, "garbage.json") })).rejects.toThrow(/garbage\.json is not JSON/)
+    await expect(startSimulator({ http: true, schemaPath: join(dir, "wrong.json") })).rejects.toThrow(/wrong\.json: PVE API schema does not decode/)
+  })
+
+  it("nstance-pve-sim with NSTANCE_PVE_SCHEMA pointing nowhere: one line naming the file, exit 1", async () => {
+    const { runBin } = await import("../support/spawn.js")
+    const result = await runBin("nstance-pve-sim", ["--port", "0"], { env: { ...process.env, NO_COLOR: "1", NSTANCE_PVE_SCHEMA: "/nonexistent/schema.json" } })
+    expect(result.status).toBe(1)
+    expect(result.stdout).not.toContain("listening")
+    const lines = result.stderr.trim().split("\n")
+    expect(lines).toHaveLength(1)
+    expect(lines[0]).toMatch(/^✗ cannot start simulator: cannot read PVE API schema \/nonexistent\/schema\.json/)
+  })
+
+  it("the repository carries the schema, with its source and commit", async () => {
+    const { readFileSync } = await import("node:fs")
+    const { BUNDLED_SCHEMA_PATH } = await import("../../src/sim/server.js")
+    expect(resolveSchemaPath()).toBe(BUNDLED_SCHEMA_PATH)
+    const source: unknown = JSON.parse(readFileSync(BUNDLED_SCHEMA_PATH.replace(/schema\.json$/, "source.json"), "utf8"))
+    expect(source).toMatchObject({
+      repository: "https://github.com/proxmox/pve-docs", path: "api-viewer/apidata.js", commit: expect.stringMatching(/^[0-9a-f]{40}$/)
+    })
+    expect(schema.endpoints.map((e) => `${e.method} ${e.path}`)).toContain("PUT /nodes/{node}/qemu/{vmid}/config")
   })
 })

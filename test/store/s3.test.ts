@@ -5,7 +5,7 @@ import { randomUUID } from "node:crypto"
 import { ifAbsent, ifMatch } from "../../src/services/ObjectStore.js"
 import { startDropProxy } from "./dropProxy.js"
 import { storeContract } from "./contract.js"
-import { closedPort, S3_START_TIMEOUT_MS, type S3TestEnv, s3TestEnv } from "./s3Env.js"
+import { closedPort, S3_START_TIMEOUT_MS, type S3TestEnv, s3TestEnv, skipWithout } from "./s3Env.js"
 
 // Set by the suite's beforeAll; without a reachable server that hook fails the suite, saying why.
 let env: S3TestEnv | undefined
@@ -22,7 +22,7 @@ const options = (overrides: Partial<Parameters<typeof makeS3Store>[0]> = {}) => 
   }
 }
 
-describe("S3 on a real server", () => {
+describe.skipIf(skipWithout("s3"))("S3 on a real server", () => {
   let store: ReturnType<typeof makeS3Store> | undefined
   beforeAll(async () => {
     env = await s3TestEnv()

@@ -1,7 +1,8 @@
 /**
- * Finds the real S3 server for the S3 suites: the environment `.ci/run` exported, else the shared
- * loopback server started here (idempotent, asynchronously). When neither works the S3 suites FAIL with
- * the reason: a missing S3 server is a broken test setup, never a silent skip.
+ * Finds the real S3 server for the S3 suites: the environment `.ci/run` exported, else the repository's
+ * loopback server (scripts/s3-server.sh) started here (idempotent, asynchronously). A machine without Ceph's
+ * packages skips these suites with one line saying so (`skipWithout("s3")`, test/support/realComponents.ts),
+ * except under CI; when the server is there but does not start, the suites FAIL with the reason.
  *
  * Call `await s3TestEnv()` in a `beforeAll` of the S3 suite (give it `S3_START_TIMEOUT_MS`: a cold start
  * takes ~15 s, more if the script must install packages).
@@ -22,8 +23,8 @@ export interface S3TestEnv {
 /** The repository root (this file is `<repo>/test/store/s3Env.ts`). */
 const REPO = fileURLToPath(new URL("../..", import.meta.url))
 
-/** The shared tools live beside the repository: `<repo>/../shared/tools/s3-server.sh`. */
-const SCRIPT = process.env["NSTANCE_S3_SERVER_SCRIPT"] ?? join(REPO, "..", "shared", "tools", "s3-server.sh")
+/** The repository's own loopback S3 server. */
+const SCRIPT = join(REPO, "scripts", "s3-server.sh")
 
 /** For the `beforeAll` that awaits `s3TestEnv()`. */
 export const S3_START_TIMEOUT_MS = 300_000
@@ -47,7 +48,7 @@ const unavailable = (reason: string) =>
   new Error(
     `no S3 server for the S3 suites: AWS_ENDPOINT_URL, S3_TEST_BUCKET, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY ` +
       `are not all set, and ${reason}. Run the tests through .ci/run, or start the server with ` +
-      `\`eval "$(bash ${SCRIPT} start)"\` (NSTANCE_S3_SERVER_SCRIPT overrides the script's path).`
+      `\`eval "$(bash scripts/s3-server.sh start)"\`.`
   )
 
 const run = (file: string, args: ReadonlyArray<string>) =>
@@ -60,7 +61,6 @@ const run = (file: string, args: ReadonlyArray<string>) =>
 const start = async (): Promise<S3TestEnv> => {
   const given = fromEnv(process.env)
   if (given !== undefined) return given
-  if (!existsSync(SCRIPT)) throw unavailable(`${SCRIPT} does not exist`)
   // Two test files may get here at once: the script is idempotent but not safe to run concurrently.
   const result = existsSync("/usr/bin/flock")
     // -o: the lock is not inherited by the server daemons the script starts (they would hold it forever).
@@ -68,7 +68,7 @@ const start = async (): Promise<S3TestEnv> => {
     : await run("bash", [SCRIPT, "start"])
   if (result.status !== 0) {
     const tail = result.stderr.trim().split("\n").slice(-3).join(" / ")
-    throw unavailable(`"bash ${SCRIPT} start" failed (${String(result.status)}): ${tail}`)
+    throw unavailable(`"bash scripts/s3-server.sh start" failed (${String(result.status)}): ${tail}`)
   }
   const exported: Record<string, string> = {}
   for (const line of result.stdout.split("\n")) {
@@ -76,7 +76,7 @@ const start = async (): Promise<S3TestEnv> => {
     if (match) exported[match[1]!] = match[2]!.replace(/^['"]|['"]$/g, "")
   }
   const started = fromEnv(exported)
-  if (started === undefined) throw unavailable(`"bash ${SCRIPT} start" printed no usable AWS_* exports`)
+  if (started === undefined) throw unavailable(`"bash scripts/s3-server.sh start" printed no usable AWS_* exports`)
   return started
 }
 
@@ -103,3 +103,4 @@ export const s3ChildEnv = (env: S3TestEnv, overrides: Record<string, string> = {
 })
 
 export { closedPort } from "../support/net.js"
+export { skipWithout } from "../support/realComponents.js"
