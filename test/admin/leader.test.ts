@@ -2,6 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Chunk, Effect, Fiber, Option, Stream } from "effect"
 import { nonceHash } from "../../src/domain/agent/nonce.js"
 import { replayStore } from "../../src/layers/EventLogStore.js"
+import type { FaultHandle } from "../../src/sim/faults.js"
 import type { WatchEvent } from "../../src/rpc/AdminRpc.js"
 import { adminConfigText, makeAdminWorld } from "./harness.js"
 import { refused } from "../support/refused.js"
@@ -43,18 +44,21 @@ describe("Admin procedures on the leader", () => {
 
   it.scopedLive("MintNonce: a fresh nonce whose hash (only) the log records; refused for unknown instances", () =>
     Effect.gen(function* () {
-      // Every node offline from the start: the instance cannot be placed and stays "requested" until they return.
-      const nodes = ["pve1", "pve2", "pve3"]
-      const world = yield* makeAdminWorld({ size: 1, registration: true, beforeLead: (sim) => nodes.forEach((node) => sim.faults.nodeOffline(node)) })
+      // Every ISO upload refused from the start: the instance cannot reach "cloning" (the clone needs its ISO),
+      // so MintNonce is refused for it whatever the machine's speed; then uploads work again.
+      let uploads: FaultHandle | undefined
+      const world = yield* makeAdminWorld({
+        size: 1, registration: true,
+        beforeLead: (sim) => { uploads = sim.faults.http({ method: "POST", path: /\/storage\/[^/]+\/upload$/, status: 503, message: "upload refused (test)" }) }
+      })
       const rpc = yield* world.client()
-      yield* world.waitUntil("the instance is requested", Effect.map(rpc.ListInstances({}), (list) => list.length === 1))
+      yield* world.waitUntil("the instance is requested", Effect.map(rpc.ListInstances({}), (list) => list.length >= 1))
       const [early] = yield* rpc.ListInstances({})
-      expect(early?.phase).toBe("requested")
-      expect(yield* refused(rpc.MintNonce({ instanceId: early!.id }))).toMatchObject({ _tag: "NonceNotApplicable", phase: "requested" })
-      nodes.forEach((node) => world.sim.faults.nodeOnline(node))
+      expect(yield* refused(rpc.MintNonce({ instanceId: early!.id }))).toMatchObject({ _tag: "NonceNotApplicable" })
+      uploads?.remove()
       // Unregistered (no simulated agents here): its VM runs and waits for an agent.
-      yield* world.waitUntil("the VM runs", Effect.map(rpc.ListInstances({}), (list) => list[0]?.phase === "running"))
-      const [instance] = yield* rpc.ListInstances({})
+      yield* world.waitUntil("a VM runs", Effect.map(rpc.ListInstances({}), (list) => list.some((i) => i.phase === "running")))
+      const instance = (yield* rpc.ListInstances({})).find((i) => i.phase === "running")
       const minted = yield* rpc.MintNonce({ instanceId: instance!.id })
       expect(minted.instanceId).toBe(instance!.id)
       expect(minted.expiresAt).toBeGreaterThan(Date.now())
