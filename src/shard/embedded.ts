@@ -132,7 +132,12 @@ export const runEmbedded = (options: { readonly configFile?: string } = {}) =>
       .pipe(Effect.orDie)
 
     const agents = yield* makeSimAgents({ healthEvery: "3 seconds" })
-    const sim = yield* PveSimulator({ nodes: 3, http: true, latency: LatencyDemo, sharedStorage: true, nodeMemoryGiB: 128, guestHook: agents.hook })
+    const sim = yield* PveSimulator({ nodes: 3, http: true, latency: LatencyDemo, sharedStorage: true, nodeMemoryGiB: 128, guestHook: agents.hook }).pipe(
+      // A simulator that cannot start (its API schema missing, its port refused) is one line, not a stack.
+      Effect.catchAllDefect((defect) => Effect.fail(new EmbeddedSetupFailed({
+        message: `cannot start the Proxmox VE simulator: ${defect instanceof Error ? defect.message : String(defect)}`
+      })))
+    )
     agents.attach(sim.model)
     yield* Effect.logInfo(
       [

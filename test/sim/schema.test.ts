@@ -133,6 +133,13 @@ describe("without its schema the simulator does not start", () => {
     expect(lines[0]).toMatch(/^✗ cannot start simulator: cannot read PVE API schema \/nonexistent\/schema\.json/)
   })
 
+  it("the embedded daemon (npm start) with NSTANCE_PVE_SCHEMA pointing nowhere: one line, exit 1", async () => {
+    const { runBin } = await import("../support/spawn.js")
+    const result = await runBin("nstance-server", ["--embedded"], { env: { ...process.env, NO_COLOR: "1", NSTANCE_PVE_SCHEMA: "/nonexistent/schema.json" } })
+    expect(result.status).toBe(1)
+    expect(result.stderr.trim()).toMatch(/^✗ cannot start the Proxmox VE simulator: cannot read PVE API schema \/nonexistent\/schema\.json[^\n]*$/)
+  })
+
   it("the repository carries the schema, with its source and commit", async () => {
     const { readFileSync } = await import("node:fs")
     const { BUNDLED_SCHEMA_PATH } = await import("../../src/sim/server.js")
