@@ -84,7 +84,6 @@ export class SimModel {
     this.uploads = core.uploads
     seedCluster(core)
     this.resources = new ResourcesView(core)
-    // Spread in this order, the keys keep the order of PVE's API tree (the permissive schema lists them so).
     this.routes = { ...clusterRoutes(core, this.resources), ...vmRoutes(core), ...storageRoutes(core), ...taskRoutes(core) }
   }
 
