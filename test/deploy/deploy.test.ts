@@ -69,7 +69,9 @@ describe.skipIf(skipWithout("deploy-tools"))("deploy/proxmox bootstrap scripts",
     expect(skips.filter((line) => /is not installed/.test(line))).toEqual([])
     // Other skips (e.g. the real validator not being in the tree yet) are reported, not hidden.
     for (const line of skips) console.warn(`bats ${file}: ${line}`)
-  })
+  // A bats file runs its scripts as processes (5-10 s each on a quiet machine); bats runs outside the
+  // worker's event loop, so a loaded machine only makes it slower, never blocks vitest.
+  }, 120_000)
 })
 
 // keepalived's `-t` check in server-with-keepalived.bats calls /usr/sbin/keepalived by path.
