@@ -33,11 +33,10 @@ export const validateStoredConfig = (shard: string | undefined, key = CONFIG_KEY
       return { valid: false, key, problems: [reason], warnings: [], groups: 0, desiredVms: 0 }
     }
     const dynamic = yield* readDynamicGroups().pipe(
-      Effect.orElseSucceed(() => ({ groups: {}, problem: "groups.jsonc could not be read" }))
+      Effect.orElseSucceed(() => ({ groups: {}, problem: "could not be read from the store" }))
     )
     const merged = mergeAndValidate(new TextDecoder().decode(object.right.body), dynamic.groups, key, dynamic.problem)
-    // The first line is the daemon's heading ("… is invalid; keeping the leader idle …"): the problems follow it.
-    if (Either.isLeft(merged)) return { valid: false, key, problems: merged.left.slice(1), warnings: [], groups: 0, desiredVms: 0 }
+    if (Either.isLeft(merged)) return { valid: false, key, problems: merged.left.flatMap((r) => r.problems), warnings: [], groups: 0, desiredVms: 0 }
     const parsed = merged.right.parsed
     const problems = shard !== undefined && parsed.config.shard.id !== shard
       ? [`shard.id: ${JSON.stringify(parsed.config.shard.id)} is not the shard asked for (${JSON.stringify(shard)})`]

@@ -13,7 +13,7 @@ import { stateCommands } from "./adminState.js"
 export const adminCommand = Command.make("nstance-admin").pipe(
   Command.withDescription(
     "Operate nstance: see and steer a running shard over its admin endpoint (status, instances, groups, group set/delete, " +
-      "instance create/delete, refresh, validate, nonce, watch; token in NSTANCE_ADMIN_TOKEN), or offline: preview ISOs and " +
+      "instance create/delete, refresh, validate, nonce, watch, adopt; token in NSTANCE_ADMIN_TOKEN), or offline: preview ISOs and " +
       "placements, manage shard config, read a shard's state and log from its bucket, inspect IDs"
   ),
   Command.withSubcommands([

@@ -3,8 +3,12 @@
  * object store. Push refuses what no server would load: it runs `nstance-server --validate`'s validation
  * (skipped only with an explicit `--force`), and always the server's identifier rules for `--shard`, the
  * size and nesting bounds, JSONC syntax and a `shard.id` that is not `--shard` — so a typo never reaches
- * the servers that read it, and no config can make a replica act for another shard.
+ * the servers that read it, and no config can make a replica act for another shard. It also reads the
+ * shard's `groups.jsonc` and refuses (unless `--force`) a config that would make one of its dynamic groups
+ * invalid — renaming a static group a dynamic entry resizes, say — naming the entry: the servers would keep
+ * their last good config in force rather than act on the push.
  */
+import { echoValue } from "../domain/errorText.js"
 import { stat } from "node:fs/promises"
 import { Args, Command, Options } from "@effect/cli"
 import { FileSystem } from "@effect/platform"
@@ -19,6 +23,7 @@ import {
   parseShardConfig,
   type Problem
 } from "../domain/config/index.js"
+import { type DynamicGroupsCheck, GROUPS_KEY, parseDynamicGroups, validateWithDynamicGroups } from "../domain/dynamicGroups.js"
 import { objectPrefixProblem } from "../domain/objectKey.js"
 import { describeLocation, objectStoreLayer, type StorageFlags } from "../layers/ObjectStoreFromFlags.js"
 import { shardPrefix } from "../layers/ObjectStoreScoped.js"
@@ -69,11 +74,11 @@ const withStore = (flags: StorageFlags) => <A, E>(effect: Effect.Effect<A, E, Ob
 const placeProblems = (args: { readonly shard: string; readonly prefix: Option.Option<string> }): ReadonlyArray<string> => {
   const problems: Array<string> = []
   const shardProblem = identifierProblem(args.shard)
-  if (shardProblem !== undefined) problems.push(`--shard ${JSON.stringify(args.shard)} ${shardProblem}`)
+  if (shardProblem !== undefined) problems.push(`--shard ${echoValue(args.shard)} ${shardProblem}`)
   if (Option.isSome(args.prefix)) {
     const prefix = args.prefix.value
     const problem = prefix.startsWith("/") ? `must not start with "/"` : objectPrefixProblem(prefix)
-    if (problem !== undefined) problems.push(`--prefix ${problem} (got ${JSON.stringify(prefix)})`)
+    if (problem !== undefined) problems.push(`--prefix ${problem} (got ${echoValue(prefix)})`)
   }
   return problems
 }
@@ -100,13 +105,35 @@ export const pushProblems = (text: string, shard: string, force: boolean): Reado
   }
   const id = rawShardId(json.right)
   if (id !== undefined && id !== shard) {
-    return [{ path: "shard.id", message: `${JSON.stringify(id)} does not match --shard ${JSON.stringify(shard)}; a server of shard ${shard} would refuse it` }]
+    return [{ path: "shard.id", message: `${echoValue(id)} does not match --shard ${echoValue(shard)}; a server of shard ${shard} would refuse it` }]
   }
   return []
 }
 
-const keyOf = (args: { readonly shard: string; readonly prefix: Option.Option<string> }) =>
-  shardPrefix(args.shard, Option.getOrUndefined(args.prefix)) + CONFIG_KEY
+const keyOf = (args: { readonly shard: string; readonly prefix: Option.Option<string> }, object = CONFIG_KEY) =>
+  shardPrefix(args.shard, Option.getOrUndefined(args.prefix)) + object
+
+/** What a config would do to the dynamic groups already stored beside it. */
+export type DynamicImpact =
+  | { readonly _tag: "None" }
+  /** Some entries would no longer validate: the servers would keep their last good config. */
+  | { readonly _tag: "Breaks"; readonly check: DynamicGroupsCheck }
+  /** `groups.jsonc` itself does not parse: nothing a push changes, but worth saying. */
+  | { readonly _tag: "Unreadable"; readonly problem: string }
+
+/**
+ * The impact of config `text` on the stored `groups.jsonc` (undefined: none stored). Judged only for a
+ * config that is valid by itself — an invalid one (pushed with `--force`) is held by the servers anyway.
+ */
+export const dynamicImpact = (text: string, groupsText: string | undefined): DynamicImpact => {
+  if (groupsText === undefined) return { _tag: "None" }
+  const json = parseJsonc(text)
+  if (Either.isLeft(json) || Either.isLeft(parseShardConfig(text))) return { _tag: "None" }
+  const dynamic = parseDynamicGroups(groupsText)
+  if (Either.isLeft(dynamic)) return { _tag: "Unreadable", problem: dynamic.left }
+  const merged = validateWithDynamicGroups(json.right, dynamic.right)
+  return Either.isLeft(merged) ? { _tag: "Breaks", check: merged.left } : { _tag: "None" }
+}
 
 const push = Command.make(
   "push",
@@ -121,7 +148,8 @@ const push = Command.make(
       Options.optional
     ),
     force: Options.boolean("force").pipe(Options.withDescription(
-      "Upload even if the config does not pass nstance-server --validate (JSONC syntax, size, nesting, --shard and shard.id are still checked)"
+      "Upload even if the config does not pass nstance-server --validate, or makes a dynamic group of groups.jsonc invalid " +
+        "(the servers then keep their last good config in force until it is fixed; JSONC syntax, size, nesting, --shard and shard.id are still checked)"
     ))
   },
   Effect.fn("admin.config.push")(function* (args) {
@@ -142,14 +170,44 @@ const push = Command.make(
     }
     const flags: StorageFlags = { storage: args.storage, bucket: args.bucket }
     const key = keyOf(args)
+    const groupsKey = keyOf(args, GROUPS_KEY)
+    // A store that cannot give groups.jsonc is met again by the upload itself, which then names config.jsonc.
+    const groupsRead = yield* Effect.gen(function* () {
+      const store = yield* ObjectStore
+      return yield* store.get(groupsKey).pipe(
+        Effect.map((object) => new TextDecoder().decode(object.body)),
+        Effect.catchTag("NotFound", () => Effect.succeed(undefined))
+      )
+    }).pipe(withStore(flags), Effect.either)
+    const impact = dynamicImpact(text, Either.getOrUndefined(groupsRead))
+    if (impact._tag === "Breaks") {
+      const mark = args.force ? "⚠" : "✗"
+      yield* Effect.forEach(impact.check.problems, (line) => Console.error(`${mark} ${escapeControl(line)}`), { discard: true })
+      const named = impact.check.entries
+      const entries = named.length === 0 ? "the dynamic groups" : `dynamic group${named.length === 1 ? "" : "s"} ${named.join(", ")}`
+      if (!args.force) {
+        yield* Console.error(escapeControl(
+          `✗ ${args.file}: would make ${entries} of ${groupsKey} invalid; nothing uploaded ` +
+            `(change or delete ${named.length === 1 ? "it" : "them"} first with nstance-admin group set/delete, ` +
+            `or push with --force: the servers then keep their last good config in force until it is fixed)`
+        ))
+        return yield* exitWith(1)
+      }
+      yield* Console.error(escapeControl(`⚠ ${args.file}: makes ${entries} of ${groupsKey} invalid; pushed anyway (--force): the servers keep their last good config in force until it is fixed`))
+    } else if (impact._tag === "Unreadable") {
+      yield* Console.error(escapeControl(`⚠ ${groupsKey} does not parse (${impact.problem}); the servers keep their last good config in force until it is fixed`))
+    }
     const { etag } = yield* Effect.gen(function* () {
       const store = yield* ObjectStore
       return yield* store.put(key, bytes, Option.getOrUndefined(Option.map(args.ifMatchEtag, ifMatch)))
     }).pipe(withStore(flags))
+    if (Either.isLeft(groupsRead)) {
+      yield* Console.error(escapeControl(`⚠ ${groupsKey} could not be read (${groupsRead.left.message}); its dynamic groups were not checked against this config`))
+    }
     yield* Console.log(`pushed ${args.file} to ${describeLocation(flags, key)} (etag ${etag})`)
   })
 ).pipe(Command.withDescription(
-  "Upload a shard's config.jsonc: refused unless it is well-formed JSONC, passes nstance-server --validate (unless --force) and names --shard as shard.id"
+  "Upload a shard's config.jsonc: refused unless it is well-formed JSONC, passes nstance-server --validate and keeps every dynamic group of groups.jsonc valid (both unless --force), and names --shard as shard.id"
 ))
 
 const pull = Command.make(

@@ -4,8 +4,9 @@
  * live watch. Each prints a human table by default and JSON with `--json`; a server that is down, a
  * standby (whose `NotLeader` is followed once) or refused credentials end in one line on stderr.
  */
+import { echoValue } from "../domain/errorText.js"
 import { Args, Command, Options } from "@effect/cli"
-import { Console, Effect, Option, Stream } from "effect"
+import { Console, Effect, Option } from "effect"
 import type { AdminRpcClient } from "../admin/AdminClient.js"
 import { ADMIN_TOKEN_ENV, adminTokenFrom } from "../admin/token.js"
 import type { GroupView, InstanceView, StatusView, WatchEvent } from "../rpc/AdminRpc.js"
@@ -43,7 +44,7 @@ const resolve = (flags: ConnectionFlags) =>
     const envAddr = process.env[ADMIN_ADDR_ENV]
     const address = Option.getOrElse(flags.server, () => (envAddr !== undefined && envAddr !== "" ? envAddr : DEFAULT_ADMIN_ADDR))
     if (!/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(address) && !/^https?:\/\//.test(address)) {
-      return yield* new UsageError({ message: `--server ${JSON.stringify(address)} must be host:port` })
+      return yield* new UsageError({ message: `--server ${echoValue(address)} must be host:port` })
     }
     return { address, token: token.value }
   })
@@ -79,10 +80,19 @@ const printLines = (lines: ReadonlyArray<string>) => Effect.forEach(lines, (line
 const ago = (at: number | null) => (at === null ? "-" : new Date(at).toISOString().replace(/\.\d{3}Z$/, "Z"))
 
 export const describeStatus = (s: StatusView): ReadonlyArray<string> => [
-  `cluster ${s.cluster}, shard ${s.shard}: leader ${s.leader} (term ${s.term}), log seq ${s.seq}`,
+  `cluster ${s.cluster}, shard ${s.shard}: leader ${s.leader} (term ${s.term}), log seq ${s.seq}${s.logId === undefined ? "" : `, event log ${s.logId}`}`,
+  ...(s.ownership === undefined ? [] : [`⚠ ${s.ownership}`]),
   `groups ${s.groups}, desired VMs ${s.desiredVms}, instances ${s.instances}${Object.keys(s.byPhase).length === 0 ? "" : ` (${Object.entries(s.byPhase).map(([phase, n]) => `${phase} ${n}`).join(", ")})`}`,
   `agent registration ${s.registration ? "on" : "off"}`,
-  ...(s.lastErrors.length === 0 ? [] : ["last errors:", ...s.lastErrors.map((e) => `  ${ago(e.at)}  ${e.instanceId}  ${e.step} (${e.errorClass}): ${e.message}`)])
+  ...(s.lastErrors.length === 0 ? [] : ["last errors:", ...s.lastErrors.map((e) => `  ${ago(e.at)}  ${e.instanceId}  ${e.step} (${e.errorClass}): ${e.message}`)]),
+  ...((s.held ?? []).length === 0 ? [] : [
+    `held (an impossible event in the log; no saga step, delete or GC acts on them until deleted with instance delete):`,
+    ...(s.held ?? []).map((h) => `  ${h.instanceId}  VM ${h.vmid ?? "-"}  since seq ${h.seq}: ${h.reason}`)
+  ]),
+  ...((s.anomalies ?? 0) === 0 ? [] : [
+    `impossible events in the log: ${s.anomalies}${(s.recentAnomalies ?? []).length < (s.anomalies ?? 0) ? ` (the newest ${(s.recentAnomalies ?? []).length})` : ""}`,
+    ...(s.recentAnomalies ?? []).map((a) => `  seq ${a.seq}  ${a.event}  ${a.instanceId ?? "-"}  VM ${a.vmid ?? "-"}: ${a.reason}`)
+  ])
 ].map(escapeControl)
 
 const groupOf = (i: InstanceView) => `${i.tenant ?? "?"}/${i.group ?? "?"}`
@@ -97,7 +107,7 @@ export const instanceTable = (list: ReadonlyArray<InstanceView>) =>
       i.node ?? "-",
       i.vmid === null ? "-" : String(i.vmid),
       i.ips.length === 0 ? "-" : i.ips.join(","),
-      [i.reason === "operator" ? "operator" : "", i.adopted ? "adopted" : "", i.deleteReason === null ? "" : `delete: ${i.deleteReason}`, i.lastError === null ? "" : `last error: ${i.lastError.step}: ${i.lastError.message}`]
+      [i.held === undefined || i.held === null ? "" : `HELD since seq ${i.held.seq}: ${i.held.reason}`, i.reason === "operator" ? "operator" : "", i.adopted ? "adopted" : "", i.deleteReason === null ? "" : `delete: ${i.deleteReason}`, i.lastError === null ? "" : `last error: ${i.lastError.step}: ${i.lastError.message}`]
         .filter((x) => x !== "").join("; ")
     ])
   )
@@ -115,7 +125,7 @@ const describeEvent = (e: WatchEvent) =>
 const groupRef = (text: string) => {
   const match = /^([^/\s]+)\/([^/\s]+)$/.exec(text)
   return match === null
-    ? Effect.fail(new UsageError({ message: `${JSON.stringify(text)} must be tenant/group` }))
+    ? Effect.fail(new UsageError({ message: `${echoValue(text)} must be tenant/group` }))
     : Effect.succeed({ tenant: match[1] ?? "", group: match[2] ?? "" })
 }
 
@@ -161,7 +171,7 @@ const parseVars = (text: string) =>
   Effect.forEach(text.split(","), (pair) => {
     const eq = pair.indexOf("=")
     return eq <= 0
-      ? Effect.fail(new UsageError({ message: `--vars: ${JSON.stringify(pair)} must be name=value` }))
+      ? Effect.fail(new UsageError({ message: `--vars: ${echoValue(pair)} must be name=value` }))
       : Effect.succeed([pair.slice(0, eq), pair.slice(eq + 1)] as const)
   }).pipe(Effect.map((pairs) => Object.fromEntries(pairs)))
 
@@ -274,9 +284,39 @@ const nonceCommand = Command.make("nonce", { ...connection, id: instanceIdArg },
 ))
 
 const watchCommand = Command.make("watch", connection, (flags) =>
-  remote(flags, (rpc) =>
-    Stream.runForEach(rpc.WatchEvents(), (event) => (flags.json ? Console.log(JSON.stringify(event)) : Console.log(describeEvent(event))))
-  ).pipe(Effect.asVoid)
-).pipe(Command.withDescription("Follow what the leader records (instances requested, placed, running, deleted, failed steps) until Ctrl-C; --json prints one JSON object per line"))
+  Effect.gen(function* () {
+    const { address, token } = yield* resolve(flags)
+    const { watchFollowingLeader } = yield* Effect.promise(() => import("../admin/watchFollow.js"))
+    return yield* watchFollowingLeader(address, token, {
+      event: (event) => (flags.json ? Console.log(JSON.stringify(event)) : Console.log(describeEvent(event))),
+      // On stderr, so that stdout stays one event per line (and JSON with --json).
+      note: (line) => Console.error(escapeControl(line))
+    }).pipe(Effect.mapError((error) => (isNotLeader(error) ? new UsageError({ message: `${address}: ${error.message}` }) : error)))
+  })
+).pipe(Command.withDescription(
+  "Follow what the leader records (instances requested, placed, running, deleted, failed steps) until Ctrl-C; --json prints one JSON object per line. " +
+    "At a leader change it finds the new leader (through --server, retrying for up to a minute) and says on stderr which changes it may not have shown"
+))
 
-export const remoteCommands = [statusCommand, instancesCommand, groupsCommand, groupCommand, instanceCommand, refreshCommand, validateCommand, nonceCommand, watchCommand] as const
+const fromLog = Options.text("from-log").pipe(Options.withDescription("The other event log's ID, as `status` or the leader's error log names it (log…)"))
+
+const adoptCommand = Command.make("adopt", { ...connection, fromLog }, (flags) =>
+  Effect.gen(function* () {
+    if (!/^log[0-9a-hj-km-np-tv-z]{26}$/.test(flags.fromLog)) {
+      return yield* new UsageError({ message: `--from-log ${JSON.stringify(flags.fromLog.slice(0, 64))} is not an event log ID ("log" and 26 base32 characters, as status shows it)` })
+    }
+    const result = yield* remote(flags, (rpc) => rpc.AdoptVms({ fromLog: flags.fromLog }))
+    if (flags.json) return yield* printJson(result)
+    const count = result.adopted.length === 1 ? "1 VM" : `${result.adopted.length} VMs`
+    yield* Console.log(escapeControl(`${count} of event log ${result.fromLog} adopted into this shard's log; the leader manages them from now on`))
+    yield* printLines(table(["INSTANCE", "VMID", "NODE"], result.adopted.map((vm) => [vm.instanceId, String(vm.vmid), vm.node])))
+    yield* Effect.forEach(result.unstamped, (vm) =>
+      Console.error(escapeControl(`⚠ ${vm.instanceId} (VM ${vm.vmid}): adopted, but its notes still name log ${result.fromLog}: ${vm.reason}`)), { discard: true })
+  })
+).pipe(Command.withDescription(
+  "Take over the VMs with this shard's tags whose notes name another event log (a server that ran this shard from another bucket or prefix): " +
+    "each is recorded as adopted and its notes are rewritten to name this log. The leader never does this by itself; a new log that meets " +
+    "another log's VMs creates and deletes nothing until this is run (or that other server is stopped)"
+))
+
+export const remoteCommands = [statusCommand, instancesCommand, groupsCommand, groupCommand, instanceCommand, refreshCommand, validateCommand, nonceCommand, watchCommand, adoptCommand] as const

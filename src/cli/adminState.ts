@@ -3,11 +3,13 @@
  * (the event log replayed read-only, never written), so an operator can look at a shard whose servers are
  * down, and scripts can read it as JSON.
  */
-import { Command, Options } from "@effect/cli"
+import { Args, Command, Options } from "@effect/cli"
 import { Console, Effect, Option } from "effect"
+import { boundText } from "../domain/errorText.js"
 import type { ShardEvent } from "../domain/shard/events.js"
-import { allInstances, type Instance, instancesByPhase, type State } from "../domain/shard/state.js"
+import { allInstances, describeAnomaly, type Instance, instancesByPhase, type State } from "../domain/shard/state.js"
 import { replayStore } from "../layers/EventLogStore.js"
+import { applyQuarantine, planQuarantine } from "../layers/logQuarantine.js"
 import { objectStoreLayer } from "../layers/ObjectStoreFromFlags.js"
 import { scopeStore, shardPrefix } from "../layers/ObjectStoreScoped.js"
 import { ObjectStore } from "../services/ObjectStore.js"
@@ -48,8 +50,10 @@ export const stateJson = (state: State, seq: number, snapshotSeq: number) => ({
   seq,
   snapshotSeq,
   vmidHighWater: state.vmidHighWater,
+  logId: state.logId ?? null,
   gone: state.goneCount,
   anomalies: state.anomalies,
+  recentAnomalies: state.recentAnomalies,
   instances: allInstances(state).map((i) => ({
     id: i.id,
     tenant: i.tenant ?? null,
@@ -60,7 +64,8 @@ export const stateJson = (state: State, seq: number, snapshotSeq: number) => ({
     adopted: i.adopted,
     failures: i.failures,
     lastError: i.lastError ?? null,
-    deleteReason: i.deleteReason ?? null
+    deleteReason: i.deleteReason ?? null,
+    held: i.held ?? null
   }))
 })
 
@@ -68,7 +73,7 @@ export const stateJson = (state: State, seq: number, snapshotSeq: number) => ({
 export const describeState = (state: State, seq: number, snapshotSeq: number): ReadonlyArray<string> => {
   const phases = [...instancesByPhase(state)].map(([phase, list]) => `${phase} ${list.length}`).join(", ")
   const lines = [
-    `term ${state.term}${state.leader === undefined ? "" : ` (leader ${escapeControl(state.leader)})`}, log seq ${seq}${snapshotSeq > 0 ? ` (from snapshot ${snapshotSeq})` : ""}, VMID high-water ${state.vmidHighWater}`,
+    `term ${state.term}${state.leader === undefined ? "" : ` (leader ${escapeControl(state.leader)})`}, log seq ${seq}${snapshotSeq > 0 ? ` (from snapshot ${snapshotSeq})` : ""}, VMID high-water ${state.vmidHighWater}${state.logId === undefined ? "" : `, event log ${state.logId}`}`,
     `instances: ${allInstances(state).length}${phases === "" ? "" : ` (${phases})`}; gone ${state.goneCount}${state.anomalies > 0 ? `; ${state.anomalies} anomalies` : ""}`
   ]
   const byGroup = new Map<string, Array<Instance>>()
@@ -82,8 +87,13 @@ export const describeState = (state: State, seq: number, snapshotSeq: number): R
     for (const i of list) {
       const where = i.vmid === undefined ? "" : `  VM ${i.vmid} on ${i.node ?? "?"}`
       const error = i.lastError === undefined ? "" : `  last error: ${i.lastError.step}: ${escapeControl(i.lastError.message)}`
-      lines.push(`  ${i.id}  ${i.phase.padEnd(13)}${where}${i.ips.length === 0 ? "" : `  ${i.ips.map(escapeControl).join(", ")}`}${i.adopted ? "  (adopted)" : ""}${i.deleteReason === undefined ? "" : `  (${i.deleteReason})`}${error}`)
+      const held = i.held === undefined ? "" : `  HELD since seq ${i.held.seq}: ${escapeControl(i.held.reason)}`
+      lines.push(`  ${i.id}  ${i.phase.padEnd(13)}${where}${i.ips.length === 0 ? "" : `  ${i.ips.map(escapeControl).join(", ")}`}${i.adopted ? "  (adopted)" : ""}${i.deleteReason === undefined ? "" : `  (${i.deleteReason})`}${held}${error}`)
     }
+  }
+  if (state.recentAnomalies.length > 0) {
+    lines.push("", `impossible events: ${state.anomalies}${state.anomalies > state.recentAnomalies.length ? ` (the newest ${state.recentAnomalies.length})` : ""}`)
+    for (const anomaly of state.recentAnomalies) lines.push(`  ${escapeControl(describeAnomaly(anomaly))}`)
   }
   return lines
 }
@@ -96,7 +106,7 @@ export const describeEvent = (seq: number, event: ShardEvent): string => {
   const id = typeof fields["instanceId"] === "string" ? fields["instanceId"] : "-"
   const details = Object.entries(fields)
     .filter(([key]) => key !== "at" && key !== "instanceId")
-    .map(([key, value]) => `${key}=${typeof value === "string" ? value : JSON.stringify(value)}`)
+    .map(([key, value]) => `${key}=${boundText(typeof value === "string" ? value : JSON.stringify(value))}`)
     .join(" ")
   return escapeControl(`${String(seq).padStart(6)}  ${at}  ${_tag.padEnd(18)} ${id}${details === "" ? "" : `  ${details}`}`)
 }
@@ -122,4 +132,25 @@ const logCommand = Command.make("log", { storage, bucket, shard, prefix, tail, j
   })
 ).pipe(Command.withDescription("Print the newest events of a shard's log, one line each, read offline from its bucket"))
 
-export const stateCommands = [stateCommand, logCommand] as const
+const objectKey = Args.text({ name: "key" }).pipe(Args.withDescription("The object, relative to the shard prefix: log/{seq:016}.json or snapshot/{seq:016}.json"))
+const yes = Options.boolean("yes").pipe(Options.withDescription("Do it (without: say what would be done)"))
+const force = Options.boolean("force").pipe(Options.withDescription("Also move a segment shaped like one this version cannot read (known garbage only)"))
+
+const quarantineCommand = Command.make("quarantine", { storage, bucket, shard, prefix, key: objectKey, yes, force }, (flags) =>
+  Effect.gen(function* () {
+    const store = scopeStore(yield* ObjectStore, Option.getOrElse(flags.prefix, () => shardPrefix(flags.shard)))
+    const plan = yield* planQuarantine(store, flags.key, { force: flags.force })
+    if (!flags.yes) {
+      return yield* Console.log(escapeControl(`would move ${plan.key} (${plan.problem}) to ${plan.movedTo}; run again with --yes to do it`))
+    }
+    yield* applyQuarantine(store, plan)
+    yield* Console.log(escapeControl(`moved ${plan.key} to ${plan.movedTo} (${plan.problem}); the next leader replays without it`))
+  }).pipe(
+    Effect.provide(objectStoreLayer({ storage: flags.storage, bucket: flags.bucket })),
+    Effect.mapError((error) => new UsageError({ message: error.message }))
+  )
+).pipe(Command.withDescription(
+  "Move a corrupt event-log object aside (to quarantine/ under the shard prefix): only the newest segment when it does not decode, or a snapshot that does not read"
+))
+
+export const stateCommands = [stateCommand, logCommand, quarantineCommand] as const

@@ -14,6 +14,7 @@ import { CliConfig, Command, CommandDescriptor, HelpDoc, type Usage, ValidationE
 import { NodeContext, NodeRuntime } from "@effect/platform-node"
 import { Cause, Console, Context, Data, Effect, Either, Option } from "effect"
 import { escapeControl, printableLines, stripColour } from "./escape.js"
+import { echoValue } from "../domain/errorText.js"
 
 export const VERSION = "0.1.0"
 
@@ -161,9 +162,13 @@ const expectedOf = (value: string): string => {
 const valueProblem = (flag: string, spec: FlagSpec, value: string): string | undefined => {
   const accepted = spec.value ?? ""
   const choices = choicesOf(accepted)
-  if (choices !== undefined && !choices.includes(value)) return `${flag} must be one of ${choices.join(", ")} (got ${JSON.stringify(value)})`
-  if (accepted === "integer" && !/^[-+]?\d+$/.test(value)) return `${flag} must be an integer (got ${JSON.stringify(value)})`
-  if (accepted === "float" && !Number.isFinite(Number(value))) return `${flag} must be a number (got ${JSON.stringify(value)})`
+  if (choices !== undefined && !choices.includes(value)) return `${flag} must be one of ${choices.join(", ")} (got ${echoValue(value)})`
+  if (accepted === "integer" && !/^[-+]?\d+$/.test(value)) return `${flag} must be an integer (got ${echoValue(value)})`
+  // Digits alone are not enough: the library refuses what a double cannot hold exactly, without the flag's name.
+  if (accepted === "integer" && !Number.isSafeInteger(Number(value))) {
+    return `${flag} must be an integer between ${Number.MIN_SAFE_INTEGER} and ${Number.MAX_SAFE_INTEGER} (got ${echoValue(value)})`
+  }
+  if (accepted === "float" && !Number.isFinite(Number(value))) return `${flag} must be a number (got ${echoValue(value)})`
   return undefined
 }
 
@@ -218,7 +223,7 @@ export const commandLineProblem = (descriptor: unknown, args: ReadonlyArray<stri
       if (previous !== undefined) {
         return spec.value === undefined
           ? `${spec.name} is given twice; give it once`
-          : `${spec.name} is given twice (${JSON.stringify(previous)}, then ${JSON.stringify(value)}); give it once`
+          : `${spec.name} is given twice (${echoValue(previous)}, then ${echoValue(value ?? "")}); give it once`
       }
       seen.set(spec.name, value ?? "")
       if (spec.value !== undefined && value !== undefined) {
@@ -230,7 +235,7 @@ export const commandLineProblem = (descriptor: unknown, args: ReadonlyArray<stri
     if (level.subcommands.size > 0 && positionals === 0 && seen.size === 0) {
       const child = level.subcommands.get(arg)
       if (child === undefined) {
-        return `unknown subcommand ${JSON.stringify(arg)} for ${path.join(" ")} (one of ${subcommandList(level.subcommands.keys())})`
+        return `unknown subcommand ${echoValue(arg)} for ${path.join(" ")} (one of ${subcommandList(level.subcommands.keys())})`
       }
       const next = levelOf(child)
       if (next === undefined) return undefined
@@ -239,7 +244,7 @@ export const commandLineProblem = (descriptor: unknown, args: ReadonlyArray<stri
       continue
     }
     positionals++
-    if (positionals > level.positionals) return `unexpected argument ${JSON.stringify(arg)} for ${path.join(" ")}`
+    if (positionals > level.positionals) return `unexpected argument ${echoValue(arg)} for ${path.join(" ")}`
   }
   if (level.subcommands.size > 0) {
     return `${path.join(" ")} needs a subcommand: ${subcommandList(level.subcommands.keys())} (see ${path.join(" ")} --help)`
@@ -259,7 +264,7 @@ const validationLine = (error: ValidationError.ValidationError): string => {
     ...(missing.length === 0 ? [] : [`missing required flag${missing.length > 1 ? "s" : ""} ${missing.join(", ")}`]),
     ...rest.map((text) =>
       text
-        .replace(/^Received unknown argument: '(.*)'$/, (_, arg: string) => `unexpected argument ${JSON.stringify(arg)}`)
+        .replace(/^Received unknown argument: '(.*)'$/, (_, arg: string) => `unexpected argument ${echoValue(arg)}`)
         .replace(/^Missing argument <(.*)>$/, (_, arg: string) => `missing argument ${arg}`))
   ]
   return lines.join("; ") || `invalid command line (${error._tag})`
@@ -316,7 +321,7 @@ export const cliProgram = <Name extends string, R, E, A>(command: Command.Comman
         // The library reads its built-in --log-level only in front of the command's own flags.
         return yield* refuse(BUILT_IN.some((flag) => flag.name === first)
           ? `${first} must come before the other flags`
-          : `unexpected argument ${JSON.stringify(first)}`)
+          : `unexpected argument ${echoValue(first)}`)
       }
       const builtIn = directive._tag === "BuiltIn"
       yield* builtIn && !colourWanted() ? withoutColour(cli(argv)) : Effect.suspend(() => cli(argv))

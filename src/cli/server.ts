@@ -4,6 +4,7 @@
  * `ServerStartOptions` before anything touches storage or Proxmox, so a bad flag or a missing token is
  * one clear line, not a crash minutes later.
  */
+import { echoValue } from "../domain/errorText.js"
 import { Command, Options } from "@effect/cli"
 import { Console, Effect, Either, Option } from "effect"
 import {
@@ -18,6 +19,7 @@ import {
   readProxmoxEnv,
   desiredGroups
 } from "../domain/config/index.js"
+import { s3EndpointProblem } from "../domain/endpointUrl.js"
 import { objectPrefixProblem } from "../domain/objectKey.js"
 import { objectStoreLayer } from "../layers/ObjectStoreFromFlags.js"
 import { CONFIG_KEY } from "../shard/shardConfig.js"
@@ -26,6 +28,7 @@ import { escapeControl } from "./escape.js"
 import { exitWith, withBareFlag } from "./run.js"
 import { adminTokenFrom } from "../admin/token.js"
 import { defaultLogFormat, loggerLayer } from "./logging.js"
+import { handleDaemonSignals } from "./signals.js"
 
 
 export const STORAGE_KINDS = ["s3", "gcs", "file"] as const
@@ -93,20 +96,20 @@ export const checkStartOptions = (
   if (missing.length > 0) errors.push(`missing required flag${missing.length > 1 ? "s" : ""} ${missing.map((flag) => `--${flag}`).join(", ")}`)
   const storage = flags.storage
   if (storage !== undefined && storage !== "" && !(STORAGE_KINDS as ReadonlyArray<string>).includes(storage)) {
-    errors.push(`--storage must be one of ${STORAGE_KINDS.join(", ")} (got ${JSON.stringify(storage)})`)
+    errors.push(`--storage must be one of ${STORAGE_KINDS.join(", ")} (got ${echoValue(storage)})`)
   }
   const shards = flags.shard === undefined || flags.shard === "" ? [] : shardIds(flags.shard)
   for (const shard of shards) {
     const problem = identifierProblem(shard)
-    if (problem !== undefined) errors.push(`--shard ${JSON.stringify(shard)} ${problem}`)
+    if (problem !== undefined) errors.push(`--shard ${echoValue(shard)} ${problem}`)
   }
   const duplicates = [...new Set(shards.filter((shard, index) => shard !== "" && shards.indexOf(shard) !== index))]
   if (duplicates.length > 0) {
-    errors.push(`--shard ${JSON.stringify(flags.shard)} names ${duplicates.map((shard) => JSON.stringify(shard)).join(", ")} more than once; give each shard once`)
+    errors.push(`--shard ${echoValue(flags.shard ?? "")} names ${duplicates.map((shard) => echoValue(shard)).join(", ")} more than once; give each shard once`)
   }
   if (flags.id !== undefined && flags.id !== "") {
     const problem = identifierProblem(flags.id)
-    if (problem !== undefined) errors.push(`--id ${JSON.stringify(flags.id)} ${problem}`)
+    if (problem !== undefined) errors.push(`--id ${echoValue(flags.id)} ${problem}`)
   }
   const several = shards.length > 1
   if (several && flags.prefix !== undefined) {
@@ -119,26 +122,30 @@ export const checkStartOptions = (
     // The same rule every object store applies, checked here so a bad prefix refuses the start instead of
     // failing every read of the config (which startup would retry forever).
     const problem = flags.prefix.startsWith("/") ? `must not start with "/"` : objectPrefixProblem(flags.prefix)
-    if (problem !== undefined) errors.push(`--prefix ${problem} (got ${JSON.stringify(flags.prefix)})`)
+    if (problem !== undefined) errors.push(`--prefix ${problem} (got ${echoValue(flags.prefix)})`)
   }
   if (flags.advertiseHost !== undefined) {
     const host = flags.advertiseHost
     const asAddress = parseAddress(`${host.includes(":") ? `[${host}]` : host}:1`)
-    if (host === "" || Either.isLeft(asAddress)) errors.push(`--advertise-host ${JSON.stringify(host)} is not an IP address or hostname`)
+    if (host === "" || Either.isLeft(asAddress)) errors.push(`--advertise-host ${echoValue(host)} is not an IP address or hostname`)
     if (config !== undefined) {
       // Same rule as the original: the flag fills in a wildcard host, it never overrides a written one.
       for (const [name, address] of [["health_addr", config.config.shard.advertise.health], ["election_addr", config.config.shard.advertise.election]] as const) {
         if (!WILDCARD_HOSTS.has(address.host)) {
-          errors.push(`--advertise-host cannot replace shard.advertise.${name} ${JSON.stringify(address.text)}: it already names a host`)
+          errors.push(`--advertise-host cannot replace shard.advertise.${name} ${echoValue(address.text)}: it already names a host`)
         }
       }
     }
+  }
+  if (storage === "s3") {
+    const problem = s3EndpointProblem(env)
+    if (problem !== undefined) errors.push(problem)
   }
   // This build drives only Proxmox, so the token is needed whatever the config says.
   const proxmox = readProxmoxEnv(env)
   if (Either.isLeft(proxmox)) errors.push(...proxmox.left)
   if (!several && config !== undefined && flags.shard !== undefined && config.config.shard.id !== flags.shard) {
-    errors.push(`--shard ${JSON.stringify(flags.shard)} does not match shard.id ${JSON.stringify(config.config.shard.id)} in ${flags.configFile ?? "the config"}`)
+    errors.push(`--shard ${echoValue(flags.shard)} does not match shard.id ${echoValue(config.config.shard.id)} in ${flags.configFile ?? "the config"}`)
   }
   if (errors.length > 0 || Either.isLeft(proxmox)) return Either.left(errors)
   const shard = flags.shard ?? ""
@@ -202,6 +209,11 @@ const validateRemote = (storage: "s3" | "gcs" | "file" | undefined, bucket: stri
       yield* Console.error(`✗ --validate without a file reads the bucket: missing ${missing.join(", ")}`)
       return yield* exitWith(1)
     }
+    const endpoint = storage === "s3" ? s3EndpointProblem(process.env) : undefined
+    if (endpoint !== undefined) {
+      yield* Console.error(`✗ ${escapeControl(endpoint)}`)
+      return yield* exitWith(1)
+    }
     const { validateStoredConfig } = yield* loadModule(() => import("../admin/validateConfig.js"))
     const { scopeStore } = yield* loadModule(() => import("../layers/ObjectStoreScoped.js"))
     const { ObjectStore } = yield* loadModule(() => import("../services/ObjectStore.js"))
@@ -238,7 +250,7 @@ const options = {
   ),
   bucket: text("bucket", "Bucket name (for --storage file: the base directory)"),
   shard: text("shard", "Shard ID (one per Proxmox VE cluster): lowercase letters, digits, single '-', at most 32 characters; several separated by commas (a,b) run in one process, each on its own and restarted with backoff when it fails"),
-  id: text("id", "This server's unique ID among the shard's replicas (same rules as --shard)"),
+  id: text("id", "This server's unique ID among the shard's replicas (same rules as --shard); a second process started with an ID that a live one uses exits with one line"),
   prefix: text("prefix", "Key prefix of the shard's objects in the bucket (default shard/{shard}/)"),
   cachedir: Options.text("cachedir").pipe(
     Options.withDescription("Local cache directory (default ./cache)"),
@@ -283,7 +295,10 @@ export const serverCommand = withBareFlag(Command.make("nstance-server", options
     const configFile = Option.getOrUndefined(flags.config)
     if (flags.embedded) {
       const { runEmbedded } = yield* loadModule(() => import("../shard/embedded.js"))
-      return yield* runEmbedded(configFile === undefined ? {} : { configFile }).pipe(Effect.scoped, Effect.provide(logger))
+      return yield* Effect.flatMap(handleDaemonSignals(), (reloadRequests) => runEmbedded({ ...(configFile === undefined ? {} : { configFile }), reloadRequests })).pipe(
+        Effect.scoped,
+        Effect.provide(logger)
+      )
     }
     let config: ParsedShardConfig | undefined
     // With several shards --config is refused below, so the file is not even read.
@@ -333,7 +348,7 @@ export const serverCommand = withBareFlag(Command.make("nstance-server", options
     // restart) never reaches the others.
     const store = objectStoreLayer({ storage: start.storage, bucket: start.bucket })
     const { runShards } = yield* loadModule(() => import("../shard/ShardSupervisor.js"))
-    return yield* runShards(shardTargets(start).map(({ shard, prefix }) => ({
+    return yield* Effect.flatMap(handleDaemonSignals(), (reloadRequests) => runShards(shardTargets(start).map(({ shard, prefix }) => ({
       shard,
       settings: {
         id: start.id,
@@ -346,9 +361,10 @@ export const serverCommand = withBareFlag(Command.make("nstance-server", options
         proxmox: start.proxmox,
         cachedir: start.cachedir,
         ...(encryptionKey === undefined ? {} : { encryptionKey }),
-        ...(Option.isNone(adminToken.right) ? {} : { adminToken: adminToken.right.value })
+        ...(Option.isNone(adminToken.right) ? {} : { adminToken: adminToken.right.value }),
+        reloadRequests
       }
-    }))).pipe(Effect.scoped, Effect.provide(logger))
+    })))).pipe(Effect.scoped, Effect.provide(logger))
   })
 ).pipe(Command.withDescription(
   "Nstance server for Proxmox VE: keeps groups of VMs at their desired size. Start with --storage --bucket --shard --id " +
@@ -356,5 +372,6 @@ export const serverCommand = withBareFlag(Command.make("nstance-server", options
     "or check a config with --validate FILE. The leader keeps every group at its size: it creates, replaces and deletes VMs. " +
     "With NSTANCE_ENCRYPTION_KEY or --encryption-key-file, VMs' agents register (nonce in the cloud-init ISO, endpoint on " +
     "shard.bind.registration_addr) and an instance that does not register or stops reporting health is replaced. " +
-    "With NSTANCE_ADMIN_TOKEN or --admin-token-file, every replica serves the admin endpoint (nstance-admin status, groups, …) on shard.bind.operator_addr."
+    "With NSTANCE_ADMIN_TOKEN or --admin-token-file, every replica serves the admin endpoint (nstance-admin status, groups, …) on shard.bind.operator_addr. " +
+    "Signals: SIGINT, SIGTERM and SIGQUIT resign the lease and stop; SIGHUP re-reads the shard config now; SIGUSR1 and SIGUSR2 are ignored (no debugger is opened)."
 )), "--validate", REMOTE_VALIDATE)

@@ -10,7 +10,11 @@
  */
 import { Either, ParseResult, Schema } from "effect"
 import { parseJsonc } from "./config/jsonc.js"
+import { oneLineText } from "./errorText.js"
+import { formatProblem, type Problem } from "./config/problems.js"
+import { emptyRecord, own } from "./config/records.js"
 import { JsonObject, StringMap } from "./config/schema.js"
+import { validateShardConfig, type Validated } from "./config/validate.js"
 
 export const GROUPS_KEY = "groups.jsonc"
 
@@ -40,21 +44,39 @@ export const parseDynamicGroups = (text: string): Either.Either<DynamicGroups, s
   const decoded = decodeDocument(json.right)
   if (Either.isLeft(decoded)) {
     const issue = ParseResult.ArrayFormatter.formatErrorSync(decoded.left)[0]
-    return Either.left(`${issue === undefined ? "" : `${issue.path.join(".")}: `}${issue?.message ?? "not a map of tenant → group key → group"}`)
+    return Either.left(issue === undefined ? SHAPES[0] : describeIssue(issue))
   }
   return Either.right(decoded.right ?? {})
+}
+
+/** What the value at each depth must be (document, tenant, group). */
+const SHAPES = ["must be null or a map of tenant → group key → group", "must be a map of group key → group", "must be a group (an object)"] as const
+const FIELDS = Object.keys(DynamicGroup.fields).join(", ")
+
+/** One short line for the first decoding problem, instead of the schema's type text. */
+const describeIssue = (issue: ParseResult.ArrayFormatterIssue): string => {
+  const path = issue.path.map(String).join(".")
+  const at = (message: string) => (path === "" ? message : `${path}: ${message}`)
+  if (issue._tag === "Unexpected") return at(`unknown field (expected one of: ${FIELDS})`)
+  const depth = issue.path.length
+  const shape = depth < SHAPES.length ? SHAPES[depth] : undefined
+  const expected = /^Expected (.*), actual (.*)$/s.exec(issue.message)
+  const actual = expected?.[2] === undefined ? "" : ` (got ${oneLineText(expected[2], 60)})`
+  if (shape !== undefined) return at(`${shape}${actual}`)
+  const leaf = expected?.[1]
+  return at(leaf === "string" || leaf === "number" ? `must be a ${leaf}${actual}` : leaf?.startsWith("{") === true ? `must be an object${actual}` : oneLineText(issue.message, 200))
 }
 
 /** The canonical text: keys sorted, empty fields and empty tenants left out, 2-space indent, final newline. */
 export const encodeDynamicGroups = (groups: DynamicGroups): string => {
   const out: Record<string, Record<string, Record<string, unknown>>> = {}
   for (const tenant of Object.keys(groups).sort()) {
-    const entries = groups[tenant] ?? {}
+    const entries = own(groups, tenant) ?? {}
     const keys = Object.keys(entries).sort()
     if (keys.length === 0) continue
     const tenantOut: Record<string, Record<string, unknown>> = {}
     for (const key of keys) {
-      const g = entries[key]
+      const g = own(entries, key)
       if (g === undefined) continue
       const entry: Record<string, unknown> = {}
       if (g.template !== undefined && g.template !== "") entry["template"] = g.template
@@ -72,16 +94,24 @@ export const encodeDynamicGroups = (groups: DynamicGroups): string => {
 
 const isObject = (value: unknown): value is Record<string, unknown> => typeof value === "object" && value !== null && !Array.isArray(value)
 
-/** The static groups of a parsed (not yet validated) `config.jsonc` value: tenant → key → raw group. */
+/**
+ * The static groups of a parsed (not yet validated) `config.jsonc` value: tenant → key → raw group, in maps
+ * without prototypes, so a group called `constructor` is found only when the config has one.
+ */
 export const staticGroupsOf = (configJson: unknown): Readonly<Record<string, Readonly<Record<string, Record<string, unknown>>>>> => {
-  if (!isObject(configJson) || !isObject(configJson["groups"])) return {}
-  const out: Record<string, Record<string, Record<string, unknown>>> = {}
+  const out = emptyRecord<Record<string, Record<string, unknown>>>()
+  if (!isObject(configJson) || !isObject(configJson["groups"])) return out
   for (const [tenant, groups] of Object.entries(configJson["groups"])) {
     if (!isObject(groups)) continue
-    out[tenant] = Object.fromEntries(Object.entries(groups).filter(([, g]) => isObject(g))) as Record<string, Record<string, unknown>>
+    const tenantOut = emptyRecord<Record<string, unknown>>()
+    for (const [key, group] of Object.entries(groups)) if (isObject(group)) tenantOut[key] = group
+    out[tenant] = tenantOut
   }
   return out
 }
+
+/** The dynamic entry `tenant/key`, if the document has one (never an inherited member). */
+export const dynamicEntry = (dynamic: DynamicGroups, tenant: string, key: string): DynamicGroup | undefined => own(own(dynamic, tenant), key)
 
 /**
  * The config value with the dynamic groups merged into its `groups`, ready for `validateShardConfig`:
@@ -89,15 +119,15 @@ export const staticGroupsOf = (configJson: unknown): Readonly<Record<string, Rea
  */
 export const mergeDynamicGroups = (configJson: unknown, dynamic: DynamicGroups): unknown => {
   if (!isObject(configJson)) return configJson
-  const merged: Record<string, Record<string, unknown>> = {}
+  const merged = emptyRecord<Record<string, unknown>>()
   const statics = staticGroupsOf(configJson)
   for (const [tenant, groups] of Object.entries(isObject(configJson["groups"]) ? configJson["groups"] : {})) {
-    merged[tenant] = isObject(groups) ? { ...groups } : {}
+    merged[tenant] = Object.assign(emptyRecord<unknown>(), isObject(groups) ? groups : {})
   }
   for (const [tenant, groups] of Object.entries(dynamic)) {
-    const tenantOut = merged[tenant] ?? {}
+    const tenantOut = own(merged, tenant) ?? emptyRecord<unknown>()
     for (const [key, entry] of Object.entries(groups)) {
-      const base = statics[tenant]?.[key]
+      const base = own(own(statics, tenant), key)
       if (base === undefined) {
         tenantOut[key] = encodeEntry(entry)
         continue
@@ -145,8 +175,8 @@ export const upsertDynamicGroup = (
   key: string,
   patch: GroupPatch
 ): Either.Either<DynamicGroups, string> => {
-  const base = staticGroupsOf(configJson)[tenant]?.[key]
-  const existing = dynamic[tenant]?.[key]
+  const base = own(own(staticGroupsOf(configJson), tenant), key)
+  const existing = dynamicEntry(dynamic, tenant, key)
   if (base !== undefined) {
     if (patch.template !== undefined && patch.template !== base["template"]) {
       return Either.left(`group ${tenant}/${key} is defined in config.jsonc with template ${JSON.stringify(base["template"])}; its template cannot be changed at runtime`)
@@ -167,16 +197,54 @@ export const upsertDynamicGroup = (
     ...(patch.subnetPool === undefined ? {} : { subnet_pool: patch.subnetPool }),
     ...(patch.vars === undefined ? {} : { vars: { ...existing?.vars, ...patch.vars } })
   }
-  return Either.right({ ...dynamic, [tenant]: { ...dynamic[tenant], [key]: next } })
+  return Either.right({ ...dynamic, [tenant]: { ...own(dynamic, tenant), [key]: next } })
 }
 
 /** The document without `tenant/key` (a static definition of it stays in force), and whether it was there. */
 export const deleteDynamicGroup = (dynamic: DynamicGroups, tenant: string, key: string): { readonly groups: DynamicGroups; readonly existed: boolean } => {
-  const tenantGroups = dynamic[tenant]
+  const tenantGroups = own(dynamic, tenant)
   if (tenantGroups === undefined || !Object.hasOwn(tenantGroups, key)) return { groups: dynamic, existed: false }
   const { [key]: _removed, ...rest } = tenantGroups
   const groups: Record<string, Readonly<Record<string, DynamicGroup>>> = { ...dynamic }
   if (Object.keys(rest).length === 0) delete groups[tenant]
   else groups[tenant] = rest
   return { groups, existed: true }
+}
+
+/** The dynamic entry (`tenant/key`) a problem of the merged config is about, if it is about one. */
+const entryOfProblem = (path: string, dynamic: DynamicGroups): string | undefined => {
+  for (const [tenant, groups] of Object.entries(dynamic)) {
+    const tenantPath = `groups.${tenant}`
+    for (const key of Object.keys(groups)) {
+      const at = `${tenantPath}.${key}`
+      if (path === at || path.startsWith(`${at}.`) || path.startsWith(`${at}[`)) return `${tenant}/${key}`
+    }
+    if (path === tenantPath) return tenant
+  }
+  return undefined
+}
+
+export interface DynamicGroupsCheck {
+  /** The entries (`tenant/key`) the problems are about, in order; empty when no problem names one. */
+  readonly entries: ReadonlyArray<string>
+  /** One line per problem (`path: message`), naming the dynamic entry where there is one. */
+  readonly problems: ReadonlyArray<string>
+}
+
+/**
+ * The merged config validated, or what makes it invalid with the dynamic entries each problem is about —
+ * what a config push that would break a dynamic group is refused with, and what the servers name while
+ * they keep the last good config. (Given a `config.jsonc` value valid by itself, every problem comes from
+ * the dynamic groups.)
+ */
+export const validateWithDynamicGroups = (configJson: unknown, dynamic: DynamicGroups): Either.Either<Validated, DynamicGroupsCheck> => {
+  const merged = validateShardConfig(Object.keys(dynamic).length === 0 ? configJson : mergeDynamicGroups(configJson, dynamic))
+  if (Either.isRight(merged)) return Either.right(merged.right)
+  const entries: Array<string> = []
+  const problems = merged.left.errors.map((problem: Problem) => {
+    const entry = entryOfProblem(problem.path, dynamic)
+    if (entry !== undefined && !entries.includes(entry)) entries.push(entry)
+    return entry === undefined ? formatProblem(problem) : `${formatProblem(problem)} (dynamic group ${entry} of ${GROUPS_KEY})`
+  })
+  return Either.left({ entries, problems })
 }

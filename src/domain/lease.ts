@@ -77,7 +77,13 @@ export const LeaseRecord = Schema.Struct({
   leaderID: Schema.optionalWith(Schema.String, { default: () => "" }),
   leaderAddr: Schema.optionalWith(Schema.String, { default: () => "" }),
   term: Schema.optionalWith(Schema.NonNegativeInt, { default: () => 0 }),
-  lastUpdated: Rfc3339Millis
+  lastUpdated: Rfc3339Millis,
+  /**
+   * A random value each process (each lease) draws at start, so a replica tells an earlier run of its own
+   * id (dead: the record stops changing) from a second live process started with the same `--id` (it
+   * renews). Absent in Go records and in our records before it existed; Go ignores it.
+   */
+  incarnation: Schema.optional(Schema.String)
 })
 export type LeaseRecord = typeof LeaseRecord.Type
 
@@ -167,6 +173,13 @@ export type LeaseAction =
   }
   | { readonly _tag: "StepDown"; readonly reason: string }
   | { readonly _tag: "Nothing"; readonly reason: string }
+  /**
+   * `leader.json` names our id but another incarnation and has not changed yet while we watched: either an
+   * earlier run of ours that died (taken over once it expires) or a second live process with our id.
+   */
+  | { readonly _tag: "WatchOwnId"; readonly holder: Holder; readonly incarnation: string }
+  /** A second live process renews the lease under our id: this replica must stop, not take the lease from it. */
+  | { readonly _tag: "DuplicateId"; readonly holder: Holder; readonly incarnation: string }
 
 export interface TickInput {
   readonly self: string
@@ -178,6 +191,8 @@ export interface TickInput {
   readonly timings: LeaseTimings
   /** After resigning (or failed leader work) this replica lets others take the lease first. */
   readonly acquireHeldOff: boolean
+  /** This process's incarnation (see `LeaseRecord.incarnation`); undefined: never tell runs of our id apart. */
+  readonly incarnation?: string
 }
 
 const holderOf = (read: LeaseRead): Holder | undefined =>
@@ -240,9 +255,20 @@ export const decideTick = (input: TickInput): { readonly action: LeaseAction; re
   if (read._tag === "Corrupt") return acquire({ _tag: "IfMatch", etag: read.etag }, `leader.json is corrupt: ${read.reason}`)
   const holder = holderOf(read)!
   const ifMatch: WritePrecondition = { _tag: "IfMatch", etag: read.etag }
-  // Our own record while we are not leader: a restart with the same id, or leadership we fenced ourselves
-  // out of. Either way the leader scope is not running here, so this is a fresh acquisition.
-  if (holder.id === self && !isReleased(read.record)) return acquire(ifMatch, `record of ${describe(holder)} is ours from an earlier run`)
+  // Our own record while we are not leader: leadership we fenced ourselves out of (our incarnation), or a
+  // record of a build that wrote none. The leader scope is not running here, so this is a fresh acquisition.
+  const theirs = read.record.incarnation
+  if (holder.id === self && !isReleased(read.record) && (theirs === undefined || input.incarnation === undefined || theirs === input.incarnation)) {
+    return acquire(ifMatch, `record of ${describe(holder)} is ours from an earlier run`)
+  }
+  // Our id written by another process. Taking it at once would make two leaders if that process lives (the
+  // two would then take the lease from each other for ever); it is judged like any other holder instead: a
+  // renewal seen means a live duplicate, and this replica refuses to run; a record that stays unchanged for
+  // the timeout is an earlier run of ours that died, taken over as usual.
+  if (holder.id === self && !isReleased(read.record) && theirs !== undefined) {
+    if (observation.sawRenewal) return done({ _tag: "DuplicateId", holder, incarnation: theirs })
+    if (!isExpired(read.record, observation, nowMono, timings)) return done({ _tag: "WatchOwnId", holder, incarnation: theirs })
+  }
   if (isExpired(read.record, observation, nowMono, timings)) {
     return acquire(ifMatch, isReleased(read.record) ? `${describe(holder)} released the lease` : `lease of ${describe(holder)} expired`)
   }

@@ -3,9 +3,15 @@
  * it leads with its term started (log replayed, cluster read, services published), or when it is a standby
  * whose lease loop still reaches the store and so would notice a free lease. Everything else is a state an
  * orchestrator should not route to and an operator should look at; each says why in one line.
+ *
+ * A stored config object that is invalid does not change readiness (the last good config stays in force,
+ * and a replica that runs on it is as useful as before), but the reason names it, so it is seen where an
+ * operator looks first.
  */
 
-export type ReplicaRole = "leader" | "starting" | "standby" | "fenced" | "unreachable"
+import { oneLineText } from "./errorText.js"
+
+export type ReplicaRole = "leader" | "starting" | "standby" | "fenced" | "unreachable" | "log-corrupt"
 
 export interface ReadinessInput {
   readonly replica: string
@@ -21,6 +27,10 @@ export interface ReadinessInput {
   readonly sinceContactMillis: number | undefined
   /** Silence of the store longer than this means the lease loop cannot do its job. */
   readonly staleAfterMillis: number
+  /** Config objects not in force as stored (`config.jsonc`, `groups.jsonc`) and why, one line each. */
+  readonly configHeld?: ReadonlyArray<{ readonly object: string; readonly problem: string }>
+  /** The corrupt event-log object this replica's last term ended on (until a term of it starts again). */
+  readonly logProblem?: { readonly term: number; readonly key: string; readonly reason: string } | undefined
 }
 
 export interface Readiness {
@@ -33,6 +43,15 @@ export interface Readiness {
 const seconds = (millis: number) => `${Math.round(millis / 1000)} s`
 
 export const readinessOf = (input: ReadinessInput): Readiness => {
+  const readiness = leaseReadiness(input)
+  const held = input.configHeld ?? []
+  if (held.length === 0) return readiness
+  const objects = held.map((h) => h.object).join(" and ")
+  const why = held.map((h) => oneLineText(h.problem, 400)).join("; ")
+  return { ...readiness, reason: `${readiness.reason}; ${objects} invalid, the last good config stays in force: ${why}` }
+}
+
+const leaseReadiness = (input: ReadinessInput): Readiness => {
   const { isLeader, leaseTerm, publishedTerm, leader } = input
   if (isLeader) {
     if (publishedTerm === leaseTerm) return { ready: true, role: "leader", reason: `leader of term ${leaseTerm}` }
@@ -48,6 +67,16 @@ export const readinessOf = (input: ReadinessInput): Readiness => {
   // being interrupted. Nothing it does from here on becomes durable, so it must not look ready.
   if (publishedTerm !== undefined) {
     return { ready: false, role: "fenced", reason: `fenced: lost the lease of term ${publishedTerm}; its work is stopping` }
+  }
+  // The log cannot be replayed or written past `key`: no term of any replica can start until it is repaired,
+  // unless a newer leader is seen (someone repaired it, or it was this replica's problem only).
+  const problem = input.logProblem
+  if (problem !== undefined && (leader === undefined || leader.term <= problem.term)) {
+    return {
+      ready: false,
+      role: "log-corrupt",
+      reason: `event log corrupt at ${problem.key}: ${oneLineText(problem.reason, 400)} (term ${problem.term} ended on it; see "Repairing the event log" in the README)`
+    }
   }
   if (input.sinceContactMillis === undefined) {
     return { ready: false, role: "unreachable", reason: "lease: the lease record has not been read yet" }

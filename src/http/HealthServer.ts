@@ -14,7 +14,7 @@ import { createServer } from "node:http"
 import { HttpServer, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import type { ServeError } from "@effect/platform/HttpServerError"
 import { NodeHttpServer } from "@effect/platform-node"
-import { Clock, Context, Duration, Effect, Layer, Option, type Scope, SubscriptionRef } from "effect"
+import { Clock, Context, Duration, Effect, Layer, Option, Ref, type Scope, SubscriptionRef } from "effect"
 import { type Readiness, readinessOf } from "../domain/readiness.js"
 import type { State } from "../domain/shard/state.js"
 import { setReplicaGauges } from "../metrics/metrics.js"
@@ -35,6 +35,7 @@ export const observeReplica = (replica: ShardReplicaShape) =>
     // A follower of a healthy leader reads the record only every infrequent interval; silence for two of
     // the longer of that and the leader timeout means the lease loop cannot see a free lease in time.
     const staleAfterMillis = 2 * Math.max(Duration.toMillis(election.leaderTimeout), Duration.toMillis(election.infrequentInterval))
+    const configHeld = yield* Ref.get(replica.configHeld.objects)
     const readiness: Readiness = readinessOf({
       replica: replica.replica,
       isLeader,
@@ -42,7 +43,9 @@ export const observeReplica = (replica: ShardReplicaShape) =>
       publishedTerm: Option.getOrUndefined(Option.map(term, (t) => t.term)),
       leader,
       sinceContactMillis: Option.getOrUndefined(Option.map(contact, (at) => Math.max(0, now - at))),
-      staleAfterMillis
+      staleAfterMillis,
+      logProblem: Option.getOrUndefined(yield* replica.logProblem),
+      configHeld
     })
     const log = yield* Option.match(term, {
       onNone: () => Effect.succeed(Option.none<{ state: State; seq: number }>()),
@@ -51,7 +54,7 @@ export const observeReplica = (replica: ShardReplicaShape) =>
         return Effect.map(Effect.all({ state: eventLog.state, seq: eventLog.seq }), Option.some)
       }
     })
-    return { readiness, leaseTerm, log }
+    return { readiness, leaseTerm, log, configHeld }
   })
 
 const text = (body: string, status = 200) => HttpServerResponse.text(`${body}\n`, { status })
@@ -72,8 +75,15 @@ export const healthApp = (replica: ShardReplicaShape, scrape: PrometheusScrape) 
         return readiness.ready ? text(`ready: ${readiness.reason}`) : text(`not ready: ${readiness.reason}`, 503)
       }
       case "/metrics": {
-        const { readiness, leaseTerm, log } = yield* observeReplica(replica)
-        yield* setReplicaGauges({ shard: replica.shard, replica: replica.replica, role: readiness.role, term: leaseTerm, log })
+        const { readiness, leaseTerm, log, configHeld } = yield* observeReplica(replica)
+        yield* setReplicaGauges({
+          shard: replica.shard,
+          replica: replica.replica,
+          role: readiness.role,
+          term: leaseTerm,
+          log,
+          configHeld: configHeld.map((h) => h.object)
+        })
         return yield* scrape.text.pipe(
           Effect.map((body) => HttpServerResponse.text(body, { contentType: PROMETHEUS_CONTENT_TYPE })),
           Effect.catchAll((error) => Effect.as(Effect.logError(error.message), text(error.message, 500)))

@@ -7,10 +7,11 @@
  * A local copy of the newest snapshot (`--cachedir`) lets a restart skip the snapshot download; it is
  * trusted only while the store still holds the segment it ends at, byte for byte.
  */
-import { createHash, randomUUID } from "node:crypto"
+import { createHash, randomBytes, randomUUID } from "node:crypto"
 import * as fs from "node:fs/promises"
 import { join } from "node:path"
 import {
+  Clock,
   Data,
   Deferred,
   Duration,
@@ -27,8 +28,10 @@ import {
   Stream,
   SubscriptionRef
 } from "effect"
-import { encodeEvent, LeaderElected, ShardEvent, type ShardEventEncoded, strict } from "../domain/shard/events.js"
+import { makeInstanceIdGenerator } from "../domain/instanceId.js"
+import { encodeEvent, LeaderElected, LogIdentity, ShardEvent, type ShardEventEncoded, strict } from "../domain/shard/events.js"
 import { decodeState, emptyState, encodeState, fold, type State } from "../domain/shard/state.js"
+import { shortParseProblem } from "../domain/errorText.js"
 import { EventLog, type EventLogShape, Fenced, LogCorrupt, LogUnavailable } from "../services/EventLog.js"
 import { ifAbsent, ObjectStore, type ObjectStoreShape } from "../services/ObjectStore.js"
 
@@ -110,8 +113,8 @@ export const fileSnapshotCache = (dir: string): SnapshotCache => {
 const pad = (seq: number) => String(seq).padStart(16, "0")
 export const segmentKey = (seq: number) => `log/${pad(seq)}.json`
 export const snapshotKey = (seq: number) => `snapshot/${pad(seq)}.json`
-const SEGMENT_KEY = /^log\/(\d{16})\.json$/
-const SNAPSHOT_KEY = /^snapshot\/(\d{16})\.json$/
+export const SEGMENT_KEY = /^log\/(\d{16})\.json$/
+export const SNAPSHOT_KEY = /^snapshot\/(\d{16})\.json$/
 
 const seqOf = (pattern: RegExp, key: string): number | undefined => {
   const match = pattern.exec(key)
@@ -145,10 +148,8 @@ const cachedSnapshotBody = (seq: number, state: State, segmentHash: string) =>
 const bytesEqual = (a: Uint8Array, b: Uint8Array) =>
   a.byteLength === b.byteLength && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength))
 
-const parseProblem = (error: ParseResult.ParseError) => {
-  const text = error.message.replace(/\s+/g, " ")
-  return text.length > 400 ? `${text.slice(0, 400)}…` : text
-}
+// One short line: Schema's full message names the whole expected type (kilobytes for a segment).
+const parseProblem = (error: ParseResult.ParseError) => shortParseProblem(error)
 
 const textOf = (body: Uint8Array): Either.Either<string, string> => {
   try {
@@ -159,7 +160,7 @@ const textOf = (body: Uint8Array): Either.Either<string, string> => {
 }
 
 /** Decodes a segment body read from `key`, strictly; the body must carry the key's sequence number. */
-const parseSegment = (key: string, seq: number, body: Uint8Array): Either.Either<ReadonlyArray<ShardEvent>, LogCorrupt> =>
+export const parseSegment = (key: string, seq: number, body: Uint8Array): Either.Either<ReadonlyArray<ShardEvent>, LogCorrupt> =>
   Either.flatMap(
     Either.mapLeft(textOf(body), (reason) => new LogCorrupt({ key, reason })),
     (text) => {
@@ -171,7 +172,7 @@ const parseSegment = (key: string, seq: number, body: Uint8Array): Either.Either
   )
 
 /** A snapshot's state, or why it cannot be used. */
-const parseSnapshot = (seq: number, body: Uint8Array): Either.Either<State, string> =>
+export const parseSnapshot = (seq: number, body: Uint8Array): Either.Either<State, string> =>
   Either.flatMap(textOf(body), (text) => {
     const file = decodeSnapshotFile(text)
     if (Either.isLeft(file)) return Either.left(parseProblem(file.left))
@@ -355,6 +356,19 @@ const replayStart = (store: ObjectStoreShape, cache: SnapshotCache | undefined) 
     })
   })
 
+/** The newest snapshot after `from` that does not read (replay skipped it), and why. */
+const unreadableSnapshot = (store: ObjectStoreShape, from: number) =>
+  Effect.gen(function* () {
+    for (const seq of yield* snapshotSeqs(store)) {
+      if (seq <= from) continue
+      const body = yield* readKey(store, snapshotKey(seq))
+      if (body === undefined) continue
+      const parsed = parseSnapshot(seq, body)
+      if (Either.isLeft(parsed)) return Option.some({ key: snapshotKey(seq), reason: `snapshot unreadable (${parsed.left})` })
+    }
+    return Option.none<{ key: string; reason: string }>()
+  })
+
 /**
  * Replays the log read-only: newest valid snapshot (or the cached copy, see `replayStart`), then every
  * segment after it in order. A segment that does not decode, or a missing sequence number, fails with
@@ -379,18 +393,27 @@ export const replayStore = Effect.fn("eventLog.replay")(function* (store: Object
     ),
     Stream.runFoldEffect({ seq: start.seq, state: start.state }, (acc, segment) => {
       if (segment.seq !== acc.seq + 1) {
-        return Effect.fail(
-          new LogCorrupt({
-            key: segmentKey(acc.seq + 1),
-            reason: `missing: the log jumps from seq ${acc.seq} to ${segment.seq}${acc.seq === start.seq ? " (pruned beyond every valid snapshot?)" : ""}`
-          })
-        )
+        // Right after the snapshot replay started from: the segments were pruned behind a newer snapshot
+        // that did not read. That snapshot is the object to name, not the first missing segment.
+        const prunedPast = acc.seq === start.seq ? unreadableSnapshot(store, start.seq) : Effect.succeed(Option.none())
+        return Effect.flatMap(prunedPast, (snapshot) =>
+          Effect.fail(
+            Option.match(snapshot, {
+              onSome: ({ key, reason }) =>
+                new LogCorrupt({ key, reason: `${reason}; the segments before seq ${segment.seq} were pruned behind it, so the log cannot be replayed` }),
+              onNone: () =>
+                new LogCorrupt({
+                  key: segmentKey(acc.seq + 1),
+                  reason: `missing: the log jumps from seq ${acc.seq} to ${segment.seq}${acc.seq === start.seq ? " (pruned beyond every valid snapshot?)" : ""}`
+                })
+            })
+          ))
       }
       for (const event of segment.events) {
         last.push({ seq: segment.seq, event })
         if (last.length > 2 * LAST_EVENTS) last.splice(0, last.length - LAST_EVENTS)
       }
-      return Effect.succeed({ seq: segment.seq, state: fold(segment.events, acc.state) })
+      return Effect.succeed({ seq: segment.seq, state: fold(segment.events, acc.state, segment.seq) })
     })
   )
   return {
@@ -403,6 +426,14 @@ export const replayStore = Effect.fn("eventLog.replay")(function* (store: Object
 })
 
 // ---- the writer --------------------------------------------------------------------------------------------
+
+/**
+ * A new log identity: "log" and a UUIDv7 in the instance IDs' base32, its time from Effect's Clock. The random
+ * part comes from the OS, not Effect's `Random`: two servers started at the same moment must never mint the same
+ * identity, and drawing from a seeded simulation's `Random` would shift every later draw of its world (the
+ * chaos seeds replay the same histories with or without identities). Nothing is decided from its value.
+ */
+const mintLogId = Effect.map(Clock.currentTimeMillis, (now) => makeInstanceIdGenerator()("log", now, new Uint8Array(randomBytes(16))))
 
 interface Pending {
   readonly events: ReadonlyArray<ShardEvent>
@@ -496,17 +527,30 @@ export const makeEventLog: (store: ObjectStoreShape, options?: EventLogOptions) 
       Effect.forEach(items, (item) => Deferred.complete(item.done, exit), { discard: true })
 
     /** Marks this writer fenced: no further writes of any kind. */
-    const fence = (term: number, seq: number, reason: string) =>
+    const fence = (term: number, seq: number, reason: string, corruptKey?: string) =>
       Effect.gen(function* () {
-        const error = new Fenced({ term, seq, reason })
+        const error = new Fenced({ term, seq, reason, ...(corruptKey === undefined ? {} : { corruptKey }) })
         yield* Ref.set(status, { _tag: "Fenced", error })
         yield* Effect.logError(`event log: ${error.message}; this writer stops writing`)
         return error
       })
 
+    /**
+     * Segment `seq` exists and is not ours. A valid segment is another writer's (a newer leader): fenced. An
+     * object that does not decode is a corrupt log: fenced too (nothing can be appended after it), and it
+     * is named, so the operator learns which object to look at rather than "written by another writer".
+     */
+    const fenceTaken = (term: number, seq: number, body: Uint8Array | undefined) => {
+      const key = segmentKey(seq)
+      const parsed = body === undefined ? Either.right([]) : parseSegment(key, seq, body)
+      return Either.isLeft(parsed)
+        ? fence(term, seq, `${key} is not a valid segment (${parsed.left.reason}); nothing can be appended after it`, key)
+        : fence(term, seq, `${key} was written by another writer`)
+    }
+
     const commit = (seq: number, events: ReadonlyArray<ShardEvent>, body: Uint8Array) =>
       Effect.gen(function* () {
-        const next = fold(events, yield* SubscriptionRef.get(stateRef))
+        const next = fold(events, yield* SubscriptionRef.get(stateRef), seq)
         yield* SubscriptionRef.set(stateRef, next)
         yield* Ref.set(lastSeqRef, seq)
         yield* Ref.set(lastSegmentHash, sha256(body))
@@ -579,7 +623,7 @@ export const makeEventLog: (store: ObjectStoreShape, options?: EventLogOptions) 
           yield* commit(doubt.seq, doubt.events, doubt.body)
           return Option.none<Fenced>()
         }
-        return Option.some(yield* fence(term, doubt.seq, `${segmentKey(doubt.seq)} was written by another writer`))
+        return Option.some(yield* fenceTaken(term, doubt.seq, current))
       })
 
     const flush = (batch: ReadonlyArray<Pending>) =>
@@ -604,7 +648,7 @@ export const makeEventLog: (store: ObjectStoreShape, options?: EventLogOptions) 
             return yield* settleAll(batch, Effect.fail(outcome.left))
           }
           if (outcome.right._tag === "Taken") {
-            const error = yield* fence(s.term, seq, `${segmentKey(seq)} was written by another writer`)
+            const error = yield* fenceTaken(s.term, seq, outcome.right.body)
             return yield* settleAll(batch, Effect.fail(error))
           }
           yield* commit(seq, events, body)
@@ -668,14 +712,23 @@ export const makeEventLog: (store: ObjectStoreShape, options?: EventLogOptions) 
             return yield* yield* fence(term, seq + 1, `the log already has term ${state.term} (leader ${state.leader ?? "unknown"})`)
           }
           const elected = LeaderElected.make({ term, replica })
-          const encoded = encodeEvent(elected)
-          if (Either.isLeft(encoded)) return yield* Effect.dieMessage(`event log: cannot encode LeaderElected: ${parseProblem(encoded.left)}`)
+          // A log without an identity gets one in the segment that elects this leader: the first segment of
+          // a new log, or the next one of a log written before identities existed.
+          const identity = LogIdentity.make({ logId: yield* mintLogId, at: yield* Clock.currentTimeMillis })
           for (;;) {
             const next = seq + 1
-            const body = segmentBody(next, [encoded.right])
+            const events = state.logId === undefined ? [elected, identity] : [elected]
+            const encoded: Array<ShardEventEncoded> = []
+            for (const event of events) {
+              const result = encodeEvent(event)
+              if (Either.isLeft(result)) return yield* Effect.dieMessage(`event log: cannot encode ${event._tag}: ${parseProblem(result.left)}`)
+              encoded.push(result.right)
+            }
+            const body = segmentBody(next, encoded)
             const outcome = yield* putSegment(store, next, body)
             if (outcome._tag === "Written") {
-              state = fold([elected], state)
+              if (state.logId === undefined) yield* Effect.logInfo(`event log: a log without an identity; it is ${identity.logId} from now on (written into the notes of every VM it creates)`)
+              state = fold(events, state, next)
               seq = next
               lastBody = body
               break
@@ -684,7 +737,7 @@ export const makeEventLog: (store: ObjectStoreShape, options?: EventLogOptions) 
             if (outcome.body === undefined) {
               return yield* yield* fence(term, next, `${segmentKey(next)} existed and then vanished`)
             }
-            state = fold(yield* parseSegment(segmentKey(next), next, outcome.body), state)
+            state = fold(yield* parseSegment(segmentKey(next), next, outcome.body), state, next)
             seq = next
             lastBody = outcome.body
             if (fencedBy(state)) {
@@ -695,7 +748,7 @@ export const makeEventLog: (store: ObjectStoreShape, options?: EventLogOptions) 
           yield* Ref.set(status, { _tag: "Open", term, lastSeq: seq, sinceSnapshot: seq - replayed.snapshotSeq, inDoubt: undefined })
           yield* Ref.set(lastSeqRef, seq)
           yield* Ref.set(lastSegmentHash, lastBody === undefined ? "" : sha256(lastBody))
-          yield* Effect.logInfo(`event log: opened at seq ${seq} as ${replica}, term ${term}`)
+          yield* Effect.logInfo(`event log: opened at seq ${seq} as ${replica}, term ${term} (log ${state.logId ?? "?"})`)
         })
       ).pipe(Effect.withSpan("eventLog.open", { attributes: { replica, term } }), Effect.annotateLogs({ component: "eventLog" }))
 
@@ -718,13 +771,42 @@ export const makeEventLog: (store: ObjectStoreShape, options?: EventLogOptions) 
         return yield* Deferred.await(done)
       })
 
+    /**
+     * The GET happens outside the lock: a store that hangs must not hold up the writer (whose queued
+     * segment would then go out only once the lease is lost). What it found is judged under the lock: our own
+     * segment, written meanwhile, has moved `lastSeq` past it or is the one in doubt.
+     */
+    const checkTail = () =>
+      Effect.gen(function* () {
+        const before = yield* Ref.get(status)
+        if (before._tag === "Fenced") return yield* before.error
+        if (before._tag !== "Open") return
+        const next = before.lastSeq + 1
+        const body = yield* readKey(store, segmentKey(next))
+        if (body === undefined) return
+        return yield* lock.withPermits(1)(
+          Effect.gen(function* () {
+            const s = yield* Ref.get(status)
+            if (s._tag === "Fenced") return yield* s.error
+            if (s._tag !== "Open" || s.lastSeq >= next) return
+            if (s.inDoubt !== undefined) {
+              const settled = yield* settleInDoubt(s.term, s.inDoubt)
+              if (Option.isSome(settled)) return yield* settled.value
+              return
+            }
+            return yield* yield* fenceTaken(s.term, next, body)
+          })
+        )
+      }).pipe(Effect.withSpan("eventLog.checkTail"), Effect.annotateLogs({ component: "eventLog" }))
+
     return {
       open,
       append,
       state: SubscriptionRef.get(stateRef),
       seq: Ref.get(lastSeqRef),
       changes: stateRef.changes,
-      snapshot: () => lock.withPermits(1)(writeSnapshot)
+      snapshot: () => lock.withPermits(1)(writeSnapshot),
+      checkTail
     } satisfies EventLogShape
   })
 

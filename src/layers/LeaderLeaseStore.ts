@@ -4,7 +4,8 @@
  * "while leader" runner for the shard actor. The election rule itself is the pure `decideTick`
  * (`src/domain/lease.ts`, which also states the clock assumptions).
  */
-import { Clock, Duration, Effect, FiberHandle, Layer, Option, Ref, Schedule, Scope, Stream, SubscriptionRef } from "effect"
+import { randomBytes } from "node:crypto"
+import { Clock, Deferred, Duration, Effect, FiberHandle, Layer, Option, Ref, Schedule, Scope, Stream, SubscriptionRef } from "effect"
 import {
   decideTick,
   decodeLeaseRecord,
@@ -17,7 +18,8 @@ import {
   type Observation,
   type Role
 } from "../domain/lease.js"
-import { InvalidLeaseOptions, LeaderLease, type LeaderInfo, type LeaderLeaseShape } from "../services/LeaderLease.js"
+import { causeLine } from "../domain/errorText.js"
+import { DuplicateReplica, InvalidLeaseOptions, LeaderLease, type LeaderInfo, type LeaderLeaseShape } from "../services/LeaderLease.js"
 import { ObjectStore, type ObjectStoreShape, type Precondition, StoreUnavailable } from "../services/ObjectStore.js"
 
 export interface LeaderLeaseOptions {
@@ -44,6 +46,8 @@ export interface LeaderLeaseOptions {
   readonly relaxFollowerPolling?: boolean
   /** Release the record when the scope closes (default true); false behaves like a killed process. */
   readonly resignOnClose?: boolean
+  /** Written as `incarnation` to tell this process from another with the same id (default: random per lease). */
+  readonly incarnation?: string
 }
 
 interface Resolved {
@@ -120,6 +124,8 @@ export const makeLeaderLeaseOn: (
   function* (store: ObjectStoreShape, options: LeaderLeaseOptions) {
     const cfg = yield* resolveLeaseOptions(options)
     const { id, address, key, timings } = cfg
+    const incarnation = options.incarnation ?? randomBytes(8).toString("hex")
+    const duplicate = yield* Deferred.make<never, DuplicateReplica>()
     const leaseScope = yield* Effect.scope
     const state = yield* Ref.make<State>({ role: { _tag: "Follower" }, observation: undefined, holdOffUntilMono: -Infinity, leader: undefined })
     const isLeader = yield* SubscriptionRef.make(false)
@@ -132,6 +138,7 @@ export const makeLeaderLeaseOn: (
     const annotate = Effect.annotateLogs({ lease: key, replica: id })
     // One clock-skew warning per leader term is enough for an operator.
     let skewWarnedFor: string | undefined
+    let watchedOwnId: string | undefined
 
     const bound = <A, E>(operation: string, call: Effect.Effect<A, E>) =>
       call.pipe(
@@ -152,7 +159,7 @@ export const makeLeaderLeaseOn: (
     )
 
     const write = (term: number, lastUpdated: number, precondition: Precondition) =>
-      bound("put", store.put(key, encodeLeaseRecord({ leaderID: id, leaderAddr: address, term, lastUpdated }), precondition))
+      bound("put", store.put(key, encodeLeaseRecord({ leaderID: id, leaderAddr: address, term, lastUpdated, incarnation }), precondition))
 
     const becomeLeader = (term: number, etag: string, renewedAtMono: number, reason: string) =>
       roleLock.withPermits(1)(
@@ -245,6 +252,25 @@ export const makeLeaderLeaseOn: (
           case "Nothing":
             yield* Ref.update(state, (s) => ({ ...s, leader: undefined }))
             return yield* Effect.logDebug(`lease: ${action.reason}`)
+          case "WatchOwnId": {
+            const watched = (yield* Ref.get(state)).observation?.etag
+            yield* Ref.update(state, (s) => ({ ...s, leader: undefined }))
+            // Said once per version watched, not at every tick of the wait.
+            if (watched !== watchedOwnId) {
+              watchedOwnId = watched
+              yield* Effect.logInfo(
+                `lease: ${key} names our id ${id} (term ${action.holder.term}) but another process (incarnation ${action.incarnation}); ` +
+                  `waiting up to ${Math.round(timings.timeoutMillis / 1000)} s: if it is renewed, a second nstance-server runs with --id ${id} and this one stops; if not, it was an earlier run of ours`
+              )
+            }
+            return
+          }
+          case "DuplicateId": {
+            const error = new DuplicateReplica({ id, key, term: action.holder.term, address: action.holder.address })
+            yield* Effect.logError(`lease: ${error.message}`)
+            yield* Deferred.fail(duplicate, error)
+            return
+          }
         }
       })
 
@@ -269,7 +295,8 @@ export const makeLeaderLeaseOn: (
           nowMono,
           previous: s.observation,
           timings,
-          acquireHeldOff: nowMono < s.holdOffUntilMono
+          acquireHeldOff: nowMono < s.holdOffUntilMono,
+          incarnation
         })
         yield* Ref.update(state, (current) => ({ ...current, observation }))
         yield* act(action)
@@ -290,14 +317,15 @@ export const makeLeaderLeaseOn: (
       yield* Effect.sleep(Duration.millis(deadline - now))
     }).pipe(Effect.forever)
 
-    const release = (reason: string) =>
+    /** Releases the record of our current term, or of `given` when this replica already stepped down from it. */
+    const release = (reason: string, given?: number) =>
       tickLock.withPermits(1)(
         Effect.gen(function* () {
           const now = yield* monoMillis
           yield* Ref.update(state, (s) => ({ ...s, holdOffUntilMono: now + timings.timeoutMillis }))
           const s = yield* Ref.get(state)
-          if (s.role._tag !== "Leader") return
-          const term = s.role.term
+          const term = given ?? (s.role._tag === "Leader" ? s.role.term : undefined)
+          if (term === undefined) return
           yield* stepDown(reason, term)
           const read = yield* readRecord
           if (read._tag !== "Present" || read.record.leaderID !== id || read.record.term !== term) {
@@ -338,13 +366,20 @@ export const makeLeaderLeaseOn: (
         const handle = yield* FiberHandle.make()
         const run = (term: number) =>
           work(term).pipe(
-            Effect.catchAllCause((cause) =>
-              Effect.logError(`lease: leader work of term ${term} failed; resigning so a standby takes over`, cause).pipe(
-                // Forked into the lease's scope: resigning interrupts this very fiber.
-                Effect.zipRight(Effect.forkIn(release(`leader work failed`), leaseScope)),
+            Effect.catchAllCause((cause) => {
+              // The cause goes into the line itself: a text log shows the message only.
+              const line = causeLine(cause) ?? "no cause given"
+              const reason = `leader work failed: ${line}`
+              return Effect.logError(`lease: leader work of term ${term} failed: ${line}; resigning so a standby takes over`, cause).pipe(
+                // Held off like a resign, so no tick re-acquires in between.
+                Effect.zipRight(monoMillis.pipe(Effect.flatMap((now) => Ref.update(state, (s) => ({ ...s, holdOffUntilMono: now + timings.timeoutMillis }))))),
+                // Forked into the lease's scope: stepping down interrupts this very fiber. It steps down before
+                // waiting for a tick that may hold the store: a leader that cannot work must not renew, nor
+                // look like a leader to readiness and clients, for a moment longer.
+                Effect.zipRight(Effect.forkIn(stepDown(reason, term).pipe(Effect.zipRight(release(reason, term))), leaseScope)),
                 Effect.asVoid
               )
-            ),
+            }),
             annotate
           )
         yield* roleRef.changes.pipe(
@@ -362,7 +397,8 @@ export const makeLeaderLeaseOn: (
       currentLeader: Effect.map(Ref.get(state), (s) => Option.fromNullable(s.leader)),
       lastContact: Ref.get(lastContact),
       whileLeader,
-      resign
+      resign,
+      duplicate: Deferred.await(duplicate)
     }
     return shape
   }

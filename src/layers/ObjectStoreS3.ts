@@ -13,6 +13,7 @@ import {
   type S3ClientConfig
 } from "@aws-sdk/client-s3"
 import { Chunk, Duration, Effect, Layer, Option, Stream } from "effect"
+import { s3EndpointProblem } from "../domain/endpointUrl.js"
 import { objectKeyProblem, objectPrefixProblem } from "../domain/objectKey.js"
 // Shared with the GCS layer, from a neutral module: choosing GCS does not load the AWS SDK.
 import { retryTransient, settleAmbiguousPut } from "./storeSettle.js"
@@ -59,6 +60,11 @@ interface Failure {
   readonly text: string
 }
 
+/** The client cannot be used as configured (see `setupProblem`); classified as AccessDenied, never retried. */
+class SetupProblem {
+  constructor(readonly fields: { readonly reason: string }) {}
+}
+
 const describe = (error: unknown): Failure => {
   if (typeof error !== "object" || error === null) return { name: "Error", status: undefined, code: undefined, text: String(error) }
   const record = error as { name?: unknown; code?: unknown; message?: unknown; $metadata?: { httpStatusCode?: unknown } }
@@ -75,6 +81,7 @@ const networkCodes = new Set(["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN", "ETIMEDO
 
 /** Maps an SDK failure that is not NotFound/PreconditionFailed to the contract's StoreError. */
 const classify = (operation: string, key: string, bucket: string, error: unknown, endpoint: string): AccessDenied | StoreUnavailable => {
+  if (error instanceof SetupProblem) return new AccessDenied({ operation, key, reason: error.fields.reason })
   const f = describe(error)
   if (f.status === undefined && (networkCodes.has(f.code ?? "") || f.name === "TimeoutError")) {
     return new StoreUnavailable({ operation, key, reason: `cannot reach ${endpoint} (${f.code ?? f.name})`, cause: error })
@@ -136,8 +143,13 @@ export const makeS3Store = (options: S3StoreOptions, client: S3Client = makeS3Cl
   const retries = options.retries ?? 5
   const endpoint = options.endpoint ?? (process.env["AWS_ENDPOINT_URL_S3"] || process.env["AWS_ENDPOINT_URL"] || "the AWS S3 endpoint")
 
+  // A malformed endpoint variable fails every call at once, naming it: the SDK's own error (ERR_INVALID_URL)
+  // would read as an unreachable store and be retried.
+  const setupProblem = options.endpoint === undefined ? s3EndpointProblem(process.env) : undefined
   const send = <A>(run: (signal: AbortSignal) => Promise<A>) =>
-    Effect.tryPromise({ try: run, catch: (error) => error })
+    setupProblem === undefined
+      ? Effect.tryPromise({ try: run, catch: (error) => error })
+      : Effect.fail(new SetupProblem({ reason: setupProblem }))
 
   const withRetry = <A, E extends { readonly _tag: string; readonly message: string }>(
     operation: string,
@@ -190,7 +202,7 @@ export const makeS3Store = (options: S3StoreOptions, client: S3Client = makeS3Cl
       Effect.map((out) => ({ etag: unquote(out.ETag) })),
       Effect.catchAll((error): Effect.Effect<{ readonly etag: string }, PreconditionFailed | AccessDenied | StoreUnavailable> => {
         const f = describe(error)
-        if (precondition === undefined) return Effect.fail(classify("put", key, bucket, error, endpoint))
+        if (precondition === undefined || error instanceof SetupProblem) return Effect.fail(classify("put", key, bucket, error, endpoint))
         if (f.status === 412 || f.name === "PreconditionFailed") return Effect.fail(new PreconditionFailed({ key, precondition }))
         // AWS answers If-Match on a missing key with 404; RGW with 412. Both mean the precondition failed.
         if (precondition._tag === "IfMatch" && f.name !== "NoSuchBucket" && isNotFound(f)) {

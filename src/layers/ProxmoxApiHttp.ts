@@ -181,6 +181,15 @@ export const makeProxmoxApiHttp = (settings: ProxmoxApiSettings) =>
           )
           return yield* Effect.fail(apiError(response.status, pveMessage, Option.getOrUndefined(errors)))
         }
+        // pveproxy never redirects: a 3xx comes from something in front of it (a login page, http → https),
+        // and its body is not the API's. One line naming where it points, not a decode failure of that body.
+        if (response.status >= 300) {
+          const location = response.headers["location"]
+          return yield* Effect.fail(apiError(
+            response.status,
+            `redirected${location === undefined ? "" : ` to ${location.slice(0, 200)}`}: PROXMOX_API_URL must be the API itself (https://<host>:8006/api2/json)`
+          ))
+        }
         if (!jsonOk) return yield* Effect.fail(decodeError("(body)", `not JSON: ${JSON.stringify(text.slice(0, 80))}`))
         return yield* decodeAnswer(spec, json)
       })

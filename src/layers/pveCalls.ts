@@ -5,7 +5,8 @@
  * A transport supplies `exchange` (one attempt) and `call` (with its retry policy).
  */
 import { Clock, Duration, Effect, Either, Option, ParseResult, Ref, Schedule, Schema } from "effect"
-import { classifyPveError, classifyTaskFailure, isTaskSuccess } from "../domain/pve/errors.js"
+import { boundText, MAX_PVE_TEXT, shortIssue } from "../domain/errorText.js"
+import { boundPveErrors, classifyPveError, classifyTaskFailure, isTaskSuccess } from "../domain/pve/errors.js"
 import {
   ClusterStatusEntry,
   Envelope,
@@ -90,16 +91,19 @@ export const formatPath = (path: ReadonlyArray<PropertyKey>): string =>
   path.reduce<string>((out, key) => (typeof key === "number" ? `${out}[${key}]` : out === "" ? String(key) : `${out}.${String(key)}`), "")
 
 
-/** A PveApiError for `spec`, classified in the one place that decides what PVE's answers mean. */
+/**
+ * A PveApiError for `spec`, classified in the one place that decides what PVE's answers mean. Classified on
+ * PVE's whole text, then bounded: the error is logged and stored (`StepFailed`), and PVE's text has no limit.
+ */
 export const pveApiError = (spec: CallSpec<unknown>, attempt: number, status: number, pveMessage: string, errors?: Readonly<Record<string, string>>) =>
   new PveApiError({
-    method: spec.method, path: spec.path, endpoint: `${spec.method} ${spec.template}`, status, pveMessage,
+    method: spec.method, path: spec.path, endpoint: `${spec.method} ${spec.template}`, status, pveMessage: boundText(pveMessage, MAX_PVE_TEXT),
     classification: classifyPveError(status, pveMessage, errors), attempts: attempt,
-    ...(errors === undefined ? {} : { errors })
+    ...(errors === undefined ? {} : { errors: boundPveErrors(errors) })
   })
 
 export const pveDecodeError = (spec: CallSpec<unknown>, field: string, problem: string) =>
-  new PveDecodeError({ method: spec.method, path: spec.path, endpoint: `${spec.method} ${spec.template}`, field, problem })
+  new PveDecodeError({ method: spec.method, path: spec.path, endpoint: `${spec.method} ${spec.template}`, field: boundText(field, 200), problem: shortIssue(problem) })
 
 /** A parsed JSON answer (`{"data": …}`) through the endpoint's decoder; a bad field names itself. */
 export const decodeAnswer = <A>(spec: CallSpec<A>, json: unknown): Effect.Effect<A, PveDecodeError> =>
@@ -330,7 +334,7 @@ export const makeProxmoxApiShape = (transport: PveTransport): ProxmoxApiShape =>
     if (Option.isNone(final)) return yield* new TaskTimeout({ node: taskNode, upid, taskType, timeout })
     const exitstatus = final.value.exitstatus ?? "task stopped without an exit status"
     if (!isTaskSuccess(exitstatus)) {
-      return yield* new TaskFailed({ node: taskNode, upid, taskType, exitstatus, classification: classifyTaskFailure(exitstatus) })
+      return yield* new TaskFailed({ node: taskNode, upid, taskType, exitstatus: boundText(exitstatus, MAX_PVE_TEXT), classification: classifyTaskFailure(exitstatus) })
     }
     if (exitstatus !== "OK") yield* Effect.logWarning(`PVE task ${taskType} on ${taskNode} finished with ${exitstatus}`).pipe(Effect.annotateLogs({ upid }))
     return final.value

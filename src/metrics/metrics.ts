@@ -44,6 +44,8 @@ export const instancesStarted = counter("nstance_instances_started", "VMs the cr
 export const gcDeletions = counter("nstance_gc_deletions", "Deletions the garbage collector decided, by kind")
 /** No labels: the agent endpoint's backend does not know the shard's name, and a process serves one shard. */
 export const registrations = counter("nstance_registrations", "Agent registrations recorded in the event log")
+/** Labels: `shard`, `object` (config.jsonc, groups.jsonc). */
+export const configRejected = counter("nstance_config_rejected", "Versions of a stored config object that were not used (invalid; the last good config stayed in force)")
 
 // --- states, set at scrape time ---------------------------------------------------------------------
 
@@ -57,9 +59,16 @@ export const eventLogSeq = Metric.gauge("nstance_event_log_seq", { description: 
 export const leaseState = Metric.gauge("nstance_lease_state", { description: "This replica's lease state: 1 for the current one, 0 for the others" })
 /** Labels: `shard`, `replica`. */
 export const leaseTerm = Metric.gauge("nstance_lease_term", { description: "Lease term: this replica's while it leads, else the last leader's seen (0 when none)" })
+/** Labels: `shard`, `replica`, `object` (config.jsonc, groups.jsonc). */
+export const configStale = Metric.gauge("nstance_config_stale", {
+  description: "1 while the stored object is invalid and this replica keeps the last good config in force, else 0"
+})
+
+/** The stored objects a shard's config is made of (the `object` label of the config metrics). */
+export const CONFIG_OBJECTS: ReadonlyArray<string> = ["config.jsonc", "groups.jsonc"]
 
 export const PHASES: ReadonlyArray<Phase> = PhaseSchema.literals
-const ROLES: ReadonlyArray<ReplicaRole> = ["leader", "starting", "standby", "fenced", "unreachable"]
+const ROLES: ReadonlyArray<ReplicaRole> = ["leader", "starting", "standby", "fenced", "unreachable", "log-corrupt"]
 
 // --- helpers for the instrumented code --------------------------------------------------------------
 
@@ -168,6 +177,9 @@ export const recordGcDeletions = (shard: string, counts: Partial<Record<GcDeleti
 /** Counts one registration recorded in the log. */
 export const recordRegistration = Metric.increment(registrations)
 
+/** Counts one version of `object` that was not used. */
+export const recordConfigRejected = (shard: string, object: string) => Metric.increment(labelled(configRejected, { shard, object }))
+
 // --- scrape-time gauges ---------------------------------------------------------------------------------
 
 export interface ReplicaFigures {
@@ -177,6 +189,8 @@ export interface ReplicaFigures {
   readonly term: number
   /** The leader's folded state and log seq; none on a standby. */
   readonly log: Option.Option<{ readonly state: State; readonly seq: number }>
+  /** The config objects not in force as stored (the last good config is). */
+  readonly configHeld?: ReadonlyArray<string>
 }
 
 /** Sets every state gauge of one replica; every phase and role is written, so none keeps a stale value. */
@@ -197,4 +211,5 @@ export const setReplicaGauges = (figures: ReplicaFigures) =>
     yield* Metric.set(tag(eventLogSeq), Option.match(figures.log, { onNone: () => 0, onSome: (log) => log.seq }))
     for (const role of ROLES) yield* Metric.set(tag(leaseState, { state: role }), role === figures.role ? 1 : 0)
     yield* Metric.set(tag(leaseTerm), figures.term)
+    for (const object of CONFIG_OBJECTS) yield* Metric.set(tag(configStale, { object }), figures.configHeld?.includes(object) === true ? 1 : 0)
   })

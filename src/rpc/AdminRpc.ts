@@ -83,6 +83,16 @@ export class NonceNotApplicable extends Schema.TaggedError<NonceNotApplicable>()
   }
 }
 
+/** `nstance-admin adopt --from-log`: no VM with this shard's tags names that log (or it is this shard's own log). */
+export class NothingToAdopt extends Schema.TaggedError<NothingToAdopt>()("NothingToAdopt", {
+  fromLog: Schema.String,
+  reason: Schema.String
+}) {
+  override get message() {
+    return `nothing adopted from log ${this.fromLog}: ${this.reason}`
+  }
+}
+
 export class RegistrationOff extends Schema.TaggedError<RegistrationOff>()("RegistrationOff", {}) {
   override get message() {
     return "agent registration is off on this shard (start the servers with NSTANCE_ENCRYPTION_KEY or --encryption-key-file)"
@@ -118,6 +128,20 @@ export const LastErrorView = Schema.Struct({
   at: Schema.Number
 })
 
+/** Why the fold stopped an instance (an impossible event at `seq`): nothing acts on it until an operator deletes it. */
+export const HoldView = Schema.Struct({ seq: Schema.Int, reason: Schema.String })
+
+/** An impossible event of the log (see `src/domain/shard/state.ts`). */
+export const AnomalyView = Schema.Struct({
+  seq: Schema.Int,
+  event: Schema.String,
+  instanceId: Schema.NullOr(Schema.String),
+  vmid: Schema.NullOr(Schema.Int),
+  reason: Schema.String,
+  held: Schema.Array(Schema.String)
+})
+export type AnomalyView = typeof AnomalyView.Type
+
 export const InstanceView = Schema.Struct({
   id: Schema.String,
   tenant: Schema.NullOr(Schema.String),
@@ -135,7 +159,9 @@ export const InstanceView = Schema.Struct({
   adopted: Schema.Boolean,
   requestedAt: Schema.Number,
   startedAt: Schema.NullOr(Schema.Number),
-  registeredAt: Schema.NullOr(Schema.Number)
+  registeredAt: Schema.NullOr(Schema.Number),
+  /** Absent from servers that predate holds. */
+  held: Schema.optional(Schema.NullOr(HoldView))
 })
 export type InstanceView = typeof InstanceView.Type
 
@@ -150,9 +176,24 @@ export const StatusView = Schema.Struct({
   groups: Schema.Int,
   desiredVms: Schema.Int,
   registration: Schema.Boolean,
-  lastErrors: Schema.Array(Schema.Struct({ instanceId: Schema.String, ...LastErrorView.fields }))
+  lastErrors: Schema.Array(Schema.Struct({ instanceId: Schema.String, ...LastErrorView.fields })),
+  /** Impossible events in the log in all, the newest of them, and the instances they hold (absent from older servers). */
+  anomalies: Schema.optional(Schema.Int),
+  recentAnomalies: Schema.optional(Schema.Array(AnomalyView)),
+  held: Schema.optional(Schema.Array(Schema.Struct({ instanceId: Schema.String, vmid: Schema.NullOr(Schema.Int), ...HoldView.fields }))),
+  /** The shard event log's identity (written into every VM's notes), and what the leader says about VMs of other logs. */
+  logId: Schema.optional(Schema.String),
+  ownership: Schema.optional(Schema.String)
 })
 export type StatusView = typeof StatusView.Type
+
+/** What `AdoptVms` did: the VMs now this log's, and those whose notes could not be rewritten. */
+export const AdoptedView = Schema.Struct({
+  fromLog: Schema.String,
+  adopted: Schema.Array(Schema.Struct({ instanceId: Schema.String, vmid: Schema.Int, node: Schema.String })),
+  unstamped: Schema.Array(Schema.Struct({ instanceId: Schema.String, vmid: Schema.Int, reason: Schema.String }))
+})
+export type AdoptedView = typeof AdoptedView.Type
 
 export const GroupSource = Schema.Literal("static", "dynamic", "static+dynamic")
 
@@ -214,6 +255,11 @@ const Text = (what: string) => Schema.String.pipe(
   Schema.maxLength(MAX_FIELD),
   Schema.annotations({ description: `${what} of 1-${MAX_FIELD} characters` })
 )
+const LogIdField = Schema.String.pipe(
+  Schema.maxLength(64),
+  Schema.pattern(/^log[0-9a-hj-km-np-tv-z]{26}$/),
+  Schema.annotations({ description: "an event log ID (\"log\" and 26 base32 characters, as `status` or the error log shows it)" })
+)
 const Size = Schema.Int.pipe(Schema.between(0, 10_000), Schema.annotations({ description: "an integer from 0 to 10000" }))
 const Vars = Schema.Record({ key: Schema.String.pipe(Schema.maxLength(MAX_FIELD)), value: Schema.String.pipe(Schema.maxLength(MAX_VAR_VALUE)) }).pipe(
   Schema.filter((vars) => Object.keys(vars).length <= MAX_VARS),
@@ -237,7 +283,8 @@ const FIELD_EXPECTED: Readonly<Record<string, string>> = {
   instanceType: expected(InstanceTypeField),
   subnetPool: expected(SubnetPoolField),
   vars: expected(Vars),
-  instanceId: expected(InstanceIdField)
+  instanceId: expected(InstanceIdField),
+  fromLog: expected(LogIdField)
 }
 
 export const GroupRefPayload = Schema.Struct({ tenant: TenantField, group: GroupField })
@@ -252,11 +299,12 @@ export const UpsertGroupPayload = Schema.Struct({
 })
 export type UpsertGroupPayload = typeof UpsertGroupPayload.Type
 export const InstanceRefPayload = Schema.Struct({ instanceId: InstanceIdField })
+export const AdoptPayload = Schema.Struct({ fromLog: LogIdField })
 export const ListInstancesPayload = Schema.Struct({ tenant: Schema.optional(TenantField), group: Schema.optional(GroupField) })
 
 /** Per-field limits checked before the formats, so an oversized value is `PayloadTooLarge`, not `InvalidPayload`. */
 const FIELD_LIMITS: Readonly<Record<string, number>> = {
-  tenant: MAX_FIELD, group: MAX_FIELD, template: MAX_FIELD, instanceType: MAX_FIELD, subnetPool: MAX_FIELD, instanceId: 64
+  tenant: MAX_FIELD, group: MAX_FIELD, template: MAX_FIELD, instanceType: MAX_FIELD, subnetPool: MAX_FIELD, instanceId: 64, fromLog: 64
 }
 
 /**
@@ -274,6 +322,10 @@ export const decodeAdminPayload = <A, I>(schema: Schema.Schema<A, I>) => {
     const vars = record["vars"]
     if (typeof vars === "object" && vars !== null && Object.keys(vars).length > MAX_VARS) {
       return Effect.fail(new PayloadTooLarge({ field: "vars", maxLength: MAX_VARS }))
+    }
+    // Decoding a map assigns its keys, and assigning `__proto__` sets a prototype: the var would vanish.
+    if (typeof vars === "object" && vars !== null && Object.hasOwn(vars, "__proto__")) {
+      return Effect.fail(new InvalidPayload({ field: "vars", reason: `"__proto__" cannot be a variable name` }))
     }
     const decoded = decode(raw)
     if (Either.isRight(decoded)) return Effect.succeed(decoded.right)
@@ -319,7 +371,9 @@ export class UpsertGroup extends Rpc.make("UpsertGroup", {
     size: Schema.optional(Schema.Number),
     instanceType: Schema.optional(Schema.String),
     subnetPool: Schema.optional(Schema.String),
-    vars: Schema.optional(Schema.Record({ key: Schema.String, value: Schema.String }))
+    // Any object on the wire: decoding a map here would drop a `__proto__` key unseen; the handler's
+    // strict decode refuses it by name.
+    vars: Schema.optional(Schema.Object)
   },
   success: Schema.Struct({ group: GroupView, etag: Schema.String, attempts: Schema.Int }),
   error: Schema.Union(...Common, InvalidGroup, GroupConflict)
@@ -360,6 +414,13 @@ export class MintNonce extends Rpc.make("MintNonce", {
   error: Schema.Union(...Common, InstanceNotFound, RegistrationOff, NonceNotApplicable)
 }) {}
 
+/** Takes over the VMs with this shard's tags whose notes name another event log (an operator's deliberate decision). */
+export class AdoptVms extends Rpc.make("AdoptVms", {
+  payload: { fromLog: Schema.String },
+  success: AdoptedView,
+  error: Schema.Union(...Common, NothingToAdopt)
+}) {}
+
 export class WatchEvents extends Rpc.make("WatchEvents", {
   success: WatchEvent,
   error: Schema.Union(...Common),
@@ -378,5 +439,6 @@ export class AdminRpcs extends RpcGroup.make(
   RefreshConfig,
   ValidateConfig,
   MintNonce,
-  WatchEvents
+  WatchEvents,
+  AdoptVms
 ) {}

@@ -16,15 +16,18 @@ import { NodeHttpServer } from "@effect/platform-node"
 import { RpcSerialization, RpcServer } from "@effect/rpc"
 import { Cause, Clock, Effect, Either, HashMap, Layer, Option, Redacted, Schedule, Stream, SubscriptionRef } from "effect"
 import { type Address, formatProblem, type ParsedShardConfig, parseJsonc } from "../domain/config/index.js"
-import { deleteDynamicGroup, type DynamicGroups, staticGroupsOf, upsertDynamicGroup } from "../domain/dynamicGroups.js"
+import { deleteDynamicGroup, dynamicEntry, type DynamicGroups, staticGroupsOf, upsertDynamicGroup } from "../domain/dynamicGroups.js"
+import { own } from "../domain/config/records.js"
 import { DeleteRequested, InstanceRequested, NonceIssued } from "../domain/shard/events.js"
-import { allInstances, getInstance, type Instance, instancesByPhase, type State } from "../domain/shard/state.js"
+import { allInstances, getInstance, heldInstances, type Instance, instancesByPhase, type State } from "../domain/shard/state.js"
 import { GroupChangeRefused, GroupWriteConflict, updateDynamicGroups } from "../admin/groupsStore.js"
 import { EventLog } from "../services/EventLog.js"
 import { InstanceIds } from "../services/InstanceIds.js"
 import { ObjectStore, type ObjectStoreShape } from "../services/ObjectStore.js"
 import { reloadConfig } from "../shard/configWatch.js"
 import { groupTargets } from "../shard/reconcile.js"
+import { adoptFromLog } from "../shard/adopt.js"
+import { Ownership } from "../shard/Ownership.js"
 import { SagaRunner } from "../shard/SagaRunner.js"
 import { ShardContext } from "../shard/ShardContext.js"
 import { type LeaderServices, NotLeaderHere, ShardReplica, type ShardReplicaShape, withLeader } from "../shard/ShardReplica.js"
@@ -48,6 +51,8 @@ import {
   ListInstancesPayload,
   MAX_ADMIN_REQUEST_BYTES,
   NonceNotApplicable,
+  NothingToAdopt,
+  AdoptPayload,
   NotLeader,
   RegistrationOff,
   type StatusView,
@@ -96,8 +101,12 @@ const instanceView = (i: Instance): InstanceView => ({
   adopted: i.adopted,
   requestedAt: i.requestedAt,
   startedAt: i.startedAt ?? null,
-  registeredAt: i.registeredAt ?? null
+  registeredAt: i.registeredAt ?? null,
+  held: i.held ?? null
 })
+
+/** The newest anomalies `status` shows (the state keeps more; `nstance-admin state` shows them all). */
+const STATUS_ANOMALIES = 10
 
 const desiredVms = desiredVmsOf
 const groupCount = groupCountOf
@@ -108,18 +117,18 @@ const groupViews = (config: ParsedShardConfig, state: State, staticKeys: Readonl
     for (const [key, group] of Object.entries(groups)) {
       const members = allInstances(state).filter((i) => i.tenant === tenant && i.group === key && i.phase !== "deleting")
       const isStatic = staticKeys.has(`${tenant}/${key}`)
-      const isDynamic = dynamic[tenant]?.[key] !== undefined
+      const isDynamic = dynamicEntry(dynamic, tenant, key) !== undefined
       views.push({
         tenant,
         group: key,
         template: group.template,
-        kind: config.config.templates[group.template]?.kind ?? "",
+        kind: own(config.config.templates, group.template)?.kind ?? "",
         size: group.size,
         live: members.length,
         running: members.filter((i) => i.phase === "running" || i.phase === "registered").length,
         // Effective values: the group's own, else its template's.
-        instanceType: group.instanceType ?? config.config.templates[group.template]?.instanceType ?? null,
-        subnetPool: group.subnetPool ?? config.config.templates[group.template]?.subnetPool ?? null,
+        instanceType: group.instanceType ?? own(config.config.templates, group.template)?.instanceType ?? null,
+        subnetPool: group.subnetPool ?? own(config.config.templates, group.template)?.subnetPool ?? null,
         vars: group.vars,
         source: isStatic && isDynamic ? "static+dynamic" : isDynamic ? "dynamic" : "static"
       })
@@ -168,9 +177,27 @@ export const stateChanges = (before: State, after: State, seq: number): Readonly
 
 const unavailable = (error: { readonly message: string }) => new AdminUnavailable({ reason: error.message })
 
-/** Runs `effect` on the leader's term; a standby (or a leader between terms) answers `NotLeader`. */
-const onLeader = <A, E>(effect: Effect.Effect<A, E, LeaderServices>): Effect.Effect<A, E | NotLeader, ShardReplica> =>
-  withLeader("operator", effect).pipe(Effect.mapError((e): E | NotLeader => (e instanceof NotLeaderHere ? new NotLeader({ leaderAddr: e.leaderAddr }) : e)))
+/**
+ * Runs `effect` on the leader's term; a standby (or a leader between terms) answers `NotLeader` — or, when
+ * this replica's last term ended on a corrupt event log and no newer leader is known, `AdminUnavailable`
+ * naming the object: "no leader is known" would hide why.
+ */
+const onLeader = <A, E>(effect: Effect.Effect<A, E, LeaderServices>): Effect.Effect<A, E | NotLeader | AdminUnavailable, ShardReplica> =>
+  withLeader("operator", effect).pipe(
+    Effect.catchAll((e): Effect.Effect<never, E | NotLeader | AdminUnavailable, ShardReplica> =>
+      e instanceof NotLeaderHere ? Effect.flatMap(notLeaderAnswer(e.leaderAddr), Effect.fail) : Effect.fail(e))
+  )
+
+const notLeaderAnswer = (leaderAddr: string): Effect.Effect<NotLeader | AdminUnavailable, never, ShardReplica> =>
+  Effect.gen(function* () {
+    const replica = yield* ShardReplica
+    const problem = yield* replica.logProblem
+    const leader = yield* replica.lease.currentLeader
+    if (Option.isNone(problem) || Option.exists(leader, (l) => l.term > problem.value.term)) return new NotLeader({ leaderAddr })
+    return new AdminUnavailable({
+      reason: `no leader can start: event log corrupt at ${problem.value.key}: ${problem.value.reason} (see "Repairing the event log" in the README)`
+    })
+  })
 
 /** How often a watch stream checks that its term is still the current one. */
 const watchTermCheck = Schedule.spaced("1 second")
@@ -182,6 +209,7 @@ const decodeGroupRef = decodeAdminPayload(GroupRefPayload)
 const decodeUpsert = decodeAdminPayload(UpsertGroupPayload)
 const decodeInstanceRef = decodeAdminPayload(InstanceRefPayload)
 const decodeList = decodeAdminPayload(ListInstancesPayload)
+const decodeAdopt = decodeAdminPayload(AdoptPayload)
 
 const textOf = (body: Uint8Array) => new TextDecoder().decode(body)
 
@@ -211,7 +239,7 @@ export const AdminHandlersLive = (options: AdminServiceOptions) =>
 
     /** Reloads the config into this replica's `SubscriptionRef` (the leader's reconcile follows it). */
     const reload = (why: string) =>
-      reloadConfig(options.source, replica.config, why).pipe(
+      reloadConfig(options.source, replica.config, why, replica.configHeld).pipe(
         Effect.provideService(ObjectStore, options.store),
         Effect.mapError((error) => new ConfigRejected({ lines: error._tag === "ConfigUnavailable" ? error.lines : [error.message] }))
       )
@@ -256,7 +284,14 @@ export const AdminHandlersLive = (options: AdminServiceOptions) =>
             groups: groupCount(config),
             desiredVms: desiredVms(config),
             registration: shard.registration !== undefined,
-            lastErrors
+            lastErrors,
+            anomalies: state.anomalies,
+            recentAnomalies: state.recentAnomalies.slice(-STATUS_ANOMALIES).map((a) => ({
+              seq: a.seq, event: a.event, instanceId: a.instanceId ?? null, vmid: a.vmid ?? null, reason: a.reason, held: a.held
+            })),
+            held: heldInstances(state).flatMap((i) => (i.held === undefined ? [] : [{ instanceId: i.id, vmid: i.vmid ?? null, ...i.held }])),
+            ...(state.logId === undefined ? {} : { logId: state.logId }),
+            ...Option.match(yield* (yield* Ownership).notice, { onNone: () => ({}), onSome: (ownership) => ({ ownership }) })
           }
           return status
         })).pipe(provideReplica, Effect.withSpan("admin.Status")),
@@ -319,7 +354,7 @@ export const AdminHandlersLive = (options: AdminServiceOptions) =>
           return yield* onLeader(Effect.gen(function* () {
             const written = yield* updateDynamicGroups((groups, configJson) => {
               const removed = deleteDynamicGroup(groups, tenant, group)
-              const staticRemains = staticGroupsOf(configJson)[tenant]?.[group] !== undefined
+              const staticRemains = own(own(staticGroupsOf(configJson), tenant), group) !== undefined
               return Either.right({ groups: removed.groups, result: { deleted: removed.existed, staticRemains } })
             }).pipe(Effect.mapError(refusedGroup))
             if (written.result.deleted) {
@@ -356,7 +391,8 @@ export const AdminHandlersLive = (options: AdminServiceOptions) =>
             const log = yield* EventLog
             const found = getInstance(yield* log.state, instanceId)
             if (Option.isNone(found)) return yield* new InstanceNotFound({ instanceId })
-            if (found.value.phase === "deleting") return { instanceId, alreadyDeleting: true }
+            // A held instance's delete is under way but stopped: the operator's delete is what releases it.
+            if (found.value.phase === "deleting" && found.value.held === undefined) return { instanceId, alreadyDeleting: true }
             const at = yield* Clock.currentTimeMillis
             // The same path as any delete: the request is logged, and the delete saga stops the VM, removes
             // its ISO and the VM, and records each step.
@@ -404,6 +440,25 @@ export const AdminHandlersLive = (options: AdminServiceOptions) =>
             return { instanceId, nonce: Redacted.value(minted.jwt), expiresAt: minted.claims.exp * 1000 }
           }))
         }).pipe(provideReplica, Effect.withSpan("admin.MintNonce")),
+
+      AdoptVms: (wire) =>
+        Effect.gen(function* () {
+          const { fromLog } = yield* decodeAdopt(wire)
+          return yield* onLeader(Effect.gen(function* () {
+            const own = (yield* (yield* EventLog).state).logId
+            if (fromLog === own) return yield* new NothingToAdopt({ fromLog, reason: "that is this shard's own event log" })
+            const result = yield* adoptFromLog(fromLog).pipe(Effect.mapError(unavailable))
+            if (result.adopted.length === 0) {
+              const others = [...result.otherLogs].map(([logId, vmids]) => `${logId} (${vmids.length})`).join(", ")
+              return yield* new NothingToAdopt({
+                fromLog,
+                reason: `no VM with this shard's tags that this log does not know names that log${others === "" ? "" : `; VMs of other logs: ${others}`}`
+              })
+            }
+            yield* Effect.logInfo(`admin: ${result.adopted.length} VMs adopted from event log ${fromLog}`)
+            return { fromLog, adopted: result.adopted, unstamped: result.unstamped }
+          }))
+        }).pipe(provideReplica, Effect.withSpan("admin.AdoptVms")),
 
       WatchEvents: () =>
         Stream.unwrap(onLeader(Effect.gen(function* () {

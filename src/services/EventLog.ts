@@ -3,7 +3,7 @@
  * the folded state kept current after every durable write. The contract hides where segments live (an
  * object store) and how concurrent appends share one write.
  */
-import { Context, Data, type Effect, type Stream } from "effect"
+import { Context, Data, type Effect, Option, type Stream } from "effect"
 import type { ShardEvent } from "../domain/shard/events.js"
 import type { State } from "../domain/shard/state.js"
 
@@ -15,6 +15,8 @@ export class Fenced extends Data.TaggedError("Fenced")<{
   readonly term: number
   readonly seq: number
   readonly reason: string
+  /** Set when the object that took our sequence number is not a valid segment: the log is corrupt there. */
+  readonly corruptKey?: string
 }> {
   override get message() {
     return `event log writer of term ${this.term} is fenced at seq ${this.seq}: ${this.reason}`
@@ -44,6 +46,17 @@ export class LogCorrupt extends Data.TaggedError("LogCorrupt")<{ readonly key: s
   }
 }
 
+/**
+ * The object that makes the log unusable, when `error` says the log is corrupt (a segment that does not
+ * decode, a hole, a snapshot whose segments were pruned): what `/readyz` and `nstance-admin status` name.
+ */
+export const corruptObject = (error: unknown): Option.Option<{ readonly key: string; readonly reason: string }> =>
+  error instanceof LogCorrupt
+    ? Option.some({ key: error.key, reason: error.reason })
+    : error instanceof Fenced && error.corruptKey !== undefined
+    ? Option.some({ key: error.corruptKey, reason: error.reason })
+    : Option.none()
+
 export interface EventLogShape {
   /**
    * Replays the log (newest valid snapshot + the segments after it), then appends `LeaderElected{term,
@@ -64,6 +77,12 @@ export interface EventLogShape {
   readonly changes: Stream.Stream<State>
   /** Writes a snapshot of the current state now (the writer also does so every `snapshotEvery` events). */
   readonly snapshot: () => Effect.Effect<{ readonly seq: number }, Fenced | LogUnavailable>
+  /**
+   * Looks whether something now occupies the next sequence number (a newer leader's segment, or a corrupt
+   * object): then this writer is fenced, as its next append would be. Lets an idle leader learn it can no
+   * longer write without waiting for work to append. Optional for test doubles.
+   */
+  readonly checkTail?: () => Effect.Effect<void, Fenced | LogUnavailable>
 }
 
 export class EventLog extends Context.Tag("nstance/EventLog")<EventLog, EventLogShape>() {}

@@ -15,6 +15,23 @@ export class InvalidLeaseOptions extends Data.TaggedError("InvalidLeaseOptions")
   }
 }
 
+/**
+ * Another live process holds the shard's lease under this replica's `--id` (its incarnation differs and it
+ * renews the record): two processes with one id would take the lease from each other for ever, so the one
+ * that notices refuses to run.
+ */
+export class DuplicateReplica extends Data.TaggedError("DuplicateReplica")<{
+  readonly id: string
+  readonly key: string
+  readonly term: number
+  readonly address: string
+}> {
+  override get message() {
+    return `another process is running with --id ${this.id}: it holds ${this.key} (term ${this.term}${this.address === "" ? "" : `, advertising ${this.address}`}) and renews it; ` +
+      `this one stops — give every replica of a shard its own --id`
+  }
+}
+
 export interface LeaderInfo {
   readonly id: string
   /** host:port other replicas and clients are redirected to; may be empty (the Go server omits it). */
@@ -47,6 +64,11 @@ export interface LeaderLeaseShape {
    * this replica then does not try to acquire for one leader timeout. Never fails; problems are logged.
    */
   readonly resign: Effect.Effect<void>
+  /**
+   * Fails once this replica sees another live process renew the lease under its own id; never succeeds.
+   * The replica must then stop. Optional only so that test doubles may leave it out.
+   */
+  readonly duplicate?: Effect.Effect<never, DuplicateReplica>
 }
 
 export class LeaderLease extends Context.Tag("nstance/LeaderLease")<LeaderLease, LeaderLeaseShape>() {}

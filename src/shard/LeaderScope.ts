@@ -5,18 +5,20 @@
  * runner, the reconcile loop and the garbage collector. The scope ends on the first fatal failure (a fenced
  * log above all), and the lease then resigns; losing the lease interrupts it.
  */
-import { Effect, HashMap, Layer, type SubscriptionRef } from "effect"
+import { Duration, Effect, HashMap, Layer, Option, Schedule, SubscriptionRef } from "effect"
 import type { ParsedShardConfig } from "../domain/config/index.js"
 import { IsoBuilder9660 } from "../layers/IsoBuilder9660.js"
 import { SchedulerTopsis } from "../layers/SchedulerTopsis.js"
 import { EventLogStore, type EventLogOptions } from "../layers/EventLogStore.js"
-import { EventLog } from "../services/EventLog.js"
+import { corruptObject, EventLog, type EventLogShape } from "../services/EventLog.js"
 import { InstanceIdsLive } from "../services/InstanceIds.js"
 import type { ObjectStore } from "../services/ObjectStore.js"
 import type { ProxmoxApi } from "../services/ProxmoxApi.js"
 import { adoptFromCluster } from "./adopt.js"
+import { reportAnomalies } from "./anomalies.js"
 import { ClusterViewLive } from "./ClusterView.js"
 import { gcLoop } from "./gc.js"
+import { OwnershipLive } from "./Ownership.js"
 import { sagaRestart } from "./policies.js"
 import { reconcileLoop } from "./reconcile.js"
 import { SagaLimitsLive } from "./SagaLimits.js"
@@ -39,6 +41,8 @@ export interface LeaderScopeSettings {
    * is served by every replica (`agentEndpoint.ts`) and reaches this term's `AgentTerm` through `handle`.
    */
   readonly registration?: RegistrationSettings
+  /** How often an idle leader looks at the log's next seq (default: the election's `frequent_interval`). */
+  readonly tailCheck?: Duration.DurationInput
   /** The replica's handle: the term's services are published there once the term has started (absent in tests). */
   readonly handle?: ShardReplicaShape
 }
@@ -48,9 +52,24 @@ export const leaderLayer = (settings: LeaderScopeSettings, term: number) => {
   const context = Layer.succeed(ShardContext, ShardContext.of({ ...settings, term }))
   const log = EventLogStore(settings.eventLog)
   const base = Layer.mergeAll(context, log, InstanceIdsLive, IsoBuilder9660, SchedulerTopsis)
-  const limitsAndView = Layer.mergeAll(SagaLimitsLive, ClusterViewLive, AgentTermLive).pipe(Layer.provideMerge(base))
+  const limitsAndView = Layer.mergeAll(SagaLimitsLive, ClusterViewLive, AgentTermLive, OwnershipLive).pipe(Layer.provideMerge(base))
   return SagaRunnerLive.pipe(Layer.provideMerge(limitsAndView))
 }
+
+/**
+ * Looks at the log's next sequence number every `every`: an idle leader appends nothing, and a segment
+ * another writer (or a hand edit) put there would otherwise go unnoticed — the leader would renew its lease
+ * and answer ready while it can no longer write. Fails with `Fenced` when it finds one; a store that does
+ * not answer is left to the lease's own watchdog.
+ */
+const watchTail = (log: EventLogShape, every: Duration.Duration) =>
+  log.checkTail === undefined
+    ? Effect.never
+    : log.checkTail().pipe(
+      Effect.catchTag("LogUnavailable", (error) => Effect.logDebug(`event log: looking at the tail failed: ${error.message}`)),
+      Effect.repeat(Schedule.spaced(every)),
+      Effect.zipRight(Effect.never)
+    )
 
 /** The leader's work for `term`; runs until interrupted (lease lost) or a fatal failure. */
 export const leaderScope = (settings: LeaderScopeSettings) => (term: number): Effect.Effect<never, unknown, ObjectStore | ProxmoxApi> =>
@@ -59,6 +78,7 @@ export const leaderScope = (settings: LeaderScopeSettings) => (term: number): Ef
     yield* log.open(settings.replica, term)
     const state = yield* log.state
     yield* Effect.logInfo(`leader for term ${term}: log replayed at seq ${yield* log.seq} (${HashMap.size(state.instances)} instances, VMID high-water ${state.vmidHighWater})`)
+    yield* Effect.forkScoped(reportAnomalies)
     // PVE must answer before anything is decided; refused credentials are an error the operator must see.
     const adopted = yield* adoptFromCluster().pipe(
       Effect.tapError((error) =>
@@ -71,8 +91,21 @@ export const leaderScope = (settings: LeaderScopeSettings) => (term: number): Ef
     const runner = yield* SagaRunner
     if (settings.handle !== undefined) yield* settings.handle.publishTerm({ term, context: yield* Effect.context<LeaderServices>() })
     const agentWork = settings.registration === undefined ? Effect.never : livenessLoop
+    const tail = watchTail(log, settings.tailCheck === undefined
+      ? (yield* SubscriptionRef.get(settings.config)).config.shard.leaderElection.frequentInterval
+      : Duration.decode(settings.tailCheck))
     return yield* Effect.raceFirst(
-      runner.fatal,
+      Effect.raceFirst(runner.fatal, tail),
       Effect.raceFirst(Effect.raceFirst(reconcileLoop, gcLoop), agentWork)
     ).pipe(Effect.zipRight(Effect.never))
-  }).pipe(Effect.scoped, Effect.provide(leaderLayer(settings, term)), Effect.annotateLogs({ term }))
+  }).pipe(
+    Effect.scoped,
+    Effect.provide(leaderLayer(settings, term)),
+    // A corrupt log ends every term that meets it: the replica keeps saying which object, until a term starts.
+    Effect.tapError((error) =>
+      Option.match(corruptObject(error), {
+        onNone: () => Effect.void,
+        onSome: ({ key, reason }) => settings.handle === undefined ? Effect.void : settings.handle.noteLogProblem({ term, key, reason })
+      })),
+    Effect.annotateLogs({ term })
+  )

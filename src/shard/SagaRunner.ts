@@ -4,16 +4,20 @@
  * running saga is a no-op. A saga fiber steps its instance until it runs or is gone. A step that fails
  * for good is recorded (`StepFailed`) and compensated (`DeleteRequested`, then the delete steps); one
  * that fails for a reason that may pass (PVE unreachable, a lock, no room, refused credentials) is
- * recorded and the saga restarts after a capped backoff — never dropped. `Fenced` ends the leader's scope.
+ * recorded and the saga restarts after a capped backoff — never dropped. A step that finds another VM than
+ * the log says at the instance's VMID (`VmMismatch`) is recorded (`VmMismatched`): the fold holds the
+ * instance and its saga stops, with nothing done to either VM. `Fenced` ends the leader's scope.
  */
 import { Cause, Clock, Context, Effect, Exit, FiberMap, Layer, Option } from "effect"
-import { DeleteRequested, StepFailed } from "../domain/shard/events.js"
+import { DeleteRequested, StepFailed, VmMismatched } from "../domain/shard/events.js"
+import { boundText } from "../domain/errorText.js"
 import { getInstance, type Instance } from "../domain/shard/state.js"
 import { EventLog, type Fenced, type LogUnavailable } from "../services/EventLog.js"
 import { createStep } from "./createSaga.js"
 import { deleteStep } from "./deleteSaga.js"
 import { sagaRestart } from "./policies.js"
 import { StepError } from "./stepError.js"
+import { VmMismatch } from "./vmCheck.js"
 import { ShardContext } from "./ShardContext.js"
 import { timedSagaStep } from "../metrics/metrics.js"
 
@@ -38,24 +42,43 @@ export const SagaRunnerLive = Layer.scoped(
     const fatal = yield* Effect.makeLatch(false)
     let fatalError: Fenced | LogUnavailable | undefined
 
+    /** Records a VM that is not what the log says; the fold then holds the instance. */
+    const recordMismatch = (mismatch: VmMismatch) =>
+      Effect.gen(function* () {
+        const { detail, found, instanceId, node, otherLog, step, vmid } = mismatch
+        yield* log.append([VmMismatched.make({
+          instanceId, at: yield* Clock.currentTimeMillis, step, vmid, node, found: boundText(found, 256), detail: boundText(detail),
+          ...(otherLog === undefined ? {} : { otherLog: boundText(otherLog, 256) })
+        })])
+        yield* Effect.logError(mismatch.message)
+      })
+
     /** Steps the instance until it is at rest or gone; fails with the step error that stopped it. */
     const drive = (instanceId: string) =>
       Effect.gen(function* () {
         let resumed = true
         for (;;) {
           const instance = getInstance(yield* log.state, instanceId)
-          if (Option.isNone(instance) || atRest(instance.value)) return
+          // A held instance (an impossible history, a VM that is not what the log says) is left to an operator.
+          if (Option.isNone(instance) || atRest(instance.value) || instance.value.held !== undefined) return
           const step = instance.value.phase === "deleting" ? deleteStep(instance.value) : createStep(instance.value, resumed)
-          const outcome = yield* Effect.exit(step.pipe(timedSagaStep(Context.get(context, ShardContext).shard, instance.value.phase)))
+          const outcome = yield* Effect.exit(step.pipe(
+            timedSagaStep(Context.get(context, ShardContext).shard, instance.value.phase),
+            Effect.as("stepped" as const),
+            Effect.catchIf((error) => error instanceof VmMismatch, (mismatch) => Effect.as(recordMismatch(mismatch), "held" as const))
+          ))
           resumed = false
-          if (Exit.isSuccess(outcome)) continue
+          if (Exit.isSuccess(outcome)) {
+            if (outcome.value === "held") return
+            continue
+          }
           const typed = Option.getOrUndefined(Cause.failureOption(outcome.cause))
           if (!(typed instanceof StepError)) return yield* Effect.failCause(outcome.cause)
           // A failed delete, or a failure that may pass, is retried; any other failed create is compensated.
           const retried = typed.retryable || instance.value.phase === "deleting"
           const at = yield* Clock.currentTimeMillis
           yield* log.append([
-            StepFailed.make({ instanceId, at, step: typed.step, errorClass: typed.errorClass, message: typed.detail, attempt: instance.value.failures + 1 }),
+            StepFailed.make({ instanceId, at, step: typed.step, errorClass: typed.errorClass, message: boundText(typed.detail), attempt: instance.value.failures + 1 }),
             ...(retried ? [] : [DeleteRequested.make({ instanceId, at, reason: "compensation" })])
           ])
           if (retried) {

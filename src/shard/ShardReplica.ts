@@ -14,11 +14,13 @@ import type { ObjectStore } from "../services/ObjectStore.js"
 import type { ProxmoxApi } from "../services/ProxmoxApi.js"
 import type { ClusterView } from "./ClusterView.js"
 import type { SagaLimits } from "./SagaLimits.js"
+import type { Ownership } from "./Ownership.js"
 import type { SagaRunner } from "./SagaRunner.js"
 import { advertisedAddress, type ShardContext } from "./ShardContext.js"
+import { type ConfigHeld, makeConfigHeld } from "./configHeld.js"
 
 /** The services a leadership term runs on; an endpoint's leader-side handler may use any of them. */
-export type LeaderServices = ShardContext | EventLog | InstanceIds | SagaRunner | SagaLimits | ClusterView | ObjectStore | ProxmoxApi | AgentTerm
+export type LeaderServices = ShardContext | EventLog | InstanceIds | SagaRunner | SagaLimits | ClusterView | ObjectStore | ProxmoxApi | AgentTerm | Ownership
 
 export interface LeaderTerm {
   readonly term: number
@@ -39,6 +41,13 @@ export class NotLeaderHere extends Data.TaggedError("NotLeaderHere")<{ readonly 
   }
 }
 
+/** A corrupt event log a leadership term of this replica met: the object to look at, and why. */
+export interface LogProblem {
+  readonly term: number
+  readonly key: string
+  readonly reason: string
+}
+
 export interface ShardReplicaShape {
   readonly clusterId: string
   readonly shard: string
@@ -47,6 +56,8 @@ export interface ShardReplicaShape {
   /** Fills in empty or wildcard advertised hosts (`--advertise-host`, else the hostname). */
   readonly advertiseHost: string | undefined
   readonly config: SubscriptionRef.SubscriptionRef<ParsedShardConfig>
+  /** Which stored config objects are invalid while the last good config stays in force (for `/readyz`, `/metrics`). */
+  readonly configHeld: ConfigHeld
   readonly lease: LeaderLeaseShape
   /** The current term's services while this replica leads and its leader scope has started; else none. */
   readonly currentTerm: Effect.Effect<Option.Option<LeaderTerm>>
@@ -54,6 +65,12 @@ export interface ShardReplicaShape {
   readonly publishTerm: (term: LeaderTerm) => Effect.Effect<void, never, Scope.Scope>
   /** Where the current leader serves `endpoint` ("" when no leader is known). */
   readonly leaderAddress: (endpoint: Endpoint) => Effect.Effect<string>
+  /**
+   * The corrupt object the last term of this replica ended on, until a later term of it starts: readiness
+   * and the admin endpoint name it while no newer leader is known.
+   */
+  readonly logProblem: Effect.Effect<Option.Option<LogProblem>>
+  readonly noteLogProblem: (problem: LogProblem) => Effect.Effect<void>
 }
 
 export class ShardReplica extends Context.Tag("nstance/ShardReplica")<ShardReplica, ShardReplicaShape>() {}
@@ -86,12 +103,16 @@ export interface ShardReplicaSettings {
   readonly replica: string
   readonly advertiseHost?: string
   readonly config: SubscriptionRef.SubscriptionRef<ParsedShardConfig>
+  /** The one the config watcher writes (default: a fresh one nothing writes). */
+  readonly configHeld?: ConfigHeld
   readonly lease: LeaderLeaseShape
 }
 
 export const makeShardReplica = (settings: ShardReplicaSettings): Effect.Effect<ShardReplicaShape> =>
   Effect.gen(function* () {
     const current = yield* Ref.make<Option.Option<LeaderTerm>>(Option.none())
+    const configHeld = settings.configHeld ?? (yield* makeConfigHeld(settings.shard))
+    const problem = yield* Ref.make<Option.Option<LogProblem>>(Option.none())
     const advertised = (endpoint: Endpoint) =>
       Effect.map(SubscriptionRef.get(settings.config), (config) => config.config.shard.advertise[endpoint])
     return ShardReplica.of({
@@ -100,10 +121,14 @@ export const makeShardReplica = (settings: ShardReplicaSettings): Effect.Effect<
       replica: settings.replica,
       advertiseHost: settings.advertiseHost,
       config: settings.config,
+      configHeld,
       lease: settings.lease,
       currentTerm: Ref.get(current),
+      logProblem: Ref.get(problem),
+      noteLogProblem: (p) => Ref.set(problem, Option.some(p)),
       publishTerm: (term) =>
-        Effect.acquireRelease(Ref.set(current, Option.some(term)), () =>
+        // A term that starts has replayed the log: whatever an earlier term met has been repaired.
+        Effect.acquireRelease(Ref.set(current, Option.some(term)).pipe(Effect.zipRight(Ref.set(problem, Option.none()))), () =>
           Ref.update(current, (now) => (Option.isSome(now) && now.value.term === term.term ? Option.none() : now))),
       leaderAddress: (endpoint) =>
         Effect.gen(function* () {

@@ -7,6 +7,7 @@
 import { Cause, Effect, FiberMap, Option, Schedule, type Scope } from "effect"
 import type { PveSettingsError } from "../layers/ProxmoxApiHttp.js"
 import type { PkiLoadError } from "../services/ClusterPki.js"
+import { DuplicateReplica } from "../services/LeaderLease.js"
 import type { StoreError } from "../services/ObjectStore.js"
 import { type DaemonSettings, runDaemon } from "./daemon.js"
 import type { ShardMismatch } from "./shardConfig.js"
@@ -36,17 +37,24 @@ const oneLine = (cause: Cause.Cause<unknown>): string =>
       typeof error === "object" && error !== null && "message" in error && typeof error.message === "string" ? error.message : String(error)
   })
 
-/** One shard's daemon, restarted after `schedule`'s delay whenever it fails or dies; interruption ends it. */
-const supervised = (shard: SupervisedShard, schedule: Schedule.Schedule<unknown, unknown>): Effect.Effect<never> =>
+/** A second process with our --id: a restart would meet it again, so it ends the whole process. */
+const duplicateIn = (cause: Cause.Cause<unknown>): Option.Option<DuplicateReplica> =>
+  Option.filter(Cause.failureOption(cause), (error): error is DuplicateReplica => error instanceof DuplicateReplica)
+
+/**
+ * One shard's daemon, restarted after `schedule`'s delay whenever it fails or dies; interruption ends it,
+ * and so does a duplicate `--id` (which fails it).
+ */
+const supervised = (shard: SupervisedShard, schedule: Schedule.Schedule<unknown, unknown>): Effect.Effect<never, DuplicateReplica> =>
   Effect.scoped(runDaemon(shard.settings)).pipe(
     Effect.sandbox,
     Effect.tapError((cause) =>
-      Cause.isInterruptedOnly(cause)
+      Cause.isInterruptedOnly(cause) || Option.isSome(duplicateIn(cause))
         ? Effect.void
         : Effect.logError(`shard ${shard.shard} stopped: ${oneLine(cause)}; the other shards keep running, restarting it after a backoff`)),
-    Effect.retry({ schedule, while: (cause) => !Cause.isInterruptedOnly(cause) }),
-    // Only an interruption gets here (the retry never gives up on anything else).
-    Effect.catchAll(() => Effect.interrupt),
+    Effect.retry({ schedule, while: (cause) => !Cause.isInterruptedOnly(cause) && Option.isNone(duplicateIn(cause)) }),
+    // Only an interruption or a duplicate --id gets here (the retry never gives up on anything else).
+    Effect.catchAll((cause) => Option.match(duplicateIn(cause), { onNone: () => Effect.interrupt, onSome: Effect.fail })),
     Effect.annotateLogs({ shard: shard.shard })
   )
 
@@ -57,16 +65,16 @@ const supervised = (shard: SupervisedShard, schedule: Schedule.Schedule<unknown,
 export const runShards = (
   shards: ReadonlyArray<SupervisedShard>,
   options: SupervisorOptions = {}
-): Effect.Effect<never, StoreError | PveSettingsError | ShardMismatch | PkiLoadError, Scope.Scope> =>
+): Effect.Effect<never, StoreError | PveSettingsError | ShardMismatch | PkiLoadError | DuplicateReplica, Scope.Scope> =>
   Effect.gen(function* () {
-    const fibers = yield* FiberMap.make<string, never, StoreError | PveSettingsError | ShardMismatch | PkiLoadError>()
+    const fibers = yield* FiberMap.make<string, never, StoreError | PveSettingsError | ShardMismatch | PkiLoadError | DuplicateReplica>()
     const only = shards.length === 1 ? shards[0] : undefined
     if (only !== undefined) {
       yield* FiberMap.run(fibers, only.shard, Effect.scoped(runDaemon(only.settings)).pipe(Effect.annotateLogs({ shard: only.shard })))
     } else {
       for (const shard of shards) yield* FiberMap.run(fibers, shard.shard, supervised(shard, options.restart ?? shardRestart))
     }
-    // Fails with the first failure (only possible with one shard); otherwise waits until interrupted.
+    // Fails with the first failure (with several shards only a duplicate --id); otherwise waits until interrupted.
     yield* FiberMap.join(fibers)
     return yield* Effect.never
   })

@@ -36,6 +36,7 @@ import { ClusterView } from "./ClusterView.js"
 import { SagaLimits } from "./SagaLimits.js"
 import { registrationUrl, ShardContext } from "./ShardContext.js"
 import { permanentStepError, StepError, stepErrorFrom, waitingStepError } from "./stepError.js"
+import { vmOfInstance } from "./vmCheck.js"
 
 const MIB = 1024 * 1024
 /** How often a clone onto a VMID someone else took moves on to the next VMID before giving up. */
@@ -123,6 +124,20 @@ const resizeIfNeeded = (instance: Instance, spec: VmSpec) =>
       yield* Effect.logWarning(`${id}: ${BOOT_DISK} of VM ${vmid} is already larger than ${diskSize}; kept as is`)
     }
     return Option.some(Resized.make({ instanceId: id, at: yield* now, size: diskSize }))
+  })
+
+/**
+ * Before a resumed step acts on the VMID the log recorded: the VM there must be the instance's (`vmCheck.ts`).
+ * A VMID this saga fiber cloned itself, or already looked at, needs no second look — within a term only this
+ * leader writes the log — so the happy path makes no extra call; a VMID read back from a replayed log gets one.
+ * Another VM there fails the step with `VmMismatch` (the runner records it and the instance is held); no VM
+ * of ours anywhere means the VM is gone, which ends the create (compensated, then replaced).
+ */
+const checkRecordedVm = (instance: Instance, step: string) =>
+  Effect.gen(function* () {
+    const at = yield* vmOfInstance(instance, step).pipe(Effect.mapError((error) => (error._tag === "VmMismatch" ? error : stepErrorFrom(instance.id, step)(error))))
+    if (at._tag === "Busy") return yield* waitingStepError(instance.id, step, `VM ${instance.vmid} is locked (${at.lock}) and has no name yet`)
+    if (at._tag === "Gone") return yield* permanentStepError(instance.id, step, `its VM is gone: ${at.reason}`)
   })
 
 /**
@@ -291,12 +306,16 @@ export const createStep = (instance: Instance, resumed: boolean) =>
         const { group, spec } = yield* groupSpec(config, instance, step)
         const node = instance.node!
         const vmid = instance.vmid!
+        if (resumed) yield* checkRecordedVm(instance, step)
+        const logId = (yield* log.state).logId
+        // The notes name this log: what ties the VM to it (no other log adopts or deletes it).
         const description = renderManagedNotes({
           tenant: group.tenant,
           group: group.name,
           kind: instance.kind,
           template: group.template,
-          created: new Date(instance.requestedAt)
+          created: new Date(instance.requestedAt),
+          ...(logId === undefined ? {} : { log: logId })
         })
         yield* limits.onNode(node)(
           pve.updateConfig(node, vmid, {
@@ -326,6 +345,7 @@ export const createStep = (instance: Instance, resumed: boolean) =>
       case "configured": {
         // An adopted VM that was not running, or a log written before configure and start were recorded together.
         // An adopted VM is started as it is: its size was decided by whoever created it.
+        if (resumed) yield* checkRecordedVm(instance, instance.adopted ? "start" : "resize")
         const resized = instance.adopted ? Option.none() : yield* resizeIfNeeded(instance, (yield* groupSpec(config, instance, "resize")).spec)
         const at = yield* now
         yield* log.append([...Option.toArray(resized), StartRequested.make({ instanceId: id, at })])
@@ -335,6 +355,7 @@ export const createStep = (instance: Instance, resumed: boolean) =>
         const step = "start"
         const node = instance.node!
         const vmid = instance.vmid!
+        if (resumed) yield* checkRecordedVm(instance, step)
         const running = resumed && (yield* pve.vmStatus(node, vmid).pipe(Effect.mapError(stepErrorFrom(id, step)))).status === "running"
         if (!running) {
           yield* limits.onNode(node)(pve.start(node, vmid)).pipe(

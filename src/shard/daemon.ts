@@ -3,7 +3,7 @@
  * (needed first for the election timings and the PVE TLS setting), the leader lease on that store, and
  * the leader's work — which runs only while the lease is held and is interrupted the moment it is lost.
  */
-import { Duration, Effect, Layer, type Redacted, Schedule, type Scope, SubscriptionRef } from "effect"
+import { Duration, Effect, Layer, type Redacted, Schedule, type Scope, Stream, SubscriptionRef } from "effect"
 import { hostname } from "node:os"
 import { join } from "node:path"
 import type { Address, ParsedShardConfig } from "../domain/config/index.js"
@@ -13,8 +13,10 @@ import { ProxmoxApiHttp, type ProxmoxApiSettings, type PveSettingsError } from "
 import { scopeStore } from "../layers/ObjectStoreScoped.js"
 import { makeClusterPki } from "../layers/ClusterPkiStore.js"
 import type { PkiLoadError } from "../services/ClusterPki.js"
+import { DuplicateReplica } from "../services/LeaderLease.js"
 import { ObjectStore, type StoreError } from "../services/ObjectStore.js"
-import { watchConfig } from "./configWatch.js"
+import { reloadConfig, watchConfig } from "./configWatch.js"
+import { makeConfigHeld } from "./configHeld.js"
 import { serveAdmin } from "../rpc/AdminServer.js"
 import { serveAgentEndpoint } from "./agentEndpoint.js"
 import { leaderScope } from "./LeaderScope.js"
@@ -43,6 +45,10 @@ export interface DaemonSettings {
   readonly encryptionKey?: Uint8Array
   /** Bearer token of the admin endpoint (`NSTANCE_ADMIN_TOKEN` or `--admin-token-file`); absent: the endpoint is not started. */
   readonly adminToken?: Redacted.Redacted<string>
+  /** How often the bucket's config is checked for a change (default `CONFIG_POLL`, 5 s; tests shorten it). */
+  readonly configPoll?: Duration.DurationInput
+  /** Each element asks for the config to be re-read now (SIGHUP), naming why; absent: only the poll re-reads it. */
+  readonly reloadRequests?: Stream.Stream<string>
 }
 
 export const REGISTRATION_OFF_WARNING =
@@ -72,7 +78,7 @@ const firstConfig = (source: ConfigSource, prefix: string): Effect.Effect<Parsed
   )
 
 /** Runs the shard until the scope closes (SIGINT/SIGTERM), resigning the lease on the way out. */
-export const runDaemon = (settings: DaemonSettings): Effect.Effect<never, StoreError | PveSettingsError | ShardMismatch | PkiLoadError, Scope.Scope> =>
+export const runDaemon = (settings: DaemonSettings): Effect.Effect<never, StoreError | PveSettingsError | ShardMismatch | PkiLoadError | DuplicateReplica, Scope.Scope> =>
   Effect.gen(function* () {
     const base = yield* ObjectStore
     const scoped = scopeStore(base, settings.prefix)
@@ -80,7 +86,19 @@ export const runDaemon = (settings: DaemonSettings): Effect.Effect<never, StoreE
     const first = yield* firstConfig(settings.config, settings.prefix).pipe(Effect.provide(shardStore))
     const { config } = first
     const configRef = yield* SubscriptionRef.make(first)
-    yield* watchConfig(settings.config, configRef).pipe(Effect.provide(shardStore), Effect.forkScoped)
+    const configHeld = yield* makeConfigHeld(config.shard.id)
+    yield* watchConfig(settings.config, configRef, configHeld, settings.configPoll).pipe(Effect.provide(shardStore), Effect.forkScoped)
+    if (settings.reloadRequests !== undefined) {
+      const source = settings.config
+      yield* settings.reloadRequests.pipe(
+        Stream.runForEach((why) =>
+          source._tag === "Local"
+            ? Effect.logInfo(`${why}: the shard config comes from ${source.path} (--config), which is read only at start; nothing re-read`)
+            // A config that does not load is logged by reloadConfig and the last good one stays.
+            : reloadConfig(source, configRef, why, configHeld).pipe(Effect.provide(shardStore), Effect.ignore)),
+        Effect.forkScoped
+      )
+    }
     // The PKI lives in the bucket root (pki/{cluster}/…), shared by every shard of the cluster. A partial PKI or
     // a wrong key refuses the start: never a silently regenerated CA.
     const pki = settings.encryptionKey === undefined
@@ -108,6 +126,7 @@ export const runDaemon = (settings: DaemonSettings): Effect.Effect<never, StoreE
       replica: settings.id,
       ...(settings.advertiseHost === undefined ? {} : { advertiseHost: settings.advertiseHost }),
       config: configRef,
+      configHeld,
       lease
     })
     // Endpoints served by every replica, leader or standby, start here (each binds its own address).
@@ -115,7 +134,11 @@ export const runDaemon = (settings: DaemonSettings): Effect.Effect<never, StoreE
     if (pki !== undefined) yield* Effect.forkScoped(serveAgentEndpoint(replica, pki))
     yield* Effect.forkScoped(serveAdmin({ token: settings.adminToken, bind: config.shard.bind.operator, source: settings.config, store: scoped, replica }))
     // Built once, before the election: bad PVE settings stop the start instead of every leadership term.
-    const pve = yield* Layer.build(ProxmoxApiHttp({ ...settings.proxmox, insecureTls: config.shard.infra.options.insecureTls }))
+    const pve = yield* Layer.build(ProxmoxApiHttp({
+      ...settings.proxmox,
+      insecureTls: config.shard.infra.options.insecureTls,
+      requestTimeout: settings.proxmox.requestTimeout ?? config.shard.requestTimeout
+    }))
     const work = leaderScope({
       clusterId: config.cluster.id,
       shard: config.shard.id,
@@ -126,5 +149,8 @@ export const runDaemon = (settings: DaemonSettings): Effect.Effect<never, StoreE
       ...(settings.cachedir === undefined ? {} : { eventLog: { cache: fileSnapshotCache(join(settings.cachedir, config.shard.id)) } })
     })
     yield* lease.whileLeader((term) => work(term).pipe(Effect.provide(pve), Effect.provide(shardStore)))
-    return yield* Effect.never
+    // Runs until the scope closes, or until another live process turns out to use our --id.
+    return yield* (lease.duplicate ?? Effect.never).pipe(
+      Effect.mapError((error) => new DuplicateReplica({ id: error.id, term: error.term, address: error.address, key: `${settings.prefix}${error.key}` }))
+    )
   }).pipe(Effect.provide(settings.store))

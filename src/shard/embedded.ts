@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from "node:fs"
 import { createServer as createNetServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { Data, Duration, Effect, Either, Layer, Random, Redacted } from "effect"
+import { Data, Duration, Effect, Either, Layer, Random, Redacted, type Stream } from "effect"
 import { applyEdits, modify } from "jsonc-parser"
 import { decodeUtf8, readInputFile } from "../cli/errors.js"
 import { formatProblem, MAX_JSONC_BYTES, type ParsedShardConfig, parseShardConfig } from "../domain/config/index.js"
@@ -95,7 +95,7 @@ const crashNowAndThen = (model: SimModel) =>
 
 export class EmbeddedSetupFailed extends Data.TaggedError("EmbeddedSetupFailed")<{ readonly message: string }> {}
 
-export const runEmbedded = (options: { readonly configFile?: string } = {}) =>
+export const runEmbedded = (options: { readonly configFile?: string; readonly reloadRequests?: Stream.Stream<string> } = {}) =>
   Effect.gen(function* () {
     const configFile = options.configFile ?? EXAMPLE_CONFIG
     const input = { flag: options.configFile === undefined ? "" : "--config", path: configFile }
@@ -163,6 +163,7 @@ export const runEmbedded = (options: { readonly configFile?: string } = {}) =>
       config: { _tag: "Store", key: CONFIG_KEY, shard },
       proxmox: { apiUrl: sim.url, tokenId: sim.tokenId, tokenSecret: sim.tokenSecret },
       encryptionKey,
-      adminToken: Redacted.make(adminToken)
+      adminToken: Redacted.make(adminToken),
+      ...(options.reloadRequests === undefined ? {} : { reloadRequests: options.reloadRequests })
     })
   })

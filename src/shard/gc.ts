@@ -7,12 +7,20 @@
  * never knew only after `UNKNOWN_ISO_GRACE` — and the original's `user-data-<vmid>.iso` of a VMID no VM has)
  * that no instance uses. Every suspicion from the lagging
  * cluster listing is confirmed on the VM's node first.
+ *
+ * Tags do not make a VM ours: one whose notes name another event log is never adopted or deleted, only
+ * reported (`Ownership.ts`); while this log holds, a pass does nothing but look whether such VMs remain. An
+ * instance whose VMID now holds another VM while a VM named after it exists elsewhere is not replaced: the
+ * log's VMID is wrong, and it is recorded (`VmMismatched`) and held rather than acted on.
  */
 import { Clock, Duration, Effect, HashMap, Option, SubscriptionRef } from "effect"
-import { type ShardEvent, DeleteRequested, type DeleteReason, VmidsSeen } from "../domain/shard/events.js"
+import { boundText } from "../domain/errorText.js"
+import { ownerByNotes } from "../domain/managedNotes.js"
+import { type ShardEvent, DeleteRequested, type DeleteReason, VmidsSeen, VmMismatched } from "../domain/shard/events.js"
 import { EventLog } from "../services/EventLog.js"
-import { ProxmoxApi } from "../services/ProxmoxApi.js"
-import { adoptionOf, unknownOwnedVms } from "./adopt.js"
+import { ProxmoxApi, type VmResourceInfo } from "../services/ProxmoxApi.js"
+import { adoptionOf, configOf, releaseHoldIfClear, unknownOwnedVms } from "./adopt.js"
+import { Ownership } from "./Ownership.js"
 import { ORPHAN_GRACE, UNKNOWN_ISO_GRACE, VM_LOSS_GRACE } from "./policies.js"
 import { atRest } from "./SagaRunner.js"
 import { ShardContext } from "./ShardContext.js"
@@ -31,6 +39,7 @@ export const makeGc = Effect.gen(function* () {
   const log = yield* EventLog
   const pve = yield* ProxmoxApi
   const shard = yield* ShardContext
+  const ownership = yield* Ownership
   const orphanGrace = Duration.toMillis(Duration.decode(shard.graces?.orphan ?? ORPHAN_GRACE))
   const vmLossGrace = Duration.toMillis(Duration.decode(shard.graces?.vmLoss ?? VM_LOSS_GRACE))
   const unknownIsoGrace = Duration.toMillis(Duration.decode(shard.graces?.unknownIso ?? UNKNOWN_ISO_GRACE))
@@ -50,11 +59,42 @@ export const makeGc = Effect.gen(function* () {
     suspectSince.set(key, first)
     return now - first
   }
+  /** Unknown VMs (`vmid/name`) whose notes this term has read. */
+  const notesRead = new Set<string>()
+
+  /** The other logs' VMs among `vms` as far as this term has read their notes (`Ownership` says a change once). */
+  const reportForeign = (candidates: ReadonlyArray<VmResourceInfo>) =>
+    Effect.gen(function* () {
+      const foreign = new Map<string, Array<number>>()
+      for (const vm of candidates) {
+        const owner = yield* ownership.otherOwner(vm.vmid, vm.name ?? "")
+        if (Option.isSome(owner)) foreign.set(owner.value, [...(foreign.get(owner.value) ?? []), vm.vmid].sort((a, b) => a - b))
+      }
+      yield* ownership.setForeign(foreign)
+    })
+
+  /** While this log holds: only whether other logs' VMs remain (read once each), ending the hold when none do. */
+  const heldPass = (vms: ReadonlyArray<VmResourceInfo>) =>
+    Effect.gen(function* () {
+      const state = yield* log.state
+      const candidates = unknownOwnedVms(vms, state, shard.clusterId, shard.shard)
+      for (const vm of candidates) {
+        if (Option.isSome(yield* ownership.otherOwner(vm.vmid, vm.name ?? ""))) continue
+        const config = yield* configOf(vm)
+        if (Option.isNone(config)) continue
+        const owner = ownerByNotes(config.value.description, state.logId)
+        yield* ownership.noteOtherOwner(vm.vmid, vm.name ?? "", owner._tag === "other" ? owner.logId : undefined)
+      }
+      yield* reportForeign(candidates)
+      yield* releaseHoldIfClear
+      return { replaced: 0, orphanVms: 0, orphanIsos: 0 } satisfies GcReport
+    })
 
   const pass = Effect.gen(function* () {
     const now = yield* Clock.currentTimeMillis
     const config = yield* SubscriptionRef.get(shard.config)
     const vms = yield* pve.vmResources()
+    if (yield* ownership.held) return yield* heldPass(vms)
     const state = yield* log.state
     for (const id of HashMap.keys(state.instances)) known.add(id)
     const events: Array<ShardEvent> = []
@@ -67,16 +107,33 @@ export const makeGc = Effect.gen(function* () {
 
     // Instances whose VM vanished or stopped: confirmed on the node (the listing lags by ~10 s).
     for (const [, instance] of state.instances) {
-      if (!atRest(instance) || instance.vmid === undefined || instance.node === undefined) continue
+      if (!atRest(instance) || instance.vmid === undefined || instance.node === undefined || instance.held !== undefined) continue
       if ((instance.startedAt ?? instance.requestedAt) > now - vmLossGrace) continue
       const candidate = listedByVmid.get(instance.vmid)
       const listed = candidate !== undefined && candidate.name === instance.id ? candidate : undefined
       if (listed !== undefined && listed.status === "running") continue
-      const status = yield* pve.vmStatus(listed?.node ?? instance.node, instance.vmid).pipe(
-        Effect.map((s) => (s.name !== undefined && s.name !== instance.id ? "gone" as const : s.status === "running" ? "running" as const : "stopped" as const)),
-        Effect.catchTag("PveApiError", (error) => (error.classification === "notFound" ? Effect.succeed("gone" as const) : Effect.fail(error)))
+      const node = listed?.node ?? instance.node
+      const found = yield* pve.vmStatus(node, instance.vmid).pipe(
+        Effect.map((s) => Option.some(s)),
+        Effect.catchTag("PveApiError", (error) => (error.classification === "notFound" ? Effect.succeed(Option.none()) : Effect.fail(error)))
       )
+      const status = Option.match(found, {
+        onNone: () => "gone" as const,
+        onSome: (s) => (s.name !== undefined && s.name !== instance.id ? "gone" as const : s.status === "running" ? "running" as const : "stopped" as const)
+      })
       if (status === "running") continue
+      const other = Option.flatMap(found, (s) => Option.fromNullable(s.name !== undefined && s.name !== instance.id ? s.name : undefined))
+      const own = vms.find((vm) => vm.name === instance.id && vm.vmid !== instance.vmid && !vm.template)
+      if (Option.isSome(other) && own !== undefined) {
+        // Another VM at the recorded VMID while the instance's own VM is elsewhere: the log is wrong, not the
+        // cluster. Replacing would delete nothing of the other VM, but would leave the instance's own VM to be
+        // collected as unowned: both are left alone.
+        const detail = `VM ${instance.vmid} on ${node}, which the log records for ${instance.id}, is named ${other.value}, while ${instance.id} is VM ${own.vmid} on ${own.node}: ` +
+          `the log's VMID is wrong; neither VM is touched and ${instance.id} is held until an operator deletes it`
+        events.push(VmMismatched.make({ instanceId: instance.id, at: now, step: "gc", vmid: instance.vmid, node, found: boundText(other.value, 256), detail: boundText(detail) }))
+        yield* Effect.logError(`${instance.id}: gc stopped: ${detail}`)
+        continue
+      }
       suspects.add(instance.id)
       if (status === "gone") {
         request(instance.id, "vm-gone")
@@ -89,19 +146,42 @@ export const makeGc = Effect.gen(function* () {
       }
     }
 
-    // VMs with our tags that the log does not know: adopted and deleted after the grace period.
+    // VMs with our tags that the log does not know: adopted and deleted after the grace period — unless
+    // their notes name another log, which owns them.
     let orphanVms = 0
-    for (const vm of unknownOwnedVms(vms, state, shard.clusterId, shard.shard)) {
+    const unknown = unknownOwnedVms(vms, state, shard.clusterId, shard.shard)
+    const unknownKeys = new Set(unknown.map((vm) => `${vm.vmid}/${vm.name ?? ""}`))
+    for (const key of notesRead) if (!unknownKeys.has(key)) notesRead.delete(key)
+    for (const vm of unknown) {
+      // Its notes are read at first sight (once a term), so another log's VM is reported at once, not after the grace.
+      const seen = `${vm.vmid}/${vm.name ?? ""}`
+      if (!notesRead.has(seen)) {
+        notesRead.add(seen)
+        const first = yield* configOf(vm)
+        if (Option.isSome(first)) {
+          const owner = ownerByNotes(first.value.description, state.logId)
+          yield* ownership.noteOtherOwner(vm.vmid, vm.name ?? "", owner._tag === "other" ? owner.logId : undefined)
+        }
+      }
+      if (Option.isSome(yield* ownership.otherOwner(vm.vmid, vm.name ?? ""))) continue
       const key = `vm/${vm.vmid}`
       suspects.add(key)
       if (since(key, now) < orphanGrace) continue
-      const adopted = yield* adoptionOf(vm, now)
+      const read = yield* configOf(vm)
+      if (Option.isNone(read)) continue
+      const owner = ownerByNotes(read.value.description, state.logId)
+      if (owner._tag === "other") {
+        yield* ownership.noteOtherOwner(vm.vmid, vm.name ?? "", owner.logId)
+        continue
+      }
+      const adopted = adoptionOf(vm, read.value, now)
       events.push(adopted)
       request(adopted.instanceId, "gc")
       orphanVms++
       yield* Effect.logWarning(`${vm.name}: VM ${vm.vmid} on ${vm.node} carries this shard's tags but no instance owns it; deleting it`)
     }
     for (const key of suspectSince.keys()) if (!suspects.has(key)) suspectSince.delete(key)
+    yield* reportForeign(unknown)
     if (events.length > 0) {
       // The pass decided on the state it read before its PVE calls: a delete that finished meanwhile must
       // not be requested again for an instance already gone (chaos seed 1898).

@@ -28,7 +28,8 @@ export const makeLiveness = Effect.gen(function* () {
     const events: Array<ShardEvent> = []
     for (const [id, instance] of state.instances) {
       if (instance.phase !== "registered") healthSeen.delete(id)
-      if (instance.adopted || instance.nonceHash === undefined) continue
+      // A held instance is left to an operator, whatever its agent does.
+      if (instance.adopted || instance.nonceHash === undefined || instance.held !== undefined) continue
       if (instance.phase === "running" && instance.startedAt !== undefined && now - instance.startedAt > timeout) {
         events.push(DeleteRequested.make({ instanceId: id, at: now, reason: "not-ready" }))
         yield* Effect.logWarning(`${id}: VM ${instance.vmid ?? "?"} has not registered within ${Duration.format(config.garbageCollection.registrationTimeout)} of its start; replacing it`)

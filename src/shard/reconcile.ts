@@ -3,7 +3,8 @@
  * It runs on every config change and every durable log change (debounced), and on a period anyway; each
  * pass records new instance requests and delete requests in one append and makes sure every instance that
  * is not at rest has its saga running. Creations of a group whose recent creates were compensated back
- * off (capped exponential), so a broken template does not turn into a tight create/delete loop.
+ * off (capped exponential), so a broken template does not turn into a tight create/delete loop. While the
+ * log holds (a fresh log beside another log's VMs, see `Ownership.ts`) a pass records nothing.
  */
 import { Clock, Duration, Effect, Either, HashMap, Queue, Stream, SubscriptionRef } from "effect"
 import { desiredGroups, type ParsedShardConfig, vmSpecFor } from "../domain/config/index.js"
@@ -13,6 +14,7 @@ import type { State } from "../domain/shard/state.js"
 import { EventLog } from "../services/EventLog.js"
 import { InstanceIds } from "../services/InstanceIds.js"
 import { RECONCILE_DEBOUNCE, RECONCILE_PERIOD } from "./policies.js"
+import { Ownership } from "./Ownership.js"
 import { atRest, SagaRunner } from "./SagaRunner.js"
 import { ShardContext } from "./ShardContext.js"
 
@@ -45,6 +47,7 @@ export const reconcileLoop = Effect.gen(function* () {
   const ids = yield* InstanceIds
   const runner = yield* SagaRunner
   const shard = yield* ShardContext
+  const ownership = yield* Ownership
   const wake = yield* Queue.sliding<void>(1)
   const backoff = new Map<string, GroupBackoff>()
   const seenCompensations = new Set<string>()
@@ -68,6 +71,7 @@ export const reconcileLoop = Effect.gen(function* () {
   }
 
   const pass = Effect.gen(function* () {
+    if (yield* ownership.held) return
     const config = yield* SubscriptionRef.get(shard.config)
     const state = yield* log.state
     const now = yield* Clock.currentTimeMillis
@@ -99,6 +103,7 @@ export const reconcileLoop = Effect.gen(function* () {
   })
 
   yield* Stream.runForEach(shard.config.changes, () => Queue.offer(wake, undefined)).pipe(Effect.forkScoped)
+  yield* Stream.runForEach(ownership.hold.changes, () => Queue.offer(wake, undefined)).pipe(Effect.forkScoped)
   // Every durable state is looked at for compensations, not only the one a (debounced) pass reads: a
   // compensation that finishes within the debounce would otherwise never be seen, and a broken group would
   // be re-created in a tight loop.

@@ -1,9 +1,12 @@
 /**
  * Where a shard's config comes from and how it is read: `{prefix}config.jsonc` in the shard's bucket (what
  * operators push) with the dynamic groups of `{prefix}groups.jsonc` merged in, or a local file (development,
- * no dynamic groups). A config that is missing or invalid is unavailable for
- * now — the caller retries or keeps the last good one; a config naming another shard is refused for good,
- * since acting on it would make this replica take part in that shard's election and claim its VMs.
+ * no dynamic groups). The two are one config: when either is missing, does not parse or does not validate
+ * (alone, or merged), the config is unavailable for now, naming the object at fault — the caller retries or
+ * keeps the last good one as a whole. Dropping only the bad part would run a config nobody wrote: a broken
+ * `groups.jsonc` read as "no dynamic groups" scales every dynamic group to zero. A config naming another
+ * shard is refused for good, since acting on it would make this replica take part in that shard's election
+ * and claim its VMs.
  */
 import { Data, Effect, Either, Option } from "effect"
 import {
@@ -11,10 +14,10 @@ import {
   formatSyntaxError,
   type ParsedShardConfig,
   parseJsonc,
-  type Problem,
   validateShardConfig
 } from "../domain/config/index.js"
-import { type DynamicGroups, GROUPS_KEY, mergeDynamicGroups, parseDynamicGroups } from "../domain/dynamicGroups.js"
+import { type DynamicGroups, GROUPS_KEY, parseDynamicGroups, validateWithDynamicGroups } from "../domain/dynamicGroups.js"
+import { oneLineText } from "../domain/errorText.js"
 import { ObjectStore } from "../services/ObjectStore.js"
 
 export const CONFIG_KEY = "config.jsonc"
@@ -24,10 +27,28 @@ export type ConfigSource =
   | { readonly _tag: "Store"; readonly key: string; readonly shard?: string }
   | { readonly _tag: "Local"; readonly parsed: ParsedShardConfig; readonly path: string }
 
+/** A stored object (`config.jsonc`, `groups.jsonc`) that cannot be used as it is, with one line per problem. */
+export interface RejectedObject {
+  readonly object: string
+  readonly problems: ReadonlyArray<string>
+}
+
+/** The first problem (and how many more), without the object's name: one bounded line for `/readyz`. */
+export const summarizeRejected = (rejected: RejectedObject): string => {
+  const [first = "unusable"] = rejected.problems
+  const more = rejected.problems.length - 1
+  const bare = first.startsWith(`${rejected.object}: `) ? first.slice(rejected.object.length + 2) : first
+  return `${oneLineText(bare, 300)}${more > 0 ? ` (and ${more} more)` : ""}`
+}
+
 /** A config that could not be used this tick; the reason is logged and the next tick tries again. */
-export class ConfigUnavailable extends Data.TaggedError("ConfigUnavailable")<{ readonly lines: ReadonlyArray<string> }> {
+export class ConfigUnavailable extends Data.TaggedError("ConfigUnavailable")<{ readonly rejected: ReadonlyArray<RejectedObject> }> {
+  /** Every problem, one line each, naming its object (`config.jsonc: shard.id: …`) where it does not already. */
+  get lines(): ReadonlyArray<string> {
+    return this.rejected.flatMap((r) => r.problems.map((line) => (line.includes(r.object) ? line : `${r.object}: ${line}`)))
+  }
   override get message() {
-    return this.lines.join("; ")
+    return this.rejected.map((r) => `${r.object}: ${summarizeRejected(r)}`).join("; ")
   }
 }
 
@@ -57,8 +78,8 @@ export interface LoadedSources {
 const readText = (object: { readonly body: Uint8Array }) => new TextDecoder().decode(object.body)
 
 /**
- * `{prefix}groups.jsonc` (none when missing). A document that does not parse is reported and ignored, so
- * one bad write by hand never keeps the static groups from being reconciled.
+ * `{prefix}groups.jsonc` (none when missing), or why it cannot be used: a document that does not parse is
+ * never read as "no dynamic groups" — that would scale every dynamic group to zero.
  */
 export const readDynamicGroups = Effect.fn("shard.readDynamicGroups")(function* () {
   const store = yield* ObjectStore
@@ -66,39 +87,30 @@ export const readDynamicGroups = Effect.fn("shard.readDynamicGroups")(function* 
   if (Option.isNone(object)) return { groups: {} as DynamicGroups, etag: Option.none<string>(), problem: undefined }
   const parsed = parseDynamicGroups(readText(object.value))
   return Either.isLeft(parsed)
-    ? { groups: {} as DynamicGroups, etag: Option.some(object.value.etag), problem: `${GROUPS_KEY} is not used: ${parsed.left}` }
+    ? { groups: {} as DynamicGroups, etag: Option.some(object.value.etag), problem: parsed.left }
     : { groups: parsed.right, etag: Option.some(object.value.etag), problem: undefined }
 })
 
 /**
- * `config.jsonc` text and a dynamic groups document → the validated, merged config. Dynamic groups that
- * would make the config invalid are left out as a whole (and said in a warning); the static config alone
- * must be valid.
+ * `config.jsonc` text and a dynamic groups document → the validated, merged config, or the objects that
+ * keep it from being used: `config.jsonc` when it is invalid by itself, `groups.jsonc` when it does not
+ * parse or its entries make the merged config invalid (each problem naming its entry).
  */
 export const mergeAndValidate = (
   text: string,
   dynamic: DynamicGroups,
   key: string,
   dynamicProblem?: string
-): Either.Either<{ readonly parsed: ParsedShardConfig; readonly configJson: unknown }, ReadonlyArray<string>> => {
+): Either.Either<{ readonly parsed: ParsedShardConfig; readonly configJson: unknown }, ReadonlyArray<RejectedObject>> => {
+  const groupsDocument: ReadonlyArray<RejectedObject> = dynamicProblem === undefined ? [] : [{ object: GROUPS_KEY, problems: [`${GROUPS_KEY}: ${dynamicProblem}`] }]
   const json = parseJsonc(text)
-  const invalid = (problems: ReadonlyArray<Problem>) => [`shard config ${key} is invalid; keeping the leader idle until it is fixed:`, ...problems.map(formatProblem)]
-  if (Either.isLeft(json)) return Either.left(invalid(json.left.map((error) => ({ path: "", message: formatSyntaxError(error) }))))
-  const extra = dynamicProblem === undefined ? [] : [{ path: GROUPS_KEY, message: dynamicProblem }]
-  if (Object.keys(dynamic).length > 0) {
-    const merged = validateShardConfig(mergeDynamicGroups(json.right, dynamic))
-    if (Either.isRight(merged)) return Either.right({ parsed: { config: merged.right.config, warnings: [...merged.right.warnings, ...extra] }, configJson: json.right })
-    const alone = validateShardConfig(json.right)
-    if (Either.isLeft(alone)) return Either.left(invalid(alone.left.errors))
-    const why = merged.left.errors.map(formatProblem).join("; ")
-    return Either.right({
-      parsed: { config: alone.right.config, warnings: [...alone.right.warnings, { path: GROUPS_KEY, message: `dynamic groups are not applied: ${why}` }] },
-      configJson: json.right
-    })
-  }
+  if (Either.isLeft(json)) return Either.left([{ object: key, problems: json.left.map(formatSyntaxError) }, ...groupsDocument])
   const alone = validateShardConfig(json.right)
-  if (Either.isLeft(alone)) return Either.left(invalid(alone.left.errors))
-  return Either.right({ parsed: { config: alone.right.config, warnings: [...alone.right.warnings, ...extra] }, configJson: json.right })
+  if (Either.isLeft(alone)) return Either.left([{ object: key, problems: alone.left.errors.map(formatProblem) }, ...groupsDocument])
+  if (groupsDocument.length > 0) return Either.left(groupsDocument)
+  const merged = Object.keys(dynamic).length === 0 ? Either.right(alone.right) : validateWithDynamicGroups(json.right, dynamic)
+  if (Either.isLeft(merged)) return Either.left([{ object: GROUPS_KEY, problems: merged.left.problems }])
+  return Either.right({ parsed: { config: merged.right.config, warnings: merged.right.warnings }, configJson: json.right })
 }
 
 /** Reads the config and the dynamic groups from the store and merges them (a local config has no dynamic groups). */
@@ -107,11 +119,11 @@ export const loadSources = Effect.fn("shard.loadSources")(function* (source: Con
   const store = yield* ObjectStore
   const object = yield* store.get(source.key).pipe(
     Effect.catchTag("NotFound", () =>
-      Effect.fail(new ConfigUnavailable({ lines: [`no shard config at ${source.key}; upload one with nstance-admin config push`] })))
+      Effect.fail(new ConfigUnavailable({ rejected: [{ object: source.key, problems: [`no shard config at ${source.key}; upload one with nstance-admin config push`] }] })))
   )
   const dynamic = yield* readDynamicGroups()
   const merged = mergeAndValidate(readText(object), dynamic.groups, source.key, dynamic.problem)
-  if (Either.isLeft(merged)) return yield* new ConfigUnavailable({ lines: merged.left })
+  if (Either.isLeft(merged)) return yield* new ConfigUnavailable({ rejected: merged.left })
   if (source.shard !== undefined && merged.right.parsed.config.shard.id !== source.shard) {
     return yield* new ShardMismatch({ shard: source.shard, configShard: merged.right.parsed.config.shard.id, key: source.key })
   }

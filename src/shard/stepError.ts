@@ -4,6 +4,7 @@
  * guesses from message text itself.
  */
 import { Data } from "effect"
+import { boundText } from "../domain/errorText.js"
 import type { ErrorClass } from "../domain/shard/events.js"
 import type { PveApiError, PveDecodeError, TaskFailed, TaskTimeout } from "../services/ProxmoxApi.js"
 
@@ -42,11 +43,11 @@ export const isRetryableClass = (errorClass: ErrorClass): boolean => errorClass 
 
 export const stepErrorFrom = (instanceId: string, step: string) => (error: PveFailure): StepError => {
   const errorClass = classOf(error)
-  return new StepError({ instanceId, step, errorClass, detail: error.message, retryable: isRetryableClass(errorClass) })
+  return new StepError({ instanceId, step, errorClass, detail: boundText(error.message), retryable: isRetryableClass(errorClass) })
 }
 
 export const permanentStepError = (instanceId: string, step: string, detail: string) =>
-  new StepError({ instanceId, step, errorClass: "permanent", detail, retryable: false })
+  new StepError({ instanceId, step, errorClass: "permanent", detail: boundText(detail), retryable: false })
 
 export const waitingStepError = (instanceId: string, step: string, detail: string) =>
-  new StepError({ instanceId, step, errorClass: "transient", detail, retryable: true })
+  new StepError({ instanceId, step, errorClass: "transient", detail: boundText(detail), retryable: true })

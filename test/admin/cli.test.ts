@@ -19,7 +19,7 @@ describe("nstance-admin over the wire (in-process endpoint)", () => {
       const server = ["--server", world.leader.address]
       const status = yield* admin(["status", ...server])
       expect(status.status).toBe(0)
-      expect(lines(status.stdout)[0]).toMatch(/^cluster acme, shard pve-a: leader replica-1 \(term 1\), log seq \d+$/)
+      expect(lines(status.stdout)[0]).toMatch(/^cluster acme, shard pve-a: leader replica-1 \(term 1\), log seq \d+, event log log[0-9a-z]{26}$/)
       expect(status.stdout).toContain("instances 1 (running 1)")
       const statusJson = JSON.parse((yield* admin(["status", "--json", ...server])).stdout)
       expect(statusJson).toMatchObject({ leader: "replica-1", term: 1, instances: 1, byPhase: { running: 1 }, groups: 1, desiredVms: 1 })

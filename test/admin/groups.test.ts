@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Either, Option, SubscriptionRef } from "effect"
+import { Effect, Either, Redacted, Ref, SubscriptionRef } from "effect"
 import { GroupWriteConflict, updateDynamicGroups } from "../../src/admin/groupsStore.js"
 import {
   deleteDynamicGroup,
@@ -13,8 +13,11 @@ import { parseJsonc } from "../../src/domain/config/index.js"
 import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
 import { ObjectStore, type ObjectStoreShape } from "../../src/services/ObjectStore.js"
 import { reloadConfig } from "../../src/shard/configWatch.js"
+import { makeConfigHeld } from "../../src/shard/configHeld.js"
 import { CONFIG_KEY, loadConfig } from "../../src/shard/shardConfig.js"
-import { adminConfigText, makeAdminWorld } from "./harness.js"
+import { adminConfigText, makeAdminWorld, TOKEN } from "./harness.js"
+import { adminCommand } from "../../src/cli/adminCommand.js"
+import { runCommand } from "../support/cli.js"
 
 const configJson = () => Either.getOrThrow(parseJsonc(adminConfigText(2)))
 const text = (body: Uint8Array) => new TextDecoder().decode(body)
@@ -108,24 +111,82 @@ describe("groups.jsonc writes (If-Match)", () => {
       expect(doc["shop"]?.["api"]).toBeUndefined()
     }))
 
-  it.effect("an invalid dynamic document never stops the static groups: it is left out, with a warning", () =>
+  it.effect("an invalid dynamic document is never read as \"no dynamic groups\": a reload keeps the last good config, naming the object", () =>
     Effect.gen(function* () {
       const store = makeMemoryStore()
-      yield* store.put(CONFIG_KEY, new TextEncoder().encode(adminConfigText(1)))
-      yield* store.put(GROUPS_KEY, new TextEncoder().encode(`{ "shop": { "api": { "template": "missing", "size": 2 } } }`))
-      const ref = yield* SubscriptionRef.make(yield* loadConfig({ _tag: "Store", key: CONFIG_KEY }).pipe(Effect.provideService(ObjectStore, store), Effect.orDie))
-      const config = yield* SubscriptionRef.get(ref)
-      expect(Object.keys(config.config.groups["shop"] ?? {})).toEqual(["web"])
-      expect(config.warnings.some((w) => w.path === GROUPS_KEY)).toBe(true)
-      // Fixed by hand: a reload takes it.
-      yield* store.put(GROUPS_KEY, new TextEncoder().encode(`{ "shop": { "api": { "template": "api", "size": 2 } } }`))
-      const reloaded = yield* reloadConfig({ _tag: "Store", key: CONFIG_KEY }, ref, "test").pipe(Effect.provideService(ObjectStore, store), Effect.orDie)
-      expect(reloaded.config.groups["shop"]?.["api"]?.size).toBe(2)
-      expect(Option.isSome(Option.fromNullable((yield* SubscriptionRef.get(ref)).config.groups["shop"]?.["api"]))).toBe(true)
+      const source = { _tag: "Store", key: CONFIG_KEY } as const
+      const put = (key: string, body: string) => store.put(key, new TextEncoder().encode(body)).pipe(Effect.orDie)
+      yield* put(CONFIG_KEY, adminConfigText(1))
+      yield* put(GROUPS_KEY, `{ "shop": { "api": { "template": "api", "size": 2 } } }`)
+      const ref = yield* SubscriptionRef.make(yield* loadConfig(source).pipe(Effect.provideService(ObjectStore, store), Effect.orDie))
+      const held = yield* makeConfigHeld("pve-a")
+      const reload = reloadConfig(source, ref, "test", held).pipe(Effect.provideService(ObjectStore, store), Effect.either)
+      const sizes = Effect.map(SubscriptionRef.get(ref), (c) => Object.values(c.config.groups).flatMap((g) => Object.values(g)).map((g) => `${g.tenant}/${g.name}=${g.size}`).sort())
+      expect(yield* sizes).toEqual(["shop/api=2", "shop/web=1"])
+
+      // An entry that no longer validates: the whole last good config stays, and the entry is named.
+      yield* put(GROUPS_KEY, `{ "shop": { "api": { "template": "missing", "size": 2 } } }`)
+      const invalid = yield* reload
+      expect(Either.isLeft(invalid) && invalid.left._tag).toBe("ConfigUnavailable")
+      expect(yield* sizes).toEqual(["shop/api=2", "shop/web=1"])
+      expect(yield* Ref.get(held.objects)).toEqual([{
+        object: GROUPS_KEY,
+        problem: `groups.shop.api.template: unknown template "missing" (templates: web, api) (dynamic group shop/api of groups.jsonc)`
+      }])
+
+      // Garbage: the same.
+      yield* put(GROUPS_KEY, "{ not json")
+      expect(Either.isLeft(yield* reload)).toBe(true)
+      expect(yield* sizes).toEqual(["shop/api=2", "shop/web=1"])
+      expect((yield* Ref.get(held.objects)).map((h) => h.object)).toEqual([GROUPS_KEY])
+      expect((yield* Ref.get(held.objects))[0]?.problem).toMatch(/^line 1, column 3: /)
+      // A replica starting now has no last good config: it waits, as for an invalid config.jsonc.
+      const fresh = yield* loadConfig(source).pipe(Effect.provideService(ObjectStore, store), Effect.flip)
+      expect(fresh._tag === "ConfigUnavailable" && fresh.rejected.map((r) => r.object)).toEqual([GROUPS_KEY])
+
+      // Fixed by hand: a reload takes it and nothing is held any more.
+      yield* put(GROUPS_KEY, `{ "shop": { "api": { "template": "api", "size": 3 } } }`)
+      expect(Either.isRight(yield* reload)).toBe(true)
+      expect(yield* sizes).toEqual(["shop/api=3", "shop/web=1"])
+      expect(yield* Ref.get(held.objects)).toEqual([])
+
+      // config.jsonc is held the same way; both at once are both named.
+      yield* put(CONFIG_KEY, adminConfigText(1).replace(`"interval": "1s"`, `"interval": "1ms"`))
+      yield* put(GROUPS_KEY, "[]")
+      expect(Either.isLeft(yield* reload)).toBe(true)
+      expect(yield* sizes).toEqual(["shop/api=3", "shop/web=1"])
+      expect(yield* Ref.get(held.objects)).toEqual([
+        { object: CONFIG_KEY, problem: `shard.garbage_collection.interval: must be at least 1s (got "1ms"); a shorter interval floods PVE or the bucket with calls` },
+        { object: GROUPS_KEY, problem: "must be null or a map of tenant → group key → group (got [])" }
+      ])
     }))
 })
 
 describe("UpsertGroup over the wire", () => {
+  it.scopedLive("prototype names: a group called constructor with vars constructor and toString is kept; a var named __proto__ is refused by name", () =>
+    Effect.gen(function* () {
+      const world = yield* makeAdminWorld({ size: 0 })
+      const rpc = yield* world.client()
+      const created = yield* rpc.UpsertGroup({ tenant: "shop", group: "constructor", template: "api", size: 0, vars: { constructor: "c", toString: "t" } })
+      expect(created.group).toMatchObject({ tenant: "shop", group: "constructor", template: "api", source: "dynamic", vars: { constructor: "c", toString: "t" } })
+      const listed = (yield* rpc.ListGroups()).find((g) => g.group === "constructor")
+      expect(listed?.vars).toEqual({ constructor: "c", toString: "t" })
+      // JSON.parse makes `__proto__` an own key, as the wire does: never silently dropped.
+      const wire: object = JSON.parse(`{ "__proto__": "x", "tier": "gold" }`)
+      const refused = yield* rpc.UpsertGroup({ tenant: "shop", group: "constructor", vars: wire }).pipe(Effect.flip)
+      expect(refused).toMatchObject({ _tag: "InvalidPayload", field: "vars", reason: `"__proto__" cannot be a variable name` })
+      const cli = yield* Effect.promise(() =>
+        runCommand(adminCommand, "nstance-admin", ["group", "set", "shop/constructor", "--vars", "__proto__=x", "--server", world.leader.address], {
+          env: { NSTANCE_ADMIN_TOKEN: Redacted.value(TOKEN) }
+        }))
+      expect(cli.status).toBe(1)
+      expect(cli.stderr).toContain(`"__proto__" cannot be a variable name`)
+      // Nothing of either refused write reached groups.jsonc.
+      const doc = Either.getOrThrow(parseDynamicGroups(text((yield* world.store.get(GROUPS_KEY).pipe(Effect.orDie)).body)))
+      expect(doc["shop"]?.["constructor"]?.vars).toEqual({ constructor: "c", toString: "t" })
+    }), { timeout: 10_000 })
+
+
   it.scopedLive("concurrent UpsertGroups through the endpoint lose nothing; the reconcile follows without a restart", () =>
     Effect.gen(function* () {
       const world = yield* makeAdminWorld({ size: 0 })

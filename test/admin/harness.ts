@@ -96,7 +96,7 @@ export interface AdminWorldOptions {
   /** Agent registration on (a cluster PKI in the store), so `MintNonce` is served. */
   readonly registration?: boolean
   /** Called with the simulator before the leader starts (e.g. to script faults it meets from its first call). */
-  readonly beforeLead?: (sim: RunningSimulator) => void
+  readonly beforeLead?: (sim: RunningSimulator, store: ObjectStoreShape) => Effect.Effect<void> | void
 }
 
 /** The store, the simulator, a leading replica with its admin endpoint, and helpers. */
@@ -127,7 +127,8 @@ export const makeAdminWorld = (options: AdminWorldOptions = {}) =>
       ? yield* makeClusterPki(store, { clusterId: CLUSTER, encryptionKey: new Uint8Array(randomBytes(32)) }).pipe(Effect.orDie, quiet)
       : undefined
     let leaderFiber: Fiber.RuntimeFiber<never, unknown> | undefined
-    options.beforeLead?.(sim)
+    const prepared = options.beforeLead?.(sim, store)
+    if (prepared !== undefined) yield* prepared
     if (options.lead !== false) {
       leaderFiber = yield* leaderScope({
         clusterId: CLUSTER, shard: SHARD, replica: "replica-1", config, handle: replica, eventLog: { batchWindow: "5 millis" },

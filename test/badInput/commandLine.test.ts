@@ -18,7 +18,7 @@ const pushFlags = ["--storage", "file", "--bucket", bucket, "--shard", "pve-a"]
 type Run = () => Promise<{ status: number; stdout: string; stderr: string }>
 
 // The admin tool gains subcommands over time; the line lists them all, whatever they are.
-const adminSubcommands = /config, (\S+, )*id, (\S+, )*iso(, \S+)* or \S+/.source
+const adminSubcommands = /(\S+, )*config, (\S+, )*id, (\S+, )*iso(, \S+)* or \S+/.source
 
 // Each row: the case, the run, the one line on stderr (exactly, or matching a pattern).
 const cases: ReadonlyArray<readonly [string, Run, string | RegExp]> = [

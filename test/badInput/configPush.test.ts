@@ -72,6 +72,31 @@ describe("config push uploads a valid config, and --force an invalid one", () =>
   })
 })
 
+describe("config push and the dynamic groups beside it (issue 28)", () => {
+  it("a groups.jsonc that does not parse does not stop a valid push, and is said", async () => {
+    mkdirSync(join(bucket, "shard", "pve-g"), { recursive: true })
+    writeFileSync(join(bucket, "shard", "pve-g", "groups.jsonc"), "{ not json")
+    const config = join(dir, "pve-g.jsonc")
+    writeFileSync(config, readFileSync(EXAMPLE, "utf8").replace(`"id": "pve-a"`, `"id": "pve-g"`))
+    const result = await push(config, "pve-g")
+    expect(result.status).toBe(0)
+    expect(lines(result.stderr)).toEqual([
+      `⚠ shard/pve-g/groups.jsonc does not parse (line 1, column 3: invalid symbol); the servers keep their last good config in force until it is fixed`
+    ])
+    expect(readFileSync(join(bucket, "shard", "pve-g", "config.jsonc"), "utf8")).toBe(readFileSync(config, "utf8"))
+  })
+
+  it("a push that keeps every dynamic group valid goes up without a word about them", async () => {
+    mkdirSync(join(bucket, "shard", "pve-h"), { recursive: true })
+    writeFileSync(join(bucket, "shard", "pve-h", "groups.jsonc"), `{ "storefront": { "web": { "size": 5 }, "extra": { "template": "web", "size": 1 } } }`)
+    const config = join(dir, "pve-h.jsonc")
+    writeFileSync(config, readFileSync(EXAMPLE, "utf8").replace(`"id": "pve-a"`, `"id": "pve-h"`))
+    const result = await push(config, "pve-h")
+    expect(result.stderr).toBe("")
+    expect(result.status).toBe(0)
+  })
+})
+
 describe("a server refuses to start on a config of another shard", () => {
   it("loaded from the bucket: one line, exit 1, never joins the election", async () => {
     const serverBucket = join(dir, "server-bucket")

@@ -57,7 +57,11 @@ describe("InstanceType (cpu:N,memory:MiB,disk:GiB)", () => {
     ["cpu:2,cpu:4", /cpu is given twice/],
     ["gpu:1", /unknown key "gpu"/],
     ["cpu:4,", /"" is not key:value/],
-    ["cpu:4:5", /is not key:value/]
+    ["cpu:4:5", /is not key:value/],
+    ["cpu:1000000", /^cpu must be at most 1024 \(got 1000000\)$/],
+    ["memory:8", /^memory must be at least 16 MiB \(got 8\)$/],
+    ["memory:99999999", /^memory must be at most 16777216 MiB \(16 TiB; got 99999999\)$/],
+    ["disk:99999999", /^disk must be at most 1048576 GiB \(1 PiB; got 99999999\)$/]
   ])("refuses %j", (text, message) => {
     expect(left(parseInstanceType(text))).toMatch(message)
   })
@@ -66,12 +70,15 @@ describe("InstanceType (cpu:N,memory:MiB,disk:GiB)", () => {
 describe("Proxmox arg types", () => {
   it.each([
     ["StoragePool", "local-lvm", undefined],
-    ["StoragePool", "", "must be a non-empty string"],
-    ["TemplateName", 42, "must be a non-empty string"],
+    ["StoragePool", "", `must be a PVE storage ID such as "local-lvm" (letters, digits, '-', '_', '.')`],
+    ["StoragePool", "local lvm,ceph", `must be a PVE storage ID such as "local-lvm" (letters, digits, '-', '_', '.')`],
+    ["TemplateName", 42, `must be a PVE VM name such as "debian-13-template" (letters, digits, '-', '.')`],
+    ["TemplateName", "debian 13", `must be a PVE VM name such as "debian-13-template" (letters, digits, '-', '.')`],
     ["TemplateVMID", 9000, undefined],
-    ["TemplateVMID", "9000", "must be a positive integer"],
-    ["TemplateVMID", 0, "must be a positive integer"],
-    ["TemplateVMID", 9000.5, "must be a positive integer"],
+    ["TemplateVMID", "9000", "must be a VMID, an integer 100-999999999"],
+    ["TemplateVMID", 0, "must be a VMID, an integer 100-999999999"],
+    ["TemplateVMID", 9000.5, "must be a VMID, an integer 100-999999999"],
+    ["TemplateVMID", 1_000_000_000, "must be a VMID, an integer 100-999999999"],
     ["Bridge", "vmbr0", undefined],
     ["Bridge", "vmbr0.100", `must be a bridge name such as "vmbr0"`],
     ["VLANTag", 100, undefined],
@@ -79,18 +86,25 @@ describe("Proxmox arg types", () => {
     ["VLANTag", 4095, "must be an integer 1-4094"],
     ["Cores", 4, undefined],
     ["Cores", -1, "must be a positive integer"],
+    ["Cores", 1_000_000, "must be at most 1024 (got 1000000)"],
     ["Memory", 2048, undefined],
     ["Memory", "2G", "must be a positive integer (MiB)"],
+    ["Memory", 8, "must be at least 16 MiB (got 8)"],
+    ["Memory", 99_999_999_999, "must be at most 16777216 MiB (16 TiB; got 99999999999)"],
     ["DiskSize", "50G", undefined],
     ["DiskSize", "512M", undefined],
     ["DiskSize", "2T", undefined],
+    ["DiskSize", "1024T", undefined],
+    ["DiskSize", "1025T", "must be at most 1048576 GiB (1 PiB; got 1025T)"],
+    ["DiskSize", "99999999999T", "must be at most 1048576 GiB (1 PiB; got 99999999999T)"],
     ["DiskSize", "50GB", `must be a size such as "50G" (integer + K, M, G or T)`],
     ["DiskSize", "+10G", `must be a size such as "50G" (integer + K, M, G or T)`],
     ["DiskSize", 50, `must be a size such as "50G" (integer + K, M, G or T)`],
     ["StartOnBoot", true, undefined],
     ["StartOnBoot", "true", "must be true or false"],
     ["Pool", "nstance", undefined],
-    ["Pool", 3, "must be a non-empty string"]
+    ["Pool", 3, `must be a PVE pool ID such as "nstance" (letters, digits, '-', '_', '.', '/')`],
+    ["Pool", "my pool", `must be a PVE pool ID such as "nstance" (letters, digits, '-', '_', '.', '/')`]
   ])("%s = %j → %j", (key, value, problem) => {
     expect(checkProxmoxArg(key, value)).toBe(problem)
   })

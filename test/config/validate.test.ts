@@ -264,8 +264,8 @@ describe("desiredGroups", () => {
     const c = base()
     c.templates["db"] = { kind: "dbs", subnet_pool: "default" }
     c.groups = {
-      zeta: { a: { template: "db", size: 1, args: { Cores: 1, Memory: 1 } } },
-      default: { web: { template: "web", size: 2, args: { Cores: 2, Memory: 2048 } }, idle: { template: "web", args: { Cores: 1, Memory: 1 } } }
+      zeta: { a: { template: "db", size: 1, args: { Cores: 1, Memory: 512 } } },
+      default: { web: { template: "web", size: 2, args: { Cores: 2, Memory: 2048 } }, idle: { template: "web", args: { Cores: 1, Memory: 512 } } }
     }
     expect(desiredGroups(ok(c).config)).toEqual([
       { tenant: "default", group: "idle", template: "web", kind: "web", size: 0 },

@@ -198,3 +198,38 @@ describe("decideTick: one election step", () => {
     expect(nextDelayMillis(stale, relaxed)).toBe(relaxed.frequentMillis)
   })
 })
+
+describe("decideTick: two processes with one id (incarnations)", () => {
+  const ours = (incarnation: string | undefined, lastUpdated = T0): LeaseRecord => ({ ...rec("me", 3, lastUpdated), ...(incarnation === undefined ? {} : { incarnation }) })
+  const step = (read: LeaseRead, previous: Observation | undefined, mono: number) =>
+    decideTick({ self: "me", role: follower, read, nowWall: T0, nowMono: mono, previous, timings, acquireHeldOff: false, incarnation: "mine" })
+
+  it("the record round-trips its incarnation; Go records have none", () => {
+    expect(decodeLeaseRecord(encodeLeaseRecord(ours("x1")))).toEqual(Either.right(ours("x1")))
+    expect(JSON.parse(dec.decode(encodeLeaseRecord(ours(undefined))))).not.toHaveProperty("incarnation")
+  })
+
+  it("our id in another incarnation is watched, not taken: a renewal means a live duplicate", () => {
+    const first = step(present(ours("theirs"), "v1"), undefined, 0)
+    expect(first.action).toMatchObject({ _tag: "WatchOwnId", incarnation: "theirs", holder: { id: "me", term: 3 } })
+    const renewed = step(present(ours("theirs", T0 + 5_000), "v2"), first.observation, 5_000)
+    expect(renewed.action).toMatchObject({ _tag: "DuplicateId", incarnation: "theirs", holder: { id: "me", term: 3 } })
+  })
+
+  it("our id in another incarnation that stays unchanged for the timeout is an earlier run: taken over", () => {
+    let previous: Observation | undefined
+    const tags: Array<string> = []
+    for (let mono = 0; mono <= timings.timeoutMillis; mono += timings.frequentMillis) {
+      const { action, observation } = step(present(ours("theirs"), "v1"), previous, mono)
+      previous = observation
+      tags.push(action._tag)
+    }
+    expect(tags).toEqual(["WatchOwnId", "WatchOwnId", "WatchOwnId", "Acquire"])
+  })
+
+  it("our own incarnation (fenced ourselves out), no incarnation (an older build) or a released record: acquired at once", () => {
+    expect(step(present(ours("mine"), "v1"), undefined, 0).action._tag).toBe("Acquire")
+    expect(step(present(ours(undefined), "v1"), undefined, 0).action._tag).toBe("Acquire")
+    expect(step(present(ours("theirs", GO_ZERO_MILLIS), "v1"), undefined, 0).action._tag).toBe("Acquire")
+  })
+})

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, describe, expect, it } from "@effect/vitest"
-import { Clock, Context, Effect, Either, Exit, Layer, Option, Ref, Scope, SubscriptionRef, TestClock } from "effect"
+import { Clock, Context, Effect, Either, Exit, Fiber, Layer, Option, Ref, Scope, SubscriptionRef, TestClock } from "effect"
 import { decodeLeaseRecord, encodeLeaseRecord, GO_ZERO_TIME } from "../../src/domain/lease.js"
 import { LeaderLeaseStore, makeLeaderLeaseOn, resolveLeaseOptions } from "../../src/layers/LeaderLeaseStore.js"
 import { makeFileStore } from "../../src/layers/ObjectStoreFile.js"
@@ -65,7 +65,7 @@ const suite = ({ name, make, settle }: Backend, long: number) =>
         yield* stepTo(I, I)
         const second = yield* store.get("leader.json")
         expect(second.etag).not.toBe(first.etag)
-        expect(yield* readRecord(store)).toEqual({ leaderID: "a", leaderAddr: "a.example:8991", term: 1, lastUpdated: I })
+        expect(yield* readRecord(store)).toEqual({ leaderID: "a", leaderAddr: "a.example:8991", term: 1, lastUpdated: I, incarnation: expect.stringMatching(/^[0-9a-f]{16}$/) })
         yield* stepTo(10 * I, 1_000, () => Effect.flatMap(isLeader(a), (l) => Effect.sync(() => expect(l).toBe(true))))
         expect(yield* a.lease.term).toBe(1)
       }).pipe(Effect.provide(quiet.layer)))
@@ -186,7 +186,7 @@ const suite = ({ name, make, settle }: Backend, long: number) =>
         expect(yield* isLeader(a)).toBe(false)
       }).pipe(Effect.provide(quiet.layer)))
 
-    it.scoped("a restart with the same id bumps the term and runs the leader scope again", () =>
+    it.scoped("a restart with the same id bumps the term and runs the leader scope again, once the crashed run's record expires", () =>
       Effect.gen(function* () {
         const store = make()
         const runs = yield* Ref.make<Array<string>>([])
@@ -195,13 +195,56 @@ const suite = ({ name, make, settle }: Backend, long: number) =>
         yield* settle
         yield* stepTo(6_000, 500)
         yield* first.stop // crash: the record stays ours and fresh
+        const crashedAt = yield* Clock.currentTimeMillis
         const second = yield* startReplica(store, "a")
         yield* second.lease.whileLeader((term) => Ref.update(runs, (r) => [...r, `second:${term}`]))
         yield* settle
-        expect(yield* isLeader(second)).toBe(true)
+        // Another incarnation wrote it: that could be a live second process with our id, so it is watched
+        // like any holder's record, and taken over when it stops changing for the timeout.
+        expect(yield* isLeader(second)).toBe(false)
+        const tookOver = yield* timeWhen(isLeader(second), T + 2 * I)
+        expect(tookOver - crashedAt).toBeGreaterThanOrEqual(T)
+        expect(tookOver - crashedAt).toBeLessThanOrEqual(T + I)
         expect(yield* second.lease.term).toBe(2)
         expect((yield* readRecord(store)).term).toBe(2)
         expect(yield* Ref.get(runs)).toEqual(["first:1", "second:2"])
+      }).pipe(Effect.provide(quiet.layer)))
+
+    it.scoped("a record of our id from a build without incarnations is taken over at once, as before", () =>
+      Effect.gen(function* () {
+        const store = make()
+        yield* store.put("leader.json", encodeLeaseRecord({ leaderID: "a", leaderAddr: "a.example:8991", term: 3, lastUpdated: 0 }))
+        const a = yield* startReplica(store, "a")
+        yield* settle
+        expect(yield* isLeader(a)).toBe(true)
+        expect(yield* a.lease.term).toBe(4)
+      }).pipe(Effect.provide(quiet.layer)))
+
+    it.scoped("a second live process with the same id refuses to run; the first keeps its lease and term", () =>
+      Effect.gen(function* () {
+        const store = make()
+        const timeline = new Timeline()
+        const first = yield* startReplica(store, "a")
+        yield* timeline.watch("first", first.lease)
+        yield* settle
+        yield* stepTo(2_000, 500)
+        const second = yield* startReplica(store, "a")
+        yield* timeline.watch("second", second.lease)
+        const refused = yield* Effect.fork(second.lease.duplicate ?? Effect.never)
+        const refusedAt = yield* timeWhen(Effect.map(refused.poll, Option.isSome), 3 * I)
+        // It needs to see one renewal: at most two of its polls.
+        expect(refusedAt - 2_000).toBeLessThanOrEqual(2 * I)
+        const error = yield* Effect.flip(Fiber.join(refused))
+        expect(error._tag).toBe("DuplicateReplica")
+        expect(error.message).toBe(
+          "another process is running with --id a: it holds leader.json (term 1, advertising a.example:8991) and renews it; this one stops — give every replica of a shard its own --id"
+        )
+        yield* second.stop
+        yield* stepTo(refusedAt + 60_000, 1_000, () => Effect.map(isLeader(first), (l) => expect(l).toBe(true)))
+        expect(yield* first.lease.term).toBe(1)
+        expect(timeline.acquisitions("second")).toEqual([])
+        // Stopping the refused one never released the first's record.
+        expect((yield* readRecord(store)).lastUpdated).toBeGreaterThan(0)
       }).pipe(Effect.provide(quiet.layer)))
 
     it.scoped("a dead writer whose clock was a year ahead does not block takeover forever", () =>

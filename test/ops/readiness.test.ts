@@ -39,6 +39,33 @@ describe("readiness of a replica", () => {
     expect(readinessOf({ ...base, sinceContactMillis: 30_000, leader: { id: "b", term: 1 } })).toMatchObject({ ready: true, role: "standby" })
   })
 
+  it("an invalid config object leaves readiness as the lease says, and the reason names it in one bounded line", () => {
+    const configHeld = [{ object: "groups.jsonc", problem: "line 1, column 3: expected ','\nand a second line" }]
+    expect(readinessOf({ ...base, isLeader: true, leaseTerm: 2, publishedTerm: 2, configHeld })).toEqual({
+      ready: true,
+      role: "leader",
+      reason: "leader of term 2; groups.jsonc invalid, the last good config stays in force: line 1, column 3: expected ',' and a second line"
+    })
+    const both = [{ object: "config.jsonc", problem: "shard.id: is required" }, { object: "groups.jsonc", problem: "x".repeat(5000) }]
+    const starting = readinessOf({ ...base, isLeader: true, leaseTerm: 2, configHeld: both })
+    expect(starting).toMatchObject({ ready: false, role: "starting" })
+    expect(starting.reason).toMatch(/^leader of term 2, still starting \(.*\); config\.jsonc and groups\.jsonc invalid, the last good config stays in force: shard\.id: is required; x+… \[cut: 5000 characters\]$/)
+    expect(starting.reason.length).toBeLessThan(700)
+  })
+
+  it("a replica whose last term ended on a corrupt log is not ready and names the object, until a newer leader is seen", () => {
+    const logProblem = { term: 4, key: "log/0000000000000042.json", reason: "not a valid segment (not JSON)\nsecond line" }
+    for (const input of [{ ...base, logProblem }, { ...base, logProblem, leader: { id: "b", term: 4 } }, { ...base, logProblem, sinceContactMillis: 10 ** 9 }]) {
+      const readiness = readinessOf(input)
+      expect(readiness).toMatchObject({ ready: false, role: "log-corrupt" })
+      expect(readiness.reason).toMatch(/^event log corrupt at log\/0000000000000042\.json: not a valid segment \(not JSON\) second line \(term 4 ended on it/)
+    }
+    // Someone else leads a newer term: the log replayed there, so this replica is a standby like any other.
+    expect(readinessOf({ ...base, logProblem, leader: { id: "b", term: 5 } })).toMatchObject({ ready: true, role: "standby" })
+    // A leader with a started term is ready whatever an earlier term met.
+    expect(readinessOf({ ...base, logProblem, isLeader: true, leaseTerm: 6, publishedTerm: 6 })).toMatchObject({ ready: true, role: "leader" })
+  })
+
   it("every reason is one line", () => {
     const inputs: Array<ReadinessInput> = [
       { ...base, isLeader: true, leaseTerm: 1, publishedTerm: 1 }, { ...base, isLeader: true, leaseTerm: 1 }, { ...base, publishedTerm: 1 },

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, describe, expect, it } from "@effect/vitest"
 import { Chunk, Effect, Either, Exit, Fiber, Option, Scope, Stream, TestClock } from "effect"
-import { LeaderElected, NodeChosen, type ShardEvent } from "../../src/domain/shard/events.js"
+import { LeaderElected, LogIdentity, NodeChosen, type ShardEvent } from "../../src/domain/shard/events.js"
 import { encodeState, fold, getInstance, type State } from "../../src/domain/shard/state.js"
 import { type EventLogOptions, makeEventLog, replayStore, segmentKey, snapshotKey } from "../../src/layers/EventLogStore.js"
 import { makeFileStore } from "../../src/layers/ObjectStoreFile.js"
@@ -217,7 +217,10 @@ describe.each(backends)("EventLog on the %s store", (_name, make) => {
       const store = make()
       const { log, close } = yield* startLog(store, { batchWindow: 0, snapshotEvery: 5, keepSegments: 2 })
       yield* log.open("r1", 1)
-      const events: Array<ShardEvent> = [LeaderElected.make({ term: 1, replica: "r1" })]
+      // A new log gets its identity in its first segment, next to LeaderElected.
+      const logId = (yield* log.state).logId
+      expect(logId).toMatch(/^log[0-9a-z]{26}$/)
+      const events: Array<ShardEvent> = [LeaderElected.make({ term: 1, replica: "r1" }), LogIdentity.make({ logId: logId!, at: 0 })]
       for (let i = 0; i < 40; i++) {
         const event = i % 2 === 0 ? requested(`abc${i}`) : NodeChosen.make({ instanceId: `abc${i - 1}`, at: 3, node: "pve1" })
         events.push(event)

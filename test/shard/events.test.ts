@@ -25,7 +25,9 @@ import {
   TemplateResolved,
   VmDeleted,
   VmidsSeen,
-  VmStopped
+  VmMismatched,
+  VmStopped,
+  LogIdentity
 } from "../../src/domain/shard/events.js"
 import {
   apply,
@@ -67,7 +69,11 @@ const everyEvent: ReadonlyArray<ShardEvent> = [
   Adopted.make({ instanceId: "dbsbbbbbbbbbbbbbbbbbbbbbbbbbb", at: at + 18, vmid: 5000, node: "pve3", tenant: "t", kind: "dbs", status: "running" }),
   VmidsSeen.make({ highest: 7000 }),
   // Kept last so the indices above stay those of one instance's life.
-  NonceIssued.make({ instanceId: "dbsbbbbbbbbbbbbbbbbbbbbbbbbbb", at: at + 19, nonceHash: "ab".repeat(32) })
+  NonceIssued.make({ instanceId: "dbsbbbbbbbbbbbbbbbbbbbbbbbbbb", at: at + 19, nonceHash: "ab".repeat(32) }),
+  LogIdentity.make({ logId: `log${"c".repeat(26)}`, at: at + 20 }),
+  VmMismatched.make({
+    instanceId: "dbsbbbbbbbbbbbbbbbbbbbbbbbbbb", at: at + 21, step: "start", vmid: 5000, node: "pve3", found: "db-primary", detail: "VM 5000 is named db-primary"
+  })
 ]
 
 const json = (value: unknown) => JSON.parse(JSON.stringify(value))
@@ -183,7 +189,7 @@ describe("the fold", () => {
     expect(apply(orphan, VmidsSeen.make({ highest: 10 })).vmidHighWater).toBe(9100)
   })
 
-  it("counts events for unknown instances, repeated creations and older terms as anomalies and ignores them", () => {
+  it("counts events for unknown instances, repeated creations and older terms as anomalies; a repeated creation holds its instance", () => {
     const base = fold(everyEvent.slice(0, 3))
     const after = fold(
       [
@@ -192,10 +198,20 @@ describe("the fold", () => {
         InstanceRequested.make({ instanceId: id, at, tenant: "u", group: "g", kind: "web", specHash: "h", reason: "operator" }),
         LeaderElected.make({ term: 1, replica: "old" })
       ],
-      base
+      base,
+      7
     )
     expect(after.anomalies).toBe(4)
-    expect({ ...view(after), anomalies: 0 }).toEqual({ ...view(base), anomalies: 0 })
+    expect(after.recentAnomalies.map((a) => [a.seq, a.event, a.held])).toEqual([
+      [7, "NodeChosen", []], [7, "InstanceGone", []], [7, "InstanceRequested", [id]], [7, "LeaderElected", []]
+    ])
+    // Nothing else changed: the repeated creation did not replace the instance's group, only held it.
+    const held = Option.getOrThrow(getInstance(after, id))
+    expect(held.held).toEqual({ seq: 7, reason: `InstanceRequested for ${id}, which the log already has` })
+    expect({ ...held, held: undefined }).toEqual({ ...Option.getOrThrow(getInstance(base, id)), held: undefined })
+    const { anomalies: _a, recentAnomalies: _r, instances: _i, ...rest } = view(after)
+    const { anomalies: _b, recentAnomalies: _s, instances: _j, ...restBase } = view(base)
+    expect(rest).toEqual(restBase)
   })
 
   it("keeps a deleting instance deleting whatever late saga event arrives, and keeps the first delete reason", () => {

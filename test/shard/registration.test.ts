@@ -51,7 +51,7 @@ const registrationHarness = (options: Partial<HarnessOptions> & { readonly size:
     const harness = yield* makeHarness({
       registrationAddr: `127.0.0.1:${port}`,
       registrationTimeout: "1m",
-      gcInterval: "300ms",
+      gcInterval: "1s", // the validator's floor (every loop interval is at least 1 s)
       ...options,
       encryptionKey,
       guestHook: agents.hook

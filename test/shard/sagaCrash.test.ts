@@ -13,12 +13,12 @@ import { idOf, makeWorld } from "../support/simWorld.js"
 
 /**
  * Segment writes of one leader term that creates one VM from an empty log. Decisions and results that have
- * no PVE call between them share a write: LeaderElected | VmidsSeen (the templates' VMIDs) |
+ * no PVE call between them share a write: LeaderElected + LogIdentity (a new log) | VmidsSeen (the templates' VMIDs) |
  * InstanceRequested | NodeChosen + TemplateResolved | IsoUploadRequested | IsoUploaded + CloneRequested |
  * Cloned | Configured + Resized + StartRequested | Started.
  */
 const SEGMENTS: ReadonlyArray<ReadonlyArray<ShardEvent["_tag"]>> = [
-  ["LeaderElected"], ["VmidsSeen"], ["InstanceRequested"], ["NodeChosen", "TemplateResolved"], ["IsoUploadRequested"],
+  ["LeaderElected", "LogIdentity"], ["VmidsSeen"], ["InstanceRequested"], ["NodeChosen", "TemplateResolved"], ["IsoUploadRequested"],
   ["IsoUploaded", "CloneRequested"], ["Cloned"], ["Configured", "Resized", "StartRequested"], ["Started"]
 ]
 

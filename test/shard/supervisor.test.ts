@@ -7,8 +7,10 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, describe, expect, it } from "@effect/vitest"
-import { Deferred, Effect, Fiber, HashMap, Layer, Logger, Option, Schedule } from "effect"
+import { Deferred, Effect, Fiber, HashMap, Layer, Logger, Option, Schedule, SubscriptionRef } from "effect"
+import { applyEdits, modify } from "jsonc-parser"
 import { serverCommand } from "../../src/cli/server.js"
+import { makeLeaderLeaseOn } from "../../src/layers/LeaderLeaseStore.js"
 import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
 import { scopeStore } from "../../src/layers/ObjectStoreScoped.js"
 import { ObjectStore, type ObjectStoreShape } from "../../src/services/ObjectStore.js"
@@ -132,6 +134,29 @@ describe("several shards in one process", () => {
       expect(leaseB).toBeUndefined()
       expect(vms.map((vm) => vm.tags)).toEqual(["nstance;acme;a"])
     }))
+
+  it.scopedLive("a duplicate --id is not restarted: it ends every shard, the others resigning", () =>
+    Effect.gen(function* () {
+      // Renew every second, so the duplicate is seen within two ticks.
+      const fast = (text: string) => applyEdits(text, modify(text, ["shard", "leader_election"], { frequent_interval: "1s", infrequent_interval: "5s", leader_timeout: "3s" }, {}))
+      const store = makeMemoryStore()
+      for (const shard of ["a", "b"]) yield* scopeStore(store, `shard/${shard}/`).put(CONFIG_KEY, enc.encode(fast(configText(shard))))
+      // Another live process with our id already leads shard b.
+      const other = yield* makeLeaderLeaseOn(scopeStore(store, "shard/b/"), { id: "test-replica", address: "10.0.0.9:8991", frequentInterval: "1 second", leaderTimeout: "3 seconds" })
+      yield* SubscriptionRef.get(other.isLeader).pipe(Effect.repeat({ schedule: Schedule.spaced("20 millis"), until: (leads) => leads }))
+      const sim = yield* PveSimulator({ http: true, sharedStorage: true, nodeMemoryGiB: 128 })
+      const error = yield* Effect.flip(runShards(["a", "b"].map((shard) => shardSettings(sim, store, shard)), { restart: Schedule.spaced("100 millis") }).pipe(
+        Effect.scoped,
+        Effect.provide(Logger.remove(Logger.defaultLogger)),
+        Effect.timeoutFail({ duration: "8 seconds", onTimeout: () => new Error("the duplicate --id did not end the run") })
+      ))
+      expect(error).toMatchObject({ _tag: "DuplicateReplica", id: "test-replica", key: "shard/b/leader.json", term: 1, address: "10.0.0.9:8991" })
+      // Shard a ran as usual and resigned on the way out; shard b's lease is still the other process's.
+      const record = (shard: string) => Effect.map(scopeStore(store, `shard/${shard}/`).get("leader.json"), (o) => JSON.parse(dec.decode(o.body)) as Record<string, unknown>)
+      expect(yield* record("a")).toMatchObject({ leaderID: "test-replica", lastUpdated: "0001-01-01T00:00:00Z" })
+      expect(yield* SubscriptionRef.get(other.isLeader)).toBe(true)
+      expect((yield* record("b"))["lastUpdated"]).not.toBe("0001-01-01T00:00:00Z")
+    }), { timeout: 20_000 })
 
   it.scopedLive("with one shard a config of another shard still ends the run with ShardMismatch", () =>
     Effect.gen(function* () {

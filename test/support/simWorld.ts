@@ -41,6 +41,7 @@ import { ObjectStore, type ObjectStoreShape } from "../../src/services/ObjectSto
 import { ProxmoxApi, type ProxmoxApiShape } from "../../src/services/ProxmoxApi.js"
 import { leaderScope } from "../../src/shard/LeaderScope.js"
 import type { GcGraces } from "../../src/shard/ShardContext.js"
+import type { ShardReplicaShape } from "../../src/shard/ShardReplica.js"
 import { LatencyFast, type LatencyModel } from "../../src/sim/latency.js"
 import { makeProxmoxApiSim, SimHandle } from "../../src/sim/ProxmoxApiSim.js"
 import type { FaultController, SimModel, SimVm } from "../../src/sim/server.js"
@@ -200,6 +201,8 @@ export interface LeaderOptions {
   readonly wrapPve?: (pve: ProxmoxApiShape) => ProxmoxApiShape
   /** This leader's own config (default: the world's shared `SubscriptionRef`). */
   readonly config?: SubscriptionRef.SubscriptionRef<ParsedShardConfig>
+  /** The replica handle the term is published to (what the admin handlers run against). */
+  readonly handle?: ShardReplicaShape
 }
 
 export interface WorldOptions extends ConfigOptions {
@@ -343,7 +346,8 @@ export const makeWorld = (options: WorldOptions): Effect.Effect<World, never, Sc
         shard: SHARD,
         replica: o.replica ?? `replica-${term}`,
         config: o.config ?? config,
-        ...(options.graces === undefined ? {} : { graces: options.graces })
+        ...(options.graces === undefined ? {} : { graces: options.graces }),
+        ...(o.handle === undefined ? {} : { handle: o.handle })
       })(term).pipe(
         Effect.provideService(ProxmoxApi, o.wrapPve === undefined ? pve : o.wrapPve(pve)),
         Effect.provideService(ObjectStore, o.store ?? store),

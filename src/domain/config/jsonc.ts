@@ -58,10 +58,12 @@ export const lineColumnOf = (text: string, offset: number): { line: number; colu
 }
 
 /**
- * A key written twice in one object: JSON parsers keep the last silently, so a second `"groups"` block
- * pasted at the end of a file would quietly replace the first.
+ * Keys no reader can keep. A key written twice in one object: JSON parsers keep the last silently, so a
+ * second `"groups"` block pasted at the end of a file would quietly replace the first. A `__proto__` key:
+ * the parser assigns it, which sets the object's prototype instead of adding a member — a tenant, template
+ * or var of that name would vanish, and its contents would show through as inherited fields.
  */
-const duplicateKeys = (text: string, node: Node | undefined, out: Array<JsoncSyntaxError>): void => {
+const keyProblems = (text: string, node: Node | undefined, out: Array<JsoncSyntaxError>): void => {
   if (node === undefined) return
   if (node.type === "object") {
     const seen = new Set<string>()
@@ -69,12 +71,13 @@ const duplicateKeys = (text: string, node: Node | undefined, out: Array<JsoncSyn
       const key = property.children?.[0]
       if (key !== undefined && typeof key.value === "string") {
         if (seen.has(key.value)) out.push({ ...lineColumnOf(text, key.offset), message: `duplicate key ${JSON.stringify(key.value)}` })
+        else if (key.value === "__proto__") out.push({ ...lineColumnOf(text, key.offset), message: `"__proto__" cannot be used as a name (JavaScript reserves it)` })
         seen.add(key.value)
       }
-      duplicateKeys(text, property.children?.[1], out)
+      keyProblems(text, property.children?.[1], out)
     }
   } else if (node.type === "array") {
-    for (const child of node.children ?? []) duplicateKeys(text, child, out)
+    for (const child of node.children ?? []) keyProblems(text, child, out)
   }
 }
 
@@ -144,7 +147,7 @@ export const parseJsonc = (text: string): Either.Either<unknown, ReadonlyArray<J
       return { ...lineColumnOf(text, error.offset), message: atEnd ? `unexpected end of file; ${what}` : what }
     }))
   }
-  const duplicates: Array<JsoncSyntaxError> = []
-  duplicateKeys(text, parseTree(text, [], { allowTrailingComma: true, disallowComments: false }), duplicates)
-  return duplicates.length > 0 ? Either.left(duplicates) : Either.right(value)
+  const problems: Array<JsoncSyntaxError> = []
+  keyProblems(text, parseTree(text, [], { allowTrailingComma: true, disallowComments: false }), problems)
+  return problems.length > 0 ? Either.left(problems) : Either.right(value)
 }

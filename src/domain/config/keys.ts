@@ -60,7 +60,8 @@ export const shardConfigKeys = (proxmox: boolean): KeySpec => {
           leader_election: leaderElection,
           request_timeout: undefined,
           create_rate_limit: undefined,
-          health_check_interval: undefined
+          health_check_interval: undefined,
+          limits: { known: { max_groups: undefined, max_instances: undefined } }
         },
         ignored: [
           "leader_network", "dynamic_subnet_pools", "default_drain_timeout", "image_refresh_interval", "shutdown_timeout",

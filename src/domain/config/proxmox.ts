@@ -9,6 +9,35 @@ import { Either } from "effect"
 /** PVE's `pve-bridge-id` format, without the `.` we use as the VLAN separator. */
 const BRIDGE = /^[-_\w]+$/
 const DISK_SIZE = /^([1-9]\d*)([KMGT])$/
+/** PVE's `pve-storage-id` format: what `StoragePool` (and `cloud_init_iso_storage`) must look like. */
+export const STORAGE_ID = /^[a-z][a-z0-9\-_.]*[a-z0-9]$/i
+/** PVE's `pve-poolid` format. */
+const POOL_ID = /^[A-Za-z0-9_\-./]+$/
+/** PVE's `dns-name` format: the only names a VM, and so a template, can have. */
+const DNS_NAME = /^(?:(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)\.)*(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)$/i
+
+/**
+ * Upper bounds of a VM's size. They are far beyond any Proxmox VE node (so never a real limit), and are
+ * here so a typo such as `cpu:1000000` or `DiskSize: "99999999999T"` is refused by the validator, naming
+ * the field, instead of by PVE at every create.
+ */
+export const MAX_CORES = 1024
+/** PVE's minimum (`memory` ≥ 16 MiB) and 16 TiB. */
+export const MIN_MEMORY_MIB = 16
+export const MAX_MEMORY_MIB = 16 * 1024 * 1024
+/** 1 PiB. */
+export const MAX_DISK_GIB = 1024 * 1024
+/** PVE's VMID range. */
+export const MIN_VMID = 100
+export const MAX_VMID = 999_999_999
+
+const GIB_PER_UNIT: Readonly<Record<string, number>> = { K: 1 / (1024 * 1024), M: 1 / 1024, G: 1, T: 1024 }
+
+/** Why a size (cores, MiB, GiB) is out of its bounds, or undefined. */
+const cpuProblem = (cpu: number) => (cpu > MAX_CORES ? `must be at most ${MAX_CORES} (got ${cpu})` : undefined)
+const memoryProblem = (mib: number) =>
+  mib < MIN_MEMORY_MIB ? `must be at least ${MIN_MEMORY_MIB} MiB (got ${mib})` : mib > MAX_MEMORY_MIB ? `must be at most ${MAX_MEMORY_MIB} MiB (16 TiB; got ${mib})` : undefined
+const diskProblem = (gib: number, written: string) => (gib > MAX_DISK_GIB ? `must be at most ${MAX_DISK_GIB} GiB (1 PiB; got ${written})` : undefined)
 
 export interface Subnet {
   readonly bridge: string
@@ -59,34 +88,42 @@ export const parseInstanceType = (text: string): Either.Either<InstanceType, str
     if (!/^[1-9]\d*$/.test(rawValue) || !Number.isSafeInteger(Number(rawValue))) {
       return Either.left(`${rawKey} must be a positive integer, got ${JSON.stringify(rawValue)}`)
     }
-    out[field] = Number(rawValue)
+    const value = Number(rawValue)
+    const bound = field === "cpu" ? cpuProblem(value) : field === "memoryMiB" ? memoryProblem(value) : diskProblem(value, `${value}`)
+    if (bound !== undefined) return Either.left(`${rawKey} ${bound}`)
+    out[field] = value
   }
   return Either.right(out)
 }
 
 export const isDiskSize = (value: string): boolean => DISK_SIZE.test(value)
 
-const positiveInt = (value: unknown) => typeof value === "number" && Number.isSafeInteger(value) && value > 0
-const nonEmptyString = (value: unknown) => typeof value === "string" && value.trim() !== ""
+const positiveInt = (value: unknown): value is number => typeof value === "number" && Number.isSafeInteger(value) && value > 0
 
 /** Why a Proxmox arg's value is unusable, or undefined when it is fine (unknown keys are not judged here). */
 export const checkProxmoxArg = (key: string, value: unknown): string | undefined => {
   switch (key) {
     case "StoragePool":
+      return typeof value === "string" && STORAGE_ID.test(value) ? undefined : `must be a PVE storage ID such as "local-lvm" (letters, digits, '-', '_', '.')`
     case "TemplateName":
+      return typeof value === "string" && value.length <= 253 && DNS_NAME.test(value) ? undefined : `must be a PVE VM name such as "debian-13-template" (letters, digits, '-', '.')`
     case "Pool":
-      return nonEmptyString(value) ? undefined : "must be a non-empty string"
+      return typeof value === "string" && POOL_ID.test(value) ? undefined : `must be a PVE pool ID such as "nstance" (letters, digits, '-', '_', '.', '/')`
     case "Bridge":
       return typeof value === "string" && BRIDGE.test(value) ? undefined : `must be a bridge name such as "vmbr0"`
     case "TemplateVMID":
+      return positiveInt(value) && value >= MIN_VMID && value <= MAX_VMID ? undefined : `must be a VMID, an integer ${MIN_VMID}-${MAX_VMID}`
     case "Cores":
-      return positiveInt(value) ? undefined : "must be a positive integer"
+      return positiveInt(value) ? cpuProblem(value) : "must be a positive integer"
     case "Memory":
-      return positiveInt(value) ? undefined : "must be a positive integer (MiB)"
+      return positiveInt(value) ? memoryProblem(value) : "must be a positive integer (MiB)"
     case "VLANTag":
       return typeof value === "number" && isVlan(value) ? undefined : "must be an integer 1-4094"
-    case "DiskSize":
-      return typeof value === "string" && isDiskSize(value) ? undefined : `must be a size such as "50G" (integer + K, M, G or T)`
+    case "DiskSize": {
+      const match = typeof value === "string" ? DISK_SIZE.exec(value) : null
+      if (match === null) return `must be a size such as "50G" (integer + K, M, G or T)`
+      return diskProblem(Number(match[1]) * (GIB_PER_UNIT[match[2] ?? "G"] ?? 1), String(value))
+    }
     case "StartOnBoot":
       return typeof value === "boolean" ? undefined : "must be true or false"
     default:

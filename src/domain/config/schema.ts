@@ -19,6 +19,7 @@ export const RawLeaderElection = Schema.Struct({
   infrequent_interval: opt(Schema.String),
   leader_timeout: opt(Schema.String)
 })
+export type RawLeaderElection = typeof RawLeaderElection.Type
 
 export const RawAddresses = Schema.Struct({
   health_addr: Schema.String,
@@ -59,7 +60,8 @@ export const RawShard = Schema.Struct({
   leader_election: opt(RawLeaderElection),
   request_timeout: opt(Schema.String),
   create_rate_limit: opt(Schema.String),
-  health_check_interval: opt(Schema.String)
+  health_check_interval: opt(Schema.String),
+  limits: opt(Schema.Struct({ max_groups: opt(Schema.Number), max_instances: opt(Schema.Number) }))
 })
 
 export const RawTemplate = Schema.Struct({

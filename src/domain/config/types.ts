@@ -2,7 +2,9 @@
 import type { Duration } from "effect"
 import type { JsonObject } from "./schema.js"
 
+/** The shard's election timings (`shard.leader_election`, field by field else `cluster.leader_election`). */
 export interface LeaderElection {
+  /** Always true: the election always runs (a written `false` is warned about and ignored). */
   readonly enabled: boolean
   readonly frequentInterval: Duration.Duration
   readonly infrequentInterval: Duration.Duration
@@ -82,6 +84,8 @@ export interface ShardConfig {
     /** Minimum spacing between two creations; zero = no limit. */
     readonly createRateLimit: Duration.Duration
     readonly healthCheckInterval: Duration.Duration
+    /** Totals over config.jsonc and groups.jsonc together; a config above them is refused. */
+    readonly limits: { readonly maxGroups: number; readonly maxInstances: number }
   }
   readonly defaults: {
     readonly args: JsonObject

@@ -5,11 +5,12 @@
  */
 import { isIPv4, isIPv6 } from "node:net"
 import { Duration, Either, ParseResult, Schema } from "effect"
-import { parseDuration } from "../duration.js"
+import { formatDuration, parseDuration } from "../duration.js"
 import { checkKeys, join, shardConfigKeys } from "./keys.js"
 import type { Problem } from "./problems.js"
-import { checkProxmoxArg, parseInstanceType, parseSubnetId } from "./proxmox.js"
-import { type JsonObject, type RawAddresses, RawShardConfig, type RawUserdata } from "./schema.js"
+import { checkProxmoxArg, parseInstanceType, parseSubnetId, STORAGE_ID } from "./proxmox.js"
+import { emptyRecord, own, recordOf } from "./records.js"
+import { type JsonObject, type RawAddresses, type RawLeaderElection, RawShardConfig, type RawUserdata } from "./schema.js"
 import type { Address, Addresses, Group, LeaderElection, ShardConfig, Template, Userdata } from "./types.js"
 import { resolveVmSpec } from "./vmSpec.js"
 
@@ -27,8 +28,30 @@ export const DEFAULTS = {
   /** Without a `certificates.agent` entry, as the original issues at registration. */
   agentCertificateTtl: Duration.hours(24),
   /** A `certificates.agent` entry without `ttl` (or with 0): the original's default for any present entry. */
-  certificateTemplateTtl: Duration.hours(8760)
+  certificateTemplateTtl: Duration.hours(8760),
+  /** `shard.limits.max_groups`: groups of config.jsonc and groups.jsonc together. */
+  maxGroups: 1_000,
+  /** `shard.limits.max_instances`: the sum of every group's size. */
+  maxInstances: 5_000
 } as const
+
+/**
+ * The shortest interval each loop accepts. Below it a typo (`1ms` for `1m`) turns a loop into a flood: a GC
+ * pass lists the cluster and the ISO storage of every node (a few PVE calls each), a lease renewal reads and
+ * conditionally writes `leader.json`, a liveness pass runs at the GC interval with a grace of three health
+ * intervals, and a PVE request shorter than a second times out before most answers come. The reconcile
+ * period (30 s) and the config poll (5 s) are fixed in `src/shard/policies.ts`, not configurable.
+ */
+export const MIN_INTERVALS = {
+  gcInterval: Duration.seconds(1),
+  frequentInterval: Duration.seconds(1),
+  infrequentInterval: Duration.seconds(1),
+  healthCheckInterval: Duration.seconds(1),
+  requestTimeout: Duration.seconds(1)
+} as const
+
+/** Highest `shard.limits.*` accepted: one leader plans, logs and tracks every instance of its shard in memory. */
+export const MAX_LIMIT = 100_000
 
 /** Longest `certificates.agent.ttl`: ten years, the original's CA lifetime (agents renew long before). */
 export const MAX_CERTIFICATE_TTL_HOURS = 87_600
@@ -78,6 +101,8 @@ export const parseAddress = (text: string): Either.Either<Address, string> => {
   }
   return Either.right({ host, port, text })
 }
+
+const isWildcard = (host: string) => host === "" || host === "0.0.0.0" || host === "::"
 
 const ADDRESS_FIELDS = ["health_addr", "election_addr", "registration_addr", "operator_addr", "agent_addr"] as const
 
@@ -136,37 +161,34 @@ export const validateShardConfig = (
     const problem = identifierProblem(value)
     if (problem !== undefined) fail(path, `${what} ${problem}`)
   }
-  const duration = (path: string, text: string | undefined, fallback: Duration.Duration, allowZero = false): Duration.Duration => {
+  const duration = (
+    path: string,
+    text: string | undefined,
+    fallback: Duration.Duration,
+    options: { readonly allowZero?: boolean; readonly floor?: Duration.Duration } = {}
+  ): Duration.Duration => {
     if (text === undefined) return fallback
     const parsed = parseDuration(text)
     if (Either.isLeft(parsed)) {
       fail(path, parsed.left)
       return fallback
     }
-    if (!allowZero && Duration.isZero(parsed.right)) {
+    if (options.allowZero !== true && Duration.isZero(parsed.right)) {
       fail(path, "must be greater than zero")
       return fallback
     }
+    if (options.floor !== undefined && Duration.lessThan(parsed.right, options.floor)) {
+      fail(path, `must be at least ${formatDuration(options.floor)} (got ${JSON.stringify(text)}); a shorter interval floods PVE or the bucket with calls`)
+      return fallback
+    }
     return parsed.right
-  }
-  const leaderElection = (path: string, value: typeof raw.cluster.leader_election): LeaderElection => {
-    const result: LeaderElection = {
-      enabled: value?.enabled ?? true,
-      frequentInterval: duration(`${path}.frequent_interval`, value?.frequent_interval, DEFAULTS.frequentInterval),
-      infrequentInterval: duration(`${path}.infrequent_interval`, value?.infrequent_interval, DEFAULTS.infrequentInterval),
-      leaderTimeout: duration(`${path}.leader_timeout`, value?.leader_timeout, DEFAULTS.leaderTimeout)
-    }
-    // A lease renewed less often than it expires is lost between renewals.
-    if (Duration.greaterThanOrEqualTo(result.frequentInterval, result.leaderTimeout)) {
-      fail(`${path}.leader_timeout`, "must be greater than frequent_interval, or the lease expires between renewals")
-    }
-    return result
   }
   const userdata = (path: string, value: RawUserdata | undefined): Userdata | undefined => {
     if (value === undefined) return undefined
     const result: Userdata = { source: value.source ?? "inline", encoding: value.encoding ?? "plain", content: value.content }
     if (result.source === "inline" && (result.encoding === "gzip")) fail(`${path}.encoding`, "gzip is only allowed with source url (inline content is text; use base64+gzip)")
-    if (result.source === "url" && !/^https?:\/\/\S+$/.test(result.content)) fail(`${path}.content`, "must be an http(s) URL when source is url")
+    // Every create of such a template would fail: say so now, where it is written.
+    if (result.source === "url") fail(`${path}.source`, "url is not supported by this build (the user-data travels in the VM's cloud-init ISO); put the content inline")
     if (result.content === "") fail(`${path}.content`, "cannot be empty")
     return result
   }
@@ -200,7 +222,6 @@ export const validateShardConfig = (
 
   // cluster
   identifier("cluster.id", raw.cluster.id, "cluster ID")
-  const clusterElection = leaderElection("cluster.leader_election", raw.cluster.leader_election)
 
   // shard
   const rs = raw.shard
@@ -229,17 +250,24 @@ export const validateShardConfig = (
     }
     const iso = rawOptions["cloud_init_iso_storage"]
     if (iso !== undefined) {
-      if (typeof iso === "string" && /^[a-z][a-z0-9\-_.]*[a-z0-9]$/i.test(iso)) cloudInitIsoStorage = iso
+      if (typeof iso === "string" && STORAGE_ID.test(iso)) cloudInitIsoStorage = iso
       else fail("shard.infra.options.cloud_init_iso_storage", "must be a PVE storage ID such as \"local\"")
     }
   }
 
   const bind = addresses("shard.bind", rs.bind)
   const advertise = addresses("shard.advertise", rs.advertise)
-  const exposed = [["registration_addr", rs.bind.registration_addr], ["operator_addr", rs.bind.operator_addr], ["agent_addr", rs.bind.agent_addr]] as const
-  exposed.forEach(([field, value], i) => {
-    const clash = exposed.slice(0, i).find(([, other]) => other === value)
-    if (clash !== undefined) fail(`shard.bind.${field}`, `must differ from ${clash[0]} (both ${JSON.stringify(value)})`)
+  // Each endpoint binds its own socket (the original binds all five): two on one port of overlapping hosts
+  // (the same host, or a wildcard) would leave one of them unserved.
+  const bound = ([["health_addr", bind.health], ["election_addr", bind.election], ["registration_addr", bind.registration], ["operator_addr", bind.operator], ["agent_addr", bind.agent]] as const)
+    .filter(([, address]) => address.port !== 0)
+  bound.forEach(([field, address], i) => {
+    const clash = bound.slice(0, i).find(([, other]) => other.port === address.port && (other.host === address.host || isWildcard(other.host) || isWildcard(address.host)))
+    if (clash === undefined) return
+    const [otherField, other] = clash
+    fail(`shard.bind.${field}`, other.text === address.text
+      ? `must differ from ${otherField} (both ${JSON.stringify(address.text)})`
+      : `must differ from ${otherField} (${JSON.stringify(other.text)} and ${JSON.stringify(address.text)} both bind port ${address.port})`)
   })
 
   // subnet pools
@@ -261,35 +289,96 @@ export const validateShardConfig = (
     })
   }
   const poolReference = (path: string, pool: string | undefined) => {
-    if (pool !== undefined && !Object.hasOwn(rs.subnet_pools, pool)) {
+    if (pool !== undefined && own(rs.subnet_pools, pool) === undefined) {
       fail(path, `unknown subnet pool ${JSON.stringify(pool)} (pools: ${Object.keys(rs.subnet_pools).join(", ") || "none"})`)
     }
   }
 
+  /**
+   * The election's timings, field by field from `shard.leader_election`, else `cluster.leader_election`
+   * (where the original's examples put them; this build runs one election, per shard), else the defaults.
+   * Every written value is checked; the rules between fields apply to the values in force, reported where
+   * each was written. Two different values for one field are said, not silently resolved.
+   */
+  function leaderElection(cluster: RawLeaderElection | undefined, shard: RawLeaderElection | undefined): LeaderElection {
+    const blocks = [{ path: "shard.leader_election", value: shard }, { path: "cluster.leader_election", value: cluster }] as const
+    const field = (name: "frequent_interval" | "infrequent_interval" | "leader_timeout", fallback: Duration.Duration, floor?: Duration.Duration) => {
+      let chosen: { readonly path: string; readonly value: Duration.Duration; readonly valid: boolean } | undefined
+      for (const block of blocks) {
+        const text = block.value?.[name]
+        if (text === undefined) continue
+        const path = `${block.path}.${name}`
+        const before = errors.length
+        const value = duration(path, text, fallback, floor === undefined ? {} : { floor })
+        chosen ??= { path, value, valid: errors.length === before }
+      }
+      return chosen ?? { path: `shard.leader_election.${name}`, value: fallback, valid: true }
+    }
+    const frequent = field("frequent_interval", DEFAULTS.frequentInterval, MIN_INTERVALS.frequentInterval)
+    const infrequent = field("infrequent_interval", DEFAULTS.infrequentInterval, MIN_INTERVALS.infrequentInterval)
+    const timeout = field("leader_timeout", DEFAULTS.leaderTimeout)
+    // The rules between fields, once each field is fine by itself (one problem per field, not a cascade).
+    // A lease renewed less often than it expires is lost between renewals.
+    if (frequent.valid && timeout.valid && Duration.greaterThanOrEqualTo(frequent.value, timeout.value)) {
+      fail(timeout.path, "must be greater than frequent_interval, or the lease expires between renewals")
+    }
+    // Standbys read the record every infrequent interval: more often than the leader renews it buys nothing.
+    if (frequent.valid && infrequent.valid && Duration.lessThan(infrequent.value, frequent.value)) {
+      fail(infrequent.path, `must be at least frequent_interval (${formatDuration(frequent.value)})`)
+    }
+    for (const name of ["enabled", "frequent_interval", "infrequent_interval", "leader_timeout"] as const) {
+      const [inShard, inCluster] = [shard?.[name], cluster?.[name]]
+      if (inShard !== undefined && inCluster !== undefined && inShard !== inCluster) {
+        warn(`cluster.leader_election.${name}`, `differs from shard.leader_election.${name} (${JSON.stringify(inCluster)} vs ${JSON.stringify(inShard)}); this build runs one election per shard and uses the shard's`)
+      }
+    }
+    for (const block of blocks) {
+      if (block.value?.enabled === false) {
+        warn(`${block.path}.enabled`, "not used by this build: the shard election always runs (a single replica simply wins it); ignored")
+      }
+    }
+    return { enabled: true, frequentInterval: frequent.value, infrequentInterval: infrequent.value, leaderTimeout: timeout.value }
+  }
+
   // garbage collection and timings
+  const gcErrors = errors.length
   const gc = {
-    interval: duration("shard.garbage_collection.interval", rs.garbage_collection?.interval, DEFAULTS.gcInterval),
+    interval: duration("shard.garbage_collection.interval", rs.garbage_collection?.interval, DEFAULTS.gcInterval, { floor: MIN_INTERVALS.gcInterval }),
     registrationTimeout: duration("shard.garbage_collection.registration_timeout", rs.garbage_collection?.registration_timeout, DEFAULTS.registrationTimeout),
     deletedRecordRetention: duration("shard.garbage_collection.deleted_record_retention", rs.garbage_collection?.deleted_record_retention, DEFAULTS.deletedRecordRetention)
   }
-  if (Duration.lessThanOrEqualTo(gc.registrationTimeout, gc.interval)) {
+  // Judged only when both are fine by themselves: one problem per field, not a cascade.
+  if (gcErrors === errors.length && Duration.lessThanOrEqualTo(gc.registrationTimeout, gc.interval)) {
     fail("shard.garbage_collection.registration_timeout", "must be greater than garbage_collection.interval")
   }
-  const shardElection = leaderElection("shard.leader_election", rs.leader_election)
-  const requestTimeout = duration("shard.request_timeout", rs.request_timeout, DEFAULTS.requestTimeout)
-  const createRateLimit = duration("shard.create_rate_limit", rs.create_rate_limit, DEFAULTS.createRateLimit, true)
-  const healthCheckInterval = duration("shard.health_check_interval", rs.health_check_interval, DEFAULTS.healthCheckInterval)
+  if (rs.garbage_collection?.deleted_record_retention !== undefined) {
+    warn("shard.garbage_collection.deleted_record_retention", "not used by this build (a deleted instance leaves the shard's state once its VM is gone); ignored")
+  }
+  const election = leaderElection(raw.cluster.leader_election, rs.leader_election)
+  const requestTimeout = duration("shard.request_timeout", rs.request_timeout, DEFAULTS.requestTimeout, { floor: MIN_INTERVALS.requestTimeout })
+  const createRateLimit = duration("shard.create_rate_limit", rs.create_rate_limit, DEFAULTS.createRateLimit, { allowZero: true })
+  const healthCheckInterval = duration("shard.health_check_interval", rs.health_check_interval, DEFAULTS.healthCheckInterval, { floor: MIN_INTERVALS.healthCheckInterval })
+  const limit = (field: "max_groups" | "max_instances", fallback: number): number => {
+    const value = rs.limits?.[field]
+    if (value === undefined) return fallback
+    if (!Number.isSafeInteger(value) || value < 1 || value > MAX_LIMIT) {
+      fail(`shard.limits.${field}`, `must be an integer from 1 to ${MAX_LIMIT} (got ${value})`)
+      return fallback
+    }
+    return value
+  }
+  const limits = { maxGroups: limit("max_groups", DEFAULTS.maxGroups), maxInstances: limit("max_instances", DEFAULTS.maxInstances) }
 
   // defaults and templates
   const defaultUserdata = userdata("defaults.userdata", raw.defaults?.userdata)
   const defaults: ShardConfig["defaults"] = {
     args: raw.defaults?.args ?? {},
-    vars: raw.defaults?.vars ?? {},
+    vars: recordOf(raw.defaults?.vars ?? {}),
     ...(defaultUserdata === undefined ? {} : { userdata: defaultUserdata })
   }
   proxmoxArgs("defaults.args", raw.defaults?.args)
 
-  const templates: Record<string, Template> = {}
+  const templates = emptyRecord<Template>()
   for (const [name, rt] of Object.entries(raw.templates)) {
     const at = `templates.${name}`
     if (!TEMPLATE_NAME.test(name)) fail(at, "template names must be letters and digits only")
@@ -298,12 +387,13 @@ export const validateShardConfig = (
     poolReference(`${at}.subnet_pool`, rt.subnet_pool)
     proxmoxArgs(`${at}.args`, rt.args)
     const ud = userdata(`${at}.userdata`, rt.userdata)
+    if (proxmox && rt.arch !== undefined) warn(`${at}.arch`, "not used by the Proxmox provider (the template VM decides the architecture); ignored")
     templates[name] = {
       name,
       kind: rt.kind,
       arch: rt.arch ?? "amd64",
       args: rt.args ?? {},
-      vars: rt.vars ?? {},
+      vars: recordOf(rt.vars ?? {}),
       ...(ud === undefined ? {} : { userdata: ud }),
       ...(rt.instance_type === undefined ? {} : { instanceType: rt.instance_type }),
       ...(rt.subnet_pool === undefined ? {} : { subnetPool: rt.subnet_pool })
@@ -333,14 +423,19 @@ export const validateShardConfig = (
   }
 
   // groups
-  const groups: Record<string, Record<string, Group>> = {}
+  const groups = emptyRecord<Record<string, Group>>()
+  let groupCount = 0
+  let instanceCount = 0
   for (const [tenant, tenantGroups] of Object.entries(raw.groups ?? {})) {
     identifier(`groups.${tenant}`, tenant, "tenant ID")
-    const out: Record<string, Group> = {}
+    const out = emptyRecord<Group>()
     for (const [name, rg] of Object.entries(tenantGroups)) {
       const at = `groups.${tenant}.${name}`
       identifier(at, name, "group key")
-      if (!Object.hasOwn(templates, rg.template)) {
+      groupCount++
+      // A size refused on its own (below) is not counted again in the total.
+      if (rg.size !== undefined && Number.isSafeInteger(rg.size) && rg.size > 0 && rg.size <= MAX_GROUP_SIZE) instanceCount += rg.size
+      if (own(templates, rg.template) === undefined) {
         fail(`${at}.template`, `unknown template ${JSON.stringify(rg.template)} (templates: ${Object.keys(templates).join(", ") || "none"})`)
       }
       if (rg.size !== undefined && !(Number.isSafeInteger(rg.size) && rg.size >= 0)) fail(`${at}.size`, "must be a non-negative integer")
@@ -353,7 +448,7 @@ export const validateShardConfig = (
         name,
         template: rg.template,
         size: rg.size ?? 0,
-        vars: rg.vars ?? {},
+        vars: recordOf(rg.vars ?? {}),
         args: rg.args ?? {},
         ...(rg.instance_type === undefined ? {} : { instanceType: rg.instance_type }),
         ...(rg.subnet_pool === undefined ? {} : { subnetPool: rg.subnet_pool })
@@ -361,20 +456,39 @@ export const validateShardConfig = (
     }
     groups[tenant] = out
   }
+  // Totals: one leader plans, logs and watches every instance of its shard; a runaway groups.jsonc (10,000
+  // groups) or a typo in a size must be refused here, not met as thousands of clone requests.
+  if (groupCount > limits.maxGroups) {
+    fail("groups", `${groupCount} groups (config.jsonc and groups.jsonc together) exceed shard.limits.max_groups (${limits.maxGroups})`)
+  }
+  if (instanceCount > limits.maxInstances) {
+    fail("groups", `${instanceCount} desired VMs (the sum of every group's size) exceed shard.limits.max_instances (${limits.maxInstances})`)
+  }
+  const varsWritten = [
+    ...(Object.keys(defaults.vars).length > 0 ? ["defaults.vars"] : []),
+    ...Object.values(templates).filter((t) => Object.keys(t.vars).length > 0).map((t) => `templates.${t.name}.vars`),
+    ...Object.values(groups).flatMap((g) => Object.values(g)).filter((g) => Object.keys(g.vars).length > 0).map((g) => `groups.${g.tenant}.${g.name}.vars`)
+  ]
+  const [firstVars] = varsWritten
+  if (firstVars !== undefined) {
+    const more = varsWritten.length > 1 ? `; also set in ${varsWritten.length - 1} more place${varsWritten.length === 2 ? "" : "s"}` : ""
+    warn(firstVars, `not used by this build (vars fill the original's file templates, which it does not render${more}); ignored`)
+  }
 
   const config: ShardConfig = {
-    cluster: { id: raw.cluster.id, leaderElection: clusterElection },
+    cluster: { id: raw.cluster.id, leaderElection: election },
     shard: {
       id: rs.id,
       infra: { provider, region: rs.infra.region, zone: rs.infra.zone, options: { insecureTls, cloudInitIsoStorage }, rawOptions },
       bind,
       advertise,
-      subnetPools: rs.subnet_pools,
+      subnetPools: recordOf(rs.subnet_pools),
       garbageCollection: gc,
-      leaderElection: shardElection,
+      leaderElection: election,
       requestTimeout,
       createRateLimit,
-      healthCheckInterval
+      healthCheckInterval,
+      limits
     },
     defaults,
     templates,
@@ -387,7 +501,7 @@ export const validateShardConfig = (
     const multiSubnetPoolsUsed = new Set<string>()
     for (const tenantGroups of Object.values(groups)) {
       for (const group of Object.values(tenantGroups)) {
-        const template = templates[group.template]
+        const template = own(templates, group.template)
         if (template === undefined) continue
         const spec = resolveVmSpec(config, group.tenant, group.name, { argTypesReported: true })
         if (Either.isLeft(spec)) errors.push(...spec.left)

@@ -5,6 +5,8 @@
  * purely, so the HTTP layer, the saga and the tests share it.
  */
 
+import { boundText } from "../errorText.js"
+
 export type PveErrorClass = "transient" | "conflict" | "notFound" | "permanent" | "unauthorized"
 
 /** Status 0 stands for "no HTTP answer" (connection refused/reset, timeout); the message then holds the cause. */
@@ -86,4 +88,19 @@ export const classifyTaskFailure = (exitstatus: string): PveErrorClass => {
   if (matches(NOT_FOUND_MESSAGES, exitstatus)) return "notFound"
   if (/got timeout|\bis locked\b|no quorum/i.test(exitstatus)) return "transient"
   return "permanent"
+}
+
+/** How many of PVE's per-parameter `errors` an error keeps, and how much of each. */
+const MAX_PARAMETER_ERRORS = 20
+const MAX_PARAMETER_ERROR_TEXT = 256
+
+/**
+ * PVE's per-parameter `errors` bounded like its message: at most 20 parameters, each text cut, and the
+ * rest counted under `…` so nothing is silently dropped.
+ */
+export const boundPveErrors = (errors: Readonly<Record<string, string>>): Readonly<Record<string, string>> => {
+  const entries = Object.entries(errors)
+  const kept = entries.slice(0, MAX_PARAMETER_ERRORS).map(([key, value]) => [boundText(key, 64), boundText(value, MAX_PARAMETER_ERROR_TEXT)] as const)
+  const rest = entries.length - kept.length
+  return Object.fromEntries(rest > 0 ? [...kept, ["…", `${rest} more parameters`] as const] : kept)
 }

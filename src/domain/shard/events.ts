@@ -127,6 +127,38 @@ export const Adopted = Schema.TaggedStruct("Adopted", {
 /** The leader raises the VMID high-water mark from a PVE listing. */
 export const VmidsSeen = Schema.TaggedStruct("VmidsSeen", { v, highest: Schema.Int.pipe(Schema.nonNegative()) })
 
+/**
+ * The log's identity: a random ID minted with the log — in its first segment, next to the first
+ * `LeaderElected` — or at the first open of a log written before identities existed. The create saga writes it
+ * into each VM's managed notes, which is what ties a VM to the log that owns it: a leader never adopts or
+ * deletes a VM whose notes name another log. Only the first one counts.
+ */
+export const LogIdentity = Schema.TaggedStruct("LogIdentity", {
+  v,
+  logId: Schema.String.pipe(Schema.pattern(/^log[0-9a-hj-km-np-tv-z]{26}$/, { message: () => "a log ID is \"log\" and 26 base32 characters" })),
+  at
+})
+
+/**
+ * A step found another VM than the log says at an instance's VMID: one of another name while a VM named after
+ * the instance exists elsewhere (the log's VMID is wrong), or one whose notes name another log. Nothing was
+ * done to either VM; the fold holds the instance, so nothing acts on it until an operator deletes it.
+ */
+export const VmMismatched = Schema.TaggedStruct("VmMismatched", {
+  v,
+  instanceId,
+  at,
+  step: Schema.String,
+  vmid: Vmid,
+  node: Schema.String,
+  /** The name of the VM found at `vmid`. */
+  found: Schema.String,
+  /** The log its notes name, when that is what is wrong. */
+  otherLog: Schema.optional(Schema.String),
+  /** One line: what was found, and where the instance's own VM is when it was seen. */
+  detail: Schema.String
+})
+
 export const ShardEvent = Schema.Union(
   LeaderElected,
   InstanceRequested,
@@ -149,14 +181,16 @@ export const ShardEvent = Schema.Union(
   VmDeleted,
   InstanceGone,
   Adopted,
-  VmidsSeen
+  VmidsSeen,
+  LogIdentity,
+  VmMismatched
 )
 export type ShardEvent = typeof ShardEvent.Type
 /** The JSON form of an event, as stored in a log segment. */
 export type ShardEventEncoded = typeof ShardEvent.Encoded
 export type ShardEventTag = ShardEvent["_tag"]
 
-/** Events about one instance (all but `LeaderElected` and `VmidsSeen`). */
+/** Events about one instance (all but `LeaderElected`, `VmidsSeen` and `LogIdentity`). */
 export type InstanceEvent = Extract<ShardEvent, { readonly instanceId: string }>
 
 /** Extra fields are an error too: a field we do not know means a writer newer than this reader. */

@@ -5,7 +5,7 @@
  */
 import { createHash } from "node:crypto"
 import type { RequestReason } from "./events.js"
-import { type Instance, liveInstances, type State } from "./state.js"
+import { type Instance, isHeld, liveInstances, type State } from "./state.js"
 
 export interface GroupTarget {
   readonly tenant: string
@@ -84,13 +84,15 @@ export const planReconcile = (state: State, targets: ReadonlyArray<GroupTarget>,
         actions.push({ _tag: "Create", tenant: target.tenant, group: target.group, kind: target.kind, specHash: target.specHash, reason })
       }
     } else if (live.length > target.size) {
-      for (const instance of scaleDownOrder(live).slice(0, live.length - target.size)) actions.push({ _tag: "Delete", instanceId: instance.id })
+      // A held instance counts towards its group (its VM may well run) but is never the one scaled away.
+      const candidates = scaleDownOrder(live).filter((instance) => !isHeld(instance))
+      for (const instance of candidates.slice(0, live.length - target.size)) actions.push({ _tag: "Delete", instanceId: instance.id })
     }
   }
   for (const [key, live] of members) {
     if (desired.has(key)) continue
     // An adopted VM of a group this config does not have is kept: deleting it would surprise whoever made it.
-    for (const instance of live) if (!instance.adopted) actions.push({ _tag: "Delete", instanceId: instance.id })
+    for (const instance of live) if (!instance.adopted && !isHeld(instance)) actions.push({ _tag: "Delete", instanceId: instance.id })
   }
   return actions
 }

@@ -1,7 +1,12 @@
 /**
  * The shard state is the fold of its event log: `fold(events) = events.reduce(apply, emptyState)`. The same
- * pure function serves the leader's replay, the admin view and tests, so it must be total (an event for an
- * unknown instance is counted as an anomaly, never thrown) and deterministic.
+ * pure function serves the leader's replay, the admin view and tests, so it must be total and deterministic.
+ *
+ * A history that cannot have happened (two instances on one VMID, a second VMID for a cloned instance, an
+ * event for an instance the log does not know, a creation repeated) is never thrown and never applied as if
+ * it were fine: it is an anomaly, recorded with its seq, and the instances it touches are *held* — no saga
+ * step, delete or GC acts on them until an operator deletes them — while every other instance goes on.
+ * A hand-edited or foreign segment could otherwise make the leader delete a healthy VM.
  *
  * Instances live in Effect's `HashMap`, a persistent hash trie, so a new state shares every untouched
  * instance with the old one (no copy of all instances per event). Inside one `fold`, the instances it
@@ -10,6 +15,7 @@
  * replaying 100k events costs one `Map` operation per event rather than one trie update.
  */
 import { Either, HashMap, Option, type ParseResult, Schema } from "effect"
+import { boundText } from "../errorText.js"
 import { type DeleteReason as DeleteReasonT, DeleteReason, ErrorClass, RequestReason, type ShardEvent, strict } from "./events.js"
 
 export const Phase = Schema.Literal(
@@ -36,6 +42,24 @@ const LastError = Schema.Struct({
   at: Schema.Number
 })
 export type LastError = typeof LastError.Type
+
+/** Why the fold stopped an instance: the seq of the impossible event and what was impossible about it. */
+const Hold = Schema.Struct({ seq: Schema.Int, reason: Schema.String })
+export type Hold = typeof Hold.Type
+
+/** An event that cannot have happened, where it is in the log, and the instances it held. */
+export const Anomaly = Schema.Struct({
+  seq: Schema.Int,
+  event: Schema.String,
+  instanceId: Schema.optional(Schema.String),
+  vmid: Schema.optional(Schema.Int),
+  reason: Schema.String,
+  held: Schema.Array(Schema.String)
+})
+export type Anomaly = typeof Anomaly.Type
+
+/** How many anomalies the state keeps for the admin view (the count covers all of them). */
+export const RECENT_ANOMALIES = 50
 
 /** What compensation has done so far, so a resumed delete skips finished steps. */
 const Cleanup = Schema.Struct({ vmStopped: Schema.Boolean, isoDeleted: Schema.Boolean, vmDeleted: Schema.Boolean })
@@ -70,7 +94,9 @@ export const Instance = Schema.Struct({
   requestedAt: Schema.Number,
   startedAt: Schema.optional(Schema.Number),
   registeredAt: Schema.optional(Schema.Number),
-  adopted: Schema.Boolean
+  adopted: Schema.Boolean,
+  /** Set by an impossible event about this instance: nothing acts on it until an operator deletes it. */
+  held: Schema.optional(Hold)
 })
 export type Instance = typeof Instance.Type
 
@@ -84,8 +110,14 @@ export interface State {
   readonly instances: HashMap.HashMap<string, Instance>
   /** Instances removed by `InstanceGone`. */
   readonly goneCount: number
-  /** Events that referred to an unknown instance, repeated a creation, or went back in term: ignored. */
+  /** The log's identity (`LogIdentity`), written into the notes of every VM it creates; undefined before the first. */
+  readonly logId?: string | undefined
+  /** Impossible events (see the module comment): counted here, the newest listed in `recentAnomalies`. */
   readonly anomalies: number
+  /** The newest `RECENT_ANOMALIES` anomalies, oldest first. */
+  readonly recentAnomalies: ReadonlyArray<Anomaly>
+  /** Which instance each VMID belongs to (until its VM is deleted); derived from the instances, not stored. */
+  readonly vmidOwners: HashMap.HashMap<number, string>
 }
 
 export const emptyState: State = {
@@ -94,7 +126,9 @@ export const emptyState: State = {
   vmidHighWater: 0,
   instances: HashMap.empty(),
   goneCount: 0,
-  anomalies: 0
+  anomalies: 0,
+  recentAnomalies: [],
+  vmidOwners: HashMap.empty()
 }
 
 type Draft = { -readonly [K in keyof Instance]: Instance[K] }
@@ -144,12 +178,54 @@ class Overlay {
   }
 }
 
+/** The VMID owners a fold has changed (`null`: released), over the input state's map. */
+class Owners {
+  readonly touched = new Map<number, string | null>()
+  constructor(readonly base: HashMap.HashMap<number, string>) {}
+
+  get(vmid: number): string | undefined {
+    const own = this.touched.get(vmid)
+    return own === undefined ? Option.getOrUndefined(HashMap.get(this.base, vmid)) : own ?? undefined
+  }
+
+  set(vmid: number, id: string): void {
+    this.touched.set(vmid, id)
+  }
+
+  /** Releases `vmid` if `id` owns it. */
+  release(vmid: number | undefined, id: string): void {
+    if (vmid !== undefined && this.get(vmid) === id) this.touched.set(vmid, null)
+  }
+
+  merged(): HashMap.HashMap<number, string> {
+    if (this.touched.size === 0) return this.base
+    return HashMap.mutate(this.base, (map) => {
+      for (const [vmid, id] of this.touched) {
+        if (id === null) HashMap.remove(map, vmid)
+        else HashMap.set(map, vmid, id)
+      }
+    })
+  }
+}
+
+/** Phases in which the instance's clone has finished: its VMID can no longer change. */
+const CLONED_PHASES: ReadonlySet<Phase> = new Set(["cloned", "configured", "starting", "running", "registered"])
+
+/** Ids quoted in an anomaly's reason: an event may carry anything, the reason stays one short line. */
+const quoteId = (id: string) => boundText(id, 64)
+
 interface Acc {
   term: number
   leader: string | undefined
   vmidHighWater: number
   goneCount: number
   anomalies: number
+  /** Copied on the first anomaly of a fold, so the input state's list is never changed. */
+  recent: ReadonlyArray<Anomaly>
+  recentOwned: boolean
+  /** Seq of the segment being folded (0 when the caller does not say). */
+  seq: number
+  logId: string | undefined
 }
 
 const noCleanup: Cleanup = { vmStopped: false, isoDeleted: false, vmDeleted: false }
@@ -193,10 +269,11 @@ const newInstance = (f: NewFields): Draft => ({
   requestedAt: f.requestedAt,
   startedAt: undefined,
   registeredAt: undefined,
-  adopted: f.adopted
+  adopted: f.adopted,
+  held: undefined
 })
 
-type UpdateEvent = Exclude<ShardEvent, { _tag: "LeaderElected" | "VmidsSeen" | "InstanceRequested" | "Adopted" | "InstanceGone" }>
+type UpdateEvent = Exclude<ShardEvent, { _tag: "LeaderElected" | "VmidsSeen" | "LogIdentity" | "VmMismatched" | "InstanceRequested" | "Adopted" | "InstanceGone" }>
 
 /** Applies `event` to an instance owned by the running fold. */
 const update = (d: Draft, event: UpdateEvent): void => {
@@ -257,7 +334,8 @@ const update = (d: Draft, event: UpdateEvent): void => {
       return
     case "StepFailed":
       d.failures += 1
-      d.lastError = { step: event.step, errorClass: event.errorClass, message: event.message, attempt: event.attempt, at: event.at }
+      // Bounded here too: a log written before messages were bounded may carry megabytes in every failure.
+      d.lastError = { step: event.step, errorClass: event.errorClass, message: boundText(event.message), attempt: event.attempt, at: event.at }
       return
     case "DeleteRequested":
       // A repeated request keeps the first reason: it is why the instance is going away.
@@ -278,11 +356,71 @@ const update = (d: Draft, event: UpdateEvent): void => {
   }
 }
 
-const step = (acc: Acc, instances: Overlay, event: ShardEvent): void => {
+interface Fold {
+  readonly acc: Acc
+  readonly instances: Overlay
+  readonly owners: Owners
+}
+
+/** Records an anomaly and holds `hold` (those still known; the first hold of each is kept). */
+const anomaly = (f: Fold, event: ShardEvent, reason: string, hold: ReadonlyArray<string>, vmid?: number): void => {
+  const { acc } = f
+  acc.anomalies++
+  const held: Array<string> = []
+  for (const id of new Set(hold)) {
+    const d = f.instances.edit(id)
+    if (d === undefined) continue
+    if (d.held === undefined) d.held = { seq: acc.seq, reason }
+    held.push(id)
+  }
+  const entry: Anomaly = {
+    seq: acc.seq,
+    event: event._tag,
+    ...("instanceId" in event ? { instanceId: quoteId(event.instanceId) } : {}),
+    ...(vmid === undefined ? {} : { vmid }),
+    reason,
+    held
+  }
+  if (!acc.recentOwned) {
+    acc.recent = [...acc.recent]
+    acc.recentOwned = true
+  }
+  const list = acc.recent as Array<Anomaly>
+  list.push(entry)
+  if (list.length > RECENT_ANOMALIES) list.splice(0, list.length - RECENT_ANOMALIES)
+}
+
+/**
+ * `d` takes VMID `vmid` (a clone's reservation or result, an adoption). A VMID another known instance
+ * owns, or a new VMID for an instance whose clone had finished, cannot happen: the instances are held and
+ * the VMID stays with its first owner. Returns whether the claim is sound.
+ */
+const claim = (f: Fold, d: Draft, vmid: number, event: ShardEvent): boolean => {
+  const owner = f.owners.get(vmid)
+  if (owner !== undefined && owner !== d.id && f.instances.has(owner)) {
+    anomaly(f, event, `${event._tag} gives ${quoteId(d.id)} VMID ${vmid}, which belongs to ${quoteId(owner)}`, [d.id, owner], vmid)
+    return false
+  }
+  if (d.vmid !== undefined && d.vmid !== vmid && CLONED_PHASES.has(d.phase)) {
+    anomaly(f, event, `${event._tag} gives ${quoteId(d.id)} VMID ${vmid}, but its clone had finished as VM ${d.vmid}`, [d.id], vmid)
+    return false
+  }
+  // A delete saga runs only after the create saga's last step: no clone follows the VM's deletion.
+  if (d.cleanup.vmDeleted) {
+    anomaly(f, event, `${event._tag} gives ${quoteId(d.id)} VMID ${vmid} after its VM was deleted`, [d.id], vmid)
+    return false
+  }
+  f.owners.release(d.vmid, d.id)
+  f.owners.set(vmid, d.id)
+  return true
+}
+
+const step = (f: Fold, event: ShardEvent): void => {
+  const { acc, instances } = f
   switch (event._tag) {
     case "LeaderElected":
       if (event.term < acc.term) {
-        acc.anomalies++
+        anomaly(f, event, `LeaderElected of term ${event.term} after term ${acc.term}`, [])
         return
       }
       acc.term = event.term
@@ -291,9 +429,18 @@ const step = (acc: Acc, instances: Overlay, event: ShardEvent): void => {
     case "VmidsSeen":
       acc.vmidHighWater = Math.max(acc.vmidHighWater, event.highest)
       return
+    case "LogIdentity":
+      // A log has one identity for good: a second, different one is never taken.
+      if (acc.logId === undefined) acc.logId = event.logId
+      else if (acc.logId !== event.logId) anomaly(f, event, `a second LogIdentity ${quoteId(event.logId)} in log ${acc.logId}`, [])
+      return
+    case "VmMismatched":
+      // Seen on PVE rather than impossible in the log, but the same answer: the instance is held.
+      anomaly(f, event, event.detail, [event.instanceId], event.vmid)
+      return
     case "InstanceRequested":
       if (instances.has(event.instanceId)) {
-        acc.anomalies++
+        anomaly(f, event, `InstanceRequested for ${quoteId(event.instanceId)}, which the log already has`, [event.instanceId])
         return
       }
       instances.put(
@@ -313,7 +460,7 @@ const step = (acc: Acc, instances: Overlay, event: ShardEvent): void => {
     case "Adopted": {
       acc.vmidHighWater = Math.max(acc.vmidHighWater, event.vmid)
       if (instances.has(event.instanceId)) {
-        acc.anomalies++
+        anomaly(f, event, `Adopted VM ${event.vmid} as ${quoteId(event.instanceId)}, which the log already has`, [event.instanceId], event.vmid)
         return
       }
       const d = newInstance({
@@ -328,46 +475,84 @@ const step = (acc: Acc, instances: Overlay, event: ShardEvent): void => {
         adopted: true
       })
       d.node = event.node
-      d.vmid = event.vmid
       if (d.phase === "running") d.startedAt = event.at
       instances.put(d)
+      if (claim(f, d, event.vmid, event)) d.vmid = event.vmid
       return
     }
-    case "InstanceGone":
-      if (!instances.has(event.instanceId)) {
-        acc.anomalies++
+    case "InstanceGone": {
+      const d = instances.edit(event.instanceId)
+      if (d === undefined) {
+        anomaly(f, event, `InstanceGone for ${quoteId(event.instanceId)}, which the log does not know`, [])
         return
       }
+      f.owners.release(d.vmid, d.id)
       instances.remove(event.instanceId)
       acc.goneCount++
       return
+    }
     default: {
+      const claimed = event._tag === "CloneRequested" || event._tag === "Cloned" ? event.vmid : undefined
+      const named = claimed ?? (event._tag === "VmDeleted" ? event.vmid : undefined)
       // The VMID is reserved (and seen) whether or not the instance is still known.
-      if (event._tag === "CloneRequested" || event._tag === "Cloned") {
-        acc.vmidHighWater = Math.max(acc.vmidHighWater, event.vmid)
-      }
+      if (claimed !== undefined) acc.vmidHighWater = Math.max(acc.vmidHighWater, claimed)
       const d = instances.edit(event.instanceId)
       if (d === undefined) {
-        acc.anomalies++
+        // An unknown instance naming a known instance's VMID holds that instance too.
+        const owner = claimed === undefined ? undefined : f.owners.get(claimed)
+        anomaly(
+          f,
+          event,
+          `${event._tag} for ${quoteId(event.instanceId)}, which the log does not know${owner === undefined ? "" : `, names VMID ${claimed} of ${quoteId(owner)}`}`,
+          owner === undefined ? [] : [owner],
+          named
+        )
         return
       }
+      if (claimed !== undefined && !claim(f, d, claimed, event)) return
+      // An operator's delete is the one way out of a hold: a deliberate decision about that instance.
+      if (event._tag === "DeleteRequested" && event.reason === "operator" && d.held !== undefined) {
+        d.held = undefined
+        // The operator's word replaces a delete already under way: the delete saga then drops only the record
+        // of a VM that is not what the log says, instead of holding the instance again.
+        if (d.phase === "deleting") d.deleteReason = "operator"
+      }
+      // The instance's VMID is free once its VM is deleted (snapshots rebuild the owners by the same rule).
+      if (event._tag === "VmDeleted") f.owners.release(d.vmid, d.id)
       update(d, event)
     }
   }
 }
 
-/** The state after `events`, starting from `from` (which is never changed); equals `events.reduce(apply, from)`. */
-export const fold = (events: Iterable<ShardEvent>, from: State = emptyState): State => {
+/**
+ * The state after `events`, starting from `from` (which is never changed); equals `events.reduce(apply, from)`.
+ * `seq` is the segment the events come from, recorded with any anomaly among them (0: not known).
+ */
+export const fold = (events: Iterable<ShardEvent>, from: State = emptyState, seq = 0): State => {
   const acc: Acc = {
     term: from.term,
     leader: from.leader,
     vmidHighWater: from.vmidHighWater,
     goneCount: from.goneCount,
-    anomalies: from.anomalies
+    anomalies: from.anomalies,
+    logId: from.logId,
+    recent: from.recentAnomalies,
+    recentOwned: false,
+    seq
   }
-  const instances = new Overlay(from.instances)
-  for (const event of events) step(acc, instances, event)
-  return { ...acc, instances: instances.merged() }
+  const f: Fold = { acc, instances: new Overlay(from.instances), owners: new Owners(from.vmidOwners) }
+  for (const event of events) step(f, event)
+  return {
+    term: acc.term,
+    leader: acc.leader,
+    vmidHighWater: acc.vmidHighWater,
+    goneCount: acc.goneCount,
+    logId: acc.logId,
+    anomalies: acc.anomalies,
+    recentAnomalies: acc.recent,
+    instances: f.instances.merged(),
+    vmidOwners: f.owners.merged()
+  }
 }
 
 /** The state after `event`; `state` is not changed. */
@@ -404,6 +589,16 @@ export const groupMembers = (state: State, tenant: string, group: string): Reado
 export const deletingInstances = (state: State, reason?: DeleteReasonT): ReadonlyArray<Instance> =>
   allInstances(state).filter((i) => i.phase === "deleting" && (reason === undefined || i.deleteReason === reason))
 
+/** Whether an impossible event stopped the instance: no saga step, delete or GC may act on it. */
+export const isHeld = (instance: Instance): boolean => instance.held !== undefined
+
+/** Held instances, sorted by id. */
+export const heldInstances = (state: State): ReadonlyArray<Instance> => allInstances(state).filter(isHeld)
+
+/** One line about an anomaly for logs and the admin views: where it is, whom and which VMID it names, and why. */
+export const describeAnomaly = (a: Anomaly): string =>
+  `seq ${a.seq}: ${a.reason}${a.held.length === 0 ? "; ignored" : `; held: ${a.held.join(", ")} (no saga step, delete or GC acts on ${a.held.length === 1 ? "it" : "them"})`}`
+
 // ---- snapshot encoding -------------------------------------------------------------------------------------
 
 /** The JSON form of a state, with instances sorted by id so equal states encode to equal bytes. */
@@ -414,6 +609,8 @@ export const StateSnapshot = Schema.Struct({
   vmidHighWater: Schema.Int,
   goneCount: Schema.Int,
   anomalies: Schema.Int,
+  logId: Schema.optional(Schema.String),
+  recentAnomalies: Schema.optional(Schema.Array(Anomaly)),
   instances: Schema.Array(Instance)
 })
 export type StateSnapshot = typeof StateSnapshot.Type
@@ -429,8 +626,16 @@ export const encodeState = (state: State): StateSnapshot => ({
   vmidHighWater: state.vmidHighWater,
   goneCount: state.goneCount,
   anomalies: state.anomalies,
+  ...(state.logId === undefined ? {} : { logId: state.logId }),
+  ...(state.recentAnomalies.length === 0 ? {} : { recentAnomalies: state.recentAnomalies }),
   instances: allInstances(state)
 })
+
+/** The VMID owners of `instances` (sorted by id), as the fold keeps them: a deleted VM's VMID is free. */
+const ownersOf = (instances: ReadonlyArray<Instance>): HashMap.HashMap<number, string> =>
+  HashMap.mutate(HashMap.empty<number, string>(), (map) => {
+    for (const i of instances) if (i.vmid !== undefined && !i.cleanup.vmDeleted && !HashMap.has(map, i.vmid)) HashMap.set(map, i.vmid, i.id)
+  })
 
 const decodeSnapshot = Schema.decodeUnknownEither(StateSnapshot, strict)
 
@@ -442,5 +647,8 @@ export const decodeState = (input: unknown): Either.Either<State, ParseResult.Pa
     vmidHighWater: snapshot.vmidHighWater,
     goneCount: snapshot.goneCount,
     anomalies: snapshot.anomalies,
-    instances: HashMap.fromIterable(snapshot.instances.map((i) => [i.id, i] as const))
+    logId: snapshot.logId,
+    recentAnomalies: snapshot.recentAnomalies ?? [],
+    instances: HashMap.fromIterable(snapshot.instances.map((i) => [i.id, i] as const)),
+    vmidOwners: ownersOf(snapshot.instances)
   }))
