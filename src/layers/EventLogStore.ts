@@ -727,7 +727,11 @@ export const makeEventLog: (store: ObjectStoreShape, options?: EventLogOptions) 
             const body = segmentBody(next, encoded)
             const outcome = yield* putSegment(store, next, body)
             if (outcome._tag === "Written") {
-              if (state.logId === undefined) yield* Effect.logInfo(`event log: a log without an identity; it is ${identity.logId} from now on (written into the notes of every VM it creates)`)
+              if (state.logId === undefined) {
+                yield* Effect.logInfo(seq === 0
+                  ? `event log: a new log, identity ${identity.logId} (written into the notes of every VM it creates)`
+                  : `event log: a log written before identities; it is ${identity.logId} from now on (written into the notes of every VM it creates)`)
+              }
               state = fold(events, state, next)
               seq = next
               lastBody = body
