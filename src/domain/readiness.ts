@@ -31,6 +31,8 @@ export interface ReadinessInput {
   readonly configHeld?: ReadonlyArray<{ readonly object: string; readonly problem: string }>
   /** The corrupt event-log object this replica's last term ended on (until a term of it starts again). */
   readonly logProblem?: { readonly term: number; readonly key: string; readonly reason: string } | undefined
+  /** Why this leader's new log creates, adopts and deletes nothing (another log's VMs met), while it holds. */
+  readonly ownershipHold?: string | undefined
 }
 
 export interface Readiness {
@@ -44,11 +46,16 @@ const seconds = (millis: number) => `${Math.round(millis / 1000)} s`
 
 export const readinessOf = (input: ReadinessInput): Readiness => {
   const readiness = leaseReadiness(input)
+  const notes: Array<string> = []
+  // A leader holding its work for the operator is doing what it must; the reason says so, readiness stays.
+  if (input.ownershipHold !== undefined) notes.push(`holding: ${oneLineText(input.ownershipHold, 600)}`)
   const held = input.configHeld ?? []
-  if (held.length === 0) return readiness
-  const objects = held.map((h) => h.object).join(" and ")
-  const why = held.map((h) => oneLineText(h.problem, 400)).join("; ")
-  return { ...readiness, reason: `${readiness.reason}; ${objects} invalid, the last good config stays in force: ${why}` }
+  if (held.length > 0) {
+    const objects = held.map((h) => h.object).join(" and ")
+    const why = held.map((h) => oneLineText(h.problem, 400)).join("; ")
+    notes.push(`${objects} invalid, the last good config stays in force: ${why}`)
+  }
+  return notes.length === 0 ? readiness : { ...readiness, reason: [readiness.reason, ...notes].join("; ") }
 }
 
 const leaseReadiness = (input: ReadinessInput): Readiness => {

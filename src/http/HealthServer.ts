@@ -20,6 +20,7 @@ import type { State } from "../domain/shard/state.js"
 import { setReplicaGauges } from "../metrics/metrics.js"
 import { makePrometheusScrape, PROMETHEUS_CONTENT_TYPE, type PrometheusScrape } from "../metrics/prometheus.js"
 import { EventLog } from "../services/EventLog.js"
+import { Ownership } from "../shard/Ownership.js"
 import type { ShardReplicaShape } from "../shard/ShardReplica.js"
 
 /** What the replica looks like right now: its readiness, and the figures the state gauges show. */
@@ -36,6 +37,14 @@ export const observeReplica = (replica: ShardReplicaShape) =>
     // the longer of that and the leader timeout means the lease loop cannot see a free lease in time.
     const staleAfterMillis = 2 * Math.max(Duration.toMillis(election.leaderTimeout), Duration.toMillis(election.infrequentInterval))
     const configHeld = yield* Ref.get(replica.configHeld.objects)
+    const ownershipHold = yield* Option.match(term, {
+      onNone: () => Effect.succeed(Option.none<string>()),
+      // A term may publish without the ownership service (tests publish a bare log): no hold then.
+      onSome: (t) => Option.match(Context.getOption(t.context, Ownership), {
+        onNone: () => Effect.succeed(Option.none<string>()),
+        onSome: (ownership) => SubscriptionRef.get(ownership.hold)
+      })
+    })
     const readiness: Readiness = readinessOf({
       replica: replica.replica,
       isLeader,
@@ -45,7 +54,8 @@ export const observeReplica = (replica: ShardReplicaShape) =>
       sinceContactMillis: Option.getOrUndefined(Option.map(contact, (at) => Math.max(0, now - at))),
       staleAfterMillis,
       logProblem: Option.getOrUndefined(yield* replica.logProblem),
-      configHeld
+      configHeld,
+      ownershipHold: Option.getOrUndefined(ownershipHold)
     })
     const log = yield* Option.match(term, {
       onNone: () => Effect.succeed(Option.none<{ state: State; seq: number }>()),

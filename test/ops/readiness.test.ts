@@ -53,6 +53,14 @@ describe("readiness of a replica", () => {
     expect(starting.reason.length).toBeLessThan(700)
   })
 
+  it("a new log holding its work beside another log's VMs stays ready as a leader, and the reason says it holds and why", () => {
+    const hold = "this shard's event log logA is new, but 3 VMs with this shard's tags belong to another log: logB (VMs 9101, 9102, 9103); …"
+    const configHeld = [{ object: "groups.jsonc", problem: "line 1" }]
+    const readiness = readinessOf({ ...base, isLeader: true, leaseTerm: 1, publishedTerm: 1, ownershipHold: hold, configHeld })
+    expect(readiness).toMatchObject({ ready: true, role: "leader" })
+    expect(readiness.reason).toBe(`leader of term 1; holding: ${hold}; groups.jsonc invalid, the last good config stays in force: line 1`)
+  })
+
   it("a replica whose last term ended on a corrupt log is not ready and names the object, until a newer leader is seen", () => {
     const logProblem = { term: 4, key: "log/0000000000000042.json", reason: "not a valid segment (not JSON)\nsecond line" }
     for (const input of [{ ...base, logProblem }, { ...base, logProblem, leader: { id: "b", term: 4 } }, { ...base, logProblem, sinceContactMillis: 10 ** 9 }]) {
