@@ -76,7 +76,7 @@ const encodeAll = (events: ReadonlyArray<ShardEvent>): Array<ShardEventEncoded> 
     return encoded.right
   })
 
-// The layer's formats (EventLogStore.ts: segmentBody, snapshotBody).
+// The layer's formats (src/layers/eventLog/format.ts: segmentBody, snapshotBody).
 const encoder = new TextEncoder()
 const segmentBody = (seq: number, events: ReadonlyArray<ShardEvent>) => encoder.encode(JSON.stringify({ seq, events: encodeAll(events) }))
 const snapshotBody = (seq: number, state: State) => {

@@ -7,9 +7,9 @@
  */
 import { Data, Effect, Either, Option, Schedule } from "effect"
 import { formatProblem, parseJsonc, validateShardConfig } from "../domain/config/index.js"
-import { type DynamicGroups, encodeDynamicGroups, GROUPS_KEY, mergeDynamicGroups, parseDynamicGroups } from "../domain/dynamicGroups.js"
+import { type DynamicGroups, encodeDynamicGroups, mergeDynamicGroups, parseDynamicGroups } from "../domain/dynamicGroups.js"
 import { ifAbsent, ifMatch, ObjectStore, type StoreError } from "../services/ObjectStore.js"
-import { CONFIG_KEY } from "../shard/shardConfig.js"
+import { CONFIG_KEY, GROUPS_KEY } from "../domain/bucketKeys.js"
 
 /** The change cannot be made (a rule for runtime changes, or the merged config would be invalid). */
 export class GroupChangeRefused extends Data.TaggedError("GroupChangeRefused")<{ readonly problems: ReadonlyArray<string> }> {

@@ -4,7 +4,7 @@
  * shorter than 16 characters is refused, as one that short could be guessed over the network.
  */
 import { Effect, Option, Redacted } from "effect"
-import { decodeUtf8, readInputFile, UsageError } from "../cli/errors.js"
+import { decodeUtf8, readInputFile, UsageError } from "../inputFile.js"
 
 export const ADMIN_TOKEN_ENV = "NSTANCE_ADMIN_TOKEN"
 

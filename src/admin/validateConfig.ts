@@ -4,9 +4,10 @@
  * --validate` without a file (the original's remote validation).
  */
 import { Effect, Either } from "effect"
+import { CONFIG_KEY } from "../domain/bucketKeys.js"
 import { formatProblem, type ParsedShardConfig } from "../domain/config/index.js"
 import { ObjectStore } from "../services/ObjectStore.js"
-import { CONFIG_KEY, mergeAndValidate, readDynamicGroups } from "../shard/shardConfig.js"
+import { mergeAndValidate, readDynamicGroups } from "../shard/shardConfig.js"
 
 export interface StoredConfigValidation {
   readonly valid: boolean

@@ -7,6 +7,7 @@
  * `http://{leaderAddr}/agent`) and keeps talking to the leader afterwards.
  */
 import { generateKeyPairSync } from "node:crypto"
+import { type InvalidCertificate, type InvalidNonce, type InvalidPayload, type NonceReused, NotLeader, PayloadTooLarge, type UnknownInstance } from "../domain/agent/errors.js"
 import { FetchHttpClient, HttpClient, HttpClientError } from "@effect/platform"
 import { RpcClient, RpcClientError, type RpcGroup, RpcSerialization } from "@effect/rpc"
 import { Clock, Data, Effect, Layer, Redacted, Scope } from "effect"
@@ -16,17 +17,7 @@ import {
   renewStatement,
   signStatement
 } from "../domain/agent/signedRequest.js"
-import {
-  AgentRpcs,
-  type InvalidCertificate,
-  type InvalidNonce,
-  type InvalidPayload,
-  MAX_REQUEST_BYTES,
-  type NonceReused,
-  NotLeader,
-  PayloadTooLarge,
-  type UnknownInstance
-} from "../rpc/AgentRpc.js"
+import { AgentRpcs, MAX_REQUEST_BYTES } from "../rpc/AgentRpc.js"
 
 /** What a registered agent holds. Keep `privateKeyPem` on the VM; the rest is public. */
 export interface AgentIdentity {

@@ -9,7 +9,7 @@
  */
 import { open, stat } from "node:fs/promises"
 import { Effect } from "effect"
-import { decodeUtf8, readInputFile } from "../cli/errors.js"
+import { decodeUtf8, readInputFile } from "../inputFile.js"
 import { type AgentRegistrationData, agentRegistrationOf, AGENT_CONFIG_PATH, parseAgentJson } from "../domain/shard/userData.js"
 import { readSeed } from "../domain/noCloudSeed.js"
 import { AgentError } from "./stateDir.js"

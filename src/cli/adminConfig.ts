@@ -23,16 +23,14 @@ import {
   parseShardConfig,
   type Problem
 } from "../domain/config/index.js"
-import { type DynamicGroupsCheck, GROUPS_KEY, parseDynamicGroups, validateWithDynamicGroups } from "../domain/dynamicGroups.js"
+import { type DynamicGroupsCheck, parseDynamicGroups, validateWithDynamicGroups } from "../domain/dynamicGroups.js"
 import { objectPrefixProblem } from "../domain/objectKey.js"
 import { describeLocation, objectStoreLayer, type StorageFlags } from "../layers/ObjectStoreFromFlags.js"
-import { shardPrefix } from "../layers/ObjectStoreScoped.js"
+import { CONFIG_KEY, GROUPS_KEY, shardPrefix } from "../domain/bucketKeys.js"
 import { ifMatch, ObjectStore } from "../services/ObjectStore.js"
-import { decodeUtf8, readInputFile, UsageError } from "./errors.js"
+import { decodeUtf8, readInputFile, UsageError } from "../inputFile.js"
 import { escapeControl } from "./escape.js"
 import { exitWith, StdoutBytes } from "./run.js"
-
-export const CONFIG_KEY = "config.jsonc"
 
 const storage = Options.choice("storage", ["s3", "gcs", "file"] as const).pipe(
   Options.withDescription(

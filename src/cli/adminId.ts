@@ -3,7 +3,7 @@ import { Args, Command, Options } from "@effect/cli"
 import { Console, Effect } from "effect"
 import { InvalidInstanceId, parseInstanceId, storageKeyOf, uuidOf } from "../domain/instanceId.js"
 import { InstanceIds, InstanceIdsLive } from "../services/InstanceIds.js"
-import { UsageError } from "./errors.js"
+import { UsageError } from "../inputFile.js"
 
 const kind = Options.text("kind").pipe(Options.withDescription("3-letter instance kind (the template's kind), e.g. web"))
 

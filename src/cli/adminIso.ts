@@ -9,7 +9,7 @@ import { cloudInitSeed, InvalidCloudInitInput } from "../domain/cloudInit.js"
 import { InvalidInstanceId, parseInstanceId } from "../domain/instanceId.js"
 import { CLOUD_INIT_VOLUME_ID, seedIsoBytes } from "../layers/IsoBuilder9660.js"
 import { IsoBuildError } from "../services/IsoBuilder.js"
-import { decodeUtf8, readInputFile, UsageError } from "./errors.js"
+import { decodeUtf8, readInputFile, UsageError } from "../inputFile.js"
 
 const instanceId = Options.text("instance-id").pipe(
   Options.withDescription("Instance ID the VM gets (29 characters: kind + UUIDv7 in base32); becomes meta-data instance-id")

@@ -15,7 +15,7 @@ import {
   placeOne,
   planPlacements
 } from "../domain/placement.js"
-import { decodeUtf8, readInputFile, UsageError } from "./errors.js"
+import { decodeUtf8, readInputFile, UsageError } from "../inputFile.js"
 import { escapeControl } from "./escape.js"
 
 /** A saved `/cluster/resources` answer of even a large cluster (thousands of VMs) is a few MiB. */

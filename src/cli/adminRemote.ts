@@ -10,7 +10,7 @@ import { Console, Effect, Option } from "effect"
 import type { AdminRpcClient } from "../admin/AdminClient.js"
 import { ADMIN_TOKEN_ENV, adminTokenFrom } from "../admin/token.js"
 import type { GroupView, InstanceView, StatusView, WatchEvent } from "../rpc/AdminRpc.js"
-import { UsageError } from "./errors.js"
+import { UsageError } from "../inputFile.js"
 import { escapeControl } from "./escape.js"
 
 export const ADMIN_ADDR_ENV = "NSTANCE_ADMIN_ADDR"

@@ -4,6 +4,7 @@
  * down, and scripts can read it as JSON.
  */
 import { Args, Command, Options } from "@effect/cli"
+import { shardPrefix } from "../domain/bucketKeys.js"
 import { Console, Effect, Option } from "effect"
 import { boundText } from "../domain/errorText.js"
 import type { ShardEvent } from "../domain/shard/events.js"
@@ -11,9 +12,9 @@ import { allInstances, describeAnomaly, type Instance, instancesByPhase, type St
 import { replayStore } from "../layers/EventLogStore.js"
 import { applyQuarantine, planQuarantine } from "../layers/logQuarantine.js"
 import { objectStoreLayer } from "../layers/ObjectStoreFromFlags.js"
-import { scopeStore, shardPrefix } from "../layers/ObjectStoreScoped.js"
+import { scopeStore } from "../layers/ObjectStoreScoped.js"
 import { ObjectStore } from "../services/ObjectStore.js"
-import { UsageError } from "./errors.js"
+import { UsageError } from "../inputFile.js"
 import { escapeControl } from "./escape.js"
 
 const storage = Options.choice("storage", ["s3", "gcs", "file"] as const).pipe(

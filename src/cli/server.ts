@@ -22,8 +22,8 @@ import {
 import { s3EndpointProblem } from "../domain/endpointUrl.js"
 import { objectPrefixProblem } from "../domain/objectKey.js"
 import { objectStoreLayer } from "../layers/ObjectStoreFromFlags.js"
-import { CONFIG_KEY } from "../shard/shardConfig.js"
-import { decodeUtf8, readInputFile } from "./errors.js"
+import { CONFIG_KEY, shardPrefix } from "../domain/bucketKeys.js"
+import { decodeUtf8, readInputFile } from "../inputFile.js"
 import { escapeControl } from "./escape.js"
 import { exitWith, withBareFlag } from "./run.js"
 import { adminTokenFrom } from "../admin/token.js"
@@ -70,8 +70,9 @@ export interface StartFlags {
 
 const WILDCARD_HOSTS = new Set(["", "0.0.0.0", "::"])
 
-const DEFAULT_PREFIX = "shard/{shard}/"
-const defaultPrefix = (shard: string) => DEFAULT_PREFIX.replace("{shard}", shard)
+/** The default prefix as operators read it in messages and help. */
+const DEFAULT_PREFIX = shardPrefix("{shard}")
+const defaultPrefix = (shard: string) => shardPrefix(shard)
 
 /** The shards of `--shard a,b`, in the order given. */
 export const shardIds = (shard: string): ReadonlyArray<string> => shard.split(",")

@@ -9,14 +9,13 @@
  * A dynamic entry's absent `size` never resets anything: sizes change only when a request names one.
  */
 import { Either, ParseResult, Schema } from "effect"
+import { GROUPS_KEY } from "./bucketKeys.js"
 import { parseJsonc } from "./config/jsonc.js"
 import { oneLineText } from "./errorText.js"
 import { formatProblem, type Problem } from "./config/problems.js"
 import { emptyRecord, own } from "./config/records.js"
 import { JsonObject, StringMap } from "./config/schema.js"
 import { validateShardConfig, type Validated } from "./config/validate.js"
-
-export const GROUPS_KEY = "groups.jsonc"
 
 export const DynamicGroup = Schema.Struct({
   template: Schema.optional(Schema.String),

@@ -4,7 +4,7 @@
  * registrations, flip leadership and read back everything recorded (which tests scan for leaked nonces).
  */
 import { Clock, Effect, Layer, Option } from "effect"
-import { NonceReused, UnknownInstance } from "../rpc/AgentRpc.js"
+import { NonceReused, UnknownInstance } from "../domain/agent/errors.js"
 import {
   AgentBackend,
   type AgentBackendShape,

@@ -35,6 +35,7 @@ import {
   PkiUndecryptable,
   type VerifiedClientCertificate
 } from "../services/ClusterPki.js"
+import { pkiObjectKeys } from "../domain/bucketKeys.js"
 import { ifAbsent, ObjectStore, type ObjectStoreShape, type StoreError } from "../services/ObjectStore.js"
 import * as x509 from "./x509.js"
 
@@ -59,12 +60,6 @@ const NOT_BEFORE_SKEW_MILLIS = 5 * 60_000
 const NONCE_CLOCK_TOLERANCE_SECONDS = 5
 /** No certificate we issue comes near this; longer input is refused before parsing. */
 const MAX_CERTIFICATE_PEM = 8192
-
-export const pkiObjectKeys = (clusterId: string) => ({
-  caCert: `pki/${clusterId}/ca.crt`,
-  caKey: `pki/${clusterId}/ca.key`,
-  nonceKey: `pki/${clusterId}/nonce.key`
-})
 
 // ---------------------------------------------------------------------------------------------------------
 // The encryption key

@@ -18,6 +18,7 @@ import {
   type Observation,
   type Role
 } from "../domain/lease.js"
+import { LEADER_KEY } from "../domain/bucketKeys.js"
 import { causeLine } from "../domain/errorText.js"
 import { DuplicateReplica, InvalidLeaseOptions, LeaderLease, type LeaderInfo, type LeaderLeaseShape } from "../services/LeaderLease.js"
 import { ObjectStore, type ObjectStoreShape, type Precondition, StoreUnavailable } from "../services/ObjectStore.js"
@@ -93,7 +94,7 @@ export const resolveLeaseOptions = (options: LeaderLeaseOptions): Effect.Effect<
     return {
       id: options.id,
       address: options.address,
-      key: options.key ?? "leader.json",
+      key: options.key ?? LEADER_KEY,
       timings: { frequentMillis, infrequentMillis, timeoutMillis, marginMillis, relaxFollowerPolling: options.relaxFollowerPolling ?? false },
       callTimeoutMillis,
       resignOnClose: options.resignOnClose ?? true

@@ -6,9 +6,6 @@ import { Effect, Stream } from "effect"
 import { objectPrefixProblem } from "../domain/objectKey.js"
 import { InvalidKey, type ObjectStoreShape } from "../services/ObjectStore.js"
 
-/** The key prefix of a shard: `override` when given (an operator's `--prefix`), else `shard/{shard}/`. */
-export const shardPrefix = (shard: string, override?: string): string => override ?? `shard/${shard}/`
-
 const unscoped = (prefix: string, key: string) => (key.startsWith(prefix) ? key.slice(prefix.length) : key)
 
 /**

@@ -3,27 +3,48 @@
  * backoff, and settle a conditional write whose outcome is unknown (a timeout, a 500 from Ceph RGW on a
  * lost race) by re-reading the key instead of guessing. Neutral, so no SDK is loaded by importing it.
  */
-import { Effect, Schedule } from "effect"
+import { Effect, FiberRef, Schedule } from "effect"
 import { type Precondition, PreconditionFailed, StoreUnavailable } from "../services/ObjectStore.js"
 
 /**
- * Retries transient failures (StoreUnavailable) with bounded, jittered exponential backoff, logging each
- * one; definite answers (NotFound, PreconditionFailed, AccessDenied, InvalidKey) pass through at once.
+ * The one backoff for transient store failures, whoever retries (the S3 and GCS layers, the event log over a
+ * store that does not retry itself): 100 ms doubling, jittered so that replicas failing together do not retry
+ * in step, at most `retries` retries. Each caller keeps its own bound.
+ */
+export const transientBackoff = (retries: number) =>
+  Schedule.exponential("100 millis", 2).pipe(Schedule.jittered, Schedule.intersect(Schedule.recurs(retries)))
+
+/**
+ * The retry loop the current call runs inside, if any, for the loops beneath it to mark. A layer over a store
+ * (the event log) cannot tell whether the store retries itself (S3 and GCS do; memory, a directory and the
+ * tests' fault wrappers do not). Retrying around a store that retries multiplied the attempts (6 × 4 for the
+ * log over S3) and the waits, so the innermost loop, the one next to the wire that also settles ambiguous
+ * writes, owns the retries: an outer loop whose cell was marked passes failures through as they come.
+ */
+const enclosingLoop = FiberRef.unsafeMake<{ nested: boolean } | undefined>(undefined)
+
+/**
+ * Retries transient failures (StoreUnavailable) with `transientBackoff`, logging each one; definite answers
+ * (NotFound, PreconditionFailed, AccessDenied, InvalidKey) pass through at once, and so does everything when a
+ * loop beneath this one (a store's own) has retried and logged already.
  */
 export const retryTransient =
   (operation: string, key: string, retries: number) =>
   <A, E extends { readonly _tag: string; readonly message: string }>(effect: Effect.Effect<A, E>): Effect.Effect<A, E> =>
-    effect.pipe(
-      Effect.tapError((error) =>
-        error._tag === "StoreUnavailable"
-          ? Effect.logWarning(`object store: ${operation} ${key} failed transiently`).pipe(Effect.annotateLogs("reason", error.message))
-          : Effect.void
-      ),
-      Effect.retry({
-        schedule: Schedule.exponential("100 millis", 2).pipe(Schedule.jittered, Schedule.intersect(Schedule.recurs(retries))),
-        while: (error) => error._tag === "StoreUnavailable"
-      })
-    )
+    Effect.flatMap(FiberRef.get(enclosingLoop), (outer) => {
+      if (outer !== undefined) outer.nested = true
+      const loop = { nested: false }
+      const transient = (error: E) => error._tag === "StoreUnavailable" && !loop.nested
+      return effect.pipe(
+        Effect.locally(enclosingLoop, loop),
+        Effect.tapError((error) =>
+          transient(error)
+            ? Effect.logWarning(`object store: ${operation} ${key} failed transiently`).pipe(Effect.annotateLogs("reason", error.message))
+            : Effect.void
+        ),
+        Effect.retry({ schedule: transientBackoff(retries), while: transient })
+      )
+    })
 
 /**
  * Settles a conditional write whose outcome is unknown by reading what is there now. `read` yields the

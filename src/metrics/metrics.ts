@@ -11,6 +11,7 @@
  * current view each time `/metrics` is scraped, so they are never stale and need no code in the leader.
  */
 import { Cause, Clock, Effect, Exit, HashMap, Metric, MetricBoundaries, MetricLabel, MetricState, Option } from "effect"
+import { CONFIG_KEY, GROUPS_KEY } from "../domain/bucketKeys.js"
 import { type PveCallSeries, type PveCallTable, pveCallsBetween, pveCallTable } from "../domain/pve/metrics.js"
 import type { ReplicaRole } from "../domain/readiness.js"
 import { type Phase, Phase as PhaseSchema, type State } from "../domain/shard/state.js"
@@ -65,7 +66,7 @@ export const configStale = Metric.gauge("nstance_config_stale", {
 })
 
 /** The stored objects a shard's config is made of (the `object` label of the config metrics). */
-export const CONFIG_OBJECTS: ReadonlyArray<string> = ["config.jsonc", "groups.jsonc"]
+export const CONFIG_OBJECTS: ReadonlyArray<string> = [CONFIG_KEY, GROUPS_KEY]
 
 export const PHASES: ReadonlyArray<Phase> = PhaseSchema.literals
 const ROLES: ReadonlyArray<ReplicaRole> = ["leader", "starting", "standby", "fenced", "unreachable", "log-corrupt"]

@@ -11,7 +11,7 @@
  */
 import { Rpc, RpcGroup } from "@effect/rpc"
 import { Effect, Either, Option, ParseResult, Schema, SchemaAST } from "effect"
-import { InvalidPayload, NotLeader, PayloadTooLarge } from "./AgentRpc.js"
+import { InvalidPayload, NotLeader, PayloadTooLarge } from "../domain/agent/errors.js"
 
 export { InvalidPayload, NotLeader, PayloadTooLarge }
 

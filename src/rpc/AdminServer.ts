@@ -10,6 +10,7 @@
  * does not depend on how much of a guess was right (nor on its length).
  */
 import { createHash, timingSafeEqual } from "node:crypto"
+import { CONFIG_KEY } from "../domain/bucketKeys.js"
 import { createServer } from "node:http"
 import { type HttpApp, HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
@@ -31,7 +32,7 @@ import { Ownership } from "../shard/Ownership.js"
 import { SagaRunner } from "../shard/SagaRunner.js"
 import { ShardContext } from "../shard/ShardContext.js"
 import { type LeaderServices, NotLeaderHere, ShardReplica, type ShardReplicaShape, withLeader } from "../shard/ShardReplica.js"
-import { CONFIG_KEY, type ConfigSource, readDynamicGroups } from "../shard/shardConfig.js"
+import { type ConfigSource, readDynamicGroups } from "../shard/shardConfig.js"
 import { keepServing } from "./keepServing.js"
 import { desiredVmsOf, groupCountOf, validateStoredConfig } from "../admin/validateConfig.js"
 import {

@@ -6,6 +6,7 @@
  * — so a bad public key never burns the nonce, and a lost race to record never hands out a certificate.
  */
 import { createServer } from "node:http"
+import { InvalidCertificate, InvalidNonce, InvalidPayload, NonceReused, NotLeader, UnknownInstance } from "../domain/agent/errors.js"
 import { type HttpApp, HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
 import { RpcSerialization, RpcServer } from "@effect/rpc"
@@ -19,20 +20,7 @@ import {
 } from "../domain/agent/signedRequest.js"
 import { AgentBackend } from "../services/AgentBackend.js"
 import { ClusterPki, type VerifiedClientCertificate } from "../services/ClusterPki.js"
-import {
-  AgentRpcs,
-  decodeStrict,
-  InvalidCertificate,
-  InvalidNonce,
-  InvalidPayload,
-  MAX_REQUEST_BYTES,
-  NonceReused,
-  NotLeader,
-  RegisterAgentPayload,
-  RenewCertificatePayload,
-  ReportHealthPayload,
-  UnknownInstance
-} from "./AgentRpc.js"
+import { AgentRpcs, decodeStrict, MAX_REQUEST_BYTES, RegisterAgentPayload, RenewCertificatePayload, ReportHealthPayload } from "./AgentRpc.js"
 
 export interface AgentServiceOptions {
   /** The cluster and shard this endpoint serves: nonces minted for others are refused. */

@@ -5,7 +5,7 @@
  */
 import { Context, type Effect, type Option } from "effect"
 import type { AgentHealthStatus } from "../domain/agent/signedRequest.js"
-import type { NonceReused, NotLeader, UnknownInstance } from "../rpc/AgentRpc.js"
+import type { NonceReused, NotLeader, UnknownInstance } from "../domain/agent/errors.js"
 
 export type { AgentHealthStatus }
 

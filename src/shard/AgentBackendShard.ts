@@ -11,7 +11,7 @@
 import { Clock, Context, Effect, Layer, Option } from "effect"
 import { Registered } from "../domain/shard/events.js"
 import { getInstance, type Instance } from "../domain/shard/state.js"
-import { NonceReused, NotLeader, UnknownInstance } from "../rpc/AgentRpc.js"
+import { NonceReused, NotLeader, UnknownInstance } from "../domain/agent/errors.js"
 import type { AgentBackendShape, RegistrationState } from "../services/AgentBackend.js"
 import { EventLog } from "../services/EventLog.js"
 import { recordRegistration } from "../metrics/metrics.js"

@@ -29,6 +29,7 @@ import {
 import { getInstance, type Instance } from "../domain/shard/state.js"
 import { decodeUserData, userDataSource, withAgentRegistration } from "../domain/shard/userData.js"
 import { nonceLifetime } from "../domain/agent/nonce.js"
+import { cdromDrive, isoFileName, isoVolid } from "../domain/pveNames.js"
 import { EventLog } from "../services/EventLog.js"
 import { IsoBuilder } from "../services/IsoBuilder.js"
 import { type PveApiError, ProxmoxApi } from "../services/ProxmoxApi.js"
@@ -44,8 +45,6 @@ const MAX_VMID_COLLISIONS = 8
 /** The disk the template boots from; `DiskSize` applies to it. */
 export const BOOT_DISK = "scsi0"
 
-export const isoFileName = (instanceId: string) => `nstance-${instanceId}.iso`
-export const isoVolid = (storage: string, instanceId: string) => `${storage}:iso/${isoFileName(instanceId)}`
 
 export const net0Of = (spec: VmSpec) => `virtio,bridge=${spec.bridge}${spec.vlanTag === undefined ? "" : `,tag=${spec.vlanTag}`}`
 
@@ -325,7 +324,7 @@ export const createStep = (instance: Instance, resumed: boolean) =>
             onboot: spec.startOnBoot,
             description,
             tags: associationTags(shard.clusterId, shard.shard).join(";"),
-            ...(instance.isoVolid === undefined ? {} : { ide2: `${instance.isoVolid},media=cdrom` })
+            ...(instance.isoVolid === undefined ? {} : { ide2: cdromDrive(instance.isoVolid) })
           })
         ).pipe(
           Effect.flatMap(Option.match({ onNone: () => Effect.void, onSome: (upid) => Effect.asVoid(pve.waitTask(node, upid)) })),

@@ -17,17 +17,16 @@ import { Clock, Duration, Effect, HashMap, Option, SubscriptionRef } from "effec
 import { boundText } from "../domain/errorText.js"
 import { ownerByNotes } from "../domain/managedNotes.js"
 import { type ShardEvent, DeleteRequested, type DeleteReason, VmidsSeen, VmMismatched } from "../domain/shard/events.js"
+import { instanceIdOfIsoVolid, vmidOfOriginalIsoVolid } from "../domain/pveNames.js"
 import { EventLog } from "../services/EventLog.js"
 import { ProxmoxApi, type VmResourceInfo } from "../services/ProxmoxApi.js"
 import { adoptionOf, configOf, releaseHoldIfClear, unknownOwnedVms } from "./adopt.js"
 import { Ownership } from "./Ownership.js"
 import { ORPHAN_GRACE, UNKNOWN_ISO_GRACE, VM_LOSS_GRACE } from "./policies.js"
 import { atRest } from "./SagaRunner.js"
+import { everyInterval } from "./loop.js"
 import { ShardContext } from "./ShardContext.js"
 import { recordGcDeletions } from "../metrics/metrics.js"
-
-const OUR_ISO = /^[^:]+:iso\/nstance-([a-z]{3}[0-9a-hj-km-np-tv-z]{26})\.iso$/
-const ORIGINAL_ISO = /^[^:]+:iso\/user-data-(\d+)\.iso$/
 
 export interface GcReport {
   readonly replaced: number
@@ -210,10 +209,8 @@ export const makeGc = Effect.gen(function* () {
     const vmNames = new Set(vms.flatMap((vm) => (vm.name === undefined ? [] : [vm.name])))
     const unknownSeen = new Set<string>()
     const orphans = [...isos].filter(([volid]) => {
-      const ours = OUR_ISO.exec(volid)
-      const original = ORIGINAL_ISO.exec(volid)
-      if (ours !== null) {
-        const id = ours[1]!
+      const id = instanceIdOfIsoVolid(volid)
+      if (id !== undefined) {
         if (HashMap.has(fresh.instances, id) || vmNames.has(id)) return false
         if (known.has(id)) return true
         unknownSeen.add(volid)
@@ -222,12 +219,16 @@ export const makeGc = Effect.gen(function* () {
         return now - first >= unknownIsoGrace
       }
       // The original's ISO of a VMID any VM still has (another shard's adopted original, say) is not an orphan.
-      return original !== null ? !usedVmids.has(Number(original[1])) && !listedByVmid.has(Number(original[1])) : false
+      const originalVmid = vmidOfOriginalIsoVolid(volid)
+      return originalVmid !== undefined ? !usedVmids.has(originalVmid) && !listedByVmid.has(originalVmid) : false
     })
     for (const volid of unknownIsoSince.keys()) if (!unknownSeen.has(volid)) unknownIsoSince.delete(volid)
     // An instance that is gone and has no ISO listed needs no remembering: `known` stays as large as the
     // shard's instances and their leftovers, not every instance a long term has ever seen.
-    const listedIds = new Set([...isos.keys()].flatMap((volid) => OUR_ISO.exec(volid)?.slice(1, 2) ?? []))
+    const listedIds = new Set([...isos.keys()].flatMap((volid) => {
+      const id = instanceIdOfIsoVolid(volid)
+      return id === undefined ? [] : [id]
+    }))
     for (const id of known) if (!HashMap.has(fresh.instances, id) && !listedIds.has(id)) known.delete(id)
     // Deleting an ISO has no intent event of its own, and a deposed leader's state does not know the new
     // leader's instances — whose fresh ISOs would look orphaned to it. A no-op fenced append, after the
@@ -253,11 +254,7 @@ export const gcLoop = Effect.gen(function* () {
   const { pass } = yield* makeGc
   const shard = yield* ShardContext
   const interval = Effect.map(SubscriptionRef.get(shard.config), (config) => config.config.shard.garbageCollection.interval)
-  yield* Effect.forever(
-    Effect.flatMap(interval, Effect.sleep).pipe(
-      // A fenced writer ends the leadership; anything else waits for the next pass.
-      Effect.zipRight(pass.pipe(Effect.catchIf((error) => error._tag !== "Fenced", (error) => Effect.logWarning(`gc pass failed: ${error.message}`))))
-    )
-  )
+  // A fenced writer ends the leadership; anything else waits for the next pass.
+  yield* everyInterval("gc", interval, pass)
 })
 

@@ -9,6 +9,7 @@ import { Clock, Duration, Effect, HashMap, SubscriptionRef } from "effect"
 import { DeleteRequested, type ShardEvent } from "../domain/shard/events.js"
 import { EventLog } from "../services/EventLog.js"
 import { AgentTerm } from "./AgentBackendShard.js"
+import { everyInterval } from "./loop.js"
 import { ShardContext } from "./ShardContext.js"
 
 /** The term's health last-seen times come from its `AgentTerm`, which the agent endpoint writes. */
@@ -53,9 +54,5 @@ export const livenessLoop = Effect.gen(function* () {
   const { pass } = yield* makeLiveness
   const shard = yield* ShardContext
   const interval = Effect.map(SubscriptionRef.get(shard.config), (config) => config.config.shard.garbageCollection.interval)
-  return yield* Effect.forever(
-    Effect.flatMap(interval, Effect.sleep).pipe(
-      Effect.zipRight(pass.pipe(Effect.catchIf((error) => error._tag !== "Fenced", (error) => Effect.logWarning(`liveness pass failed: ${error.message}`))))
-    )
-  )
+  return yield* everyInterval("liveness", interval, pass)
 })

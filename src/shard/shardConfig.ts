@@ -9,6 +9,7 @@
  * and claim its VMs.
  */
 import { Data, Effect, Either, Option } from "effect"
+import { GROUPS_KEY } from "../domain/bucketKeys.js"
 import {
   formatProblem,
   formatSyntaxError,
@@ -16,11 +17,9 @@ import {
   parseJsonc,
   validateShardConfig
 } from "../domain/config/index.js"
-import { type DynamicGroups, GROUPS_KEY, parseDynamicGroups, validateWithDynamicGroups } from "../domain/dynamicGroups.js"
+import { type DynamicGroups, parseDynamicGroups, validateWithDynamicGroups } from "../domain/dynamicGroups.js"
 import { oneLineText } from "../domain/errorText.js"
 import { ObjectStore } from "../services/ObjectStore.js"
-
-export const CONFIG_KEY = "config.jsonc"
 
 export type ConfigSource =
   /** `shard`: the replica's `--shard`; a config naming another shard is refused (ShardMismatch). */

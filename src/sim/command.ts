@@ -4,7 +4,7 @@
  */
 import { Command, Options } from "@effect/cli"
 import { Console, Effect, Option } from "effect"
-import { UsageError } from "../cli/errors.js"
+import { UsageError } from "../inputFile.js"
 import { latencyPresets } from "./latency.js"
 import { DEFAULT_TOKEN_ID, DEFAULT_TOKEN_SECRET, PveSimulator } from "./server.js"
 

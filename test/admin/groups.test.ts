@@ -1,20 +1,14 @@
 import { describe, expect, it } from "@effect/vitest"
+import { CONFIG_KEY, GROUPS_KEY } from "../../src/domain/bucketKeys.js"
 import { Effect, Either, Redacted, Ref, SubscriptionRef } from "effect"
 import { GroupWriteConflict, updateDynamicGroups } from "../../src/admin/groupsStore.js"
-import {
-  deleteDynamicGroup,
-  encodeDynamicGroups,
-  GROUPS_KEY,
-  mergeDynamicGroups,
-  parseDynamicGroups,
-  upsertDynamicGroup
-} from "../../src/domain/dynamicGroups.js"
+import { deleteDynamicGroup, encodeDynamicGroups, mergeDynamicGroups, parseDynamicGroups, upsertDynamicGroup } from "../../src/domain/dynamicGroups.js"
 import { parseJsonc } from "../../src/domain/config/index.js"
 import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
 import { ObjectStore, type ObjectStoreShape } from "../../src/services/ObjectStore.js"
 import { reloadConfig } from "../../src/shard/configWatch.js"
 import { makeConfigHeld } from "../../src/shard/configHeld.js"
-import { CONFIG_KEY, loadConfig } from "../../src/shard/shardConfig.js"
+import { loadConfig } from "../../src/shard/shardConfig.js"
 import { adminConfigText, makeAdminWorld, TOKEN } from "./harness.js"
 import { adminCommand } from "../../src/cli/adminCommand.js"
 import { runCommand } from "../support/cli.js"

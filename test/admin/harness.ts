@@ -5,6 +5,7 @@
  * lease names the first as leader — can be started on the same store.
  */
 import { Context, Duration, Effect, Fiber, Layer, Logger, LogLevel, Option, Redacted, SubscriptionRef } from "effect"
+import { CONFIG_KEY } from "../../src/domain/bucketKeys.js"
 import { HttpServer } from "@effect/platform"
 import type { ParsedShardConfig } from "../../src/domain/config/index.js"
 import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
@@ -14,7 +15,7 @@ import { ObjectStore, type ObjectStoreShape } from "../../src/services/ObjectSto
 import { AdminServerLive } from "../../src/rpc/AdminServer.js"
 import { leaderScope } from "../../src/shard/LeaderScope.js"
 import { makeShardReplica, ShardReplica, type ShardReplicaShape } from "../../src/shard/ShardReplica.js"
-import { CONFIG_KEY, type ConfigSource, loadConfig } from "../../src/shard/shardConfig.js"
+import { type ConfigSource, loadConfig } from "../../src/shard/shardConfig.js"
 import { PveSimulator, type RunningSimulator } from "../../src/sim/server.js"
 import { connectAdmin } from "../../src/admin/AdminClient.js"
 import { makeClusterPki } from "../../src/layers/ClusterPkiStore.js"

@@ -4,13 +4,14 @@
  * requests the product client would never send.
  */
 import { createPrivateKey, randomBytes } from "node:crypto"
+import { pkiObjectKeys } from "../../src/domain/bucketKeys.js"
 import { FetchHttpClient, HttpServer } from "@effect/platform"
 import { RpcClient, RpcSerialization } from "@effect/rpc"
 import { Clock, Context, type Duration, Effect, Either, Layer } from "effect"
 import { SignJWT } from "jose"
 import { makeAgentClient } from "../../src/agent/AgentClient.js"
 import { makeMemoryAgentBackend } from "../../src/layers/AgentBackendMemory.js"
-import { makeClusterPki, openSecret, pkiObjectKeys } from "../../src/layers/ClusterPkiStore.js"
+import { makeClusterPki, openSecret } from "../../src/layers/ClusterPkiStore.js"
 import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
 import { AgentRpcs } from "../../src/rpc/AgentRpc.js"
 import { AgentServerLive } from "../../src/rpc/AgentServer.js"

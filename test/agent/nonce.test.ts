@@ -1,9 +1,10 @@
 import { createHash, createPrivateKey, randomBytes } from "node:crypto"
+import { pkiObjectKeys } from "../../src/domain/bucketKeys.js"
 import { describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, Either, Redacted, TestClock } from "effect"
 import { SignJWT } from "jose"
 import { MAX_NONCE_LENGTH, NONCE_CREATE_ALLOWANCE, nonceHash, nonceLifetime } from "../../src/domain/agent/nonce.js"
-import { makeClusterPki, openSecret, pkiObjectKeys } from "../../src/layers/ClusterPkiStore.js"
+import { makeClusterPki, openSecret } from "../../src/layers/ClusterPkiStore.js"
 import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
 
 const encryptionKey = new Uint8Array(randomBytes(32))

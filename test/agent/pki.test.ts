@@ -1,10 +1,11 @@
 import { generateKeyPairSync, randomBytes, X509Certificate as NodeX509 } from "node:crypto"
+import { pkiObjectKeys } from "../../src/domain/bucketKeys.js"
 import { mkdtemp, rm, writeFile } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Either, Exit, Redacted } from "effect"
-import { encryptionKeyFrom, makeClusterPki, openSecret, pkiObjectKeys, sealSecret } from "../../src/layers/ClusterPkiStore.js"
+import { encryptionKeyFrom, makeClusterPki, openSecret, sealSecret } from "../../src/layers/ClusterPkiStore.js"
 import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
 import type { ObjectStoreShape } from "../../src/services/ObjectStore.js"
 

@@ -4,12 +4,13 @@
  * whose `shard.id` is not `--shard`; and a server refuses to start on a config of another shard.
  */
 import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs"
+import { CONFIG_KEY } from "../../src/domain/bucketKeys.js"
 import { join } from "node:path"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Either } from "effect"
 import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
 import { ObjectStore } from "../../src/services/ObjectStore.js"
-import { CONFIG_KEY, loadConfig, ShardMismatch } from "../../src/shard/shardConfig.js"
+import { loadConfig, ShardMismatch } from "../../src/shard/shardConfig.js"
 import { admin, filesUnder, lines, scratch, server, TOKEN } from "./support.js"
 
 const dir = scratch("push")

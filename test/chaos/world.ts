@@ -14,6 +14,7 @@
  * the replicas' agent handlers in memory, and the nonce rules are judged too.
  */
 import { RpcClientError, RpcTest } from "@effect/rpc"
+import { shardPrefix } from "../../src/domain/bucketKeys.js"
 import {
   Clock,
   Context,
@@ -48,7 +49,7 @@ import { emptyState, type State } from "../../src/domain/shard/state.js"
 import { replayStore } from "../../src/layers/EventLogStore.js"
 import { makeLeaderLeaseOn } from "../../src/layers/LeaderLeaseStore.js"
 import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
-import { scopeStore, shardPrefix } from "../../src/layers/ObjectStoreScoped.js"
+import { scopeStore } from "../../src/layers/ObjectStoreScoped.js"
 import { ObjectStore, type ObjectStoreShape, StoreUnavailable } from "../../src/services/ObjectStore.js"
 import { ProxmoxApi, type ProxmoxApiShape } from "../../src/services/ProxmoxApi.js"
 import { leaderScope } from "../../src/shard/LeaderScope.js"

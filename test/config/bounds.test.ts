@@ -6,13 +6,14 @@
  * `cluster.leader_election` ignored, and prototype names refused as "template undefined" or dropped.
  */
 import { describe, expect, it } from "@effect/vitest"
+import { CONFIG_KEY, GROUPS_KEY } from "../../src/domain/bucketKeys.js"
 import { Duration, Effect, Either } from "effect"
 import { GroupChangeRefused, updateDynamicGroups } from "../../src/admin/groupsStore.js"
 import { formatProblem, type ParsedShardConfig, parseShardConfig, vmSpecFor } from "../../src/domain/config/index.js"
-import { GROUPS_KEY, parseDynamicGroups, upsertDynamicGroup } from "../../src/domain/dynamicGroups.js"
+import { parseDynamicGroups, upsertDynamicGroup } from "../../src/domain/dynamicGroups.js"
 import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
 import { ObjectStore } from "../../src/services/ObjectStore.js"
-import { CONFIG_KEY, loadConfig } from "../../src/shard/shardConfig.js"
+import { loadConfig } from "../../src/shard/shardConfig.js"
 
 type Json = Record<string, unknown>
 

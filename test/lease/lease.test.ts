@@ -3,6 +3,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, describe, expect, it } from "@effect/vitest"
 import { Clock, Context, Effect, Either, Exit, Fiber, Layer, Option, Ref, Scope, SubscriptionRef, TestClock } from "effect"
+import { LEADER_KEY } from "../../src/domain/bucketKeys.js"
 import { decodeLeaseRecord, encodeLeaseRecord, GO_ZERO_TIME } from "../../src/domain/lease.js"
 import { LeaderLeaseStore, makeLeaderLeaseOn, resolveLeaseOptions } from "../../src/layers/LeaderLeaseStore.js"
 import { makeFileStore } from "../../src/layers/ObjectStoreFile.js"
@@ -17,7 +18,7 @@ const M = 3_000 // margin (timeout / 5)
 const enc = new TextEncoder()
 
 const readRecord = (store: ObjectStoreShape) =>
-  store.get("leader.json").pipe(
+  store.get(LEADER_KEY).pipe(
     Effect.map((o) => decodeLeaseRecord(o.body)),
     Effect.flatMap(Either.match({ onLeft: (e) => Effect.die(e.reason), onRight: Effect.succeed }))
   )
@@ -61,9 +62,9 @@ const suite = ({ name, make, settle }: Backend, long: number) =>
         expect(yield* isLeader(a)).toBe(true)
         expect(yield* a.lease.term).toBe(1)
         expect(yield* a.lease.currentLeader).toEqual(Option.some({ id: "a", address: "a.example:8991", term: 1 }))
-        const first = yield* store.get("leader.json")
+        const first = yield* store.get(LEADER_KEY)
         yield* stepTo(I, I)
-        const second = yield* store.get("leader.json")
+        const second = yield* store.get(LEADER_KEY)
         expect(second.etag).not.toBe(first.etag)
         expect(yield* readRecord(store)).toEqual({ leaderID: "a", leaderAddr: "a.example:8991", term: 1, lastUpdated: I, incarnation: expect.stringMatching(/^[0-9a-f]{16}$/) })
         yield* stepTo(10 * I, 1_000, () => Effect.flatMap(isLeader(a), (l) => Effect.sync(() => expect(l).toBe(true))))
@@ -166,7 +167,7 @@ const suite = ({ name, make, settle }: Backend, long: number) =>
         yield* a.lease.resign
         const resignedAt = yield* Clock.currentTimeMillis
         expect(yield* isLeader(a)).toBe(false)
-        const raw = JSON.parse(new TextDecoder().decode((yield* store.get("leader.json")).body))
+        const raw = JSON.parse(new TextDecoder().decode((yield* store.get(LEADER_KEY)).body))
         expect(raw).toMatchObject({ leaderID: "a", term: 1, lastUpdated: GO_ZERO_TIME })
         const tookOver = yield* timeWhen(isLeader(b), 2 * I)
         expect(tookOver - resignedAt).toBeLessThanOrEqual(I)
@@ -213,7 +214,7 @@ const suite = ({ name, make, settle }: Backend, long: number) =>
     it.scoped("a record of our id from a build without incarnations is taken over at once, as before", () =>
       Effect.gen(function* () {
         const store = make()
-        yield* store.put("leader.json", encodeLeaseRecord({ leaderID: "a", leaderAddr: "a.example:8991", term: 3, lastUpdated: 0 }))
+        yield* store.put(LEADER_KEY, encodeLeaseRecord({ leaderID: "a", leaderAddr: "a.example:8991", term: 3, lastUpdated: 0 }))
         const a = yield* startReplica(store, "a")
         yield* settle
         expect(yield* isLeader(a)).toBe(true)
@@ -251,7 +252,7 @@ const suite = ({ name, make, settle }: Backend, long: number) =>
       Effect.gen(function* () {
         const store = make()
         const future = 365 * 86_400_000
-        yield* store.put("leader.json", encodeLeaseRecord({ leaderID: "ghost", leaderAddr: "g:1", term: 7, lastUpdated: future }))
+        yield* store.put(LEADER_KEY, encodeLeaseRecord({ leaderID: "ghost", leaderAddr: "g:1", term: 7, lastUpdated: future }))
         const b = yield* startReplica(store, "b")
         yield* settle
         expect(yield* isLeader(b)).toBe(false)
@@ -308,7 +309,7 @@ const suite = ({ name, make, settle }: Backend, long: number) =>
         const store = make()
         yield* TestClock.adjust(ms(3_600_000))
         // A Go leader that stopped an hour ago without resigning.
-        yield* store.put("leader.json", enc.encode(`{"leaderID":"server-b","leaderAddr":"10.0.1.7:8991","lastUpdated":"1970-01-01T00:00:00.000000001Z"}`))
+        yield* store.put(LEADER_KEY, enc.encode(`{"leaderID":"server-b","leaderAddr":"10.0.1.7:8991","lastUpdated":"1970-01-01T00:00:00.000000001Z"}`))
         const a = yield* startReplica(store, "a")
         yield* settle
         const start = yield* Clock.currentTimeMillis
@@ -318,7 +319,7 @@ const suite = ({ name, make, settle }: Backend, long: number) =>
         expect(yield* readRecord(store)).toMatchObject({ leaderID: "a", term: 1 })
 
         const store2 = make()
-        yield* store2.put("leader.json", enc.encode(`{"leaderID":"server-b","leaderAddr":"10.0.1.7:8991","lastUpdated":"${GO_ZERO_TIME}"}`))
+        yield* store2.put(LEADER_KEY, enc.encode(`{"leaderID":"server-b","leaderAddr":"10.0.1.7:8991","lastUpdated":"${GO_ZERO_TIME}"}`))
         const c = yield* startReplica(store2, "c")
         yield* settle
         expect(yield* isLeader(c)).toBe(true)
@@ -329,7 +330,7 @@ const suite = ({ name, make, settle }: Backend, long: number) =>
       Effect.gen(function* () {
         const logs = collectLogs()
         const store = make()
-        yield* store.put("leader.json", enc.encode("<html>502 Bad Gateway</html>"))
+        yield* store.put(LEADER_KEY, enc.encode("<html>502 Bad Gateway</html>"))
         const a = yield* startReplica(store, "a").pipe(Effect.provide(logs.layer))
         yield* settle
         expect(yield* isLeader(a)).toBe(true)

@@ -9,6 +9,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { Effect, Either, SubscriptionRef } from "effect"
+import { LEADER_KEY } from "../../src/domain/bucketKeys.js"
 import { decodeLeaseRecord } from "../../src/domain/lease.js"
 import { makeFileStore } from "../../src/layers/ObjectStoreFile.js"
 import { scopeStore } from "../../src/layers/ObjectStoreScoped.js"
@@ -47,7 +48,7 @@ const scenario = (store: ObjectStoreShape) =>
       if (!tookOver) yield* Effect.sleep(ms(50))
     }
     expect(tookOver).toBe(true)
-    const record = decodeLeaseRecord((yield* store.get("leader.json")).body)
+    const record = decodeLeaseRecord((yield* store.get(LEADER_KEY)).body)
     expect(record).toMatchObject(Either.right({ leaderID: standby.id, term: 2 }))
     for (const r of replicas) yield* r.stop
   }).pipe(Effect.provide(collectLogs().layer))

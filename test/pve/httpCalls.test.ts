@@ -2,6 +2,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Option } from "effect"
 import type { Upid } from "../../src/domain/pve/schemas.js"
+import { isoFileName, isoVolid } from "../../src/domain/pveNames.js"
 import { setup } from "./support.js"
 
 const waitOpt = (api: { readonly waitTask: (node: string, upid: Upid) => Effect.Effect<unknown, unknown> }, node: string, upid: Option.Option<Upid>) =>
@@ -65,9 +66,9 @@ describe("ProxmoxApiHttp against the simulator", () => {
       expect([cloned.status, cloned.exitstatus, cloned.type]).toEqual(["stopped", "OK", "qmclone"])
 
       const iso = new Uint8Array(64 * 1024).map((_, i) => i % 251)
-      const uploadUpid = yield* api.upload("pve1", "local", { filename: `nstance-${name}.iso`, content: "iso", data: iso })
+      const uploadUpid = yield* api.upload("pve1", "local", { filename: isoFileName(name), content: "iso", data: iso })
       yield* api.waitTask("pve1", uploadUpid)
-      const volid = `local:iso/nstance-${name}.iso`
+      const volid = isoVolid("local", name)
       const isos = yield* api.listStorageContent("pve1", "local", { content: "iso" })
       expect(isos.map((v) => [v.volid, v.size, v.format])).toEqual([[volid, iso.length, "iso"]])
       expect(sim.model.volume("pve1", volid)?.data).toEqual(iso)

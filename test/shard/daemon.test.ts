@@ -5,10 +5,9 @@ import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
 import { scopeStore } from "../../src/layers/ObjectStoreScoped.js"
 import { ObjectStore } from "../../src/services/ObjectStore.js"
 import { REGISTRATION_OFF_WARNING, runDaemon } from "../../src/shard/daemon.js"
-import { pkiObjectKeys } from "../../src/layers/ClusterPkiStore.js"
+import { CONFIG_KEY, LEADER_KEY, pkiObjectKeys } from "../../src/domain/bucketKeys.js"
 import { randomBytes } from "node:crypto"
 import { EXAMPLE_CONFIG } from "../../src/shard/embedded.js"
-import { CONFIG_KEY } from "../../src/shard/shardConfig.js"
 import { PveSimulator } from "../../src/sim/server.js"
 
 const PREFIX = "shard/pve-a/"
@@ -39,7 +38,7 @@ const runUntil = (configText: string | undefined, until: (lines: ReadonlyArray<s
       Effect.timeoutFail({ duration: "15 seconds", onTimeout: () => new Error(`the awaited log line did not come within 15 s; logged:\n${lines.join("\n")}`) })
     )
     yield* Fiber.interrupt(fiber)
-    const lease = yield* scopeStore(store, PREFIX).get("leader.json").pipe(Effect.option)
+    const lease = yield* scopeStore(store, PREFIX).get(LEADER_KEY).pipe(Effect.option)
     return {
       lines,
       vms: [...sim.model.vms.values()].filter((vm) => vm.config.get("template") !== "1").map((vm) => ({ name: vm.config.get("name"), tags: vm.config.get("tags"), status: vm.status })),
@@ -97,6 +96,6 @@ describe("shard daemon (simulator + memory store)", () => {
       expect(exit._tag).toBe("Failure")
       expect(JSON.stringify(exit)).toContain("PkiIncomplete")
       // It never joined the election.
-      expect(Option.isNone(yield* scopeStore(store, PREFIX).get("leader.json").pipe(Effect.option))).toBe(true)
+      expect(Option.isNone(yield* scopeStore(store, PREFIX).get(LEADER_KEY).pipe(Effect.option))).toBe(true)
     }), { timeout: 15_000 })
 })

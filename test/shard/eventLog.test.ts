@@ -297,7 +297,8 @@ describe("EventLog writes of unknown outcome (memory store)", () => {
       self.failures = 1
       const fiber = yield* Effect.fork(log.append([requested("abc0")]))
       yield* Effect.yieldNow()
-      yield* TestClock.adjust("100 millis")
+      // The first retry waits 100 ms jittered (transientBackoff): at most 120 ms.
+      yield* TestClock.adjust("120 millis")
       expect(yield* Fiber.join(fiber)).toEqual({ seq: 2 })
       expect(Option.isSome(getInstance(yield* log.state, "abc0"))).toBe(true)
       // Not fenced: the next append goes on at seq 3.

@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
+import { isoFileName } from "../../src/domain/pveNames.js"
 import { allInstances } from "../../src/domain/shard/state.js"
 import {
   freshInstanceId,
@@ -72,7 +73,7 @@ describe("GC and adoption (simulated world)", () => {
       // Orphan ISOs of both conventions: ours for an instance this shard never knew (collected after its grace),
       // and the original's for an unused VMID.
       const strayId = freshInstanceId()
-      for (const filename of [`nstance-${strayId}.iso`, "user-data-4242.iso"]) {
+      for (const filename of [isoFileName(strayId), "user-data-4242.iso"]) {
         yield* w.drive(w.pve.upload("pve3", ISO_STORAGE, { filename, content: "iso", data: new Uint8Array(2048) }).pipe(
           Effect.flatMap((upid) => w.pve.waitTask("pve3", upid)),
           Effect.orDie

@@ -18,7 +18,7 @@ import type { LeaderLeaseShape } from "../../src/services/LeaderLease.js"
 import type { ObjectStoreShape } from "../../src/services/ObjectStore.js"
 import type { ProxmoxApiShape } from "../../src/services/ProxmoxApi.js"
 import { makeShardReplica, ShardReplica } from "../../src/shard/ShardReplica.js"
-import { CONFIG_KEY } from "../../src/shard/shardConfig.js"
+import { CONFIG_KEY } from "../../src/domain/bucketKeys.js"
 import {
   CLUSTER,
   configText,

@@ -5,6 +5,8 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
+import { BEGIN_MARKER } from "../../src/domain/managedNotes.js"
+import { cdromDrive, isoVolid } from "../../src/domain/pveNames.js"
 import { allInstances } from "../../src/domain/shard/state.js"
 import { BRIDGE, ISO_STORAGE, makeWorld, OUR_TAGS } from "../support/simWorld.js"
 import { LatencyRealistic } from "../../src/sim/latency.js"
@@ -35,8 +37,8 @@ describe("create and delete sagas driven by reconcile (simulated world)", () => 
       for (const vm of vms) {
         expect(vm.config.get("tags")).toBe(OUR_TAGS)
         expect(vm.config.get("net0")).toMatch(new RegExp(`bridge=${BRIDGE}`))
-        expect(vm.config.get("ide2")).toBe(`${ISO_STORAGE}:iso/nstance-${vm.config.get("name")}.iso,media=cdrom`)
-        expect(decodeURIComponent(vm.config.get("description") ?? "")).toContain("# DO NOT EDIT BELOW - managed by nstance #")
+        expect(vm.config.get("ide2")).toBe(cdromDrive(isoVolid(ISO_STORAGE, vm.config.get("name") ?? "")))
+        expect(decodeURIComponent(vm.config.get("description") ?? "")).toContain(BEGIN_MARKER)
         expect(vm.config.get("scsi0")).toMatch(/size=4G/)
         expect(vm.status).toBe("running")
       }

@@ -15,7 +15,7 @@ import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
 import { scopeStore } from "../../src/layers/ObjectStoreScoped.js"
 import { ObjectStore, type ObjectStoreShape } from "../../src/services/ObjectStore.js"
 import { runShards, type SupervisedShard } from "../../src/shard/ShardSupervisor.js"
-import { CONFIG_KEY } from "../../src/shard/shardConfig.js"
+import { CONFIG_KEY, LEADER_KEY } from "../../src/domain/bucketKeys.js"
 import { PveSimulator, type RunningSimulator } from "../../src/sim/server.js"
 import { runCommand } from "../support/cli.js"
 
@@ -93,7 +93,7 @@ const runTwo = (configs: Readonly<Record<string, string>>, until: (lines: Readon
     )
     yield* Fiber.interrupt(fiber)
     const lease = (shard: string) =>
-      scopeStore(store, `shard/${shard}/`).get("leader.json").pipe(
+      scopeStore(store, `shard/${shard}/`).get(LEADER_KEY).pipe(
         Effect.option,
         Effect.map(Option.map((object) => JSON.parse(dec.decode(object.body)) as Record<string, unknown>)),
         Effect.map(Option.getOrUndefined)
@@ -152,7 +152,7 @@ describe("several shards in one process", () => {
       ))
       expect(error).toMatchObject({ _tag: "DuplicateReplica", id: "test-replica", key: "shard/b/leader.json", term: 1, address: "10.0.0.9:8991" })
       // Shard a ran as usual and resigned on the way out; shard b's lease is still the other process's.
-      const record = (shard: string) => Effect.map(scopeStore(store, `shard/${shard}/`).get("leader.json"), (o) => JSON.parse(dec.decode(o.body)) as Record<string, unknown>)
+      const record = (shard: string) => Effect.map(scopeStore(store, `shard/${shard}/`).get(LEADER_KEY), (o) => JSON.parse(dec.decode(o.body)) as Record<string, unknown>)
       expect(yield* record("a")).toMatchObject({ leaderID: "test-replica", lastUpdated: "0001-01-01T00:00:00Z" })
       expect(yield* SubscriptionRef.get(other.isLeader)).toBe(true)
       expect((yield* record("b"))["lastUpdated"]).not.toBe("0001-01-01T00:00:00Z")

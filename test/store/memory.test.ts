@@ -1,7 +1,8 @@
 import { describe, expect, it } from "@effect/vitest"
+import { shardPrefix } from "../../src/domain/bucketKeys.js"
 import { Chunk, Effect, Stream } from "effect"
 import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
-import { scopeStore, shardPrefix } from "../../src/layers/ObjectStoreScoped.js"
+import { scopeStore } from "../../src/layers/ObjectStoreScoped.js"
 import { storeContract } from "./contract.js"
 
 const memory = makeMemoryStore()

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Either } from "effect"
-import { settleAmbiguousPut } from "../../src/layers/storeSettle.js"
-import { ifAbsent, ifMatch, type Precondition } from "../../src/services/ObjectStore.js"
+import { Effect, Either, Fiber, TestClock } from "effect"
+import { retryTransient, settleAmbiguousPut } from "../../src/layers/storeSettle.js"
+import { ifAbsent, ifMatch, type Precondition, StoreUnavailable } from "../../src/services/ObjectStore.js"
 
 const enc = new TextEncoder()
 const mine = enc.encode("mine")
@@ -20,5 +20,32 @@ describe("settleAmbiguousPut: what a re-read after an unknown outcome means", ()
     Effect.gen(function* () {
       const result = yield* Effect.either(settleAmbiguousPut("k", mine, precondition as Precondition, Effect.succeed(current), "HTTP 500"))
       expect(Either.isRight(result) ? `success ${result.right.etag}` : result.left._tag).toBe(expected)
+    }))
+})
+
+describe("retryTransient: one loop owns the retries", () => {
+  const failing = (counter: { attempts: number }) =>
+    Effect.suspend(() => {
+      counter.attempts++
+      return Effect.fail(new StoreUnavailable({ operation: "get", key: "k", reason: "injected" }))
+    })
+
+  it.effect("a loop around a store that does not retry retries within its own bound", () =>
+    Effect.gen(function* () {
+      const counter = { attempts: 0 }
+      const fiber = yield* Effect.fork(Effect.either(retryTransient("get", "k", 3)(failing(counter))))
+      yield* TestClock.adjust("10 seconds")
+      expect(Either.isLeft(yield* Fiber.join(fiber))).toBe(true)
+      expect(counter.attempts).toBe(4)
+    }))
+
+  it.effect("a loop around a store that retries itself passes its failures through: attempts do not multiply", () =>
+    Effect.gen(function* () {
+      const counter = { attempts: 0 }
+      const store = retryTransient("get", "k", 5)(failing(counter))
+      const fiber = yield* Effect.fork(Effect.either(retryTransient("get", "k", 3)(store)))
+      yield* TestClock.adjust("10 seconds")
+      expect(Either.isLeft(yield* Fiber.join(fiber))).toBe(true)
+      expect(counter.attempts).toBe(6)
     }))
 })

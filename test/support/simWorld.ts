@@ -33,6 +33,7 @@ import { Cause, Chunk, Clock, Context, Deferred, Duration, Effect, Either, Fiber
 import { type ParsedShardConfig, parseShardConfig } from "../../src/domain/config/index.js"
 import { makeInstanceIdGenerator } from "../../src/domain/instanceId.js"
 import { parseUpid } from "../../src/domain/pve/upid.js"
+import { cdromDrive, isoVolid } from "../../src/domain/pveNames.js"
 import { ShardEvent } from "../../src/domain/shard/events.js"
 import { allInstances, fold, type Instance, type State } from "../../src/domain/shard/state.js"
 import { replayStore } from "../../src/layers/EventLogStore.js"
@@ -160,7 +161,7 @@ export const vmConfigProblems = (vm: SimVm, instance: Instance): Array<string> =
     problems.push(`${where}: description is not the managed-notes block: ${JSON.stringify(description)}`)
   }
   if (!(c.get("net0") ?? "").includes(`bridge=${BRIDGE}`)) problems.push(`${where}: net0 ${c.get("net0")}`)
-  if (c.get("ide2") !== `${ISO_STORAGE}:iso/nstance-${instance.id}.iso,media=cdrom`) problems.push(`${where}: ide2 ${c.get("ide2")}`)
+  if (c.get("ide2") !== cdromDrive(isoVolid(ISO_STORAGE, instance.id))) problems.push(`${where}: ide2 ${c.get("ide2")}`)
   if (vm.status !== "running") problems.push(`${where}: ${vm.status}`)
   if (c.get("lock") !== undefined) problems.push(`${where}: locked (${c.get("lock")})`)
   return problems

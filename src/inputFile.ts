@@ -1,7 +1,9 @@
 /**
- * Errors that end a CLI invocation with one line on stderr and exit status 1, and the one way the CLIs
- * read an operator's input file: checked to be a regular file of bounded size before anything reads it,
- * so a FIFO, a device or a directory given as FILE is one clear line instead of a hang.
+ * The one way nstance's programs (server, admin, agent, simulator) read an operator's input file: checked
+ * to be a regular file of bounded size before anything reads it, so a FIFO, a device or a directory given
+ * as FILE is one clear line instead of a hang. Its error, UsageError, ends a CLI invocation with that line
+ * on stderr and exit status 1. Kept outside `cli/` because the agent, the simulator and the daemon's
+ * embedded mode read files too, and none of them should depend on the admin CLI.
  */
 import { constants as fsConstants } from "node:fs"
 import * as fs from "node:fs/promises"

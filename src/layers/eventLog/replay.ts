@@ -1,0 +1,174 @@
+/**
+ * Replay: the newest valid snapshot (the local cached copy when it is at least as new and matches the store,
+ * else the store's), then every segment after it in order. Read-only, so usable offline (`nstance-admin state`).
+ */
+import { Effect, Either, Option, Stream } from "effect"
+import { fold, emptyState, type State } from "../../domain/shard/state.js"
+import type { ShardEvent } from "../../domain/shard/events.js"
+import { LogCorrupt } from "../../services/EventLog.js"
+import type { ObjectStoreShape } from "../../services/ObjectStore.js"
+import { type CachedSnapshot, parseSegment, parseSnapshot, sha256 } from "./format.js"
+import { SEGMENT_KEY, segmentKey, seqOf, SNAPSHOT_KEY, snapshotKey } from "./paths.js"
+import { FETCH_CONCURRENCY, listKeys, readKey, unavailable } from "./segmentStore.js"
+import { readCache, type SnapshotCache } from "./snapshotCache.js"
+
+export interface LoggedEvent {
+  readonly seq: number
+  readonly event: ShardEvent
+}
+
+export interface Replayed {
+  readonly state: State
+  /** Sequence number of the last segment (0 for an empty log). */
+  readonly seq: number
+  /** The last events of the replayed tail (after the snapshot used), oldest first. */
+  readonly lastEvents: ReadonlyArray<LoggedEvent>
+  /** Sequence number of the snapshot replay started from (0 when none was usable). */
+  readonly snapshotSeq: number
+  /** Where that snapshot came from: the store, the local cached copy, or nowhere (replay from seq 1). */
+  readonly snapshotSource: "store" | "cache" | "none"
+}
+
+const LAST_EVENTS = 100
+
+/** Sequence numbers of the store's snapshots, newest first. */
+const snapshotSeqs = (store: ObjectStoreShape) =>
+  Effect.gen(function* () {
+    const seqs: Array<number> = []
+    for (const key of yield* listKeys(store, "snapshot/")) {
+      const seq = seqOf(SNAPSHOT_KEY, key)
+      if (seq === undefined) yield* Effect.logWarning(`event log: ignoring ${key}: not a snapshot name`)
+      else seqs.push(seq)
+    }
+    return seqs.sort((a, b) => b - a)
+  })
+
+/** The newest of `seqs` that reads, decodes and matches its checksum; corrupt ones are skipped with a warning. */
+const newestValidSnapshot = Effect.fn("eventLog.snapshot.load")(function* (store: ObjectStoreShape, seqs: ReadonlyArray<number>) {
+  for (const seq of seqs) {
+    const key = snapshotKey(seq)
+    const body = yield* readKey(store, key)
+    if (body === undefined) continue
+    const parsed = parseSnapshot(seq, body)
+    if (Either.isRight(parsed)) return Option.some({ seq, state: parsed.right })
+    yield* Effect.logWarning(`event log: skipping snapshot ${key} (${parsed.left}); trying the one before it`)
+  }
+  return Option.none<{ seq: number; state: State }>()
+})
+
+/**
+ * Whether the store still holds segment `cached.seq` with the bytes the copy was taken after. This is what
+ * ties the copy to this log: a copy of another log, of a log since rewritten, or one pruned past, is refused.
+ */
+const cacheMatchesStore = (store: ObjectStoreShape, cached: CachedSnapshot) =>
+  Effect.gen(function* () {
+    const segment = yield* readKey(store, segmentKey(cached.seq))
+    if (segment === undefined) {
+      yield* Effect.logInfo(`event log: ignoring the cached snapshot at seq ${cached.seq}: the store has no ${segmentKey(cached.seq)}`)
+      return false
+    }
+    if (sha256(segment) !== cached.segmentHash) {
+      yield* Effect.logInfo(`event log: ignoring the cached snapshot at seq ${cached.seq}: ${segmentKey(cached.seq)} differs (a copy of another log)`)
+      return false
+    }
+    return true
+  })
+
+/** Where replay starts: the cached copy when it is at least as new as the store's and matches it, else the store's newest valid snapshot. */
+const replayStart = (store: ObjectStoreShape, cache: SnapshotCache | undefined) =>
+  Effect.gen(function* () {
+    const seqs = yield* snapshotSeqs(store)
+    const cached = cache === undefined ? Option.none<CachedSnapshot>() : yield* readCache(cache)
+    const useCached = (above: number) =>
+      Effect.gen(function* () {
+        if (Option.isNone(cached)) return Option.none<CachedSnapshot>()
+        if (cached.value.seq < above) {
+          yield* Effect.logDebug(`event log: ignoring the cached snapshot at seq ${cached.value.seq}: the store has one at seq ${above}`)
+          return Option.none<CachedSnapshot>()
+        }
+        return (yield* cacheMatchesStore(store, cached.value)) ? cached : Option.none<CachedSnapshot>()
+      })
+    // At least as new as every listed snapshot: no snapshot download at all (the point of the copy).
+    const first = yield* useCached(seqs[0] ?? 0)
+    if (Option.isSome(first)) return { ...first.value, source: "cache" as const }
+    const fromStore = yield* newestValidSnapshot(store, seqs)
+    const storeSeq = Option.match(fromStore, { onNone: () => 0, onSome: (snapshot) => snapshot.seq })
+    // The newest listed snapshots were corrupt, and the copy is newer than the one that was valid.
+    if (Option.isSome(cached) && cached.value.seq < (seqs[0] ?? 0) && cached.value.seq > storeSeq) {
+      const second = yield* useCached(storeSeq)
+      if (Option.isSome(second)) return { ...second.value, source: "cache" as const }
+    }
+    return Option.match(fromStore, {
+      onNone: () => ({ seq: 0, state: emptyState, source: "none" as const }),
+      onSome: (snapshot) => ({ ...snapshot, source: "store" as const })
+    })
+  })
+
+/** The newest snapshot after `from` that does not read (replay skipped it), and why. */
+const unreadableSnapshot = (store: ObjectStoreShape, from: number) =>
+  Effect.gen(function* () {
+    for (const seq of yield* snapshotSeqs(store)) {
+      if (seq <= from) continue
+      const body = yield* readKey(store, snapshotKey(seq))
+      if (body === undefined) continue
+      const parsed = parseSnapshot(seq, body)
+      if (Either.isLeft(parsed)) return Option.some({ key: snapshotKey(seq), reason: `snapshot unreadable (${parsed.left})` })
+    }
+    return Option.none<{ key: string; reason: string }>()
+  })
+
+/**
+ * Replays the log read-only: newest valid snapshot (or the cached copy, see `replayStart`), then every
+ * segment after it in order. A segment that does not decode, or a missing sequence number, fails with
+ * `LogCorrupt`; nothing is skipped. Usable offline (`nstance-admin state`) since it never writes.
+ */
+export const replayStore = Effect.fn("eventLog.replay")(function* (store: ObjectStoreShape, cache?: SnapshotCache) {
+  const start = yield* replayStart(store, cache)
+  if (start.source === "cache") yield* Effect.logInfo(`event log: replaying from the cached snapshot at seq ${start.seq}`)
+  const last: Array<LoggedEvent> = []
+  const result = yield* store.list("log/", start.seq === 0 ? undefined : segmentKey(start.seq)).pipe(
+    Stream.mapError(unavailable("list", "log/")),
+    Stream.mapEffect(
+      (meta) =>
+        Effect.gen(function* () {
+          const seq = seqOf(SEGMENT_KEY, meta.key)
+          if (seq === undefined) return yield* new LogCorrupt({ key: meta.key, reason: "not a segment name (log/{seq:016}.json)" })
+          const body = yield* readKey(store, meta.key)
+          if (body === undefined) return yield* new LogCorrupt({ key: meta.key, reason: "listed but vanished during replay" })
+          return { key: meta.key, seq, events: yield* parseSegment(meta.key, seq, body) }
+        }),
+      { concurrency: FETCH_CONCURRENCY }
+    ),
+    Stream.runFoldEffect({ seq: start.seq, state: start.state }, (acc, segment) => {
+      if (segment.seq !== acc.seq + 1) {
+        // Right after the snapshot replay started from: the segments were pruned behind a newer snapshot
+        // that did not read. That snapshot is the object to name, not the first missing segment.
+        const prunedPast = acc.seq === start.seq ? unreadableSnapshot(store, start.seq) : Effect.succeed(Option.none())
+        return Effect.flatMap(prunedPast, (snapshot) =>
+          Effect.fail(
+            Option.match(snapshot, {
+              onSome: ({ key, reason }) =>
+                new LogCorrupt({ key, reason: `${reason}; the segments before seq ${segment.seq} were pruned behind it, so the log cannot be replayed` }),
+              onNone: () =>
+                new LogCorrupt({
+                  key: segmentKey(acc.seq + 1),
+                  reason: `missing: the log jumps from seq ${acc.seq} to ${segment.seq}${acc.seq === start.seq ? " (pruned beyond every valid snapshot?)" : ""}`
+                })
+            })
+          ))
+      }
+      for (const event of segment.events) {
+        last.push({ seq: segment.seq, event })
+        if (last.length > 2 * LAST_EVENTS) last.splice(0, last.length - LAST_EVENTS)
+      }
+      return Effect.succeed({ seq: segment.seq, state: fold(segment.events, acc.state, segment.seq) })
+    })
+  )
+  return {
+    state: result.state,
+    seq: result.seq,
+    lastEvents: last.slice(-LAST_EVENTS),
+    snapshotSeq: start.seq,
+    snapshotSource: start.source
+  } satisfies Replayed
+})
