@@ -71,6 +71,13 @@ export interface EventLogShape {
   readonly append: (events: ReadonlyArray<ShardEvent>) => Effect.Effect<{ readonly seq: number }, Fenced | LogUnavailable>
   /** The state folded from every durable segment. */
   readonly state: Effect.Effect<State>
+  /**
+   * The state once every append already queued or in flight with an event matching `touches` has finished
+   * (written, or failed). A step that must not act against a decision being written — a clone against the
+   * instance's DeleteRequested whose segment is still in flight, or in doubt and being settled — reads this
+   * instead of `state`. Optional for test doubles (they read `state`).
+   */
+  readonly settledState?: (touches: (event: ShardEvent) => boolean) => Effect.Effect<State>
   /** Sequence number of the last durable segment (0 before the first). */
   readonly seq: Effect.Effect<number>
   /** The current state, then every new one after each durable write. */

@@ -267,7 +267,10 @@ export const createStep = (instance: Instance, resumed: boolean) =>
           const newid = vmid
           const shared = yield* view.isShared(node, spec.storagePool).pipe(Effect.mapError(stepErrorFrom(id, step)))
           // A delete recorded while this clone waited for its slot wins: no VM is cloned for a deleting instance (chaos seed 16).
-          const deleting = Effect.map(log.state, (s) => Option.exists(getInstance(s, id), (i) => i.phase === "deleting"))
+          // Read once the instance's DeleteRequested in flight (or in doubt) is settled: a clone must never
+          // race the delete decision being written (chaos seed 70127: an ambiguous write, then the clone).
+          const settled = log.settledState?.((event) => event._tag === "DeleteRequested" && event.instanceId === id) ?? log.state
+          const deleting = Effect.map(settled, (s) => Option.exists(getInstance(s, id), (i) => i.phase === "deleting"))
           const cloned = yield* limits.cloneSlot(node, spec.storagePool, shared)(Effect.flatMap(deleting, (gone) => gone ? Effect.succeed(false) : limits.onNode(templateNode)(
             pve.clone(templateNode, templateVmid, {
               newid,

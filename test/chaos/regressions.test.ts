@@ -20,6 +20,7 @@ describe("chaos regressions", () => {
   it("seed 1045: a delete that finds its VM still being cloned waits instead of leaving the clone behind", () => expectClean(1045), 30_000)
   it("seed 1056: the same, another world", () => expectClean(1056), 30_000)
   it("seed 1898: GC does not request the delete of an instance whose delete finished during its pass", () => expectClean(1898), 30_000)
+  it("seed 70127: a clone does not race its instance's DeleteRequested whose segment is in doubt (ambiguous write, settled after)", () => expectClean(70127), 30_000)
   it("seed 3002 (two shards): GC does not delete the other shard's ISO waiting for its clone", async () => {
     expect(isTwoShardSeed(3002)).toBe(true)
     await expectClean(3002)

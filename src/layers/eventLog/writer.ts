@@ -52,6 +52,8 @@ export const makeEventLog: (store: ObjectStoreShape, options?: EventLogOptions) 
     const writer = yield* makeWriterState
     const { stateRef, status, lastSeqRef, lastSegmentHash } = writer
     const queue = yield* Queue.unbounded<Pending>()
+    /** Appends queued or in flight, until their callers hear the outcome (see `settledState`). */
+    const unsettled = yield* Ref.make<ReadonlySet<{ readonly events: ReadonlyArray<ShardEvent>; readonly done: Deferred.Deferred<{ readonly seq: number }, Fenced | LogUnavailable> }>>(new Set())
     /** Events queued and not yet taken by the writer; reaching `maxBatch` ends the batch window early. */
     const queuedEvents = yield* Ref.make(0)
     const available = yield* Effect.makeLatch(false)
@@ -208,11 +210,24 @@ export const makeEventLog: (store: ObjectStoreShape, options?: EventLogOptions) 
           encoded.push(result.right)
         }
         const done = yield* Deferred.make<{ readonly seq: number }, Fenced | LogUnavailable>()
+        const pending = { events, done }
+        yield* Ref.update(unsettled, (set) => new Set(set).add(pending))
         yield* Queue.offer(queue, { events, encoded, done })
         const queued = yield* Ref.updateAndGet(queuedEvents, (n) => n + events.length)
         yield* available.open
         if (queued >= cfg.maxBatch) yield* full.open
-        return yield* Deferred.await(done)
+        return yield* Deferred.await(done).pipe(Effect.ensuring(Ref.update(unsettled, (set) => {
+          const rest = new Set(set)
+          rest.delete(pending)
+          return rest
+        })))
+      })
+
+    const settledState = (touches: (event: ShardEvent) => boolean) =>
+      Effect.gen(function* () {
+        const waiting = [...(yield* Ref.get(unsettled))].filter((p) => p.events.some(touches))
+        yield* Effect.forEach(waiting, (p) => Effect.exit(Deferred.await(p.done)), { discard: true })
+        return yield* SubscriptionRef.get(stateRef)
       })
 
     /**
@@ -247,6 +262,7 @@ export const makeEventLog: (store: ObjectStoreShape, options?: EventLogOptions) 
       open,
       append,
       state: SubscriptionRef.get(stateRef),
+      settledState,
       seq: Ref.get(lastSeqRef),
       changes: stateRef.changes,
       snapshot: () => lock.withPermits(1)(writeSnapshot),
