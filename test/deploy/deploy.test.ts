@@ -8,7 +8,7 @@ import { existsSync, readdirSync, readFileSync } from "node:fs"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { describe, expect, it } from "vitest"
-import { skipWithout } from "../support/realComponents.js"
+import { skipWithout } from "../support/skipWithout.js"
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), "..", "..")
 

@@ -13,7 +13,7 @@ import { buildIso, IsoReadError, readIsoFiles } from "../../src/domain/iso9660.j
 import { seedIsoBytes } from "../../src/layers/IsoBuilder9660.js"
 import { IsoBuildError } from "../../src/services/IsoBuilder.js"
 import { patternBytes } from "./bytes.js"
-import { skipWithout } from "../support/realComponents.js"
+import { skipWithout } from "../support/skipWithout.js"
 
 const dir = mkdtempSync(join(tmpdir(), "nstance-iso-"))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))

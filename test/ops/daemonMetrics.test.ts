@@ -10,7 +10,7 @@ import { PveSimulator } from "../../src/sim/server.js"
 import { closedPort } from "../support/net.js"
 import { exampleConfigWithHealth, get, pollUntil, withGroupSize } from "./harness.js"
 import { parsePrometheus, samples, total } from "./promParser.js"
-import { skipWithout } from "../support/realComponents.js"
+import { skipWithout } from "../support/skipWithout.js"
 
 const PREFIX = "shard/pve-a/"
 const VMS = 7

@@ -8,7 +8,7 @@ import { allInstances } from "../../src/domain/shard/state.js"
 import { makePrometheusScrape } from "../../src/metrics/prometheus.js"
 import { makeWorld, SHARD } from "../support/simWorld.js"
 import { parsePrometheus, total } from "./promParser.js"
-import { skipWithout } from "../support/realComponents.js"
+import { skipWithout } from "../support/skipWithout.js"
 
 describe.skipIf(skipWithout("prometheus-parser"))("/metrics: what the leader did (simulated world)", () => {
   it.scoped("a VM deleted behind our back: one GC deletion of kind vm-replaced, and one more VM started for its replacement", () =>

@@ -8,7 +8,7 @@ import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
 import { faulty } from "../lease/harness.js"
 import { awaitLeaderKnown, awaitLeading, exampleConfigWithHealth, fastElectionConfig, get, pollUntil, publishTerm, startReplica } from "./harness.js"
 import { family, samples, scrape, total } from "./promParser.js"
-import { skipWithout } from "../support/realComponents.js"
+import { skipWithout } from "../support/skipWithout.js"
 
 const generate = makeInstanceIdGenerator()
 const newId = () => generate("web")

@@ -4,7 +4,7 @@ import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
 import { seen, setup } from "../pve/support.js"
 import { startReplica } from "./harness.js"
 import { family, type Family, scrape, total } from "./promParser.js"
-import { skipWithout } from "../support/realComponents.js"
+import { skipWithout } from "../support/skipWithout.js"
 
 const CALLS = "nstance_pve_calls_total"
 const SECONDS_COUNT = "nstance_pve_call_seconds_count"

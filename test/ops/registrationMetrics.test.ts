@@ -8,7 +8,7 @@ import { makePrometheusScrape } from "../../src/metrics/prometheus.js"
 import { EventLog, type EventLogShape } from "../../src/services/EventLog.js"
 import { makeAgentBackendShard } from "../../src/shard/AgentBackendShard.js"
 import { parsePrometheus, total } from "./promParser.js"
-import { skipWithout } from "../support/realComponents.js"
+import { skipWithout } from "../support/skipWithout.js"
 
 describe.skipIf(skipWithout("prometheus-parser"))("/metrics: registrations", () => {
   it.scoped("one per recorded registration; a reused nonce does not count", () =>

@@ -103,4 +103,4 @@ export const s3ChildEnv = (env: S3TestEnv, overrides: Record<string, string> = {
 })
 
 export { closedPort } from "../support/net.js"
-export { skipWithout } from "../support/realComponents.js"
+export { skipWithout } from "../support/skipWithout.js"

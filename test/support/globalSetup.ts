@@ -6,12 +6,16 @@
  */
 // @ts-expect-error — a plain ESM build script without type declarations
 import { buildAll } from "../../scripts/build.mjs"
-import { isCi, missingLine, REAL_COMPONENTS } from "./realComponents.js"
+import type { TestProject } from "vitest/node"
+import { isCi, missingLine, probeRealComponents, REAL_COMPONENTS } from "./realComponents.js"
 
-export default async function setup(): Promise<void> {
+export default async function setup(project: TestProject): Promise<void> {
   await (buildAll as (options: { ifStale: boolean }) => Promise<boolean>)({ ifStale: true })
+  // Probed here, in the main process and asynchronously; the workers read the result (`skipWithout`).
+  const found = await probeRealComponents()
+  project.provide("realComponentsMissing", found)
   const missing = REAL_COMPONENTS.flatMap((c) => {
-    const what = c.missing()
+    const what = found[c.name]
     return what === undefined ? [] : [{ c, what }]
   })
   if (missing.length === 0) return

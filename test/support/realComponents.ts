@@ -1,11 +1,12 @@
 /**
  * The real programs some suites run against instead of a stand-in: an S3 server (Ceph RGW), the ISO tools
  * cloud-init users rely on, the deploy scripts' checkers, and Prometheus' own text parser. Each is a Debian
- * package. On a machine that lacks one, the suites that need it are skipped and the run says so once, with
- * the command that installs it (test/support/globalSetup.ts). Under `CI=true` (as `.ci/run` sets) a missing
+ * package. The global setup probes them once, asynchronously (test/support/globalSetup.ts); on a machine that
+ * lacks one, the suites that need it are skipped (`skipWithout`, test/support/skipWithout.ts) and the run
+ * says so once, with the command that installs it. Under `CI=true` (as `.ci/run` sets) a missing
  * component fails the run instead: CI must never pass on skipped real-component checks.
  */
-import { execFileSync } from "node:child_process"
+import { execFile } from "node:child_process"
 import { accessSync, constants, existsSync } from "node:fs"
 import { delimiter, join } from "node:path"
 
@@ -16,8 +17,8 @@ export interface RealComponent {
   readonly checks: string
   /** The one command that installs what is missing. */
   readonly install: string
-  /** Undefined when present, else what is missing. */
-  readonly missing: () => string | undefined
+  /** Undefined when present, else what is missing (asynchronous: a probe must never block a worker). */
+  readonly missing: () => Promise<string | undefined>
 }
 
 const isExecutable = (path: string): boolean => {
@@ -47,7 +48,7 @@ export const REAL_COMPONENTS: ReadonlyArray<RealComponent> = [
     name: "s3",
     checks: "the S3 store, lease, event-log and CLI suites on a real S3 server (Ceph RGW)",
     install: "sudo apt-get install ceph-mon ceph-osd radosgw ceph-common",
-    missing: () => {
+    missing: async () => {
       // A server of the user's own (the four variables set) serves as well as the one we start.
       if (S3_VARIABLES.every((name) => (process.env[name] ?? "") !== "")) return undefined
       const programs = missingPrograms(["ceph-mon", "ceph-osd", "radosgw", "radosgw-admin", "ceph-authtool", "monmaptool", "ceph"])
@@ -58,50 +59,37 @@ export const REAL_COMPONENTS: ReadonlyArray<RealComponent> = [
     name: "iso-tools",
     checks: "our cloud-init ISOs read by isoinfo, xorriso and blkid",
     install: "sudo apt-get install genisoimage xorriso util-linux",
-    missing: () => missingPrograms(["isoinfo", "genisoimage", "xorriso", "blkid"])
+    missing: async () => missingPrograms(["isoinfo", "genisoimage", "xorriso", "blkid"])
   },
   {
     name: "deploy-tools",
     checks: "the deploy scripts under shellcheck and their bats suites (with keepalived -t)",
     install: "sudo apt-get install shellcheck bats keepalived",
-    missing: () => missingPrograms(["shellcheck", "bats", "keepalived"])
+    missing: async () => missingPrograms(["shellcheck", "bats", "keepalived"])
   },
   {
     name: "prometheus-parser",
     checks: "/metrics read by Prometheus' own text parser",
     install: "sudo apt-get install python3-prometheus-client",
-    missing: () => {
-      try {
-        execFileSync(SYSTEM_PYTHON, ["-c", "import prometheus_client.parser"], { stdio: "ignore", timeout: 20_000 })
-        return undefined
-      } catch {
-        return `${SYSTEM_PYTHON} with prometheus_client`
-      }
-    }
+    missing: () =>
+      new Promise((resolve) => {
+        execFile(SYSTEM_PYTHON, ["-c", "import prometheus_client.parser"], { timeout: 20_000 }, (error) =>
+          resolve(error === null ? undefined : `${SYSTEM_PYTHON} with prometheus_client`))
+      })
   }
 ]
 
-const found = new Map<RealComponent["name"], string | undefined>()
-
-const component = (name: RealComponent["name"]): RealComponent => {
-  const c = REAL_COMPONENTS.find((candidate) => candidate.name === name)
-  if (c === undefined) throw new Error(`unknown real component ${name}`)
-  return c
-}
-
-/** What is missing of a component (cached per process), or undefined when it is there. */
-export const missingOf = (name: RealComponent["name"]): string | undefined => {
-  if (!found.has(name)) found.set(name, component(name).missing())
-  return found.get(name)
+/** Probes every component (in the global setup, once per run). */
+export const probeRealComponents = async (): Promise<Record<string, string>> => {
+  const found: Record<string, string> = {}
+  for (const c of REAL_COMPONENTS) {
+    const what = await c.missing()
+    if (what !== undefined) found[c.name] = what
+  }
+  return found
 }
 
 export const isCi = (): boolean => (process.env["CI"] ?? "") !== "" && process.env["CI"] !== "false"
-
-/**
- * True when the suite must be skipped: the component is missing and this is not CI. Under CI a missing
- * component is not skipped; the suite runs and fails, and the global setup has already failed the run.
- */
-export const skipWithout = (name: RealComponent["name"]): boolean => missingOf(name) !== undefined && !isCi()
 
 /** The one line the run prints for a missing component. */
 export const missingLine = (c: RealComponent, what: string): string =>
