@@ -12,6 +12,7 @@
 import { Rpc, RpcGroup } from "@effect/rpc"
 import { Effect, Either, Option, ParseResult, Schema, SchemaAST } from "effect"
 import { InvalidPayload, NotLeader, PayloadTooLarge } from "../domain/agent/errors.js"
+import { Hold } from "../domain/shard/state.js"
 
 export { InvalidPayload, NotLeader, PayloadTooLarge }
 
@@ -129,7 +130,7 @@ export const LastErrorView = Schema.Struct({
 })
 
 /** Why the fold stopped an instance (an impossible event at `seq`): nothing acts on it until an operator deletes it. */
-export const HoldView = Schema.Struct({ seq: Schema.Int, reason: Schema.String })
+export const HoldView = Hold
 
 /** An impossible event of the log (see `src/domain/shard/state.ts`). */
 export const AnomalyView = Schema.Struct({

@@ -44,7 +44,7 @@ const LastError = Schema.Struct({
 export type LastError = typeof LastError.Type
 
 /** Why the fold stopped an instance: the seq of the impossible event and what was impossible about it. */
-const Hold = Schema.Struct({ seq: Schema.Int, reason: Schema.String })
+export const Hold = Schema.Struct({ seq: Schema.Int, reason: Schema.String })
 export type Hold = typeof Hold.Type
 
 /** An event that cannot have happened, where it is in the log, and the instances it held. */
@@ -133,6 +133,15 @@ export const emptyState: State = {
 
 type Draft = { -readonly [K in keyof Instance]: Instance[K] }
 
+/** `base` with a fold's changes applied (`null`: removed), in one trie update per changed key. */
+const mergeTouched = <K, V>(base: HashMap.HashMap<K, V>, touched: ReadonlyMap<K, V | null>): HashMap.HashMap<K, V> =>
+  touched.size === 0 ? base : HashMap.mutate(base, (map) => {
+    for (const [key, value] of touched) {
+      if (value === null) HashMap.remove(map, key)
+      else HashMap.set(map, key, value)
+    }
+  })
+
 /**
  * Instances a fold has touched: its own copies (mutated in place while the fold runs) or `null` for
  * removed ones. Untouched instances stay in the input `HashMap`, shared; the overlay is merged into a new
@@ -168,13 +177,7 @@ class Overlay {
   }
 
   merged(): HashMap.HashMap<string, Instance> {
-    if (this.touched.size === 0) return this.base
-    return HashMap.mutate(this.base, (map) => {
-      for (const [id, instance] of this.touched) {
-        if (instance === null) HashMap.remove(map, id)
-        else HashMap.set(map, id, instance)
-      }
-    })
+    return mergeTouched(this.base, this.touched)
   }
 }
 
@@ -198,13 +201,7 @@ class Owners {
   }
 
   merged(): HashMap.HashMap<number, string> {
-    if (this.touched.size === 0) return this.base
-    return HashMap.mutate(this.base, (map) => {
-      for (const [vmid, id] of this.touched) {
-        if (id === null) HashMap.remove(map, vmid)
-        else HashMap.set(map, vmid, id)
-      }
-    })
+    return mergeTouched(this.base, this.touched)
   }
 }
 
