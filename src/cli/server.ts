@@ -295,7 +295,7 @@ export const serverCommand = withBareFlag(Command.make("nstance-server", options
     const logger = loggerLayer(Option.getOrElse(flags.logFormat, () => (flags.embedded ? "text" : defaultLogFormat())))
     const configFile = Option.getOrUndefined(flags.config)
     if (flags.embedded) {
-      const { runEmbedded } = yield* loadModule(() => import("../shard/embedded.js"))
+      const { runEmbedded } = yield* loadModule(() => import("../app/embedded.js"))
       return yield* Effect.flatMap(handleDaemonSignals(), (reloadRequests) => runEmbedded({ ...(configFile === undefined ? {} : { configFile }), reloadRequests })).pipe(
         Effect.scoped,
         Effect.provide(logger)
@@ -348,7 +348,7 @@ export const serverCommand = withBareFlag(Command.make("nstance-server", options
     // One store layer per shard: each daemon builds it in its own scope, so one shard's store trouble (or a
     // restart) never reaches the others.
     const store = objectStoreLayer({ storage: start.storage, bucket: start.bucket })
-    const { runShards } = yield* loadModule(() => import("../shard/ShardSupervisor.js"))
+    const { runShards } = yield* loadModule(() => import("../app/supervisor.js"))
     return yield* Effect.flatMap(handleDaemonSignals(), (reloadRequests) => runShards(shardTargets(start).map(({ shard, prefix }) => ({
       shard,
       settings: {

@@ -4,17 +4,18 @@
  * that replica, and an `AdminServerLive` serving it. A second replica of the same shard — a standby whose
  * lease names the first as leader — can be started on the same store.
  */
-import { Context, Duration, Effect, Fiber, Layer, Logger, LogLevel, Option, Redacted, SubscriptionRef } from "effect"
+import { Context, Duration, Effect, Layer, Logger, LogLevel, Option, Redacted, SubscriptionRef } from "effect"
 import { CONFIG_KEY } from "../../src/domain/bucketKeys.js"
 import { HttpServer } from "@effect/platform"
 import type { ParsedShardConfig } from "../../src/domain/config/index.js"
 import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
 import { ProxmoxApiHttp } from "../../src/layers/ProxmoxApiHttp.js"
-import type { LeaderInfo, LeaderLeaseShape } from "../../src/services/LeaderLease.js"
+import type { LeaderInfo } from "../../src/services/LeaderLease.js"
 import { ObjectStore, type ObjectStoreShape } from "../../src/services/ObjectStore.js"
 import { AdminServerLive } from "../../src/rpc/AdminServer.js"
-import { leaderScope } from "../../src/shard/LeaderScope.js"
-import { makeShardReplica, ShardReplica, type ShardReplicaShape } from "../../src/shard/ShardReplica.js"
+import { ShardReplica, type ShardReplicaShape } from "../../src/shard/ShardReplica.js"
+import { buildReplica } from "../support/stackReplica.js"
+import { leaseDouble } from "../support/leaseDouble.js"
 import { type ConfigSource, loadConfig } from "../../src/shard/shardConfig.js"
 import { PveSimulator, type RunningSimulator } from "../../src/sim/server.js"
 import { connectAdmin } from "../../src/admin/AdminClient.js"
@@ -48,20 +49,6 @@ export const adminConfigText = (size: number, operatorAddr = "127.0.0.1:8993", b
   "groups": { "shop": { "web": { "template": "web", "size": ${size} } } }
 }
 `
-
-/** A lease double: `leader` says who holds it (this replica or another). */
-const fakeLease = (id: string, leader: () => Option.Option<LeaderInfo>): Effect.Effect<LeaderLeaseShape> =>
-  Effect.gen(function* () {
-    const isLeader = yield* SubscriptionRef.make(Option.exists(leader(), (l) => l.id === id))
-    return {
-      id,
-      isLeader,
-      term: Effect.sync(() => Option.match(leader(), { onNone: () => 0, onSome: (l) => l.term })),
-      currentLeader: Effect.sync(leader),
-      whileLeader: () => Effect.void,
-      resign: Effect.void
-    }
-  })
 
 export interface Endpoint {
   readonly replica: ShardReplicaShape
@@ -115,31 +102,21 @@ export const makeAdminWorld = (options: AdminWorldOptions = {}) =>
     const load = loadConfig(source).pipe(Effect.provideService(ObjectStore, store), Effect.orDie)
     const config: SubscriptionRef.SubscriptionRef<ParsedShardConfig> = yield* SubscriptionRef.make(yield* load)
     const leaderInfo = (): Option.Option<LeaderInfo> => Option.some({ id: "replica-1", address: "127.0.0.1:8991", term: 1 })
-    const replica = yield* makeShardReplica({
-      clusterId: CLUSTER, shard: SHARD, replica: "replica-1", advertiseHost: "127.0.0.1", config, lease: yield* fakeLease("replica-1", leaderInfo)
-    })
+    const pki = options.registration === true
+      ? yield* makeClusterPki(store, { clusterId: CLUSTER, encryptionKey: new Uint8Array(randomBytes(32)) }).pipe(Effect.orDie, quiet)
+      : undefined
+    const pve = ProxmoxApiHttp(fastPveSettings(sim))
+    const leading = yield* leaseDouble("replica-1", Effect.sync(leaderInfo))
+    const replica = yield* buildReplica({ id: "replica-1", advertiseHost: "127.0.0.1", config, source, store, lease: leading.lease, ...(pki === undefined ? {} : { pki }), leader: { pve, loop: { eventLog: { batchWindow: "5 millis" } } } }).pipe(quiet)
     const leader = yield* serve(replica, store, source, options.maxRequestBytes)
     leaderAddress = leader.address
     yield* putConfig(adminConfigText(options.size ?? 1, leaderAddress))
     yield* SubscriptionRef.set(config, yield* load)
 
-    const pveSettings = fastPveSettings(sim)
-    const pki = options.registration === true
-      ? yield* makeClusterPki(store, { clusterId: CLUSTER, encryptionKey: new Uint8Array(randomBytes(32)) }).pipe(Effect.orDie, quiet)
-      : undefined
-    let leaderFiber: Fiber.RuntimeFiber<never, unknown> | undefined
     const prepared = options.beforeLead?.(sim, store)
     if (prepared !== undefined) yield* prepared
     if (options.lead !== false) {
-      leaderFiber = yield* leaderScope({
-        clusterId: CLUSTER, shard: SHARD, replica: "replica-1", config, handle: replica, eventLog: { batchWindow: "5 millis" },
-        ...(pki === undefined ? {} : { registration: { pki } })
-      })(1).pipe(
-        Effect.provide(ProxmoxApiHttp(pveSettings)),
-        Effect.provideService(ObjectStore, store),
-        quiet,
-        Effect.forkScoped
-      )
+      yield* leading.lead
       // Wait until the term is published (the endpoint then answers as the leader).
       for (let i = 0; i < 200 && Option.isNone(yield* replica.currentTerm); i++) yield* Effect.sleep("20 millis")
     }
@@ -147,9 +124,8 @@ export const makeAdminWorld = (options: AdminWorldOptions = {}) =>
     /** A standby replica of the same shard on the same store; its lease names replica-1 as the leader. */
     const standby = Effect.gen(function* () {
       const standbyConfig = yield* SubscriptionRef.make(yield* load)
-      const standbyReplica = yield* makeShardReplica({
-        clusterId: CLUSTER, shard: SHARD, replica: "replica-2", config: standbyConfig, lease: yield* fakeLease("replica-2", leaderInfo)
-      })
+      const standbyLease = yield* leaseDouble("replica-2", Effect.sync(leaderInfo))
+      const standbyReplica = yield* buildReplica({ id: "replica-2", config: standbyConfig, source, store, lease: standbyLease.lease, leader: false }).pipe(quiet)
       return yield* serve(standbyReplica, store, source)
     })
 
@@ -165,7 +141,7 @@ export const makeAdminWorld = (options: AdminWorldOptions = {}) =>
       })
 
     /** Ends the leader's term (as losing the lease would). */
-    const depose = leaderFiber === undefined ? Effect.void : Fiber.interrupt(leaderFiber)
+    const depose = leading.depose
 
     return { store, sim, config, replica, leader, standby, client, waitUntil, putConfig, source, quiet, depose }
   })

@@ -9,8 +9,9 @@ import { makeHealthServer } from "../../src/http/HealthServer.js"
 import { makeLeaderLeaseOn } from "../../src/layers/LeaderLeaseStore.js"
 import { EventLog, type EventLogShape } from "../../src/services/EventLog.js"
 import type { ObjectStoreShape } from "../../src/services/ObjectStore.js"
-import { EXAMPLE_CONFIG } from "../../src/shard/embedded.js"
-import { type LeaderServices, makeShardReplica, type ShardReplicaShape } from "../../src/shard/ShardReplica.js"
+import { EXAMPLE_CONFIG } from "../../src/app/embedded.js"
+import type { LeaderServices, ShardReplicaShape } from "../../src/shard/ShardReplica.js"
+import { buildReplica } from "../support/stackReplica.js"
 
 /** The example config with `shard.bind.health_addr` changed, and optionally `shard.create_rate_limit`. */
 export const exampleConfigWithHealth = (address: string, createRateLimit?: string): string => {
@@ -53,14 +54,8 @@ export const startReplica = (store: ObjectStoreShape, id: string, configText: st
   Effect.gen(function* () {
     const config = typeof configText === "string" ? parsedConfig(configText) : configText
     const lease = yield* makeLeaderLeaseOn(store, { id, address: `127.0.0.1:${id.length}`, ...FAST_LEASE }).pipe(Effect.orDie)
-    const replica = yield* makeShardReplica({
-      clusterId: config.config.cluster.id,
-      shard: config.config.shard.id,
-      replica: id,
-      advertiseHost: "127.0.0.1",
-      config: yield* SubscriptionRef.make(config),
-      lease
-    })
+    // The handle alone: these replicas are judged by their health endpoint, and the tests publish the terms they need.
+    const replica = yield* buildReplica({ id, advertiseHost: "127.0.0.1", config: yield* SubscriptionRef.make(config), lease, store, leader: false })
     const address = yield* makeHealthServer(replica, { host: "127.0.0.1", port: 0 })
     if (address._tag !== "TcpAddress") throw new Error("the health server is not on TCP")
     return { replica, url: `http://127.0.0.1:${address.port}` } satisfies TestReplica

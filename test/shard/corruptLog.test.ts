@@ -6,7 +6,7 @@
  * leader", and once the object is quarantined a leader starts again.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Duration, Effect, Either, Logger, LogLevel, Option, Stream, SubscriptionRef } from "effect"
+import { Context, Duration, Effect, Either, Layer, Logger, LogLevel, Option, Stream, SubscriptionRef } from "effect"
 import { connectAdmin } from "../../src/admin/AdminClient.js"
 import { formatLogger } from "../../src/cli/logging.js"
 import { makeHealthServer } from "../../src/http/HealthServer.js"
@@ -16,14 +16,13 @@ import { makeLeaderLeaseOn } from "../../src/layers/LeaderLeaseStore.js"
 import { applyQuarantine, planQuarantine } from "../../src/layers/logQuarantine.js"
 import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
 import { EventLog, LogCorrupt } from "../../src/services/EventLog.js"
-import { ObjectStore, type ObjectStoreShape } from "../../src/services/ObjectStore.js"
-import { leaderScope } from "../../src/shard/LeaderScope.js"
-import { makeShardReplica } from "../../src/shard/ShardReplica.js"
+import type { ObjectStoreShape } from "../../src/services/ObjectStore.js"
+import { buildReplica } from "../support/stackReplica.js"
 import { CONFIG_KEY } from "../../src/domain/bucketKeys.js"
 import { LatencyFast } from "../../src/sim/latency.js"
 import { makeProxmoxApiSim } from "../../src/sim/ProxmoxApiSim.js"
 import { serve, TOKEN } from "../admin/harness.js"
-import { CLUSTER, configText, parseConfig, SHARD } from "../support/simWorld.js"
+import { configText, parseConfig, SHARD } from "../support/simWorld.js"
 
 const encoder = new TextEncoder()
 const GARBAGE = encoder.encode("{\"seq\": oops, this is not a segment")
@@ -127,14 +126,12 @@ describe("a garbage segment at the next seq, with two replicas (lease, leader, h
         Effect.gen(function* () {
           const config = yield* SubscriptionRef.make(parseConfig(text))
           const lease = yield* makeLeaderLeaseOn(shardStore, { id, address: `127.0.0.1:${id.length}`, frequentInterval: "50 millis", infrequentInterval: "50 millis", leaderTimeout: "600 millis" }).pipe(Effect.orDie)
-          const handle = yield* makeShardReplica({ clusterId: CLUSTER, shard: SHARD, replica: id, advertiseHost: "127.0.0.1", config, lease })
+          const handle = yield* buildReplica({
+            id, advertiseHost: "127.0.0.1", config, lease, store: shardStore,
+            leader: { pve: Layer.succeedContext(pve), loop: { eventLog: { batchWindow: "5 millis" }, tailCheck: "50 millis" } }
+          })
           const address = yield* makeHealthServer(handle, { host: "127.0.0.1", port: 0 })
           if (address._tag !== "TcpAddress") return yield* Effect.dieMessage("no TCP address")
-          yield* lease.whileLeader((term) =>
-            leaderScope({ clusterId: CLUSTER, shard: SHARD, replica: id, config, handle, eventLog: { batchWindow: "5 millis" }, tailCheck: "50 millis" })(term).pipe(
-              Effect.provide(pve),
-              Effect.provideService(ObjectStore, shardStore)
-            ))
           return { id, handle, lease, url: `http://127.0.0.1:${address.port}` }
         }).pipe(Effect.provide(loggers), Logger.withMinimumLogLevel(LogLevel.Info))
 

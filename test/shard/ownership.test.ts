@@ -14,13 +14,13 @@ import { replayStore, segmentKey } from "../../src/layers/EventLogStore.js"
 import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
 import { AdminRpcs } from "../../src/rpc/AdminRpc.js"
 import { AdminHandlersLive } from "../../src/rpc/AdminServer.js"
-import type { LeaderLeaseShape } from "../../src/services/LeaderLease.js"
 import type { ObjectStoreShape } from "../../src/services/ObjectStore.js"
 import type { ProxmoxApiShape } from "../../src/services/ProxmoxApi.js"
-import { makeShardReplica, ShardReplica } from "../../src/shard/ShardReplica.js"
+import { ShardReplica } from "../../src/shard/ShardReplica.js"
+import { buildReplica } from "../support/stackReplica.js"
+import { leaseDouble } from "../support/leaseDouble.js"
 import { CONFIG_KEY } from "../../src/domain/bucketKeys.js"
 import {
-  CLUSTER,
   configText,
   freshInstanceId,
   GROUP,
@@ -68,17 +68,6 @@ const descriptionOf = (w: World, vmid: number) => decodeURIComponent(w.model.vms
 const adminClient = RpcTest.makeClient(AdminRpcs)
 type AdminClient = Effect.Effect.Success<typeof adminClient>
 
-/** A lease double that says `id` leads term 1 (what the admin handlers ask). */
-const leadingLease = (id: string): Effect.Effect<LeaderLeaseShape> =>
-  Effect.map(SubscriptionRef.make(true), (isLeader) => ({
-    id,
-    isLeader,
-    term: Effect.succeed(1),
-    currentLeader: Effect.succeed(Option.some({ id, address: "127.0.0.1:8991", term: 1 })),
-    whileLeader: () => Effect.void,
-    resign: Effect.void
-  }))
-
 /**
  * A leader with an admin endpoint (in process): on its own store and config (`size`) — a second shard log, as
  * a server on the wrong bucket — unless `on` gives the world's; with the calls it makes.
@@ -88,7 +77,8 @@ const adminLeader = (w: World, size: number, on?: { readonly store: ObjectStoreS
     const store = on?.store ?? makeMemoryStore()
     const config = on === undefined ? yield* SubscriptionRef.make(parseConfig(configText({ size }))) : w.config
     const replica = on === undefined ? "wrong-bucket" : `replica-${on.term}`
-    const handle = yield* makeShardReplica({ clusterId: CLUSTER, shard: SHARD, replica, config, lease: yield* leadingLease(replica) })
+    const { lease } = yield* leaseDouble(replica, Effect.succeed(Option.some({ id: replica, address: "127.0.0.1:8991", term: 1 })))
+    const handle = yield* buildReplica({ id: replica, config, lease, store, leader: false })
     const calls: Array<string> = []
     yield* w.leader(on?.term ?? 1, { store, config, handle, replica, wrapPve: recording(calls) })
     const handlers = AdminHandlersLive({ token: Redacted.make("t".repeat(32)), source: { _tag: "Store", key: CONFIG_KEY, shard: SHARD }, store }).pipe(

@@ -14,27 +14,18 @@ import type { Address, ParsedShardConfig } from "../../src/domain/config/index.j
 import { nonceHash } from "../../src/domain/agent/nonce.js"
 import { allInstances } from "../../src/domain/shard/state.js"
 import { makeClusterPki } from "../../src/layers/ClusterPkiStore.js"
-import type { LeaderInfo, LeaderLeaseShape } from "../../src/services/LeaderLease.js"
+import type { LeaderInfo } from "../../src/services/LeaderLease.js"
 import type { ObjectStoreShape } from "../../src/services/ObjectStore.js"
-import { serveAgentEndpoint } from "../../src/shard/agentEndpoint.js"
-import { freeLoopbackPort } from "../../src/shard/embedded.js"
-import { makeShardReplica, type ShardReplicaShape } from "../../src/shard/ShardReplica.js"
+import { serveAgentEndpoint } from "../../src/app/agentEndpoint.js"
+import { freeLoopbackPort } from "../../src/app/embedded.js"
+import type { ShardReplicaShape } from "../../src/shard/ShardReplica.js"
 import { makeSimAgents, simulatedIp } from "../../src/sim/agent.js"
 import type { GuestBoot } from "../../src/sim/server.js"
 import { rawClient } from "../agent/harness.js"
-import { CLUSTER, type HarnessOptions, makeHarness, nonTemplateVms, SHARD } from "./leaderHarness.js"
+import { buildReplica } from "../support/stackReplica.js"
+import { leaseDouble } from "../support/leaseDouble.js"
+import { CLUSTER, type HarnessOptions, makeHarness, nonTemplateVms } from "./leaderHarness.js"
 import { refused } from "../support/refused.js"
-
-/** A lease that never campaigns: who leads is whatever the test puts into `leader`. */
-const stubLease = (id: string, leader: Ref.Ref<Option.Option<LeaderInfo>>) =>
-  Effect.map(SubscriptionRef.make(false), (isLeader): LeaderLeaseShape => ({
-    id,
-    isLeader,
-    term: Effect.succeed(1),
-    currentLeader: Ref.get(leader),
-    whileLeader: () => Effect.void,
-    resign: Effect.void
-  }))
 
 const address = (host: string, port: number): Address => ({ host, port, text: `${host}:${port}` })
 
@@ -67,7 +58,8 @@ const registrationHarness = (options: Partial<HarnessOptions> & { readonly size:
     /** A replica of the shard serving the agent endpoint; resolves with the port it listens on. */
     const replica = (id: string, config: SubscriptionRef.SubscriptionRef<ParsedShardConfig>) =>
       Effect.gen(function* () {
-        const handle = yield* makeShardReplica({ clusterId: CLUSTER, shard: SHARD, replica: id, config, lease: yield* stubLease(id, leaderInfo) })
+        const { lease } = yield* leaseDouble(id, Ref.get(leaderInfo))
+        const handle = yield* buildReplica({ id, config, lease, store: harness.store, leader: false })
         const listening = yield* Deferred.make<number>()
         yield* serveAgentEndpoint(handle, pki, { onListening: (p) => Deferred.unsafeDone(listening, Effect.succeed(p)) }).pipe(
           Effect.provide(capture),

@@ -7,7 +7,7 @@
 import { type ChildProcess, spawn } from "node:child_process"
 import { readFileSync } from "node:fs"
 import { applyEdits, modify, parse } from "jsonc-parser"
-import { EXAMPLE_CONFIG } from "../../src/shard/embedded.js"
+import { EXAMPLE_CONFIG } from "../../src/app/embedded.js"
 import { collectJsonMessages } from "./spawn.js"
 
 export interface DaemonPorts {

@@ -9,9 +9,9 @@ import { keepServing } from "../rpc/keepServing.js"
 import { AgentServerLive } from "../rpc/AgentServer.js"
 import { AgentBackend } from "../services/AgentBackend.js"
 import { ClusterPki, type ClusterPkiShape } from "../services/ClusterPki.js"
-import { makeAgentBackendReplica } from "./AgentBackendShard.js"
-import { registrationUrl } from "./ShardContext.js"
-import type { ShardReplicaShape } from "./ShardReplica.js"
+import { makeAgentBackendReplica } from "../shard/AgentBackendShard.js"
+import { registrationUrl } from "../shard/ShardContext.js"
+import type { ShardReplicaShape } from "../shard/ShardReplica.js"
 
 export interface AgentEndpointOptions {
   /** Called with the bound port once the endpoint listens (tests bind port 0). */

@@ -10,7 +10,7 @@ import type { PkiLoadError } from "../services/ClusterPki.js"
 import { DuplicateReplica } from "../services/LeaderLease.js"
 import type { StoreError } from "../services/ObjectStore.js"
 import { type DaemonSettings, runDaemon } from "./daemon.js"
-import type { ShardMismatch } from "./shardConfig.js"
+import type { ShardMismatch } from "../shard/shardConfig.js"
 
 export interface SupervisedShard {
   readonly shard: string
