@@ -10,10 +10,8 @@
  * One server and one port for the three, rather than the Prometheus exporter's own server (which serves a
  * single path and would need a second port).
  */
-import { createServer } from "node:http"
 import { HttpServer, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import type { ServeError } from "@effect/platform/HttpServerError"
-import { NodeHttpServer } from "@effect/platform-node"
 import { Clock, Context, Duration, Effect, Layer, Option, Ref, type Scope, SubscriptionRef } from "effect"
 import { type Readiness, readinessOf } from "../domain/readiness.js"
 import type { State } from "../domain/shard/state.js"
@@ -21,6 +19,8 @@ import { setReplicaGauges } from "../metrics/metrics.js"
 import { makePrometheusScrape, PROMETHEUS_CONTENT_TYPE, type PrometheusScrape } from "../metrics/prometheus.js"
 import { EventLog } from "../services/EventLog.js"
 import { Ownership } from "../shard/Ownership.js"
+import type { ListenerLimits } from "../domain/listenerLimits.js"
+import { guardedServerLayer } from "./listener.js"
 import type { ShardReplicaShape } from "../shard/ShardReplica.js"
 
 /** What the replica looks like right now: its readiness, and the figures the state gauges show. */
@@ -109,6 +109,8 @@ export interface HealthServerOptions {
   readonly host?: string
   /** 0 picks a free port (tests); the bound address is returned. */
   readonly port: number
+  /** Connection caps and timeouts (default: what the process's descriptor limit allows). */
+  readonly limits?: ListenerLimits
 }
 
 /** Serves the endpoints until the scope closes; fails when the address cannot be bound. */
@@ -116,7 +118,7 @@ export const makeHealthServer = (replica: ShardReplicaShape, options: HealthServ
   Effect.gen(function* () {
     const scrape = yield* makePrometheusScrape
     const server = HttpServer.serve(healthApp(replica, scrape)).pipe(
-      Layer.provideMerge(NodeHttpServer.layer(createServer, { port: options.port, ...(options.host === undefined || options.host === "" ? {} : { host: options.host }) }))
+      Layer.provideMerge(guardedServerLayer("health", options, options.limits))
     )
     const context = yield* Layer.build(server)
     return Context.get(context, HttpServer.HttpServer).address

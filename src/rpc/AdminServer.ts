@@ -9,11 +9,11 @@
  * server buffer anything. Tokens are compared as SHA-256 digests with `timingSafeEqual`, so the time taken
  * does not depend on how much of a guess was right (nor on its length).
  */
+import type { ListenerLimits } from "../domain/listenerLimits.js"
+import { guardedServerLayer, makeRefusalLog, type RefusalLog } from "../http/listener.js"
 import { createHash, timingSafeEqual } from "node:crypto"
 import { CONFIG_KEY } from "../domain/bucketKeys.js"
-import { createServer } from "node:http"
 import { type HttpApp, HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
-import { NodeHttpServer } from "@effect/platform-node"
 import { RpcSerialization, RpcServer } from "@effect/rpc"
 import { Cause, Clock, Effect, Either, HashMap, Layer, Option, Redacted, Schedule, Stream, SubscriptionRef } from "effect"
 import { type Address, formatProblem, type ParsedShardConfig, parseJsonc } from "../domain/config/index.js"
@@ -80,6 +80,8 @@ export interface AdminServerOptions extends AdminServiceOptions {
   readonly path?: HttpRouter.PathInput
   /** Default `MAX_ADMIN_REQUEST_BYTES` (64 KiB). */
   readonly maxRequestBytes?: number
+  /** Connection caps and timeouts (default: what the process\'s descriptor limit allows). */
+  readonly limits?: ListenerLimits
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -507,13 +509,21 @@ const isBodyLimitDefect = (defect: unknown): boolean => {
 }
 
 /** Token first (nothing is read before it passes), then the body limit (413 on Content-Length or while reading). */
-const guard = (token: Redacted.Redacted<string>, maxBytes: number) => <E, R>(app: HttpApp.Default<E, R>): HttpApp.Default<E, R> =>
+const guard = (token: Redacted.Redacted<string>, maxBytes: number, refusals: RefusalLog) => <E, R>(app: HttpApp.Default<E, R>): HttpApp.Default<E, R> =>
   Effect.gen(function* () {
     const request = yield* HttpServerRequest.HttpServerRequest
-    if (!tokenMatches(request.headers[ADMIN_HEADER], token)) return json(401, { _tag: "Unauthenticated" })
+    const peer = Option.getOrElse(request.remoteAddress, () => "unknown")
+    if (!tokenMatches(request.headers[ADMIN_HEADER], token)) {
+      yield* refusals.refuse("token", peer, request.headers[ADMIN_HEADER] === undefined ? "no Authorization header" : "wrong token")
+      yield* refusals.penalize(peer)
+      return json(401, { _tag: "Unauthenticated" })
+    }
     const declared = Number(request.headers["content-length"])
     const tooLarge = json(413, { _tag: "PayloadTooLarge", field: "body", maxLength: maxBytes })
-    if (Number.isFinite(declared) && declared > maxBytes) return tooLarge
+    if (Number.isFinite(declared) && declared > maxBytes) {
+      yield* refusals.refuse("too-large", peer, `Content-Length ${declared} above ${maxBytes}`)
+      return tooLarge
+    }
     return yield* app.pipe(
       HttpIncomingMessage.withMaxBodySize(Option.some(maxBytes)),
       Effect.catchAllCause((cause) => {
@@ -536,10 +546,11 @@ export const AdminServerLive = (options: AdminServerOptions) => {
     Layer.provide(RpcServer.layerProtocolHttp({ path: options.path ?? "/admin", routerTag: AdminRouter })),
     Layer.provide(RpcSerialization.layerNdjson)
   )
-  return AdminRouter.serve(guard(options.token, options.maxRequestBytes ?? MAX_ADMIN_REQUEST_BYTES)).pipe(
-    Layer.provide(rpc),
-    Layer.provideMerge(NodeHttpServer.layer(createServer, { port: options.port, host: options.host }))
-  )
+  return Layer.unwrapEffect(Effect.map(makeRefusalLog("operator"), (refusals) =>
+    AdminRouter.serve(guard(options.token, options.maxRequestBytes ?? MAX_ADMIN_REQUEST_BYTES, refusals)).pipe(
+      Layer.provide(rpc),
+      Layer.provideMerge(guardedServerLayer("operator", options, options.limits, refusals))
+    )))
 }
 
 export const ADMIN_TOKEN_MISSING =

@@ -5,10 +5,10 @@
  * instance awaits, a certificate is issued for the agent's key, and only then is the registration recorded
  * — so a bad public key never burns the nonce, and a lost race to record never hands out a certificate.
  */
-import { createServer } from "node:http"
+import type { ListenerLimits, RefusalReason } from "../domain/listenerLimits.js"
+import { guardedServerLayer, makeRefusalLog, type RefusalLog } from "../http/listener.js"
 import { InvalidCertificate, InvalidNonce, InvalidPayload, NonceReused, NotLeader, UnknownInstance } from "../domain/agent/errors.js"
 import { type HttpApp, HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
-import { NodeHttpServer } from "@effect/platform-node"
 import { RpcSerialization, RpcServer } from "@effect/rpc"
 import { Cause, Clock, Duration, Effect, Layer, Option } from "effect"
 import { nonceHash } from "../domain/agent/nonce.js"
@@ -31,6 +31,24 @@ export interface AgentServiceOptions {
    * read at every issue, so a config push (`certificates.agent.ttl`) applies without a restart.
    */
   readonly certificateTtl: Duration.DurationInput | Effect.Effect<Duration.Duration>
+  /** Where refused requests are counted and logged (the endpoint's; absent: only the caller hears of them). */
+  readonly refusals?: RefusalLog
+}
+
+/** The refusal a handler's error stands for; a redirect to the leader is not one. */
+const refusalOf = (error: { readonly _tag: string }): RefusalReason | undefined => {
+  switch (error._tag) {
+    case "InvalidNonce":
+    case "NonceReused":
+    case "UnknownInstance":
+      return "nonce"
+    case "InvalidCertificate":
+      return "certificate"
+    case "InvalidPayload":
+      return "payload"
+    default:
+      return undefined
+  }
 }
 
 export interface AgentServerOptions extends AgentServiceOptions {
@@ -42,6 +60,8 @@ export interface AgentServerOptions extends AgentServiceOptions {
   readonly path?: HttpRouter.PathInput
   /** Largest request body read; larger ones get HTTP 413. Default `MAX_REQUEST_BYTES` (16 KiB). */
   readonly maxRequestBytes?: number
+  /** Connection caps and timeouts (default: what the process\'s descriptor limit allows). */
+  readonly limits?: ListenerLimits
 }
 
 const decodeRegister = decodeStrict(RegisterAgentPayload)
@@ -106,9 +126,19 @@ export const AgentHandlersLive = (options: AgentServiceOptions) =>
           Effect.mapError((e) => new InvalidPayload({ field: "publicKeyPem", reason: e.reason }))
         ))
 
+    // The RPC handlers do not see the connection, so the instance the request names stands in for the peer.
+    const refusals = options.refusals
+    const counted = <A, E extends { readonly _tag: string }, R>(procedure: string, handler: Effect.Effect<A, E, R>) =>
+      refusals === undefined
+        ? handler
+        : handler.pipe(Effect.tapError((error) => {
+          const reason = refusalOf(error)
+          return reason === undefined ? Effect.void : refusals.refuse(reason, `an agent (${procedure})`, error._tag)
+        }))
+
     return AgentRpcs.of({
       RegisterAgent: (wire) =>
-        Effect.gen(function* () {
+        counted("RegisterAgent", Effect.gen(function* () {
           const payload = yield* decodeRegister(wire)
           yield* requireLeader
           const claims = yield* pki.verifyNonce(payload.nonce, audience).pipe(
@@ -136,10 +166,10 @@ export const AgentHandlersLive = (options: AgentServiceOptions) =>
             nonceHash: hash
           }))
           return { certificatePem: issued.certificatePem, caPem: pki.caPem, instanceId, renewAfterSeconds: issued.renewAfterSeconds }
-        }).pipe(Effect.withSpan("agent.RegisterAgent")),
+        })).pipe(Effect.withSpan("agent.RegisterAgent")),
 
       ReportHealth: (wire) =>
-        Effect.gen(function* () {
+        counted("ReportHealth", Effect.gen(function* () {
           const payload = yield* decodeHealth(wire)
           yield* requireLeader
           const status = payload.status ?? "healthy"
@@ -152,10 +182,10 @@ export const AgentHandlersLive = (options: AgentServiceOptions) =>
           )
           yield* backend.recordHealth(cert.instanceId, status)
           return { ok: true as const }
-        }).pipe(Effect.withSpan("agent.ReportHealth")),
+        })).pipe(Effect.withSpan("agent.ReportHealth")),
 
       RenewCertificate: (wire) =>
-        Effect.gen(function* () {
+        counted("RenewCertificate", Effect.gen(function* () {
           const payload = yield* decodeRenew(wire)
           yield* requireLeader
           const cert = yield* authenticate(
@@ -172,7 +202,7 @@ export const AgentHandlersLive = (options: AgentServiceOptions) =>
             certificateNotAfter: issued.notAfter
           })
           return { certificatePem: issued.certificatePem, caPem: pki.caPem, renewAfterSeconds: issued.renewAfterSeconds }
-        }).pipe(Effect.withSpan("agent.RenewCertificate"))
+        })).pipe(Effect.withSpan("agent.RenewCertificate"))
     })
   }))
 
@@ -190,11 +220,14 @@ const tooLarge = (maxBytes: number) =>
  * passes the limit; platform-node then destroys the request stream, so that client sees its connection
  * reset rather than the 413 answered here. Either way nothing beyond the limit is buffered.
  */
-const bodyLimit = (maxBytes: number) => <E, R>(app: HttpApp.Default<E, R>): HttpApp.Default<E, R> =>
+const bodyLimit = (maxBytes: number, refusals: RefusalLog) => <E, R>(app: HttpApp.Default<E, R>): HttpApp.Default<E, R> =>
     Effect.gen(function* () {
       const request = yield* HttpServerRequest.HttpServerRequest
       const declared = Number(request.headers["content-length"])
-      if (Number.isFinite(declared) && declared > maxBytes) return tooLarge(maxBytes)
+      if (Number.isFinite(declared) && declared > maxBytes) {
+        yield* refusals.refuse("too-large", Option.getOrElse(request.remoteAddress, () => "unknown"), `Content-Length ${declared} above ${maxBytes}`)
+        return tooLarge(maxBytes)
+      }
       return yield* app.pipe(
         HttpIncomingMessage.withMaxBodySize(Option.some(maxBytes)),
         Effect.catchAllCause((cause) => {
@@ -214,13 +247,15 @@ let routerCount = 0
 export const AgentServerLive = (options: AgentServerOptions) => {
   // A router of its own (not HttpRouter.Default): another server in the process must not share its routes.
   class AgentRouter extends HttpRouter.Tag(`nstance/AgentRouter/${++routerCount}`)<AgentRouter>() {}
-  const rpc = RpcServer.layer(AgentRpcs).pipe(
-    Layer.provide(AgentHandlersLive(options)),
-    Layer.provide(RpcServer.layerProtocolHttp({ path: options.path ?? "/agent", routerTag: AgentRouter })),
-    Layer.provide(RpcSerialization.layerNdjson)
-  )
-  return AgentRouter.serve(bodyLimit(options.maxRequestBytes ?? MAX_REQUEST_BYTES)).pipe(
-    Layer.provide(rpc),
-    Layer.provideMerge(NodeHttpServer.layer(createServer, { port: options.port, host: options.host }))
-  )
+  return Layer.unwrapEffect(Effect.map(makeRefusalLog("registration"), (refusals) => {
+    const rpc = RpcServer.layer(AgentRpcs).pipe(
+      Layer.provide(AgentHandlersLive({ ...options, refusals })),
+      Layer.provide(RpcServer.layerProtocolHttp({ path: options.path ?? "/agent", routerTag: AgentRouter })),
+      Layer.provide(RpcSerialization.layerNdjson)
+    )
+    return AgentRouter.serve(bodyLimit(options.maxRequestBytes ?? MAX_REQUEST_BYTES, refusals)).pipe(
+      Layer.provide(rpc),
+      Layer.provideMerge(guardedServerLayer("registration", options, options.limits, refusals))
+    )
+  }))
 }

@@ -69,9 +69,21 @@ export interface DaemonProcess {
   readonly signal: (signal: NodeJS.Signals) => void
 }
 
-/** `node <script> args…` with only PATH and `env` in its environment; SIGKILLed after `killAfterMs`. */
-export const startProcess = (script: string, args: ReadonlyArray<string>, env: Readonly<Record<string, string>>, killAfterMs = 30_000): DaemonProcess => {
-  const child = spawn(process.execPath, [script, ...args], { env: { PATH: process.env["PATH"] ?? "", ...env } })
+/**
+ * `node <script> args…` with only PATH and `env` in its environment; SIGKILLed after `killAfterMs`. With
+ * `descriptorLimit`, the process starts with that soft and hard open-files limit (as `ulimit -n` sets it).
+ */
+export const startProcess = (
+  script: string,
+  args: ReadonlyArray<string>,
+  env: Readonly<Record<string, string>>,
+  killAfterMs = 30_000,
+  descriptorLimit?: number
+): DaemonProcess => {
+  const options = { env: { PATH: process.env["PATH"] ?? "", ...env } }
+  const child = descriptorLimit === undefined
+    ? spawn(process.execPath, [script, ...args], options)
+    : spawn("/bin/sh", ["-c", `ulimit -n ${descriptorLimit} && exec "$@"`, "sh", process.execPath, script, ...args], options)
   const { messages } = collectJsonMessages(child.stdout)
   let stderr = ""
   let stdout = ""
@@ -93,5 +105,5 @@ export const startProcess = (script: string, args: ReadonlyArray<string>, env: R
   return { child, messages, stderr: () => stderr, stdout: () => stdout, exited, waitFor, signal }
 }
 
-export const startServerProcess = (args: ReadonlyArray<string>, env: Readonly<Record<string, string>>, killAfterMs?: number) =>
-  startProcess("bin/nstance-server.js", args, env, killAfterMs)
+export const startServerProcess = (args: ReadonlyArray<string>, env: Readonly<Record<string, string>>, killAfterMs?: number, descriptorLimit?: number) =>
+  startProcess("bin/nstance-server.js", args, env, killAfterMs, descriptorLimit)

@@ -1,0 +1,183 @@
+/**
+ * The Node HTTP server under every endpoint a replica serves, with the limits of `listenerLimits`: a cap on
+ * connections per listener and per peer address (the excess is closed as soon as it is accepted, before a
+ * byte is read), seconds — not Node's five minutes — for headers, body and idle sockets, and bounded header
+ * sizes. Every connection or request turned away is counted (`nstance_endpoint_refusals`) and logged at WARN
+ * with the peer address, at most a few lines per listener every ten seconds; never a header or a body.
+ */
+import { readFile } from "node:fs/promises"
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
+import type { Duplex } from "node:stream"
+import { NodeHttpServer } from "@effect/platform-node"
+import { Clock, Context, Effect, Layer, Metric, MetricLabel, Ref, Runtime } from "effect"
+import { type ListenerLimits, listenerLimits, type ListenerName, parseDescriptorLimit, type RefusalReason } from "../domain/listenerLimits.js"
+
+/** Labels: `endpoint` (registration, operator, health), `reason` (listener-full, peer-full, timeout, bad-request, token, …). */
+export const endpointRefusals = Metric.counter("nstance_endpoint_refusals", {
+  description: "Connections and requests an endpoint turned away, by endpoint and reason",
+  incremental: true
+})
+
+/** The soft open-files limit of this process (1,024 when it cannot be read: the common default, and the safe guess). */
+export const descriptorLimit: Effect.Effect<number> = Effect.promise(() =>
+  readFile("/proc/self/limits", "utf8").then(parseDescriptorLimit, () => undefined)
+).pipe(Effect.map((limit) => limit ?? 1024))
+
+/** The limits of `listener` in this process. */
+export const limitsFor = (listener: ListenerName): Effect.Effect<ListenerLimits> => Effect.map(descriptorLimit, (limit) => listenerLimits(listener, limit))
+
+/** Log lines per listener per window; refusals beyond them are counted and summed up in the next line. */
+const LOGGED_PER_WINDOW = 5
+const WINDOW_MS = 10_000
+
+export interface RefusalLog {
+  /** Counts a refusal and logs it unless this window's lines are used up. */
+  readonly refuse: (reason: RefusalReason, peer: string, detail?: string) => Effect.Effect<void>
+  /**
+   * Counts a failed credential (token, nonce, certificate) from `host` and waits the penalty its recent
+   * failures have earned before the answer goes out: guessing from one address slows to a crawl, while
+   * one honest mistake costs 100 ms.
+   */
+  readonly penalize: (host: string) => Effect.Effect<void>
+}
+
+/** The refusal log of the listener a request arrived on (provided by `guardedServerLayer`). */
+export class EndpointRefusals extends Context.Tag("nstance/EndpointRefusals")<EndpointRefusals, RefusalLog>() {}
+
+/** Failed credentials from one address within this window add up. */
+const PENALTY_WINDOW_MS = 60_000
+const PENALTY_STEP_MS = 100
+const PENALTY_MAX_MS = 2_000
+/** Addresses remembered at once; beyond it the oldest are forgotten (a spray of addresses cannot grow the map). */
+const PENALTY_ADDRESSES = 10_000
+
+/** The refusal counter and its bounded log for one listener. */
+export const makeRefusalLog = (listener: ListenerName): Effect.Effect<RefusalLog> =>
+  Effect.gen(function* () {
+    const window = yield* Ref.make({ startedAt: Number.NEGATIVE_INFINITY, logged: 0, suppressed: 0 })
+    const counter = (reason: RefusalReason) =>
+      Metric.taggedWithLabels(endpointRefusals, [MetricLabel.make("endpoint", listener), MetricLabel.make("reason", reason)])
+    const failures = new Map<string, { readonly count: number; readonly since: number }>()
+    return {
+      penalize: (host) =>
+        Effect.gen(function* () {
+          const now = yield* Clock.currentTimeMillis
+          const before = failures.get(host)
+          const recent = before !== undefined && now - before.since < PENALTY_WINDOW_MS ? before : { count: 0, since: now }
+          failures.delete(host)
+          failures.set(host, { count: recent.count + 1, since: recent.since })
+          if (failures.size > PENALTY_ADDRESSES) {
+            const oldest = failures.keys().next()
+            if (oldest.done !== true) failures.delete(oldest.value)
+          }
+          yield* Effect.sleep(Math.min(PENALTY_MAX_MS, PENALTY_STEP_MS * (recent.count + 1)))
+        }),
+      refuse: (reason, peer, detail) =>
+        Effect.gen(function* () {
+          yield* Metric.increment(counter(reason))
+          const now = yield* Clock.currentTimeMillis
+          const line = yield* Ref.modify(window, (w) => {
+            const fresh = now - w.startedAt >= WINDOW_MS
+            const current = fresh ? { startedAt: now, logged: 0, suppressed: 0 } : w
+            if (current.logged >= LOGGED_PER_WINDOW) return [undefined, { ...current, suppressed: current.suppressed + 1 }] as const
+            const earlier = fresh && w.suppressed > 0 ? ` (${w.suppressed} more refusals on this endpoint were not logged)` : ""
+            return [`${listener} endpoint: refused ${peer}: ${reason}${detail === undefined ? "" : ` (${detail})`}${earlier}`, { ...current, logged: current.logged + 1 }] as const
+          })
+          if (line !== undefined) yield* Effect.logWarning(line)
+        })
+    }
+  })
+
+/** `host:port` of the remote end (IPv6 in brackets); "unknown" once the socket is gone. */
+export const peerOf = (socket: { readonly remoteAddress?: string | undefined; readonly remotePort?: number | undefined }): string => {
+  const host = socket.remoteAddress
+  if (host === undefined) return "unknown"
+  const shown = host.startsWith("::ffff:") ? host.slice(7) : host
+  return shown.includes(":") ? `[${shown}]:${socket.remotePort ?? 0}` : `${shown}:${socket.remotePort ?? 0}`
+}
+
+const peerHost = (socket: Duplex & { readonly remoteAddress?: string | undefined }): string => {
+  const host = socket.remoteAddress ?? "unknown"
+  return host.startsWith("::ffff:") ? host.slice(7) : host
+}
+
+/** What a client error becomes: the status written back (when the socket still takes it) and the reason counted. */
+const classifyClientError = (error: NodeJS.ErrnoException): { readonly status: number; readonly reason: RefusalReason } => {
+  if (error.code === "ERR_HTTP_REQUEST_TIMEOUT") return { status: 408, reason: "timeout" }
+  if (error.code === "HPE_HEADER_OVERFLOW") return { status: 431, reason: "too-large" }
+  return { status: 400, reason: "bad-request" }
+}
+
+/**
+ * A Node HTTP server with `limits` applied, refusals reported to `refusals` on the runtime it was made in.
+ * For `NodeHttpServer.layer(() => server, …)`.
+ */
+export const makeGuardedServer = (limits: ListenerLimits, refusals: RefusalLog): Effect.Effect<Server<typeof IncomingMessage, typeof ServerResponse>> =>
+  Effect.map(Effect.runtime<never>(), (runtime) => {
+    const report = (reason: RefusalReason, peer: string, detail?: string) => Runtime.runFork(runtime)(refusals.refuse(reason, peer, detail))
+    const server = createServer({
+      maxHeaderSize: limits.maxHeaderBytes,
+      headersTimeout: limits.headersTimeoutMs,
+      requestTimeout: limits.requestTimeoutMs,
+      keepAliveTimeout: limits.keepAliveTimeoutMs,
+      // Node checks the header and request deadlines on this interval (30 s by default, which would let a
+      // slow client hold its socket for half a minute past its deadline).
+      connectionsCheckingInterval: Math.min(1_000, limits.headersTimeoutMs)
+    })
+    server.maxConnections = limits.maxConnections
+    server.on("drop", (data?: { readonly remoteAddress?: string; readonly remotePort?: number }) => {
+      report("listener-full", peerOf(data ?? {}), `${limits.maxConnections} connections open`)
+    })
+    const perPeer = new Map<string, number>()
+    server.on("connection", (socket: Duplex & { readonly remoteAddress?: string; readonly remotePort?: number; setTimeout(ms: number): void }) => {
+      const host = peerHost(socket)
+      const open = perPeer.get(host) ?? 0
+      if (open >= limits.maxConnectionsPerPeer) {
+        report("peer-full", peerOf(socket), `${open} connections open from this address`)
+        socket.destroy()
+        return
+      }
+      perPeer.set(host, open + 1)
+      socket.once("close", () => {
+        const left = (perPeer.get(host) ?? 1) - 1
+        if (left <= 0) perPeer.delete(host)
+        else perPeer.set(host, left)
+      })
+      socket.setTimeout(limits.idleTimeoutMs)
+      socket.once("timeout", () => {
+        report("timeout", peerOf(socket), `no traffic for ${limits.idleTimeoutMs / 1000} s`)
+        socket.destroy()
+      })
+    })
+    server.on("clientError", (error: NodeJS.ErrnoException, socket: Duplex & { readonly remoteAddress?: string; readonly remotePort?: number }) => {
+      const { reason, status } = classifyClientError(error)
+      // A connection reset by the peer is its own business, not a refusal.
+      if (error.code !== "ECONNRESET") report(reason, peerOf(socket), error.code)
+      if (socket.writable) socket.end(`HTTP/1.1 ${status} ${status === 408 ? "Request Timeout" : status === 431 ? "Request Header Fields Too Large" : "Bad Request"}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`)
+      socket.destroy()
+    })
+    return server
+  })
+
+/**
+ * `NodeHttpServer.layer` on a guarded server for `listener`: the limits given, or those the process's
+ * descriptor limit allows.
+ */
+export const guardedServerLayer = (
+  listener: ListenerName,
+  listen: { readonly port: number; readonly host?: string | undefined },
+  limits?: ListenerLimits,
+  /** The listener's refusal log when the app behind it refuses requests too (default: a fresh one). */
+  refusalLog?: RefusalLog
+) =>
+  Layer.unwrapEffect(
+    Effect.gen(function* () {
+      const applied = limits ?? (yield* limitsFor(listener))
+      const refusals = refusalLog ?? (yield* makeRefusalLog(listener))
+      const server = yield* makeGuardedServer(applied, refusals)
+      return Layer.merge(
+        NodeHttpServer.layer(() => server, { port: listen.port, ...(listen.host === undefined || listen.host === "" ? {} : { host: listen.host }) }),
+        Layer.succeed(EndpointRefusals, refusals)
+      )
+    })
+  )
