@@ -149,6 +149,15 @@ export const makeGuardedServer = (limits: ListenerLimits, refusals: RefusalLog):
         socket.destroy()
       })
     })
+    // The idle timeout is for sockets nobody is answering: while a response is under way (an admin watch
+    // stream may stay quiet for minutes) it is off, and it is armed again once that response has ended.
+    server.on("request", (request: IncomingMessage, response: ServerResponse) => {
+      const socket = request.socket
+      socket.setTimeout(0)
+      response.once("close", () => {
+        if (!socket.destroyed) socket.setTimeout(limits.idleTimeoutMs)
+      })
+    })
     server.on("clientError", (error: NodeJS.ErrnoException, socket: Duplex & { readonly remoteAddress?: string; readonly remotePort?: number }) => {
       const { reason, status } = classifyClientError(error)
       // A connection reset by the peer is its own business, not a refusal.

@@ -8,7 +8,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber, Option, TestClock, TestContext } from "effect"
 import { type ListenerLimits, listenerLimits, parseDescriptorLimit } from "../../src/domain/listenerLimits.js"
 import { makeHealthServer } from "../../src/http/HealthServer.js"
-import { makeRefusalLog } from "../../src/http/listener.js"
+import { makeGuardedServer, makeRefusalLog } from "../../src/http/listener.js"
 import { makePrometheusScrape } from "../../src/metrics/prometheus.js"
 import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
 import { makeAdminWorld } from "../admin/harness.js"
@@ -109,6 +109,25 @@ describe.skipIf(skipWithout("prometheus-parser"))("a guarded listener (health en
       yield* Effect.sleep("100 millis")
       const after = yield* refusals
       expect(after("health", "timeout") - before("health", "timeout")).toBe(2)
+    }))
+
+  it.scopedLive("a response that takes longer than the idle timeout (a quiet watch stream) is not cut off; the socket's idle timer runs again after it", () =>
+    Effect.gen(function* () {
+      const server = yield* makeGuardedServer(TIGHT, yield* makeRefusalLog("operator"))
+      server.on("request", (_request, response) => { setTimeout(() => response.end("late"), 2_000) })
+      const port = yield* Effect.async<number>((resume) => {
+        server.listen(0, "127.0.0.1", () => {
+          const address = server.address()
+          resume(typeof address === "object" && address !== null ? Effect.succeed(address.port) : Effect.dieMessage("no port"))
+        })
+      })
+      yield* Effect.addFinalizer(() => Effect.sync(() => { server.closeAllConnections(); server.close() }))
+      const socket = yield* Effect.promise(() => open(port))
+      socket.socket.write("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+      yield* Effect.promise(() => closedWithin(socket, 2_500))
+      expect(socket.received()).toMatch(/^HTTP\/1\.1 200 [\s\S]*late$/)
+      // Kept alive after the answer, then closed (by keep-alive or the idle timer), not left open.
+      expect(yield* Effect.promise(() => closedWithin(socket, 3_000))).toBe(true)
     }))
 
   it.scopedLive("beyond the listener's cap, connections from any address are dropped and counted as listener-full", () =>
