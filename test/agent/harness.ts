@@ -7,7 +7,7 @@ import { createPrivateKey, randomBytes } from "node:crypto"
 import { pkiObjectKeys } from "../../src/domain/bucketKeys.js"
 import { FetchHttpClient, HttpServer } from "@effect/platform"
 import { RpcClient, RpcSerialization } from "@effect/rpc"
-import { Clock, Context, type Duration, Effect, Either, Layer } from "effect"
+import { Context, type Duration, Effect, Either, Layer } from "effect"
 import { SignJWT } from "jose"
 import { makeAgentClient } from "../../src/agent/AgentClient.js"
 import { makeMemoryAgentBackend } from "../../src/layers/AgentBackendMemory.js"
@@ -28,19 +28,6 @@ export const rawClient = (url: string) =>
     )
     return yield* RpcClient.make(AgentRpcs).pipe(Effect.provide(protocol))
   })
-
-/** A clock frozen `offsetMillis` from now, for minting nonces that are already expired. */
-export const shiftedClock = (offsetMillis: number): Clock.Clock => {
-  const now = () => Date.now() + offsetMillis
-  return {
-    [Clock.ClockTypeId]: Clock.ClockTypeId,
-    unsafeCurrentTimeMillis: now,
-    currentTimeMillis: Effect.sync(now),
-    unsafeCurrentTimeNanos: () => BigInt(now()) * 1_000_000n,
-    currentTimeNanos: Effect.sync(() => BigInt(now()) * 1_000_000n),
-    sleep: (duration) => Effect.sleep(duration)
-  }
-}
 
 export const startAgentEndpoint = (options: { readonly maxRequestBytes?: number; readonly certificateTtl?: Duration.DurationInput } = {}) =>
   Effect.gen(function* () {

@@ -1,9 +1,10 @@
 import { X509Certificate as NodeX509 } from "node:crypto"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Exit, HashMap, Logger, LogLevel, Option, Redacted } from "effect"
+import { Clock, Effect, Exit, HashMap, Logger, LogLevel, Option, Redacted } from "effect"
 import { makeAgentClient } from "../../src/agent/AgentClient.js"
 import { closedPort } from "../support/net.js"
-import { CLUSTER, SHARD, shiftedClock, startAgentEndpoint } from "./harness.js"
+import { skewedClock } from "../support/virtualClock.js"
+import { CLUSTER, SHARD, startAgentEndpoint } from "./harness.js"
 import { refused } from "../support/refused.js"
 
 describe("RegisterAgent over HTTP", () => {
@@ -82,7 +83,8 @@ describe("RegisterAgent over HTTP", () => {
       const stranger = yield* startAgentEndpoint()
       const forged = yield* stranger.pki.mintNonce({ instanceId: "vmx01ffff", cluster: CLUSTER, shard: SHARD, tenant: "acme", group: "web", ttl: "10 minutes" })
       const expired = yield* pki.mintNonce({ instanceId: "vmx01ffff", cluster: CLUSTER, shard: SHARD, tenant: "acme", group: "web", ttl: "10 minutes" })
-        .pipe(Effect.withClock(shiftedClock(-3_600_000)))
+        // An hour in the past on the wall: the nonce is minted already expired.
+        .pipe(Effect.withClock(skewedClock(Clock.make(), { wall: -3_600_000 })))
       const wrongKind = yield* signOwn({ ...base, kind: "operator", iat: now, exp: now + 600 })
       const otherShard = yield* pki.mintNonce({ instanceId: "vmx01ffff", cluster: CLUSTER, shard: "s2", tenant: "acme", group: "web", ttl: "10 minutes" })
       const otherCluster = yield* pki.mintNonce({ instanceId: "vmx01ffff", cluster: "c9", shard: SHARD, tenant: "acme", group: "web", ttl: "10 minutes" })

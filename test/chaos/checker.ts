@@ -19,6 +19,7 @@ import { allInstances, type Instance, type State } from "../../src/domain/shard/
 import type { ShardEventEncoded } from "../../src/domain/shard/events.js"
 import type { SimModel } from "../../src/sim/model.js"
 import { hasAssociationTags } from "../../src/domain/pveTags.js"
+import { leakedVolumes, nonTemplateVms } from "../support/leaks.js"
 import { CLUSTER, GROUPS, ourTags, TENANT, type WorldConfig } from "./config.js"
 import type { HistoryView, StoreWrite, Who } from "./history.js"
 
@@ -336,8 +337,7 @@ export const endStateProblems = (model: SimModel, shards: ReadonlyArray<ShardEnd
     for (const i of live) byId.set(i.id, { shard, instance: i })
   }
   const vmsByName = new Map<string, Array<number>>()
-  for (const vm of model.vms.values()) {
-    if (vm.config.get("template") === "1") continue
+  for (const vm of nonTemplateVms(model)) {
     const name = vm.config.get("name") ?? `(unnamed ${vm.vmid})`
     if (name.startsWith("foreign-")) continue
     vmsByName.set(name, [...(vmsByName.get(name) ?? []), vm.vmid])
@@ -353,14 +353,7 @@ export const endStateProblems = (model: SimModel, shards: ReadonlyArray<ShardEnd
   }
   for (const [name, vmids] of vmsByName) if (vmids.length > 1) problems.push(`${vmids.length} VMs named ${name}: ${vmids.join(", ")}`)
   for (const [id, { shard, instance }] of byId) if (!vmsByName.has(id)) problems.push(`${tag(shard)}instance ${describe(instance)} has no VM`)
-  for (const volume of model.volumes.values()) {
-    if (volume.content === "images") {
-      if (volume.vmid === undefined || !model.vms.has(volume.vmid)) problems.push(`leaked disk ${volume.volid} on ${volume.node ?? "shared"}`)
-    } else if (volume.content === "iso") {
-      const m = /^[^:]+:iso\/nstance-(.+)\.iso$/.exec(volume.volid)
-      if (m !== null && !byId.has(m[1]!)) problems.push(`leaked ISO ${volume.volid} on ${volume.node ?? "shared"}`)
-    }
-  }
+  problems.push(...leakedVolumes(model, (id) => byId.has(id), "ignored"))
   return problems
 }
 

@@ -1,7 +1,7 @@
 /**
  * Shared pieces of the lease suites: replicas in their own scopes, a store wrapper that fails or hangs on
- * demand (a replica cut off from the bucket), a clock skewed on the wall but not on the monotonic side, a
- * log collector, and a timeline of leadership intervals to check "never two leaders".
+ * demand (a replica cut off from the bucket), a log collector, and a timeline of leadership intervals to
+ * check "never two leaders". A replica whose clock is skewed runs on `skewedClock` (test/support/virtualClock.ts).
  */
 import { Clock, Duration, Effect, Exit, Logger, Scope, Stream, SubscriptionRef, TestServices } from "effect"
 import { type LeaderLeaseOptions, makeLeaderLeaseOn } from "../../src/layers/LeaderLeaseStore.js"
@@ -35,16 +35,6 @@ export const faulty = (base: ObjectStoreShape): FaultyStore => {
   }
   return self
 }
-
-/** A clock whose wall time is off by `offsetMillis`; monotonic time and sleeping are the base clock's. */
-export const skewedClock = (base: Clock.Clock, offsetMillis: number): Clock.Clock => ({
-  [Clock.ClockTypeId]: Clock.ClockTypeId,
-  unsafeCurrentTimeMillis: () => base.unsafeCurrentTimeMillis() + offsetMillis,
-  currentTimeMillis: Effect.map(base.currentTimeMillis, (ms) => ms + offsetMillis),
-  unsafeCurrentTimeNanos: () => base.unsafeCurrentTimeNanos(),
-  currentTimeNanos: base.currentTimeNanos,
-  sleep: (duration) => base.sleep(duration)
-})
 
 export interface Interval {
   readonly id: string

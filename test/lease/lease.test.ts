@@ -10,7 +10,8 @@ import { makeFileStore } from "../../src/layers/ObjectStoreFile.js"
 import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
 import { LeaderLease } from "../../src/services/LeaderLease.js"
 import { ObjectStore, type ObjectStoreShape } from "../../src/services/ObjectStore.js"
-import { type Backend, backend, collectLogs, faulty, leaders, ms, type Replica, skewedClock, startReplica, Timeline } from "./harness.js"
+import { skewedClock } from "../support/virtualClock.js"
+import { type Backend, backend, collectLogs, faulty, leaders, ms, type Replica, startReplica, Timeline } from "./harness.js"
 
 const I = 5_000 // frequent interval (defaults)
 const T = 15_000 // leader timeout
@@ -268,11 +269,11 @@ const suite = ({ name, make, settle }: Backend, long: number) =>
         const store = make()
         const clock = yield* Effect.clock
         const timeline = new Timeline()
-        const ahead = yield* startReplica(store, "ahead", {}, skewedClock(clock, 3_600_000))
+        const ahead = yield* startReplica(store, "ahead", {}, skewedClock(clock, { wall: 3_600_000 }))
         yield* settle
         yield* TestClock.adjust(ms(1_000))
         const normal = yield* startReplica(store, "normal")
-        const readerAhead = yield* startReplica(store, "reader-ahead", {}, skewedClock(clock, 3_600_000))
+        const readerAhead = yield* startReplica(store, "reader-ahead", {}, skewedClock(clock, { wall: 3_600_000 }))
         for (const r of [ahead, normal, readerAhead]) yield* timeline.watch(r.id, r.lease)
         yield* stepTo(150_000, 500, () => Effect.map(leaders([ahead, normal, readerAhead]), (l) => expect(l).toEqual(["ahead"])))
         // The leader that runs ahead steps aside; the reader whose clock runs ahead must still wait for
@@ -291,7 +292,7 @@ const suite = ({ name, make, settle }: Backend, long: number) =>
         yield* settle
         yield* TestClock.adjust(ms(1_000))
         const logs = collectLogs()
-        const skewed = yield* startReplica(store, "skewed", {}, skewedClock(clock, 3_600_000)).pipe(Effect.provide(logs.layer))
+        const skewed = yield* startReplica(store, "skewed", {}, skewedClock(clock, { wall: 3_600_000 })).pipe(Effect.provide(logs.layer))
         yield* stepTo(240_000, 500, () => Effect.map(leaders([a, skewed]), (l) => expect(l).toEqual(["a"])))
         expect(Option.map(yield* skewed.lease.currentLeader, (l) => l.id)).toEqual(Option.some("a"))
         const warnings = logs.lines.filter((l) => l.includes("disagree"))

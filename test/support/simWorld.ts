@@ -4,13 +4,9 @@
  * object store, on a virtual clock — minutes of simulated PVE time in milliseconds of wall time, with no
  * HTTP and no real sleeps. Nothing moves unless the test advances time (`advanceUntil`, `advance`, `drive`).
  *
- * The clock is the world's own `Clock` (`makeSimClock`), not `TestClock`: TestClock lets fibers settle with
- * three real `setTimeout(0)` turns before every timer it fires — 3 to 30 ms each on a busy machine, which
- * made a ported suite as slow as the real-time HTTP one. This clock settles with `setImmediate` turns (the
- * world is in process and its fibers run on microtasks only: no I/O to wait for) and forgets the timers of
- * interrupted fibers instead of firing them. Same semantics otherwise: timers fire one at a time in time
- * order (ties in the order they were set), the world settled before each. (test/chaos has its own clock
- * built on the same idea.)
+ * The clock is the world's own `VirtualClock` (test/support/virtualClock.ts), not `TestClock`: TestClock
+ * lets fibers settle with three real `setTimeout(0)` turns before every timer it fires — 3 to 30 ms each on
+ * a busy machine, which made a ported suite as slow as the real-time HTTP one.
  *
  *   it.scoped("…", () => Effect.gen(function* () {
  *     const w = yield* makeWorld({ size: 3 })
@@ -29,8 +25,8 @@
  * - `advance(duration)`, `drive(effect)`: let time pass; run an effect to its end while time moves.
  * - `now`, `state`, `events`, `convergence(size)`, `vms()`, `logs`: what the tests judge.
  */
-import { Cause, Chunk, Clock, Context, Deferred, Duration, Effect, Either, Fiber, HashMap, Logger, LogLevel, Option, Scheduler, Schema, type Scope, Stream, SubscriptionRef } from "effect"
-import { type ParsedShardConfig, parseShardConfig } from "../../src/domain/config/index.js"
+import { Cause, Chunk, Context, Deferred, Duration, Effect, Fiber, HashMap, Logger, LogLevel, Option, Schema, type Scope, Stream, SubscriptionRef } from "effect"
+import type { ParsedShardConfig } from "../../src/domain/config/index.js"
 import { makeInstanceIdGenerator } from "../../src/domain/instanceId.js"
 import { parseUpid } from "../../src/domain/pve/upid.js"
 import { cdromDrive, isoVolid } from "../../src/domain/pveNames.js"
@@ -46,15 +42,15 @@ import type { ShardReplicaShape } from "../../src/shard/ShardReplica.js"
 import { LatencyFast, type LatencyModel } from "../../src/sim/latency.js"
 import { makeProxmoxApiSim, SimHandle } from "../../src/sim/ProxmoxApiSim.js"
 import type { FaultController, SimModel, SimVm } from "../../src/sim/server.js"
+import { leakedVolumes, nonTemplateVms } from "./leaks.js"
+import { BRIDGE, CLUSTER, ISO_STORAGE, ourTags, parseConfig, SHARD, shardConfigText, TENANT } from "./shardConfig.js"
+import { microtaskScheduler, VirtualClock } from "./virtualClock.js"
 
-export const CLUSTER = "acme"
-export const SHARD = "pve-a"
-export const TENANT = "shop"
+export { BRIDGE, CLUSTER, ISO_STORAGE, parseConfig, SHARD, TENANT } from "./shardConfig.js"
+export { nonTemplateVms } from "./leaks.js"
 export const GROUP = "web"
 export const KIND = "web"
-export const BRIDGE = "vmbr1"
-export const ISO_STORAGE = "local"
-export const OUR_TAGS = `nstance;${CLUSTER};${SHARD}`
+export const OUR_TAGS = ourTags(SHARD)
 
 export interface ConfigOptions {
   readonly size: number
@@ -69,33 +65,17 @@ export interface ConfigOptions {
 }
 
 /** A small shard config: one tenant, one group of `size` VMs cloned from the simulator's per-node template. */
-export const configText = (o: ConfigOptions): string => `// simulation test shard
-{
-  "cluster": { "id": "${CLUSTER}" },
-  "shard": {
-    "id": "${SHARD}",
-    "infra": { "provider": "proxmox", "region": "dc1", "zone": "z1", "options": { "cloud_init_iso_storage": "${ISO_STORAGE}" } },
-    "bind": { "health_addr": ":8990", "election_addr": ":8991", "registration_addr": "${o.registrationAddr ?? ":8992"}", "operator_addr": ":8993", "agent_addr": ":8994" },
-    "advertise": { "health_addr": ":8990", "election_addr": ":8991", "registration_addr": "${o.registrationAddr ?? "10.0.0.1:8992"}", "operator_addr": "10.0.0.1:8993", "agent_addr": "10.0.0.1:8994" },
-    "subnet_pools": { "edge": ["${BRIDGE}"] },
-    "garbage_collection": { "interval": "${o.gcInterval ?? "1s"}", "registration_timeout": "${o.registrationTimeout ?? "1m"}" },${o.healthCheckInterval === undefined ? "" : ` "health_check_interval": "${o.healthCheckInterval}",`}
-  },
-  "defaults": {
-    "args": { "StoragePool": "local-lvm", "TemplateName": "${o.templateName ?? "debian-13-template"}", "StartOnBoot": true },
-    "userdata": { "content": "#!/bin/sh\\necho hello\\n" },
-  },
-  "templates": {
-    "web": { "kind": "${KIND}", "instance_type": "cpu:1,memory:512,disk:${o.diskGiB ?? 4}", "subnet_pool": "edge" },
-  },
-  "groups": { "${TENANT}": { "${GROUP}": { "template": "web", "size": ${o.size} } } },
-}
-`
-
-export const parseConfig = (text: string): ParsedShardConfig => {
-  const parsed = parseShardConfig(text)
-  if (Either.isLeft(parsed)) throw new Error(`test config does not parse: ${JSON.stringify(parsed.left.problems)}`)
-  return parsed.right
-}
+export const configText = (o: ConfigOptions): string =>
+  shardConfigText({
+    title: "simulation test shard",
+    gcInterval: o.gcInterval ?? "1s",
+    registrationTimeout: o.registrationTimeout ?? "1m",
+    ...(o.registrationAddr === undefined ? {} : { registrationAddr: o.registrationAddr }),
+    ...(o.healthCheckInterval === undefined ? {} : { healthCheckInterval: o.healthCheckInterval }),
+    ...(o.templateName === undefined ? {} : { templateName: o.templateName }),
+    greeting: "hello",
+    groups: [{ group: GROUP, kind: KIND, cpu: 1, memoryMiB: 512, diskGiB: o.diskGiB ?? 4, size: o.size }]
+  })
 
 const mintId = makeInstanceIdGenerator()
 /** A fresh, valid instance ID of our kind (for VMs made behind the leader's back). */
@@ -109,10 +89,6 @@ export const idOf = (event: ShardEvent): string => ("instanceId" in event ? even
 
 const Segment = Schema.parseJson(Schema.Struct({ seq: Schema.Int, events: Schema.Array(ShardEvent) }))
 const decodeSegment = Schema.decodeUnknownSync(Segment)
-
-/** Non-template VMs of a model. */
-export const nonTemplateVms = (model: SimModel): Array<SimVm> =>
-  [...model.vms.values()].filter((vm) => vm.config.get("template") !== "1")
 
 /**
  * Everything that must hold once the shard is at rest with `size` instances: the log has exactly `size`
@@ -168,18 +144,8 @@ export const vmConfigProblems = (vm: SimVm, instance: Instance): Array<string> =
 }
 
 /** Disks of VMs that do not exist, and ISOs other than the instances' own. */
-export const volumeProblems = (model: SimModel, instanceIds: ReadonlySet<string>): Array<string> => {
-  const problems: Array<string> = []
-  for (const volume of model.volumes.values()) {
-    if (volume.content === "images") {
-      if (volume.vmid === undefined || !model.vms.has(volume.vmid)) problems.push(`pve: leaked disk ${volume.volid} on ${volume.node ?? "shared"}`)
-    } else if (volume.content === "iso") {
-      const match = /^[^:]+:iso\/nstance-(.+)\.iso$/.exec(volume.volid)
-      if (match === null || !instanceIds.has(match[1]!)) problems.push(`pve: leaked ISO ${volume.volid} on ${volume.node ?? "shared"}`)
-    }
-  }
-  return problems
-}
+export const volumeProblems = (model: SimModel, instanceIds: ReadonlySet<string>): Array<string> =>
+  leakedVolumes(model, (id) => instanceIds.has(id), "leaked").map((problem) => `pve: ${problem}`)
 
 /**
  * Where a leader's process dies. At an event-log segment write (a `log/…` PUT) — the `segment`-th one, or
@@ -226,87 +192,13 @@ const STEP_MS = 100
 /** `drive` looks more often: the test usually reads the time right after its own action ends. */
 const DRIVE_STEP_MS = 10
 
-/** Effect's scheduler without its `setTimeout` fallback (the world does no I/O that could starve). */
-const microtasks = new Scheduler.MixedScheduler(Number.POSITIVE_INFINITY)
-
-interface Timer {
-  readonly at: number
-  readonly order: number
-  readonly fire: () => void
-}
-
-export interface SimClock {
-  readonly clock: Clock.Clock
-  /** Fires every timer due up to `now + duration`, one at a time, the world settled before each. */
-  readonly advance: (duration: Duration.DurationInput) => Effect.Effect<void>
-}
-
-/**
- * Virtual time starting at 0. `sleep` parks the fiber on a timer; interrupting it removes the timer. A
- * settle is a few `setImmediate` turns, repeated until no timer was set or fired during one: by then every
- * fiber woken by the last timer has run until it waits on another timer (the world has no real I/O).
- */
-export const makeSimClock = (): SimClock => {
-  let now = 0
-  let order = 0
-  let fired = 0
-  let timers: Array<Timer> = []
-  // Timers may be fractional milliseconds (jittered task phases); nanoseconds are whole.
-  const nanos = () => BigInt(Math.round(now * 1_000_000))
-  const clock: Clock.Clock = {
-    [Clock.ClockTypeId]: Clock.ClockTypeId,
-    unsafeCurrentTimeMillis: () => now,
-    currentTimeMillis: Effect.sync(() => now),
-    unsafeCurrentTimeNanos: nanos,
-    currentTimeNanos: Effect.sync(nanos),
-    sleep: (duration) =>
-      Effect.async<void>((resume) => {
-        const ms = Duration.toMillis(duration)
-        if (!(ms > 0)) return resume(Effect.void)
-        const timer: Timer = { at: now + ms, order: order++, fire: () => resume(Effect.void) }
-        const index = timers.findIndex((t) => t.at > timer.at)
-        timers.splice(index === -1 ? timers.length : index, 0, timer)
-        return Effect.sync(() => {
-          timers = timers.filter((t) => t !== timer)
-        })
-      })
-  }
-  const turn = Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
-  const settle = Effect.gen(function* () {
-    let seen = -1
-    for (;;) {
-      yield* turn
-      yield* turn
-      const activity = order + fired
-      if (activity === seen) return
-      seen = activity
-    }
-  })
-  const advance = (duration: Duration.DurationInput) =>
-    Effect.gen(function* () {
-      const target = now + Duration.toMillis(Duration.decode(duration))
-      for (;;) {
-        yield* settle
-        const next = timers[0]
-        if (next === undefined || next.at > target) break
-        timers.shift()
-        now = next.at
-        fired++
-        next.fire()
-      }
-      now = Math.max(now, target)
-      yield* settle
-    })
-  return { clock, advance }
-}
-
 export const makeWorld = (options: WorldOptions): Effect.Effect<World, never, Scope.Scope> =>
   Effect.gen(function* () {
     const scope = yield* Effect.scope
-    const time = makeSimClock()
+    const clock = new VirtualClock({ resolution: "exact", settle: "untilQuiet" })
     // Everything of the world runs on its clock, and on microtasks only: when a settle's `setImmediate`
     // fires, every fiber woken before it has run to its next wait, so the order of events is the seed's.
-    const inWorld = <A, E, R>(effect: Effect.Effect<A, E, R>) => effect.pipe(Effect.withClock(time.clock), Effect.withScheduler(microtasks))
+    const inWorld = <A, E, R>(effect: Effect.Effect<A, E, R>) => effect.pipe(Effect.withClock(clock), Effect.withScheduler(microtaskScheduler))
     // Built on the world's clock: the model's timers and the client's polls are the world's timers.
     const sim = yield* makeProxmoxApiSim({
       nodes: 3, seed: options.seed ?? 1, sharedStorage: options.sharedStorage ?? false,
@@ -358,7 +250,7 @@ export const makeWorld = (options: WorldOptions): Effect.Effect<World, never, Sc
         Effect.forkIn(scope)
       )
 
-    const now = Effect.sync(() => time.clock.unsafeCurrentTimeMillis())
+    const now = Effect.sync(() => clock.unsafeCurrentTimeMillis())
 
     const advanceBy = (stepMs: number) => (what: string, problems: Effect.Effect<ReadonlyArray<string>>, within: Duration.DurationInput = DEFAULT_WITHIN) =>
       Effect.gen(function* () {
@@ -374,12 +266,12 @@ export const makeWorld = (options: WorldOptions): Effect.Effect<World, never, Sc
           }
           // Every timer due within the step fires, in order; the predicate is looked at between steps, so it
           // should be one that stays true once reached (crash points are hooks for that reason).
-          yield* time.advance(Math.min(stepMs, deadline - t))
+          yield* clock.advance(Math.min(stepMs, deadline - t))
         }
       })
     const advanceUntil = advanceBy(STEP_MS)
 
-    const advance = time.advance
+    const advance = (duration: Duration.DurationInput) => clock.advance(duration)
 
     const drive = <A, E>(effect: Effect.Effect<A, E>, within: Duration.DurationInput = DEFAULT_WITHIN) =>
       Effect.gen(function* () {

@@ -1,0 +1,281 @@
+/**
+ * The fault schedule of a chaos world, drawn from its seed: replicas crashed (also right before or after a
+ * log write, i.e. mid-saga) and restarted with the same or another id, PVE 5xx, lock timeouts, slow and
+ * failing tasks, VMIDs taken behind our back, nodes offline, the API away, store errors, ambiguous store
+ * writes, store latency and partitions, lease expiry by clock jumps, VMs stopped or deleted behind our
+ * back, the ISO storage full, config pushes. A fault that lasts ends on a fiber of the fault scope, which
+ * `stopFaults` closes.
+ */
+import { Duration, Effect, Exit, Scope, SubscriptionRef } from "effect"
+import { configText, parseConfig } from "./config.js"
+import type { ReplicaLifecycle } from "./lifecycle.js"
+import { drawSizes, pick } from "./shape.js"
+import type { ChaosWorld, Replica } from "./state.js"
+
+export interface Fault {
+  readonly name: string
+  readonly run: Effect.Effect<void>
+}
+
+export interface PlannedFault {
+  /** Virtual milliseconds after the start. */
+  readonly at: number
+  readonly fault: Fault
+}
+
+const TASK_TYPES = ["qmclone", "qmconfig", "qmstart", "qmstop", "qmshutdown", "qmdestroy", "imgcopy", "resize"] as const
+const HTTP_PATHS = [
+  "/nodes/*/qemu/*/clone", "/nodes/*/qemu/*/config", "/nodes/*/qemu/*/status/*", "/nodes/*/qemu/*",
+  "/nodes/*/storage/*/upload", "/nodes/*/storage/*/content/**", "/cluster/resources", "/nodes/*/tasks/*/status", "/nodes/*/qemu"
+]
+
+/** The faults of the world, in time order; lasting ones end on fibers of `faultScope`. */
+export const planFaults = (w: ChaosWorld, lifecycle: ReplicaLifecycle, faultScope: Scope.Scope): Array<PlannedFault> => {
+  const { prng, shardPrng, replicas, shards, model, simPve, faults, storeFaults, say } = w
+  const { twoShards, totalReplicas, storm } = w.shape
+  const { crash, startReplica, freshId } = lifecycle
+  const leaderSlot = () => {
+    // Two shards: the leader of one of them (terms of different shards are not comparable).
+    const of = twoShards ? shards[shardPrng.int(0, shards.length - 1)]! : undefined
+    const leading = replicas.filter((r): r is Replica => r !== undefined && r.leaderTerm !== undefined && (of === undefined || of.slots.includes(r.slot)))
+    const newest = leading.sort((a, b) => (b.leaderTerm ?? 0) - (a.leaderTerm ?? 0))[0]
+    return newest?.slot
+  }
+  const anySlot = () => prng.int(0, totalReplicas - 1)
+  const ourVms = () =>
+    [...model.vms.values()].filter((vm) => vm.config.get("template") !== "1" && !(vm.config.get("name") ?? "").startsWith("foreign"))
+  let foreignCount = 0
+  /** Behind our back: a PVE client of the operator's, not recorded as ours. */
+  const operator = <A, E>(effect: Effect.Effect<A, E>) => Effect.forkIn(Effect.ignore(effect), w.worldScope)
+
+  const drawFault = (): Fault => {
+    const kind = pick(prng, [
+      "crash", "crash", "crashAtWrite", "crashAtWrite", "pve5xx", "pve5xx", "lockTimeout", "slowTasks", "failTasks", "failTasks",
+      "vmidRace", "nodeOffline", "apiAway", "storeErrors", "ambiguous", "ambiguous", "storeLatency", "partition", "clockJump",
+      "wallJump", "killVm", "deleteVm", "isoFull", "configPush", "configPush"
+    ])
+    switch (kind) {
+      case "crash": {
+        const target = prng.next() < 0.6 ? "leader" : "any"
+        const delayMs = prng.int(0, 40) * 1000
+        const sameId = prng.next() < 0.5
+        const graceful = prng.next() < 0.3
+        return {
+          name: `crash ${target}, restart after ${delayMs / 1000}s with ${sameId ? "the same" : "a new"} id`,
+          run: Effect.gen(function* () {
+            const slot = target === "leader" ? leaderSlot() ?? anySlot() : anySlot()
+            const r = replicas[slot]
+            if (r === undefined) return
+            yield* crash(slot, "crash")
+            yield* Effect.sleep(Duration.millis(delayMs)).pipe(
+              Effect.zipRight(Effect.suspend(() => replicas[slot] === undefined ? startReplica(slot, sameId ? r.id : freshId(slot), graceful) : Effect.void)),
+              Effect.forkIn(faultScope)
+            )
+          })
+        }
+      }
+      case "crashAtWrite": {
+        const k = prng.int(1, 12)
+        const mode = prng.next() < 0.5 ? "before" as const : "after" as const
+        const delayMs = prng.int(0, 30) * 1000
+        const sameId = prng.next() < 0.5
+        return {
+          name: `crash the leader ${mode} its ${k}th next log write, restart after ${delayMs / 1000}s`,
+          run: Effect.gen(function* () {
+            const slot = leaderSlot()
+            if (slot === undefined) return
+            const r = replicas[slot]!
+            w.crashTrigger = { who: r.who, remaining: k, mode }
+            // The restart waits for the crash (or gives up when the trigger never fires).
+            yield* Effect.gen(function* () {
+              for (let i = 0; i < 600 && replicas[slot]?.who === r.who; i++) yield* Effect.sleep("1 second")
+              if (replicas[slot] !== undefined) return
+              yield* Effect.sleep(Duration.millis(delayMs))
+              if (replicas[slot] === undefined) yield* startReplica(slot, sameId ? r.id : freshId(slot), prng.next() < 0.3)
+            }).pipe(Effect.forkIn(faultScope))
+          })
+        }
+      }
+      case "pve5xx": {
+        const path = pick(prng, HTTP_PATHS)
+        const status = pick(prng, [500, 500, 503, 596])
+        const probability = pick(prng, [0.1, 0.3, 0.6, 1])
+        const times = prng.int(1, 12)
+        return { name: `PVE ${status} on ${path} p=${probability} ×${times}`, run: Effect.sync(() => void faults.http({ path, status, probability, times })) }
+      }
+      case "lockTimeout": {
+        const path = pick(prng, ["/nodes/*/qemu/*/config", "/nodes/*/qemu/*/status/start", "/nodes/*/qemu/*", "/nodes/*/qemu/*/resize"])
+        const times = prng.int(1, 3)
+        return { name: `lock timeouts on ${path} ×${times}`, run: Effect.sync(() => void faults.lockTimeout({ path, probability: 0.5, times })) }
+      }
+      case "slowTasks": {
+        const type = pick(prng, TASK_TYPES)
+        const factor = prng.int(2, 30)
+        const times = prng.int(1, 4)
+        return { name: `slow ${type} ×${factor} (${times} tasks)`, run: Effect.sync(() => void faults.slowTasks({ type, factor, times })) }
+      }
+      case "failTasks": {
+        const type = pick(prng, TASK_TYPES)
+        const times = prng.int(1, 3)
+        return { name: `failing ${type} tasks ×${times}`, run: Effect.sync(() => void faults.failTasks({ type, times })) }
+      }
+      case "isoFull": {
+        const times = prng.int(1, 6)
+        return {
+          name: `ISO storage full ×${times}`,
+          run: Effect.sync(() => {
+            faults.failTasks({ type: "imgcopy", times, message: "write failed: No space left on device" })
+          })
+        }
+      }
+      case "vmidRace": {
+        const ahead = prng.int(1, 3)
+        return {
+          name: `a VMID taken behind our back (+${ahead} above the highest)`,
+          run: Effect.suspend(() => {
+            const highest = Math.max(99, ...[...model.vms.keys()].filter((v) => v < 9000))
+            const newid = highest + ahead
+            const node = [...model.nodes.keys()][0]!
+            const name = `foreign-${++foreignCount}`
+            say(`fault: operator clones ${name} as VMID ${newid}`)
+            return operator(simPve.clone(node, 9000, { newid, name, full: true, storage: "local-lvm" }).pipe(Effect.flatMap((upid) => simPve.waitTask(node, upid))))
+          }).pipe(Effect.asVoid)
+        }
+      }
+      case "nodeOffline": {
+        const node = `pve${prng.int(1, w.shape.nodes)}`
+        const forMs = prng.int(10, 90) * 1000
+        return {
+          name: `${node} offline for ${forMs / 1000}s`,
+          run: Effect.gen(function* () {
+            faults.nodeOffline(node)
+            yield* Effect.sleep(Duration.millis(forMs)).pipe(Effect.zipRight(Effect.sync(() => faults.nodeOnline(node))), Effect.forkIn(faultScope))
+          })
+        }
+      }
+      case "apiAway": {
+        const forMs = prng.int(5, 40) * 1000
+        const mode = pick(prng, ["reset", 503, 596] as const)
+        return { name: `PVE API away (${mode}) for ${forMs / 1000}s`, run: Effect.sync(() => faults.apiUnavailable({ forMs, mode })) }
+      }
+      case "storeErrors":
+      case "ambiguous":
+      case "storeLatency": {
+        const forMs = prng.int(5, 60) * 1000
+        const level = kind === "storeLatency" ? prng.int(100, 3000) : pick(prng, [0.05, 0.2, 0.5])
+        return {
+          name: `store ${kind} ${level} for ${forMs / 1000}s`,
+          run: Effect.gen(function* () {
+            if (kind === "storeErrors") storeFaults.errorRate = level
+            else if (kind === "ambiguous") storeFaults.ambiguousRate = level
+            else storeFaults.latencyMs = level
+            yield* Effect.sleep(Duration.millis(forMs)).pipe(
+              Effect.zipRight(Effect.sync(() => {
+                if (kind === "storeErrors") storeFaults.errorRate = 0
+                else if (kind === "ambiguous") storeFaults.ambiguousRate = 0
+                else storeFaults.latencyMs = 0
+              })),
+              Effect.forkIn(faultScope)
+            )
+          })
+        }
+      }
+      case "partition": {
+        const forMs = prng.int(10, 60) * 1000
+        return {
+          name: `the leader cut off from the store for ${forMs / 1000}s (its lease expires)`,
+          run: Effect.gen(function* () {
+            const slot = leaderSlot()
+            if (slot === undefined) return
+            const who = replicas[slot]!.who
+            storeFaults.partitioned.add(who)
+            yield* Effect.sleep(Duration.millis(forMs)).pipe(Effect.zipRight(Effect.sync(() => storeFaults.partitioned.delete(who))), Effect.forkIn(faultScope))
+          })
+        }
+      }
+      case "clockJump": {
+        const jumpMs = prng.int(5, 60) * 1000
+        return {
+          name: `the leader's monotonic clock jumps ${jumpMs / 1000}s ahead (its lease expires early)`,
+          run: Effect.sync(() => {
+            const slot = leaderSlot()
+            if (slot !== undefined) replicas[slot]!.skew.mono += jumpMs
+          })
+        }
+      }
+      case "wallJump": {
+        const jumpMs = pick(prng, [-1, 1]) * prng.int(1, 7200) * 1000
+        return {
+          name: `a replica's wall clock jumps ${jumpMs / 1000}s`,
+          run: Effect.sync(() => {
+            const r = replicas[anySlot()]
+            if (r !== undefined) r.skew.wall += jumpMs
+          })
+        }
+      }
+      case "killVm":
+      case "deleteVm": {
+        const n = prng.int(0, 1000)
+        return {
+          name: kind === "killVm" ? "a VM stopped behind our back" : "a VM deleted behind our back",
+          run: Effect.suspend(() => {
+            const vms = ourVms().filter((vm) => vm.status === "running")
+            if (vms.length === 0) return Effect.void
+            const vm = vms[n % vms.length]!
+            say(`fault: operator ${kind === "killVm" ? "stops" : "deletes"} VM ${vm.vmid} (${vm.config.get("name") ?? "?"})`)
+            const stop = simPve.stop(vm.node, vm.vmid).pipe(Effect.flatMap((upid) => simPve.waitTask(vm.node, upid)))
+            // As `qm destroy --purge --destroy-unreferenced-disks`: the simulator keeps a cloud-init drive
+            // replaced by our ISO as an unreferenced volume, which real PVE frees on replacement.
+            const remove = simPve.deleteVm(vm.node, vm.vmid, { purge: true, destroyUnreferencedDisks: true }).pipe(Effect.flatMap((upid) => simPve.waitTask(vm.node, upid)))
+            return operator(kind === "killVm" ? stop : Effect.zipRight(stop, remove))
+          }).pipe(Effect.asVoid)
+        }
+      }
+      default: {
+        const sizes = drawSizes(prng, storm)
+        const shard = twoShards ? shards[shardPrng.int(0, shards.length - 1)]! : shards[0]!
+        return {
+          name: `config push${twoShards ? ` to ${shard.id}` : ""}: web=${sizes.web} api=${sizes.api}`,
+          run: Effect.suspend(() => {
+            shard.world = { ...shard.world, sizes }
+            return SubscriptionRef.set(shard.config, parseConfig(configText(shard.world, shard.id)))
+          })
+        }
+      }
+    }
+  }
+
+  const faultCount = storm ? prng.int(15, 35) : prng.int(3, 14)
+  return Array.from({ length: faultCount }, () => ({ at: prng.int(5, w.shape.chaosMs / 1000) * 1000, fault: drawFault() })).sort((a, b) => a.at - b.at)
+}
+
+/** The sizes every shard is left at once the faults stop (drawn right after the plan). */
+export const drawFinalSizes = (w: ChaosWorld): void => {
+  const [first, ...others] = w.shards
+  first!.finalSizes = drawSizes(w.prng, w.shape.storm)
+  for (const shard of others) shard.finalSizes = drawSizes(w.shardPrng, w.shape.storm)
+}
+
+/** Each fault at its time, on a fiber of `faultScope`. */
+export const scheduleFaults = (w: ChaosWorld, plan: ReadonlyArray<PlannedFault>, faultScope: Scope.Scope) =>
+  Effect.forEach(plan, ({ at, fault }) =>
+    Effect.sleep(Duration.millis(at)).pipe(
+      Effect.zipRight(Effect.suspend(() => {
+        w.say(`fault: ${fault.name}`)
+        return fault.run
+      })),
+      Effect.forkIn(faultScope)
+    ), { discard: true })
+
+/** Every rule removed, nodes back, the store healthy, lasting faults cut short, no crash pending. */
+export const stopFaults = (w: ChaosWorld, faultScope: Scope.CloseableScope) =>
+  Effect.gen(function* () {
+    w.chaosOn = false
+    yield* Scope.close(faultScope, Exit.void)
+    w.faults.reset()
+    w.storeFaults.errorRate = 0
+    w.storeFaults.ambiguousRate = 0
+    w.storeFaults.latencyMs = 0
+    w.storeFaults.partitioned.clear()
+    w.crashTrigger = undefined
+  })

@@ -1,0 +1,102 @@
+/**
+ * A chaos world's shape, drawn from its seed: how many shards and replicas, how many PVE nodes, how fast
+ * PVE answers, the groups' sizes and the shard config, how long the faults go on. Every draw comes from a
+ * PRNG stream in a fixed order: a seed's world stays the same only while that order does.
+ */
+import { LatencyDemo, type LatencyModel, LatencyRealistic } from "../../src/sim/latency.js"
+import { makePrng, type Prng } from "../../src/sim/prng.js"
+import type { GroupSizes, WorldConfig } from "./config.js"
+
+/**
+ * Seeds from 3000 on: one in five runs two shards in one process against the same PVE cluster and bucket.
+ * Drawn from a PRNG stream of its own, so the worlds of every other seed keep their draws.
+ */
+export const isTwoShardSeed = (seed: number): boolean => seed >= 3000 && makePrng(seed * 53 + 11).int(1, 5) === 1
+
+/**
+ * Seeds from 4000 on: one in three one-shard worlds runs with agent registration on — a cluster PKI in the
+ * bucket, nonces in the user-data, simulated guests registering through each replica's agent handlers in
+ * memory — and is judged by the nonce rules too. A stream of its own, like the shard count.
+ */
+export const isRegistrationSeed = (seed: number): boolean => seed >= 4000 && !isTwoShardSeed(seed) && makePrng(seed * 67 + 19).int(1, 3) === 1
+
+/** The first `count` registration seeds from `from` on. */
+export const registrationSeeds = (from: number, count: number): Array<number> => {
+  const out: Array<number> = []
+  for (let seed = Math.max(from, 4000); out.length < count; seed++) if (isRegistrationSeed(seed)) out.push(seed)
+  return out
+}
+
+/** The first `count` two-shard seeds from `from` on. */
+export const twoShardSeeds = (from: number, count: number): Array<number> => {
+  const out: Array<number> = []
+  for (let seed = Math.max(from, 3000); out.length < count; seed++) if (isTwoShardSeed(seed)) out.push(seed)
+  return out
+}
+
+const LatencyJittery: LatencyModel = { name: "jittery", timeScale: 1, requestMs: [5, 400], jitter: 0.6 }
+
+export const pick = <A>(prng: Prng, items: ReadonlyArray<A>): A => items[prng.int(0, items.length - 1)]!
+
+/** Sizes of the two groups; storms have bigger groups. */
+export const drawSizes = (prng: Prng, storm: boolean): GroupSizes =>
+  storm ? { web: prng.int(0, 6), api: prng.int(0, 4) } : { web: prng.int(0, 3), api: prng.int(0, 2) }
+
+const drawWorldConfig = (prng: Prng, storm: boolean): WorldConfig => ({
+  sizes: drawSizes(prng, storm),
+  gcInterval: pick(prng, ["5s", "10s", "30s"]),
+  createRateLimit: pick(prng, ["", "", "1s"]),
+  diskGiB: pick(prng, [2, 4])
+})
+
+export interface WorldShape {
+  readonly seed: number
+  /** Seeds from 1000 on: bigger groups, more faults. */
+  readonly storm: boolean
+  readonly twoShards: boolean
+  readonly registrationOn: boolean
+  /** Replicas of the first shard, and of the second (0 in a one-shard world). */
+  readonly replicaCount: number
+  readonly replicaCountB: number
+  readonly totalReplicas: number
+  readonly latency: LatencyModel
+  readonly nodes: number
+  /** The shard config (sizes at the start), and the second shard's. */
+  readonly world: WorldConfig
+  readonly worldB: WorldConfig | undefined
+  readonly snapshotEvery: number
+  /** Virtual time the faults go on. */
+  readonly chaosMs: number
+  /** Virtual time the world has to converge once the faults stop. */
+  readonly boundMs: number
+}
+
+/** `prng`: the seed's main stream; `shardPrng`: the second shard's (see `isTwoShardSeed`). */
+export const drawShape = (seed: number, convergeBoundMs: number | undefined, prng: Prng, shardPrng: Prng): WorldShape => {
+  const storm = seed >= 1000
+  const twoShards = isTwoShardSeed(seed)
+  const replicaCount = prng.int(1, 3)
+  const latency = pick(prng, [LatencyRealistic, LatencyRealistic, LatencyDemo, LatencyJittery])
+  const nodes = prng.int(2, 4)
+  const world = drawWorldConfig(prng, storm)
+  const snapshotEvery = pick(prng, [15, 40, 1000])
+  const chaosMs = prng.int(90, 300) * 1000
+  const worldB = twoShards ? drawWorldConfig(shardPrng, storm) : undefined
+  const replicaCountB = twoShards ? shardPrng.int(1, 3) : 0
+  return {
+    seed,
+    storm,
+    twoShards,
+    registrationOn: isRegistrationSeed(seed),
+    replicaCount,
+    replicaCountB,
+    totalReplicas: replicaCount + replicaCountB,
+    latency,
+    nodes,
+    world,
+    worldB,
+    snapshotEvery,
+    chaosMs,
+    boundMs: convergeBoundMs ?? 25 * 60_000
+  }
+}

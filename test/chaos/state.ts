@@ -1,0 +1,188 @@
+/**
+ * The state of one chaos run, which its parts (the wrappers, the replica lifecycle, the faults, the checks)
+ * share: the shape its seed drew, the simulated PVE cluster and the bucket, the shards and their replica
+ * slots, the faults in force. `makeChaosWorld` builds it, in the order the seed's draws expect.
+ */
+import { Context, Effect, type Scope, SubscriptionRef } from "effect"
+import type { AgentRpcClient } from "../../src/agent/AgentClient.js"
+import { shardPrefix } from "../../src/domain/bucketKeys.js"
+import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
+import { scopeStore } from "../../src/layers/ObjectStoreScoped.js"
+import type { ObjectStoreShape } from "../../src/services/ObjectStore.js"
+import { ProxmoxApi, type ProxmoxApiShape } from "../../src/services/ProxmoxApi.js"
+import { makeProxmoxApiSim, SimHandle } from "../../src/sim/ProxmoxApiSim.js"
+import { makePrng, type Prng } from "../../src/sim/prng.js"
+import type { FaultController, SimModel } from "../../src/sim/server.js"
+import type { VirtualClock } from "../support/virtualClock.js"
+import { configText, type GroupSizes, parseConfig, SHARD, SHARD_B, type WorldConfig } from "./config.js"
+import { History, type Who } from "./history.js"
+import { makeRegistration, type Registration } from "./registration.js"
+import { drawShape, type WorldShape } from "./shape.js"
+
+/**
+ * A deliberately broken product, to show the checker fails (`NSTANCE_CHAOS_BREAK`): compensation that
+ * skips the ISO delete, or (registration worlds) a leader that logs each nonce it mints.
+ */
+export type BreakMode = "none" | "skip-iso-delete" | "log-nonce"
+
+/** Virtual time 0 of the history. A realistic epoch: wall-clock jumps backwards must not reach Go's zero time (a released lease). */
+export const EPOCH = Date.parse("2026-03-01T00:00:00Z")
+
+export interface StoreFaults {
+  errorRate: number
+  ambiguousRate: number
+  latencyMs: number
+  /** Incarnations whose store calls hang until healed, then time out. */
+  readonly partitioned: Set<Who>
+}
+
+export interface CrashTrigger {
+  readonly who: Who
+  remaining: number
+  readonly mode: "before" | "after"
+}
+
+/** One shard of the world: its config, its key space in the shared bucket, its replicas' slots. */
+export interface ShardWorld {
+  readonly id: string
+  /** The bucket as this shard sees it: the bucket itself in a one-shard world, else scoped to `shard/{id}/`. */
+  readonly store: ObjectStoreShape
+  readonly config: SubscriptionRef.SubscriptionRef<ReturnType<typeof parseConfig>>
+  world: WorldConfig
+  finalSizes: GroupSizes
+  /** Its replicas' slots in the world's replica array. */
+  readonly slots: ReadonlyArray<number>
+}
+
+export interface Replica {
+  readonly slot: number
+  readonly id: string
+  readonly who: Who
+  readonly scope: Scope.CloseableScope
+  /** Offsets of this incarnation's clock (lease only): wall and monotonic, in ms. */
+  readonly skew: { wall: number; mono: number }
+  leaderTerm: number | undefined
+  /** This incarnation's agent handlers, reached in memory (registration worlds). */
+  endpoint?: AgentRpcClient | undefined
+}
+
+export interface ChaosWorld {
+  readonly shape: WorldShape
+  readonly breakMode: BreakMode
+  readonly verbose: boolean
+  /** The seed's main PRNG stream: the shape, the fault plan, and every draw while the world runs. */
+  readonly prng: Prng
+  /** The second shard's stream (see `isTwoShardSeed`). */
+  readonly shardPrng: Prng
+  readonly clock: VirtualClock
+  readonly history: History
+  /** A line of the history (printed too, when verbose). */
+  readonly say: (text: string) => void
+  readonly worldScope: Scope.Scope
+  readonly model: SimModel
+  readonly faults: FaultController
+  /** The simulated cluster's client, unrecorded: the operator's, and what the replicas' wrappers call. */
+  readonly simPve: ProxmoxApiShape
+  readonly bucket: ObjectStoreShape
+  readonly registration: Registration
+  readonly shards: ReadonlyArray<ShardWorld>
+  /** The live incarnation in each replica slot (undefined while crashed). */
+  readonly replicas: Array<Replica | undefined>
+  readonly storeFaults: StoreFaults
+  crashTrigger: CrashTrigger | undefined
+  incarnations: number
+  generation: number
+  /** Off once the faults stop: no more ambiguous writes. */
+  chaosOn: boolean
+  /** Replica scopes still closing (their finalizers may wait for virtual time). */
+  closing: number
+}
+
+export const shardOfSlot = (w: ChaosWorld, slot: number): ShardWorld => w.shards.find((s) => s.slots.includes(slot))!
+
+/** Seconds of virtual time since the start, for verbose output. */
+export const elapsed = (clock: VirtualClock): string => ((clock.unsafeCurrentTimeMillis() - EPOCH) / 1000).toFixed(1)
+
+export interface WorldSettings {
+  readonly seed: number
+  readonly breakMode: BreakMode
+  readonly verbose: boolean
+  readonly convergeBoundMs: number | undefined
+}
+
+export const makeChaosWorld = (settings: WorldSettings, clock: VirtualClock): Effect.Effect<ChaosWorld, never, Scope.Scope> =>
+  Effect.gen(function* () {
+    const { seed, breakMode } = settings
+    const prng = makePrng(seed * 31 + 7)
+    const worldScope = yield* Effect.scope
+    const history = new History(() => clock.unsafeCurrentTimeMillis() - EPOCH)
+    const say = (text: string) => {
+      history.line(text)
+      if (settings.verbose) globalThis.console.log(`${elapsed(clock)}s ${text}`)
+    }
+
+    const shardPrng = makePrng(seed * 59 + 5)
+    const shape = drawShape(seed, settings.convergeBoundMs, prng, shardPrng)
+    const { replicaCount, replicaCountB, world, worldB } = shape
+    if (worldB !== undefined) {
+      say(`two shards: ${SHARD} (${replicaCount} replica(s)) and ${SHARD_B} (${replicaCountB} replica(s), sizes web=${worldB.sizes.web} api=${worldB.sizes.api}, gc ${worldB.gcInterval}) on one PVE cluster and one bucket`)
+    }
+    say(`world: seed ${seed}${shape.storm ? " (storm)" : ""}, ${replicaCount} replica(s), ${shape.nodes} nodes, latency ${shape.latency.name}, sizes web=${world.sizes.web} api=${world.sizes.api}, gc ${world.gcInterval}, snapshot every ${shape.snapshotEvery}, chaos ${shape.chaosMs / 1000}s${breakMode === "none" ? "" : `, BROKEN BUILD: ${breakMode}`}`)
+
+    const replicas: Array<Replica | undefined> = Array.from({ length: shape.totalReplicas }, () => undefined)
+    const registration = makeRegistration({ seed, on: shape.registrationOn, history, replicas, logNonces: breakMode === "log-nonce" })
+    const simContext = yield* makeProxmoxApiSim({
+      nodes: shape.nodes,
+      seed,
+      latency: shape.latency,
+      retry: { baseDelay: "200 millis", maxDelay: "2 seconds" },
+      ...(registration.guestHook === undefined ? {} : { guestHook: registration.guestHook })
+    })
+    const { model, faults } = Context.get(simContext, SimHandle)
+    const bucket = makeMemoryStore()
+    yield* registration.makePki(bucket, clock)
+    if (shape.registrationOn) say("agent registration on: cluster PKI in the bucket, guests register in memory")
+
+    const shards: Array<ShardWorld> = [{
+      id: SHARD,
+      store: shape.twoShards ? scopeStore(bucket, shardPrefix(SHARD)) : bucket,
+      config: yield* SubscriptionRef.make(parseConfig(configText(world))),
+      world,
+      finalSizes: world.sizes,
+      slots: Array.from({ length: replicaCount }, (_, k) => k)
+    }]
+    if (worldB !== undefined) {
+      shards.push({
+        id: SHARD_B,
+        store: scopeStore(bucket, shardPrefix(SHARD_B)),
+        config: yield* SubscriptionRef.make(parseConfig(configText(worldB, SHARD_B))),
+        world: worldB,
+        finalSizes: worldB.sizes,
+        slots: Array.from({ length: replicaCountB }, (_, k) => replicaCount + k)
+      })
+    }
+    return {
+      shape,
+      breakMode,
+      verbose: settings.verbose,
+      prng,
+      shardPrng,
+      clock,
+      history,
+      say,
+      worldScope,
+      model,
+      faults,
+      simPve: Context.get(simContext, ProxmoxApi),
+      bucket,
+      registration,
+      shards,
+      replicas,
+      storeFaults: { errorRate: 0, ambiguousRate: 0, latencyMs: 0, partitioned: new Set() },
+      crashTrigger: undefined,
+      incarnations: 0,
+      generation: 0,
+      chaosOn: true,
+      closing: 0
+    }
+  })
