@@ -14,6 +14,7 @@ import { Cause, Clock, Effect, Exit, HashMap, Metric, MetricBoundaries, MetricLa
 import { CONFIG_KEY, GROUPS_KEY } from "../domain/bucketKeys.js"
 import { type PveCallSeries, type PveCallTable, pveCallsBetween, pveCallTable } from "../domain/pve/metrics.js"
 import type { ReplicaRole } from "../domain/readiness.js"
+import { isAtRest, SAGA_OF_PHASE } from "../domain/shard/sagaView.js"
 import { type Phase, Phase as PhaseSchema, type State } from "../domain/shard/state.js"
 
 /** Latency buckets (seconds) shared by PVE calls and saga steps: 5 ms … 5 min. */
@@ -73,25 +74,6 @@ const ROLES: ReadonlyArray<ReplicaRole> = ["leader", "starting", "standby", "fen
 
 // --- helpers for the instrumented code --------------------------------------------------------------
 
-/** Whether a phase needs no saga (the runner's `atRest`, repeated here to keep metrics free of shard imports). */
-const atRest = (phase: Phase) => phase === "running" || phase === "registered"
-
-/** The step a saga runs from each phase (the names its step errors carry; a delete is one step label). */
-const STEP_OF_PHASE: Readonly<Record<Phase, string>> = {
-  requested: "place",
-  placed: "template",
-  templated: "iso",
-  "iso-uploading": "iso",
-  "iso-ready": "clone",
-  cloning: "clone",
-  cloned: "configure",
-  configured: "resize",
-  starting: "start",
-  running: "none",
-  registered: "none",
-  deleting: "delete"
-}
-
 const errorOutcome = (error: unknown): string => {
   if (typeof error !== "object" || error === null || !("_tag" in error)) return "error"
   if (error._tag === "StepError" && "retryable" in error) return error.retryable === true ? "retry" : "failed"
@@ -111,7 +93,8 @@ export const timedSagaStep = (shard: string, phase: Phase) => <A, E, R>(step: Ef
     const outcome = Exit.isSuccess(exit)
       ? "ok"
       : Cause.isInterruptedOnly(exit.cause) ? "interrupted" : Option.match(Cause.failureOption(exit.cause), { onNone: () => "error", onSome: errorOutcome })
-    yield* Metric.update(labelled(sagaStepSeconds, { saga, step: STEP_OF_PHASE[phase], outcome }), (ended - started) / 1000)
+    // The step label is the work of the phase the step ran from: a delete is one label.
+    yield* Metric.update(labelled(sagaStepSeconds, { saga, step: SAGA_OF_PHASE[phase], outcome }), (ended - started) / 1000)
     // The start step's success is the moment a VM runs for this instance (the log has `Started`).
     if (Exit.isSuccess(exit) && phase === "starting") yield* Metric.increment(labelled(instancesStarted, { shard }))
     return yield* exit
@@ -204,7 +187,7 @@ export const setReplicaGauges = (figures: ReplicaFigures) =>
     if (Option.isSome(figures.log)) {
       for (const [, instance] of HashMap.entries(figures.log.value.state.instances)) {
         counts.set(instance.phase, (counts.get(instance.phase) ?? 0) + 1)
-        if (!atRest(instance.phase)) backlog++
+        if (!isAtRest(instance.phase)) backlog++
       }
     }
     for (const [phase, n] of counts) yield* Metric.set(tag(instances, { phase }), n)

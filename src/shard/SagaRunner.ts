@@ -11,6 +11,7 @@
 import { Cause, Clock, Context, Effect, Exit, FiberMap, Layer, Option } from "effect"
 import { DeleteRequested, StepFailed, VmMismatched } from "../domain/shard/events.js"
 import { boundText } from "../domain/errorText.js"
+import { isAtRest } from "../domain/shard/sagaView.js"
 import { getInstance, type Instance } from "../domain/shard/state.js"
 import { EventLog, type Fenced, type LogUnavailable } from "../services/EventLog.js"
 import { createStep } from "./createSaga.js"
@@ -21,8 +22,8 @@ import { VmMismatch } from "./vmCheck.js"
 import { ShardContext } from "./ShardContext.js"
 import { timedSagaStep } from "../metrics/metrics.js"
 
-/** Phases in which nothing is left to do until something changes (registration, a delete request). */
-export const atRest = (instance: Instance) => instance.phase === "running" || instance.phase === "registered"
+/** Whether nothing is left to do for the instance until something changes (registration, a delete request). */
+export const atRest = (instance: Instance) => isAtRest(instance.phase)
 
 export interface SagaRunnerShape {
   /** Starts the saga of `instanceId` unless it is already running or the instance is at rest. */
@@ -103,7 +104,8 @@ export const SagaRunnerLive = Layer.scoped(
     return SagaRunner.of({
       ensure: (instanceId) =>
         FiberMap.run(sagas, instanceId, Effect.provide(supervised(instanceId), context), { onlyIfMissing: true }).pipe(Effect.asVoid),
-      fatal: fatal.await.pipe(Effect.zipRight(Effect.suspend(() => Effect.fail(fatalError!))))
+      // The latch opens only after the error is set.
+      fatal: fatal.await.pipe(Effect.zipRight(Effect.suspend(() => (fatalError === undefined ? Effect.dieMessage("saga runner: fatal opened without an error") : Effect.fail(fatalError)))))
     })
   })
 )

@@ -1,9 +1,9 @@
 /**
- * The create saga: one step at a time from `requested` to `running`, each step driven by the instance's
- * phase in the folded log. Every side effect is preceded by an intent event and followed by a result
- * event, and every step first looks at PVE to see whether it already happened — so a leader that crashed
- * anywhere resumes from the log without cloning twice, and a deposed leader (whose next append is
- * `Fenced`) makes at most the one call it was in.
+ * The create saga: one step at a time from `requested` to `running`, each step chosen by the instance's
+ * phase in the folded log (`CREATE_STEPS`) and given the record of that phase (`InstanceIn`). Every side
+ * effect is preceded by an intent event and followed by a result event, and every step first looks at PVE
+ * to see whether it already happened — so a leader that crashed anywhere resumes from the log without
+ * cloning twice, and a deposed leader (whose next append is `Fenced`) makes at most the one call it was in.
  *
  * PVE calls on the happy path: the upload, the clone, one configure call, the resize when `DiskSize` grows
  * the disk, and the start (plus task polls, and the shared, cached node and template reads).
@@ -26,18 +26,19 @@ import {
   StartRequested,
   TemplateResolved
 } from "../domain/shard/events.js"
-import { getInstance, type Instance } from "../domain/shard/state.js"
+import { type CreateStep, inPhase, type InstanceIn, SAGA_OF_PHASE } from "../domain/shard/sagaView.js"
+import { getInstance, type Instance, type Phase } from "../domain/shard/state.js"
 import { decodeUserData, userDataSource, withAgentRegistration } from "../domain/shard/userData.js"
 import { nonceLifetime } from "../domain/agent/nonce.js"
 import { cdromDrive, isoFileName, isoVolid } from "../domain/pveNames.js"
-import { EventLog } from "../services/EventLog.js"
+import { EventLog, type Fenced, type LogUnavailable } from "../services/EventLog.js"
 import { IsoBuilder } from "../services/IsoBuilder.js"
 import { type PveApiError, ProxmoxApi } from "../services/ProxmoxApi.js"
 import { ClusterView } from "./ClusterView.js"
 import { SagaLimits } from "./SagaLimits.js"
 import { registrationUrl, ShardContext } from "./ShardContext.js"
 import { permanentStepError, StepError, stepErrorFrom, waitingStepError } from "./stepError.js"
-import { vmOfInstance } from "./vmCheck.js"
+import { type VmMismatch, vmOfInstance } from "./vmCheck.js"
 
 const MIB = 1024 * 1024
 /** How often a clone onto a VMID someone else took moves on to the next VMID before giving up. */
@@ -53,7 +54,7 @@ const now = Clock.currentTimeMillis
 const isNotFound = (error: PveApiError) => error.classification === "notFound"
 
 /** The config and resolved VM spec of an instance's group; a permanent step error when the group is gone. */
-const groupSpec = (config: ParsedShardConfig, instance: Instance, step: string) => {
+const groupSpec = (config: ParsedShardConfig, instance: Instance, step: CreateStep) => {
   const group = instance.tenant === undefined || instance.group === undefined ? undefined : config.config.groups[instance.tenant]?.[instance.group]
   if (group === undefined) {
     return Either.left(permanentStepError(instance.id, step, `group ${instance.tenant ?? "?"}/${instance.group ?? "?"} is no longer in the shard config`))
@@ -101,14 +102,12 @@ const resolveTemplate = (instanceId: string, spec: VmSpec, node: string) =>
   })
 
 /** Grows the boot disk to `DiskSize` unless it is already that size; the `Resized` event to record, if any. */
-const resizeIfNeeded = (instance: Instance, spec: VmSpec) =>
+const resizeIfNeeded = (instance: InstanceIn<"cloned" | "configured">, spec: VmSpec) =>
   Effect.gen(function* () {
     const pve = yield* ProxmoxApi
     const view = yield* ClusterView
     const limits = yield* SagaLimits
-    const { id } = instance
-    const node = instance.node!
-    const vmid = instance.vmid!
+    const { id, node, vmid } = instance
     const diskSize = spec.diskSize
     if (diskSize === undefined || instance.diskSize === diskSize) return Option.none()
     const shared = yield* view.isShared(node, spec.storagePool).pipe(Effect.mapError(stepErrorFrom(id, "resize")))
@@ -132,252 +131,306 @@ const resizeIfNeeded = (instance: Instance, spec: VmSpec) =>
  * Another VM there fails the step with `VmMismatch` (the runner records it and the instance is held); no VM
  * of ours anywhere means the VM is gone, which ends the create (compensated, then replaced).
  */
-const checkRecordedVm = (instance: Instance, step: string) =>
+const checkRecordedVm = (instance: InstanceIn<"cloned" | "configured" | "starting">, step: CreateStep) =>
   Effect.gen(function* () {
     const at = yield* vmOfInstance(instance, step).pipe(Effect.mapError((error) => (error._tag === "VmMismatch" ? error : stepErrorFrom(instance.id, step)(error))))
     if (at._tag === "Busy") return yield* waitingStepError(instance.id, step, `VM ${instance.vmid} is locked (${at.lock}) and has no name yet`)
     if (at._tag === "Gone") return yield* permanentStepError(instance.id, step, `its VM is gone: ${at.reason}`)
   })
 
+/** What every create step is given besides its instance: the config in force when the step began. */
+interface StepInput {
+  readonly config: ParsedShardConfig
+  /** The first step a saga fiber runs: only then can PVE be ahead of the log, so only then does a step look. */
+  readonly resumed: boolean
+}
+
+const span = (step: CreateStep | "none") => `createSaga.${step}`
+
+const placeStep = Effect.fn(span("place"))(function* (instance: InstanceIn<"requested">, { config }: StepInput) {
+  const log = yield* EventLog
+  const view = yield* ClusterView
+  const limits = yield* SagaLimits
+  const id = instance.id
+  const step = "place"
+  const { spec } = yield* groupSpec(config, instance, step)
+  yield* limits.creationTurn(config.config.shard.createRateLimit)
+  // A template on local storage can only be cloned on its own node: placement is confined to it.
+  let allowed: ReadonlyArray<string> | undefined
+  if ("vmid" in spec.template) {
+    const template = yield* view.templateByVmid(spec.template.vmid).pipe(Effect.mapError(stepErrorFrom(id, step)))
+    if (typeof template === "string") return yield* permanentStepError(id, step, template)
+    if (!template.clonesAnywhere) allowed = [template.node]
+  }
+  const placed = yield* view.place({ memoryBytes: spec.memoryMiB * MIB, cores: spec.cores }, allowed).pipe(
+    Effect.catchTag("NoPlacement", (error) => Effect.fail(waitingStepError(id, step, error.message))),
+    Effect.mapError((error) => (error instanceof StepError ? error : stepErrorFrom(id, step)(error)))
+  )
+  // Neither decision touches PVE, so both are recorded in one write (one PUT fewer per create).
+  const template = yield* resolveTemplate(id, spec, placed.node)
+  const at = yield* now
+  yield* log.append([
+    NodeChosen.make({ instanceId: id, at, node: placed.node }),
+    TemplateResolved.make({ instanceId: id, at, templateVmid: template.vmid, templateNode: template.node })
+  ])
+  yield* Effect.logInfo(`${id}: placed on ${placed.node} (TOPSIS score ${placed.score.toFixed(3)})`)
+})
+
+/** A log written before placement and template were recorded together. */
+const templateStep = Effect.fn(span("template"))(function* (instance: InstanceIn<"placed">, { config }: StepInput) {
+  const log = yield* EventLog
+  const id = instance.id
+  const { spec } = yield* groupSpec(config, instance, "template")
+  const template = yield* resolveTemplate(id, spec, instance.node)
+  yield* log.append([TemplateResolved.make({ instanceId: id, at: yield* now, templateVmid: template.vmid, templateNode: template.node })])
+})
+
+const isoStep = Effect.fn(span("iso"))(function* (instance: InstanceIn<"templated" | "iso-uploading">, { config }: StepInput) {
+  const log = yield* EventLog
+  const pve = yield* ProxmoxApi
+  const limits = yield* SagaLimits
+  const shard = yield* ShardContext
+  const id = instance.id
+  const step = "iso"
+  const { group } = yield* groupSpec(config, instance, step)
+  const node = instance.node
+  const storage = config.config.shard.infra.options.cloudInitIsoStorage
+  const volid = isoVolid(storage, id)
+  const userData = decodeUserData(userDataSource(config.config, group))
+  if ("problem" in userData) return yield* permanentStepError(id, step, userData.problem)
+  // With registration on, every (re)built ISO carries a fresh nonce: the token lives only in the
+  // ISO, its hash goes into the log before the upload, so only the newest upload's nonce registers.
+  const registration = shard.registration
+  const minted = registration === undefined ? undefined : yield* registration.pki.mintNonce({
+    instanceId: id,
+    cluster: shard.clusterId,
+    shard: shard.shard,
+    tenant: group.tenant,
+    group: group.name,
+    ttl: nonceLifetime(config.config.shard.garbageCollection.registrationTimeout)
+  })
+  const text = minted === undefined || registration === undefined
+    ? userData.text
+    : withAgentRegistration(userData.text.trim() === "" ? "" : normaliseUserData(userData.text), {
+      registrationUrl: registrationUrl(config, registration.advertiseHost),
+      nonce: Redacted.value(minted.jwt)
+    })
+  const seed = cloudInitSeed({ instanceId: id, userData: text })
+  if (seed instanceof InvalidCloudInitInput) return yield* permanentStepError(id, step, seed.message)
+  const image = yield* (yield* IsoBuilder).build(seed).pipe(Effect.mapError((error) => permanentStepError(id, step, error.message)))
+  const nonceIssued = minted === undefined ? [] : [NonceIssued.make({ instanceId: id, at: yield* now, nonceHash: minted.hash })]
+  if (instance.phase === "templated") {
+    yield* log.append([IsoUploadRequested.make({ instanceId: id, at: yield* now, node, storage, volid }), ...nonceIssued])
+  } else if (nonceIssued.length > 0) {
+    yield* log.append(nonceIssued)
+  }
+  // Uploading the same name again overwrites it, so a resumed upload simply repeats.
+  yield* limits.onNode(node)(pve.upload(node, storage, { filename: isoFileName(id), content: "iso", data: image })).pipe(
+    Effect.flatMap((upid) => pve.waitTask(node, upid)),
+    Effect.mapError(stepErrorFrom(id, step))
+  )
+  // The upload's result and the clone's intent (the VMID reservation) in one write.
+  const vmid = yield* limits.nextVmid
+  const at = yield* now
+  yield* log.append([
+    IsoUploaded.make({ instanceId: id, at, volid }),
+    CloneRequested.make({ instanceId: id, at, vmid, node, templateVmid: instance.templateVmid, templateNode: instance.templateNode })
+  ])
+})
+
+const cloneStep = Effect.fn(span("clone"))(function* (instance: InstanceIn<"iso-ready" | "cloning">, { config, resumed }: StepInput) {
+  const log = yield* EventLog
+  const pve = yield* ProxmoxApi
+  const view = yield* ClusterView
+  const limits = yield* SagaLimits
+  const id = instance.id
+  const step = "clone"
+  const { spec } = yield* groupSpec(config, instance, step)
+  const { node, templateNode, templateVmid } = instance
+  let vmid = instance.vmid
+  if (instance.phase === "cloning" && vmid !== undefined && resumed) {
+    // Resumed after the intent: did the clone happen?
+    const holder = yield* vmidHolder(id, vmid, [node, templateNode]).pipe(Effect.mapError(stepErrorFrom(id, step)))
+    if (Option.isSome(holder) && holder.value._tag === "Ours") {
+      if (holder.value.locked) return yield* waitingStepError(id, step, `VM ${vmid} is still locked by its clone`)
+      yield* log.append([Cloned.make({ instanceId: id, at: yield* now, vmid, node: holder.value.node })])
+      return
+    }
+    // Our own clone may still be running (a crash left it behind): cloning again would make a second VM.
+    if (Option.isSome(holder) && holder.value._tag === "Busy") {
+      return yield* waitingStepError(id, step, `VM ${vmid} is being created (lock: ${holder.value.lock}); waiting to see whose it is`)
+    }
+    if (Option.isSome(holder)) vmid = undefined
+  }
+  for (let collisions = 0; ; collisions++) {
+    if (vmid === undefined) {
+      if (collisions >= MAX_VMID_COLLISIONS) return yield* permanentStepError(id, step, `${collisions} VMIDs in a row were taken by other VMs`)
+      vmid = yield* limits.nextVmid
+      yield* log.append([CloneRequested.make({ instanceId: id, at: yield* now, vmid, node, templateVmid, templateNode })])
+    }
+    const newid = vmid
+    const shared = yield* view.isShared(node, spec.storagePool).pipe(Effect.mapError(stepErrorFrom(id, step)))
+    // A delete recorded while this clone waited for its slot wins: no VM is cloned for a deleting instance (chaos seed 16).
+    // Read once the instance's DeleteRequested in flight (or in doubt) is settled: a clone must never
+    // race the delete decision being written (chaos seed 70127: an ambiguous write, then the clone).
+    const settled = log.settledState?.((event) => event._tag === "DeleteRequested" && event.instanceId === id) ?? log.state
+    const deleting = Effect.map(settled, (s) => Option.exists(getInstance(s, id), (i) => i.phase === "deleting"))
+    const cloned = yield* limits.cloneSlot(node, spec.storagePool, shared)(Effect.flatMap(deleting, (gone) => gone ? Effect.succeed(false) : limits.onNode(templateNode)(
+      pve.clone(templateNode, templateVmid, {
+        newid,
+        name: id,
+        ...(node === templateNode ? {} : { target: node }),
+        storage: spec.storagePool,
+        full: true,
+        ...(spec.pool === undefined ? {} : { pool: spec.pool })
+      })
+    ).pipe(Effect.flatMap((upid) => pve.waitTask(templateNode, upid, { timeout: "30 minutes" })), Effect.as(true)))).pipe(Effect.either)
+    if (Either.isRight(cloned) && !cloned.right) return
+    if (Either.isRight(cloned)) {
+      yield* log.append([Cloned.make({ instanceId: id, at: yield* now, vmid: newid, node })])
+      yield* Effect.logInfo(`${id}: cloned template ${templateVmid} (${templateNode}) to VM ${newid} on ${node}`)
+      return
+    }
+    const failure = cloned.left
+    const collided = (failure._tag === "PveApiError" || failure._tag === "TaskFailed") && failure.classification === "conflict"
+    if (!collided) return yield* stepErrorFrom(id, step)(failure)
+    // "already exists": ours (a retried clone whose first answer was lost) or another VM's?
+    const holder = yield* vmidHolder(id, newid, [node, templateNode]).pipe(Effect.mapError(stepErrorFrom(id, step)))
+    if (Option.isSome(holder) && holder.value._tag === "Ours") {
+      yield* log.append([Cloned.make({ instanceId: id, at: yield* now, vmid: newid, node: holder.value.node })])
+      return
+    }
+    if (Option.isSome(holder) && holder.value._tag === "Busy") {
+      return yield* waitingStepError(id, step, `VMID ${newid} is taken by a clone in progress (perhaps ours); waiting to see whose it is`)
+    }
+    yield* Effect.logWarning(`${id}: VMID ${newid} is taken by another VM; trying the next one`)
+    vmid = undefined
+  }
+})
+
+const configureStep = Effect.fn(span("configure"))(function* (instance: InstanceIn<"cloned">, { config, resumed }: StepInput) {
+  const log = yield* EventLog
+  const pve = yield* ProxmoxApi
+  const limits = yield* SagaLimits
+  const shard = yield* ShardContext
+  const id = instance.id
+  const step = "configure"
+  const { group, spec } = yield* groupSpec(config, instance, step)
+  const { node, vmid } = instance
+  if (resumed) yield* checkRecordedVm(instance, step)
+  const logId = (yield* log.state).logId
+  // The notes name this log: what ties the VM to it (no other log adopts or deletes it).
+  const description = renderManagedNotes({
+    tenant: group.tenant,
+    group: group.name,
+    kind: instance.kind,
+    template: group.template,
+    created: new Date(instance.requestedAt),
+    ...(logId === undefined ? {} : { log: logId })
+  })
+  yield* limits.onNode(node)(
+    pve.updateConfig(node, vmid, {
+      cores: spec.cores,
+      memory: spec.memoryMiB,
+      net0: net0Of(spec),
+      onboot: spec.startOnBoot,
+      description,
+      tags: associationTags(shard.clusterId, shard.shard).join(";"),
+      ...(instance.isoVolid === undefined ? {} : { ide2: cdromDrive(instance.isoVolid) })
+    })
+  ).pipe(
+    Effect.flatMap(Option.match({ onNone: () => Effect.void, onSome: (upid) => Effect.asVoid(pve.waitTask(node, upid)) })),
+    Effect.mapError(stepErrorFrom(id, step))
+  )
+  const resized = yield* resizeIfNeeded(instance, spec)
+  // Configured, Resized and the start's intent in one write: redoing the configure call and the
+  // (absolute) resize after a crash changes nothing.
+  const at = yield* now
+  yield* log.append([
+    Configured.make({ instanceId: id, at }),
+    ...Option.toArray(resized),
+    StartRequested.make({ instanceId: id, at })
+  ])
+})
+
+/**
+ * An adopted VM that was not running, or a log written before configure and start were recorded together.
+ * An adopted VM is started as it is: its size was decided by whoever created it.
+ */
+const resizeStep = Effect.fn(span("resize"))(function* (instance: InstanceIn<"configured">, { config, resumed }: StepInput) {
+  const log = yield* EventLog
+  if (resumed) yield* checkRecordedVm(instance, instance.adopted ? "start" : "resize")
+  const resized = instance.adopted ? Option.none() : yield* resizeIfNeeded(instance, (yield* groupSpec(config, instance, "resize")).spec)
+  const at = yield* now
+  yield* log.append([...Option.toArray(resized), StartRequested.make({ instanceId: instance.id, at })])
+})
+
+const startStep = Effect.fn(span("start"))(function* (instance: InstanceIn<"starting">, { resumed }: StepInput) {
+  const log = yield* EventLog
+  const pve = yield* ProxmoxApi
+  const limits = yield* SagaLimits
+  const { id, node, vmid } = instance
+  const step = "start"
+  if (resumed) yield* checkRecordedVm(instance, step)
+  const running = resumed && (yield* pve.vmStatus(node, vmid).pipe(Effect.mapError(stepErrorFrom(id, step)))).status === "running"
+  if (!running) {
+    yield* limits.onNode(node)(pve.start(node, vmid)).pipe(
+      Effect.flatMap((upid) => pve.waitTask(node, upid)),
+      // A start that fails because the VM already runs (an earlier start, still in flight when a
+      // leader crashed, got there first) is a success: the status decides, not the message.
+      Effect.catchAll((error) =>
+        pve.vmStatus(node, vmid).pipe(
+          Effect.orElseFail(() => error),
+          Effect.flatMap((status) => (status.status === "running" ? Effect.void : Effect.fail(error)))
+        )
+      ),
+      Effect.mapError(stepErrorFrom(id, step))
+    )
+  }
+  yield* log.append([Started.make({ instanceId: id, at: yield* now })])
+  yield* Effect.logInfo(`${id}: running as VM ${vmid} on ${node}`)
+})
+
+/**
+ * A running or registered instance waits for its agent or a delete request; a deleting one is the delete
+ * saga's (`deleteSaga.ts`, which the runner runs instead).
+ */
+const nothingToDo = Effect.fn(span("none"))(() => Effect.void)
+
+type CreateStepFailure = StepError | VmMismatch | Fenced | LogUnavailable
+
+type CreateStepServices = EventLog | ProxmoxApi | ClusterView | SagaLimits | ShardContext | IsoBuilder
+
+type CreateStepFrom<P extends Phase> = (instance: InstanceIn<P>, input: StepInput) => Effect.Effect<void, CreateStepFailure, CreateStepServices>
+
+/** The step the create saga runs from each phase; a phase added to `Phase` does not compile until it has one. */
+export const CREATE_STEPS: { readonly [P in Phase]: CreateStepFrom<P> } = {
+  requested: placeStep,
+  placed: templateStep,
+  templated: isoStep,
+  "iso-uploading": isoStep,
+  "iso-ready": cloneStep,
+  cloning: cloneStep,
+  cloned: configureStep,
+  configured: resizeStep,
+  starting: startStep,
+  running: nothingToDo,
+  registered: nothingToDo,
+  deleting: nothingToDo
+}
+
+const stepFrom = <P extends Phase>(instance: InstanceIn<P>, input: StepInput) => CREATE_STEPS[instance.phase](instance, input)
+
 /**
  * Runs the next step of a create whose instance is in a create phase; returns when the step's result is
  * in the log. The caller loops until the instance runs, is deleted, or a step fails. `resumed` is true for
- * the first step a saga fiber runs: only then can PVE be ahead of the log, so only then does a step look.
+ * the first step a saga fiber runs. A record that lacks what its phase has (a fold bug) fails the create
+ * for good, naming what is missing, rather than calling PVE with an undefined node or VMID.
  */
-export const createStep = (instance: Instance, resumed: boolean) =>
-  Effect.gen(function* () {
-    const log = yield* EventLog
-    const pve = yield* ProxmoxApi
-    const view = yield* ClusterView
-    const limits = yield* SagaLimits
-    const shard = yield* ShardContext
-    const config = yield* SubscriptionRef.get(shard.config)
-    const id = instance.id
-
-    switch (instance.phase) {
-      case "requested": {
-        const step = "place"
-        const { spec } = yield* groupSpec(config, instance, step)
-        yield* limits.creationTurn(config.config.shard.createRateLimit)
-        // A template on local storage can only be cloned on its own node: placement is confined to it.
-        let allowed: ReadonlyArray<string> | undefined
-        if ("vmid" in spec.template) {
-          const template = yield* view.templateByVmid(spec.template.vmid).pipe(Effect.mapError(stepErrorFrom(id, step)))
-          if (typeof template === "string") return yield* permanentStepError(id, step, template)
-          if (!template.clonesAnywhere) allowed = [template.node]
-        }
-        const placed = yield* view.place({ memoryBytes: spec.memoryMiB * MIB, cores: spec.cores }, allowed).pipe(
-          Effect.catchTag("NoPlacement", (error) => Effect.fail(waitingStepError(id, step, error.message))),
-          Effect.mapError((error) => (error instanceof StepError ? error : stepErrorFrom(id, step)(error)))
-        )
-        // Neither decision touches PVE, so both are recorded in one write (one PUT fewer per create).
-        const template = yield* resolveTemplate(id, spec, placed.node)
-        const at = yield* now
-        yield* log.append([
-          NodeChosen.make({ instanceId: id, at, node: placed.node }),
-          TemplateResolved.make({ instanceId: id, at, templateVmid: template.vmid, templateNode: template.node })
-        ])
-        yield* Effect.logInfo(`${id}: placed on ${placed.node} (TOPSIS score ${placed.score.toFixed(3)})`)
-        return
-      }
-      case "placed": {
-        // A log written before placement and template were recorded together.
-        const { spec } = yield* groupSpec(config, instance, "template")
-        const template = yield* resolveTemplate(id, spec, instance.node!)
-        yield* log.append([TemplateResolved.make({ instanceId: id, at: yield* now, templateVmid: template.vmid, templateNode: template.node })])
-        return
-      }
-      case "templated":
-      case "iso-uploading": {
-        const step = "iso"
-        const { group } = yield* groupSpec(config, instance, step)
-        const node = instance.node!
-        const storage = config.config.shard.infra.options.cloudInitIsoStorage
-        const volid = isoVolid(storage, id)
-        const userData = decodeUserData(userDataSource(config.config, group))
-        if ("problem" in userData) return yield* permanentStepError(id, step, userData.problem)
-        // With registration on, every (re)built ISO carries a fresh nonce: the token lives only in the
-        // ISO, its hash goes into the log before the upload, so only the newest upload's nonce registers.
-        const registration = shard.registration
-        const minted = registration === undefined ? undefined : yield* registration.pki.mintNonce({
-          instanceId: id,
-          cluster: shard.clusterId,
-          shard: shard.shard,
-          tenant: group.tenant,
-          group: group.name,
-          ttl: nonceLifetime(config.config.shard.garbageCollection.registrationTimeout)
-        })
-        const text = minted === undefined || registration === undefined
-          ? userData.text
-          : withAgentRegistration(userData.text.trim() === "" ? "" : normaliseUserData(userData.text), {
-            registrationUrl: registrationUrl(config, registration.advertiseHost),
-            nonce: Redacted.value(minted.jwt)
-          })
-        const seed = cloudInitSeed({ instanceId: id, userData: text })
-        if (seed instanceof InvalidCloudInitInput) return yield* permanentStepError(id, step, seed.message)
-        const image = yield* (yield* IsoBuilder).build(seed).pipe(Effect.mapError((error) => permanentStepError(id, step, error.message)))
-        const nonceIssued = minted === undefined ? [] : [NonceIssued.make({ instanceId: id, at: yield* now, nonceHash: minted.hash })]
-        if (instance.phase === "templated") {
-          yield* log.append([IsoUploadRequested.make({ instanceId: id, at: yield* now, node, storage, volid }), ...nonceIssued])
-        } else if (nonceIssued.length > 0) {
-          yield* log.append(nonceIssued)
-        }
-        // Uploading the same name again overwrites it, so a resumed upload simply repeats.
-        yield* limits.onNode(node)(pve.upload(node, storage, { filename: isoFileName(id), content: "iso", data: image })).pipe(
-          Effect.flatMap((upid) => pve.waitTask(node, upid)),
-          Effect.mapError(stepErrorFrom(id, step))
-        )
-        // The upload's result and the clone's intent (the VMID reservation) in one write.
-        const vmid = yield* limits.nextVmid
-        const at = yield* now
-        yield* log.append([
-          IsoUploaded.make({ instanceId: id, at, volid }),
-          CloneRequested.make({ instanceId: id, at, vmid, node, templateVmid: instance.templateVmid!, templateNode: instance.templateNode! })
-        ])
-        return
-      }
-      case "iso-ready":
-      case "cloning": {
-        const step = "clone"
-        const { spec } = yield* groupSpec(config, instance, step)
-        const node = instance.node!
-        const templateNode = instance.templateNode!
-        const templateVmid = instance.templateVmid!
-        let vmid = instance.vmid
-        if (instance.phase === "cloning" && vmid !== undefined && resumed) {
-          // Resumed after the intent: did the clone happen?
-          const holder = yield* vmidHolder(id, vmid, [node, templateNode]).pipe(Effect.mapError(stepErrorFrom(id, step)))
-          if (Option.isSome(holder) && holder.value._tag === "Ours") {
-            if (holder.value.locked) return yield* waitingStepError(id, step, `VM ${vmid} is still locked by its clone`)
-            yield* log.append([Cloned.make({ instanceId: id, at: yield* now, vmid, node: holder.value.node })])
-            return
-          }
-          // Our own clone may still be running (a crash left it behind): cloning again would make a second VM.
-          if (Option.isSome(holder) && holder.value._tag === "Busy") {
-            return yield* waitingStepError(id, step, `VM ${vmid} is being created (lock: ${holder.value.lock}); waiting to see whose it is`)
-          }
-          if (Option.isSome(holder)) vmid = undefined
-        }
-        for (let collisions = 0; ; collisions++) {
-          if (vmid === undefined) {
-            if (collisions >= MAX_VMID_COLLISIONS) return yield* permanentStepError(id, step, `${collisions} VMIDs in a row were taken by other VMs`)
-            vmid = yield* limits.nextVmid
-            yield* log.append([CloneRequested.make({ instanceId: id, at: yield* now, vmid, node, templateVmid, templateNode })])
-          }
-          const newid = vmid
-          const shared = yield* view.isShared(node, spec.storagePool).pipe(Effect.mapError(stepErrorFrom(id, step)))
-          // A delete recorded while this clone waited for its slot wins: no VM is cloned for a deleting instance (chaos seed 16).
-          // Read once the instance's DeleteRequested in flight (or in doubt) is settled: a clone must never
-          // race the delete decision being written (chaos seed 70127: an ambiguous write, then the clone).
-          const settled = log.settledState?.((event) => event._tag === "DeleteRequested" && event.instanceId === id) ?? log.state
-          const deleting = Effect.map(settled, (s) => Option.exists(getInstance(s, id), (i) => i.phase === "deleting"))
-          const cloned = yield* limits.cloneSlot(node, spec.storagePool, shared)(Effect.flatMap(deleting, (gone) => gone ? Effect.succeed(false) : limits.onNode(templateNode)(
-            pve.clone(templateNode, templateVmid, {
-              newid,
-              name: id,
-              ...(node === templateNode ? {} : { target: node }),
-              storage: spec.storagePool,
-              full: true,
-              ...(spec.pool === undefined ? {} : { pool: spec.pool })
-            })
-          ).pipe(Effect.flatMap((upid) => pve.waitTask(templateNode, upid, { timeout: "30 minutes" })), Effect.as(true)))).pipe(Effect.either)
-          if (Either.isRight(cloned) && !cloned.right) return
-          if (Either.isRight(cloned)) {
-            yield* log.append([Cloned.make({ instanceId: id, at: yield* now, vmid: newid, node })])
-            yield* Effect.logInfo(`${id}: cloned template ${templateVmid} (${templateNode}) to VM ${newid} on ${node}`)
-            return
-          }
-          const failure = cloned.left
-          const collided = (failure._tag === "PveApiError" || failure._tag === "TaskFailed") && failure.classification === "conflict"
-          if (!collided) return yield* stepErrorFrom(id, step)(failure)
-          // "already exists": ours (a retried clone whose first answer was lost) or another VM's?
-          const holder = yield* vmidHolder(id, newid, [node, templateNode]).pipe(Effect.mapError(stepErrorFrom(id, step)))
-          if (Option.isSome(holder) && holder.value._tag === "Ours") {
-            yield* log.append([Cloned.make({ instanceId: id, at: yield* now, vmid: newid, node: holder.value.node })])
-            return
-          }
-          if (Option.isSome(holder) && holder.value._tag === "Busy") {
-            return yield* waitingStepError(id, step, `VMID ${newid} is taken by a clone in progress (perhaps ours); waiting to see whose it is`)
-          }
-          yield* Effect.logWarning(`${id}: VMID ${newid} is taken by another VM; trying the next one`)
-          vmid = undefined
-        }
-      }
-      case "cloned": {
-        const step = "configure"
-        const { group, spec } = yield* groupSpec(config, instance, step)
-        const node = instance.node!
-        const vmid = instance.vmid!
-        if (resumed) yield* checkRecordedVm(instance, step)
-        const logId = (yield* log.state).logId
-        // The notes name this log: what ties the VM to it (no other log adopts or deletes it).
-        const description = renderManagedNotes({
-          tenant: group.tenant,
-          group: group.name,
-          kind: instance.kind,
-          template: group.template,
-          created: new Date(instance.requestedAt),
-          ...(logId === undefined ? {} : { log: logId })
-        })
-        yield* limits.onNode(node)(
-          pve.updateConfig(node, vmid, {
-            cores: spec.cores,
-            memory: spec.memoryMiB,
-            net0: net0Of(spec),
-            onboot: spec.startOnBoot,
-            description,
-            tags: associationTags(shard.clusterId, shard.shard).join(";"),
-            ...(instance.isoVolid === undefined ? {} : { ide2: cdromDrive(instance.isoVolid) })
-          })
-        ).pipe(
-          Effect.flatMap(Option.match({ onNone: () => Effect.void, onSome: (upid) => Effect.asVoid(pve.waitTask(node, upid)) })),
-          Effect.mapError(stepErrorFrom(id, step))
-        )
-        const resized = yield* resizeIfNeeded(instance, spec)
-        // Configured, Resized and the start's intent in one write: redoing the configure call and the
-        // (absolute) resize after a crash changes nothing.
-        const at = yield* now
-        yield* log.append([
-          Configured.make({ instanceId: id, at }),
-          ...Option.toArray(resized),
-          StartRequested.make({ instanceId: id, at })
-        ])
-        return
-      }
-      case "configured": {
-        // An adopted VM that was not running, or a log written before configure and start were recorded together.
-        // An adopted VM is started as it is: its size was decided by whoever created it.
-        if (resumed) yield* checkRecordedVm(instance, instance.adopted ? "start" : "resize")
-        const resized = instance.adopted ? Option.none() : yield* resizeIfNeeded(instance, (yield* groupSpec(config, instance, "resize")).spec)
-        const at = yield* now
-        yield* log.append([...Option.toArray(resized), StartRequested.make({ instanceId: id, at })])
-        return
-      }
-      case "starting": {
-        const step = "start"
-        const node = instance.node!
-        const vmid = instance.vmid!
-        if (resumed) yield* checkRecordedVm(instance, step)
-        const running = resumed && (yield* pve.vmStatus(node, vmid).pipe(Effect.mapError(stepErrorFrom(id, step)))).status === "running"
-        if (!running) {
-          yield* limits.onNode(node)(pve.start(node, vmid)).pipe(
-            Effect.flatMap((upid) => pve.waitTask(node, upid)),
-            // A start that fails because the VM already runs (an earlier start, still in flight when a
-            // leader crashed, got there first) is a success: the status decides, not the message.
-            Effect.catchAll((error) =>
-              pve.vmStatus(node, vmid).pipe(
-                Effect.orElseFail(() => error),
-                Effect.flatMap((status) => (status.status === "running" ? Effect.void : Effect.fail(error)))
-              )
-            ),
-            Effect.mapError(stepErrorFrom(id, step))
-          )
-        }
-        yield* log.append([Started.make({ instanceId: id, at: yield* now })])
-        yield* Effect.logInfo(`${id}: running as VM ${vmid} on ${node}`)
-        return
-      }
-      default:
-        return
-    }
-  })
+export const createStep = Effect.fn("createSaga")(function* (instance: Instance, resumed: boolean) {
+  const shard = yield* ShardContext
+  const config = yield* SubscriptionRef.get(shard.config)
+  const record = inPhase(instance)
+  if (Either.isLeft(record)) return yield* permanentStepError(instance.id, SAGA_OF_PHASE[instance.phase], record.left.message)
+  return yield* stepFrom(record.right, { config, resumed })
+})

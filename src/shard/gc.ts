@@ -89,7 +89,7 @@ export const makeGc = Effect.gen(function* () {
       return { replaced: 0, orphanVms: 0, orphanIsos: 0 } satisfies GcReport
     })
 
-  const pass = Effect.gen(function* () {
+  const pass = Effect.fn("gc.pass")(function* () {
     const now = yield* Clock.currentTimeMillis
     const config = yield* SubscriptionRef.get(shard.config)
     const vms = yield* pve.vmResources()
@@ -246,7 +246,8 @@ export const makeGc = Effect.gen(function* () {
     yield* recordGcDeletions(shard.shard, { "orphan-iso": orphanIsos })
     return { replaced, orphanVms, orphanIsos } satisfies GcReport
   })
-  return { pass }
+  // One effect for every pass the loop (or a bench) runs: each run is a fresh pass in a span of its own.
+  return { pass: pass() }
 })
 
 /** Runs a GC pass every `garbage_collection.interval` (read anew each time); a failed pass is logged and retried at the next. */

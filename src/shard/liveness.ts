@@ -20,7 +20,7 @@ export const makeLiveness = Effect.gen(function* () {
   // Reports sent to an earlier leader are not known here: silence counts from this term's start at the earliest.
   const termStart = yield* Clock.currentTimeMillis
 
-  const pass = Effect.gen(function* () {
+  const pass = Effect.fn("liveness.pass")(function* () {
     const now = yield* Clock.currentTimeMillis
     const config = (yield* SubscriptionRef.get(shard.config)).config.shard
     const timeout = Duration.toMillis(config.garbageCollection.registrationTimeout)
@@ -46,7 +46,8 @@ export const makeLiveness = Effect.gen(function* () {
     if (events.length > 0) yield* log.append(events)
     return events.length
   })
-  return { pass }
+  // One effect for every pass the loop (or a bench) runs: each run is a fresh pass in a span of its own.
+  return { pass: pass() }
 })
 
 /** Runs a liveness pass every `garbage_collection.interval`; a failed pass is logged, a fenced one ends the leadership. */

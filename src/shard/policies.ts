@@ -13,6 +13,16 @@ export const sagaRestart = Schedule.exponential("2 seconds", 2).pipe(
   Schedule.union(Schedule.spaced("5 minutes"))
 )
 
+/**
+ * A group whose creates were compensated waits before its next create: 2 s after the first compensation,
+ * doubling with each one after, at most 5 min; a VM of the group that runs again resets it. Reconcile steps
+ * it once per compensation it sees (`nextGroupBackoff`). Not jittered: one group's wait is no herd to spread,
+ * and a jitter would draw from `Random`, which the seeded chaos worlds pin.
+ */
+export const groupCreateBackoff = Schedule.exponential("2 seconds", 2).pipe(
+  Schedule.union(Schedule.spaced("5 minutes"))
+)
+
 /** A full reconcile pass even when nothing signalled a change (PVE refreshes its resources every ~10 s). */
 export const RECONCILE_PERIOD = Duration.seconds(30)
 

@@ -3,17 +3,19 @@
  * It runs on every config change and every durable log change (debounced), and on a period anyway; each
  * pass records new instance requests and delete requests in one append and makes sure every instance that
  * is not at rest has its saga running. Creations of a group whose recent creates were compensated back
- * off (capped exponential), so a broken template does not turn into a tight create/delete loop. While the
- * log holds (a fresh log beside another log's VMs, see `Ownership.ts`) a pass records nothing.
+ * off (capped exponential, `groupCreateBackoff`), so a broken template does not turn into a tight
+ * create/delete loop. While the log holds (a fresh log beside another log's VMs, see `Ownership.ts`) a pass
+ * records nothing.
  */
-import { Clock, Duration, Effect, Either, HashMap, Queue, Stream, SubscriptionRef } from "effect"
+import { Clock, Duration, Effect, Either, HashMap, Queue, ScheduleDecision, ScheduleIntervals, Stream, SubscriptionRef } from "effect"
 import { desiredGroups, type ParsedShardConfig, vmSpecFor } from "../domain/config/index.js"
 import { DeleteRequested, InstanceRequested, type ShardEvent } from "../domain/shard/events.js"
 import { type GroupTarget, groupKey, planReconcile, stableHash } from "../domain/shard/plan.js"
 import type { State } from "../domain/shard/state.js"
 import { EventLog } from "../services/EventLog.js"
 import { InstanceIds } from "../services/InstanceIds.js"
-import { RECONCILE_DEBOUNCE, RECONCILE_PERIOD } from "./policies.js"
+import { everyInterval } from "./loop.js"
+import { groupCreateBackoff, RECONCILE_DEBOUNCE, RECONCILE_PERIOD } from "./policies.js"
 import { Ownership } from "./Ownership.js"
 import { atRest, SagaRunner } from "./SagaRunner.js"
 import { ShardContext } from "./ShardContext.js"
@@ -33,14 +35,25 @@ export const groupTargets = (config: ParsedShardConfig): { readonly targets: Rea
   return { targets, problems }
 }
 
-const BACKOFF_BASE_MS = 2_000
-const BACKOFF_CAP_MS = 5 * 60_000
-
-interface GroupBackoff {
-  readonly failures: number
+export interface GroupBackoff {
   readonly lastFailureAt: number
+  /** No create for the group before this time. */
   readonly notBefore: number
+  /** `groupCreateBackoff`'s state after the group's compensations so far. */
+  readonly policyState: unknown
 }
+
+/** A group's backoff after one more compensation, seen at `now`: the policy's next delay from there. */
+export const nextGroupBackoff = (previous: GroupBackoff | undefined, now: number): Effect.Effect<GroupBackoff> =>
+  Effect.map(
+    groupCreateBackoff.step(now, undefined, previous === undefined ? groupCreateBackoff.initial : previous.policyState),
+    ([policyState, , decision]) => ({
+      lastFailureAt: now,
+      // The policy never ends; one that did would keep the group from creating until a VM of it runs again.
+      notBefore: ScheduleDecision.isDone(decision) ? Number.POSITIVE_INFINITY : ScheduleIntervals.start(decision.intervals),
+      policyState
+    })
+  )
 
 export const reconcileLoop = Effect.gen(function* () {
   const log = yield* EventLog
@@ -54,28 +67,27 @@ export const reconcileLoop = Effect.gen(function* () {
   let lastProblems = ""
 
   /** Updates the per-group backoff from what the state shows: new compensations slow a group, a running VM resets it. */
-  const updateBackoff = (state: State, now: number) => {
-    for (const [, instance] of state.instances) {
-      if (instance.tenant === undefined || instance.group === undefined) continue
-      const key = groupKey(instance.tenant, instance.group)
-      if (instance.phase === "deleting" && instance.deleteReason === "compensation" && !seenCompensations.has(instance.id)) {
-        seenCompensations.add(instance.id)
-        const failures = (backoff.get(key)?.failures ?? 0) + 1
-        const delay = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** (failures - 1))
-        backoff.set(key, { failures, lastFailureAt: now, notBefore: now + delay })
-      } else if (atRest(instance) && (instance.startedAt ?? 0) > (backoff.get(key)?.lastFailureAt ?? Infinity)) {
-        backoff.delete(key)
+  const updateBackoff = (state: State, now: number) =>
+    Effect.gen(function* () {
+      for (const [, instance] of state.instances) {
+        if (instance.tenant === undefined || instance.group === undefined) continue
+        const key = groupKey(instance.tenant, instance.group)
+        if (instance.phase === "deleting" && instance.deleteReason === "compensation" && !seenCompensations.has(instance.id)) {
+          seenCompensations.add(instance.id)
+          backoff.set(key, yield* nextGroupBackoff(backoff.get(key), now))
+        } else if (atRest(instance) && (instance.startedAt ?? 0) > (backoff.get(key)?.lastFailureAt ?? Infinity)) {
+          backoff.delete(key)
+        }
       }
-    }
-    for (const id of seenCompensations) if (!HashMap.has(state.instances, id)) seenCompensations.delete(id)
-  }
+      for (const id of seenCompensations) if (!HashMap.has(state.instances, id)) seenCompensations.delete(id)
+    })
 
-  const pass = Effect.gen(function* () {
+  const pass = Effect.fn("reconcile.pass")(function* () {
     if (yield* ownership.held) return
     const config = yield* SubscriptionRef.get(shard.config)
     const state = yield* log.state
     const now = yield* Clock.currentTimeMillis
-    updateBackoff(state, now)
+    yield* updateBackoff(state, now)
     const blocked = new Set([...backoff].filter(([, b]) => b.notBefore > now).map(([key]) => key))
     const { targets, problems } = groupTargets(config)
     if (problems.join("\n") !== lastProblems) {
@@ -109,14 +121,14 @@ export const reconcileLoop = Effect.gen(function* () {
   // be re-created in a tight loop.
   yield* Stream.runForEach(log.changes, (state) =>
     Clock.currentTimeMillis.pipe(
-      Effect.tap((now) => Effect.sync(() => updateBackoff(state, now))),
+      Effect.tap((now) => updateBackoff(state, now)),
       Effect.zipRight(Queue.offer(wake, undefined))
     )).pipe(Effect.forkScoped)
-  yield* Queue.offer(wake, undefined).pipe(Effect.delay(RECONCILE_PERIOD), Effect.forever, Effect.forkScoped)
+  yield* everyInterval("reconcile", Effect.succeed(RECONCILE_PERIOD), Queue.offer(wake, undefined)).pipe(Effect.forkScoped)
   yield* Effect.forever(
     Queue.take(wake).pipe(
       Effect.zipRight(Effect.sleep(RECONCILE_DEBOUNCE)),
-      Effect.zipRight(pass)
+      Effect.zipRight(pass())
     )
   )
 }).pipe(Effect.scoped)

@@ -6,11 +6,18 @@
 import { Data } from "effect"
 import { boundText } from "../domain/errorText.js"
 import type { ErrorClass } from "../domain/shard/events.js"
+import type { PhaseWork, SagaStep } from "../domain/shard/sagaView.js"
 import type { PveApiError, PveDecodeError, TaskFailed, TaskTimeout } from "../services/ProxmoxApi.js"
+
+/**
+ * The step a failure is recorded under (`StepFailed.step`): a saga step, or the work of the phase when the
+ * instance's record did not let any step start.
+ */
+export type StepName = SagaStep | PhaseWork
 
 export class StepError extends Data.TaggedError("StepError")<{
   readonly instanceId: string
-  readonly step: string
+  readonly step: StepName
   readonly errorClass: ErrorClass
   readonly detail: string
   /**
@@ -41,13 +48,13 @@ const classOf = (error: PveFailure): ErrorClass => {
 /** Transient failures and refused credentials are waited out; the rest end the create. */
 export const isRetryableClass = (errorClass: ErrorClass): boolean => errorClass === "transient" || errorClass === "unauthorized"
 
-export const stepErrorFrom = (instanceId: string, step: string) => (error: PveFailure): StepError => {
+export const stepErrorFrom = (instanceId: string, step: StepName) => (error: PveFailure): StepError => {
   const errorClass = classOf(error)
   return new StepError({ instanceId, step, errorClass, detail: boundText(error.message), retryable: isRetryableClass(errorClass) })
 }
 
-export const permanentStepError = (instanceId: string, step: string, detail: string) =>
+export const permanentStepError = (instanceId: string, step: StepName, detail: string) =>
   new StepError({ instanceId, step, errorClass: "permanent", detail: boundText(detail), retryable: false })
 
-export const waitingStepError = (instanceId: string, step: string, detail: string) =>
+export const waitingStepError = (instanceId: string, step: StepName, detail: string) =>
   new StepError({ instanceId, step, errorClass: "transient", detail: boundText(detail), retryable: true })
