@@ -21,7 +21,7 @@ import { randomBytes } from "node:crypto"
 import { cpus, loadavg } from "node:os"
 import { HttpServer } from "@effect/platform"
 import { Context, Effect, Layer, Logger, LogLevel } from "effect"
-import { type AgentIdentity, makeAgentClient } from "../src/agent/AgentClient.js"
+import { type AgentIdentity, makeAgentClient, tlsConnector } from "../src/agent/AgentClient.js"
 import { makeMemoryAgentBackend } from "../src/layers/AgentBackendMemory.js"
 import { makeClusterPki } from "../src/layers/ClusterPkiStore.js"
 import { makeMemoryStore } from "../src/layers/ObjectStoreMemory.js"
@@ -110,15 +110,15 @@ const bench = Effect.gen(function* () {
   const pki = yield* makeClusterPki(store, { clusterId: CLUSTER, encryptionKey: new Uint8Array(randomBytes(32)) })
   const backend = makeMemoryAgentBackend()
   const context = yield* Layer.build(
-    AgentServerLive({ cluster: CLUSTER, shard: SHARD, certificateTtl: "1 hour", host: "127.0.0.1", port: 0 }).pipe(
+    AgentServerLive({ cluster: CLUSTER, shard: SHARD, certificateTtl: "1 hour", host: "127.0.0.1", port: 0, tls: { pki, hosts: ["127.0.0.1"] } }).pipe(
       Layer.provide(Layer.succeed(ClusterPki, pki)),
       Layer.provide(Layer.succeed(AgentBackend, backend))
     )
   )
   const address = Context.get(context, HttpServer.HttpServer).address
   if (address._tag !== "TcpAddress") return yield* Effect.dieMessage("expected a TCP address")
-  const url = `http://127.0.0.1:${address.port}/agent`
-  const client = yield* makeAgentClient(url)
+  const url = `https://127.0.0.1:${address.port}/agent`
+  const client = yield* makeAgentClient(url, tlsConnector(pki.caPem))
 
   let next = 0
   /** `n` fresh instances, each awaiting its own nonce in the backend; the nonces, minted up front. */

@@ -4,7 +4,8 @@
  * `PayloadTooLarge`, nothing listening → `AdminUnreachable`), and `callAdmin`, which follows a standby's
  * `NotLeader{leaderAddr}` once to the leader it names.
  */
-import { FetchHttpClient, HttpClient, HttpClientError, HttpClientRequest } from "@effect/platform"
+import { HttpClient, HttpClientError, HttpClientRequest } from "@effect/platform"
+import { ClusterTlsClient } from "../layers/ClusterTlsClient.js"
 import { RpcClient, type RpcClientError, type RpcGroup, RpcSerialization } from "@effect/rpc"
 import { Data, Effect, Layer, Redacted, type Scope } from "effect"
 import { ADMIN_HEADER, type AdminRpcs, AdminRpcs as Rpcs, MAX_ADMIN_REQUEST_BYTES, NotLeader, PayloadTooLarge, Unauthenticated } from "../rpc/AdminRpc.js"
@@ -28,9 +29,18 @@ export interface AdminConnection {
   readonly rpc: AdminRpcClient
 }
 
-/** `host:port` (or a full URL) → the endpoint URL. */
+/** `host:port` (or an `https://` URL) → the endpoint URL. */
 export const adminUrl = (address: string): string =>
-  /^https?:\/\//.test(address) ? address : `http://${address}/admin`
+  /^https:\/\//.test(address) ? address : `https://${address}/admin`
+
+/** What a client proves and checks: the bearer token it sends, and the cluster CA the server's certificate must come from. */
+export interface AdminCredentials {
+  readonly token: Redacted.Redacted<string>
+  /** PEM of the cluster CA (`pki/{cluster}/ca.crt` in the bucket). */
+  readonly caPem: string
+}
+
+
 
 /** HTTP-level answers of the endpoint as typed errors; everything else is the endpoint being unreachable. */
 export const transportError = (address: string) =>
@@ -50,14 +60,14 @@ export const transportError = (address: string) =>
 const statusOk = HttpClient.filterStatusOk as <E, R>(client: HttpClient.HttpClient.With<E, R>) => HttpClient.HttpClient.With<E, R>
 
 /** A client of the admin endpoint at `address`, alive while the scope is. */
-export const connectAdmin = (address: string, token: Redacted.Redacted<string>): Effect.Effect<AdminConnection, never, Scope.Scope> =>
+export const connectAdmin = (address: string, credentials: AdminCredentials): Effect.Effect<AdminConnection, never, Scope.Scope> =>
   Effect.gen(function* () {
-    const bearer = `Bearer ${Redacted.value(token)}`
+    const bearer = `Bearer ${Redacted.value(credentials.token)}`
     const protocol = yield* Layer.build(
       RpcClient.layerProtocolHttp({
         url: adminUrl(address),
         transformClient: (client) => statusOk(HttpClient.mapRequest(client, HttpClientRequest.setHeader(ADMIN_HEADER, bearer)))
-      }).pipe(Layer.provide(RpcSerialization.layerNdjson), Layer.provide(FetchHttpClient.layer))
+      }).pipe(Layer.provide(RpcSerialization.layerNdjson), Layer.provide(ClusterTlsClient(credentials.caPem)))
     )
     const rpc = yield* RpcClient.make(Rpcs).pipe(Effect.provide(protocol))
     return { address, rpc }
@@ -70,11 +80,11 @@ export const connectAdmin = (address: string, token: Redacted.Redacted<string>):
  */
 export const callAdmin = <A, E>(
   address: string,
-  token: Redacted.Redacted<string>,
+  credentials: AdminCredentials,
   call: (rpc: AdminRpcClient) => Effect.Effect<A, E | RpcClientError.RpcClientError>
 ): Effect.Effect<{ readonly value: A; readonly address: string }, Exclude<E, RpcClientError.RpcClientError> | AdminUnreachable | Unauthenticated | PayloadTooLarge> => {
   const once = (at: string) =>
-    Effect.scoped(Effect.flatMap(connectAdmin(at, token), (connection) =>
+    Effect.scoped(Effect.flatMap(connectAdmin(at, credentials), (connection) =>
       call(connection.rpc).pipe(
         Effect.catchIf(isRpcClientError, transportError(at)),
         Effect.map((value) => ({ value, address: at }))

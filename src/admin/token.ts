@@ -40,3 +40,30 @@ export const adminTokenFrom = (
     if (envSet) return Option.some(yield* checked(fromEnv, ADMIN_TOKEN_ENV))
     return Option.none()
   })
+
+export const CA_FILE_ENV = "NSTANCE_CA_FILE"
+
+/** Largest CA file read: a certificate is a couple of kilobytes; a bundle of a few is still far below this. */
+const MAX_CA_BYTES = 64 * 1024
+
+/**
+ * The cluster CA certificate the admin endpoint's certificate must come from: `--ca-file`, else
+ * `NSTANCE_CA_FILE`. It is public (`pki/{cluster}/ca.crt` in the bucket); without it no token is sent.
+ */
+export const caFrom = (env: Readonly<Record<string, string | undefined>>, file: string | undefined): Effect.Effect<string, UsageError> =>
+  Effect.gen(function* () {
+    const fromEnv = env[CA_FILE_ENV]
+    const path = file ?? (fromEnv !== undefined && fromEnv !== "" ? fromEnv : undefined)
+    const flag = file !== undefined ? "--ca-file" : CA_FILE_ENV
+    if (path === undefined) {
+      return yield* new UsageError({
+        message: `no CA certificate: give --ca-file or set ${CA_FILE_ENV} (the cluster CA, pki/<cluster>/ca.crt in the bucket; the token is sent only to a server it signed)`
+      })
+    }
+    const bytes = yield* readInputFile({ flag, path, what: "a CA certificate", maxBytes: MAX_CA_BYTES })
+    const text = yield* decodeUtf8({ flag, path }, bytes)
+    if (!/-----BEGIN CERTIFICATE-----[\s\S]+-----END CERTIFICATE-----/.test(text)) {
+      return yield* new UsageError({ message: `${flag} ${path}: not a PEM certificate (expected -----BEGIN CERTIFICATE-----)` })
+    }
+    return text
+  })

@@ -10,9 +10,9 @@
  * shown: after the last seq printed, up to the new leader's seq when it was found.
  */
 import type { RpcClientError } from "@effect/rpc"
-import { Cause, Effect, type Redacted, Schedule, Stream } from "effect"
+import { Cause, Effect, Schedule, Stream } from "effect"
 import { AdminUnavailable, NotLeader, type StatusView, type WatchEvent } from "../rpc/AdminRpc.js"
-import { AdminUnreachable, callAdmin, connectAdmin, transportError } from "./AdminClient.js"
+import { type AdminCredentials, AdminUnreachable, callAdmin, connectAdmin, transportError } from "./AdminClient.js"
 
 /**
  * Between attempts to find the leader: 250 ms doubling to 2 s, for about a minute in all — longer than a
@@ -47,7 +47,7 @@ const describeLeader = (status: StatusView, address: string) => `${status.leader
  */
 export const watchFollowingLeader = (
   entry: string,
-  token: Redacted.Redacted<string>,
+  credentials: AdminCredentials,
   output: WatchOutput,
   schedule: Schedule.Schedule<unknown, unknown> = watchReconnect
 ) =>
@@ -61,7 +61,7 @@ export const watchFollowingLeader = (
     const redirect = (error: Transient) => {
       target = error instanceof NotLeader && error.leaderAddr !== "" ? error.leaderAddr : entry
     }
-    const find = Effect.suspend(() => callAdmin(target, token, (rpc) => rpc.Status())).pipe(
+    const find = Effect.suspend(() => callAdmin(target, credentials, (rpc) => rpc.Status())).pipe(
       Effect.tapError((error) => Effect.sync(() => { if (isTransient(error)) redirect(error) })),
       Effect.retry({ schedule, while: isTransient })
     )
@@ -79,7 +79,7 @@ export const watchFollowingLeader = (
       shownThrough = Math.max(shownThrough, status.seq)
       target = address
       const ended = yield* Effect.scoped(
-        Effect.flatMap(connectAdmin(address, token), ({ rpc }) =>
+        Effect.flatMap(connectAdmin(address, credentials), ({ rpc }) =>
           Stream.runForEach(rpc.WatchEvents(), (event) => Effect.zipRight(Effect.sync(() => { shownThrough = Math.max(shownThrough, event.seq) }), output.event(event))).pipe(
             Effect.catchIf(isRpcClientError, transportError(address))
           ))

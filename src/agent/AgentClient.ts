@@ -8,7 +8,8 @@
  */
 import { generateKeyPairSync } from "node:crypto"
 import { type InvalidCertificate, type InvalidNonce, type InvalidPayload, type NonceReused, NotLeader, PayloadTooLarge, type UnknownInstance } from "../domain/agent/errors.js"
-import { FetchHttpClient, HttpClient, HttpClientError } from "@effect/platform"
+import { HttpClient, HttpClientError } from "@effect/platform"
+import { ClusterTlsClient } from "../layers/ClusterTlsClient.js"
 import { RpcClient, RpcClientError, type RpcGroup, RpcSerialization } from "@effect/rpc"
 import { Clock, Data, Effect, Layer, Redacted, Scope } from "effect"
 import {
@@ -111,13 +112,18 @@ export type AgentRpcClient = RpcClient.RpcClient<RpcGroup.Rpcs<typeof AgentRpcs>
  */
 export type AgentConnector = (url: string) => Effect.Effect<AgentRpcClient, never, Scope.Scope>
 
-/** One HTTP connection pool to one agent endpoint. */
-const httpConnector: AgentConnector = (url) =>
+/**
+ * One HTTPS connection pool to one agent endpoint, trusting only the cluster CA (TLS 1.3): the nonce, the
+ * key's signatures and every report go to no server the CA did not sign — a forged `NotLeader` address
+ * included, since every redirect is dialled through the same trust.
+ */
+export const tlsConnector = (caPem: string): AgentConnector => (url) =>
   Effect.gen(function* () {
+    if (!url.startsWith("https://")) return yield* Effect.dieMessage(`agent endpoint ${url}: not an https:// URL; the agent speaks only TLS`)
     const protocol = yield* Layer.build(
       RpcClient.layerProtocolHttp({ url, transformClient: statusOk }).pipe(
         Layer.provide(RpcSerialization.layerNdjson),
-        Layer.provide(FetchHttpClient.layer)
+        Layer.provide(ClusterTlsClient(caPem))
       )
     )
     return yield* RpcClient.make(AgentRpcs).pipe(Effect.provide(protocol))
@@ -129,10 +135,10 @@ const connectWith = (connector: AgentConnector) => (url: string) =>
 type Connection = Effect.Effect.Success<ReturnType<ReturnType<typeof connectWith>>>
 
 /** Where a `NotLeader` sends the agent; undefined when it names no leader. */
-export const redirectUrl = (leaderAddr: string): string | undefined => (leaderAddr === "" ? undefined : `http://${leaderAddr}/agent`)
+export const redirectUrl = (leaderAddr: string): string | undefined => (leaderAddr === "" ? undefined : `https://${leaderAddr}/agent`)
 
-/** A client of the agent endpoint at `url` (e.g. `http://10.0.0.2:8992/agent`), alive while the scope is. */
-export const makeAgentClient = (url: string, connector: AgentConnector = httpConnector): Effect.Effect<AgentClient, never, Scope.Scope> =>
+/** A client of the agent endpoint at `url` (e.g. `https://10.0.0.2:8992/agent`), alive while the scope is. */
+export const makeAgentClient = (url: string, connector: AgentConnector): Effect.Effect<AgentClient, never, Scope.Scope> =>
   Effect.gen(function* () {
     const connect = connectWith(connector)
     const scope = yield* Effect.scope
@@ -221,13 +227,3 @@ export const makeAgentClient = (url: string, connector: AgentConnector = httpCon
         }).pipe(Effect.withSpan("agentClient.renew"))
     }
   })
-
-/** One registration: a fresh key pair, `RegisterAgent`, and the resulting identity. */
-export const registerAgent = (url: string, request: RegisterAgentRequest) =>
-  Effect.scoped(Effect.flatMap(makeAgentClient(url), (client) => client.register(request)))
-
-export const reportHealth = (url: string, identity: AgentIdentity, status?: AgentHealthStatus) =>
-  Effect.scoped(Effect.flatMap(makeAgentClient(url), (client) => client.reportHealth(identity, status)))
-
-export const renewCertificate = (url: string, identity: AgentIdentity) =>
-  Effect.scoped(Effect.flatMap(makeAgentClient(url), (client) => client.renew(identity)))

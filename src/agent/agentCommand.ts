@@ -11,7 +11,7 @@ import type { FileSystem } from "@effect/platform"
 import { Clock, Duration, Effect, Either, Option, Redacted, Ref, Schedule } from "effect"
 import { defaultLogFormat, loggerLayer } from "../cli/logging.js"
 import { formatDuration, parseDuration } from "../domain/duration.js"
-import { type AgentClient, AgentTransportError, makeAgentClient, type RegisterAgentError } from "./AgentClient.js"
+import { type AgentClient, AgentTransportError, makeAgentClient, type RegisterAgentError, tlsConnector } from "./AgentClient.js"
 import { DEFAULT_SETTINGS_FILE, readRegistration, type RegistrationSource } from "./registrationSource.js"
 import { AgentError, certificateNotAfter, loadIdentity, saveIdentity, type StoredIdentity } from "./stateDir.js"
 
@@ -63,7 +63,7 @@ const register = (settings: AgentRunSettings) =>
   Effect.gen(function* () {
     const registration = yield* readRegistration(settings.source)
     const url = settings.url ?? registration.registrationUrl
-    const client = yield* makeAgentClient(url)
+    const client = yield* makeAgentClient(url, tlsConnector(registration.caPem))
     const askedAt = yield* Clock.currentTimeMillis
     const identity = yield* client.register({
       nonce: Redacted.make(registration.nonce),
@@ -122,7 +122,8 @@ export const runAgent = (settings: AgentRunSettings): Effect.Effect<void, AgentE
     const stored = yield* loadIdentity(settings.stateDir)
     const start = Option.isSome(stored) ? yield* resume(settings, stored.value) : yield* register(settings)
     const held = yield* Ref.make(start)
-    const client = yield* makeAgentClient(start.url)
+    // Trusts the CA the registration answer carried (over a connection the user-data's CA authenticated).
+    const client = yield* makeAgentClient(start.url, tlsConnector(start.identity.caPem))
     if (settings.once) {
       return yield* beat(settings, client, held).pipe(
         Effect.mapError((error) => new AgentError({ message: `health report at ${client.url} failed: ${reasonOf(error)}` }))
@@ -186,7 +187,7 @@ export const sourceOf = (
   if (given.length > 1) return Either.left("give at most one of --settings, --user-data and --seed")
   if (given[0] !== undefined) return Either.right(given[0])
   const nonce = env["NSTANCE_AGENT_NONCE"]
-  if (nonce !== undefined && nonce !== "") return Either.right({ _tag: "Env", nonce, url: url ?? env["NSTANCE_AGENT_URL"] })
+  if (nonce !== undefined && nonce !== "") return Either.right({ _tag: "Env", nonce, url: url ?? env["NSTANCE_AGENT_URL"], caFile: env["NSTANCE_AGENT_CA_FILE"] })
   return Either.right({ _tag: "SettingsFile", path: DEFAULT_SETTINGS_FILE })
 }
 

@@ -21,8 +21,8 @@ export type RegistrationSource =
   | { readonly _tag: "UserData"; readonly path: string }
   /** The NoCloud seed: an ISO image or CD-ROM device (`/dev/sr0`), or a directory holding `user-data`. */
   | { readonly _tag: "Seed"; readonly path: string }
-  /** `NSTANCE_AGENT_NONCE` (and `NSTANCE_AGENT_URL` unless `--url` is given). */
-  | { readonly _tag: "Env"; readonly nonce: string; readonly url: string | undefined }
+  /** `NSTANCE_AGENT_NONCE`, `NSTANCE_AGENT_CA_FILE` (the cluster CA) and `NSTANCE_AGENT_URL` unless `--url` is given. */
+  | { readonly _tag: "Env"; readonly nonce: string; readonly url: string | undefined; readonly caFile: string | undefined }
 
 export const DEFAULT_SETTINGS_FILE = AGENT_CONFIG_PATH
 const MAX_TEXT_BYTES = 1024 * 1024
@@ -70,16 +70,25 @@ const seedUserData = (path: string) =>
 /** The nonce and URL from `source`; a missing or unreadable source is an `AgentError` naming it. */
 export const readRegistration = (source: RegistrationSource): Effect.Effect<AgentRegistrationData, AgentError> => {
   switch (source._tag) {
-    case "Env":
-      return source.url === undefined
-        ? Effect.fail(refused("NSTANCE_AGENT_NONCE is set but no registration URL: set NSTANCE_AGENT_URL or --url"))
-        : Effect.succeed({ registrationUrl: source.url, nonce: source.nonce })
+    case "Env": {
+      const { caFile, nonce, url } = source
+      if (url === undefined) return Effect.fail(refused("NSTANCE_AGENT_NONCE is set but no registration URL: set NSTANCE_AGENT_URL or --url"))
+      if (caFile === undefined || caFile === "") {
+        return Effect.fail(refused("NSTANCE_AGENT_NONCE is set but no CA: set NSTANCE_AGENT_CA_FILE to the cluster CA certificate (the agent sends its nonce only to a server it signed)"))
+      }
+      return readText("NSTANCE_AGENT_CA_FILE", caFile, "a CA certificate").pipe(
+        Effect.flatMap((caPem) =>
+          caPem.includes("-----BEGIN CERTIFICATE-----")
+            ? Effect.succeed({ registrationUrl: url, nonce, caPem })
+            : Effect.fail(refused(`NSTANCE_AGENT_CA_FILE ${caFile}: not a PEM certificate`)))
+      )
+    }
     case "SettingsFile":
       return readText("--settings", source.path, "an agent settings file").pipe(
         Effect.flatMap((text) => {
           const found = parseAgentJson(text)
           return found === undefined
-            ? Effect.fail(refused(`--settings ${source.path}: expected a JSON object with string fields registration_url and nonce`))
+            ? Effect.fail(refused(`--settings ${source.path}: expected a JSON object with string fields registration_url, nonce and ca_pem`))
             : Effect.succeed(found)
         })
       )

@@ -10,7 +10,7 @@ import { AgentServerLive } from "../rpc/AgentServer.js"
 import { AgentBackend } from "../services/AgentBackend.js"
 import { ClusterPki, type ClusterPkiShape } from "../services/ClusterPki.js"
 import { makeAgentBackendReplica } from "../shard/AgentBackendShard.js"
-import { registrationUrl } from "../shard/ShardContext.js"
+import { certificateHosts, registrationUrl } from "../shard/ShardContext.js"
 import type { ShardReplicaShape } from "../shard/ShardReplica.js"
 
 export interface AgentEndpointOptions {
@@ -36,6 +36,7 @@ export const serveAgentEndpoint = (
       shard: replica.shard,
       certificateTtl: Effect.map(SubscriptionRef.get(replica.config), (current) => current.config.certificates.agentTtl),
       ...(bind.host === "" ? {} : { host: bind.host }),
+      tls: { pki, hosts: certificateHosts(config, "registration", replica.advertiseHost) },
       port: bind.port,
       path: "/agent"
     }).pipe(

@@ -20,7 +20,7 @@ import { LatencyDemo } from "../sim/latency.js"
 import type { SimModel } from "../sim/model.js"
 import { makeSimAgents } from "../sim/agent.js"
 import { PveSimulator } from "../sim/server.js"
-import { CONFIG_KEY, shardPrefix } from "../domain/bucketKeys.js"
+import { CONFIG_KEY, pkiObjectKeys, shardPrefix } from "../domain/bucketKeys.js"
 import { packagePath } from "../packageRoot.js"
 import { runDaemon } from "./daemon.js"
 
@@ -126,6 +126,8 @@ export const runEmbedded = (options: { readonly configFile?: string; readonly re
       (directory) => Effect.sync(() => rmSync(directory, { recursive: true, force: true }))
     )
     const prefix = shardPrefix(shard)
+    // The file store keeps an object at its key: the CA certificate the daemon creates is this file.
+    const caFile = join(bucket, pkiObjectKeys(parsed.right.config.cluster.id).caCert)
     const store = makeFileStore({ directory: bucket })
     yield* scopeStore(store, prefix)
       .put(CONFIG_KEY, new TextEncoder().encode(demoText))
@@ -145,10 +147,11 @@ export const runEmbedded = (options: { readonly configFile?: string; readonly re
         `  object store : file://${bucket} (config at ${prefix}${CONFIG_KEY})`,
         `  Proxmox VE   : simulator at ${sim.url} (nodes pve1..pve3, token ${sim.tokenId})`,
         `  shard config : ${configFile}${gcText === text ? "" : ` (garbage_collection.interval shortened to ${DEMO_GC_INTERVAL} for the demo)`}`,
-        `  agents       : registration on at http://${registrationAddress}/agent (a PKI key for this run only); ` +
-          "simulated guests register with IPs 10.20.<node>.<vmid % 250> and report health every 3 s",
-        `  admin        : NSTANCE_ADMIN_TOKEN=${adminToken} nstance-admin status --server ${operatorAddress}` +
-          " (also instances, groups, group set …; a token for this run only)",
+        `  agents       : registration on at https://${registrationAddress}/agent (TLS 1.3; a PKI key for this run only); ` +
+          "simulated guests find the CA in their user-data, register with IPs 10.20.<node>.<vmid % 250> and report health every 3 s",
+        `  cluster CA   : ${caFile} (the agent and admin endpoints' certificates chain to it)`,
+        `  admin        : NSTANCE_ADMIN_TOKEN=${adminToken} NSTANCE_CA_FILE=${caFile} nstance-admin status --server ${operatorAddress}` +
+          " (also instances, groups, group set …; TLS 1.3, a token for this run only)",
         `  health       : http://${healthAddress}/healthz, /readyz, /metrics`,
         `  demo         : every ${Duration.format(DEMO_CRASH_EVERY)} one of the VMs crashes in the simulator; watch it being replaced`,
         "  stop with Ctrl-C (the lease is resigned on the way out)"

@@ -25,14 +25,15 @@ export const AgentEndpointLive: Layer.Layer<never, never, ShardReplica | Registr
   })
 )
 
-/** The admin endpoint on `shard.bind.operator_addr`; without a token it is not started (and says so). */
-export const AdminEndpointLive = (token: Redacted.Redacted<string> | undefined): Layer.Layer<never, never, ShardReplica | ShardConfig | ObjectStore> =>
+/** The admin endpoint on `shard.bind.operator_addr`, over TLS; without a token or a PKI it is not started (and says so). */
+export const AdminEndpointLive = (token: Redacted.Redacted<string> | undefined): Layer.Layer<never, never, ShardReplica | ShardConfig | ObjectStore | Registration> =>
   Layer.scopedDiscard(
     Effect.gen(function* () {
       const replica = yield* ShardReplica
       const shardConfig = yield* ShardConfig
+      const { pki } = yield* Registration
       const bind = (yield* SubscriptionRef.get(shardConfig.current)).config.shard.bind.operator
-      yield* Effect.forkScoped(serveAdmin({ token, bind, source: shardConfig.source, store: yield* ObjectStore, replica }))
+      yield* Effect.forkScoped(serveAdmin({ token, bind, source: shardConfig.source, store: yield* ObjectStore, replica, pki }))
     })
   )
 

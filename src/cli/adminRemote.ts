@@ -8,7 +8,7 @@ import { echoValue } from "../domain/errorText.js"
 import { Args, Command, Options } from "@effect/cli"
 import { Console, Effect, Option } from "effect"
 import type { AdminRpcClient } from "../admin/AdminClient.js"
-import { ADMIN_TOKEN_ENV, adminTokenFrom } from "../admin/token.js"
+import { ADMIN_TOKEN_ENV, adminTokenFrom, CA_FILE_ENV, caFrom } from "../admin/token.js"
 import type { GroupView, InstanceView, StatusView, WatchEvent } from "../rpc/AdminRpc.js"
 import { UsageError } from "../inputFile.js"
 import { escapeControl } from "./escape.js"
@@ -25,13 +25,18 @@ const tokenFile = Options.text("admin-token-file").pipe(
   Options.withDescription(`File holding the admin token the servers were given (or set $${ADMIN_TOKEN_ENV})`),
   Options.optional
 )
+const caFile = Options.text("ca-file").pipe(
+  Options.withDescription(`The cluster CA certificate (pki/<cluster>/ca.crt in the bucket; or set $${CA_FILE_ENV}): the endpoint speaks only TLS 1.3 and the token goes only to a server it signed`),
+  Options.optional
+)
 const json = Options.boolean("json").pipe(Options.withDescription("Print JSON for scripts instead of a table"))
 
-const connection = { server, tokenFile, json }
+const connection = { server, tokenFile, caFile, json }
 
 interface ConnectionFlags {
   readonly server: Option.Option<string>
   readonly tokenFile: Option.Option<string>
+  readonly caFile: Option.Option<string>
   readonly json: boolean
 }
 
@@ -43,10 +48,11 @@ const resolve = (flags: ConnectionFlags) =>
     }
     const envAddr = process.env[ADMIN_ADDR_ENV]
     const address = Option.getOrElse(flags.server, () => (envAddr !== undefined && envAddr !== "" ? envAddr : DEFAULT_ADMIN_ADDR))
-    if (!/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(address) && !/^https?:\/\//.test(address)) {
-      return yield* new UsageError({ message: `--server ${echoValue(address)} must be host:port` })
+    if (!/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(address) && !/^https:\/\//.test(address)) {
+      return yield* new UsageError({ message: `--server ${echoValue(address)} must be host:port (the endpoint speaks only TLS)` })
     }
-    return { address, token: token.value }
+    const caPem = yield* caFrom(process.env, Option.getOrUndefined(flags.caFile))
+    return { address, credentials: { token: token.value, caPem } }
   })
 
 /** A `NotLeader` that is still there after the client followed the redirect once (or that named no leader). */
@@ -56,11 +62,11 @@ const isNotLeader = (error: unknown): error is Error =>
 /** Runs `call` against the server; a refused or failed call fails with its one-line message. */
 const remote = <A, E>(flags: ConnectionFlags, call: (rpc: AdminRpcClient) => Effect.Effect<A, E>) =>
   Effect.gen(function* () {
-    const { address, token } = yield* resolve(flags)
+    const { address, credentials } = yield* resolve(flags)
     // The RPC client and the Admin group's schemas load only when a remote command runs, so --version and
     // the offline commands start without them.
     const { callAdmin } = yield* Effect.promise(() => import("../admin/AdminClient.js"))
-    const result = yield* callAdmin(address, token, call).pipe(
+    const result = yield* callAdmin(address, credentials, call).pipe(
       Effect.mapError((error) => (isNotLeader(error) ? new UsageError({ message: `${address}: ${error.message}` }) : error))
     )
     return result.value
@@ -285,9 +291,9 @@ const nonceCommand = Command.make("nonce", { ...connection, id: instanceIdArg },
 
 const watchCommand = Command.make("watch", connection, (flags) =>
   Effect.gen(function* () {
-    const { address, token } = yield* resolve(flags)
+    const { address, credentials } = yield* resolve(flags)
     const { watchFollowingLeader } = yield* Effect.promise(() => import("../admin/watchFollow.js"))
-    return yield* watchFollowingLeader(address, token, {
+    return yield* watchFollowingLeader(address, credentials, {
       event: (event) => (flags.json ? Console.log(JSON.stringify(event)) : Console.log(describeEvent(event))),
       // On stderr, so that stdout stays one event per line (and JSON with --json).
       note: (line) => Console.error(escapeControl(line))

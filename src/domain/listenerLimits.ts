@@ -74,6 +74,7 @@ export type RefusalReason =
   | "listener-full"
   | "peer-full"
   | "timeout"
+  | "tls"
   | "bad-request"
   | "token"
   | "nonce"

@@ -7,9 +7,11 @@
  */
 import { readFile } from "node:fs/promises"
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
+import { createServer as createHttpsServer, type Server as HttpsServer } from "node:https"
 import type { Duplex } from "node:stream"
 import { NodeHttpServer } from "@effect/platform-node"
-import { Clock, Context, Effect, Layer, Metric, MetricLabel, Ref, Runtime } from "effect"
+import { Clock, Context, Duration, Effect, Layer, Metric, MetricLabel, Ref, Runtime, Schedule } from "effect"
+import type { ClusterPkiShape } from "../services/ClusterPki.js"
 import { type ListenerLimits, listenerLimits, type ListenerName, parseDescriptorLimit, type RefusalReason } from "../domain/listenerLimits.js"
 
 /** Labels: `endpoint` (registration, operator, health), `reason` (listener-full, peer-full, timeout, bad-request, token, …). */
@@ -25,6 +27,25 @@ export const descriptorLimit: Effect.Effect<number> = Effect.promise(() =>
 
 /** The limits of `listener` in this process. */
 export const limitsFor = (listener: ListenerName): Effect.Effect<ListenerLimits> => Effect.map(descriptorLimit, (limit) => listenerLimits(listener, limit))
+
+/** A TLS server certificate and its key (PEM). */
+export interface TlsMaterial {
+  readonly certificatePem: string
+  readonly privateKeyPem: string
+}
+
+/** Serve TLS 1.3 with a certificate the cluster CA issues for `hosts`, renewed after two thirds of `ttl`. */
+export interface ServerTls {
+  readonly pki: ClusterPkiShape
+  readonly hosts: ReadonlyArray<string>
+  readonly ttl?: Duration.DurationInput
+}
+
+/** Server certificates live a week: a replica that cannot renew (its PKI gone) still serves for days. */
+export const SERVER_CERTIFICATE_TTL = Duration.days(7)
+
+/** A new server certificate after two thirds of its lifetime, for as long as the listener runs. */
+export const serverCertificateRenewal = (ttl: Duration.Duration) => Schedule.spaced(Duration.millis(Math.floor((Duration.toMillis(ttl) * 2) / 3)))
 
 /** Log lines per listener per window; refusals beyond them are counted and summed up in the next line. */
 const LOGGED_PER_WINDOW = 5
@@ -112,10 +133,21 @@ const classifyClientError = (error: NodeJS.ErrnoException): { readonly status: n
  * A Node HTTP server with `limits` applied, refusals reported to `refusals` on the runtime it was made in.
  * For `NodeHttpServer.layer(() => server, …)`.
  */
-export const makeGuardedServer = (limits: ListenerLimits, refusals: RefusalLog): Effect.Effect<Server<typeof IncomingMessage, typeof ServerResponse>> =>
+export interface GuardedServer {
+  readonly server: Server<typeof IncomingMessage, typeof ServerResponse>
+  /** Serves a renewed certificate to new connections (TLS servers; nothing on plain HTTP). */
+  readonly setCertificate: (material: TlsMaterial) => void
+}
+
+export const makeGuardedServer = (
+  limits: ListenerLimits,
+  refusals: RefusalLog,
+  /** TLS 1.3 with this certificate and key; absent: plain HTTP. */
+  tls?: TlsMaterial
+): Effect.Effect<GuardedServer> =>
   Effect.map(Effect.runtime<never>(), (runtime) => {
     const report = (reason: RefusalReason, peer: string, detail?: string) => Runtime.runFork(runtime)(refusals.refuse(reason, peer, detail))
-    const server = createServer({
+    const httpOptions = {
       maxHeaderSize: limits.maxHeaderBytes,
       headersTimeout: limits.headersTimeoutMs,
       requestTimeout: limits.requestTimeoutMs,
@@ -123,6 +155,21 @@ export const makeGuardedServer = (limits: ListenerLimits, refusals: RefusalLog):
       // Node checks the header and request deadlines on this interval (30 s by default, which would let a
       // slow client hold its socket for half a minute past its deadline).
       connectionsCheckingInterval: Math.min(1_000, limits.headersTimeoutMs)
+    }
+    const secure: HttpsServer | undefined = tls === undefined
+      ? undefined
+      : createHttpsServer({
+        ...httpOptions,
+        cert: tls.certificatePem,
+        key: tls.privateKeyPem,
+        minVersion: "TLSv1.3",
+        handshakeTimeout: limits.headersTimeoutMs
+      })
+    const server: Server<typeof IncomingMessage, typeof ServerResponse> = secure ?? createServer(httpOptions)
+    // A client that does not speak TLS 1.3 (plain HTTP, TLS 1.2, a handshake that never ends) is refused here.
+    server.on("tlsClientError", (error: NodeJS.ErrnoException, socket: Duplex & { readonly remoteAddress?: string; readonly remotePort?: number }) => {
+      if (error.code !== "ECONNRESET") report("tls", peerOf(socket), error.code ?? error.message)
+      socket.destroy()
     })
     server.maxConnections = limits.maxConnections
     server.on("drop", (data?: { readonly remoteAddress?: string; readonly remotePort?: number }) => {
@@ -165,7 +212,10 @@ export const makeGuardedServer = (limits: ListenerLimits, refusals: RefusalLog):
       if (socket.writable) socket.end(`HTTP/1.1 ${status} ${status === 408 ? "Request Timeout" : status === 431 ? "Request Header Fields Too Large" : "Bad Request"}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`)
       socket.destroy()
     })
-    return server
+    return {
+      server,
+      setCertificate: (material) => secure?.setSecureContext({ cert: material.certificatePem, key: material.privateKeyPem })
+    }
   })
 
 /**
@@ -177,13 +227,29 @@ export const guardedServerLayer = (
   listen: { readonly port: number; readonly host?: string | undefined },
   limits?: ListenerLimits,
   /** The listener's refusal log when the app behind it refuses requests too (default: a fresh one). */
-  refusalLog?: RefusalLog
+  refusalLog?: RefusalLog,
+  /** TLS 1.3 with certificates from the cluster CA; absent: plain HTTP. */
+  tls?: ServerTls
 ) =>
-  Layer.unwrapEffect(
+  Layer.unwrapScoped(
     Effect.gen(function* () {
       const applied = limits ?? (yield* limitsFor(listener))
       const refusals = refusalLog ?? (yield* makeRefusalLog(listener))
-      const server = yield* makeGuardedServer(applied, refusals)
+      const ttl = Duration.decode(tls?.ttl ?? SERVER_CERTIFICATE_TTL)
+      const issue = tls === undefined ? undefined : tls.pki.issueServerCertificate({ hosts: tls.hosts, ttl })
+      const first = issue === undefined ? undefined : yield* issue
+      const { server, setCertificate } = yield* makeGuardedServer(applied, refusals, first)
+      if (issue !== undefined) {
+        // Renewed in place: connections open keep their session, new ones get the new certificate.
+        yield* issue.pipe(
+          Effect.tap((next) => Effect.sync(() => setCertificate(next))),
+          Effect.tap((next) => Effect.logInfo(`${listener} endpoint: TLS certificate renewed (serial ${next.serial}, valid until ${next.notAfter.toISOString()})`)),
+          Effect.schedule(serverCertificateRenewal(ttl)),
+          // On the wall clock, as the certificate's validity is (see issueServerCertificate).
+          Effect.withClock(Clock.make()),
+          Effect.forkScoped
+        )
+      }
       return Layer.merge(
         NodeHttpServer.layer(() => server, { port: listen.port, ...(listen.host === undefined || listen.host === "" ? {} : { host: listen.host }) }),
         Layer.succeed(EndpointRefusals, refusals)

@@ -6,6 +6,7 @@
  * Anything other than "all three absent" or "all three present and consistent" is a typed startup error —
  * a new CA would silently orphan every agent certificate, so it is never created over a partial PKI.
  */
+import { isIP } from "node:net"
 import { createCipheriv, createDecipheriv, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, randomBytes, webcrypto } from "node:crypto"
 import { readFile } from "node:fs/promises"
 import { Clock, Duration, Effect, Either, Layer, Option, Redacted, Schedule, Schema } from "effect"
@@ -440,6 +441,39 @@ const makeShape = (clusterId: string, material: PkiMaterial): ClusterPkiShape =>
       }),
 
     verifyClientCertificate,
+
+    issueServerCertificate: ({ hosts, ttl }) =>
+      Effect.gen(function* () {
+        // The wall clock, not Effect's: a server certificate is checked by clients' TLS stacks against the
+        // operating system's time, whatever clock the issuing code runs under (a test's TestClock included).
+        const now = Date.now()
+        const keys = (yield* Effect.promise(() => subtle.generateKey(ED25519, true, ["sign", "verify"]))) as webcrypto.CryptoKeyPair
+        const names = [...new Set(hosts.filter((host) => host !== ""))]
+        const cert = yield* Effect.promise(async () =>
+          x509.X509CertificateGenerator.create({
+            serialNumber: randomSerial(),
+            subject: [{ CN: [names[0] ?? "nstance"] }, { O: [clusterId] }],
+            issuer: caCert.subjectName,
+            notBefore: new Date(now - NOT_BEFORE_SKEW_MILLIS),
+            notAfter: new Date(now + Duration.toMillis(ttl)),
+            publicKey: keys.publicKey,
+            signingKey: caSigningKey,
+            signingAlgorithm: ED25519,
+            extensions: [
+              new x509.BasicConstraintsExtension(false, undefined, true),
+              new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+              new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
+              new x509.SubjectAlternativeNameExtension(names.map((name) => (isIP(name) === 0 ? { type: "dns", value: name } : { type: "ip", value: name }))),
+              await x509.AuthorityKeyIdentifierExtension.create(caCert.publicKey),
+              await x509.SubjectKeyIdentifierExtension.create(keys.publicKey)
+            ]
+          })
+        )
+        const privateKeyPem = yield* Effect.promise(() => subtle.exportKey("pkcs8", keys.privateKey)).pipe(
+          Effect.map((der) => createPrivateKey({ key: Buffer.from(der), format: "der", type: "pkcs8" }).export({ type: "pkcs8", format: "pem" }).toString())
+        )
+        return { certificatePem: cert.toString("pem") + "\n", privateKeyPem, serial: cert.serialNumber.toLowerCase(), notAfter: cert.notAfter }
+      }),
 
     mintNonce: (request) =>
       Effect.gen(function* () {

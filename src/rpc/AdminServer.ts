@@ -10,7 +10,7 @@
  * does not depend on how much of a guess was right (nor on its length).
  */
 import type { ListenerLimits } from "../domain/listenerLimits.js"
-import { guardedServerLayer, makeRefusalLog, type RefusalLog } from "../http/listener.js"
+import { guardedServerLayer, makeRefusalLog, type RefusalLog, type ServerTls } from "../http/listener.js"
 import { createHash, timingSafeEqual } from "node:crypto"
 import { CONFIG_KEY } from "../domain/bucketKeys.js"
 import { type HttpApp, HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
@@ -30,7 +30,8 @@ import { groupTargets } from "../shard/reconcile.js"
 import { adoptFromLog } from "../shard/adopt.js"
 import { Ownership } from "../shard/Ownership.js"
 import { SagaRunner } from "../shard/SagaRunner.js"
-import { ShardContext } from "../shard/ShardContext.js"
+import { certificateHosts, ShardContext } from "../shard/ShardContext.js"
+import type { ClusterPkiShape } from "../services/ClusterPki.js"
 import { type LeaderServices, NotLeaderHere, ShardReplica, type ShardReplicaShape, withLeader } from "../shard/ShardReplica.js"
 import { type ConfigSource, readDynamicGroups } from "../shard/shardConfig.js"
 import { keepServing } from "./keepServing.js"
@@ -80,8 +81,10 @@ export interface AdminServerOptions extends AdminServiceOptions {
   readonly path?: HttpRouter.PathInput
   /** Default `MAX_ADMIN_REQUEST_BYTES` (64 KiB). */
   readonly maxRequestBytes?: number
-  /** Connection caps and timeouts (default: what the process\'s descriptor limit allows). */
+  /** Connection caps and timeouts (default: what the process's descriptor limit allows). */
   readonly limits?: ListenerLimits
+  /** TLS 1.3 with a certificate from the cluster CA; absent: plain HTTP (tests of the handlers only). */
+  readonly tls?: ServerTls
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -549,9 +552,13 @@ export const AdminServerLive = (options: AdminServerOptions) => {
   return Layer.unwrapEffect(Effect.map(makeRefusalLog("operator"), (refusals) =>
     AdminRouter.serve(guard(options.token, options.maxRequestBytes ?? MAX_ADMIN_REQUEST_BYTES, refusals)).pipe(
       Layer.provide(rpc),
-      Layer.provideMerge(guardedServerLayer("operator", options, options.limits, refusals))
+      Layer.provideMerge(guardedServerLayer("operator", options, options.limits, refusals, options.tls))
     )))
 }
+
+export const ADMIN_TLS_MISSING =
+  "admin endpoint not started: it serves only over TLS, with a certificate from the cluster CA, and the cluster PKI needs " +
+  "NSTANCE_ENCRYPTION_KEY (or --encryption-key-file); the shard runs, but nstance-admin cannot reach it"
 
 export const ADMIN_TOKEN_MISSING =
   "admin endpoint not started: no admin token (set NSTANCE_ADMIN_TOKEN or --admin-token-file); the shard runs, but nstance-admin cannot reach it"
@@ -567,18 +574,23 @@ export const serveAdmin = (settings: {
   readonly source: ConfigSource
   readonly store: ObjectStoreShape
   readonly replica: ShardReplicaShape
+  /** The cluster PKI the endpoint's TLS certificate comes from; absent: the endpoint is not started. */
+  readonly pki: ClusterPkiShape | undefined
 }): Effect.Effect<void> =>
   Effect.gen(function* () {
     if (settings.token === undefined) return yield* Effect.logWarning(ADMIN_TOKEN_MISSING)
+    if (settings.pki === undefined) return yield* Effect.logWarning(ADMIN_TLS_MISSING)
+    const config = yield* SubscriptionRef.get(settings.replica.config)
     const server = AdminServerLive({
       token: settings.token,
       source: settings.source,
       store: settings.store,
+      tls: { pki: settings.pki, hosts: certificateHosts(config, "operator", settings.replica.advertiseHost) },
       ...(settings.bind.host === "" ? {} : { host: settings.bind.host }),
       port: settings.bind.port
     }).pipe(Layer.provide(Layer.succeed(ShardReplica, settings.replica)))
     return yield* keepServing(server, {
-      listening: () => Effect.logInfo(`admin endpoint: listening on ${settings.bind.text}`),
+      listening: () => Effect.logInfo(`admin endpoint: listening on ${settings.bind.text} (TLS 1.3, certificate from the cluster CA pki/${config.config.cluster.id}/ca.crt)`),
       cannotServe: `admin endpoint: cannot serve on ${settings.bind.text}`
     })
   })

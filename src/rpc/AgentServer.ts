@@ -6,7 +6,7 @@
  * — so a bad public key never burns the nonce, and a lost race to record never hands out a certificate.
  */
 import type { ListenerLimits, RefusalReason } from "../domain/listenerLimits.js"
-import { guardedServerLayer, makeRefusalLog, type RefusalLog } from "../http/listener.js"
+import { guardedServerLayer, makeRefusalLog, type RefusalLog, type ServerTls } from "../http/listener.js"
 import { InvalidCertificate, InvalidNonce, InvalidPayload, NonceReused, NotLeader, UnknownInstance } from "../domain/agent/errors.js"
 import { type HttpApp, HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { RpcSerialization, RpcServer } from "@effect/rpc"
@@ -60,8 +60,10 @@ export interface AgentServerOptions extends AgentServiceOptions {
   readonly path?: HttpRouter.PathInput
   /** Largest request body read; larger ones get HTTP 413. Default `MAX_REQUEST_BYTES` (16 KiB). */
   readonly maxRequestBytes?: number
-  /** Connection caps and timeouts (default: what the process\'s descriptor limit allows). */
+  /** Connection caps and timeouts (default: what the process's descriptor limit allows). */
   readonly limits?: ListenerLimits
+  /** TLS 1.3 with a certificate from the cluster CA; absent: plain HTTP (tests of the handlers only). */
+  readonly tls?: ServerTls
 }
 
 const decodeRegister = decodeStrict(RegisterAgentPayload)
@@ -255,7 +257,7 @@ export const AgentServerLive = (options: AgentServerOptions) => {
     )
     return AgentRouter.serve(bodyLimit(options.maxRequestBytes ?? MAX_REQUEST_BYTES, refusals)).pipe(
       Layer.provide(rpc),
-      Layer.provideMerge(guardedServerLayer("registration", options, options.limits, refusals))
+      Layer.provideMerge(guardedServerLayer("registration", options, options.limits, refusals, options.tls))
     )
   }))
 }

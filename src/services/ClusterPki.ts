@@ -87,6 +87,20 @@ export interface IssuedCertificate {
   readonly notAfter: Date
 }
 
+export interface IssueServerCertificateRequest {
+  /** What clients dial: IP addresses and DNS names, each becomes a subjectAltName. */
+  readonly hosts: ReadonlyArray<string>
+  readonly ttl: Duration.DurationInput
+}
+
+/** A server certificate and its private key, which lives only in the memory of the replica that asked. */
+export interface IssuedServerCertificate {
+  readonly certificatePem: string
+  readonly privateKeyPem: string
+  readonly serial: string
+  readonly notAfter: Date
+}
+
 export interface VerifiedClientCertificate {
   /** Subject CN. */
   readonly instanceId: string
@@ -106,6 +120,8 @@ export interface ClusterPkiShape {
   readonly issueClientCertificate: (request: IssueClientCertificateRequest) => Effect.Effect<IssuedCertificate, InvalidPublicKey>
   /** Signed by our CA, a client (not CA) certificate, and valid at the current `Clock` time. */
   readonly verifyClientCertificate: (pem: string) => Effect.Effect<VerifiedClientCertificate, CertificateRejected>
+  /** A TLS server certificate for `hosts`, with a fresh key pair (the key is never stored). */
+  readonly issueServerCertificate: (request: IssueServerCertificateRequest) => Effect.Effect<IssuedServerCertificate>
   /** An EdDSA JWT expiring `ttl` after the current `Clock` time. */
   readonly mintNonce: (request: MintNonceRequest) => Effect.Effect<MintedNonce>
   /** Checks, in order, shape, signature, expiry (at `Clock` time), kind, then cluster and shard. */

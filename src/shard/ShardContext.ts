@@ -34,9 +34,23 @@ export const advertisedAddress = (address: Address, advertiseHost: string | unde
   return host.includes(":") ? `[${host}]:${address.port}` : `${host}:${address.port}`
 }
 
-/** The URL agents register at: `http://{shard.advertise.registration_addr}/agent`. */
+/** The URL agents register at: `https://{shard.advertise.registration_addr}/agent`. */
 export const registrationUrl = (config: ParsedShardConfig, advertiseHost: string | undefined): string =>
-  `http://${advertisedAddress(config.config.shard.advertise.registration, advertiseHost)}/agent`
+  `https://${advertisedAddress(config.config.shard.advertise.registration, advertiseHost)}/agent`
+
+const isWildcardHost = (host: string) => host === "" || host === "0.0.0.0" || host === "::"
+
+/**
+ * The names a TLS endpoint's certificate carries: whatever a client may dial — the advertised host (a VIP or
+ * DNS name every replica shares), this replica's `--advertise-host` and bound address, its hostname, and
+ * loopback for an operator on the machine itself.
+ */
+export const certificateHosts = (config: ParsedShardConfig, endpoint: "registration" | "operator", advertiseHost: string | undefined): ReadonlyArray<string> => {
+  const advertised = config.config.shard.advertise[endpoint].host
+  const bound = config.config.shard.bind[endpoint].host
+  const hosts = [advertised, advertiseHost ?? "", bound, hostname(), "localhost", "127.0.0.1", "::1"]
+  return [...new Set(hosts.filter((host) => !isWildcardHost(host)))]
+}
 
 export interface GcGraces {
   readonly orphan?: Duration.DurationInput

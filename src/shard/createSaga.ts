@@ -213,7 +213,8 @@ const isoStep = Effect.fn(span("iso"))(function* (instance: InstanceIn<"template
     ? userData.text
     : withAgentRegistration(userData.text.trim() === "" ? "" : normaliseUserData(userData.text), {
       registrationUrl: registrationUrl(config, registration.advertiseHost),
-      nonce: Redacted.value(minted.jwt)
+      nonce: Redacted.value(minted.jwt),
+      caPem: registration.pki.caPem
     })
   const seed = cloudInitSeed({ instanceId: id, userData: text })
   if (seed instanceof InvalidCloudInitInput) return yield* permanentStepError(id, step, seed.message)

@@ -58,9 +58,10 @@ export const vmOfInstance = (instance: Instance, step: string): Effect.Effect<Vm
     const list = Effect.suspend(() =>
       listing === undefined ? Effect.tap(pve.vmResources(), (read) => Effect.sync(() => { listing = read })) : Effect.succeed(listing)
     )
-    let located = instance.node === undefined
+    const recordedNode = instance.node
+    let located = recordedNode === undefined
       ? Option.none<{ readonly node: string; readonly config: VmConfig }>()
-      : Option.map(yield* absentAsNone(pve.vmConfig(instance.node, vmid)), (config) => ({ node: instance.node!, config }))
+      : Option.map(yield* absentAsNone(pve.vmConfig(recordedNode, vmid)), (config) => ({ node: recordedNode, config }))
     if (Option.isNone(located)) {
       // Not on its node: PVE HA may have moved it.
       const there = (yield* list).find((vm) => vm.vmid === vmid)

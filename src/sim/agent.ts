@@ -8,33 +8,10 @@
  * reports with the new one. A VM without `agent.json` boots as before, with no agent.
  */
 import { Clock, Duration, Effect, Either, FiberSet, Ref, Schedule, type Scope } from "effect"
-import { type AgentClient, type AgentConnector, type AgentIdentity, makeAgentClient, type RenewCertificateError } from "../agent/AgentClient.js"
-import { AGENT_CONFIG_PATH, mimeParts } from "../domain/shard/userData.js"
+import { type AgentClient, type AgentConnector, type AgentIdentity, makeAgentClient, type RenewCertificateError, tlsConnector } from "../agent/AgentClient.js"
+import { type AgentRegistrationData, agentRegistrationOf } from "../domain/shard/userData.js"
 import type { GuestBoot, GuestHook } from "./guest.js"
 import type { SimModel } from "./model.js"
-
-export interface AgentSettingsFile {
-  readonly registrationUrl: string
-  readonly nonce: string
-}
-
-/** `agent.json` as the user-data's cloud-config part writes it; undefined when the user-data has none. */
-export const agentSettingsOf = (userData: string): AgentSettingsFile | undefined => {
-  for (const part of mimeParts(userData) ?? []) {
-    if (!part.body.includes(AGENT_CONFIG_PATH)) continue
-    const line = /^\s*content:\s*(".*")\s*$/m.exec(part.body)
-    if (line === null) continue
-    try {
-      const parsed = JSON.parse(JSON.parse(line[1]!) as string) as { registration_url?: unknown; nonce?: unknown }
-      if (typeof parsed.registration_url === "string" && typeof parsed.nonce === "string") {
-        return { registrationUrl: parsed.registration_url, nonce: parsed.nonce }
-      }
-    } catch {
-      return undefined
-    }
-  }
-  return undefined
-}
 
 /** The simulated private IPv4 of a VM: `10.20.{node number}.{vmid % 250}`. */
 export const simulatedIp = (node: string, vmid: number): string => `10.20.${Number(/(\d+)$/.exec(node)?.[1] ?? 0)}.${vmid % 250}`
@@ -92,7 +69,7 @@ export const makeSimAgents = (options: SimAgentsOptions = {}): Effect.Effect<Sim
     const registered: Array<{ instanceId: string; vmid: number; ip: string }> = []
     const muted: Array<string> = []
 
-    const agent = (boot: GuestBoot, settings: AgentSettingsFile) =>
+    const agent = (boot: GuestBoot, settings: AgentRegistrationData) =>
       Effect.gen(function* () {
         const startedAt = model?.vms.get(boot.vmid)?.startedAt
         // This boot of this VM: a restart makes a new boot, with an agent of its own.
@@ -101,7 +78,7 @@ export const makeSimAgents = (options: SimAgentsOptions = {}): Effect.Effect<Sim
           return vm !== undefined && vm.status === "running" && vm.config.get("name") === boot.name && vm.startedAt === startedAt
         })
         const ip = simulatedIp(boot.node, boot.vmid)
-        const client = yield* makeAgentClient(settings.registrationUrl, options.connector)
+        const client = yield* makeAgentClient(settings.registrationUrl, options.connector ?? tlsConnector(settings.caPem))
         // The renew point counts from before the request: the certificate was issued no earlier than that.
         const askedAt = yield* Clock.currentTimeMillis
         const identity: AgentIdentity | undefined = yield* client.register({ nonce: settings.nonce, ips: { ipv4: ip }, hostname: boot.instanceId }).pipe(
@@ -164,7 +141,7 @@ export const makeSimAgents = (options: SimAgentsOptions = {}): Effect.Effect<Sim
       })
 
     const hook: GuestHook = (boot) => {
-      const settings = agentSettingsOf(boot.userData)
+      const settings = agentRegistrationOf(boot.userData)
       if (settings === undefined) return
       nonces.push(settings.nonce)
       if (options.mute?.(boot) === true) {

@@ -18,12 +18,14 @@ import { closedPort } from "../support/net.js"
 import { mkdtempSync, mkdirSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { adminConfigText, TOKEN } from "./harness.js"
+import { adminConfigText, CLUSTER, TOKEN, writeCaFile } from "./harness.js"
+import { randomBytes } from "node:crypto"
+import { pkiObjectKeys } from "../../src/domain/bucketKeys.js"
 
 const PREFIX = "shard/pve-a/"
 
-const admin = (address: string, args: ReadonlyArray<string>) =>
-  Effect.promise(() => runCommand(adminCommand, "nstance-admin", [...args, "--server", address], { env: { NSTANCE_ADMIN_TOKEN: Redacted.value(TOKEN) } }))
+const adminWith = (caFile: string) => (address: string, args: ReadonlyArray<string>) =>
+  Effect.promise(() => runCommand(adminCommand, "nstance-admin", [...args, "--server", address], { env: { NSTANCE_ADMIN_TOKEN: Redacted.value(TOKEN), NSTANCE_CA_FILE: caFile } }))
 
 const vms = (sim: RunningSimulator) => [...sim.model.vms.values()].filter((vm) => vm.config.get("template") !== "1")
 const isos = (sim: RunningSimulator) => [...sim.model.volumes.values()].filter((v) => v.content === "iso").map((v) => v.volid)
@@ -52,10 +54,15 @@ describe("nstance-admin against the daemon on the HTTP simulator", () => {
         store: Layer.succeed(ObjectStore, store),
         config: { _tag: "Store", key: CONFIG_KEY, shard: "pve-a" },
         proxmox: { apiUrl: sim.url, tokenId: sim.tokenId, tokenSecret: sim.tokenSecret },
-        adminToken: TOKEN
+        adminToken: TOKEN,
+        // The cluster PKI: the operator endpoint's TLS certificate comes from it.
+        encryptionKey: new Uint8Array(randomBytes(32))
       }).pipe(Effect.scoped, Effect.provide(Logger.replace(Logger.defaultLogger, Logger.none)), Effect.forkScoped)
 
       yield* waitUntil("the first VM runs", () => vms(sim).some((vm) => vm.status === "running"))
+      // The CA is public: an operator copies it from the bucket.
+      const ca = yield* store.get(pkiObjectKeys(CLUSTER).caCert).pipe(Effect.orDie)
+      const admin = adminWith(yield* writeCaFile(new TextDecoder().decode(ca.body)))
       const [first] = vms(sim)
       const instanceId = first?.config.get("name") ?? ""
       const status = JSON.parse((yield* admin(address, ["status", "--json"])).stdout)

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { CONFIG_KEY, GROUPS_KEY } from "../../src/domain/bucketKeys.js"
-import { Effect, Either, Redacted, Ref, SubscriptionRef } from "effect"
+import { Effect, Either, Ref, SubscriptionRef } from "effect"
 import { GroupWriteConflict, updateDynamicGroups } from "../../src/admin/groupsStore.js"
 import { deleteDynamicGroup, encodeDynamicGroups, mergeDynamicGroups, parseDynamicGroups, upsertDynamicGroup } from "../../src/domain/dynamicGroups.js"
 import { parseJsonc } from "../../src/domain/config/index.js"
@@ -9,7 +9,7 @@ import { ObjectStore, type ObjectStoreShape } from "../../src/services/ObjectSto
 import { reloadConfig } from "../../src/shard/configWatch.js"
 import { makeConfigHeld } from "../../src/shard/configHeld.js"
 import { loadConfig } from "../../src/shard/shardConfig.js"
-import { adminConfigText, makeAdminWorld, TOKEN } from "./harness.js"
+import { adminConfigText, makeAdminWorld } from "./harness.js"
 import { adminCommand } from "../../src/cli/adminCommand.js"
 import { runCommand } from "../support/cli.js"
 
@@ -171,7 +171,7 @@ describe("UpsertGroup over the wire", () => {
       expect(refused).toMatchObject({ _tag: "InvalidPayload", field: "vars", reason: `"__proto__" cannot be a variable name` })
       const cli = yield* Effect.promise(() =>
         runCommand(adminCommand, "nstance-admin", ["group", "set", "shop/constructor", "--vars", "__proto__=x", "--server", world.leader.address], {
-          env: { NSTANCE_ADMIN_TOKEN: Redacted.value(TOKEN) }
+          env: world.adminEnv
         }))
       expect(cli.status).toBe(1)
       expect(cli.stderr).toContain(`"__proto__" cannot be a variable name`)

@@ -15,10 +15,13 @@ import { ObjectStore, type ObjectStoreShape } from "../../src/services/ObjectSto
 import { AdminServerLive } from "../../src/rpc/AdminServer.js"
 import { ShardReplica, type ShardReplicaShape } from "../../src/shard/ShardReplica.js"
 import { buildReplica } from "../support/stackReplica.js"
+import { writeCaFile } from "../support/tls.js"
+export { writeCaFile } from "../support/tls.js"
 import { leaseDouble } from "../support/leaseDouble.js"
 import { type ConfigSource, loadConfig } from "../../src/shard/shardConfig.js"
 import { PveSimulator, type RunningSimulator } from "../../src/sim/server.js"
-import { connectAdmin } from "../../src/admin/AdminClient.js"
+import { type AdminCredentials, connectAdmin } from "../../src/admin/AdminClient.js"
+import type { ClusterPkiShape } from "../../src/services/ClusterPki.js"
 import { makeClusterPki } from "../../src/layers/ClusterPkiStore.js"
 import { randomBytes } from "node:crypto"
 import { fastPveSettings } from "../shard/leaderHarness.js"
@@ -56,8 +59,11 @@ export interface Endpoint {
   readonly address: string
 }
 
-/** Serves the admin group for `replica` on 127.0.0.1:0. */
-export const serve = (replica: ShardReplicaShape, store: ObjectStoreShape, source: ConfigSource, maxRequestBytes?: number) =>
+/** The credentials of a client of a test's endpoints: the test token and the CA of `pki`. */
+export const credentialsFor = (pki: ClusterPkiShape): AdminCredentials => ({ token: TOKEN, caPem: pki.caPem })
+
+/** Serves the admin group for `replica` on 127.0.0.1:0, over TLS 1.3 with a certificate from `pki`. */
+export const serve = (replica: ShardReplicaShape, store: ObjectStoreShape, source: ConfigSource, pki: ClusterPkiShape, maxRequestBytes?: number) =>
   Effect.gen(function* () {
     const context = yield* Layer.build(AdminServerLive({
       token: TOKEN,
@@ -65,6 +71,7 @@ export const serve = (replica: ShardReplicaShape, store: ObjectStoreShape, sourc
       store,
       host: "127.0.0.1",
       port: 0,
+      tls: { pki, hosts: ["127.0.0.1"] },
       ...(maxRequestBytes === undefined ? {} : { maxRequestBytes })
     }).pipe(
       Layer.provide(Layer.succeed(ShardReplica, replica)),
@@ -102,13 +109,13 @@ export const makeAdminWorld = (options: AdminWorldOptions = {}) =>
     const load = loadConfig(source).pipe(Effect.provideService(ObjectStore, store), Effect.orDie)
     const config: SubscriptionRef.SubscriptionRef<ParsedShardConfig> = yield* SubscriptionRef.make(yield* load)
     const leaderInfo = (): Option.Option<LeaderInfo> => Option.some({ id: "replica-1", address: "127.0.0.1:8991", term: 1 })
-    const pki = options.registration === true
-      ? yield* makeClusterPki(store, { clusterId: CLUSTER, encryptionKey: new Uint8Array(randomBytes(32)) }).pipe(Effect.orDie, quiet)
-      : undefined
+    // The endpoint's TLS certificate comes from the cluster PKI; the leader registers agents with it only when asked.
+    const clusterPki = yield* makeClusterPki(store, { clusterId: CLUSTER, encryptionKey: new Uint8Array(randomBytes(32)) }).pipe(Effect.orDie, quiet)
+    const pki = options.registration === true ? clusterPki : undefined
     const pve = ProxmoxApiHttp(fastPveSettings(sim))
     const leading = yield* leaseDouble("replica-1", Effect.sync(leaderInfo))
     const replica = yield* buildReplica({ id: "replica-1", advertiseHost: "127.0.0.1", config, source, store, lease: leading.lease, ...(pki === undefined ? {} : { pki }), leader: { pve, loop: { eventLog: { batchWindow: "5 millis" } } } }).pipe(quiet)
-    const leader = yield* serve(replica, store, source, options.maxRequestBytes)
+    const leader = yield* serve(replica, store, source, clusterPki, options.maxRequestBytes)
     leaderAddress = leader.address
     yield* putConfig(adminConfigText(options.size ?? 1, leaderAddress))
     yield* SubscriptionRef.set(config, yield* load)
@@ -126,10 +133,13 @@ export const makeAdminWorld = (options: AdminWorldOptions = {}) =>
       const standbyConfig = yield* SubscriptionRef.make(yield* load)
       const standbyLease = yield* leaseDouble("replica-2", Effect.sync(leaderInfo))
       const standbyReplica = yield* buildReplica({ id: "replica-2", config: standbyConfig, source, store, lease: standbyLease.lease, leader: false }).pipe(quiet)
-      return yield* serve(standbyReplica, store, source)
+      return yield* serve(standbyReplica, store, source, clusterPki)
     })
 
-    const client = (address = leaderAddress, token = TOKEN) => Effect.map(connectAdmin(address, token), (c) => c.rpc)
+    const credentials = credentialsFor(clusterPki)
+    /** The CA as `nstance-admin --ca-file` / `NSTANCE_CA_FILE` reads it. */
+    const caFile = yield* writeCaFile(clusterPki.caPem)
+    const client = (address = leaderAddress, token = TOKEN) => Effect.map(connectAdmin(address, { token, caPem: clusterPki.caPem }), (c) => c.rpc)
 
     const waitUntil = <E, R>(what: string, check: Effect.Effect<boolean, E, R>, timeout: Duration.DurationInput = "8 seconds") =>
       Effect.gen(function* () {
@@ -143,7 +153,7 @@ export const makeAdminWorld = (options: AdminWorldOptions = {}) =>
     /** Ends the leader's term (as losing the lease would). */
     const depose = leading.depose
 
-    return { store, sim, config, replica, leader, standby, client, waitUntil, putConfig, source, quiet, depose }
+    return { store, sim, config, replica, leader, standby, client, pki: clusterPki, credentials, caFile, adminEnv: { NSTANCE_ADMIN_TOKEN: Redacted.value(TOKEN), NSTANCE_CA_FILE: caFile, NSTANCE_ADMIN_ADDR: undefined }, waitUntil, putConfig, source, quiet, depose }
   })
 
 export const nonTemplateVms = (sim: RunningSimulator) => [...sim.model.vms.values()].filter((vm) => vm.config.get("template") !== "1")

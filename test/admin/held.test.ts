@@ -4,10 +4,10 @@
  * (the group is over its size, yet neither is scaled away) until the operator deletes one, which releases it.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Redacted } from "effect"
+import { Effect } from "effect"
 import { adminCommand } from "../../src/cli/adminCommand.js"
 import { runCommand } from "../support/cli.js"
-import { makeAdminWorld, TOKEN } from "./harness.js"
+import { makeAdminWorld } from "./harness.js"
 
 const A = "webaaaaaaaaaaaaaaaaaaaaaaaaaa"
 const B = "webbbbbbbbbbbbbbbbbbbbbbbbbbb"
@@ -43,7 +43,7 @@ describe("held instances over the admin endpoint", () => {
       ])
 
       const admin = (args: ReadonlyArray<string>) =>
-        Effect.promise(() => runCommand(adminCommand, "nstance-admin", [...args, "--server", world.leader.address], { env: { NSTANCE_ADMIN_TOKEN: Redacted.value(TOKEN), NSTANCE_ADMIN_ADDR: undefined } }))
+        Effect.promise(() => runCommand(adminCommand, "nstance-admin", [...args, "--server", world.leader.address], { env: world.adminEnv }))
       const text = lines((yield* admin(["status"])).stdout)
       expect(text).toContain(`  ${A}  VM 500  since seq 1: CloneRequested gives ${B} VMID 500, which belongs to ${A}`)
       expect(text).toContain(`  seq 1  CloneRequested  ${B}  VM 500: CloneRequested gives ${B} VMID 500, which belongs to ${A}`)

@@ -3,12 +3,11 @@ import { Effect, Redacted } from "effect"
 import { callAdmin, connectAdmin } from "../../src/admin/AdminClient.js"
 import { tokenMatches } from "../../src/rpc/AdminServer.js"
 import { makeAdminWorld, TOKEN } from "./harness.js"
+import { httpsRequest } from "../support/tls.js"
 
-const post = (url: string, body: string, headers: Record<string, string> = {}) =>
-  Effect.promise(async () => {
-    const response = await fetch(url, { method: "POST", body, headers: { "content-type": "application/ndjson", ...headers } })
-    return { status: response.status, text: await response.text() }
-  })
+/** A POST trusting the world's cluster CA; a body the server cuts short answers what it answered (or status 0). */
+const postWith = (ca: string) => (url: string, body: string, headers: Record<string, string> = {}) =>
+  Effect.promise(() => httpsRequest(url, { body, headers, ca }).catch(() => ({ status: 0, text: "" })))
 
 const statusRequest = `${JSON.stringify({ _tag: "Request", id: "1", tag: "Status", payload: null, headers: [] })}\n`
 
@@ -16,7 +15,8 @@ describe("admin endpoint security", () => {
   it.scopedLive("no token or a wrong token gets Unauthenticated and nothing else; the right one is served", () =>
     Effect.gen(function* () {
       const world = yield* makeAdminWorld({ lead: false })
-      const url = `http://${world.leader.address}/admin`
+      const post = postWith(world.pki.caPem)
+      const url = `https://${world.leader.address}/admin`
       // Raw HTTP: 401 and a body naming only the error, whether the request is well-formed or not.
       const attempts: ReadonlyArray<Record<string, string>> = [{}, { authorization: "Bearer wrong-token-wrong-token" }, { authorization: Redacted.value(TOKEN) }, { authorization: "Bearer " }]
       for (const headers of attempts) {
@@ -27,11 +27,11 @@ describe("admin endpoint security", () => {
         }
       }
       // Through the client: a typed Unauthenticated.
-      const wrong = yield* Effect.flip(callAdmin(world.leader.address, Redacted.make("not-the-token-at-all"), (rpc) => rpc.Status()))
+      const wrong = yield* Effect.flip(callAdmin(world.leader.address, { ...world.credentials, token: Redacted.make("not-the-token-at-all") }, (rpc) => rpc.Status()))
       expect(wrong._tag).toBe("Unauthenticated")
       // A standby that is asked without the token does not even say it is a standby.
       const standby = yield* world.standby
-      const standbyAnswer = yield* post(`http://${standby.address}/admin`, statusRequest)
+      const standbyAnswer = yield* post(`https://${standby.address}/admin`, statusRequest)
       expect(standbyAnswer.status).toBe(401)
       // With the token: not the leader yet (no term published), so a typed NotLeader naming itself.
       const rpc = yield* world.client()
@@ -50,6 +50,7 @@ describe("admin endpoint security", () => {
   it.scopedLive("malformed and oversized payloads are typed errors naming the field, and the server keeps serving", () =>
     Effect.gen(function* () {
       const world = yield* makeAdminWorld({ size: 0, maxRequestBytes: 8 * 1024 })
+      const post = postWith(world.pki.caPem)
       const rpc = yield* world.client()
       const cases: ReadonlyArray<readonly [Effect.Effect<unknown, unknown>, object]> = [
         [rpc.GetInstance({ instanceId: "x".repeat(500) }), { _tag: "PayloadTooLarge", field: "instanceId", maxLength: 64 }],
@@ -68,13 +69,13 @@ describe("admin endpoint security", () => {
         expect(error).toMatchObject(expected)
       }
       // A body over the limit is HTTP 413, typed by the client.
-      const tooBig = yield* Effect.flip(callAdmin(world.leader.address, TOKEN, (r) => r.UpsertGroup({ tenant: "shop", group: "web", vars: { big: "v".repeat(20_000) } })))
+      const tooBig = yield* Effect.flip(callAdmin(world.leader.address, world.credentials, (r) => r.UpsertGroup({ tenant: "shop", group: "web", vars: { big: "v".repeat(20_000) } })))
       expect(tooBig).toMatchObject({ _tag: "PayloadTooLarge", field: "body" })
       // The typed errors never echo the value sent.
       const invalid = yield* Effect.flip(rpc.GetInstance({ instanceId: "NOT AN ID" }))
       expect(JSON.stringify(invalid)).not.toContain("NOT AN ID")
       // Bodies that are not RPC messages: an error response, and the endpoint goes on serving.
-      const url = `http://${world.leader.address}/admin`
+      const url = `https://${world.leader.address}/admin`
       const bearer = { authorization: `Bearer ${Redacted.value(TOKEN)}` }
       const rawBodies = [
         "this is not json\n",
@@ -96,13 +97,13 @@ describe("admin endpoint security", () => {
     Effect.gen(function* () {
       const world = yield* makeAdminWorld({ size: 0 })
       const standby = yield* world.standby
-      const direct = yield* Effect.flip(Effect.flatMap(connectAdmin(standby.address, TOKEN), (c) => c.rpc.ListGroups()))
+      const direct = yield* Effect.flip(Effect.flatMap(connectAdmin(standby.address, world.credentials), (c) => c.rpc.ListGroups()))
       expect(direct).toMatchObject({ _tag: "NotLeader", leaderAddr: world.leader.address })
-      const followed = yield* callAdmin(standby.address, TOKEN, (rpc) => rpc.Status())
+      const followed = yield* callAdmin(standby.address, world.credentials, (rpc) => rpc.Status())
       expect(followed.address).toBe(world.leader.address)
       expect(followed.value.leader).toBe("replica-1")
       // ValidateConfig is answered by any replica: it reads the bucket, not the log.
-      const validated = yield* callAdmin(standby.address, TOKEN, (rpc) => rpc.ValidateConfig())
+      const validated = yield* callAdmin(standby.address, world.credentials, (rpc) => rpc.ValidateConfig())
       expect(followed.address).toBe(world.leader.address)
       expect(validated).toMatchObject({ address: standby.address, value: { valid: true, groups: 1 } })
     }))

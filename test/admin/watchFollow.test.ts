@@ -16,6 +16,8 @@ import { runCommand } from "../support/cli.js"
 import { daemonConfigText, type DaemonProcess, startProcess, startServerProcess } from "../support/daemonProcess.js"
 import { closedPort } from "../support/net.js"
 import { makeAdminWorld, TOKEN } from "./harness.js"
+import { randomBytes } from "node:crypto"
+import { pkiObjectKeys } from "../../src/domain/bucketKeys.js"
 
 const WATCH_EVENT = /^\{"seq":\d+,/
 
@@ -26,7 +28,11 @@ describe("nstance-admin watch at a leader change", () => {
     const processes: Array<DaemonProcess> = []
     try {
       const ports = { health: await closedPort(), election: await closedPort(), registration: await closedPort(), operator: await closedPort(), agent: await closedPort() }
-      const env = { PROXMOX_API_URL: sim.url, PROXMOX_TOKEN_ID: sim.tokenId, PROXMOX_TOKEN_SECRET: sim.tokenSecret, NSTANCE_ADMIN_TOKEN: Redacted.value(TOKEN) }
+      // The encryption key turns the cluster PKI on: the operator endpoints serve TLS with certificates from its CA.
+      const env = {
+        PROXMOX_API_URL: sim.url, PROXMOX_TOKEN_ID: sim.tokenId, PROXMOX_TOKEN_SECRET: sim.tokenSecret, NSTANCE_ADMIN_TOKEN: Redacted.value(TOKEN),
+        NSTANCE_ENCRYPTION_KEY: randomBytes(32).toString("hex")
+      }
       const start = (id: string, host: string) => {
         const config = join(dir, `${id}.jsonc`)
         writeFileSync(config, daemonConfigText({ host, ports }))
@@ -43,11 +49,13 @@ describe("nstance-admin watch at a leader change", () => {
       await replicas[0]!.daemon.waitFor("a leader with its term started and a standby", () => replicas.some(started) && replicas.some(follows), 25_000)
       const leader = replicas.find(started)!
       const standby = replicas.find((r) => r !== leader)!
+      // The CA is public: an operator copies it from the bucket.
+      const caFile = join(dir, "bucket", pkiObjectKeys("acme-prod").caCert)
       const admin = (args: ReadonlyArray<string>) =>
-        runCommand(adminCommand, "nstance-admin", [...args, "--server", standby.address], { env: { NSTANCE_ADMIN_TOKEN: Redacted.value(TOKEN), NSTANCE_ADMIN_ADDR: undefined } })
+        runCommand(adminCommand, "nstance-admin", [...args, "--server", standby.address], { env: { NSTANCE_ADMIN_TOKEN: Redacted.value(TOKEN), NSTANCE_CA_FILE: caFile, NSTANCE_ADMIN_ADDR: undefined } })
 
       // Pointed at the standby: it is sent on to the leader.
-      const watch = startProcess("bin/nstance-admin.js", ["watch", "--json", "--server", standby.address], { NSTANCE_ADMIN_TOKEN: Redacted.value(TOKEN) })
+      const watch = startProcess("bin/nstance-admin.js", ["watch", "--json", "--server", standby.address], { NSTANCE_ADMIN_TOKEN: Redacted.value(TOKEN), NSTANCE_CA_FILE: caFile })
       processes.push(watch)
       const notes = () => watch.stderr().split("\n").filter((line) => line !== "")
       const events = () => watch.stdout().split("\n").filter((line) => WATCH_EVENT.test(line)).length
@@ -85,14 +93,14 @@ describe("watchFollowingLeader's bounds (in-process)", () => {
   it.live("no replica answering: it gives up after its schedule with the one line of the last failure", () =>
     Effect.gen(function* () {
       const port = yield* Effect.promise(closedPort)
-      const error = yield* Effect.flip(watchFollowingLeader(`127.0.0.1:${port}`, TOKEN, silent, Schedule.recurs(2)))
+      const error = yield* Effect.flip(watchFollowingLeader(`127.0.0.1:${port}`, { token: TOKEN, caPem: "" }, silent, Schedule.recurs(2)))
       expect(error.message).toBe(`no admin endpoint answers at 127.0.0.1:${port} (connection failed); is nstance-server running there with an admin token?`)
     }))
 
   it.scopedLive("refused credentials are not retried", () =>
     Effect.gen(function* () {
       const world = yield* makeAdminWorld({ size: 0 })
-      const error = yield* Effect.flip(watchFollowingLeader(world.leader.address, Redacted.make("a-wrong-token-of-enough-length"), silent, Schedule.forever))
+      const error = yield* Effect.flip(watchFollowingLeader(world.leader.address, { ...world.credentials, token: Redacted.make("a-wrong-token-of-enough-length") }, silent, Schedule.forever))
       expect(error._tag).toBe("Unauthenticated")
     }))
 })

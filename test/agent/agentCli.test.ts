@@ -9,6 +9,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, wri
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { describe, expect, it } from "@effect/vitest"
+import { writeCaFile } from "../support/tls.js"
 import { Effect, Redacted } from "effect"
 import { agentCommand } from "../../src/agent/agentCommand.js"
 import { cloudInitSeed, InvalidCloudInitInput } from "../../src/domain/cloudInit.js"
@@ -23,7 +24,7 @@ const tempDir = Effect.acquireRelease(
 )
 
 const agent = (args: ReadonlyArray<string>, options: InProcessOptions = {}) =>
-  Effect.promise(() => runCommand(agentCommand, "nstance-agent", args, { env: { NSTANCE_AGENT_NONCE: undefined, NSTANCE_AGENT_URL: undefined }, ...options }))
+  Effect.promise(() => runCommand(agentCommand, "nstance-agent", args, { env: { NSTANCE_AGENT_NONCE: undefined, NSTANCE_AGENT_URL: undefined, NSTANCE_AGENT_CA_FILE: undefined }, ...options }))
 
 const errorLines = (stderr: string) => stderr.split("\n").filter((line) => line.startsWith("✗"))
 
@@ -39,11 +40,11 @@ describe("nstance-agent", () => {
 
   it.scopedLive("registers with agent.json's nonce, stores its identity, reports health; a restart needs no nonce", () =>
     Effect.gen(function* () {
-      const { backend, url, awaitRegistration } = yield* startAgentEndpoint()
+      const { backend, url, awaitRegistration, pki } = yield* startAgentEndpoint()
       const dir = yield* tempDir
       const nonce = yield* awaitRegistration("vmx01cli1")
       const settings = join(dir, "agent.json")
-      writeFileSync(settings, JSON.stringify({ registration_url: url, nonce: Redacted.value(nonce.jwt) }))
+      writeFileSync(settings, JSON.stringify({ registration_url: url, nonce: Redacted.value(nonce.jwt), ca_pem: pki.caPem }))
       const state = join(dir, "state")
       const first = yield* agent(["--settings", settings, "--state-dir", state, "--ipv4", "10.1.2.3", "--hostname", "web-1", "--once"])
       expect(first.status, first.stderr).toBe(0)
@@ -66,9 +67,9 @@ describe("nstance-agent", () => {
 
   it.scopedLive("finds the nonce in the cloud-init user-data and on the NoCloud seed ISO, as the simulator's guests do", () =>
     Effect.gen(function* () {
-      const { backend, url, awaitRegistration } = yield* startAgentEndpoint()
+      const { backend, url, awaitRegistration, pki } = yield* startAgentEndpoint()
       const dir = yield* tempDir
-      const userData = (jwt: Redacted.Redacted<string>) => withAgentRegistration("#!/bin/sh\necho hello\n", { registrationUrl: url, nonce: Redacted.value(jwt) })
+      const userData = (jwt: Redacted.Redacted<string>) => withAgentRegistration("#!/bin/sh\necho hello\n", { registrationUrl: url, nonce: Redacted.value(jwt), caPem: pki.caPem })
 
       const fromUserData = yield* awaitRegistration("vmx01cli2")
       writeFileSync(join(dir, "user-data.txt"), userData(fromUserData.jwt))
@@ -100,9 +101,9 @@ describe("nstance-agent", () => {
 
   it.scopedLive("a bad nonce is one clear error line and exit status 1; nothing is stored", () =>
     Effect.gen(function* () {
-      const { backend, url } = yield* startAgentEndpoint()
+      const { backend, url, pki } = yield* startAgentEndpoint()
       const dir = yield* tempDir
-      const result = yield* agent(["--state-dir", join(dir, "state"), "--once"], { env: { NSTANCE_AGENT_NONCE: "not-a-jwt", NSTANCE_AGENT_URL: url } })
+      const result = yield* agent(["--state-dir", join(dir, "state"), "--once"], { env: { NSTANCE_AGENT_NONCE: "not-a-jwt", NSTANCE_AGENT_URL: url, NSTANCE_AGENT_CA_FILE: yield* writeCaFile(pki.caPem) } })
       expect(result.status).toBe(1)
       expect(errorLines(result.stderr)).toEqual([`✗ registration at ${url} refused: invalid nonce (Malformed): malformed nonce: not a compact JWT`])
       expect(result.stderr.split("\n").filter((line) => line !== "")).toHaveLength(1)
@@ -113,7 +114,7 @@ describe("nstance-agent", () => {
   it.scopedLive("reports health on its interval and renews the certificate when the server says to", () =>
     Effect.gen(function* () {
       // Certificates of 3 seconds: renew after 2.
-      const { backend, url, awaitRegistration } = yield* startAgentEndpoint({ certificateTtl: "3 seconds" })
+      const { backend, url, awaitRegistration, pki } = yield* startAgentEndpoint({ certificateTtl: "3 seconds" })
       const dir = yield* tempDir
       const nonce = yield* awaitRegistration("vmx01cli4")
       const state = join(dir, "state")
@@ -127,7 +128,7 @@ describe("nstance-agent", () => {
         return reportsAtRenewal !== undefined && reports >= Math.max(5, reportsAtRenewal + 2)
       }
       const result = yield* agent(["--state-dir", state, "--health-interval", "250ms"], {
-        env: { NSTANCE_AGENT_NONCE: Redacted.value(nonce.jwt), NSTANCE_AGENT_URL: url },
+        env: { NSTANCE_AGENT_NONCE: Redacted.value(nonce.jwt), NSTANCE_AGENT_URL: url, NSTANCE_AGENT_CA_FILE: yield* writeCaFile(pki.caPem) },
         interruptAfterMs: 20_000,
         until: renewedAndReported
       })

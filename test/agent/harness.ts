@@ -5,11 +5,12 @@
  */
 import { createPrivateKey, randomBytes } from "node:crypto"
 import { pkiObjectKeys } from "../../src/domain/bucketKeys.js"
-import { FetchHttpClient, HttpServer } from "@effect/platform"
+import { HttpServer } from "@effect/platform"
+import { ClusterTlsClient } from "../../src/layers/ClusterTlsClient.js"
 import { RpcClient, RpcSerialization } from "@effect/rpc"
 import { Context, type Duration, Effect, Either, Layer } from "effect"
 import { SignJWT } from "jose"
-import { makeAgentClient } from "../../src/agent/AgentClient.js"
+import { makeAgentClient, tlsConnector } from "../../src/agent/AgentClient.js"
 import { makeMemoryAgentBackend } from "../../src/layers/AgentBackendMemory.js"
 import { makeClusterPki, openSecret } from "../../src/layers/ClusterPkiStore.js"
 import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
@@ -21,10 +22,10 @@ import { ClusterPki } from "../../src/services/ClusterPki.js"
 export const CLUSTER = "c1"
 export const SHARD = "s1"
 
-export const rawClient = (url: string) =>
+export const rawClient = (url: string, caPem: string) =>
   Effect.gen(function* () {
     const protocol = yield* Layer.build(
-      RpcClient.layerProtocolHttp({ url }).pipe(Layer.provide(RpcSerialization.layerNdjson), Layer.provide(FetchHttpClient.layer))
+      RpcClient.layerProtocolHttp({ url }).pipe(Layer.provide(RpcSerialization.layerNdjson), Layer.provide(ClusterTlsClient(caPem)))
     )
     return yield* RpcClient.make(AgentRpcs).pipe(Effect.provide(protocol))
   })
@@ -42,14 +43,15 @@ export const startAgentEndpoint = (options: { readonly maxRequestBytes?: number;
         host: "127.0.0.1",
         port: 0,
         ...options,
-        certificateTtl: options.certificateTtl ?? "1 hour"
+        certificateTtl: options.certificateTtl ?? "1 hour",
+        tls: { pki, hosts: ["127.0.0.1"] }
       }).pipe(Layer.provide(Layer.succeed(ClusterPki, pki)), Layer.provide(Layer.succeed(AgentBackend, backend)))
     )
     const address = Context.get(context, HttpServer.HttpServer).address
     if (address._tag !== "TcpAddress") return yield* Effect.dieMessage("expected a TCP address")
-    const url = `http://127.0.0.1:${address.port}/agent`
-    const client = yield* makeAgentClient(url)
-    const raw = yield* rawClient(url)
+    const url = `https://127.0.0.1:${address.port}/agent`
+    const client = yield* makeAgentClient(url, tlsConnector(pki.caPem))
+    const raw = yield* rawClient(url, pki.caPem)
 
     const keys = pkiObjectKeys(CLUSTER)
     const nonceKey = createPrivateKey(Either.getOrThrow(openSecret(encryptionKey, (yield* store.get(keys.nonceKey)).body, keys.nonceKey)))

@@ -1,7 +1,7 @@
 import { X509Certificate as NodeX509 } from "node:crypto"
 import { describe, expect, it } from "@effect/vitest"
 import { Clock, Effect, Exit, HashMap, Logger, LogLevel, Option, Redacted } from "effect"
-import { makeAgentClient } from "../../src/agent/AgentClient.js"
+import { makeAgentClient, tlsConnector } from "../../src/agent/AgentClient.js"
 import { closedPort } from "../support/net.js"
 import { skewedClock } from "../support/virtualClock.js"
 import { CLUSTER, SHARD, startAgentEndpoint } from "./harness.js"
@@ -109,7 +109,7 @@ describe("RegisterAgent over HTTP", () => {
 
   it.scopedLive("a replica that does not lead answers every procedure with NotLeader{leaderAddr}", () =>
     Effect.gen(function* () {
-      const { backend, client, port, awaitRegistration } = yield* startAgentEndpoint()
+      const { backend, client, port, awaitRegistration, pki } = yield* startAgentEndpoint()
       const identity = yield* client.register({ nonce: (yield* awaitRegistration("vmx01gggg")).jwt })
       const pending = yield* awaitRegistration("vmx01hhhh")
       // A redirect to the endpoint the client already talks to is not followed: the error reaches the caller.
@@ -123,11 +123,11 @@ describe("RegisterAgent over HTTP", () => {
       yield* backend.setLeaderRedirect(Option.some(`127.0.0.1:${elsewhere}`))
       const followed = yield* refused(client.register({ nonce: pending.jwt }))
       expect(followed._tag).toBe("AgentTransportError")
-      expect(followed.message).toContain(`http://127.0.0.1:${elsewhere}/agent`)
-      expect(client.url).toBe(`http://127.0.0.1:${elsewhere}/agent`)
+      expect(followed.message).toContain(`https://127.0.0.1:${elsewhere}/agent`)
+      expect(client.url).toBe(`https://127.0.0.1:${elsewhere}/agent`)
       yield* backend.setLeaderRedirect(Option.none())
       // The redirects burned nothing: the same nonce registers once leadership is back.
-      const back = yield* makeAgentClient(`http://127.0.0.1:${port}/agent`)
+      const back = yield* makeAgentClient(`https://127.0.0.1:${port}/agent`, tlsConnector(pki.caPem))
       expect((yield* back.register({ nonce: pending.jwt })).instanceId).toBe("vmx01hhhh")
     }))
 

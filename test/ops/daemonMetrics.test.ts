@@ -1,5 +1,4 @@
 import { describe, expect, it } from "@effect/vitest"
-import { readFileSync } from "node:fs"
 import { Effect, Layer, Logger } from "effect"
 import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
 import { scopeStore } from "../../src/layers/ObjectStoreScoped.js"

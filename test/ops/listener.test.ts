@@ -15,6 +15,7 @@ import { makeAdminWorld } from "../admin/harness.js"
 import { startReplica } from "./harness.js"
 import { parsePrometheus, total } from "./promParser.js"
 import { skipWithout } from "../support/skipWithout.js"
+import { httpsRequest } from "../support/tls.js"
 
 const TIGHT: ListenerLimits = {
   maxConnections: 16,
@@ -98,7 +99,8 @@ describe.skipIf(skipWithout("prometheus-parser"))("a guarded listener (health en
 
   it.scopedLive("half-sent headers are closed after the header timeout, a silent socket after the idle timeout; both counted", () =>
     Effect.gen(function* () {
-      const port = yield* healthServer(TIGHT)
+      // The idle timer well after the header deadline (checked every 500 ms), so each socket meets the one it tests.
+      const port = yield* healthServer({ ...TIGHT, idleTimeoutMs: 2_500 })
       const before = yield* refusals
       const slow = yield* Effect.promise(() => open(port))
       slow.socket.write("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
@@ -113,7 +115,7 @@ describe.skipIf(skipWithout("prometheus-parser"))("a guarded listener (health en
 
   it.scopedLive("a response that takes longer than the idle timeout (a quiet watch stream) is not cut off; the socket's idle timer runs again after it", () =>
     Effect.gen(function* () {
-      const server = yield* makeGuardedServer(TIGHT, yield* makeRefusalLog("operator"))
+      const { server } = yield* makeGuardedServer(TIGHT, yield* makeRefusalLog("operator"))
       server.on("request", (_request, response) => { setTimeout(() => response.end("late"), 2_000) })
       const port = yield* Effect.async<number>((resume) => {
         server.listen(0, "127.0.0.1", () => {
@@ -148,13 +150,10 @@ describe.skipIf(skipWithout("prometheus-parser"))("a guarded listener (health en
     Effect.gen(function* () {
       const w = yield* makeAdminWorld({ lead: false })
       const before = yield* refusals
-      const answer = yield* Effect.promise(() => fetch(`http://${w.leader.address}/admin`, {
-        method: "POST",
-        headers: { authorization: "Bearer not-the-token", "content-type": "application/ndjson" },
-        body: "{}\n"
-      }))
+      const url = `https://${w.leader.address}/admin`
+      const answer = yield* Effect.promise(() => httpsRequest(url, { body: "{}\n", headers: { authorization: "Bearer not-the-token" }, ca: w.pki.caPem }))
       expect(answer.status).toBe(401)
-      const missing = yield* Effect.promise(() => fetch(`http://${w.leader.address}/admin`, { method: "POST", body: "{}\n" }))
+      const missing = yield* Effect.promise(() => httpsRequest(url, { body: "{}\n", ca: w.pki.caPem }))
       expect(missing.status).toBe(401)
       const after = yield* refusals
       expect(after("operator", "token") - before("operator", "token")).toBe(2)

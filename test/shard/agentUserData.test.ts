@@ -1,9 +1,8 @@
 import { describe, expect, it } from "@effect/vitest"
 import { cloudInitSeed, InvalidCloudInitInput, normaliseUserData } from "../../src/domain/cloudInit.js"
-import { AGENT_CONFIG_PATH, mimeParts, withAgentRegistration } from "../../src/domain/shard/userData.js"
-import { agentSettingsOf } from "../../src/sim/agent.js"
+import { AGENT_CONFIG_PATH, agentRegistrationOf, mimeParts, withAgentRegistration } from "../../src/domain/shard/userData.js"
 
-const data = { registrationUrl: "http://10.0.0.1:8992/agent", nonce: "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2ln" }
+const data = { registrationUrl: "https://10.0.0.1:8992/agent", nonce: "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2ln", caPem: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n" }
 
 describe("user-data with the agent's registration settings", () => {
   it.each([
@@ -22,7 +21,7 @@ describe("user-data with the agent's registration settings", () => {
     expect(parts[1]!.body).toContain(`permissions: "0600"`)
     // Appends to the template's write_files instead of replacing them.
     expect(parts[1]!.body).toContain("settings: [append]")
-    expect(agentSettingsOf(text)).toEqual(data)
+    expect(agentRegistrationOf(text)).toEqual(data)
     // The seed keeps the MIME document as it is (no shebang in front).
     const seed = cloudInitSeed({ instanceId: "webaaaaaaaaaaaaaaaaaaaaaaaaaa", userData: text })
     expect(seed).not.toBeInstanceOf(InvalidCloudInitInput)
@@ -32,8 +31,8 @@ describe("user-data with the agent's registration settings", () => {
   it("empty user-data gives the agent part only; no agent.json means no settings", () => {
     const parts = mimeParts(withAgentRegistration("", data))!
     expect(parts).toHaveLength(1)
-    expect(agentSettingsOf(withAgentRegistration("", data))).toEqual(data)
-    expect(agentSettingsOf("#!/bin/sh\necho hi\n")).toBeUndefined()
+    expect(agentRegistrationOf(withAgentRegistration("", data))).toEqual(data)
+    expect(agentRegistrationOf("#!/bin/sh\necho hi\n")).toBeUndefined()
   })
 
   it("picks a boundary the content does not contain", () => {

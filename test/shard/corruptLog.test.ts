@@ -21,7 +21,9 @@ import { buildReplica } from "../support/stackReplica.js"
 import { CONFIG_KEY } from "../../src/domain/bucketKeys.js"
 import { LatencyFast } from "../../src/sim/latency.js"
 import { makeProxmoxApiSim } from "../../src/sim/ProxmoxApiSim.js"
-import { serve, TOKEN } from "../admin/harness.js"
+import { credentialsFor, serve } from "../admin/harness.js"
+import { makeClusterPki } from "../../src/layers/ClusterPkiStore.js"
+import { randomBytes } from "node:crypto"
 import { configText, parseConfig, SHARD } from "../support/simWorld.js"
 
 const encoder = new TextEncoder()
@@ -173,8 +175,9 @@ describe("a garbage segment at the next seq, with two replicas (lease, leader, h
       for (const line of [...textLines, ...jsonLines]) expect(line.length).toBeLessThan(10_000)
 
       // The admin endpoint names the object instead of "no leader is known".
-      const admin = yield* serve(a.handle, shardStore, { _tag: "Store", key: CONFIG_KEY, shard: SHARD })
-      const { rpc } = yield* connectAdmin(admin.address, TOKEN)
+      const pki = yield* makeClusterPki(store, { clusterId: "acme", encryptionKey: new Uint8Array(randomBytes(32)) }).pipe(Effect.orDie, Logger.withMinimumLogLevel(LogLevel.None))
+      const admin = yield* serve(a.handle, shardStore, { _tag: "Store", key: CONFIG_KEY, shard: SHARD }, pki)
+      const { rpc } = yield* connectAdmin(admin.address, credentialsFor(pki))
       const refused = yield* Effect.flip(rpc.Status())
       expect(refused).toMatchObject({ _tag: "AdminUnavailable" })
       expect(refused.message).toContain(`event log corrupt at ${key}`)

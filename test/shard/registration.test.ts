@@ -9,7 +9,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { generateKeyPairSync, randomBytes } from "node:crypto"
 import { type AddressInfo, createServer, type Server } from "node:net"
 import { Deferred, Duration, Effect, Fiber, HashMap, Logger, Option, Redacted, Ref, SubscriptionRef } from "effect"
-import { makeAgentClient } from "../../src/agent/AgentClient.js"
+import { makeAgentClient, tlsConnector } from "../../src/agent/AgentClient.js"
 import type { Address, ParsedShardConfig } from "../../src/domain/config/index.js"
 import { nonceHash } from "../../src/domain/agent/nonce.js"
 import { allInstances } from "../../src/domain/shard/state.js"
@@ -216,8 +216,8 @@ describe("agent registration (HTTP simulator, real agent endpoint)", () => {
         }
       })
       const standby = yield* h.replica("replica-2", standbyConfig)
-      const standbyUrl = `http://127.0.0.1:${yield* standby.listening}/agent`
-      const leaderUrl = `http://127.0.0.1:${h.port}/agent`
+      const standbyUrl = `https://127.0.0.1:${yield* standby.listening}/agent`
+      const leaderUrl = `https://127.0.0.1:${h.port}/agent`
       const leader = yield* h.leader(1, { handle: h.handle })
       yield* h.waitUntil("both guests booted", Effect.gen(function* () {
         const state = yield* h.state
@@ -226,7 +226,7 @@ describe("agent registration (HTTP simulator, real agent endpoint)", () => {
       const [first, second] = h.agents.nonces as [string, string]
       const publicKeyPem = generateKeyPairSync("ed25519").publicKey.export({ type: "spki", format: "pem" }).toString()
 
-      const raw = yield* rawClient(standbyUrl)
+      const raw = yield* rawClient(standbyUrl, h.pki.caPem)
       expect(yield* refused(raw.RegisterAgent({ nonce: first, publicKeyPem }))).toMatchObject({
         _tag: "NotLeader",
         leaderAddr: `127.0.0.1:${h.port}`
@@ -234,7 +234,7 @@ describe("agent registration (HTTP simulator, real agent endpoint)", () => {
       // certificates.agent.ttl is read from the config at every issue: a push applies without a restart.
       yield* SubscriptionRef.update(h.config, (c) => ({ ...c, config: { ...c.config, certificates: { agentTtl: Duration.hours(2) } } }))
       // The product's client follows the redirect once and stays with the leader afterwards.
-      const client = yield* makeAgentClient(standbyUrl)
+      const client = yield* makeAgentClient(standbyUrl, tlsConnector(h.pki.caPem))
       const identity = yield* client.register({ nonce: Redacted.make(first), ips: { ipv4: "10.9.0.1" } })
       expect(client.url).toBe(leaderUrl)
       expect(identity.renewAfterSeconds).toBe(4800)
@@ -246,7 +246,7 @@ describe("agent registration (HTTP simulator, real agent endpoint)", () => {
       yield* Fiber.interrupt(leader)
       yield* Ref.set(h.leaderInfo, Option.some({ id: "replica-3", address: "127.0.0.3:8991", term: 2 }))
       expect(yield* refused(raw.RegisterAgent({ nonce: second, publicKeyPem }))).toMatchObject({ _tag: "NotLeader", leaderAddr: "127.0.0.3:" + h.port })
-      const atOldLeader = yield* rawClient(leaderUrl)
+      const atOldLeader = yield* rawClient(leaderUrl, h.pki.caPem)
       expect(yield* refused(atOldLeader.RegisterAgent({ nonce: second, publicKeyPem }))).toMatchObject({ _tag: "NotLeader" })
       expect(HashMap.size((yield* h.state).instances)).toBe(2)
     }), { timeout: 15_000 })

@@ -72,14 +72,14 @@ const startRecordingEndpoint = Effect.gen(function* () {
       })
   }
   const context = yield* Layer.build(
-    AgentServerLive({ cluster: CLUSTER, shard: SHARD, certificateTtl: TTL, host: "127.0.0.1", port: 0 }).pipe(
+    AgentServerLive({ cluster: CLUSTER, shard: SHARD, certificateTtl: TTL, host: "127.0.0.1", port: 0, tls: { pki, hosts: ["127.0.0.1"] } }).pipe(
       Layer.provide(Layer.succeed(ClusterPki, recordingPki)),
       Layer.provide(Layer.succeed(AgentBackend, backend))
     )
   )
   const address = Context.get(context, HttpServer.HttpServer).address
   if (address._tag !== "TcpAddress") return yield* Effect.dieMessage("expected a TCP address")
-  return { pki, base, url: `http://127.0.0.1:${address.port}/agent`, health, renewals, refusedAt }
+  return { pki, base, url: `https://127.0.0.1:${address.port}/agent`, health, renewals, refusedAt }
 })
 
 /**
@@ -88,8 +88,10 @@ const startRecordingEndpoint = Effect.gen(function* () {
  */
 const bootRegisteredAgent = (startAt: number) =>
   Effect.gen(function* () {
-    yield* TestClock.setTime(startAt)
+    // The cluster CA is made on the wall clock's day: clients' TLS checks its validity against the real time.
+    yield* TestClock.setTime(Date.now())
     const endpoint = yield* startRecordingEndpoint
+    yield* TestClock.setTime(startAt)
     const { model } = makeSimCore({ nodes: 1, log: () => {} })
     yield* Effect.addFinalizer(() => Effect.promise(() => model.close(0)))
     yield* Effect.promise(async () => {
@@ -105,7 +107,7 @@ const bootRegisteredAgent = (startAt: number) =>
     yield* endpoint.base.expect(ID, { tenant: "acme", group: "web", nonceHash: minted.hash })
     const agents = yield* makeSimAgents({ healthEvery: HEALTH_EVERY })
     agents.attach(model)
-    const userData = withAgentRegistration("", { registrationUrl: endpoint.url, nonce: Redacted.value(minted.jwt) })
+    const userData = withAgentRegistration("", { registrationUrl: endpoint.url, nonce: Redacted.value(minted.jwt), caPem: endpoint.pki.caPem })
     yield* Effect.promise(async () => agents.hook({ node: "pve1", vmid: 100, name: ID, instanceId: ID, metaData: {}, userData, volumeId: "cidata" }))
     yield* eventually("registration", Effect.map(endpoint.base.registrations, (r) => r.length === 1))
     // The health and renewal fibers asleep, beside the interrupted wait-while-running one.

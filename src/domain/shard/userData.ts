@@ -32,10 +32,15 @@ export const decodeUserData = (userdata: Userdata | undefined): { readonly text:
 export const AGENT_CONFIG_PATH = "/etc/nstance/agent.json"
 
 export interface AgentRegistrationData {
-  /** `http://{shard.advertise.registration_addr}/agent`. */
+  /** `https://{shard.advertise.registration_addr}/agent`. */
   readonly registrationUrl: string
   /** The nonce token itself: goes into the ISO only, never into a log or the event log. */
   readonly nonce: string
+  /**
+   * The cluster CA certificate (public): the agent speaks only to a server whose TLS certificate it signed,
+   * from its very first call, so the nonce never reaches an unauthenticated host.
+   */
+  readonly caPem: string
 }
 
 /** The MIME part type cloud-init needs for a user-data document (after `normaliseUserData`). */
@@ -49,7 +54,7 @@ const partType = (text: string): string => {
 
 /** The `text/cloud-config` part that writes `agent.json` (0600) and appends to, never replaces, the template's lists. */
 export const agentCloudConfig = (data: AgentRegistrationData): string => {
-  const json = JSON.stringify({ registration_url: data.registrationUrl, nonce: data.nonce })
+  const json = JSON.stringify({ registration_url: data.registrationUrl, nonce: data.nonce, ca_pem: data.caPem })
   // A JSON string is a valid YAML double-quoted scalar, so the content needs no YAML escaping of its own.
   return [
     "#cloud-config",
@@ -137,12 +142,12 @@ export const mimeParts = (text: string): ReadonlyArray<MimePart> | undefined => 
 }
 
 /** `agent.json` as `agentCloudConfig` writes it (extra fields are ignored: a later server may add some). */
-const AgentJson = Schema.parseJson(Schema.Struct({ registration_url: Schema.String, nonce: Schema.String }))
+const AgentJson = Schema.parseJson(Schema.Struct({ registration_url: Schema.String, nonce: Schema.String, ca_pem: Schema.String }))
 
 /** The content of an `agent.json` file; undefined when it is not one. */
 export const parseAgentJson = (text: string): AgentRegistrationData | undefined => {
   const decoded = Schema.decodeUnknownEither(AgentJson, { onExcessProperty: "ignore" })(text)
-  return Either.isLeft(decoded) ? undefined : { registrationUrl: decoded.right.registration_url, nonce: decoded.right.nonce }
+  return Either.isLeft(decoded) ? undefined : { registrationUrl: decoded.right.registration_url, nonce: decoded.right.nonce, caPem: decoded.right.ca_pem }
 }
 
 /**
