@@ -471,6 +471,11 @@ elif [ ! -f "$KEY_FILE" ]; then
   warn "$KEY_FILE does not exist; it is needed if the shard config reads the encryption key from a file (--encryption-key or --generate-encryption-key)"
 fi
 
+# The unit passes the key to the server whenever this node has one: without it, agent registration and
+# the operator endpoint (TLS with the cluster CA) stay off.
+key_args=""
+if [ -n "$key_src" ] || [ "$generate_key" = 1 ] || [ -f "$KEY_FILE" ]; then key_args="--encryption-key-file /etc/nstance/encryption.key"; fi
+
 # Each setting: flag, else environment, else the value already in the env file.
 existing() { if [ -r "$ENV_FILE" ]; then sed -n "s/^$1='\(.*\)'\$/\1/p" "$ENV_FILE" | tail -n 1; fi; }
 pick() { local v=${2:-${!1-}}; [ -n "$v" ] || v=$(existing "$1"); [ -n "$v" ] || v=${3-}; printf '%s' "$v"; }
@@ -479,6 +484,7 @@ declare -A env_values=(
   [NSTANCE_STORAGE]=$storage [NSTANCE_BUCKET]=$bucket [NSTANCE_SHARD]=$shard
   [NSTANCE_ID]=$(pick NSTANCE_ID "$server_id" "$(hostname -s)")
   [NSTANCE_EXTRA_ARGS]=${prefix:+--prefix $prefix}
+  [NSTANCE_KEY_ARGS]=$key_args
   [PROXMOX_API_URL]=$(pick PROXMOX_API_URL "$api_url" https://localhost:8006/api2/json)
   [PROXMOX_TOKEN_ID]=$(pick PROXMOX_TOKEN_ID "")
   [PROXMOX_TOKEN_SECRET]=$(pick PROXMOX_TOKEN_SECRET "")
@@ -489,7 +495,7 @@ declare -A env_values=(
   [AWS_S3_USE_PATH_STYLE]=$(pick AWS_S3_USE_PATH_STYLE "${s3_endpoint:+true}")
   [GOOGLE_APPLICATION_CREDENTIALS]=$(pick GOOGLE_APPLICATION_CREDENTIALS "")
 )
-env_order=(NSTANCE_STORAGE NSTANCE_BUCKET NSTANCE_SHARD NSTANCE_ID NSTANCE_EXTRA_ARGS PROXMOX_API_URL
+env_order=(NSTANCE_STORAGE NSTANCE_BUCKET NSTANCE_SHARD NSTANCE_ID NSTANCE_EXTRA_ARGS NSTANCE_KEY_ARGS PROXMOX_API_URL
   PROXMOX_TOKEN_ID PROXMOX_TOKEN_SECRET AWS_REGION AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_ENDPOINT_URL
   AWS_S3_USE_PATH_STYLE GOOGLE_APPLICATION_CREDENTIALS)
 [ -n "${env_values[PROXMOX_TOKEN_ID]}" ] || die "PROXMOX_TOKEN_ID is not set (environment, existing $ENV_FILE, or --create-token)"
@@ -532,8 +538,8 @@ Type=simple
 User=nstance
 Group=nstance
 EnvironmentFile=/etc/nstance/nstance-server.env
-# ${VAR} is passed as one argument; $NSTANCE_EXTRA_ARGS is split on spaces (empty: no arguments).
-ExecStart=/usr/local/bin/nstance-server --storage ${NSTANCE_STORAGE} --bucket ${NSTANCE_BUCKET} --shard ${NSTANCE_SHARD} --id ${NSTANCE_ID} --cachedir /var/lib/nstance $NSTANCE_EXTRA_ARGS
+# ${VAR} is passed as one argument; $NSTANCE_KEY_ARGS and $NSTANCE_EXTRA_ARGS are split on spaces (empty: no arguments).
+ExecStart=/usr/local/bin/nstance-server --storage ${NSTANCE_STORAGE} --bucket ${NSTANCE_BUCKET} --shard ${NSTANCE_SHARD} --id ${NSTANCE_ID} --cachedir /var/lib/nstance $NSTANCE_KEY_ARGS $NSTANCE_EXTRA_ARGS
 Restart=on-failure
 RestartSec=10s
 TimeoutStopSec=30s

@@ -76,10 +76,13 @@ const parseKeyText = (text: string, source: string): Either.Either<Uint8Array, I
     const bytes = Buffer.from(trimmed.replace(/-/g, "+").replace(/_/g, "/"), "base64")
     if (bytes.length === 32) return Either.right(new Uint8Array(bytes))
   }
+  // The original server's own form: the 32 characters themselves are the key (deploy scripts generate it
+  // as 24 random bytes in base64, which is printable and survives trimming).
+  if (/^[\x21-\x7e]{32}$/.test(trimmed)) return Either.right(new Uint8Array(Buffer.from(trimmed, "latin1")))
   return Either.left(
     new InvalidEncryptionKey({
       source,
-      reason: `expected 32 bytes as 64 hex characters or base64 (got ${trimmed.length} characters); ` +
+      reason: `expected 32 bytes as 64 hex characters, base64, or 32 printable characters (got ${trimmed.length} characters); ` +
         `generate one with: openssl rand -hex 32`
     })
   )

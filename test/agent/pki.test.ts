@@ -130,6 +130,18 @@ describe("encryptionKeyFrom", () => {
       expect(Buffer.from(yield* encryptionKeyFrom({ NSTANCE_ENCRYPTION_KEY: ` ${b64}\n` }))).toEqual(Buffer.alloc(32, 7))
     }))
 
+  it.live("takes the original server's raw form: 32 printable characters, as server-with-keepalived.sh generates a key file", () =>
+    Effect.gen(function* () {
+      const dir = yield* Effect.promise(() => mkdtemp(join(tmpdir(), "nstance-key-")))
+      const file = join(dir, "encryption.key")
+      // The script: head -c 24 /dev/urandom | base64 — 32 characters and a newline.
+      const generated = randomBytes(24).toString("base64")
+      yield* Effect.promise(() => writeFile(file, `${generated}\n`))
+      const key = yield* encryptionKeyFrom({}, file)
+      expect(Buffer.from(key).toString("latin1")).toBe(generated)
+      expect(key.length).toBe(32)
+    }))
+
   it.effect.each([
     ["missing", {}, /not set/],
     ["too short", { NSTANCE_ENCRYPTION_KEY: "abcd" }, /32 bytes/],

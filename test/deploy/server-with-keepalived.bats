@@ -142,6 +142,7 @@ pveum user token add nstance@pve nstance-token --privsep 0 --output-format json"
 [dry-run]   | NSTANCE_SHARD='pve-a'
 [dry-run]   | NSTANCE_ID='node-1'
 [dry-run]   | NSTANCE_EXTRA_ARGS='--prefix team1/'
+[dry-run]   | NSTANCE_KEY_ARGS=''
 [dry-run]   | PROXMOX_API_URL='https://10.0.0.2:8006/api2/json'
 [dry-run]   | PROXMOX_TOKEN_ID='nstance@pve!nstance-token'
 [dry-run]   | PROXMOX_TOKEN_SECRET=<redacted>
@@ -308,6 +309,10 @@ SH
   [ "$(stat -c %a "$R/usr/local/libexec/nstance-check-leader")" = 755 ]
   cmp "$R/usr/local/bin/nstance-server" "$BATS_TEST_TMPDIR/nstance-server-build"
   [ "$(stat -c %a "$R/etc/nstance/encryption.key")" = 640 ] && [ "$(tr -d '\n' <"$R/etc/nstance/encryption.key" | wc -c)" -eq 32 ]
+  # The unit hands the key to the server (registration and the operator endpoint need it) ...
+  grep -qx "NSTANCE_KEY_ARGS='--encryption-key-file /etc/nstance/encryption.key'" "$R/etc/nstance/nstance-server.env"
+  grep -q ' \$NSTANCE_KEY_ARGS \$NSTANCE_EXTRA_ARGS$' "$R/etc/systemd/system/nstance-server.service"
+  # (that the server takes the generated key as it is: test/agent/pki.test.ts)
   grep -q '^        auth_pass pw123$' "$R/etc/keepalived/keepalived.conf"
   # keepalived checked a copy (script_user root) before the real file was written; no temp files remain.
   grep -q '^keepalived -t -f ' "$STUB_LOG"
