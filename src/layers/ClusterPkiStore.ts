@@ -406,6 +406,36 @@ const makeShape = (clusterId: string, material: PkiMaterial): ClusterPkiShape =>
       }
     })
 
+  /** A leaf certificate signed by the CA: not a CA itself, signatures only, for `usage`. */
+  const issueLeaf = (leaf: {
+    readonly subject: x509.JsonName
+    readonly publicKey: Buffer | webcrypto.CryptoKey
+    readonly now: number
+    readonly ttl: Duration.DurationInput
+    readonly usage: x509.ExtendedKeyUsageType
+    readonly names?: x509.SubjectAlternativeNameExtension
+  }) =>
+    Effect.promise(async () =>
+      x509.X509CertificateGenerator.create({
+        serialNumber: randomSerial(),
+        subject: leaf.subject,
+        issuer: caCert.subjectName,
+        notBefore: new Date(leaf.now - NOT_BEFORE_SKEW_MILLIS),
+        notAfter: new Date(leaf.now + Duration.toMillis(leaf.ttl)),
+        publicKey: leaf.publicKey,
+        signingKey: caSigningKey,
+        signingAlgorithm: ED25519,
+        extensions: [
+          new x509.BasicConstraintsExtension(false, undefined, true),
+          new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+          new x509.ExtendedKeyUsageExtension([leaf.usage]),
+          ...(leaf.names === undefined ? [] : [leaf.names]),
+          await x509.AuthorityKeyIdentifierExtension.create(caCert.publicKey),
+          await x509.SubjectKeyIdentifierExtension.create(leaf.publicKey)
+        ]
+      })
+    )
+
   return ClusterPki.of({
     clusterId,
     caPem,
@@ -421,25 +451,7 @@ const makeShape = (clusterId: string, material: PkiMaterial): ClusterPkiShape =>
         }
         const now = yield* Clock.currentTimeMillis
         const spki = spkiDer(agentKey)
-        const cert = yield* Effect.promise(async () =>
-          x509.X509CertificateGenerator.create({
-            serialNumber: randomSerial(),
-            subject: [{ CN: [instanceId] }, { O: [tenant] }],
-            issuer: caCert.subjectName,
-            notBefore: new Date(now - NOT_BEFORE_SKEW_MILLIS),
-            notAfter: new Date(now + Duration.toMillis(ttl)),
-            publicKey: spki,
-            signingKey: caSigningKey,
-            signingAlgorithm: ED25519,
-            extensions: [
-              new x509.BasicConstraintsExtension(false, undefined, true),
-              new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-              new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth]),
-              await x509.AuthorityKeyIdentifierExtension.create(caCert.publicKey),
-              await x509.SubjectKeyIdentifierExtension.create(spki)
-            ]
-          })
-        )
+        const cert = yield* issueLeaf({ subject: [{ CN: [instanceId] }, { O: [tenant] }], publicKey: spki, now, ttl, usage: x509.ExtendedKeyUsage.clientAuth })
         return { certificatePem: cert.toString("pem") + "\n", serial: cert.serialNumber.toLowerCase(), notAfter: cert.notAfter }
       }),
 
@@ -452,26 +464,14 @@ const makeShape = (clusterId: string, material: PkiMaterial): ClusterPkiShape =>
         const now = Date.now()
         const keys = (yield* Effect.promise(() => subtle.generateKey(ED25519, true, ["sign", "verify"]))) as webcrypto.CryptoKeyPair
         const names = [...new Set(hosts.filter((host) => host !== ""))]
-        const cert = yield* Effect.promise(async () =>
-          x509.X509CertificateGenerator.create({
-            serialNumber: randomSerial(),
-            subject: [{ CN: [names[0] ?? "nstance"] }, { O: [clusterId] }],
-            issuer: caCert.subjectName,
-            notBefore: new Date(now - NOT_BEFORE_SKEW_MILLIS),
-            notAfter: new Date(now + Duration.toMillis(ttl)),
-            publicKey: keys.publicKey,
-            signingKey: caSigningKey,
-            signingAlgorithm: ED25519,
-            extensions: [
-              new x509.BasicConstraintsExtension(false, undefined, true),
-              new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-              new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
-              new x509.SubjectAlternativeNameExtension(names.map((name) => (isIP(name) === 0 ? { type: "dns", value: name } : { type: "ip", value: name }))),
-              await x509.AuthorityKeyIdentifierExtension.create(caCert.publicKey),
-              await x509.SubjectKeyIdentifierExtension.create(keys.publicKey)
-            ]
-          })
-        )
+        const cert = yield* issueLeaf({
+          subject: [{ CN: [names[0] ?? "nstance"] }, { O: [clusterId] }],
+          publicKey: keys.publicKey,
+          now,
+          ttl,
+          usage: x509.ExtendedKeyUsage.serverAuth,
+          names: new x509.SubjectAlternativeNameExtension(names.map((name) => (isIP(name) === 0 ? { type: "dns", value: name } : { type: "ip", value: name })))
+        })
         const privateKeyPem = yield* Effect.promise(() => subtle.exportKey("pkcs8", keys.privateKey)).pipe(
           Effect.map((der) => createPrivateKey({ key: Buffer.from(der), format: "der", type: "pkcs8" }).export({ type: "pkcs8", format: "pem" }).toString())
         )
