@@ -1,7 +1,7 @@
 /**
  * Agent registrations on loopback: the real agent endpoint (`AgentServerLive`, i.e. `AgentHandlersLive`
  * behind the HTTP/NDJSON RPC server with its body limit) on 127.0.0.1, port 0, over a memory backend, with
- * the cluster PKI on a memory store; the product's `AgentClient` talks to it over real HTTP, wired as in
+ * the cluster PKI on a memory store; the product's `AgentClient` talks to it over real HTTPS (TLS 1.3, the cluster CA), wired as in
  * test/agent/harness.ts.
  *
  * 1. RegisterAgent: N nonces minted for N instances (each announced to the backend as awaiting it) before

@@ -5,7 +5,7 @@
  * `NotLeader{leaderAddr}` once to the leader it names.
  */
 import { HttpClient, HttpClientError, HttpClientRequest } from "@effect/platform"
-import { ClusterTlsClient } from "../layers/ClusterTlsClient.js"
+import { ClusterTlsClient, connectionFailure } from "../layers/ClusterTlsClient.js"
 import { RpcClient, type RpcClientError, type RpcGroup, RpcSerialization } from "@effect/rpc"
 import { Data, Effect, Layer, Redacted, type Scope } from "effect"
 import { ADMIN_HEADER, type AdminRpcs, AdminRpcs as Rpcs, MAX_ADMIN_REQUEST_BYTES, NotLeader, PayloadTooLarge, Unauthenticated } from "../rpc/AdminRpc.js"
@@ -52,7 +52,7 @@ export const transportError = (address: string) =>
       if (status === 413) return Effect.fail(new PayloadTooLarge({ field: "body", maxLength: MAX_ADMIN_REQUEST_BYTES }))
       return Effect.fail(new AdminUnreachable({ address, reason: `HTTP ${status}`, cause }))
     }
-    const reason = HttpClientError.isHttpClientError(cause) && cause._tag === "RequestError" ? "connection failed" : error.message
+    const reason = HttpClientError.isHttpClientError(cause) && cause._tag === "RequestError" ? connectionFailure(cause) : error.message
     return Effect.fail(new AdminUnreachable({ address, reason, cause }))
   }
 

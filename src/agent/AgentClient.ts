@@ -9,7 +9,7 @@
 import { generateKeyPairSync } from "node:crypto"
 import { type InvalidCertificate, type InvalidNonce, type InvalidPayload, type NonceReused, NotLeader, PayloadTooLarge, type UnknownInstance } from "../domain/agent/errors.js"
 import { HttpClient, HttpClientError } from "@effect/platform"
-import { ClusterTlsClient } from "../layers/ClusterTlsClient.js"
+import { ClusterTlsClient, connectionFailure } from "../layers/ClusterTlsClient.js"
 import { RpcClient, RpcClientError, type RpcGroup, RpcSerialization } from "@effect/rpc"
 import { Clock, Data, Effect, Layer, Redacted, Scope } from "effect"
 import {
@@ -93,7 +93,8 @@ const transportError = (url: string) => (error: RpcClientError.RpcClientError): 
     }
     return Effect.fail(new AgentTransportError({ url, reason: `HTTP ${cause.response.status}`, cause }))
   }
-  return Effect.fail(new AgentTransportError({ url, reason: error.message, cause }))
+  const reason = HttpClientError.isHttpClientError(cause) && cause._tag === "RequestError" ? connectionFailure(cause) : error.message
+  return Effect.fail(new AgentTransportError({ url, reason, cause }))
 }
 
 /**

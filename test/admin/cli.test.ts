@@ -51,7 +51,7 @@ describe("nstance-admin over the wire (in-process endpoint)", () => {
       const port = yield* Effect.promise(closedPort)
       const down = yield* admin(world, ["status", "--server", `127.0.0.1:${port}`])
       expect(down.status).toBe(1)
-      expect(lines(down.stderr)).toEqual([`✗ no admin endpoint answers at 127.0.0.1:${port} (connection failed); is nstance-server running there with an admin token?`])
+      expect(lines(down.stderr)).toEqual([`✗ no admin endpoint answers at 127.0.0.1:${port} (connection refused); is nstance-server running there with an admin token?`])
       const refused = yield* admin(world, ["status", "--server", world.leader.address], { NSTANCE_ADMIN_TOKEN: "a-wrong-token-of-enough-length" })
       expect(refused.status).toBe(1)
       expect(lines(refused.stderr)).toEqual(["✗ the admin endpoint refused the credentials (no admin token, or not the one the server was given)"])

@@ -94,7 +94,7 @@ describe("watchFollowingLeader's bounds (in-process)", () => {
     Effect.gen(function* () {
       const port = yield* Effect.promise(closedPort)
       const error = yield* Effect.flip(watchFollowingLeader(`127.0.0.1:${port}`, { token: TOKEN, caPem: "" }, silent, Schedule.recurs(2)))
-      expect(error.message).toBe(`no admin endpoint answers at 127.0.0.1:${port} (connection failed); is nstance-server running there with an admin token?`)
+      expect(error.message).toBe(`no admin endpoint answers at 127.0.0.1:${port} (connection refused); is nstance-server running there with an admin token?`)
     }))
 
   it.scopedLive("refused credentials are not retried", () =>
