@@ -148,7 +148,7 @@ const options = {
   settings: text("settings", `The agent settings file cloud-init writes from the user-data (default ${DEFAULT_SETTINGS_FILE}, unless NSTANCE_AGENT_NONCE is set)`),
   userData: text("user-data", "Read the nonce from this cloud-init user-data file instead (e.g. /var/lib/cloud/instance/user-data.txt)"),
   seed: text("seed", "Read the nonce from the NoCloud seed instead: the CD-ROM device or ISO image (e.g. /dev/sr0), or a directory where it is mounted"),
-  url: text("url", "Register at this URL instead of the one in the settings (http://host:port/agent)"),
+  url: text("url", "Register at this URL instead of the one in the settings (https://host:port/agent; the server must hold a certificate from the cluster CA)"),
   ipv4: text("ipv4", "Private IPv4 address to register (default: the first non-loopback one)"),
   ipv6: text("ipv6", "Private IPv6 address to register (default: the first global one)"),
   hostname: text("hostname", "Hostname to register (default: the system's)"),
@@ -213,4 +213,8 @@ export const agentCommand = Command.make("nstance-agent", options, (flags) =>
     }
     yield* Effect.logDebug(`health reports every ${formatDuration(settings.healthEvery)}`)
     return yield* runAgent(settings).pipe(Effect.provide(loggerLayer(Option.getOrElse(flags.logFormat, defaultLogFormat))))
-  }))
+  })).pipe(Command.withDescription(
+  "Registers this VM with its nstance shard over TLS 1.3, trusting only the cluster CA: the nonce and the CA come from " +
+  "agent.json (written by cloud-init), the user-data, the NoCloud seed, or NSTANCE_AGENT_NONCE with NSTANCE_AGENT_URL and " +
+  "NSTANCE_AGENT_CA_FILE. Then reports health every --health-interval and renews its certificate when due."
+))

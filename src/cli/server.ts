@@ -373,6 +373,7 @@ export const serverCommand = withBareFlag(Command.make("nstance-server", options
     "or check a config with --validate FILE. The leader keeps every group at its size: it creates, replaces and deletes VMs. " +
     "With NSTANCE_ENCRYPTION_KEY or --encryption-key-file, VMs' agents register (nonce in the cloud-init ISO, endpoint on " +
     "shard.bind.registration_addr) and an instance that does not register or stops reporting health is replaced. " +
-    "With NSTANCE_ADMIN_TOKEN or --admin-token-file, every replica serves the admin endpoint (nstance-admin status, groups, …) on shard.bind.operator_addr. " +
+    "With NSTANCE_ADMIN_TOKEN or --admin-token-file and the encryption key, every replica serves the admin endpoint (nstance-admin status, groups, …) " +
+    "on shard.bind.operator_addr; the agent and admin endpoints speak TLS 1.3 only, with certificates from the cluster CA (pki/<cluster>/ca.crt). " +
     "Signals: SIGINT, SIGTERM and SIGQUIT resign the lease and stop; SIGHUP re-reads the shard config now; SIGUSR1 and SIGUSR2 are ignored (no debugger is opened)."
 )), "--validate", REMOTE_VALIDATE)
