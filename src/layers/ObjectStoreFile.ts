@@ -36,6 +36,13 @@ import * as FileSystem from "@effect/platform/FileSystem"
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import { Clock, Data, Duration, Effect, Layer, Option, Schedule, Stream } from "effect"
 import { objectKeyProblem, objectPrefixProblem } from "../domain/objectKey.js"
+
+/**
+ * Objects and directories are the owner's alone: the bucket holds the event log, the sealed PKI keys and
+ * configs with secrets in them. A umask can only take bits away, so these hold whatever it is.
+ */
+const OBJECT_MODE = 0o600
+const DIRECTORY_MODE = 0o700
 import {
   AccessDenied,
   InvalidKey,
@@ -172,7 +179,7 @@ const makeFileStoreOn = (fs: FileSystem.FileSystem, options: FileStoreOptions): 
     Effect.cached(
       checkRoot.pipe(
         Effect.zipRight(
-          Effect.all([fs.makeDirectory(tmpDir, { recursive: true }), fs.makeDirectory(lockDir, { recursive: true })], { concurrency: 2, discard: true })
+          Effect.all([fs.makeDirectory(tmpDir, { recursive: true, mode: DIRECTORY_MODE }), fs.makeDirectory(lockDir, { recursive: true, mode: DIRECTORY_MODE })], { concurrency: 2, discard: true })
         )
       )
     )
@@ -202,7 +209,7 @@ const makeFileStoreOn = (fs: FileSystem.FileSystem, options: FileStoreOptions): 
   const writeTemp = (tmp: string, body: Uint8Array) =>
     Effect.scoped(
       Effect.gen(function* () {
-        const handle = yield* fs.open(tmp, { flag: "wx", mode: 0o644 })
+        const handle = yield* fs.open(tmp, { flag: "wx", mode: OBJECT_MODE })
         // The platform's writeAll refuses an empty buffer (WriteZero); an empty object is an empty file.
         if (body.byteLength > 0) yield* handle.writeAll(body)
         yield* handle.sync
@@ -288,7 +295,7 @@ const makeFileStoreOn = (fs: FileSystem.FileSystem, options: FileStoreOptions): 
       const tmp = join(tmpDir, `${process.pid}-${randomUUID()}`)
       const publish = Effect.gen(function* () {
         yield* writeTemp(tmp, body)
-        yield* fs.makeDirectory(dirname(target), { recursive: true })
+        yield* fs.makeDirectory(dirname(target), { recursive: true, mode: DIRECTORY_MODE })
         // Again after mkdir: a directory swapped for a link in between must not receive the object either.
         yield* checkNoLinks(key)
         if (precondition?._tag === "IfAbsent") {
@@ -399,7 +406,7 @@ export const ObjectStoreFile = (options: FileStoreOptions): Layer.Layer<ObjectSt
       const fs = yield* FileSystem.FileSystem
       const existing = yield* Effect.option(fs.stat(options.directory))
       if (Option.isSome(existing) && existing.value.type !== "Directory") return yield* new BucketNotDirectory({ directory: options.directory })
-      yield* fs.makeDirectory(options.directory, { recursive: true })
+      yield* fs.makeDirectory(options.directory, { recursive: true, mode: DIRECTORY_MODE })
       return makeFileStoreOn(fs, options)
     }).pipe(Effect.mapError((fault) => fileError("open", options.directory, fault)))
   ).pipe(Layer.provide(NodeFileSystem.layer))

@@ -1,4 +1,4 @@
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs"
+import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
@@ -18,6 +18,15 @@ const enc = new TextEncoder()
 const dec = new TextDecoder()
 
 describe("file store specifics", () => {
+  it.effect("objects are written 0600 and directories 0700: the bucket holds sealed keys and the event log", () =>
+    Effect.gen(function* () {
+      const root = join(dir, "modes")
+      const s = makeFileStore({ directory: root })
+      yield* s.put("pki/acme/ca.key", new TextEncoder().encode("sealed")).pipe(Effect.orDie)
+      expect(statSync(join(root, "pki", "acme", "ca.key")).mode & 0o777).toBe(0o600)
+      for (const directory of [root, join(root, "pki"), join(root, "pki", "acme")]) expect(statSync(directory).mode & 0o777).toBe(0o700)
+    }))
+
   it.live("objects are plain files under the directory; temp and lock files never show up in list", () =>
     Effect.gen(function* () {
       const root = join(dir, "plain")
