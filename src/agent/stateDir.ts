@@ -7,6 +7,8 @@
  * `agent.crt` and `ca.crt` are copies of the same for other programs on the VM (TLS clients, say).
  */
 import { X509Certificate } from "node:crypto"
+import { constants } from "node:fs"
+import { lstat, open, rename, unlink } from "node:fs/promises"
 import { FileSystem } from "@effect/platform"
 import { Data, Effect, Option, Redacted, Schema } from "effect"
 import type { AgentIdentity } from "./AgentClient.js"
@@ -52,16 +54,73 @@ export const certificateNotAfter = (certificatePem: string): Option.Option<Date>
   }
 }
 
+/**
+ * The state directory must be the agent's own: a real directory (not a link), owned by this user, writable
+ * by nobody else. Anyone else who can write there could plant a link that makes the agent write its key
+ * somewhere else, or read an identity it never wrote.
+ */
+const checkDirectory = (dir: string): Effect.Effect<void, AgentError> =>
+  Effect.tryPromise({
+    try: () => lstat(dir),
+    catch: (error) => new AgentError({ message: `cannot look at ${dir}: ${errorText(error)}` })
+  }).pipe(Effect.flatMap((stats) => {
+    if (stats.isSymbolicLink()) return Effect.fail(new AgentError({ message: `${dir} is a symbolic link; give the state directory itself` }))
+    if (!stats.isDirectory()) return Effect.fail(new AgentError({ message: `${dir} is not a directory` }))
+    const uid = process.getuid?.()
+    if (uid !== undefined && stats.uid !== uid) return Effect.fail(new AgentError({ message: `${dir} belongs to uid ${stats.uid}, not to this agent (uid ${uid})` }))
+    if ((stats.mode & 0o022) !== 0) {
+      return Effect.fail(new AgentError({ message: `${dir} is writable by group or others (mode ${(stats.mode & 0o777).toString(8)}); make it 0700 (chmod 700 ${dir})` }))
+    }
+    return Effect.void
+  }))
+
+/** Reads `path` without following a link (a planted link is refused, never read through). */
+const readNoFollow = (path: string): Effect.Effect<string, AgentError> =>
+  Effect.tryPromise({
+    try: async () => {
+      const handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW)
+      try {
+        return await handle.readFile("utf8")
+      } finally {
+        await handle.close()
+      }
+    },
+    catch: (error) =>
+      new AgentError({
+        message: (error as NodeJS.ErrnoException).code === "ELOOP" ? `${path} is a symbolic link; refusing to read through it` : `cannot read ${path}: ${errorText(error)}`
+      })
+  })
+
+/** Writes `content` to `path` by a fresh file beside it (created exclusively, never through a link) and a rename. */
+const writeNoFollow = (path: string, content: string, mode: number): Effect.Effect<void, AgentError> =>
+  Effect.tryPromise({
+    try: async () => {
+      const staging = `${path}.new`
+      // A leftover (or planted) staging entry goes first: unlink removes a link itself, never its target.
+      await unlink(staging).catch((error: NodeJS.ErrnoException) => { if (error.code !== "ENOENT") throw error })
+      const handle = await open(staging, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode)
+      try {
+        await handle.writeFile(content)
+        await handle.sync()
+      } finally {
+        await handle.close()
+      }
+      await rename(staging, path)
+    },
+    catch: (error) => new AgentError({ message: `cannot write ${path}: ${errorText(error)}` })
+  })
+
 /** Reads the identity in `dir`; none when the directory holds none yet (no `identity.json`). */
 export const loadIdentity = (dir: string): Effect.Effect<Option.Option<StoredIdentity>, AgentError, FileSystem.FileSystem> =>
   Effect.gen(function* () {
     const fs = yield* FileSystem.FileSystem
+    const dirPresent = yield* fs.exists(dir).pipe(Effect.orElseSucceed(() => false))
+    if (!dirPresent) return Option.none()
+    yield* checkDirectory(dir)
     const path = inDir(dir, STATE_FILES.identity)
-    const present = yield* fs.exists(path).pipe(Effect.orElseSucceed(() => false))
+    const present = yield* Effect.promise(() => lstat(path).then(() => true, () => false))
     if (!present) return Option.none()
-    const text = yield* fs.readFileString(path).pipe(
-      Effect.mapError((error) => new AgentError({ message: `cannot read ${path}: ${errorText(error)}` }))
-    )
+    const text = yield* readNoFollow(path)
     const json = yield* Schema.decodeUnknown(IdentityJson)(text).pipe(
       Effect.mapError(() => new AgentError({ message: `${path} is not an identity this agent wrote; remove it to register anew (with a new nonce)` }))
     )
@@ -85,16 +144,8 @@ export const saveIdentity = (dir: string, stored: StoredIdentity): Effect.Effect
     const fs = yield* FileSystem.FileSystem
     const failed = (what: string) => (error: unknown) => new AgentError({ message: `cannot write ${what}: ${errorText(error)}` })
     yield* fs.makeDirectory(dir, { recursive: true, mode: 0o700 }).pipe(Effect.mapError(failed(dir)))
-    const write = (name: string, content: string, mode: number) => {
-      const path = inDir(dir, name)
-      const staging = `${path}.new`
-      return fs.writeFileString(staging, content, { mode }).pipe(
-        // `mode` applies only when the file is created: a leftover staging file keeps its own.
-        Effect.zipRight(fs.chmod(staging, mode)),
-        Effect.zipRight(fs.rename(staging, path)),
-        Effect.mapError(failed(path))
-      )
-    }
+    yield* checkDirectory(dir)
+    const write = (name: string, content: string, mode: number) => writeNoFollow(inDir(dir, name), content, mode)
     const { identity } = stored
     yield* write(STATE_FILES.identity, `${JSON.stringify({
       instance_id: identity.instanceId,
