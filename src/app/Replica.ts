@@ -4,21 +4,13 @@
  * admin endpoints answer from, leader or standby, and where a leadership term publishes its services.
  */
 import { Duration, Effect, Layer, SubscriptionRef } from "effect"
-import { hostname } from "node:os"
-import type { Address } from "../domain/config/index.js"
 import { makeLeaderLeaseOn } from "../layers/LeaderLeaseStore.js"
 import { LeaderLease } from "../services/LeaderLease.js"
 import { ObjectStore } from "../services/ObjectStore.js"
+import { advertisedAddress } from "../shard/ShardContext.js"
 import { makeShardReplica, ShardReplica } from "../shard/ShardReplica.js"
 import { ReplicaIdentity } from "./ReplicaIdentity.js"
 import { ShardConfig } from "./ShardConfig.js"
-
-/** The address written into `leader.json`: the configured one, its wildcard host replaced. */
-export const advertisedElectionAddress = (address: Address, advertiseHost: string | undefined): string => {
-  const wildcard = address.host === "" || address.host === "0.0.0.0" || address.host === "::"
-  const host = wildcard ? advertiseHost ?? hostname() : address.host
-  return host.includes(":") ? `[${host}]:${address.port}` : `${host}:${address.port}`
-}
 
 /**
  * The leader lease on the shard's store, with the election timings of the config the replica started
@@ -36,7 +28,8 @@ export const LeaseLive: Layer.Layer<LeaderLease, never, ObjectStore | ShardConfi
     )
     return yield* makeLeaderLeaseOn(yield* ObjectStore, {
       id: identity.id,
-      address: advertisedElectionAddress(config.shard.advertise.election, identity.advertiseHost),
+      // The address written into `leader.json`: the configured one, its wildcard host filled in.
+      address: advertisedAddress(config.shard.advertise.election, identity.advertiseHost),
       frequentInterval: election.frequentInterval,
       infrequentInterval: election.infrequentInterval,
       leaderTimeout: election.leaderTimeout

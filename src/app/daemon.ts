@@ -23,7 +23,6 @@ import { replicaIdentity } from "./ReplicaIdentity.js"
 import { ShardConfig, ShardConfigLive } from "./ShardConfig.js"
 import { bucketFrom, ShardStoreLive } from "./stores.js"
 
-export { advertisedElectionAddress } from "./Replica.js"
 export { REGISTRATION_OFF_WARNING } from "./Registration.js"
 
 export interface DaemonSettings {

@@ -10,6 +10,7 @@ import { Console, Effect, Either, Option } from "effect"
 import {
   formatProblem,
   identifierProblem,
+  isWildcardHost,
   MAX_JSONC_BYTES,
   parseAddress,
   type ParsedShardConfig,
@@ -67,8 +68,6 @@ export interface StartFlags {
   readonly advertiseHost?: string
   readonly configFile?: string
 }
-
-const WILDCARD_HOSTS = new Set(["", "0.0.0.0", "::"])
 
 /** The default prefix as operators read it in messages and help. */
 const DEFAULT_PREFIX = shardPrefix("{shard}")
@@ -132,7 +131,7 @@ export const checkStartOptions = (
     if (config !== undefined) {
       // Same rule as the original: the flag fills in a wildcard host, it never overrides a written one.
       for (const [name, address] of [["health_addr", config.config.shard.advertise.health], ["election_addr", config.config.shard.advertise.election]] as const) {
-        if (!WILDCARD_HOSTS.has(address.host)) {
+        if (!isWildcardHost(address.host)) {
           errors.push(`--advertise-host cannot replace shard.advertise.${name} ${echoValue(address.text)}: it already names a host`)
         }
       }

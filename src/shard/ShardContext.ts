@@ -5,7 +5,7 @@
  */
 import { Context, type Duration, type SubscriptionRef } from "effect"
 import { hostname } from "node:os"
-import type { Address, ParsedShardConfig } from "../domain/config/index.js"
+import { type Address, isWildcardHost, type ParsedShardConfig } from "../domain/config/index.js"
 import type { ClusterPkiShape } from "../services/ClusterPki.js"
 
 export interface ShardContextShape {
@@ -29,16 +29,13 @@ export interface RegistrationSettings {
 
 /** `host:port` of `address`, an empty or wildcard host replaced by `advertiseHost` (else the hostname). */
 export const advertisedAddress = (address: Address, advertiseHost: string | undefined): string => {
-  const wildcard = address.host === "" || address.host === "0.0.0.0" || address.host === "::"
-  const host = wildcard ? advertiseHost ?? hostname() : address.host
+  const host = isWildcardHost(address.host) ? advertiseHost ?? hostname() : address.host
   return host.includes(":") ? `[${host}]:${address.port}` : `${host}:${address.port}`
 }
 
 /** The URL agents register at: `https://{shard.advertise.registration_addr}/agent`. */
 export const registrationUrl = (config: ParsedShardConfig, advertiseHost: string | undefined): string =>
   `https://${advertisedAddress(config.config.shard.advertise.registration, advertiseHost)}/agent`
-
-const isWildcardHost = (host: string) => host === "" || host === "0.0.0.0" || host === "::"
 
 /**
  * The names a TLS endpoint's certificate carries: whatever a client may dial — the advertised host (a VIP or

@@ -5,7 +5,7 @@
  * request arrives. A standby (or a leader between terms) answers with where the leader serves that endpoint.
  */
 import { Context, Data, Effect, Option, Ref, type Scope, SubscriptionRef } from "effect"
-import type { Address, ParsedShardConfig } from "../domain/config/index.js"
+import { type Address, isWildcardHost, type ParsedShardConfig } from "../domain/config/index.js"
 import type { EventLog } from "../services/EventLog.js"
 import type { AgentTerm } from "./AgentBackendShard.js"
 import type { InstanceIds } from "../services/InstanceIds.js"
@@ -75,8 +75,6 @@ export interface ShardReplicaShape {
 
 export class ShardReplica extends Context.Tag("nstance/ShardReplica")<ShardReplica, ShardReplicaShape>() {}
 
-const isWildcard = (host: string) => host === "" || host === "0.0.0.0" || host === "::"
-
 /** The host of a `host:port` or `[v6]:port` address ("" when it has none). */
 const hostOf = (address: string): string => {
   const bracketed = /^\[([^\]]*)\]:\d+$/.exec(address)
@@ -91,7 +89,7 @@ const hostOf = (address: string): string => {
  * wildcard is replaced by the host of the leader's election address from `leader.json`.
  */
 export const endpointOfLeader = (advertised: Address, leader: LeaderInfo): string => {
-  if (!isWildcard(advertised.host)) return advertised.host.includes(":") ? `[${advertised.host}]:${advertised.port}` : `${advertised.host}:${advertised.port}`
+  if (!isWildcardHost(advertised.host)) return advertised.host.includes(":") ? `[${advertised.host}]:${advertised.port}` : `${advertised.host}:${advertised.port}`
   const host = hostOf(leader.address)
   if (host === "") return ""
   return host.includes(":") ? `[${host}]:${advertised.port}` : `${host}:${advertised.port}`

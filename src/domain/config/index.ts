@@ -15,7 +15,7 @@ export type { Address, Addresses, Group, LeaderElection, ShardConfig, Template, 
 export type { JsonObject } from "./schema.js"
 export type { VmSpec } from "./vmSpec.js"
 export { formatProblem, InvalidShardConfig, type Problem } from "./problems.js"
-export { DEFAULTS, identifierProblem, MAX_CERTIFICATE_TTL_HOURS, MAX_GROUP_SIZE, parseAddress, validateShardConfig } from "./validate.js"
+export { DEFAULTS, identifierProblem, isWildcardHost, MAX_CERTIFICATE_TTL_HOURS, MAX_GROUP_SIZE, parseAddress, validateShardConfig } from "./validate.js"
 export { cloneJson, mergeArgs } from "./merge.js"
 export { checkProxmoxArg, formatSubnetId, type InstanceType, parseInstanceType, parseSubnetId, type Subnet } from "./proxmox.js"
 export { jsoncBoundsProblem, type JsoncSyntaxError, MAX_JSONC_BYTES, MAX_JSONC_DEPTH, parseJsonc } from "./jsonc.js"

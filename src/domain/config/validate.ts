@@ -102,7 +102,8 @@ export const parseAddress = (text: string): Either.Either<Address, string> => {
   return Either.right({ host, port, text })
 }
 
-const isWildcard = (host: string) => host === "" || host === "0.0.0.0" || host === "::"
+/** An empty host, `0.0.0.0` or `::`: bound, it means every interface; advertised, it is filled in per replica. */
+export const isWildcardHost = (host: string): boolean => host === "" || host === "0.0.0.0" || host === "::"
 
 const ADDRESS_FIELDS = ["health_addr", "election_addr", "registration_addr", "operator_addr", "agent_addr"] as const
 
@@ -262,7 +263,7 @@ export const validateShardConfig = (
   const bound = ([["health_addr", bind.health], ["election_addr", bind.election], ["registration_addr", bind.registration], ["operator_addr", bind.operator], ["agent_addr", bind.agent]] as const)
     .filter(([, address]) => address.port !== 0)
   bound.forEach(([field, address], i) => {
-    const clash = bound.slice(0, i).find(([, other]) => other.port === address.port && (other.host === address.host || isWildcard(other.host) || isWildcard(address.host)))
+    const clash = bound.slice(0, i).find(([, other]) => other.port === address.port && (other.host === address.host || isWildcardHost(other.host) || isWildcardHost(address.host)))
     if (clash === undefined) return
     const [otherField, other] = clash
     fail(`shard.bind.${field}`, other.text === address.text
