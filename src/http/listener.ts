@@ -8,6 +8,7 @@
 import { readFile } from "node:fs/promises"
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
 import { createServer as createHttpsServer, type Server as HttpsServer } from "node:https"
+import type { Socket } from "node:net"
 import type { Duplex } from "node:stream"
 import { NodeHttpServer } from "@effect/platform-node"
 import { Clock, Context, Duration, Effect, Layer, Metric, MetricLabel, Ref, Runtime, Schedule } from "effect"
@@ -109,17 +110,23 @@ export const makeRefusalLog = (listener: ListenerName): Effect.Effect<RefusalLog
     }
   })
 
-/** `host:port` of the remote end (IPv6 in brackets); "unknown" once the socket is gone. */
-export const peerOf = (socket: { readonly remoteAddress?: string | undefined; readonly remotePort?: number | undefined }): string => {
-  const host = socket.remoteAddress
-  if (host === undefined) return "unknown"
-  const shown = host.startsWith("::ffff:") ? host.slice(7) : host
-  return shown.includes(":") ? `[${shown}]:${socket.remotePort ?? 0}` : `${shown}:${socket.remotePort ?? 0}`
+/** What Node tells of a connection's remote end (a socket, or the `drop` event's data). */
+interface Peer {
+  readonly remoteAddress?: string | undefined
+  readonly remotePort?: number | undefined
 }
 
-const peerHost = (socket: Duplex & { readonly remoteAddress?: string | undefined }): string => {
-  const host = socket.remoteAddress ?? "unknown"
+/** The remote address, an IPv4-mapped IPv6 one shown as IPv4; "unknown" once the socket is gone. */
+const peerHost = (peer: Peer): string => {
+  const host = peer.remoteAddress ?? "unknown"
   return host.startsWith("::ffff:") ? host.slice(7) : host
+}
+
+/** `host:port` of the remote end (IPv6 in brackets); "unknown" once the socket is gone. */
+const peerOf = (peer: Peer): string => {
+  const host = peerHost(peer)
+  if (peer.remoteAddress === undefined) return host
+  return host.includes(":") ? `[${host}]:${peer.remotePort ?? 0}` : `${host}:${peer.remotePort ?? 0}`
 }
 
 /** What a client error becomes: the status written back (when the socket still takes it) and the reason counted. */
@@ -167,16 +174,16 @@ export const makeGuardedServer = (
       })
     const server: Server<typeof IncomingMessage, typeof ServerResponse> = secure ?? createServer(httpOptions)
     // A client that does not speak TLS 1.3 (plain HTTP, TLS 1.2, a handshake that never ends) is refused here.
-    server.on("tlsClientError", (error: NodeJS.ErrnoException, socket: Duplex & { readonly remoteAddress?: string; readonly remotePort?: number }) => {
+    server.on("tlsClientError", (error: NodeJS.ErrnoException, socket: Duplex & Peer) => {
       if (error.code !== "ECONNRESET") report("tls", peerOf(socket), error.code ?? error.message)
       socket.destroy()
     })
     server.maxConnections = limits.maxConnections
-    server.on("drop", (data?: { readonly remoteAddress?: string; readonly remotePort?: number }) => {
+    server.on("drop", (data?: Peer) => {
       report("listener-full", peerOf(data ?? {}), `${limits.maxConnections} connections open`)
     })
     const perPeer = new Map<string, number>()
-    server.on("connection", (socket: Duplex & { readonly remoteAddress?: string; readonly remotePort?: number; setTimeout(ms: number): void }) => {
+    server.on("connection", (socket: Socket) => {
       const host = peerHost(socket)
       const open = perPeer.get(host) ?? 0
       if (open >= limits.maxConnectionsPerPeer) {
@@ -205,7 +212,7 @@ export const makeGuardedServer = (
         if (!socket.destroyed) socket.setTimeout(limits.idleTimeoutMs)
       })
     })
-    server.on("clientError", (error: NodeJS.ErrnoException, socket: Duplex & { readonly remoteAddress?: string; readonly remotePort?: number }) => {
+    server.on("clientError", (error: NodeJS.ErrnoException, socket: Duplex & Peer) => {
       const { reason, status } = classifyClientError(error)
       // A connection reset by the peer is its own business, not a refusal.
       if (error.code !== "ECONNRESET") report(reason, peerOf(socket), error.code)
