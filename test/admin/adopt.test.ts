@@ -4,16 +4,12 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Context, Effect, Layer } from "effect"
-import { adminCommand } from "../../src/cli/adminCommand.js"
 import { ProxmoxApiHttp } from "../../src/layers/ProxmoxApiHttp.js"
 import { ProxmoxApi } from "../../src/services/ProxmoxApi.js"
-import { runCommand } from "../support/cli.js"
 import { freshInstanceId, makeVmBehindOurBack } from "../support/simWorld.js"
 import { fastPveSettings } from "../shard/leaderHarness.js"
 import { CLUSTER, makeAdminWorld, SHARD } from "./harness.js"
 
-const admin = (world: { readonly adminEnv: Record<string, string | undefined> }, args: ReadonlyArray<string>) =>
-  Effect.promise(() => runCommand(adminCommand, "nstance-admin", args, { env: world.adminEnv }))
 
 const lines = (text: string) => text.split("\n").filter((line) => line !== "")
 
@@ -33,20 +29,20 @@ describe("nstance-admin adopt (in-process endpoint)", () => {
       })
       const server = ["--server", world.leader.address]
       // A GC pass (every second) reads its notes and reports it; nothing adopts or deletes it.
-      yield* world.waitUntil("status reports the other log", Effect.map(admin(world, ["status", ...server]), (r) => r.stdout.includes(OTHER_LOG)))
-      const status = lines((yield* admin(world, ["status", ...server])).stdout)
+      yield* world.waitUntil("status reports the other log", Effect.map(world.admin(["status", ...server]), (r) => r.stdout.includes(OTHER_LOG)))
+      const status = lines((yield* world.admin(["status", ...server])).stdout)
       expect(status[1]).toMatch(new RegExp(`^⚠ 1 VM with this shard's tags belong to another event log, not this one: ${OTHER_LOG} \\(VM ${made.vmid}\\);.*nstance-admin adopt --from-log ${OTHER_LOG}`))
       expect((yield* rpc.ListInstances({})).map((i) => i.id)).not.toContain(name)
 
-      const bad = yield* admin(world, ["adopt", "--from-log", "not-a-log", ...server])
+      const bad = yield* world.admin(["adopt", "--from-log", "not-a-log", ...server])
       expect(bad.status).toBe(1)
       expect(lines(bad.stderr)).toHaveLength(1)
       expect(bad.stderr).toContain("--from-log \"not-a-log\" is not an event log ID")
-      const unknown = yield* admin(world, ["adopt", "--from-log", `log${"6".repeat(26)}`, ...server])
+      const unknown = yield* world.admin(["adopt", "--from-log", `log${"6".repeat(26)}`, ...server])
       expect(unknown.status).toBe(1)
       expect(lines(unknown.stderr)).toEqual([expect.stringContaining(`VMs of other logs: ${OTHER_LOG} (1)`)])
 
-      const adopted = yield* admin(world, ["adopt", "--from-log", OTHER_LOG, ...server])
+      const adopted = yield* world.admin(["adopt", "--from-log", OTHER_LOG, ...server])
       expect(adopted.status).toBe(0)
       expect(lines(adopted.stdout)[0]).toBe(`1 VM of event log ${OTHER_LOG} adopted into this shard's log; the leader manages them from now on`)
       expect(lines(adopted.stdout)[2]).toMatch(new RegExp(`^${name}\\s+${made.vmid}\\s+pve2$`))

@@ -15,6 +15,8 @@ import { ObjectStore, type ObjectStoreShape } from "../../src/services/ObjectSto
 import { AdminServerLive } from "../../src/rpc/AdminServer.js"
 import { ShardReplica, type ShardReplicaShape } from "../../src/shard/ShardReplica.js"
 import { buildReplica } from "../support/stackReplica.js"
+import { runCommand } from "../support/cli.js"
+import { adminCommand } from "../../src/cli/adminCommand.js"
 import { writeCaFile } from "../support/tls.js"
 export { writeCaFile } from "../support/tls.js"
 import { leaseDouble } from "../support/leaseDouble.js"
@@ -153,7 +155,13 @@ export const makeAdminWorld = (options: AdminWorldOptions = {}) =>
     /** Ends the leader's term (as losing the lease would). */
     const depose = leading.depose
 
-    return { store, sim, config, replica, leader, standby, client, pki: clusterPki, credentials, caFile, adminEnv: { NSTANCE_ADMIN_TOKEN: Redacted.value(TOKEN), NSTANCE_CA_FILE: caFile, NSTANCE_ADMIN_ADDR: undefined }, waitUntil, putConfig, source, quiet, depose }
+    /** What `nstance-admin` needs to reach this world: the token and the CA file (and no address from the environment). */
+    const adminEnv = { NSTANCE_ADMIN_TOKEN: Redacted.value(TOKEN), NSTANCE_CA_FILE: caFile, NSTANCE_ADMIN_ADDR: undefined }
+    /** `nstance-admin args…` in-process with `adminEnv`, and `env` over it. */
+    const admin = (args: ReadonlyArray<string>, env: Record<string, string | undefined> = {}) =>
+      Effect.promise(() => runCommand(adminCommand, "nstance-admin", args, { env: { ...adminEnv, ...env } }))
+
+    return { store, sim, config, replica, leader, standby, client, pki: clusterPki, credentials, caFile, adminEnv, admin, waitUntil, putConfig, source, quiet, depose }
   })
 
 export const nonTemplateVms = (sim: RunningSimulator) => [...sim.model.vms.values()].filter((vm) => vm.config.get("template") !== "1")

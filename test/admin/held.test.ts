@@ -5,8 +5,6 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { adminCommand } from "../../src/cli/adminCommand.js"
-import { runCommand } from "../support/cli.js"
 import { makeAdminWorld } from "./harness.js"
 
 const A = "webaaaaaaaaaaaaaaaaaaaaaaaaaa"
@@ -42,8 +40,7 @@ describe("held instances over the admin endpoint", () => {
         { seq: 1, event: "Cloned", instanceId: B, vmid: 500, reason: `Cloned gives ${B} VMID 500, which belongs to ${A}`, held: [B, A] }
       ])
 
-      const admin = (args: ReadonlyArray<string>) =>
-        Effect.promise(() => runCommand(adminCommand, "nstance-admin", [...args, "--server", world.leader.address], { env: world.adminEnv }))
+      const admin = (args: ReadonlyArray<string>) => world.admin([...args, "--server", world.leader.address])
       const text = lines((yield* admin(["status"])).stdout)
       expect(text).toContain(`  ${A}  VM 500  since seq 1: CloneRequested gives ${B} VMID 500, which belongs to ${A}`)
       expect(text).toContain(`  seq 1  CloneRequested  ${B}  VM 500: CloneRequested gives ${B} VMID 500, which belongs to ${A}`)
