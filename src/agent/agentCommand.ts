@@ -59,11 +59,17 @@ export const detectIps = (): { ipv4?: string; ipv6?: string } => {
   return out
 }
 
+/** The endpoint URL, refused unless it is `https://`: the agent sends its nonce and reports over TLS only. */
+const httpsOnly = (url: string): Effect.Effect<string, AgentError> =>
+  url.startsWith("https://")
+    ? Effect.succeed(url)
+    : Effect.fail(new AgentError({ message: `${url} is not an https:// URL; the agent speaks to its shard over TLS only` }))
+
 const register = (settings: AgentRunSettings) =>
   Effect.gen(function* () {
     const registration = yield* readRegistration(settings.source)
     const url = settings.url ?? registration.registrationUrl
-    const client = yield* makeAgentClient(url, tlsConnector(registration.caPem))
+    const client = yield* makeAgentClient(yield* httpsOnly(url), tlsConnector(registration.caPem))
     const askedAt = yield* Clock.currentTimeMillis
     const identity = yield* client.register({
       nonce: Redacted.make(registration.nonce),
@@ -123,7 +129,7 @@ export const runAgent = (settings: AgentRunSettings): Effect.Effect<void, AgentE
     const start = Option.isSome(stored) ? yield* resume(settings, stored.value) : yield* register(settings)
     const held = yield* Ref.make(start)
     // Trusts the CA the registration answer carried (over a connection the user-data's CA authenticated).
-    const client = yield* makeAgentClient(start.url, tlsConnector(start.identity.caPem))
+    const client = yield* makeAgentClient(yield* httpsOnly(start.url), tlsConnector(start.identity.caPem))
     if (settings.once) {
       return yield* beat(settings, client, held).pipe(
         Effect.mapError((error) => new AgentError({ message: `health report at ${client.url} failed: ${reasonOf(error)}` }))

@@ -111,6 +111,20 @@ describe("nstance-agent", () => {
       expect(yield* backend.registrations).toEqual([])
     }))
 
+  it.scopedLive("a plain http:// URL is refused in one line before anything is sent", () =>
+    Effect.gen(function* () {
+      const { backend, url, pki, awaitRegistration } = yield* startAgentEndpoint()
+      const nonce = yield* awaitRegistration("vmx01plain")
+      const dir = yield* tempDir
+      const plain = url.replace("https://", "http://")
+      const result = yield* agent(["--state-dir", join(dir, "state"), "--once", "--url", plain], {
+        env: { NSTANCE_AGENT_NONCE: Redacted.value(nonce.jwt), NSTANCE_AGENT_URL: url, NSTANCE_AGENT_CA_FILE: yield* writeCaFile(pki.caPem) }
+      })
+      expect(result.status).toBe(1)
+      expect(errorLines(result.stderr)).toEqual([`✗ ${plain} is not an https:// URL; the agent speaks to its shard over TLS only`])
+      expect(yield* backend.registrations).toEqual([])
+    }))
+
   it.scopedLive("reports health on its interval and renews the certificate when the server says to", () =>
     Effect.gen(function* () {
       // Certificates of 3 seconds: renew after 2.
