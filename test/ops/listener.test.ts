@@ -63,6 +63,22 @@ const healthServer = (limits: ListenerLimits) =>
     return address.port
   })
 
+/**
+ * Opens `count` connections to `port` at once and says how many the server closed within 400 ms, and how
+ * many refusals of `reason` the health endpoint counted meanwhile; every connection is closed after.
+ */
+const closedOnAccept = (port: number, count: number, reason: string) =>
+  Effect.gen(function* () {
+    const before = yield* refusals
+    const sockets = yield* Effect.promise(() => Promise.all(Array.from({ length: count }, () => open(port))))
+    const closed = yield* Effect.promise(() => Promise.all(sockets.map((s) => closedWithin(s, 400))))
+    for (const s of sockets) s.socket.destroy()
+    yield* Effect.promise(() => Promise.all(sockets.map((s) => s.closed)))
+    yield* Effect.sleep("100 millis")
+    const after = yield* refusals
+    return { closed: closed.filter((c) => c).length, counted: after("health", reason) - before("health", reason) }
+  })
+
 describe("listener limits, as sized from the descriptor limit", () => {
   it("at 1,024 descriptors: 384 registration connections (48 a peer), 192 each for operator and health, 256 kept back", () => {
     expect(listenerLimits("registration", 1024)).toMatchObject({ maxConnections: 384, maxConnectionsPerPeer: 48 })
@@ -85,16 +101,8 @@ describe.skipIf(skipWithout("prometheus-parser"))("a guarded listener (health en
   it.scopedLive("connections beyond the per-peer cap are closed as soon as they are accepted, and counted as peer-full", () =>
     Effect.gen(function* () {
       const port = yield* healthServer(TIGHT)
-      const before = yield* refusals
-      const sockets = yield* Effect.promise(() => Promise.all(Array.from({ length: 10 }, () => open(port))))
-      const closed = yield* Effect.promise(() => Promise.all(sockets.map((s) => closedWithin(s, 400))))
       // The first four stay open (they sent nothing yet); the other six were closed on accept.
-      expect(closed.filter((c) => c).length).toBe(6)
-      for (const s of sockets) s.socket.destroy()
-      yield* Effect.promise(() => Promise.all(sockets.map((s) => s.closed)))
-      yield* Effect.sleep("100 millis")
-      const after = yield* refusals
-      expect(after("health", "peer-full") - before("health", "peer-full")).toBe(6)
+      expect(yield* closedOnAccept(port, 10, "peer-full")).toEqual({ closed: 6, counted: 6 })
     }))
 
   it.scopedLive("half-sent headers are closed after the header timeout, a silent socket after the idle timeout; both counted", () =>
@@ -135,15 +143,7 @@ describe.skipIf(skipWithout("prometheus-parser"))("a guarded listener (health en
   it.scopedLive("beyond the listener's cap, connections from any address are dropped and counted as listener-full", () =>
     Effect.gen(function* () {
       const port = yield* healthServer({ ...TIGHT, maxConnections: 5, maxConnectionsPerPeer: 100 })
-      const before = yield* refusals
-      const sockets = yield* Effect.promise(() => Promise.all(Array.from({ length: 8 }, () => open(port))))
-      const closed = yield* Effect.promise(() => Promise.all(sockets.map((s) => closedWithin(s, 400))))
-      expect(closed.filter((c) => c).length).toBe(3)
-      for (const s of sockets) s.socket.destroy()
-      yield* Effect.promise(() => Promise.all(sockets.map((s) => s.closed)))
-      yield* Effect.sleep("100 millis")
-      const after = yield* refusals
-      expect(after("health", "listener-full") - before("health", "listener-full")).toBe(3)
+      expect(yield* closedOnAccept(port, 8, "listener-full")).toEqual({ closed: 3, counted: 3 })
     }))
 
   it.scopedLive("a wrong admin token gets 401 and is counted as a token refusal on the operator endpoint", () =>
