@@ -33,6 +33,7 @@ export const ENDPOINTS = [
   "GET /nodes/{node}/qemu",
   "GET /nodes/{node}/qemu/{vmid}/config",
   "GET /nodes/{node}/qemu/{vmid}/status/current",
+  "GET /nodes/{node}/network",
   "GET /nodes/{node}/status",
   "GET /nodes/{node}/storage",
   "GET /nodes/{node}/storage/{storage}/content",

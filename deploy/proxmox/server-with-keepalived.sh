@@ -20,8 +20,12 @@
 #   5. keepalived (installed with apt-get when missing), a leader check script, and
 #      /etc/keepalived/keepalived.conf, syntax-checked with `keepalived -t` before it is put in place;
 #   6. enable and (re)start nstance-server and keepalived (restart only when something changed).
-# Only the shard leader listens on the registration port, so the check script (`ss` on that port) gives
-# the leader's node +50 priority and the VIP follows the leader. VRRP (IP protocol 112) must be allowed
+# The leader check asks this node's nstance-server whether it leads: `curl` GET /leaderz on its health
+# endpoint (--health-addr), which answers 200 only while the replica holds the shard's lease and its term
+# has started, and 503 from the moment it does not. Anything but a 200 within --check-timeout seconds
+# fails the check. keepalived runs it every 2 s and adds 50 to the priority of the node where it passes,
+# so the VIP follows the leader. (Every replica listens on the registration port, a standby to answer
+# NotLeader, so a port check would pass on standbys too.) VRRP (IP protocol 112) must be allowed
 # between the nodes on the VIP's interface (PVE firewall: IN ACCEPT -source <vip-subnet> -p vrrp).
 # The shard config itself comes from create-shard-config.sh; advertise the VIP there (--advertise-host).
 #
@@ -50,7 +54,13 @@
 #                         (alias --router-id)
 #   --priority N          base VRRP priority 1-254 (the leader check adds 50)                   [100]
 #   --auth-pass PASS      VRRP PASS authentication, 1-8 letters/digits (env KEEPALIVED_AUTH_PASS) [none]
-#   --check-port N        port only the leader listens on (registration port)                   [8992]
+#   --health-addr HOST:PORT  where the check reaches this node's nstance-server health endpoint: the
+#                         config's shard.bind.health_addr; a wildcard host (0.0.0.0, [::] or none, as in
+#                         create-shard-config.sh's default 0.0.0.0:8990) means loopback      [127.0.0.1:8990]
+#   --check-timeout SECONDS  how long the check waits for the answer, 1-30 (keepalived kills the check
+#                         one second later)                                                     [2]
+#   --check-port N        refused: the old check's registration port, which every replica serves; use
+#                         --health-addr
 #   --check-script PATH   where the leader check script is installed [/usr/local/libexec/nstance-check-leader]
 #   --script-user USER    user keepalived runs the check script as                              [nstance]
 #   --no-keepalived       install only nstance-server (no VIP)
@@ -160,7 +170,7 @@ PVE_PRIVS=Sys.Audit,VM.Allocate,VM.Audit,VM.Clone,VM.PowerMgmt,VM.Config.CPU,VM.
 
 shard="" bucket="" storage=s3 prefix="" server_id="" s3_endpoint="" region="" api_url=""
 server_bin_src="" key_src="" generate_key=0 create_token=0 token_only=0
-vip="" iface="" vrid=51 priority=100 auth_pass=${KEEPALIVED_AUTH_PASS-} check_port=8992
+vip="" iface="" vrid=51 priority=100 auth_pass=${KEEPALIVED_AUTH_PASS-} health_addr=127.0.0.1:8990 check_timeout=2
 check_script=$ROOT/usr/local/libexec/nstance-check-leader script_user=nstance
 no_keepalived=0 print_conf=0 uninstall=0
 
@@ -188,7 +198,9 @@ while [ $# -gt 0 ]; do
     --vrid | --router-id) need_value "$1" $# "${2-}"; vrid=$2; shift 2 ;;
     --priority) need_value "$1" $# "${2-}"; priority=$2; shift 2 ;;
     --auth-pass) need_value "$1" $# "${2-}"; auth_pass=$2; shift 2 ;;
-    --check-port) need_value "$1" $# "${2-}"; check_port=$2; shift 2 ;;
+    --health-addr) need_value "$1" $# "${2-}"; health_addr=$2; shift 2 ;;
+    --check-timeout) need_value "$1" $# "${2-}"; check_timeout=$2; shift 2 ;;
+    --check-port) usage_error "--check-port is gone: every replica listens on the registration port, so the check asks /leaderz on the health endpoint instead (--health-addr HOST:PORT, default 127.0.0.1:8990)" ;;
     --check-script) need_value "$1" $# "${2-}"; check_script=$2; shift 2 ;;
     --script-user) need_value "$1" $# "${2-}"; script_user=$2; shift 2 ;;
     --no-keepalived) no_keepalived=1; shift ;;
@@ -201,6 +213,19 @@ done
 is_ipv4() { [[ $1 =~ ^([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})$ ]] && ((BASH_REMATCH[1] < 256 && BASH_REMATCH[2] < 256 && BASH_REMATCH[3] < 256 && BASH_REMATCH[4] < 256)); }
 ip_to_int() { local a b c d; IFS=. read -r a b c d <<<"$1"; echo $(((a << 24) | (b << 16) | (c << 8) | d)); }
 is_port() { [[ $1 =~ ^[1-9][0-9]{0,4}$ ]] && [ "$1" -le 65535 ]; }
+# health_url HOST:PORT prints the /leaderz URL of that health address; a wildcard host (empty, 0.0.0.0,
+# [::]) is this node's loopback, as the server listens on every interface then. Fails on anything else.
+health_url() {
+  local host=${1%:*} port=${1##*:}
+  [[ $1 == *:* ]] && is_port "$port" || return 1
+  case $host in
+    "" | 0.0.0.0) host=127.0.0.1 ;;
+    "[::]") host="[::1]" ;;
+    \[*\]) [[ $host =~ ^\[[0-9A-Fa-f:.]+\]$ ]] || return 1 ;;
+    *) is_ipv4 "$host" || [[ $host =~ ^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$ && $host =~ [A-Za-z] ]] || return 1 ;;
+  esac
+  printf 'http://%s:%s/leaderz\n' "$host" "$port"
+}
 
 # ---- validate flags (everything, before any probe or change) ----
 want_server=1 want_keepalived=1
@@ -245,7 +270,8 @@ if [ "$want_keepalived" = 1 ]; then
   if ! [[ $vrid =~ ^[1-9][0-9]{0,2}$ ]] || [ "$vrid" -gt 255 ]; then usage_error "--vrid must be a number from 1 to 255, got '$vrid'"; fi
   if ! [[ $priority =~ ^[1-9][0-9]{0,2}$ ]] || [ "$priority" -gt 254 ]; then usage_error "--priority must be a number from 1 to 254, got '$priority'"; fi
   [ -z "$auth_pass" ] || [[ $auth_pass =~ ^[A-Za-z0-9]{1,8}$ ]] || usage_error "--auth-pass must be 1-8 letters or digits (VRRP PASS authentication carries at most 8)"
-  is_port "$check_port" || usage_error "--check-port must be a port number, got '$check_port'"
+  check_url=$(health_url "$health_addr") || usage_error "--health-addr must be HOST:PORT (IPv4, [IPv6] or a DNS name; the host may be empty), got '$health_addr'"
+  if ! [[ $check_timeout =~ ^[1-9][0-9]?$ ]] || [ "$check_timeout" -gt 30 ]; then usage_error "--check-timeout must be a number of seconds from 1 to 30, got '$check_timeout'"; fi
   [[ $check_script == /* && $check_script =~ ^[A-Za-z0-9._/-]+$ ]] || usage_error "--check-script must be an absolute path, got '$check_script'"
   [[ $script_user =~ ^[a-z_][a-z0-9_-]{0,31}$ ]] || usage_error "--script-user must be a user name, got '$script_user'"
 fi
@@ -284,7 +310,7 @@ global_defs {
 vrrp_script nstance_leader {
     script "$check_script"
     interval 2
-    timeout 2
+    timeout $((check_timeout + 1))
     fall 2
     rise 2
     weight 50
@@ -318,9 +344,12 @@ EOF
 render_check_script() {
   cat <<EOF
 #!/bin/sh
-# Written by nstance's server-with-keepalived.sh for keepalived: succeeds only on the nstance shard
-# leader, the only replica listening on the registration port ($check_port).
-ss -Htln "sport = :$check_port" | grep -q .
+# Written by nstance's server-with-keepalived.sh for keepalived: succeeds only on the nstance shard leader.
+# GET /leaderz on this node's nstance-server health endpoint answers 200 only while that replica holds
+# the shard's lease and its term has started; a standby, a leader still starting or one that lost its
+# lease answers 503. Anything but a 200 within $check_timeout s (no answer, a refused connection) fails.
+code=\$(curl --silent --globoff --noproxy '*' --max-time $check_timeout --output /dev/null --write-out '%{http_code}' '$check_url') || exit 1
+[ "\$code" = 200 ]
 EOF
 }
 
@@ -589,7 +618,7 @@ if [ "$want_keepalived" = 1 ]; then
     run env DEBIAN_FRONTEND=noninteractive apt-get install -y keepalived
     ka_installed_now=1
   fi
-  command -v ss >/dev/null 2>&1 || [ "$DRY_RUN" = 1 ] || die "required command 'ss' not found (package iproute2)"
+  command -v curl >/dev/null 2>&1 || [ "$DRY_RUN" = 1 ] || die "required command 'curl' not found (the leader check uses it; apt-get install curl)"
   run install -d -m 0755 "$(dirname "$check_script")"
   write_file 0755 "$check_script" < <(render_check_script)
   check_changed=$WROTE

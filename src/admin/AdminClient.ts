@@ -1,11 +1,11 @@
 /**
  * The operator side of the `Admin` RPC group (what `nstance-admin` uses): a client for one server address
- * that sends the admin token, turns HTTP-level refusals into typed errors (401 → `Unauthenticated`, 413 →
+ * that sends the admin token or presents an operator certificate, turns HTTP-level refusals into typed errors (401 → `Unauthenticated`, 413 →
  * `PayloadTooLarge`, nothing listening → `AdminUnreachable`), and `callAdmin`, which follows a standby's
  * `NotLeader{leaderAddr}` once to the leader it names.
  */
 import { HttpClient, HttpClientError, HttpClientRequest } from "@effect/platform"
-import { ClusterTlsClient, connectionFailure } from "../layers/ClusterTlsClient.js"
+import { ClusterTlsClient, connectionFailure, type TlsClientCertificate } from "../layers/ClusterTlsClient.js"
 import { RpcClient, type RpcClientError, type RpcGroup, RpcSerialization } from "@effect/rpc"
 import { Data, Effect, Layer, Redacted, type Scope } from "effect"
 import { ADMIN_HEADER, type AdminRpcs, AdminRpcs as Rpcs, MAX_ADMIN_REQUEST_BYTES, NotLeader, PayloadTooLarge, Unauthenticated } from "../rpc/AdminRpc.js"
@@ -33,14 +33,16 @@ export interface AdminConnection {
 export const adminUrl = (address: string): string =>
   /^https:\/\//.test(address) ? address : `https://${address}/admin`
 
-/** What a client proves and checks: the bearer token it sends, and the cluster CA the server's certificate must come from. */
+/**
+ * What a client proves and checks: the bearer token it sends (cluster-wide), or the operator certificate it
+ * presents at the handshake (its tenant only) — and the cluster CA the server's certificate must come from.
+ */
 export interface AdminCredentials {
-  readonly token: Redacted.Redacted<string>
+  readonly token?: Redacted.Redacted<string>
+  readonly certificate?: TlsClientCertificate
   /** PEM of the cluster CA (`pki/{cluster}/ca.crt` in the bucket). */
   readonly caPem: string
 }
-
-
 
 /** HTTP-level answers of the endpoint as typed errors; everything else is the endpoint being unreachable. */
 export const transportError = (address: string) =>
@@ -62,12 +64,13 @@ const statusOk = HttpClient.filterStatusOk as <E, R>(client: HttpClient.HttpClie
 /** A client of the admin endpoint at `address`, alive while the scope is. */
 export const connectAdmin = (address: string, credentials: AdminCredentials): Effect.Effect<AdminConnection, never, Scope.Scope> =>
   Effect.gen(function* () {
-    const bearer = `Bearer ${Redacted.value(credentials.token)}`
+    const token = credentials.token
     const protocol = yield* Layer.build(
       RpcClient.layerProtocolHttp({
         url: adminUrl(address),
-        transformClient: (client) => statusOk(HttpClient.mapRequest(client, HttpClientRequest.setHeader(ADMIN_HEADER, bearer)))
-      }).pipe(Layer.provide(RpcSerialization.layerNdjson), Layer.provide(ClusterTlsClient(credentials.caPem)))
+        transformClient: (client) =>
+          statusOk(token === undefined ? client : HttpClient.mapRequest(client, HttpClientRequest.setHeader(ADMIN_HEADER, `Bearer ${Redacted.value(token)}`)))
+      }).pipe(Layer.provide(RpcSerialization.layerNdjson), Layer.provide(ClusterTlsClient(credentials.caPem, credentials.certificate)))
     )
     const rpc = yield* RpcClient.make(Rpcs).pipe(Effect.provide(protocol))
     return { address, rpc }

@@ -1,24 +1,23 @@
 /**
- * The agent side of the `Agent` RPC group, shared by the simulator's guests and `nstance-agent`:
- * register with the nonce from the user-data (a fresh Ed25519 key pair, the private key never leaves the
- * caller), then report health and renew the certificate with requests signed by that key. Transport
- * failures and HTTP 413 come back as typed errors too, so a caller never has to parse a defect. A replica
- * that does not lead answers `NotLeader{leaderAddr}`: the client follows that redirect once per call (to
- * `http://{leaderAddr}/agent`) and keeps talking to the leader afterwards.
+ * The agent side of the agent's two endpoints, shared by the simulator's guests and `nstance-agent`:
+ * register over HTTPS with the nonce from the user-data (a fresh Ed25519 key pair, the private key never
+ * leaves the caller), then report health and renew the certificate over the agent channel — one
+ * persistent WebSocket, TLS 1.3 with that certificate as the client certificate, reopened with the new
+ * certificate after a renewal. Both trust only the cluster CA, so neither the nonce nor the key's
+ * certificate ever reaches a server the CA did not sign. Transport failures and HTTP 413 come back as typed
+ * errors too, so a caller never has to parse a defect. A replica that does not lead answers
+ * `NotLeader{leaderAddr}`: the client follows that redirect once per call and keeps talking to the leader
+ * afterwards.
  */
 import { generateKeyPairSync } from "node:crypto"
 import { type InvalidCertificate, type InvalidNonce, type InvalidPayload, type NonceReused, NotLeader, PayloadTooLarge, type UnknownInstance } from "../domain/agent/errors.js"
-import { HttpClient, HttpClientError } from "@effect/platform"
+import { HttpClient, HttpClientError, Socket } from "@effect/platform"
 import { ClusterTlsClient, connectionFailure } from "../layers/ClusterTlsClient.js"
 import { RpcClient, RpcClientError, type RpcGroup, RpcSerialization } from "@effect/rpc"
-import { Clock, Data, Effect, Layer, Redacted, Scope } from "effect"
-import {
-  type AgentHealthStatus,
-  healthStatement,
-  renewStatement,
-  signStatement
-} from "../domain/agent/signedRequest.js"
-import { AgentRpcs, MAX_REQUEST_BYTES } from "../rpc/AgentRpc.js"
+import { type Context, Data, Effect, ExecutionStrategy, Exit, Layer, Redacted, Scope } from "effect"
+import { WebSocket } from "ws"
+import type { AgentHealthStatus } from "../services/AgentBackend.js"
+import { AgentRpcs, MAX_REQUEST_BYTES, RegistrationRpcs } from "../rpc/AgentRpc.js"
 
 /** What a registered agent holds. Keep `privateKeyPem` on the VM; the rest is public. */
 export interface AgentIdentity {
@@ -29,6 +28,8 @@ export interface AgentIdentity {
   readonly privateKeyPem: Redacted.Redacted<string>
   /** Call `renew` this many seconds after the certificate was issued. */
   readonly renewAfterSeconds: number
+  /** The agent channel (`wss://…/agent`), as the registration answer named it. */
+  readonly agentUrl: string
 }
 
 export interface RegisterAgentRequest {
@@ -77,10 +78,6 @@ const newKeyPair = () => {
   }
 }
 
-// Signing times strictly increase within the process: the server refuses a time it has already seen.
-let lastSignedAt = 0
-const nextSignedAt = Effect.map(Clock.currentTimeMillis, (now) => (lastSignedAt = Math.max(now, lastSignedAt + 1)))
-
 const transportError = (url: string) => (error: RpcClientError.RpcClientError): Effect.Effect<never, AgentTransportError | PayloadTooLarge> => {
   const cause = error.cause
   if (HttpClientError.isHttpClientError(cause) && cause._tag === "ResponseError") {
@@ -104,120 +101,180 @@ const transportError = (url: string) => (error: RpcClientError.RpcClientError): 
  */
 const statusOk = HttpClient.filterStatusOk as <E, R>(client: HttpClient.HttpClient.With<E, R>) => HttpClient.HttpClient.With<E, R>
 
-/** The `Agent` group's client for one endpoint URL. */
+/** The registration endpoint's client. */
+export type RegistrationRpcClient = RpcClient.RpcClient<RpcGroup.Rpcs<typeof RegistrationRpcs>, RpcClientError.RpcClientError>
+/** The agent channel's client. */
 export type AgentRpcClient = RpcClient.RpcClient<RpcGroup.Rpcs<typeof AgentRpcs>, RpcClientError.RpcClientError>
 
 /**
- * Opens the RPC client of one endpoint URL: HTTP by default; a simulation in virtual time passes one that
- * reaches the endpoint's handlers in memory.
+ * How the client reaches the two endpoints: over TLS by default (`tlsTransport`); a simulation in virtual
+ * time passes one that reaches the handlers in memory.
  */
-export type AgentConnector = (url: string) => Effect.Effect<AgentRpcClient, never, Scope.Scope>
+export interface AgentTransport {
+  /** The registration endpoint at `url` (`https://…/agent`). */
+  readonly registration: (url: string) => Effect.Effect<RegistrationRpcClient, never, Scope.Scope>
+  /** The agent channel at `url` (`wss://…/agent`), authenticated as `identity`. */
+  readonly channel: (url: string, identity: AgentIdentity) => Effect.Effect<AgentRpcClient, never, Scope.Scope>
+}
+
+const requireScheme = (url: string, scheme: "https://" | "wss://") =>
+  url.startsWith(scheme) ? Effect.void : Effect.dieMessage(`agent endpoint ${url}: not a ${scheme} URL; the agent speaks only TLS`)
 
 /**
- * One HTTPS connection pool to one agent endpoint, trusting only the cluster CA (TLS 1.3): the nonce, the
- * key's signatures and every report go to no server the CA did not sign — a forged `NotLeader` address
- * included, since every redirect is dialled through the same trust.
+ * Both endpoints over TLS 1.3 trusting only the cluster CA: the nonce, the certificate and every report go
+ * to no server the CA did not sign — a forged `NotLeader` address included, since every redirect is
+ * dialled through the same trust. Registration is one HTTPS connection pool; the channel one WebSocket
+ * with the identity's certificate and key as the TLS client certificate.
  */
-export const tlsConnector = (caPem: string): AgentConnector => (url) =>
-  Effect.gen(function* () {
-    if (!url.startsWith("https://")) return yield* Effect.dieMessage(`agent endpoint ${url}: not an https:// URL; the agent speaks only TLS`)
-    const protocol = yield* Layer.build(
-      RpcClient.layerProtocolHttp({ url, transformClient: statusOk }).pipe(
-        Layer.provide(RpcSerialization.layerNdjson),
-        Layer.provide(ClusterTlsClient(caPem))
+export const tlsTransport = (caPem: string): AgentTransport => ({
+  registration: (url) =>
+    Effect.gen(function* () {
+      yield* requireScheme(url, "https://")
+      const protocol = yield* Layer.build(
+        RpcClient.layerProtocolHttp({ url, transformClient: statusOk }).pipe(
+          Layer.provide(RpcSerialization.layerNdjson),
+          Layer.provide(ClusterTlsClient(caPem))
+        )
       )
-    )
-    return yield* RpcClient.make(AgentRpcs).pipe(Effect.provide(protocol))
-  })
+      return yield* RpcClient.make(RegistrationRpcs).pipe(Effect.provide(protocol))
+    }),
+  channel: (url, identity) =>
+    Effect.gen(function* () {
+      yield* requireScheme(url, "wss://")
+      const tlsWebSocket: Context.Tag.Service<typeof Socket.WebSocketConstructor> = (target, protocols) =>
+        // ws's client is the browser API's shape, which is what Socket.makeWebSocket drives.
+        new WebSocket(target, protocols, {
+          ca: caPem,
+          cert: identity.certificatePem,
+          key: Redacted.value(identity.privateKeyPem),
+          minVersion: "TLSv1.3",
+          maxPayload: 1024 * 1024,
+          handshakeTimeout: 10_000
+        }) as unknown as globalThis.WebSocket
+      const protocol = yield* Layer.build(
+        RpcClient.layerProtocolSocket().pipe(
+          Layer.provide(Socket.layerWebSocket(url)),
+          Layer.provide(Layer.succeed(Socket.WebSocketConstructor, tlsWebSocket)),
+          Layer.provide(RpcSerialization.layerNdjson)
+        )
+      )
+      return yield* RpcClient.make(AgentRpcs).pipe(Effect.provide(protocol))
+    })
+})
 
-const connectWith = (connector: AgentConnector) => (url: string) =>
-  Effect.map(connector(url), (rpc) => ({ url, rpc, onTransport: transportError(url) }))
-
-type Connection = Effect.Effect.Success<ReturnType<ReturnType<typeof connectWith>>>
-
-/** Where a `NotLeader` sends the agent; undefined when it names no leader. */
+/** Where a `NotLeader` from the registration endpoint sends the agent; undefined when it names no leader. */
 export const redirectUrl = (leaderAddr: string): string | undefined => (leaderAddr === "" ? undefined : `https://${leaderAddr}/agent`)
 
-/** A client of the agent endpoint at `url` (e.g. `https://10.0.0.2:8992/agent`), alive while the scope is. */
-export const makeAgentClient = (url: string, connector: AgentConnector): Effect.Effect<AgentClient, never, Scope.Scope> =>
-  Effect.gen(function* () {
-    const connect = connectWith(connector)
-    const scope = yield* Effect.scope
-    const connections = new Map<string, Connection>()
-    let current = yield* connect(url)
-    connections.set(url, current)
+/** Where a `NotLeader` from the agent channel sends the agent; undefined when it names no leader. */
+export const channelRedirectUrl = (leaderAddr: string): string | undefined => (leaderAddr === "" ? undefined : `wss://${leaderAddr}/agent`)
 
-    /** Runs `call` on the current endpoint; on `NotLeader` naming another endpoint, once more there. */
-    const followingRedirect = <A, E>(call: (connection: Connection) => Effect.Effect<A, E>): Effect.Effect<A, E> =>
-      call(current).pipe(
-        Effect.catchIf(
-          (error): error is E & NotLeader => error instanceof NotLeader,
-          (error) =>
-            Effect.gen(function* () {
-              const target = redirectUrl(error.leaderAddr)
-              if (target === undefined || target === current.url) return yield* Effect.fail(error)
-              const known = connections.get(target)
-              const next = known ?? (yield* Scope.extend(connect(target), scope))
-              connections.set(target, next)
-              yield* Effect.logDebug(`agent endpoint ${current.url} is not the leader; following the redirect to ${target}`)
-              current = next
-              return yield* call(next)
-            })
-        )
+/**
+ * Runs `call` against the endpoint `current()` names; on `NotLeader` naming another endpoint, moves there
+ * (`moveTo`) and runs it once more.
+ */
+const followingRedirect = <A, E>(
+  current: () => string,
+  redirect: (leaderAddr: string) => string | undefined,
+  moveTo: (url: string) => Effect.Effect<void>,
+  call: Effect.Effect<A, E>
+): Effect.Effect<A, E> =>
+  call.pipe(
+    Effect.catchIf(
+      (error): error is E & NotLeader => error instanceof NotLeader,
+      (error) =>
+        Effect.gen(function* () {
+          const target = redirect(error.leaderAddr)
+          if (target === undefined || target === current()) return yield* Effect.fail(error)
+          yield* Effect.logDebug(`agent endpoint ${current()} is not the leader; following the redirect to ${target}`)
+          yield* moveTo(target)
+          return yield* call
+        })
+    )
+  )
+
+/**
+ * A client of the registration endpoint at `url` (e.g. `https://10.0.0.2:8992/agent`) and, once
+ * registered, of the agent channel; alive while the scope is.
+ */
+export const makeAgentClient = (url: string, transport: AgentTransport): Effect.Effect<AgentClient, never, Scope.Scope> =>
+  Effect.gen(function* () {
+    const scope = yield* Effect.scope
+    const registrations = new Map<string, RegistrationRpcClient>()
+    let registrationUrl = url
+    const registration = Effect.suspend(() => {
+      const known = registrations.get(registrationUrl)
+      if (known !== undefined) return Effect.succeed(known)
+      const target = registrationUrl
+      return Effect.tap(Scope.extend(transport.registration(target), scope), (client) => Effect.sync(() => void registrations.set(target, client)))
+    })
+
+    // One open channel, for one certificate at one address: a renewal or a redirect closes it and opens the next.
+    let channelUrl: string | undefined
+    let open: { readonly url: string; readonly certificatePem: string; readonly client: AgentRpcClient; readonly scope: Scope.CloseableScope } | undefined
+    const channel = (identity: AgentIdentity) =>
+      Effect.gen(function* () {
+        const target = channelUrl ?? identity.agentUrl
+        if (open !== undefined && open.url === target && open.certificatePem === identity.certificatePem) return open.client
+        if (open !== undefined) yield* Scope.close(open.scope, Exit.void)
+        const channelScope = yield* Scope.fork(scope, ExecutionStrategy.sequential)
+        const client = yield* Scope.extend(transport.channel(target, identity), channelScope)
+        open = { url: target, certificatePem: identity.certificatePem, client, scope: channelScope }
+        return client
+      })
+    const channelCall = <A, E>(identity: AgentIdentity, call: (client: AgentRpcClient) => Effect.Effect<A, E | RpcClientError.RpcClientError>) =>
+      followingRedirect(
+        () => channelUrl ?? identity.agentUrl,
+        channelRedirectUrl,
+        (target) => Effect.sync(() => void (channelUrl = target)),
+        Effect.suspend(() => {
+          const target = channelUrl ?? identity.agentUrl
+          return Effect.flatMap(channel(identity), (client) =>
+            call(client).pipe(
+              Effect.catchIf((error): error is RpcClientError.RpcClientError => error instanceof RpcClientError.RpcClientError, transportError(target))
+            ))
+        })
       )
 
     return {
       get url() {
-        return current.url
+        return registrationUrl
       },
       register: (request) =>
         Effect.gen(function* () {
           const keys = newKeyPair()
-          const result = yield* followingRedirect((c) =>
-            c.rpc.RegisterAgent({
-              nonce: Redacted.isRedacted(request.nonce) ? Redacted.value(request.nonce) : request.nonce,
-              publicKeyPem: keys.publicKeyPem,
-              privateIpv4: request.ips?.ipv4,
-              privateIpv6: request.ips?.ipv6,
-              hostname: request.hostname
-            }).pipe(Effect.catchTag("RpcClientError", c.onTransport)))
+          const result = yield* followingRedirect(
+            () => registrationUrl,
+            redirectUrl,
+            (target) => Effect.sync(() => void (registrationUrl = target)),
+            Effect.flatMap(registration, (rpc) =>
+              rpc.RegisterAgent({
+                nonce: Redacted.isRedacted(request.nonce) ? Redacted.value(request.nonce) : request.nonce,
+                publicKeyPem: keys.publicKeyPem,
+                privateIpv4: request.ips?.ipv4,
+                privateIpv6: request.ips?.ipv6,
+                hostname: request.hostname
+              }).pipe(Effect.catchTag("RpcClientError", transportError(registrationUrl))))
+          )
           return {
             instanceId: result.instanceId,
             certificatePem: result.certificatePem,
             caPem: result.caPem,
             renewAfterSeconds: result.renewAfterSeconds,
+            agentUrl: result.agentUrl,
             ...keys
           }
         }).pipe(Effect.withSpan("agentClient.register")),
 
       reportHealth: (identity, status = "healthy") =>
-        followingRedirect((c) =>
-          Effect.gen(function* () {
-            // Signed per attempt: the server refuses a signing time it has already accepted.
-            const signedAt = yield* nextSignedAt
-            const statement = healthStatement({ certificatePem: identity.certificatePem, status, signedAt })
-            yield* c.rpc.ReportHealth({
-              certificatePem: identity.certificatePem,
-              status,
-              signedAt,
-              signature: signStatement(Redacted.value(identity.privateKeyPem), statement)
-            }).pipe(Effect.catchTag("RpcClientError", c.onTransport))
-          })).pipe(Effect.withSpan("agentClient.reportHealth")),
+        channelCall(identity, (rpc) => rpc.ReportHealth({ instanceId: identity.instanceId, status })).pipe(
+          Effect.asVoid,
+          Effect.withSpan("agentClient.reportHealth")
+        ),
 
       renew: (identity) =>
         Effect.gen(function* () {
           const keys = newKeyPair()
-          const result = yield* followingRedirect((c) =>
-            Effect.gen(function* () {
-              const signedAt = yield* nextSignedAt
-              const statement = renewStatement({ certificatePem: identity.certificatePem, publicKeyPem: keys.publicKeyPem, signedAt })
-              return yield* c.rpc.RenewCertificate({
-                certificatePem: identity.certificatePem,
-                publicKeyPem: keys.publicKeyPem,
-                signedAt,
-                signature: signStatement(Redacted.value(identity.privateKeyPem), statement)
-              }).pipe(Effect.catchTag("RpcClientError", c.onTransport))
-            }))
+          const result = yield* channelCall(identity, (rpc) => rpc.RenewCertificate({ instanceId: identity.instanceId, publicKeyPem: keys.publicKeyPem }))
           return {
             ...identity,
             certificatePem: result.certificatePem,

@@ -1,7 +1,8 @@
 /**
  * The `nstance-agent` command: the agent on a VM nstance created. It registers once with the single-use
  * nonce from its user-data (a fresh Ed25519 key pair; the private key never leaves the VM), keeps the
- * key and certificate in `--state-dir` so a restart carries on without a nonce, reports health on an
+ * key and certificate in `--state-dir` so a restart carries on without a nonce, then holds one agent
+ * channel open (a WebSocket authenticated by that certificate) over which it reports health on an
  * interval and renews the certificate when the server said to. A refusal (a bad, expired or reused nonce)
  * is one line on stderr and exit status 1; an endpoint that is away or not the leader is retried.
  */
@@ -11,7 +12,7 @@ import type { FileSystem } from "@effect/platform"
 import { Clock, Duration, Effect, Either, Option, Redacted, Ref, Schedule } from "effect"
 import { defaultLogFormat, loggerLayer } from "../cli/logging.js"
 import { formatDuration, parseDuration } from "../domain/duration.js"
-import { type AgentClient, AgentTransportError, makeAgentClient, type RegisterAgentError, tlsConnector } from "./AgentClient.js"
+import { type AgentClient, AgentTransportError, makeAgentClient, type RegisterAgentError, tlsTransport } from "./AgentClient.js"
 import { DEFAULT_SETTINGS_FILE, readRegistration, type RegistrationSource } from "./registrationSource.js"
 import { AgentError, certificateNotAfter, loadIdentity, saveIdentity, type StoredIdentity } from "./stateDir.js"
 
@@ -25,6 +26,8 @@ export interface AgentRunSettings {
   readonly source: RegistrationSource
   /** Overrides the registration URL of the settings. */
   readonly url: string | undefined
+  /** Overrides the agent channel URL the registration answer named. */
+  readonly agentUrl: string | undefined
   readonly ips: { readonly ipv4?: string | undefined; readonly ipv6?: string | undefined }
   readonly hostname: string | undefined
   readonly healthEvery: Duration.Duration
@@ -69,7 +72,7 @@ const register = (settings: AgentRunSettings) =>
   Effect.gen(function* () {
     const registration = yield* readRegistration(settings.source)
     const url = settings.url ?? registration.registrationUrl
-    const client = yield* makeAgentClient(yield* httpsOnly(url), tlsConnector(registration.caPem))
+    const client = yield* makeAgentClient(yield* httpsOnly(url), tlsTransport(registration.caPem))
     const askedAt = yield* Clock.currentTimeMillis
     const identity = yield* client.register({
       nonce: Redacted.make(registration.nonce),
@@ -126,10 +129,20 @@ const beat = (settings: AgentRunSettings, client: AgentClient, held: Ref.Ref<Sto
 export const runAgent = (settings: AgentRunSettings): Effect.Effect<void, AgentError, FileSystem.FileSystem> =>
   Effect.gen(function* () {
     const stored = yield* loadIdentity(settings.stateDir)
-    const start = Option.isSome(stored) ? yield* resume(settings, stored.value) : yield* register(settings)
+    const loaded = Option.isSome(stored) ? yield* resume(settings, stored.value) : yield* register(settings)
+    const agentUrl = settings.agentUrl ?? loaded.identity.agentUrl
+    if (!agentUrl.startsWith("wss://")) {
+      return yield* new AgentError({
+        message: agentUrl === ""
+          ? `${settings.stateDir}: the identity names no agent channel (written by an earlier build); pass --agent-url wss://host:port/agent`
+          : `${agentUrl} is not a wss:// URL; the agent channel is TLS only`
+      })
+    }
+    const start: StoredIdentity = { ...loaded, identity: { ...loaded.identity, agentUrl } }
     const held = yield* Ref.make(start)
-    // Trusts the CA the registration answer carried (over a connection the user-data's CA authenticated).
-    const client = yield* makeAgentClient(yield* httpsOnly(start.url), tlsConnector(start.identity.caPem))
+    // Trusts the CA the registration answer carried (over a connection the user-data's CA authenticated);
+    // the channel it opens stays open between beats.
+    const client = yield* makeAgentClient(yield* httpsOnly(start.url), tlsTransport(start.identity.caPem))
     if (settings.once) {
       return yield* beat(settings, client, held).pipe(
         Effect.mapError((error) => new AgentError({ message: `health report at ${client.url} failed: ${reasonOf(error)}` }))
@@ -155,6 +168,7 @@ const options = {
   userData: text("user-data", "Read the nonce from this cloud-init user-data file instead (e.g. /var/lib/cloud/instance/user-data.txt)"),
   seed: text("seed", "Read the nonce from the NoCloud seed instead: the CD-ROM device or ISO image (e.g. /dev/sr0), or a directory where it is mounted"),
   url: text("url", "Register at this URL instead of the one in the settings (https://host:port/agent; the server must hold a certificate from the cluster CA)"),
+  agentUrl: text("agent-url", "Report over this agent channel instead of the one the registration answer named (wss://host:port/agent, the shard's agent_addr)"),
   ipv4: text("ipv4", "Private IPv4 address to register (default: the first non-loopback one)"),
   ipv6: text("ipv6", "Private IPv6 address to register (default: the first global one)"),
   hostname: text("hostname", "Hostname to register (default: the system's)"),
@@ -213,6 +227,7 @@ export const agentCommand = Command.make("nstance-agent", options, (flags) =>
       stateDir: flags.stateDir,
       ...checked.right,
       url,
+      agentUrl: Option.getOrUndefined(flags.agentUrl),
       ips: { ...(ipv4 === undefined ? {} : { ipv4 }), ...(ipv6 === undefined ? {} : { ipv6 }) },
       hostname: Option.getOrElse(flags.hostname, () => osHostname()),
       once: flags.once
@@ -222,5 +237,6 @@ export const agentCommand = Command.make("nstance-agent", options, (flags) =>
   })).pipe(Command.withDescription(
   "Registers this VM with its nstance shard over TLS 1.3, trusting only the cluster CA: the nonce and the CA come from " +
   "agent.json (written by cloud-init), the user-data, the NoCloud seed, or NSTANCE_AGENT_NONCE with NSTANCE_AGENT_URL and " +
-  "NSTANCE_AGENT_CA_FILE. Then reports health every --health-interval and renews its certificate when due."
+  "NSTANCE_AGENT_CA_FILE. Then holds the agent channel open (a WebSocket over TLS 1.3 authenticated by the VM's client certificate) " +
+  "to report health every --health-interval and renew its certificate when due."
 ))

@@ -31,7 +31,9 @@ const IdentityJson = Schema.parseJson(Schema.Struct({
   public_key_pem: Schema.String,
   private_key_pem: Schema.String,
   certificate_pem: Schema.String,
-  ca_pem: Schema.String
+  ca_pem: Schema.String,
+  /** Absent in identities written before the agent channel: `--agent-url` supplies it then. */
+  agent_url: Schema.optional(Schema.String)
 }))
 
 export const STATE_FILES = {
@@ -133,7 +135,8 @@ export const loadIdentity = (dir: string): Effect.Effect<Option.Option<StoredIde
         caPem: json.ca_pem,
         publicKeyPem: json.public_key_pem,
         privateKeyPem: Redacted.make(json.private_key_pem),
-        renewAfterSeconds: json.renew_after_seconds
+        renewAfterSeconds: json.renew_after_seconds,
+        agentUrl: json.agent_url ?? ""
       }
     })
   })
@@ -155,7 +158,8 @@ export const saveIdentity = (dir: string, stored: StoredIdentity): Effect.Effect
       public_key_pem: identity.publicKeyPem,
       private_key_pem: Redacted.value(identity.privateKeyPem),
       certificate_pem: identity.certificatePem,
-      ca_pem: identity.caPem
+      ca_pem: identity.caPem,
+      agent_url: identity.agentUrl
     }, null, 2)}\n`, 0o600)
     yield* write(STATE_FILES.key, Redacted.value(identity.privateKeyPem), 0o600)
     yield* write(STATE_FILES.certificate, identity.certificatePem, 0o644)

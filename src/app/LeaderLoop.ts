@@ -44,6 +44,7 @@ export const LeaderLoopLive = (
         config: replica.config,
         handle: replica,
         ...(pki === undefined ? {} : { registration: { pki, ...(identity.advertiseHost === undefined ? {} : { advertiseHost: identity.advertiseHost }) } }),
+        ...(identity.advertiseHost === undefined ? {} : { advertiseHost: identity.advertiseHost }),
         ...(settings.eventLog === undefined ? {} : { eventLog: settings.eventLog }),
         ...(settings.graces === undefined ? {} : { graces: settings.graces }),
         ...(settings.tailCheck === undefined ? {} : { tailCheck: settings.tailCheck })

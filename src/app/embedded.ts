@@ -45,12 +45,14 @@ export const withDemoGcInterval = (text: string, parsed: ParsedShardConfig): str
  */
 export const withLoopbackEndpoints = (
   text: string,
-  addresses: { readonly registration: string; readonly operator: string; readonly health: string }
+  addresses: { readonly registration: string; readonly agent: string; readonly operator: string; readonly health: string }
 ): string => {
   const options = { formattingOptions: { insertSpaces: true, tabSize: 2 } }
   const edits: ReadonlyArray<readonly [ReadonlyArray<string>, string]> = [
     [["shard", "bind", "registration_addr"], addresses.registration],
     [["shard", "advertise", "registration_addr"], addresses.registration],
+    [["shard", "bind", "agent_addr"], addresses.agent],
+    [["shard", "advertise", "agent_addr"], addresses.agent],
     [["shard", "bind", "operator_addr"], addresses.operator],
     [["shard", "advertise", "operator_addr"], addresses.operator],
     [["shard", "bind", "health_addr"], addresses.health],
@@ -112,12 +114,13 @@ export const runEmbedded = (options: { readonly configFile?: string; readonly re
     const shard = parsed.right.config.shard.id
     // Agent registration is always on here: a key for this run only, the endpoint on a free loopback port.
     const registrationAddress = `127.0.0.1:${yield* freeLoopbackPort}`
+    const agentAddress = `127.0.0.1:${yield* freeLoopbackPort}`
     // The admin endpoint and /healthz, /readyz, /metrics on loopback, with a token for this run only.
     const operatorAddress = `127.0.0.1:${yield* loopbackPortPreferring(EMBEDDED_OPERATOR_PORT)}`
     const healthAddress = `127.0.0.1:${yield* loopbackPortPreferring(EMBEDDED_HEALTH_PORT)}`
     const adminToken = randomBytes(24).toString("hex")
     const gcText = withDemoGcInterval(text, parsed.right)
-    const demoText = withLoopbackEndpoints(gcText, { registration: registrationAddress, operator: operatorAddress, health: healthAddress })
+    const demoText = withLoopbackEndpoints(gcText, { registration: registrationAddress, agent: agentAddress, operator: operatorAddress, health: healthAddress })
     if (Either.isLeft(parseShardConfig(demoText))) return yield* new EmbeddedSetupFailed({ message: `cannot set the endpoint addresses in ${configFile}` })
     const encryptionKey = new Uint8Array(randomBytes(32))
     // The demo's bucket lives as long as the run: removed when the scope closes (Ctrl-C included).
@@ -133,8 +136,13 @@ export const runEmbedded = (options: { readonly configFile?: string; readonly re
       .put(CONFIG_KEY, new TextEncoder().encode(demoText))
       .pipe(Effect.orDie)
 
+    // The ISOs the VMs boot, as PVE's storages keep them, so they can be looked at while the demo runs.
+    const volumes = yield* Effect.acquireRelease(
+      Effect.sync(() => mkdtempSync(join(tmpdir(), "nstance-embedded-volumes-"))),
+      (directory) => Effect.sync(() => rmSync(directory, { recursive: true, force: true }))
+    )
     const agents = yield* makeSimAgents({ healthEvery: "3 seconds" })
-    const sim = yield* PveSimulator({ nodes: 3, http: true, latency: LatencyDemo, sharedStorage: true, nodeMemoryGiB: 128, guestHook: agents.hook }).pipe(
+    const sim = yield* PveSimulator({ nodes: 3, http: true, latency: LatencyDemo, sharedStorage: true, nodeMemoryGiB: 128, guestHook: agents.hook, volumesDir: volumes }).pipe(
       // A simulator that cannot start (its API schema missing, its port refused) is one line, not a stack.
       Effect.catchAllDefect((defect) => Effect.fail(new EmbeddedSetupFailed({
         message: `cannot start the Proxmox VE simulator: ${defect instanceof Error ? defect.message : String(defect)}`
@@ -146,6 +154,8 @@ export const runEmbedded = (options: { readonly configFile?: string; readonly re
         "nstance embedded default — nothing here touches a real cluster",
         `  object store : file://${bucket} (config at ${prefix}${CONFIG_KEY})`,
         `  Proxmox VE   : simulator at ${sim.url} (nodes pve1..pve3, token ${sim.tokenId})`,
+        `  VM ISOs      : ${volumes} (<node>/<storage>/template/iso/…, shared/<storage>/… for a shared storage; ` +
+          "isoinfo -R -x /user-data -i FILE shows what a VM booted)",
         `  shard config : ${configFile}${gcText === text ? "" : ` (garbage_collection.interval shortened to ${DEMO_GC_INTERVAL} for the demo)`}`,
         `  agents       : registration on at https://${registrationAddress}/agent (TLS 1.3; a PKI key for this run only); ` +
           "simulated guests find the CA in their user-data, register with IPs 10.20.<node>.<vmid % 250> and report health every 3 s",

@@ -2,15 +2,18 @@
  * `nstance-admin` commands that talk to a running shard over its admin endpoint: status, instances, groups,
  * dynamic group changes, operator creations and deletions, config refresh and validation, nonces and a
  * live watch. Each prints a human table by default and JSON with `--json`; a server that is down, a
- * standby (whose `NotLeader` is followed once) or refused credentials end in one line on stderr.
+ * standby (whose `NotLeader` is followed once) or refused credentials end in one line on stderr. The
+ * credential is the admin token (the whole shard) or an operator certificate (its tenant only), never both.
  */
 import { echoValue } from "../domain/errorText.js"
 import { Args, Command, Options } from "@effect/cli"
 import { Console, Effect, Option } from "effect"
 import type { AdminRpcClient } from "../admin/AdminClient.js"
 import { ADMIN_TOKEN_ENV, adminTokenFrom, CA_FILE_ENV, caFrom } from "../admin/token.js"
+import { CERT_FILE_ENV, KEY_FILE_ENV, operatorCertificateFrom } from "../admin/operatorCertificate.js"
 import type { GroupView, InstanceView, StatusView, WatchEvent } from "../rpc/AdminRpc.js"
 import { UsageError } from "../inputFile.js"
+import { formatFinding, summarizeFindings } from "../domain/pve/preflight.js"
 import { escapeControl } from "./escape.js"
 
 export const ADMIN_ADDR_ENV = "NSTANCE_ADMIN_ADDR"
@@ -29,30 +32,59 @@ const caFile = Options.text("ca-file").pipe(
   Options.withDescription(`The cluster CA certificate (pki/<cluster>/ca.crt in the bucket; or set $${CA_FILE_ENV}): the endpoint speaks only TLS 1.3 and the token goes only to a server it signed`),
   Options.optional
 )
+const certFile = Options.text("cert-file").pipe(
+  Options.withDescription(
+    `Instead of the admin token: an operator certificate (from nstance-admin cert issue; or set $${CERT_FILE_ENV}), presented at the TLS handshake; ` +
+      "it sees and changes only its tenant's instances and groups"
+  ),
+  Options.optional
+)
+const keyFile = Options.text("key-file").pipe(
+  Options.withDescription(`The private key of --cert-file (or set $${KEY_FILE_ENV})`),
+  Options.optional
+)
 const json = Options.boolean("json").pipe(Options.withDescription("Print JSON for scripts instead of a table"))
 
-const connection = { server, tokenFile, caFile, json }
+const connection = { server, tokenFile, certFile, keyFile, caFile, json }
 
 interface ConnectionFlags {
   readonly server: Option.Option<string>
   readonly tokenFile: Option.Option<string>
+  readonly certFile: Option.Option<string>
+  readonly keyFile: Option.Option<string>
   readonly caFile: Option.Option<string>
   readonly json: boolean
 }
 
-const resolve = (flags: ConnectionFlags) =>
+/** The token or the operator certificate: exactly one of them. */
+const credential = (flags: ConnectionFlags) =>
   Effect.gen(function* () {
     const token = yield* adminTokenFrom(process.env, Option.getOrUndefined(flags.tokenFile))
-    if (Option.isNone(token)) {
-      return yield* new UsageError({ message: `no admin token: set ${ADMIN_TOKEN_ENV} or give --admin-token-file (the token the servers were started with)` })
+    const certificate = yield* operatorCertificateFrom(process.env, Option.getOrUndefined(flags.certFile), Option.getOrUndefined(flags.keyFile))
+    if (Option.isSome(token) && Option.isSome(certificate)) {
+      return yield* new UsageError({
+        message: `give one credential: the admin token (${ADMIN_TOKEN_ENV} or --admin-token-file) or an operator certificate ` +
+          `(--cert-file/--key-file or ${CERT_FILE_ENV}/${KEY_FILE_ENV}), not both`
+      })
     }
+    if (Option.isSome(token)) return { token: token.value }
+    if (Option.isSome(certificate)) return { certificate: certificate.value }
+    return yield* new UsageError({
+      message: `no credentials: set ${ADMIN_TOKEN_ENV} or give --admin-token-file (the token the servers were started with), ` +
+        `or give --cert-file and --key-file (an operator certificate from nstance-admin cert issue)`
+    })
+  })
+
+const resolve = (flags: ConnectionFlags) =>
+  Effect.gen(function* () {
+    const proof = yield* credential(flags)
     const envAddr = process.env[ADMIN_ADDR_ENV]
     const address = Option.getOrElse(flags.server, () => (envAddr !== undefined && envAddr !== "" ? envAddr : DEFAULT_ADMIN_ADDR))
     if (!/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(address) && !/^https:\/\//.test(address)) {
       return yield* new UsageError({ message: `--server ${echoValue(address)} must be host:port (the endpoint speaks only TLS)` })
     }
     const caPem = yield* caFrom(process.env, Option.getOrUndefined(flags.caFile))
-    return { address, credentials: { token: token.value, caPem } }
+    return { address, credentials: { ...proof, caPem } }
   })
 
 /** A `NotLeader` that is still there after the client followed the redirect once (or that named no leader). */
@@ -90,6 +122,10 @@ export const describeStatus = (s: StatusView): ReadonlyArray<string> => [
   ...(s.ownership === undefined ? [] : [`⚠ ${s.ownership}`]),
   `groups ${s.groups}, desired VMs ${s.desiredVms}, instances ${s.instances}${Object.keys(s.byPhase).length === 0 ? "" : ` (${Object.entries(s.byPhase).map(([phase, n]) => `${phase} ${n}`).join(", ")})`}`,
   `agent registration ${s.registration ? "on" : "off"}`,
+  ...(s.preflight === undefined ? [] : [
+    `preflight against PVE ${s.preflight.pveVersion ?? "(version unknown)"} at ${ago(s.preflight.at)}: ${summarizeFindings(s.preflight.findings)}`,
+    ...s.preflight.findings.map((f) => `  ${formatFinding(f)}`)
+  ]),
   ...(s.lastErrors.length === 0 ? [] : ["last errors:", ...s.lastErrors.map((e) => `  ${ago(e.at)}  ${e.instanceId}  ${e.step} (${e.errorClass}): ${e.message}`)]),
   ...((s.held ?? []).length === 0 ? [] : [
     `held (an impossible event in the log; no saga step, delete or GC acts on them until deleted with instance delete):`,
@@ -142,7 +178,10 @@ const statusCommand = Command.make("status", connection, (flags) =>
     const status = yield* remote(flags, (rpc) => rpc.Status())
     yield* flags.json ? printJson(status) : printLines(describeStatus(status))
   })
-).pipe(Command.withDescription("Show the running shard: leader, term, log seq, instances by phase, last errors (from the leader)"))
+).pipe(Command.withDescription(
+  "Show the running shard: leader, term, log seq, instances by phase, last errors, and what the leader's last preflight " +
+    "against PVE found (PVE version; ✗ errors and ⚠ warnings naming node, storage, bridge, template or privilege) (from the leader)"
+))
 
 const tenantFilter = Options.text("tenant").pipe(Options.withDescription("Only this tenant's instances"), Options.optional)
 const groupFilter = Options.text("group").pipe(Options.withDescription("Only this group's instances (group key)"), Options.optional)

@@ -233,6 +233,51 @@ const validateRemote = (storage: "s3" | "gcs" | "file" | undefined, bucket: stri
     }
     yield* Console.log(`✓ Remote shard configuration is valid (${escapeControl(where)}): ${result.right.groups} groups, ${result.right.desiredVms} desired VMs`)
     yield* Effect.forEach(result.right.warnings, (warning) => Console.log(`⚠ ${escapeControl(warning)}`), { discard: true })
+    yield* preflightRemote(storage ?? "file", bucket ?? "", shard ?? "", prefix ?? defaultPrefix(shard ?? ""))
+  })
+
+/**
+ * After a valid bucket config: the leader's preflight against PVE, with the daemon's `PROXMOX_*` variables.
+ * Without a token it is skipped (said on stderr), so a config can still be checked where PVE is out of reach.
+ * Errors on stderr, warnings on stdout; an error exits 2 (the config is valid, the cluster cannot run it as is).
+ */
+const preflightRemote = (storage: StorageKind, bucket: string, shard: string, prefix: string) =>
+  Effect.gen(function* () {
+    if ((process.env["PROXMOX_TOKEN_ID"] ?? "") === "" && (process.env["PROXMOX_TOKEN_SECRET"] ?? "") === "") {
+      yield* Console.error("⚠ preflight against PVE skipped: PROXMOX_TOKEN_ID and PROXMOX_TOKEN_SECRET are not set")
+      return
+    }
+    const proxmox = readProxmoxEnv(process.env)
+    if (Either.isLeft(proxmox)) {
+      yield* Effect.forEach(proxmox.left, (line) => Console.error(`✗ ${escapeControl(line)}`), { discard: true })
+      return yield* exitWith(1)
+    }
+    const { loadConfig } = yield* loadModule(() => import("../shard/shardConfig.js"))
+    const { scopeStore } = yield* loadModule(() => import("../layers/ObjectStoreScoped.js"))
+    const { ObjectStore } = yield* loadModule(() => import("../services/ObjectStore.js"))
+    const { preflightOnce } = yield* loadModule(() => import("../app/preflightOnce.js"))
+    const { formatFinding, summarizeFindings } = yield* loadModule(() => import("../domain/pve/preflight.js"))
+    const config = yield* Effect.gen(function* () {
+      const store = scopeStore(yield* ObjectStore, prefix)
+      return yield* loadConfig({ _tag: "Store", key: CONFIG_KEY, shard }).pipe(Effect.provideService(ObjectStore, store))
+    }).pipe(Effect.provide(objectStoreLayer({ storage, bucket })), Effect.either)
+    if (Either.isLeft(config)) {
+      yield* Console.error(`✗ cannot read ${escapeControl(`${prefix}${CONFIG_KEY}`)} again for the preflight: ${escapeControl(config.left.message)}`)
+      return yield* exitWith(1)
+    }
+    const report = yield* preflightOnce(config.right.config, proxmox.right).pipe(Effect.either)
+    if (Either.isLeft(report)) {
+      yield* Console.error(`✗ ${escapeControl(report.left.message)}`)
+      return yield* exitWith(1)
+    }
+    const { findings, version } = report.right
+    const errors = findings.filter((f) => f.severity === "error")
+    yield* Console.log(`preflight against PVE ${escapeControl(version ?? "(no answer)")} at ${escapeControl(proxmox.right.apiUrl)}: ${summarizeFindings(findings)}`)
+    yield* Effect.forEach(findings, (f) => (f.severity === "error" ? Console.error : Console.log)(escapeControl(formatFinding(f))), { discard: true })
+    if (errors.length > 0) {
+      yield* Console.error(`✗ preflight: ${summarizeFindings(errors)}; the cluster cannot run this config as it is`)
+      return yield* exitWith(2)
+    }
   })
 
 const text = (name: string, description: string) =>
@@ -242,7 +287,10 @@ const options = {
   validate: text(
     "validate",
     "Validate this local shard config file (JSONC), print every problem as `✗ path: message`, and exit (0 valid, 1 not); " +
-      "with no file, validate the shard's config in the bucket (with its dynamic groups; needs --storage --bucket --shard)"
+      "with no file, validate the shard's config in the bucket (with its dynamic groups; needs --storage --bucket --shard) and, " +
+      "when PROXMOX_TOKEN_ID/PROXMOX_TOKEN_SECRET are set, run the leader's preflight against PVE: its version, the token's privileges " +
+      "(each missing one with its ACL path), per node the StoragePool (images content) and cloud_init_iso_storage (iso content; a warning " +
+      "when not shared), the subnet pools' bridges and every group's template — errors (✗, stderr) exit 2, warnings (⚠) do not"
   ),
   storage: Options.choice("storage", STORAGE_KINDS).pipe(
     Options.withDescription("Object storage of the shard: s3 (also S3-compatible: Ceph RGW, SeaweedFS; AWS_* env), gcs, or file (a directory)"),
@@ -370,6 +418,9 @@ export const serverCommand = withBareFlag(Command.make("nstance-server", options
   "Nstance server for Proxmox VE: keeps groups of VMs at their desired size. Start with --storage --bucket --shard --id " +
     "(env PROXMOX_API_URL, PROXMOX_TOKEN_ID, PROXMOX_TOKEN_SECRET), try it with --embedded (file store + simulator), " +
     "or check a config with --validate FILE. The leader keeps every group at its size: it creates, replaces and deletes VMs. " +
+    "It first runs a preflight against PVE (again when the config's needs change, and every 5 min): PVE version, the token's privileges, " +
+    "per node the storages, bridges and templates the groups need; findings are logged and shown by /readyz and nstance-admin status, " +
+    "and placement never picks a node that lacks a group's template, storage or bridge. " +
     "With NSTANCE_ENCRYPTION_KEY or --encryption-key-file, VMs' agents register (nonce in the cloud-init ISO, endpoint on " +
     "shard.bind.registration_addr) and an instance that does not register or stops reporting health is replaced. " +
     "With NSTANCE_ADMIN_TOKEN or --admin-token-file and the encryption key, every replica serves the admin endpoint (nstance-admin status, groups, …) " +

@@ -7,9 +7,9 @@
  */
 
 /** The endpoints a replica listens on. */
-export type ListenerName = "registration" | "operator" | "health"
+export type ListenerName = "registration" | "agent" | "operator" | "health"
 
-export const LISTENERS: ReadonlyArray<ListenerName> = ["registration", "operator", "health"]
+export const LISTENERS: ReadonlyArray<ListenerName> = ["registration", "agent", "operator", "health"]
 
 export interface ListenerLimits {
   /** Open connections the listener holds at once; one more is closed as soon as it is accepted. */
@@ -35,8 +35,11 @@ export interface ListenerLimits {
  */
 export const reservedDescriptors = (descriptorLimit: number): number => Math.max(128, Math.floor(descriptorLimit / 4))
 
-/** What each listener gets of the inbound share: registration is what every tenant VM reaches. */
-const SHARE: Readonly<Record<ListenerName, number>> = { registration: 0.5, operator: 0.25, health: 0.25 }
+/**
+ * What each listener gets of the inbound share. The agent channel holds one connection per registered VM
+ * for as long as it runs, registration one per booting VM for a moment; operators and probes are few.
+ */
+const SHARE: Readonly<Record<ListenerName, number>> = { registration: 0.3, agent: 0.4, operator: 0.15, health: 0.15 }
 
 /** The smallest caps that still serve: below them the descriptor limit is too low for any real use. */
 const FLOOR_CONNECTIONS = 16
@@ -44,8 +47,9 @@ const FLOOR_PER_PEER = 4
 
 /**
  * The limits of `listener` in a process allowed `descriptorLimit` open files (the soft `RLIMIT_NOFILE`).
- * At the common default of 1,024: registration 384 connections (48 per peer), operator and health 192 each
- * (24 per peer), leaving 256 descriptors to the leader's own work.
+ * At the common default of 1,024: the agent channel 307 connections (38 per peer), registration 230 (28 per
+ * peer), operator and health 115 each (14 per peer), leaving 256 descriptors to the leader's own work. A
+ * shard of thousands of VMs needs a higher limit (the systemd unit sets 65,536: 19,660 agent channels).
  */
 export const listenerLimits = (listener: ListenerName, descriptorLimit: number): ListenerLimits => {
   const inbound = Math.max(0, descriptorLimit - reservedDescriptors(descriptorLimit))

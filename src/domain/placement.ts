@@ -1,8 +1,8 @@
 /**
- * Where a new VM goes: nodes from one `/cluster/resources?type=node` answer are filtered (online, with
- * capacity, with room for the VM) and ranked by TOPSIS on free memory (60 %) and free CPU (40 %), the
- * weights the original documents (its code used 1:1). Every node's metrics, score or exclusion reason are
- * kept so an operator can see why a node was or was not chosen.
+ * Where a new VM goes: nodes from one `/cluster/resources?type=node` answer are filtered (online, with what
+ * the VM's group needs as the preflight found it, with capacity, with room for the VM) and ranked by TOPSIS
+ * on free memory (60 %) and free CPU (40 %), the weights the original documents (its code used 1:1). Every
+ * node's metrics, score or exclusion reason are kept so an operator can see why a node was or was not chosen.
  */
 import { Data, Schema } from "effect"
 import { NumberFromStringOrNumber } from "./pve/schemas.js"
@@ -25,6 +25,11 @@ export interface NodeResources {
    * `nodeResourcesFrom`: such a node is reported with the reason and never ranked.
    */
   readonly invalid?: string
+  /**
+   * Why the node cannot take the VM being placed whatever its room: it lacks something the VM's group
+   * needs (its template, storage or bridge, as the preflight found). Set per placement by the caller.
+   */
+  readonly unfit?: string
 }
 
 // PVE sends these as JSON numbers, but hand-saved or proxied answers sometimes carry numeric strings.
@@ -79,6 +84,16 @@ export const nodeResourcesFrom = (entry: {
 
 /** The exclusion reason of a node whose figures cannot be true. */
 export const INVALID_FIGURES = "reports impossible figures"
+
+/** The exclusion reason of a node that lacks what the VM's group needs. */
+export const LACKS = "lacks what the group needs"
+
+/** `nodes` with each node the group cannot use marked `unfit` with why (`unfit`: node → reason). */
+export const markUnfit = (nodes: ReadonlyArray<NodeResources>, unfit: ReadonlyMap<string, string>): ReadonlyArray<NodeResources> =>
+  unfit.size === 0 ? nodes : nodes.map((node) => {
+    const reason = unfit.get(node.node)
+    return reason === undefined ? node : { ...node, unfit: reason }
+  })
 
 /** What the VM to place asks for. */
 export interface Demand {
@@ -150,6 +165,8 @@ const evaluate = (node: NodeResources, demand: Demand): NodeEvaluation => {
       ? `${INVALID_FIGURES}: ${invalid}`
       : node.status !== "online"
       ? `not online (status ${node.status})`
+      : node.unfit !== undefined
+      ? `${LACKS}: ${node.unfit}`
       : !capacityKnown
       ? "reports no memory or CPU capacity"
       : !Number.isFinite(node.mem) || !Number.isFinite(node.cpu)
@@ -200,7 +217,11 @@ const explain = (nodes: ReadonlyArray<NodeResources>, ranking: ReadonlyArray<Nod
   }
   const plausible = online.filter((e) => !(e.excluded ?? "").startsWith(INVALID_FIGURES))
   if (plausible.length === 0) return `no online node reports plausible figures (${online.map((e) => `${e.node}: ${e.excluded ?? ""}`).join("; ")})`
-  const withCapacity = plausible.filter((e) => e.excluded !== "reports no memory or CPU capacity")
+  const fit = plausible.filter((e) => !(e.excluded ?? "").startsWith(LACKS))
+  if (fit.length === 0) {
+    return `no online node has what the group needs (${plausible.map((e) => `${e.node}: ${(e.excluded ?? "").slice(LACKS.length + 2)}`).join("; ")})`
+  }
+  const withCapacity = fit.filter((e) => e.excluded !== "reports no memory or CPU capacity")
   if (withCapacity.length === 0) return `no online node reports its capacity (${online.map((e) => e.node).join(", ")})`
   const roomiest = [...withCapacity].sort((a, b) => b.freeMemoryBytes - a.freeMemoryBytes || byName(a, b))[0]
   const mostCpus = [...withCapacity].sort((a, b) => b.maxcpu - a.maxcpu || byName(a, b))[0]

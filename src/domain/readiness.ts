@@ -6,10 +6,11 @@
  *
  * A stored config object that is invalid does not change readiness (the last good config stays in force,
  * and a replica that runs on it is as useful as before), but the reason names it, so it is seen where an
- * operator looks first.
+ * operator looks first; so do the findings of the leader's preflight against PVE.
  */
 
 import { oneLineText } from "./errorText.js"
+import { type Finding, formatFinding, summarizeFindings } from "./pve/preflight.js"
 
 export type ReplicaRole = "leader" | "starting" | "standby" | "fenced" | "unreachable" | "log-corrupt"
 
@@ -33,6 +34,8 @@ export interface ReadinessInput {
   readonly logProblem?: { readonly term: number; readonly key: string; readonly reason: string } | undefined
   /** Why this leader's new log creates, adopts and deletes nothing (another log's VMs met), while it holds. */
   readonly ownershipHold?: string | undefined
+  /** The findings of this leader's last preflight against PVE (none: no run yet, or not leading). */
+  readonly preflight?: ReadonlyArray<Finding> | undefined
 }
 
 export interface Readiness {
@@ -55,6 +58,10 @@ export const readinessOf = (input: ReadinessInput): Readiness => {
     const why = held.map((h) => oneLineText(h.problem, 400)).join("; ")
     notes.push(`${objects} invalid, the last good config stays in force: ${why}`)
   }
+  // Like a held config, what the preflight found does not change readiness (a standby could do no better);
+  // the reason carries it, errors first, where an operator looks first.
+  const findings = input.preflight ?? []
+  if (findings.length > 0) notes.push(oneLineText(`preflight: ${summarizeFindings(findings)}: ${findings.map(formatFinding).join("; ")}`, 1200))
   return notes.length === 0 ? readiness : { ...readiness, reason: [readiness.reason, ...notes].join("; ") }
 }
 

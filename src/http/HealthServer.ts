@@ -4,21 +4,26 @@
  * - `GET /healthz` — 200 `ok` while the process serves at all (liveness).
  * - `GET /readyz` — 200 when this replica leads with its term started, or is a standby whose lease loop
  *   reaches the store; 503 otherwise. The body is one line: `ready: <why>` or `not ready: <why>`.
+ * - `GET /leaderz` — 200 only while this replica leads with its term started, 503 from the moment it does
+ *   not (a standby, a leader still starting, a leader that lost or fenced its lease); a JSON body saying
+ *   which term, or who leads instead. What a keepalived check asks, so a VIP sits on the leader only.
  * - `GET /metrics` — every Effect `Metric` as Prometheus text; the state gauges (lease, log seq, instances
  *   by phase, reconcile backlog) are set from this replica's view just before each collection.
  *
- * One server and one port for the three, rather than the Prometheus exporter's own server (which serves a
+ * One server and one port for the four, rather than the Prometheus exporter's own server (which serves a
  * single path and would need a second port).
  */
 import { HttpServer, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import type { ServeError } from "@effect/platform/HttpServerError"
 import { Clock, Context, Duration, Effect, Layer, Option, Ref, type Scope, SubscriptionRef } from "effect"
+import { Leadership, leadershipOf } from "../domain/leadership.js"
 import { type Readiness, readinessOf } from "../domain/readiness.js"
 import type { State } from "../domain/shard/state.js"
 import { setReplicaGauges } from "../metrics/metrics.js"
 import { makePrometheusScrape, PROMETHEUS_CONTENT_TYPE, type PrometheusScrape } from "../metrics/prometheus.js"
 import { EventLog } from "../services/EventLog.js"
 import { Ownership } from "../shard/Ownership.js"
+import { Preflight, type PreflightRun } from "../shard/Preflight.js"
 import type { ListenerLimits } from "../domain/listenerLimits.js"
 import { guardedServerLayer } from "./listener.js"
 import type { ShardReplicaShape } from "../shard/ShardReplica.js"
@@ -45,6 +50,11 @@ export const observeReplica = (replica: ShardReplicaShape) =>
         onSome: (ownership) => SubscriptionRef.get(ownership.hold)
       })
     })
+    // The term's last preflight run (a term published without the service, as tests do, has none).
+    const preflight = yield* Option.match(Option.flatMap(term, (t) => Context.getOption(t.context, Preflight)), {
+      onNone: () => Effect.succeed(Option.none<PreflightRun>()),
+      onSome: (service) => service.latest
+    })
     const readiness: Readiness = readinessOf({
       replica: replica.replica,
       isLeader,
@@ -55,7 +65,8 @@ export const observeReplica = (replica: ShardReplicaShape) =>
       staleAfterMillis,
       logProblem: Option.getOrUndefined(yield* replica.logProblem),
       configHeld,
-      ownershipHold: Option.getOrUndefined(ownershipHold)
+      ownershipHold: Option.getOrUndefined(ownershipHold),
+      preflight: Option.getOrUndefined(Option.map(preflight, (run) => run.report.findings))
     })
     const log = yield* Option.match(term, {
       onNone: () => Effect.succeed(Option.none<{ state: State; seq: number }>()),
@@ -64,12 +75,26 @@ export const observeReplica = (replica: ShardReplicaShape) =>
         return Effect.map(Effect.all({ state: eventLog.state, seq: eventLog.seq }), Option.some)
       }
     })
-    return { readiness, leaseTerm, log, configHeld }
+    return { readiness, leaseTerm, leader, log, configHeld }
   })
 
 const text = (body: string, status = 200) => HttpServerResponse.text(`${body}\n`, { status })
 
-/** The three endpoints as one HTTP app. */
+const leadershipJson = HttpServerResponse.schemaJson(Leadership)
+
+/** `/leaderz`: 200 exactly when readiness says "leader" (lease held, term started), else 503 naming who leads. */
+const leaderz = (replica: ShardReplicaShape) =>
+  Effect.gen(function* () {
+    const { readiness, leaseTerm, leader } = yield* observeReplica(replica)
+    const leaderHealth = leader === undefined ? "" : yield* replica.leaderAddress("health")
+    const answer = leadershipOf({ shard: replica.shard, replica: replica.replica, readiness, leaseTerm, leader, leaderHealth })
+    return yield* leadershipJson(answer, { status: answer.leading ? 200 : 503 }).pipe(
+      // Our own value failing its schema is a bug; the check must fail then, so it is a 500 (and logged).
+      Effect.catchAll((error) => Effect.as(Effect.logError("/leaderz: cannot encode the answer", error.reason.error), text("cannot encode the answer", 500)))
+    )
+  })
+
+/** The four endpoints as one HTTP app. */
 export const healthApp = (replica: ShardReplicaShape, scrape: PrometheusScrape) =>
   Effect.gen(function* () {
     const request = yield* HttpServerRequest.HttpServerRequest
@@ -84,6 +109,8 @@ export const healthApp = (replica: ShardReplicaShape, scrape: PrometheusScrape) 
         const { readiness } = yield* observeReplica(replica)
         return readiness.ready ? text(`ready: ${readiness.reason}`) : text(`not ready: ${readiness.reason}`, 503)
       }
+      case "/leaderz":
+        return yield* leaderz(replica)
       case "/metrics": {
         const { readiness, leaseTerm, log, configHeld } = yield* observeReplica(replica)
         yield* setReplicaGauges({
@@ -100,7 +127,7 @@ export const healthApp = (replica: ShardReplicaShape, scrape: PrometheusScrape) 
         )
       }
       default:
-        return text("not found; this server answers /healthz, /readyz and /metrics", 404)
+        return text("not found; this server answers /healthz, /readyz, /leaderz and /metrics", 404)
     }
   })
 
@@ -133,9 +160,9 @@ export const serveHealth = (replica: ShardReplicaShape): Effect.Effect<void, nev
   Effect.gen(function* () {
     const bind = (yield* SubscriptionRef.get(replica.config)).config.shard.bind.health
     yield* makeHealthServer(replica, { host: bind.host, port: bind.port }).pipe(
-      Effect.tap((address) => Effect.logInfo(`health endpoint: listening on ${formatAddress(address)} (/healthz, /readyz, /metrics)`)),
+      Effect.tap((address) => Effect.logInfo(`health endpoint: listening on ${formatAddress(address)} (/healthz, /readyz, /leaderz, /metrics)`)),
       Effect.catchAllCause((cause) =>
-        Effect.logError(`health endpoint: cannot serve on ${bind.text}; this replica runs on without /healthz, /readyz and /metrics`, cause))
+        Effect.logError(`health endpoint: cannot serve on ${bind.text}; this replica runs on without /healthz, /readyz, /leaderz and /metrics`, cause))
     )
   })
 

@@ -10,8 +10,10 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { createServer as createHttpsServer, type Server as HttpsServer } from "node:https"
 import type { Socket } from "node:net"
 import type { Duplex } from "node:stream"
-import { NodeHttpServer } from "@effect/platform-node"
-import { Clock, Context, Duration, Effect, Layer, Metric, MetricLabel, Ref, Runtime, Schedule } from "effect"
+import { TLSSocket } from "node:tls"
+import type { HttpServerRequest } from "@effect/platform"
+import { NodeHttpServer, NodeHttpServerRequest } from "@effect/platform-node"
+import { Clock, Context, Duration, Effect, Layer, Metric, MetricLabel, Option, Ref, Runtime, Schedule, type Scope } from "effect"
 import type { ClusterPkiShape } from "../services/ClusterPki.js"
 import { type ListenerLimits, listenerLimits, type ListenerName, parseDescriptorLimit, type RefusalReason } from "../domain/listenerLimits.js"
 
@@ -35,11 +37,19 @@ export interface TlsMaterial {
   readonly privateKeyPem: string
 }
 
+/**
+ * Client certificates at the handshake: `required` refuses a client without one the cluster CA signed
+ * (counted as a `certificate` refusal); `requested` asks for one and lets the app decide (the operator
+ * endpoint, where a bearer token serves too); absent, none is asked for.
+ */
+export type ClientCertificateMode = "required" | "requested"
+
 /** Serve TLS 1.3 with a certificate the cluster CA issues for `hosts`, renewed after two thirds of `ttl`. */
 export interface ServerTls {
   readonly pki: ClusterPkiShape
   readonly hosts: ReadonlyArray<string>
   readonly ttl?: Duration.DurationInput
+  readonly clientCertificates?: ClientCertificateMode
 }
 
 /** Server certificates live a week: a replica that cannot renew (its PKI gone) still serves for days. */
@@ -150,7 +160,7 @@ export const makeGuardedServer = (
   limits: ListenerLimits,
   refusals: RefusalLog,
   /** TLS 1.3 with this certificate and key; absent: plain HTTP. */
-  tls?: TlsMaterial
+  tls?: TlsMaterial & { readonly clientCertificates?: { readonly mode: ClientCertificateMode; readonly caPem: string } }
 ): Effect.Effect<GuardedServer> =>
   Effect.map(Effect.runtime<never>(), (runtime) => {
     const report = (reason: RefusalReason, peer: string, detail?: string) => Runtime.runFork(runtime)(refusals.refuse(reason, peer, detail))
@@ -170,9 +180,20 @@ export const makeGuardedServer = (
         cert: tls.certificatePem,
         key: tls.privateKeyPem,
         minVersion: "TLSv1.3",
-        handshakeTimeout: limits.headersTimeoutMs
+        handshakeTimeout: limits.headersTimeoutMs,
+        // Never rejected inside the handshake: TLS 1.3 reports that to the server as a bare reset, so a
+        // required certificate is checked once the handshake is done (below), where the reason is known.
+        ...(tls.clientCertificates === undefined ? {} : { ca: tls.clientCertificates.caPem, requestCert: true, rejectUnauthorized: false })
       })
     const server: Server<typeof IncomingMessage, typeof ServerResponse> = secure ?? createServer(httpOptions)
+    if (tls?.clientCertificates?.mode === "required") {
+      secure?.on("secureConnection", (socket: TLSSocket) => {
+        if (socket.authorized) return
+        const reason = socket.authorizationError
+        report("certificate", peerOf(socket), reason === null ? "no client certificate" : String(reason))
+        socket.destroy()
+      })
+    }
     // A client that does not speak TLS 1.3 (plain HTTP, TLS 1.2, a handshake that never ends) is refused here.
     server.on("tlsClientError", (error: NodeJS.ErrnoException, socket: Duplex & Peer) => {
       if (error.code !== "ECONNRESET") report("tls", peerOf(socket), error.code ?? error.message)
@@ -214,15 +235,59 @@ export const makeGuardedServer = (
     })
     server.on("clientError", (error: NodeJS.ErrnoException, socket: Duplex & Peer) => {
       const { reason, status } = classifyClientError(error)
-      // A connection reset by the peer is its own business, not a refusal.
-      if (error.code !== "ECONNRESET") report(reason, peerOf(socket), error.code)
+      // A connection reset by the peer is its own business, not a refusal; a TLS failure was counted as one already.
+      if (error.code !== "ECONNRESET" && error.code?.startsWith("ERR_SSL") !== true) report(reason, peerOf(socket), error.code)
       if (socket.writable) socket.end(`HTTP/1.1 ${status} ${status === 408 ? "Request Timeout" : status === 431 ? "Request Header Fields Too Large" : "Bad Request"}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`)
       socket.destroy()
     })
     return {
       server,
-      setCertificate: (material) => secure?.setSecureContext({ cert: material.certificatePem, key: material.privateKeyPem })
+      setCertificate: (material) =>
+        secure?.setSecureContext({
+          cert: material.certificatePem,
+          key: material.privateKeyPem,
+          ...(tls?.clientCertificates === undefined ? {} : { ca: tls.clientCertificates.caPem })
+        })
     }
+  })
+
+/**
+ * A guarded server for `listener` (the limits given, or those the process's descriptor limit allows),
+ * over TLS 1.3 when `tls` is given, its certificate renewed in place for as long as the scope is open.
+ * It does not listen yet: the caller attaches its handlers first.
+ */
+export const makeListenerServer = (
+  listener: ListenerName,
+  limits?: ListenerLimits,
+  /** The listener's refusal log when the app behind it refuses requests too (default: a fresh one). */
+  refusalLog?: RefusalLog,
+  /** TLS 1.3 with certificates from the cluster CA; absent: plain HTTP. */
+  tls?: ServerTls
+): Effect.Effect<GuardedServer & { readonly refusals: RefusalLog }, never, Scope.Scope> =>
+  Effect.gen(function* () {
+    const applied = limits ?? (yield* limitsFor(listener))
+    const refusals = refusalLog ?? (yield* makeRefusalLog(listener))
+    const ttl = Duration.decode(tls?.ttl ?? SERVER_CERTIFICATE_TTL)
+    const issue = tls === undefined ? undefined : tls.pki.issueServerCertificate({ hosts: tls.hosts, ttl })
+    const first = issue === undefined ? undefined : yield* issue
+    const clientCertificates = tls?.clientCertificates === undefined ? undefined : { mode: tls.clientCertificates, caPem: tls.pki.caPem }
+    const guarded = yield* makeGuardedServer(
+      applied,
+      refusals,
+      first === undefined ? undefined : { ...first, ...(clientCertificates === undefined ? {} : { clientCertificates }) }
+    )
+    if (issue !== undefined) {
+      // Renewed in place: connections open keep their session, new ones get the new certificate.
+      yield* issue.pipe(
+        Effect.tap((next) => Effect.sync(() => guarded.setCertificate(next))),
+        Effect.tap((next) => Effect.logInfo(`${listener} endpoint: TLS certificate renewed (serial ${next.serial}, valid until ${next.notAfter.toISOString()})`)),
+        Effect.schedule(serverCertificateRenewal(ttl)),
+        // On the wall clock, as the certificate's validity is (see issueServerCertificate).
+        Effect.withClock(Clock.make()),
+        Effect.forkScoped
+      )
+    }
+    return { ...guarded, refusals }
   })
 
 /**
@@ -239,27 +304,21 @@ export const guardedServerLayer = (
   tls?: ServerTls
 ) =>
   Layer.unwrapScoped(
-    Effect.gen(function* () {
-      const applied = limits ?? (yield* limitsFor(listener))
-      const refusals = refusalLog ?? (yield* makeRefusalLog(listener))
-      const ttl = Duration.decode(tls?.ttl ?? SERVER_CERTIFICATE_TTL)
-      const issue = tls === undefined ? undefined : tls.pki.issueServerCertificate({ hosts: tls.hosts, ttl })
-      const first = issue === undefined ? undefined : yield* issue
-      const { server, setCertificate } = yield* makeGuardedServer(applied, refusals, first)
-      if (issue !== undefined) {
-        // Renewed in place: connections open keep their session, new ones get the new certificate.
-        yield* issue.pipe(
-          Effect.tap((next) => Effect.sync(() => setCertificate(next))),
-          Effect.tap((next) => Effect.logInfo(`${listener} endpoint: TLS certificate renewed (serial ${next.serial}, valid until ${next.notAfter.toISOString()})`)),
-          Effect.schedule(serverCertificateRenewal(ttl)),
-          // On the wall clock, as the certificate's validity is (see issueServerCertificate).
-          Effect.withClock(Clock.make()),
-          Effect.forkScoped
-        )
-      }
-      return Layer.merge(
+    Effect.map(makeListenerServer(listener, limits, refusalLog, tls), ({ refusals, server }) =>
+      Layer.merge(
         NodeHttpServer.layer(() => server, { port: listen.port, ...(listen.host === undefined || listen.host === "" ? {} : { host: listen.host }) }),
         Layer.succeed(EndpointRefusals, refusals)
-      )
-    })
+      ))
   )
+
+/**
+ * The client certificate the peer of `request` presented at the TLS handshake, PEM; None over plain HTTP,
+ * or when it sent none. Only the chain was checked by TLS (and only in `required` mode): what it says
+ * (role, tenant, validity now, supersession) is for `ClusterPki.verifyClientCertificate` and the caller.
+ */
+export const peerCertificatePem = (request: HttpServerRequest.HttpServerRequest): Option.Option<string> => {
+  const socket = NodeHttpServerRequest.toIncomingMessage(request).socket
+  if (!(socket instanceof TLSSocket)) return Option.none()
+  const certificate = socket.getPeerX509Certificate()
+  return certificate === undefined ? Option.none() : Option.some(certificate.toString())
+}

@@ -4,7 +4,8 @@
  * registrations, flip leadership and read back everything recorded (which tests scan for leaked nonces).
  */
 import { Clock, Effect, Layer, Option } from "effect"
-import { NonceReused, UnknownInstance } from "../domain/agent/errors.js"
+import { type InvalidCertificate, NonceReused, UnknownInstance } from "../domain/agent/errors.js"
+import { supersededRefusal } from "../domain/agent/supersession.js"
 import {
   AgentBackend,
   type AgentBackendShape,
@@ -40,6 +41,14 @@ export const makeMemoryAgentBackend = (): MemoryAgentBackend => {
   let redirect: Option.Option<string> = Option.none()
 
   const state = (instanceId: string): RegistrationState => states.get(instanceId) ?? { _tag: "Unknown" }
+  /** The registration of an instance whose newest certificate is `serial`. */
+  const current = (instanceId: string, serial: string) =>
+    Effect.suspend((): Effect.Effect<Extract<RegistrationState, { _tag: "Registered" }>, UnknownInstance | InvalidCertificate> => {
+      const registered = state(instanceId)
+      if (registered._tag !== "Registered") return Effect.fail(new UnknownInstance({ instanceId }))
+      const refusal = supersededRefusal(instanceId, registered.certificateSerial, serial)
+      return refusal === undefined ? Effect.succeed(registered) : Effect.fail(refusal)
+    })
 
   return {
     leaderRedirect: Effect.sync(() => redirect),
@@ -51,22 +60,19 @@ export const makeMemoryAgentBackend = (): MemoryAgentBackend => {
         if (current._tag === "Registered" || current.nonceHash !== registration.nonceHash) {
           return Effect.fail(new NonceReused({ instanceId: registration.instanceId }))
         }
-        states.set(registration.instanceId, { _tag: "Registered", nonceHash: registration.nonceHash })
+        states.set(registration.instanceId, { _tag: "Registered", nonceHash: registration.nonceHash, certificateSerial: registration.certificateSerial })
         registrations.push(registration)
         return Effect.void
       }),
-    recordHealth: (instanceId, status) =>
+    recordHealth: (caller, status) =>
       Effect.gen(function* () {
-        if (state(instanceId)._tag !== "Registered") return yield* new UnknownInstance({ instanceId })
-        healthReports.push({ instanceId, status, atMillis: yield* Clock.currentTimeMillis })
+        yield* current(caller.instanceId, caller.certificateSerial)
+        healthReports.push({ instanceId: caller.instanceId, status, atMillis: yield* Clock.currentTimeMillis })
       }),
     recordRenewed: (renewal) =>
-      Effect.suspend(() => {
-        if (state(renewal.instanceId)._tag !== "Registered") {
-          return Effect.fail(new UnknownInstance({ instanceId: renewal.instanceId }))
-        }
+      Effect.map(current(renewal.instanceId, renewal.presentedSerial), (registered) => {
+        states.set(renewal.instanceId, { ...registered, certificateSerial: renewal.certificateSerial })
         renewals.push(renewal)
-        return Effect.void
       }),
     expect: (instanceId, expected) => Effect.sync(() => void states.set(instanceId, { _tag: "Awaiting", ...expected })),
     forget: (instanceId) => Effect.sync(() => void states.delete(instanceId)),

@@ -28,15 +28,21 @@ import {
   CertificateRejected,
   ClusterPki,
   type ClusterPkiShape,
+  InvalidCertificateRequest,
   InvalidEncryptionKey,
   InvalidPublicKey,
+  OPERATOR_NAME,
+  OPERATOR_NAME_RULE,
+  OPERATOR_UNIT,
   PkiCorrupt,
   PkiIncomplete,
   type PkiLoadError,
+  PkiMissing,
   PkiUndecryptable,
   type VerifiedClientCertificate
 } from "../services/ClusterPki.js"
 import { pkiObjectKeys } from "../domain/bucketKeys.js"
+import { identifierProblem } from "../domain/config/validate.js"
 import { ifAbsent, ObjectStore, type ObjectStoreShape, type StoreError } from "../services/ObjectStore.js"
 import * as x509 from "./x509.js"
 
@@ -51,6 +57,11 @@ export interface ClusterPkiOptions {
   readonly settleTimeout?: Duration.DurationInput
   /** Validity of a newly created CA. Default 20 years. */
   readonly caValidity?: Duration.DurationInput
+  /**
+   * Create the PKI when none of its objects exist (default true: the servers). False for a tool that only
+   * uses an existing PKI (`nstance-admin cert issue`): it fails with `PkiMissing` instead of making a CA.
+   */
+  readonly create?: boolean
 }
 
 const ED25519 = { name: "Ed25519" } as const
@@ -325,6 +336,7 @@ export const makeClusterPki = (
 
     let bodies = yield* readComplete
     if (bodies.every(Option.isNone)) {
+      if (options.create === false) return yield* new PkiMissing({ clusterId: options.clusterId })
       yield* createMaterial(store, keys, options)
       bodies = yield* readComplete
       if (bodies.every(Option.isNone)) {
@@ -363,6 +375,30 @@ const joseRejection = (cause: unknown): NonceError => {
 
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/
 
+/** An Ed25519 SubjectPublicKeyInfo PEM as DER, or why not: the only keys the CA certifies. */
+const ed25519PublicKey = (publicKeyPem: string): Effect.Effect<Buffer, InvalidPublicKey> =>
+  Effect.gen(function* () {
+    const key = yield* Effect.try({
+      try: () => createPublicKey(publicKeyPem),
+      catch: () => new InvalidPublicKey({ reason: "not a PEM public key" })
+    })
+    if (key.type !== "public" || key.asymmetricKeyType !== "ed25519") {
+      return yield* new InvalidPublicKey({ reason: `expected an Ed25519 public key, got ${key.asymmetricKeyType}` })
+    }
+    return spkiDer(key)
+  })
+
+/** Why an operator certificate request cannot be issued, or undefined. */
+const operatorRequestProblem = (name: string, tenant: string, ttlMillis: number): InvalidCertificateRequest | undefined => {
+  if (!OPERATOR_NAME.test(name)) {
+    return new InvalidCertificateRequest({ field: "name", reason: OPERATOR_NAME_RULE })
+  }
+  const tenantProblem = identifierProblem(tenant)
+  if (tenantProblem !== undefined) return new InvalidCertificateRequest({ field: "tenant", reason: tenantProblem })
+  if (!(ttlMillis > 0)) return new InvalidCertificateRequest({ field: "ttl", reason: "must be positive" })
+  return undefined
+}
+
 const makeShape = (clusterId: string, material: PkiMaterial): ClusterPkiShape => {
   const { caCert, caSigningKey, noncePrivateKey, noncePublicKey } = material
   const caPem = caCert.toString("pem") + "\n"
@@ -397,9 +433,11 @@ const makeShape = (clusterId: string, material: PkiMaterial): ClusterPkiShape =>
       if (now > cert.notAfter.getTime()) return yield* reject("Expired", `expired at ${cert.notAfter.toISOString()}`)
       const publicKeyPem = createPublicKey({ key: Buffer.from(cert.publicKey.rawData), format: "der", type: "spki" })
         .export({ type: "spki", format: "pem" }) as string
+      const units = cert.subjectName.getField("OU")
       return {
         instanceId: cn[0]!,
         tenant: o[0]!,
+        role: units.includes(OPERATOR_UNIT) ? "operator" as const : "agent" as const,
         serial: cert.serialNumber.toLowerCase(),
         notAfter: cert.notAfter,
         publicKeyPem
@@ -442,16 +480,27 @@ const makeShape = (clusterId: string, material: PkiMaterial): ClusterPkiShape =>
 
     issueClientCertificate: ({ instanceId, tenant, publicKeyPem, ttl }) =>
       Effect.gen(function* () {
-        const agentKey = yield* Effect.try({
-          try: () => createPublicKey(publicKeyPem),
-          catch: () => new InvalidPublicKey({ reason: "not a PEM public key" })
-        })
-        if (agentKey.type !== "public" || agentKey.asymmetricKeyType !== "ed25519") {
-          return yield* new InvalidPublicKey({ reason: `expected an Ed25519 public key, got ${agentKey.asymmetricKeyType}` })
-        }
+        const spki = yield* ed25519PublicKey(publicKeyPem)
         const now = yield* Clock.currentTimeMillis
-        const spki = spkiDer(agentKey)
         const cert = yield* issueLeaf({ subject: [{ CN: [instanceId] }, { O: [tenant] }], publicKey: spki, now, ttl, usage: x509.ExtendedKeyUsage.clientAuth })
+        return { certificatePem: cert.toString("pem") + "\n", serial: cert.serialNumber.toLowerCase(), notAfter: cert.notAfter }
+      }),
+
+    issueOperatorCertificate: ({ name, tenant, publicKeyPem, ttl }) =>
+      Effect.gen(function* () {
+        const problem = operatorRequestProblem(name, tenant, Duration.toMillis(Duration.decode(ttl)))
+        if (problem !== undefined) return yield* problem
+        const spki = yield* ed25519PublicKey(publicKeyPem)
+        const now = yield* Clock.currentTimeMillis
+        // The OU is what makes it an operator's: `verifyClientCertificate` reads the role from it, and agents'
+        // certificates never carry one.
+        const cert = yield* issueLeaf({
+          subject: [{ CN: [name] }, { O: [tenant] }, { OU: [OPERATOR_UNIT] }],
+          publicKey: spki,
+          now,
+          ttl,
+          usage: x509.ExtendedKeyUsage.clientAuth
+        })
         return { certificatePem: cert.toString("pem") + "\n", serial: cert.serialNumber.toLowerCase(), notAfter: cert.notAfter }
       }),
 

@@ -6,15 +6,33 @@
  * would cost an agent's health report (and the server) several times the call itself.
  */
 import { NodeHttpClient } from "@effect/platform-node"
-import { Effect, Layer } from "effect"
+import { Effect, Layer, Redacted } from "effect"
 import { Agent } from "undici"
 
-export const ClusterTlsClient = (caPem: string) =>
+/** A client certificate the TLS handshake presents (an operator's), with its private key. */
+export interface TlsClientCertificate {
+  readonly certificatePem: string
+  readonly privateKeyPem: Redacted.Redacted<string>
+}
+
+/** With `clientCertificate`, every connection presents it; the trust stays the cluster CA alone either way. */
+export const ClusterTlsClient = (caPem: string, clientCertificate?: TlsClientCertificate) =>
   NodeHttpClient.layerUndiciWithoutDispatcher.pipe(
     Layer.provide(Layer.scoped(
       NodeHttpClient.Dispatcher,
       Effect.acquireRelease(
-        Effect.sync(() => new Agent({ connect: { ca: caPem, minVersion: "TLSv1.3", maxVersion: "TLSv1.3" } })),
+        Effect.sync(() =>
+          new Agent({
+            connect: {
+              ca: caPem,
+              minVersion: "TLSv1.3",
+              maxVersion: "TLSv1.3",
+              ...(clientCertificate === undefined
+                ? {}
+                : { cert: clientCertificate.certificatePem, key: Redacted.value(clientCertificate.privateKeyPem) })
+            }
+          })
+        ),
         (agent) => Effect.promise(() => agent.destroy())
       )
     ))

@@ -10,6 +10,7 @@ import { boundPveErrors, classifyPveError, classifyTaskFailure, isTaskSuccess } 
 import {
   ClusterStatusEntry,
   Envelope,
+  NetworkInterface,
   NextId,
   NodeResource,
   NodeStatus,
@@ -82,6 +83,7 @@ export const decoders = {
   UpidAnswer: envelope(UpidAnswer),
   OptionalUpidAnswer: envelope(OptionalUpidAnswer),
   StorageEntryList: envelope(Schema.Array(StorageEntry)),
+  NetworkInterfaceList: envelope(Schema.Array(NetworkInterface)),
   StorageContentEntryList: envelope(Schema.Array(StorageContentEntry)),
   VolumeAttributes: envelope(VolumeAttributes),
   TaskStatus: envelope(TaskStatus)
@@ -413,6 +415,12 @@ export const makeProxmoxApiShape = (transport: PveTransport): ProxmoxApiShape =>
       return yield* call({
         method: "GET", template: "/nodes/{node}/storage", path: `/nodes/${enc(node)}/storage`, decode: decoders.StorageEntryList,
         query: { content: filter?.content, enabled: filter?.enabled }
+      })
+    }),
+    listNetwork: Effect.fn("pve.listNetwork")(function* (node, filter) {
+      return yield* call({
+        method: "GET", template: "/nodes/{node}/network", path: `/nodes/${enc(node)}/network`, decode: decoders.NetworkInterfaceList,
+        query: { type: filter?.type }
       })
     }),
     listStorageContent: Effect.fn("pve.listStorageContent")(function* (node, storage, filter) {

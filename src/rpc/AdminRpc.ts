@@ -3,9 +3,11 @@
  * status, instances and groups, dynamic groups (`groups.jsonc`), operator-requested creations and deletions,
  * config refresh and validation, registration nonces, and a stream of what happens.
  *
- * Authentication is a bearer token (`Authorization: Bearer …`) checked on the HTTP request before its body
- * is read (see `AdminServer.ts`); a request without it, or with another, gets HTTP 401 and a body naming only
- * the error tag, which the client turns into the typed `Unauthenticated` below. Payloads follow the agent
+ * Authentication is checked on the HTTP request before its body is read (see `AdminServer.ts`): a bearer token
+ * (`Authorization: Bearer …`) for cluster-wide administration, or an operator's client certificate from the
+ * cluster CA, scoped to its tenant (a tenant-scoped caller meets `OutOfScope` outside it). A request with
+ * neither, or with one the server does not accept, gets HTTP 401 and a body naming only the error tag, which
+ * the client turns into the typed `Unauthenticated` below. Payloads follow the agent
  * group's rule: the RPC schemas fix the wire shape only, and the handlers decode strict `*Payload` schemas,
  * so an oversized or malformed field is a typed `PayloadTooLarge` / `InvalidPayload` naming the field.
  */
@@ -30,10 +32,29 @@ export const ADMIN_HEADER = "authorization"
 // ---------------------------------------------------------------------------------------------------------
 // Errors
 
-/** No admin token, or not the one this shard's servers were given. Says nothing else on purpose. */
+/**
+ * No admin token and no operator certificate, or one the servers do not accept (another token, an agent's
+ * certificate, another CA's, an expired one). Says nothing else on purpose.
+ */
 export class Unauthenticated extends Schema.TaggedError<Unauthenticated>()("Unauthenticated", {}) {
   override get message() {
-    return "the admin endpoint refused the credentials (no admin token, or not the one the server was given)"
+    return "the admin endpoint refused the credentials (no admin token or operator certificate, or not one the server accepts)"
+  }
+}
+
+/**
+ * A caller with an operator certificate of `tenant` asked for something outside that tenant: an operation
+ * on the whole shard (`otherTenant` null), or on another tenant's groups.
+ */
+export class OutOfScope extends Schema.TaggedError<OutOfScope>()("OutOfScope", {
+  tenant: Schema.String,
+  operation: Schema.String,
+  otherTenant: Schema.NullOr(Schema.String)
+}) {
+  override get message() {
+    return this.otherTenant === null
+      ? `${this.operation} is cluster-wide: an operator certificate of tenant ${this.tenant} may not do it (only the admin token may)`
+      : `${this.operation} on tenant ${this.otherTenant}: an operator certificate of tenant ${this.tenant} acts on its own tenant only`
   }
 }
 
@@ -166,6 +187,15 @@ export const InstanceView = Schema.Struct({
 })
 export type InstanceView = typeof InstanceView.Type
 
+/** What the leader's last preflight against PVE found: PVE's version and one line per finding, errors first. */
+export const PreflightView = Schema.Struct({
+  /** When the run ended (ms since the epoch). */
+  at: Schema.Number,
+  pveVersion: Schema.NullOr(Schema.String),
+  findings: Schema.Array(Schema.Struct({ severity: Schema.Literal("error", "warning"), message: Schema.String }))
+})
+export type PreflightView = typeof PreflightView.Type
+
 export const StatusView = Schema.Struct({
   cluster: Schema.String,
   shard: Schema.String,
@@ -184,7 +214,9 @@ export const StatusView = Schema.Struct({
   held: Schema.optional(Schema.Array(Schema.Struct({ instanceId: Schema.String, vmid: Schema.NullOr(Schema.Int), ...HoldView.fields }))),
   /** The shard event log's identity (written into every VM's notes), and what the leader says about VMs of other logs. */
   logId: Schema.optional(Schema.String),
-  ownership: Schema.optional(Schema.String)
+  ownership: Schema.optional(Schema.String),
+  /** The leader's last preflight against PVE (absent before its first run, and from older servers). */
+  preflight: Schema.optional(PreflightView)
 })
 export type StatusView = typeof StatusView.Type
 
@@ -340,7 +372,7 @@ export const decodeAdminPayload = <A, I>(schema: Schema.Schema<A, I>) => {
 // ---------------------------------------------------------------------------------------------------------
 // Procedures
 
-const Common = [NotLeader, PayloadTooLarge, InvalidPayload, AdminUnavailable] as const
+const Common = [NotLeader, PayloadTooLarge, InvalidPayload, AdminUnavailable, Unauthenticated, OutOfScope] as const
 
 export class Status extends Rpc.make("Status", {
   success: StatusView,

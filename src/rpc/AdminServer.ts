@@ -4,18 +4,44 @@
  * current leadership term's services (`withLeader`), so a standby answers `NotLeader{leaderAddr}` and the
  * client follows it. Only `ValidateConfig` is answered by any replica: it reads the bucket, not the log.
  *
- * The token check happens on the raw HTTP request, before its body is read: an unauthenticated caller
+ * Authentication happens on the raw HTTP request, before its body is read: an unauthenticated caller
  * learns nothing (not whether its payload would parse, not whether this replica leads) and cannot make the
- * server buffer anything. Tokens are compared as SHA-256 digests with `timingSafeEqual`, so the time taken
- * does not depend on how much of a guess was right (nor on its length).
+ * server buffer anything. A request carrying `Authorization` is judged by the token alone: tokens are
+ * compared as SHA-256 digests with `timingSafeEqual`, so the time taken does not depend on how much of a
+ * guess was right (nor on its length); the token administers the whole shard. Without it, the client
+ * certificate of the TLS handshake (asked for, not required) must be an operator's from the cluster CA,
+ * valid now: its caller is scoped to the certificate's tenant. Either failure is a 401, counted (`token`,
+ * `certificate`) and penalized alike.
+ *
+ * What a tenant-scoped caller may do, procedure by procedure (the handlers enforce it; the README repeats it):
+ *
+ * | procedure        | with the admin token | with an operator certificate of tenant T                        |
+ * |------------------|----------------------|-----------------------------------------------------------------|
+ * | Status           | the whole shard      | leader, term, log seq; T's instances, groups, errors and holds  |
+ * | ListInstances    | all, or filtered     | T's only (`--tenant` of another tenant: OutOfScope)             |
+ * | GetInstance      | any                  | T's (another tenant's instance: InstanceNotFound)               |
+ * | ListGroups       | all                  | T's only                                                        |
+ * | UpsertGroup      | any group            | T's groups (another tenant: OutOfScope)                         |
+ * | DeleteGroup      | any group            | T's groups (another tenant: OutOfScope)                         |
+ * | CreateInstance   | any group            | T's groups (another tenant: OutOfScope)                         |
+ * | DeleteInstance   | any                  | T's (another tenant's instance: InstanceNotFound)               |
+ * | MintNonce        | any                  | T's (another tenant's instance: InstanceNotFound)               |
+ * | WatchEvents      | every change         | changes of T's instances only                                   |
+ * | RefreshConfig    | yes                  | OutOfScope: it reloads the whole shard's config                 |
+ * | ValidateConfig   | yes                  | OutOfScope: it reports on the whole shard's config              |
+ * | AdoptVms         | yes                  | OutOfScope: it takes over VMs of another event log              |
+ *
+ * Instances of another tenant are answered as unknown rather than refused: a tenant's view of the shard
+ * holds only its own instances, so it learns nothing of others' IDs.
  */
 import type { ListenerLimits } from "../domain/listenerLimits.js"
-import { guardedServerLayer, makeRefusalLog, type RefusalLog, type ServerTls } from "../http/listener.js"
-import { createHash, timingSafeEqual } from "node:crypto"
+import { guardedServerLayer, makeRefusalLog, peerCertificatePem, type RefusalLog, type ServerTls } from "../http/listener.js"
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto"
 import { CONFIG_KEY } from "../domain/bucketKeys.js"
-import { type HttpApp, HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import { type HttpApp, Headers, HttpIncomingMessage, HttpRouter, HttpServer, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import { NodeHttpServerRequest } from "@effect/platform-node"
 import { RpcSerialization, RpcServer } from "@effect/rpc"
-import { Cause, Clock, Effect, Either, HashMap, Layer, Option, Redacted, Schedule, Stream, SubscriptionRef } from "effect"
+import { Cause, Clock, Context, Effect, Either, HashMap, Layer, Option, Redacted, Schedule, Stream, SubscriptionRef } from "effect"
 import { type Address, formatProblem, type ParsedShardConfig, parseJsonc } from "../domain/config/index.js"
 import { deleteDynamicGroup, dynamicEntry, type DynamicGroups, staticGroupsOf, upsertDynamicGroup } from "../domain/dynamicGroups.js"
 import { own } from "../domain/config/records.js"
@@ -29,9 +55,10 @@ import { reloadConfig } from "../shard/configWatch.js"
 import { groupTargets } from "../shard/reconcile.js"
 import { adoptFromLog } from "../shard/adopt.js"
 import { Ownership } from "../shard/Ownership.js"
+import { Preflight } from "../shard/Preflight.js"
 import { SagaRunner } from "../shard/SagaRunner.js"
 import { certificateHosts, ShardContext } from "../shard/ShardContext.js"
-import type { ClusterPkiShape } from "../services/ClusterPki.js"
+import type { CertificateRejected, ClusterPkiShape, VerifiedClientCertificate } from "../services/ClusterPki.js"
 import { type LeaderServices, NotLeaderHere, ShardReplica, type ShardReplicaShape, withLeader } from "../shard/ShardReplica.js"
 import { type ConfigSource, readDynamicGroups } from "../shard/shardConfig.js"
 import { keepServing } from "./keepServing.js"
@@ -56,8 +83,10 @@ import {
   NothingToAdopt,
   AdoptPayload,
   NotLeader,
+  OutOfScope,
   RegistrationOff,
   type StatusView,
+  Unauthenticated,
   UpsertGroupPayload,
   type ValidationView,
   type WatchEvent
@@ -86,6 +115,66 @@ export interface AdminServerOptions extends AdminServiceOptions {
   /** TLS 1.3 with a certificate from the cluster CA; absent: plain HTTP (tests of the handlers only). */
   readonly tls?: ServerTls
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Who is calling
+
+/** Who a request comes from, as the HTTP guard established it. */
+export type AdminCaller =
+  /** The admin token: the whole shard. */
+  | { readonly _tag: "Administrator" }
+  /** An operator certificate: its tenant only. */
+  | { readonly _tag: "TenantOperator"; readonly tenant: string; readonly name: string; readonly serial: string }
+
+const ADMINISTRATOR: AdminCaller = { _tag: "Administrator" }
+
+/**
+ * How the guard hands the caller to the handlers. RPC handlers see the request's headers, merged with headers
+ * the client may put into each RPC message — so the header carries no identity, only a random key into
+ * `AdminCallers`, valid while its HTTP request runs. A client that sets it itself can only spoil its own call.
+ */
+const CALLER_HEADER = "x-nstance-caller"
+
+export interface AdminCallersShape {
+  /** Registers the caller of one request; the key goes into `CALLER_HEADER`. */
+  readonly enter: (caller: AdminCaller) => Effect.Effect<string>
+  readonly leave: (key: string) => Effect.Effect<void>
+  readonly lookup: (key: string | undefined) => Effect.Effect<Option.Option<AdminCaller>>
+}
+
+/**
+ * The callers of the requests in flight. Served without it (the handlers alone, in-process, with no HTTP
+ * guard in front), every call is the administrator's: there is no credential to scope by.
+ */
+export class AdminCallers extends Context.Tag("nstance/AdminCallers")<AdminCallers, AdminCallersShape>() {}
+
+export const makeAdminCallers = (): AdminCallersShape => {
+  const inFlight = new Map<string, AdminCaller>()
+  return {
+    enter: (caller) =>
+      Effect.sync(() => {
+        const key = randomBytes(24).toString("base64url")
+        inFlight.set(key, caller)
+        return key
+      }),
+    leave: (key) => Effect.sync(() => void inFlight.delete(key)),
+    lookup: (key) => Effect.sync(() => Option.fromNullable(key === undefined ? undefined : inFlight.get(key)))
+  }
+}
+
+/** A tenant-scoped caller may not run `operation`: it concerns the whole shard. */
+const clusterWide = (caller: AdminCaller, operation: string): Effect.Effect<void, OutOfScope> =>
+  caller._tag === "TenantOperator" ? Effect.fail(new OutOfScope({ tenant: caller.tenant, operation, otherTenant: null })) : Effect.void
+
+/** A tenant-scoped caller runs `operation` on its own tenant only. */
+const ownTenant = (caller: AdminCaller, operation: string, tenant: string): Effect.Effect<void, OutOfScope> =>
+  caller._tag === "TenantOperator" && caller.tenant !== tenant
+    ? Effect.fail(new OutOfScope({ tenant: caller.tenant, operation, otherTenant: tenant }))
+    : Effect.void
+
+/** Whether the caller sees what belongs to `tenant` (what belongs to no tenant, only the administrator). */
+const sees = (caller: AdminCaller, tenant: string | null | undefined): boolean =>
+  caller._tag === "Administrator" || caller.tenant === tenant
 
 // ---------------------------------------------------------------------------------------------------------
 // Views of the state
@@ -142,6 +231,40 @@ const groupViews = (config: ParsedShardConfig, state: State, staticKeys: Readonl
   }
   return views.sort((a, b) => a.tenant.localeCompare(b.tenant) || a.group.localeCompare(b.group))
 }
+
+/**
+ * `Status` for a caller scoped to `tenant`: who leads and where the log is, and of the state only what is
+ * the tenant's — its instances by phase, groups, desired VMs, last errors and holds. What is the shard's
+ * (the log's anomalies and identity, ownership notices) is left out.
+ */
+const tenantStatus = (tenant: string): Effect.Effect<StatusView, never, LeaderServices> =>
+  Effect.gen(function* () {
+    const log = yield* EventLog
+    const shard = yield* ShardContext
+    const state = yield* log.state
+    const config = yield* SubscriptionRef.get(shard.config)
+    const mine = allInstances(state).filter((i) => i.tenant === tenant)
+    const byPhase: Record<string, number> = {}
+    for (const instance of mine) byPhase[instance.phase] = (byPhase[instance.phase] ?? 0) + 1
+    const groups = Object.values(own(config.config.groups, tenant) ?? {})
+    return {
+      cluster: shard.clusterId,
+      shard: shard.shard,
+      leader: shard.replica,
+      term: shard.term,
+      seq: yield* log.seq,
+      instances: mine.length,
+      byPhase,
+      groups: groups.length,
+      desiredVms: groups.reduce((sum, group) => sum + group.size, 0),
+      registration: shard.registration !== undefined,
+      lastErrors: mine
+        .flatMap((i) => (i.lastError === undefined ? [] : [{ instanceId: i.id, ...i.lastError }]))
+        .sort((a, b) => b.at - a.at)
+        .slice(0, 10),
+      held: mine.flatMap((i) => (i.held === undefined ? [] : [{ instanceId: i.id, vmid: i.vmid ?? null, ...i.held }]))
+    }
+  })
 
 /** The changes from `before` to `after`, one per instance whose phase, VM or failures moved. */
 export const stateChanges = (before: State, after: State, seq: number): ReadonlyArray<WatchEvent> => {
@@ -242,6 +365,15 @@ export const AdminHandlersLive = (options: AdminServiceOptions) =>
   AdminRpcs.toLayer(Effect.gen(function* () {
     const replica = yield* ShardReplica
     const provideReplica = Effect.provideService(ShardReplica, replica)
+    const callers = yield* Effect.serviceOption(AdminCallers)
+
+    /** The caller the guard authenticated; a request that reached the handlers without one is refused. */
+    const callerOf = (headers: Headers.Headers): Effect.Effect<AdminCaller, Unauthenticated> =>
+      Option.match(callers, {
+        onNone: () => Effect.succeed(ADMINISTRATOR),
+        onSome: (registry) =>
+          Effect.flatMap(registry.lookup(headers[CALLER_HEADER]), Option.match({ onNone: () => Effect.fail(new Unauthenticated()), onSome: Effect.succeed }))
+      })
 
     /** Reloads the config into this replica's `SubscriptionRef` (the leader's reconcile follows it). */
     const reload = (why: string) =>
@@ -267,8 +399,8 @@ export const AdminHandlersLive = (options: AdminServiceOptions) =>
       : validateStoredConfig(options.source.shard, options.source.key).pipe(Effect.provideService(ObjectStore, options.store))
 
     return AdminRpcs.of({
-      Status: () =>
-        onLeader(Effect.gen(function* () {
+      Status: (_, { headers }) =>
+        Effect.flatMap(callerOf(headers), (caller) => caller._tag === "TenantOperator" ? onLeader(tenantStatus(caller.tenant)) : onLeader(Effect.gen(function* () {
           const log = yield* EventLog
           const shard = yield* ShardContext
           const state = yield* log.state
@@ -297,43 +429,53 @@ export const AdminHandlersLive = (options: AdminServiceOptions) =>
             })),
             held: heldInstances(state).flatMap((i) => (i.held === undefined ? [] : [{ instanceId: i.id, vmid: i.vmid ?? null, ...i.held }])),
             ...(state.logId === undefined ? {} : { logId: state.logId }),
-            ...Option.match(yield* (yield* Ownership).notice, { onNone: () => ({}), onSome: (ownership) => ({ ownership }) })
+            ...Option.match(yield* (yield* Ownership).notice, { onNone: () => ({}), onSome: (ownership) => ({ ownership }) }),
+            ...Option.match(yield* (yield* Preflight).latest, {
+              onNone: () => ({}),
+              onSome: (run) => ({ preflight: { at: run.at, pveVersion: run.report.version ?? null, findings: run.report.findings } })
+            })
           }
           return status
-        })).pipe(provideReplica, Effect.withSpan("admin.Status")),
+        }))).pipe(provideReplica, Effect.withSpan("admin.Status")),
 
-      ListInstances: (wire) =>
+      ListInstances: (wire, { headers }) =>
         Effect.gen(function* () {
+          const caller = yield* callerOf(headers)
           const filter = yield* decodeList(wire)
+          if (filter.tenant !== undefined) yield* ownTenant(caller, "ListInstances", filter.tenant)
+          const tenant = caller._tag === "TenantOperator" ? caller.tenant : filter.tenant
           return yield* onLeader(Effect.gen(function* () {
             const state = yield* (yield* EventLog).state
             return allInstances(state)
-              .filter((i) => (filter.tenant === undefined || i.tenant === filter.tenant) && (filter.group === undefined || i.group === filter.group))
+              .filter((i) => (tenant === undefined || i.tenant === tenant) && (filter.group === undefined || i.group === filter.group))
               .map(instanceView)
           }))
         }).pipe(provideReplica, Effect.withSpan("admin.ListInstances")),
 
-      GetInstance: (wire) =>
+      GetInstance: (wire, { headers }) =>
         Effect.gen(function* () {
+          const caller = yield* callerOf(headers)
           const { instanceId } = yield* decodeInstanceRef(wire)
           return yield* onLeader(Effect.gen(function* () {
             const found = getInstance(yield* (yield* EventLog).state, instanceId)
-            if (Option.isNone(found)) return yield* new InstanceNotFound({ instanceId })
+            if (Option.isNone(found) || !sees(caller, found.value.tenant)) return yield* new InstanceNotFound({ instanceId })
             return instanceView(found.value)
           }))
         }).pipe(provideReplica, Effect.withSpan("admin.GetInstance")),
 
-      ListGroups: () =>
-        onLeader(Effect.gen(function* () {
+      ListGroups: (_, { headers }) =>
+        Effect.flatMap(callerOf(headers), (caller) => onLeader(Effect.gen(function* () {
           const config = yield* SubscriptionRef.get((yield* ShardContext).config)
           const state = yield* (yield* EventLog).state
           const { dynamic, staticKeys } = yield* groupSources.pipe(Effect.mapError(unavailable))
-          return groupViews(config, state, staticKeys, dynamic)
-        })).pipe(provideReplica, Effect.withSpan("admin.ListGroups")),
+          return groupViews(config, state, staticKeys, dynamic).filter((group) => sees(caller, group.tenant))
+        }))).pipe(provideReplica, Effect.withSpan("admin.ListGroups")),
 
-      UpsertGroup: (wire) =>
+      UpsertGroup: (wire, { headers }) =>
         Effect.gen(function* () {
+          const caller = yield* callerOf(headers)
           const payload = yield* decodeUpsert(wire)
+          yield* ownTenant(caller, "UpsertGroup", payload.tenant)
           yield* storeConfigOnly
           return yield* onLeader(Effect.gen(function* () {
             const written = yield* updateDynamicGroups((groups, configJson) =>
@@ -353,9 +495,11 @@ export const AdminHandlersLive = (options: AdminServiceOptions) =>
           }))
         }).pipe(provideReplica, Effect.withSpan("admin.UpsertGroup")),
 
-      DeleteGroup: (wire) =>
+      DeleteGroup: (wire, { headers }) =>
         Effect.gen(function* () {
+          const caller = yield* callerOf(headers)
           const { tenant, group } = yield* decodeGroupRef(wire)
+          yield* ownTenant(caller, "DeleteGroup", tenant)
           yield* storeConfigOnly
           return yield* onLeader(Effect.gen(function* () {
             const written = yield* updateDynamicGroups((groups, configJson) => {
@@ -371,9 +515,11 @@ export const AdminHandlersLive = (options: AdminServiceOptions) =>
           }))
         }).pipe(provideReplica, Effect.withSpan("admin.DeleteGroup")),
 
-      CreateInstance: (wire) =>
+      CreateInstance: (wire, { headers }) =>
         Effect.gen(function* () {
+          const caller = yield* callerOf(headers)
           const { tenant, group } = yield* decodeGroupRef(wire)
+          yield* ownTenant(caller, "CreateInstance", tenant)
           return yield* onLeader(Effect.gen(function* () {
             const shard = yield* ShardContext
             const config = yield* SubscriptionRef.get(shard.config)
@@ -390,13 +536,14 @@ export const AdminHandlersLive = (options: AdminServiceOptions) =>
           }))
         }).pipe(provideReplica, Effect.withSpan("admin.CreateInstance")),
 
-      DeleteInstance: (wire) =>
+      DeleteInstance: (wire, { headers }) =>
         Effect.gen(function* () {
+          const caller = yield* callerOf(headers)
           const { instanceId } = yield* decodeInstanceRef(wire)
           return yield* onLeader(Effect.gen(function* () {
             const log = yield* EventLog
             const found = getInstance(yield* log.state, instanceId)
-            if (Option.isNone(found)) return yield* new InstanceNotFound({ instanceId })
+            if (Option.isNone(found) || !sees(caller, found.value.tenant)) return yield* new InstanceNotFound({ instanceId })
             // A held instance's delete is under way but stopped: the operator's delete is what releases it.
             if (found.value.phase === "deleting" && found.value.held === undefined) return { instanceId, alreadyDeleting: true }
             const at = yield* Clock.currentTimeMillis
@@ -409,23 +556,35 @@ export const AdminHandlersLive = (options: AdminServiceOptions) =>
           }))
         }).pipe(provideReplica, Effect.withSpan("admin.DeleteInstance")),
 
-      RefreshConfig: () =>
-        onLeader(Effect.gen(function* () {
-          const config = yield* reload("RefreshConfig")
-          return { groups: groupCount(config), desiredVms: desiredVms(config), warnings: config.warnings.map(formatProblem) }
-        })).pipe(provideReplica, Effect.withSpan("admin.RefreshConfig")),
+      RefreshConfig: (_, { headers }) =>
+        Effect.flatMap(callerOf(headers), (caller) => clusterWide(caller, "RefreshConfig")).pipe(
+          Effect.zipRight(onLeader(Effect.gen(function* () {
+            const config = yield* reload("RefreshConfig")
+            return { groups: groupCount(config), desiredVms: desiredVms(config), warnings: config.warnings.map(formatProblem) }
+          }))),
+          provideReplica,
+          Effect.withSpan("admin.RefreshConfig")
+        ),
 
-      ValidateConfig: () => validate.pipe(Effect.withSpan("admin.ValidateConfig")),
+      ValidateConfig: (_, { headers }) =>
+        Effect.flatMap(callerOf(headers), (caller) => clusterWide(caller, "ValidateConfig")).pipe(
+          Effect.zipRight(validate),
+          Effect.withSpan("admin.ValidateConfig")
+        ),
 
-      MintNonce: (wire) =>
+      MintNonce: (wire, { headers }) =>
         Effect.gen(function* () {
+          const caller = yield* callerOf(headers)
           const { instanceId } = yield* decodeInstanceRef(wire)
           return yield* onLeader(Effect.gen(function* () {
             const shard = yield* ShardContext
             if (shard.registration === undefined) return yield* new RegistrationOff()
             const log = yield* EventLog
             const found = getInstance(yield* log.state, instanceId)
-            if (Option.isNone(found) || found.value.phase === "deleting" || found.value.tenant === undefined || found.value.group === undefined) {
+            if (
+              Option.isNone(found) || !sees(caller, found.value.tenant) || found.value.phase === "deleting" ||
+              found.value.tenant === undefined || found.value.group === undefined
+            ) {
               return yield* new InstanceNotFound({ instanceId })
             }
             // Before the clone the saga still builds the ISO and mints its own nonce, which would replace this one.
@@ -447,8 +606,9 @@ export const AdminHandlersLive = (options: AdminServiceOptions) =>
           }))
         }).pipe(provideReplica, Effect.withSpan("admin.MintNonce")),
 
-      AdoptVms: (wire) =>
+      AdoptVms: (wire, { headers }) =>
         Effect.gen(function* () {
+          yield* clusterWide(yield* callerOf(headers), "AdoptVms")
           const { fromLog } = yield* decodeAdopt(wire)
           return yield* onLeader(Effect.gen(function* () {
             const own = (yield* (yield* EventLog).state).logId
@@ -466,8 +626,8 @@ export const AdminHandlersLive = (options: AdminServiceOptions) =>
           }))
         }).pipe(provideReplica, Effect.withSpan("admin.AdoptVms")),
 
-      WatchEvents: () =>
-        Stream.unwrap(onLeader(Effect.gen(function* () {
+      WatchEvents: (_, { headers }) =>
+        Stream.unwrap(Effect.flatMap(callerOf(headers), (caller) => onLeader(Effect.gen(function* () {
           const log = yield* EventLog
           const { term } = yield* ShardContext
           let previous: State | undefined
@@ -483,11 +643,11 @@ export const AdminHandlersLive = (options: AdminServiceOptions) =>
             Stream.mapConcat(({ seq, state }) => {
               const before = previous
               previous = state
-              return before === undefined ? [] : stateChanges(before, state, seq)
+              return before === undefined ? [] : stateChanges(before, state, seq).filter((event) => sees(caller, event.tenant))
             }),
             Stream.interruptWhen(termEnded)
           )
-        })).pipe(provideReplica))
+        }))).pipe(provideReplica))
     })
   }))
 
@@ -511,13 +671,66 @@ const isBodyLimitDefect = (defect: unknown): boolean => {
   return cause instanceof Error && cause.message.includes("maxBytes")
 }
 
-/** Token first (nothing is read before it passes), then the body limit (413 on Content-Length or while reading). */
-const guard = (token: Redacted.Redacted<string>, maxBytes: number, refusals: RefusalLog) => <E, R>(app: HttpApp.Default<E, R>): HttpApp.Default<E, R> =>
+/** What the guard makes of a request's credentials; a refusal's detail is logged, and never holds a secret. */
+type Authentication =
+  | { readonly _tag: "Accepted"; readonly caller: AdminCaller }
+  | { readonly _tag: "Refused"; readonly reason: "token" | "certificate"; readonly detail: string }
+
+/**
+ * The verification of each TLS connection's client certificate, made at its first request: TLS fixes the
+ * certificate for the connection's life (TLS 1.3 has no renegotiation). Only the expiry is looked at again.
+ */
+type VerifiedSockets = WeakMap<object, Either.Either<VerifiedClientCertificate, CertificateRejected>>
+
+const refused = (reason: "token" | "certificate", detail: string): Authentication => ({ _tag: "Refused", reason, detail })
+
+const authenticate = (
+  request: HttpServerRequest.HttpServerRequest,
+  token: Redacted.Redacted<string>,
+  pki: ClusterPkiShape | undefined,
+  verified: VerifiedSockets
+): Effect.Effect<Authentication> =>
   Effect.gen(function* () {
+    const authorization = request.headers[ADMIN_HEADER]
+    // A request that brings a token is judged by it alone, whatever certificate its connection presented.
+    if (authorization !== undefined) {
+      return tokenMatches(authorization, token) ? { _tag: "Accepted", caller: ADMINISTRATOR } : refused("token", "wrong token")
+    }
+    const pem = peerCertificatePem(request)
+    if (pki === undefined || Option.isNone(pem)) return refused("token", "no Authorization header and no client certificate")
+    const socket = NodeHttpServerRequest.toIncomingMessage(request).socket
+    const known = verified.get(socket)
+    const result = known ?? (yield* Effect.either(pki.verifyClientCertificate(pem.value)))
+    if (known === undefined) verified.set(socket, result)
+    if (Either.isLeft(result)) return refused("certificate", result.left.reason)
+    const certificate = result.right
+    if (certificate.role !== "operator") return refused("certificate", "an agent's certificate")
+    if ((yield* Clock.currentTimeMillis) > certificate.notAfter.getTime()) return refused("certificate", "Expired")
+    return { _tag: "Accepted", caller: { _tag: "TenantOperator", tenant: certificate.tenant, name: certificate.instanceId, serial: certificate.serial } }
+  })
+
+interface GuardSettings {
+  readonly token: Redacted.Redacted<string>
+  /** The cluster PKI client certificates must come from; absent (plain HTTP): the token only. */
+  readonly pki: ClusterPkiShape | undefined
+  readonly maxBytes: number
+  readonly refusals: RefusalLog
+  readonly callers: AdminCallersShape
+}
+
+/**
+ * Credentials first (nothing is read before they pass), then the body limit (413 on Content-Length or while
+ * reading); the caller goes to the handlers through `AdminCallers` for as long as the request runs.
+ */
+const guard = (settings: GuardSettings) => <E, R>(app: HttpApp.Default<E, R>): HttpApp.Default<E, R> => {
+  const { maxBytes, refusals, callers } = settings
+  const verified: VerifiedSockets = new WeakMap()
+  return Effect.gen(function* () {
     const request = yield* HttpServerRequest.HttpServerRequest
     const peer = Option.getOrElse(request.remoteAddress, () => "unknown")
-    if (!tokenMatches(request.headers[ADMIN_HEADER], token)) {
-      yield* refusals.refuse("token", peer, request.headers[ADMIN_HEADER] === undefined ? "no Authorization header" : "wrong token")
+    const authentication = yield* authenticate(request, settings.token, settings.pki, verified)
+    if (authentication._tag === "Refused") {
+      yield* refusals.refuse(authentication.reason, peer, authentication.detail)
       yield* refusals.penalize(peer)
       return json(401, { _tag: "Unauthenticated" })
     }
@@ -527,14 +740,18 @@ const guard = (token: Redacted.Redacted<string>, maxBytes: number, refusals: Ref
       yield* refusals.refuse("too-large", peer, `Content-Length ${declared} above ${maxBytes}`)
       return tooLarge
     }
+    const key = yield* callers.enter(authentication.caller)
     return yield* app.pipe(
+      Effect.provideService(HttpServerRequest.HttpServerRequest, request.modify({ headers: Headers.set(request.headers, CALLER_HEADER, key) })),
       HttpIncomingMessage.withMaxBodySize(Option.some(maxBytes)),
       Effect.catchAllCause((cause) => {
         const defect = Cause.dieOption(cause)
         return Option.isSome(defect) && isBodyLimitDefect(defect.value) ? Effect.succeed(tooLarge) : Effect.failCause(cause)
-      })
+      }),
+      Effect.ensuring(callers.leave(key))
     )
   })
+}
 
 let routerCount = 0
 
@@ -544,15 +761,19 @@ let routerCount = 0
  */
 export const AdminServerLive = (options: AdminServerOptions) => {
   class AdminRouter extends HttpRouter.Tag(`nstance/AdminRouter/${++routerCount}`)<AdminRouter>() {}
+  const callers = makeAdminCallers()
   const rpc = RpcServer.layer(AdminRpcs).pipe(
-    Layer.provide(AdminHandlersLive(options)),
+    Layer.provide(AdminHandlersLive(options).pipe(Layer.provide(Layer.succeed(AdminCallers, callers)))),
     Layer.provide(RpcServer.layerProtocolHttp({ path: options.path ?? "/admin", routerTag: AdminRouter })),
     Layer.provide(RpcSerialization.layerNdjson)
   )
+  // The handshake asks every client for a certificate from the cluster CA and refuses none for lacking one:
+  // the token is the other way in, and which one a request uses is decided per request.
+  const tls: ServerTls | undefined = options.tls === undefined ? undefined : { ...options.tls, clientCertificates: "requested" }
   return Layer.unwrapEffect(Effect.map(makeRefusalLog("operator"), (refusals) =>
-    AdminRouter.serve(guard(options.token, options.maxRequestBytes ?? MAX_ADMIN_REQUEST_BYTES, refusals)).pipe(
+    AdminRouter.serve(guard({ token: options.token, pki: tls?.pki, maxBytes: options.maxRequestBytes ?? MAX_ADMIN_REQUEST_BYTES, refusals, callers })).pipe(
       Layer.provide(rpc),
-      Layer.provideMerge(guardedServerLayer("operator", options, options.limits, refusals, options.tls))
+      Layer.provideMerge(guardedServerLayer("operator", options, options.limits, refusals, tls))
     )))
 }
 
@@ -590,6 +811,7 @@ export const serveAdmin = (settings: {
       port: settings.bind.port
     }).pipe(Layer.provide(Layer.succeed(ShardReplica, settings.replica)))
     return yield* keepServing(server, {
+      address: (context) => Context.get(context, HttpServer.HttpServer).address,
       listening: () => Effect.logInfo(`admin endpoint: listening on ${settings.bind.text} (TLS 1.3, certificate from the cluster CA pki/${config.config.cluster.id}/ca.crt)`),
       cannotServe: `admin endpoint: cannot serve on ${settings.bind.text}`
     })

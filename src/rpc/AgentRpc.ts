@@ -1,20 +1,16 @@
 /**
- * The `Agent` RPC group: how an agent on a VM nstance created registers (trading its single-use nonce and
- * a public key for a client certificate), reports health and renews that certificate before it expires.
+ * The agent's two RPC groups.
  *
- * Authentication after registration is a signed request, not mTLS. Each `ReportHealth` and
- * `RenewCertificate` carries the agent's certificate and an Ed25519 signature, with the key that
- * certificate certifies, over a statement naming the procedure, the certificate, the request content and
- * the signing time (`domain/agent/signedRequest.ts`); the server checks the certificate against the cluster
- * CA and the signature against the certificate's key, and refuses signing times outside ±5 minutes or not
- * newer than the last one it accepted from that instance. Why not mTLS:
- * - @effect/platform-node's HTTP server hides the TLS socket: the peer certificate would have to be dug out
- *   of the raw Node request, outside the RPC layer, and the handlers could not be tested without TLS;
- * - mTLS would also need TLS with a server certificate agents already trust at registration, and a client
- *   certificate identity does not survive an L4/L7 hop that terminates TLS (keepalived VIPs, proxies);
- * - a signature binds the identity to the very request content, over any transport, and the same code
- *   serves the simulator's guests and a real `nstance-agent`.
- * What it does not give is confidentiality: run the agent address on a private network or behind TLS.
+ * `RegistrationRpcs` (`RegisterAgent`), on `shard.bind.registration_addr` over TLS 1.3 without a client
+ * certificate: a VM trades its single-use nonce and a public key for a client certificate (CN = instance
+ * ID, O = tenant) and learns where the agent channel is. The VM checks the server against the CA
+ * certificate that came in its user-data, so the nonce never reaches a server the cluster CA did not sign.
+ *
+ * `AgentRpcs` (`ReportHealth`, `RenewCertificate`), the agent channel on `shard.bind.agent_addr`: one
+ * persistent WebSocket per agent over TLS 1.3 with the agent's client certificate required at the
+ * handshake. Identity is the certificate's, per connection (`AgentAuthentication` provides the verified
+ * `AgentPeer` to every handler), so requests carry no signatures; a request naming another instance, an
+ * operator's certificate or a superseded one (the instance renewed since) is refused.
  *
  * Payloads: the RPC schemas below only fix the wire shape (strings and numbers), and the handlers decode
  * the strict `*Payload` schemas (length limits, PEM/DNS/IP formats). @effect/rpc answers a payload that
@@ -22,8 +18,9 @@
  * into a typed `PayloadTooLarge` / `InvalidPayload` that names the field (and never echoes its value).
  */
 import { isIPv4, isIPv6 } from "node:net"
-import { Rpc, RpcGroup } from "@effect/rpc"
-import { Effect, Either, Option, ParseResult, Schema, SchemaAST } from "effect"
+import { Rpc, RpcGroup, RpcMiddleware } from "@effect/rpc"
+import { Context, Effect, Either, Option, ParseResult, Schema, SchemaAST } from "effect"
+import type { VerifiedClientCertificate } from "../services/ClusterPki.js"
 import {
   InvalidCertificate,
   InvalidNonce,
@@ -41,12 +38,11 @@ import { MAX_NONCE_LENGTH } from "../domain/agent/nonce.js"
 export const PAYLOAD_LIMITS = {
   nonce: MAX_NONCE_LENGTH,
   publicKeyPem: 4096,
-  certificatePem: 4096,
   privateIpv4: 15,
   privateIpv6: 45,
   hostname: 253,
   status: 16,
-  signature: 128
+  instanceId: 128
 } as const
 
 /** Largest request body the agent endpoint reads; every field at its limit still fits. */
@@ -64,11 +60,6 @@ export const PublicKeyPem = Schema.String.pipe(
   Schema.maxLength(PAYLOAD_LIMITS.publicKeyPem),
   Schema.pattern(PEM_BLOCK("PUBLIC KEY")),
   Schema.annotations({ description: "an SPKI PEM public key (-----BEGIN PUBLIC KEY-----)" })
-)
-export const CertificatePem = Schema.String.pipe(
-  Schema.maxLength(PAYLOAD_LIMITS.certificatePem),
-  Schema.pattern(PEM_BLOCK("CERTIFICATE")),
-  Schema.annotations({ description: "a PEM certificate (-----BEGIN CERTIFICATE-----)" })
 )
 export const Ipv4Address = Schema.String.pipe(
   Schema.maxLength(PAYLOAD_LIMITS.privateIpv4),
@@ -88,16 +79,11 @@ export const Hostname = Schema.String.pipe(
 export const HealthStatus = Schema.Literal("healthy", "degraded", "unhealthy").annotations({
   description: "one of healthy, degraded, unhealthy"
 })
-/** Ed25519 signature, base64url without padding (86 characters). */
-export const Signature = Schema.String.pipe(
-  Schema.maxLength(PAYLOAD_LIMITS.signature),
-  Schema.pattern(/^[A-Za-z0-9_-]{86}$/),
-  Schema.annotations({ description: "an Ed25519 signature in base64url (86 characters)" })
-)
-/** Unix milliseconds at which the agent signed the request. */
-export const SignedAt = Schema.Int.pipe(
-  Schema.positive(),
-  Schema.annotations({ description: "a positive integer (Unix milliseconds)" })
+/** The instance a channel request is about: it must be the one the connection's certificate names. */
+export const InstanceIdField = Schema.String.pipe(
+  Schema.maxLength(PAYLOAD_LIMITS.instanceId),
+  Schema.pattern(/^[A-Za-z0-9][A-Za-z0-9._-]*$/),
+  Schema.annotations({ description: "an instance ID (letters, digits, '.', '_', '-')" })
 )
 
 export const RegisterAgentPayload = Schema.Struct({
@@ -110,18 +96,14 @@ export const RegisterAgentPayload = Schema.Struct({
 export type RegisterAgentPayload = typeof RegisterAgentPayload.Type
 
 export const ReportHealthPayload = Schema.Struct({
-  certificatePem: CertificatePem,
-  status: Schema.optional(HealthStatus),
-  signedAt: SignedAt,
-  signature: Signature
+  instanceId: InstanceIdField,
+  status: Schema.optional(HealthStatus)
 })
 export type ReportHealthPayload = typeof ReportHealthPayload.Type
 
 export const RenewCertificatePayload = Schema.Struct({
-  certificatePem: CertificatePem,
-  publicKeyPem: PublicKeyPem,
-  signedAt: SignedAt,
-  signature: Signature
+  instanceId: InstanceIdField,
+  publicKeyPem: PublicKeyPem
 })
 export type RenewCertificatePayload = typeof RenewCertificatePayload.Type
 
@@ -133,7 +115,9 @@ export const RegisterAgentResult = Schema.Struct({
   caPem: Schema.String,
   instanceId: Schema.String,
   /** Renew the certificate after this many seconds (two thirds of its lifetime). */
-  renewAfterSeconds: Schema.Int
+  renewAfterSeconds: Schema.Int,
+  /** The agent channel: `wss://{shard.advertise.agent_addr}/agent`. */
+  agentUrl: Schema.String
 })
 export type RegisterAgentResult = typeof RegisterAgentResult.Type
 
@@ -156,12 +140,23 @@ export class RegisterAgent extends Rpc.make("RegisterAgent", {
   error: Schema.Union(InvalidNonce, UnknownInstance, NonceReused, NotLeader, PayloadTooLarge, InvalidPayload)
 }) {}
 
+/** The verified client certificate of the agent-channel connection a request came on. */
+export class AgentPeer extends Context.Tag("nstance/AgentPeer")<AgentPeer, VerifiedClientCertificate>() {}
+
+/**
+ * Authenticates every agent-channel request by its connection's client certificate: an agent's (not an
+ * operator's), issued by the cluster CA and valid now. Its implementation is a Layer, so the TLS one
+ * (`AgentServer.ts`) serves the network and an in-memory one serves simulations in virtual time.
+ */
+export class AgentAuthentication extends RpcMiddleware.Tag<AgentAuthentication>()("AgentAuthentication", {
+  provides: AgentPeer,
+  failure: InvalidCertificate
+}) {}
+
 export class ReportHealth extends Rpc.make("ReportHealth", {
   payload: {
-    certificatePem: Schema.String,
-    status: Schema.optional(Schema.String),
-    signedAt: Schema.Number,
-    signature: Schema.String
+    instanceId: Schema.String,
+    status: Schema.optional(Schema.String)
   },
   success: Schema.Struct({ ok: Schema.Literal(true) }),
   error: Schema.Union(InvalidCertificate, UnknownInstance, NotLeader, PayloadTooLarge, InvalidPayload)
@@ -169,16 +164,16 @@ export class ReportHealth extends Rpc.make("ReportHealth", {
 
 export class RenewCertificate extends Rpc.make("RenewCertificate", {
   payload: {
-    certificatePem: Schema.String,
-    publicKeyPem: Schema.String,
-    signedAt: Schema.Number,
-    signature: Schema.String
+    instanceId: Schema.String,
+    publicKeyPem: Schema.String
   },
   success: RenewCertificateResult,
   error: Schema.Union(InvalidCertificate, UnknownInstance, NotLeader, PayloadTooLarge, InvalidPayload)
 }) {}
 
-export class AgentRpcs extends RpcGroup.make(RegisterAgent, ReportHealth, RenewCertificate) {}
+export class RegistrationRpcs extends RpcGroup.make(RegisterAgent) {}
+
+export class AgentRpcs extends RpcGroup.make(ReportHealth, RenewCertificate).middleware(AgentAuthentication) {}
 
 // ---------------------------------------------------------------------------------------------------------
 // Strict decoding of a wire payload
@@ -189,13 +184,11 @@ const expected = (schema: Schema.Schema.Any): string =>
 const FIELD_EXPECTED: Record<string, string> = {
   nonce: expected(NonceJwt),
   publicKeyPem: expected(PublicKeyPem),
-  certificatePem: expected(CertificatePem),
   privateIpv4: expected(Ipv4Address),
   privateIpv6: expected(Ipv6Address),
   hostname: expected(Hostname),
   status: expected(HealthStatus),
-  signature: expected(Signature),
-  signedAt: expected(SignedAt)
+  instanceId: expected(InstanceIdField)
 }
 
 /**

@@ -4,10 +4,16 @@
  * event log; tests and the simulator use `AgentBackendMemory`. Nonces reach it only as hashes.
  */
 import { Context, type Effect, type Option } from "effect"
-import type { AgentHealthStatus } from "../domain/agent/signedRequest.js"
-import type { NonceReused, NotLeader, UnknownInstance } from "../domain/agent/errors.js"
+import type { InvalidCertificate, NonceReused, NotLeader, UnknownInstance } from "../domain/agent/errors.js"
 
-export type { AgentHealthStatus }
+export type AgentHealthStatus = "healthy" | "degraded" | "unhealthy"
+
+/** The agent a request came from, as its client certificate says. */
+export interface AgentCaller {
+  readonly instanceId: string
+  /** The serial of the certificate it presented: anything but the instance's newest is superseded. */
+  readonly certificateSerial: string
+}
 
 /** Where an instance stands with respect to registration. */
 export type RegistrationState =
@@ -21,7 +27,7 @@ export type RegistrationState =
     readonly nonceHash: string
   }
   /** Its agent has registered already (with the nonce of that hash); any further nonce is a reuse. */
-  | { readonly _tag: "Registered"; readonly nonceHash: string }
+  | { readonly _tag: "Registered"; readonly nonceHash: string; readonly certificateSerial?: string | undefined }
 
 export interface RegisteredAgent {
   readonly instanceId: string
@@ -35,6 +41,8 @@ export interface RegisteredAgent {
 
 export interface RenewedCertificate {
   readonly instanceId: string
+  /** The serial of the certificate the renewal was asked with: must still be the newest. */
+  readonly presentedSerial: string
   readonly certificateSerial: string
   readonly certificateNotAfter: Date
 }
@@ -52,10 +60,17 @@ export interface AgentBackendShape {
    * to the state: a second registration of the same instance fails with `NonceReused`.
    */
   readonly recordRegistered: (registration: RegisteredAgent) => Effect.Effect<void, NonceReused | UnknownInstance | NotLeader>
-  /** Liveness: the instance's agent is up and says `status`. */
-  readonly recordHealth: (instanceId: string, status: AgentHealthStatus) => Effect.Effect<void, UnknownInstance | NotLeader>
-  /** A renewed certificate was issued; fails for an instance that is gone (no certificate is handed out). */
-  readonly recordRenewed: (renewal: RenewedCertificate) => Effect.Effect<void, UnknownInstance | NotLeader>
+  /**
+   * Liveness: the instance's agent is up and says `status`. A superseded certificate fails
+   * `InvalidCertificate{Superseded}`.
+   */
+  readonly recordHealth: (caller: AgentCaller, status: AgentHealthStatus) => Effect.Effect<void, UnknownInstance | InvalidCertificate | NotLeader>
+  /**
+   * Makes `certificateSerial` the instance's only accepted certificate (`CertificateRenewed` in the log);
+   * fails for an instance that is gone or a presented certificate already superseded, and then the new
+   * certificate is never handed out.
+   */
+  readonly recordRenewed: (renewal: RenewedCertificate) => Effect.Effect<void, UnknownInstance | InvalidCertificate | NotLeader>
 }
 
 export class AgentBackend extends Context.Tag("nstance/AgentBackend")<AgentBackend, AgentBackendShape>() {}

@@ -45,8 +45,16 @@ export class PkiCorrupt extends Data.TaggedError("PkiCorrupt")<{ readonly key: s
   }
 }
 
+/** No object of the cluster's PKI exists, and the caller asked not to create one (`nstance-admin cert issue`). */
+export class PkiMissing extends Data.TaggedError("PkiMissing")<{ readonly clusterId: string }> {
+  override get message() {
+    return `no cluster PKI for cluster ${this.clusterId} in this bucket (pki/${this.clusterId}/): the servers create it at ` +
+      `their first start with NSTANCE_ENCRYPTION_KEY; start one first, or check --bucket and the shard config's cluster.id`
+  }
+}
+
 /** Everything that can stop the PKI from loading: a startup error, never retried into a new CA. */
-export type PkiLoadError = PkiIncomplete | PkiUndecryptable | PkiCorrupt | StoreError
+export type PkiLoadError = PkiIncomplete | PkiUndecryptable | PkiCorrupt | PkiMissing | StoreError
 
 /** The public key to certify is not an Ed25519 SubjectPublicKeyInfo PEM. */
 export class InvalidPublicKey extends Data.TaggedError("InvalidPublicKey")<{ readonly reason: string }> {
@@ -80,6 +88,31 @@ export interface IssueClientCertificateRequest {
   readonly ttl: Duration.DurationInput
 }
 
+/** What an operator's name (a certificate's CN) may be: a handle — it is logged and shown — not free text. */
+export const OPERATOR_NAME = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/
+export const OPERATOR_NAME_RULE = "must be 1-64 letters, digits, '.', '_', '@' or '-', starting with a letter or digit"
+
+/** An operator's client certificate: CN = `name`, O = `tenant`, OU = `OPERATOR_UNIT`. */
+export interface IssueOperatorCertificateRequest {
+  /** Who holds it (a person or a pipeline): see `OPERATOR_NAME`. */
+  readonly name: string
+  /** The tenant it is scoped to: the identifier rules of tenant IDs. */
+  readonly tenant: string
+  /** The operator's Ed25519 public key, SPKI PEM. */
+  readonly publicKeyPem: string
+  readonly ttl: Duration.DurationInput
+}
+
+/** A certificate request field the PKI will not put into a certificate. */
+export class InvalidCertificateRequest extends Data.TaggedError("InvalidCertificateRequest")<{
+  readonly field: string
+  readonly reason: string
+}> {
+  override get message() {
+    return `cannot issue the certificate: ${this.field} ${this.reason}`
+  }
+}
+
 export interface IssuedCertificate {
   readonly certificatePem: string
   /** Lowercase hex. */
@@ -101,11 +134,18 @@ export interface IssuedServerCertificate {
   readonly notAfter: Date
 }
 
+/** Whose a client certificate is: an agent's (CN = instance ID) or an operator's (OU = operator, CN = their name). */
+export type ClientRole = "agent" | "operator"
+
+/** The OU that marks an operator's certificate; agents' certificates carry none, so one can never act as the other. */
+export const OPERATOR_UNIT = "operator"
+
 export interface VerifiedClientCertificate {
-  /** Subject CN. */
+  /** Subject CN: the instance ID of an agent, the name of an operator. */
   readonly instanceId: string
   /** Subject O. */
   readonly tenant: string
+  readonly role: ClientRole
   readonly serial: string
   readonly notAfter: Date
   /** The certified Ed25519 key, SPKI PEM: what checks the agent's request signatures. */
@@ -118,6 +158,13 @@ export interface ClusterPkiShape {
   readonly caPem: string
   /** A certificate with CN = instance ID, O = tenant, clientAuth, valid from now (minus skew) for `ttl`. */
   readonly issueClientCertificate: (request: IssueClientCertificateRequest) => Effect.Effect<IssuedCertificate, InvalidPublicKey>
+  /**
+   * An operator's client certificate scoped to one tenant (role `operator`, see `OPERATOR_UNIT`), clientAuth,
+   * valid from now (minus skew) for `ttl`.
+   */
+  readonly issueOperatorCertificate: (
+    request: IssueOperatorCertificateRequest
+  ) => Effect.Effect<IssuedCertificate, InvalidPublicKey | InvalidCertificateRequest>
   /** Signed by our CA, a client (not CA) certificate, and valid at the current `Clock` time. */
   readonly verifyClientCertificate: (pem: string) => Effect.Effect<VerifiedClientCertificate, CertificateRejected>
   /** A TLS server certificate for `hosts`, with a fresh key pair (the key is never stored). */

@@ -9,6 +9,7 @@ import { Context, Data, type Duration, type Effect, type Option } from "effect"
 import type { PveErrorClass } from "../domain/pve/errors.js"
 import type {
   ClusterStatusEntry,
+  NetworkInterface,
   NodeResource,
   NodeStatus,
   Permissions,
@@ -156,6 +157,9 @@ export interface UploadOptions {
   readonly data: Uint8Array
 }
 
+/** The `type` filter of `GET /nodes/{node}/network` nstance uses (the schema allows more). */
+export type NetworkInterfaceFilter = "bridge" | "any_bridge" | "any_local_bridge"
+
 export interface WaitTaskOptions {
   /** Bound on the whole wait (default from the layer's settings). */
   readonly timeout?: Duration.DurationInput
@@ -188,6 +192,8 @@ export interface ProxmoxApiShape {
   readonly shutdown: (node: string, vmid: number, options?: ShutdownOptions) => Effect.Effect<Upid, PveError>
   readonly deleteVm: (node: string, vmid: number, options?: DeleteVmOptions) => Effect.Effect<Upid, PveError>
   readonly listStorage: (node: string, filter?: { readonly content?: string; readonly enabled?: boolean }) => Effect.Effect<ReadonlyArray<StorageEntry>, PveError>
+  /** `GET /nodes/{node}/network`; `type: "any_bridge"` lists the node's Linux and OVS bridges and SDN VNets. */
+  readonly listNetwork: (node: string, filter?: { readonly type?: NetworkInterfaceFilter }) => Effect.Effect<ReadonlyArray<NetworkInterface>, PveError>
   readonly listStorageContent: (node: string, storage: string, filter?: { readonly content?: string; readonly vmid?: number }) => Effect.Effect<ReadonlyArray<StorageContentEntry>, PveError>
   readonly volumeAttributes: (node: string, storage: string, volid: string) => Effect.Effect<VolumeAttributes, PveError>
   /** Multipart upload (`content`, file part `filename`). Re-sending the same name overwrites it. */

@@ -9,9 +9,10 @@
  * `NotLeader` too.
  */
 import { Clock, Context, Effect, Layer, Option } from "effect"
-import { Registered } from "../domain/shard/events.js"
+import { CertificateRenewed, Registered } from "../domain/shard/events.js"
 import { getInstance, type Instance } from "../domain/shard/state.js"
-import { NonceReused, NotLeader, UnknownInstance } from "../domain/agent/errors.js"
+import { type InvalidCertificate, NonceReused, NotLeader, UnknownInstance } from "../domain/agent/errors.js"
+import { supersededRefusal } from "../domain/agent/supersession.js"
 import type { AgentBackendShape, RegistrationState } from "../services/AgentBackend.js"
 import { EventLog } from "../services/EventLog.js"
 import { recordRegistration } from "../metrics/metrics.js"
@@ -29,7 +30,7 @@ export const registrationStateOf = (instance: Instance | undefined): Registratio
     case "running":
       return { _tag: "Awaiting", tenant: instance.tenant ?? "", group: instance.group ?? "", nonceHash: instance.nonceHash }
     case "registered":
-      return { _tag: "Registered", nonceHash: instance.nonceHash }
+      return { _tag: "Registered", nonceHash: instance.nonceHash, certificateSerial: instance.certificateSerial }
     default:
       return { _tag: "Unknown" }
   }
@@ -42,6 +43,19 @@ export const makeAgentBackendShard = (healthSeen: HealthSeen) =>
     // Check and append under one permit: two registrations of one instance never both succeed.
     const lock = yield* Effect.makeSemaphore(1)
     const instance = (instanceId: string) => Effect.map(log.state, (state) => Option.getOrUndefined(getInstance(state, instanceId)))
+    /** A registered instance whose newest certificate is `serial`. */
+    const registeredWith = (instanceId: string, serial: string): Effect.Effect<Instance, UnknownInstance | InvalidCertificate> =>
+      Effect.flatMap(instance(instanceId), (current): Effect.Effect<Instance, UnknownInstance | InvalidCertificate> => {
+        if (current === undefined || current.phase !== "registered") return Effect.fail(new UnknownInstance({ instanceId }))
+        const refusal = supersededRefusal(instanceId, current.certificateSerial, serial)
+        return refusal === undefined ? Effect.succeed(current) : Effect.fail(refusal)
+      })
+    /** An append that failed (fenced, bucket away): the agent hears `NotLeader` and retries. */
+    const notRecorded = (instanceId: string, what: string) => <A, E extends { readonly _tag: string }>(append: Effect.Effect<A, E>) =>
+      append.pipe(Effect.catchAll((error) =>
+        Effect.logWarning(`${instanceId}: ${what} not recorded (${error._tag}); the agent will retry`).pipe(
+          Effect.zipRight(Effect.fail(new NotLeader({ leaderAddr: "" })))
+        )))
 
     const backend: AgentBackendShape = {
       leaderRedirect: Effect.succeed(Option.none()),
@@ -54,26 +68,31 @@ export const makeAgentBackendShard = (healthSeen: HealthSeen) =>
           if (state._tag === "Registered" || state.nonceHash !== registration.nonceHash) return yield* new NonceReused({ instanceId })
           const ips = [registration.ips.ipv4, registration.ips.ipv6].filter((ip): ip is string => ip !== undefined && ip !== "")
           const at = yield* Clock.currentTimeMillis
-          yield* log.append([Registered.make({ instanceId, at, ips, ...(registration.hostname === undefined ? {} : { hostname: registration.hostname }) })]).pipe(
-            Effect.catchAll((error) => Effect.fail(new NotLeader({ leaderAddr: "" })).pipe(
-              Effect.tap(() => Effect.logWarning(`${instanceId}: registration not recorded (${error._tag}); the agent will retry`))
-            ))
-          )
+          yield* log.append([Registered.make({
+            instanceId,
+            at,
+            ips,
+            ...(registration.hostname === undefined ? {} : { hostname: registration.hostname }),
+            certificateSerial: registration.certificateSerial
+          })]).pipe(notRecorded(instanceId, "registration"))
           healthSeen.set(instanceId, at)
           yield* recordRegistration
           yield* Effect.logInfo(`${instanceId}: registered (${ips.join(", ") || "no IPs"})${registration.hostname === undefined ? "" : ` as ${registration.hostname}`}`)
         })),
-      recordHealth: (instanceId) =>
+      recordHealth: (caller) =>
         Effect.gen(function* () {
-          const current = yield* instance(instanceId)
-          if (current === undefined || current.phase !== "registered") return yield* new UnknownInstance({ instanceId })
-          healthSeen.set(instanceId, yield* Clock.currentTimeMillis)
+          yield* registeredWith(caller.instanceId, caller.certificateSerial)
+          healthSeen.set(caller.instanceId, yield* Clock.currentTimeMillis)
         }),
+      // Under the registration permit: of two renewals with one certificate, only the first is recorded.
       recordRenewed: (renewal) =>
-        Effect.gen(function* () {
-          const current = yield* instance(renewal.instanceId)
-          if (current === undefined || current.phase !== "registered") return yield* new UnknownInstance({ instanceId: renewal.instanceId })
-        })
+        lock.withPermits(1)(Effect.gen(function* () {
+          yield* registeredWith(renewal.instanceId, renewal.presentedSerial)
+          const at = yield* Clock.currentTimeMillis
+          yield* log.append([CertificateRenewed.make({ instanceId: renewal.instanceId, at, certificateSerial: renewal.certificateSerial })]).pipe(
+            notRecorded(renewal.instanceId, "certificate renewal")
+          )
+        }))
     }
     return backend
   })
@@ -96,13 +115,13 @@ export const AgentTermLive = Layer.effect(
 )
 
 /**
- * The endpoint's backend on any replica: each call runs on the current term's `AgentTerm`, or fails
- * `NotLeader` with where the leader serves `registration_addr`.
+ * The backend of an agent endpoint (`registration` or the `agent` channel) on any replica: each call runs
+ * on the current term's `AgentTerm`, or fails `NotLeader` with where the leader serves that endpoint.
  */
-export const makeAgentBackendReplica = (replica: ShardReplicaShape): AgentBackendShape => {
+export const makeAgentBackendReplica = (replica: ShardReplicaShape, endpoint: "registration" | "agent"): AgentBackendShape => {
   const onLeader = <A, E>(f: (term: AgentTermShape) => Effect.Effect<A, E>): Effect.Effect<A, E | NotLeader> =>
     // Annotated with the term, as the leader scope's own lines are.
-    withLeader("registration", Effect.flatMap(Effect.all([AgentTerm, ShardContext]), ([term, shard]) => f(term).pipe(Effect.annotateLogs({ term: shard.term })))).pipe(
+    withLeader(endpoint, Effect.flatMap(Effect.all([AgentTerm, ShardContext]), ([term, shard]) => f(term).pipe(Effect.annotateLogs({ term: shard.term })))).pipe(
       Effect.catchIf(
         (error): error is NotLeaderHere => error instanceof NotLeaderHere,
         (error) => Effect.fail(new NotLeader({ leaderAddr: error.leaderAddr }))
@@ -111,7 +130,7 @@ export const makeAgentBackendReplica = (replica: ShardReplicaShape): AgentBacken
     )
   return {
     leaderRedirect: Effect.flatMap(replica.currentTerm, (term) =>
-      Option.isSome(term) ? Effect.succeedNone : Effect.map(replica.leaderAddress("registration"), Option.some)),
+      Option.isSome(term) ? Effect.succeedNone : Effect.map(replica.leaderAddress(endpoint), Option.some)),
     registrationState: (instanceId) => onLeader((term) => term.backend.registrationState(instanceId)),
     recordRegistered: (registration) => onLeader((term) => term.backend.recordRegistered(registration)),
     recordHealth: (instanceId, status) => onLeader((term) => term.backend.recordHealth(instanceId, status)),

@@ -5,8 +5,9 @@
  * whether its disks allow a clone onto another node). Cached answers are dropped when a read fails.
  */
 import { Clock, Context, Duration, Effect, Layer, Ref } from "effect"
-import { type Demand, type NoPlacement, nodeResourcesFrom, type NodeResources, withVmPlaced } from "../domain/placement.js"
+import { type Demand, markUnfit, type NoPlacement, nodeResourcesFrom, type NodeResources, withVmPlaced } from "../domain/placement.js"
 import type { StorageEntry } from "../domain/pve/schemas.js"
+import type { PvePowerState } from "../domain/pve/status.js"
 import { resolveTemplate } from "../domain/shard/preflight.js"
 import { type PveError, ProxmoxApi } from "../services/ProxmoxApi.js"
 import { Scheduler } from "../services/Scheduler.js"
@@ -21,8 +22,15 @@ export interface TemplateRef {
 
 
 export interface ClusterViewShape {
-  /** Best node for `demand` among `allowed` (all online nodes when undefined); the node is charged with it. */
-  readonly place: (demand: Demand, allowed?: ReadonlyArray<string>) => Effect.Effect<{ readonly node: string; readonly score: number }, NoPlacement | PveError>
+  /**
+   * Best node for `demand` among `allowed` (all online nodes when undefined), never one of `unfit` (node →
+   * what it lacks for the VM's group); the node is charged with it.
+   */
+  readonly place: (
+    demand: Demand,
+    allowed?: ReadonlyArray<string>,
+    unfit?: ReadonlyMap<string, string>
+  ) => Effect.Effect<{ readonly node: string; readonly score: number }, NoPlacement | PveError>
   /** The one template named `name` on `node`; a string when there are none or several. */
   readonly templateByName: (node: string, name: string) => Effect.Effect<TemplateRef | string, PveError>
   /** Where template `vmid` lives and whether it clones onto other nodes; a string when it is not a template. */
@@ -31,6 +39,13 @@ export interface ClusterViewShape {
   readonly isShared: (node: string, storage: string) => Effect.Effect<boolean, PveError>
   /** Forget cached answers (after a failure that may have come from stale data). */
   readonly invalidate: Effect.Effect<void>
+  /**
+   * PVE's power state of each instance's VM (instance ID → state) as the last GC pass saw it — in memory for
+   * the term, for the admin views, the metrics and the liveness log; an instance whose VM was not seen is absent.
+   */
+  readonly vmStates: Effect.Effect<ReadonlyMap<string, PvePowerState>>
+  /** Replaces the recorded states with one GC pass's. */
+  readonly recordVmStates: (states: ReadonlyMap<string, PvePowerState>) => Effect.Effect<void>
 }
 
 export class ClusterView extends Context.Tag("nstance/ClusterView")<ClusterView, ClusterViewShape>() {}
@@ -54,6 +69,7 @@ export const ClusterViewLive = Layer.effect(
     const [nodes, invalidateNodes] = yield* Effect.cachedInvalidateWithTTL(pve.nodeResources(), NODE_RESOURCES_TTL)
     const [vms, invalidateVms] = yield* Effect.cachedInvalidateWithTTL(pve.vmResources(), TEMPLATE_TTL)
     const charges = yield* Ref.make<ReadonlyArray<Charge>>([])
+    const vmStates = yield* Ref.make<ReadonlyMap<string, PvePowerState>>(new Map())
     /** Per node, one shared (single-flight) read of its VM list: concurrent template lookups make one call. */
     const byNode = new Map<string, Effect.Effect<ReadonlyArray<{ readonly vmid: number; readonly name?: string | undefined; readonly template: boolean }>, PveError>>()
     /** Per node, one shared read of its storages (whether each is shared decides which storage lock a clone takes). */
@@ -62,7 +78,7 @@ export const ClusterViewLive = Layer.effect(
       Effect.zipRight(Effect.sync(() => { byNode.clear(); storageByNode.clear() }))
     )
 
-    const place: ClusterViewShape["place"] = (demand, allowed) =>
+    const place: ClusterViewShape["place"] = (demand, allowed, unfit) =>
       Effect.gen(function* () {
         const now = yield* Clock.currentTimeMillis
         const entries = yield* nodes.pipe(Effect.tapError(() => invalidateNodes))
@@ -70,6 +86,7 @@ export const ClusterViewLive = Layer.effect(
         let view: ReadonlyArray<NodeResources> = entries.map(nodeResourcesFrom)
         for (const charge of live) view = view.map((node) => (node.node === charge.node ? withVmPlaced(node, charge.demand) : node))
         if (allowed !== undefined) view = view.filter((node) => allowed.includes(node.node))
+        if (unfit !== undefined) view = markUnfit(view, unfit)
         const placed = yield* scheduler.place(view, demand)
         yield* Ref.update(charges, (list) => [...list, { node: placed.node, demand, until: now + Duration.toMillis(PLACEMENT_CHARGE_TTL) }])
         return { node: placed.node, score: placed.score }
@@ -125,7 +142,15 @@ export const ClusterViewLive = Layer.effect(
         return { vmid, node: vm.node, clonesAnywhere }
       })
 
-    return ClusterView.of({ place, templateByName, templateByVmid, isShared, invalidate })
+    return ClusterView.of({
+      place,
+      templateByName,
+      templateByVmid,
+      isShared,
+      invalidate,
+      vmStates: Ref.get(vmStates),
+      recordVmStates: (states) => Ref.set(vmStates, states)
+    })
   })
 )
 

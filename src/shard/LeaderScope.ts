@@ -2,12 +2,14 @@
  * What a replica does for as long as it holds the lease with term T, in order: replay the event log and
  * append `LeaderElected{T}` (from then on a deposed writer is fenced), look at the cluster once to raise the
  * VMID high-water mark and adopt our VMs the log does not know, and only then start the work — the saga
- * runner, the reconcile loop and the garbage collector. The scope ends on the first fatal failure (a fenced
- * log above all), and the lease then resigns; losing the lease interrupts it.
+ * runner, the reconcile loop and the garbage collector. The preflight against PVE (`Preflight.ts`, read-only)
+ * starts with the term's services and runs beside all of it. The scope ends on the first fatal failure (a
+ * fenced log above all), and the lease then resigns; losing the lease interrupts it.
  */
 import { Duration, Effect, HashMap, Layer, Option, Schedule, SubscriptionRef } from "effect"
 import type { ParsedShardConfig } from "../domain/config/index.js"
 import { IsoBuilder9660 } from "../layers/IsoBuilder9660.js"
+import { UserDataSourceLive } from "../layers/UserDataSourceHttp.js"
 import { SchedulerTopsis } from "../layers/SchedulerTopsis.js"
 import { EventLogStore, type EventLogOptions } from "../layers/EventLogStore.js"
 import { corruptObject, EventLog, type EventLogShape } from "../services/EventLog.js"
@@ -19,6 +21,7 @@ import { reportAnomalies } from "./anomalies.js"
 import { ClusterViewLive } from "./ClusterView.js"
 import { gcLoop } from "./gc.js"
 import { OwnershipLive } from "./Ownership.js"
+import { PreflightLive } from "./Preflight.js"
 import { sagaRestart } from "./policies.js"
 import { reconcileLoop } from "./reconcile.js"
 import { SagaLimitsLive } from "./SagaLimits.js"
@@ -41,6 +44,8 @@ export interface LeaderScopeSettings {
    * is served by every replica (`agentEndpoint.ts`) and reaches this term's `AgentTerm` through `handle`.
    */
   readonly registration?: RegistrationSettings
+  /** `--advertise-host`, for the advertised addresses user-data and args templates see. */
+  readonly advertiseHost?: string
   /** How often an idle leader looks at the log's next seq (default: the election's `frequent_interval`). */
   readonly tailCheck?: Duration.DurationInput
   /** The replica's handle: the term's services are published there once the term has started (absent in tests). */
@@ -51,8 +56,8 @@ export interface LeaderScopeSettings {
 export const leaderLayer = (settings: LeaderScopeSettings, term: number) => {
   const context = Layer.succeed(ShardContext, ShardContext.of({ ...settings, term }))
   const log = EventLogStore(settings.eventLog)
-  const base = Layer.mergeAll(context, log, InstanceIdsLive, IsoBuilder9660, SchedulerTopsis)
-  const limitsAndView = Layer.mergeAll(SagaLimitsLive, ClusterViewLive, AgentTermLive, OwnershipLive).pipe(Layer.provideMerge(base))
+  const base = Layer.mergeAll(context, log, InstanceIdsLive, IsoBuilder9660, SchedulerTopsis, UserDataSourceLive)
+  const limitsAndView = Layer.mergeAll(SagaLimitsLive, ClusterViewLive, AgentTermLive, OwnershipLive, PreflightLive).pipe(Layer.provideMerge(base))
   return SagaRunnerLive.pipe(Layer.provideMerge(limitsAndView))
 }
 

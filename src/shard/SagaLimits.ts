@@ -2,8 +2,9 @@
  * The bounds that keep concurrent sagas from overrunning PVE: a per-node limit on API requests (PVE serves
  * with 3 pveproxy/pvedaemon workers per node; a task runs in a worker of its own once forked, so waiting
  * for a task holds no request slot), a lane per storage lock for full clones and disk resizes, the spacing of
- * creations (`create_rate_limit`), and the VMID allocator, which hands out VMIDs above every VMID the log or
- * the cluster has shown — never reusing a recent one, never giving one out twice.
+ * creations (`create_rate_limit`), and the VMID allocator, which hands out VMIDs of the shard's `vmid_range`
+ * above every VMID the log or the cluster has shown, skipping every VMID it knows to be taken — never giving
+ * one out twice in a term (see `src/domain/vmids.ts`).
  *
  * The storage lane. PVE holds a local storage's allocation lock (cluster-wide for a shared storage) for the
  * whole disk copy of a full clone and for a resize, and a task that waits for it longer than 10 s fails. So
@@ -16,7 +17,8 @@
  * waits for, goes before queued clones; at most two clones are in flight per lane (one copying, one in its
  * setup), so a resize never waits behind a batch.
  */
-import { Clock, Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Ref } from "effect"
+import { Clock, Context, Data, Deferred, Duration, Effect, Exit, Fiber, HashMap, Layer, Ref } from "effect"
+import { formatVmidRange, pickVmid, type VmidRange } from "../domain/vmids.js"
 import { EventLog } from "../services/EventLog.js"
 
 export const NODE_API_CONCURRENCY = 3
@@ -28,9 +30,13 @@ const LEAD_FRACTION = 0.2
 const LEAD_MAX_MS = 2_500
 /** Weight of the newest observed turn in the lane's expected durations. */
 const DURATION_WEIGHT = 0.5
-/** VMIDs below 100 are reserved by PVE. */
-export const MIN_VMID = 100
-export const MAX_VMID = 999_999_999
+
+/** Every VMID of the shard's range is in use (by its VMs, by others, or handed out this term). */
+export class VmidRangeExhausted extends Data.TaggedError("VmidRangeExhausted")<{ readonly range: VmidRange }> {
+  override get message() {
+    return `no free VMID left in shard.infra.options.vmid_range ${formatVmidRange(this.range)}`
+  }
+}
 
 export type LaneOp = "clone" | "resize"
 
@@ -46,8 +52,13 @@ export interface SagaLimitsShape {
   readonly resizeSlot: (node: string, storage: string, shared: boolean) => <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
   /** Waits until a creation may start under `create_rate_limit` (zero: at once). */
   readonly creationTurn: (spacing: Duration.Duration) => Effect.Effect<void>
-  /** A VMID above the log's high-water mark and every VMID handed out before. */
-  readonly nextVmid: Effect.Effect<number>
+  /**
+   * A VMID of `range` above the log's high-water mark and every VMID handed out before, that neither the
+   * log nor the latest cluster listing shows in use; from the range's bottom again once its top is reached.
+   */
+  readonly nextVmid: (range: VmidRange) => Effect.Effect<number, VmidRangeExhausted>
+  /** The VMIDs of a fresh cluster listing (`/cluster/resources`): what others use, beside the log's. */
+  readonly noteClusterVmids: (vmids: Iterable<number>) => Effect.Effect<void>
 }
 
 export class SagaLimits extends Context.Tag("nstance/SagaLimits")<SagaLimits, SagaLimitsShape>() {}
@@ -166,6 +177,9 @@ export const SagaLimitsLive = Layer.effect(
       return found
     }
     const lastVmid = yield* Ref.make(0)
+    /** Every VMID handed out this term (a clone onto one of them may still be on its way). */
+    const handedOut = new Set<number>()
+    let clusterVmids: ReadonlySet<number> = new Set()
     const nextCreation = yield* Ref.make(0)
     const rateGate = Effect.unsafeMakeSemaphore(1)
     return SagaLimits.of({
@@ -181,13 +195,20 @@ export const SagaLimitsLive = Layer.effect(
             if (at > now) yield* Effect.sleep(Duration.millis(at - now))
             yield* Ref.set(nextCreation, Math.max(now, at) + Duration.toMillis(spacing))
           })),
-      nextVmid: Effect.gen(function* () {
-        const highWater = (yield* log.state).vmidHighWater
-        return yield* Ref.modify(lastVmid, (last) => {
-          const next = Math.max(last, highWater, MIN_VMID - 1) + 1
-          return [next, next] as const
-        })
-      })
+      nextVmid: (range) =>
+        Effect.gen(function* () {
+          const state = yield* log.state
+          const taken = (vmid: number) => handedOut.has(vmid) || clusterVmids.has(vmid) || HashMap.has(state.vmidOwners, vmid)
+          const next = yield* Ref.modify(lastVmid, (last) => {
+            const picked = pickVmid(range, Math.max(last, state.vmidHighWater), taken)
+            // Marked in the same step: a concurrent pick (from the range's bottom) never gets it too.
+            if (picked !== undefined) handedOut.add(picked)
+            return [picked, picked ?? last] as const
+          })
+          if (next === undefined) return yield* new VmidRangeExhausted({ range })
+          return next
+        }),
+      noteClusterVmids: (vmids) => Effect.sync(() => { clusterVmids = new Set(vmids) })
     })
   })
 )

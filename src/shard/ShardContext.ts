@@ -18,6 +18,8 @@ export interface ShardContextShape {
   readonly graces?: GcGraces
   /** Agent registration; absent when it is off (an instance then counts as ready once its VM runs). */
   readonly registration?: RegistrationSettings
+  /** `--advertise-host`: fills in a wildcard host of the advertised addresses templates see (`.Server.*Addr`). */
+  readonly advertiseHost?: string
 }
 
 export interface RegistrationSettings {
@@ -37,12 +39,16 @@ export const advertisedAddress = (address: Address, advertiseHost: string | unde
 export const registrationUrl = (config: ParsedShardConfig, advertiseHost: string | undefined): string =>
   `https://${advertisedAddress(config.config.shard.advertise.registration, advertiseHost)}/agent`
 
+/** The agent channel agents are told of at registration: `wss://{shard.advertise.agent_addr}/agent`. */
+export const agentChannelUrl = (config: ParsedShardConfig, advertiseHost: string | undefined): string =>
+  `wss://${advertisedAddress(config.config.shard.advertise.agent, advertiseHost)}/agent`
+
 /**
  * The names a TLS endpoint's certificate carries: whatever a client may dial — the advertised host (a VIP or
  * DNS name every replica shares), this replica's `--advertise-host` and bound address, its hostname, and
  * loopback for an operator on the machine itself.
  */
-export const certificateHosts = (config: ParsedShardConfig, endpoint: "registration" | "operator", advertiseHost: string | undefined): ReadonlyArray<string> => {
+export const certificateHosts = (config: ParsedShardConfig, endpoint: "registration" | "agent" | "operator", advertiseHost: string | undefined): ReadonlyArray<string> => {
   const advertised = config.config.shard.advertise[endpoint].host
   const bound = config.config.shard.bind[endpoint].host
   const hosts = [advertised, advertiseHost ?? "", bound, hostname(), "localhost", "127.0.0.1", "::1"]

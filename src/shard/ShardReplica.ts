@@ -15,12 +15,13 @@ import type { ProxmoxApi } from "../services/ProxmoxApi.js"
 import type { ClusterView } from "./ClusterView.js"
 import type { SagaLimits } from "./SagaLimits.js"
 import type { Ownership } from "./Ownership.js"
+import type { Preflight } from "./Preflight.js"
 import type { SagaRunner } from "./SagaRunner.js"
 import { advertisedAddress, type ShardContext } from "./ShardContext.js"
 import { type ConfigHeld, makeConfigHeld } from "./configHeld.js"
 
 /** The services a leadership term runs on; an endpoint's leader-side handler may use any of them. */
-export type LeaderServices = ShardContext | EventLog | InstanceIds | SagaRunner | SagaLimits | ClusterView | ObjectStore | ProxmoxApi | AgentTerm | Ownership
+export type LeaderServices = ShardContext | EventLog | InstanceIds | SagaRunner | SagaLimits | ClusterView | ObjectStore | ProxmoxApi | AgentTerm | Ownership | Preflight
 
 export interface LeaderTerm {
   readonly term: number

@@ -10,9 +10,10 @@
  */
 import { Clock, Effect, Either, Option, Redacted, SubscriptionRef } from "effect"
 import { type ParsedShardConfig, type VmSpec, vmSpecFor } from "../domain/config/index.js"
+import { formatDiskSize, parseDiskSize } from "../domain/config/proxmox.js"
 import { cloudInitSeed, InvalidCloudInitInput, normaliseUserData } from "../domain/cloudInit.js"
-import { renderManagedNotes } from "../domain/managedNotes.js"
-import { associationTags } from "../domain/pveTags.js"
+import { upsertManagedNotes } from "../domain/managedNotes.js"
+import { associationTags, mergePveTags, parsePveTags } from "../domain/pveTags.js"
 import {
   Cloned,
   CloneRequested,
@@ -28,13 +29,17 @@ import {
 } from "../domain/shard/events.js"
 import { type CreateStep, inPhase, type InstanceIn, SAGA_OF_PHASE } from "../domain/shard/sagaView.js"
 import { getInstance, type Instance, type Phase } from "../domain/shard/state.js"
-import { decodeUserData, userDataSource, withAgentRegistration } from "../domain/shard/userData.js"
+import { renderUserDataText, withRenderedArgs } from "../domain/shard/templateData.js"
+import { userDataSource, withAgentRegistration } from "../domain/shard/userData.js"
 import { nonceLifetime } from "../domain/agent/nonce.js"
 import { cdromDrive, isoFileName, isoVolid } from "../domain/pveNames.js"
 import { EventLog, type Fenced, type LogUnavailable } from "../services/EventLog.js"
 import { IsoBuilder } from "../services/IsoBuilder.js"
+import type { UserDataSource } from "../services/UserDataSource.js"
 import { type PveApiError, ProxmoxApi } from "../services/ProxmoxApi.js"
 import { ClusterView } from "./ClusterView.js"
+import { instanceTemplateData, userDataTemplateText } from "./instanceTemplates.js"
+import { Preflight } from "./Preflight.js"
 import { SagaLimits } from "./SagaLimits.js"
 import { registrationUrl, ShardContext } from "./ShardContext.js"
 import { permanentStepError, StepError, stepErrorFrom, waitingStepError } from "./stepError.js"
@@ -54,15 +59,20 @@ const now = Clock.currentTimeMillis
 const isNotFound = (error: PveApiError) => error.classification === "notFound"
 
 /** The config and resolved VM spec of an instance's group; a permanent step error when the group is gone. */
-const groupSpec = (config: ParsedShardConfig, instance: Instance, step: CreateStep) => {
-  const group = instance.tenant === undefined || instance.group === undefined ? undefined : config.config.groups[instance.tenant]?.[instance.group]
-  if (group === undefined) {
-    return Either.left(permanentStepError(instance.id, step, `group ${instance.tenant ?? "?"}/${instance.group ?? "?"} is no longer in the shard config`))
-  }
-  const spec = vmSpecFor(config.config, group.tenant, group.name)
-  if (Either.isLeft(spec)) return Either.left(permanentStepError(instance.id, step, spec.left.message))
-  return Either.right({ group, spec: spec.right })
-}
+const groupSpec = (config: ParsedShardConfig, instance: Instance, step: CreateStep) =>
+  Effect.gen(function* () {
+    const group = instance.tenant === undefined || instance.group === undefined ? undefined : config.config.groups[instance.tenant]?.[instance.group]
+    if (group === undefined) {
+      return yield* permanentStepError(instance.id, step, `group ${instance.tenant ?? "?"}/${instance.group ?? "?"} is no longer in the shard config`)
+    }
+    // Every string of the args is a template, rendered for this VM — without the nonce: args end up in PVE's VM config.
+    const data = instanceTemplateData(yield* ShardContext, config.config, group, instance.id, "")
+    const rendered = withRenderedArgs(config.config, group, data)
+    if (Either.isLeft(rendered)) return yield* permanentStepError(instance.id, step, rendered.left)
+    const spec = vmSpecFor(rendered.right, group.tenant, group.name)
+    if (Either.isLeft(spec)) return yield* permanentStepError(instance.id, step, spec.left.message)
+    return { group, spec: spec.right }
+  })
 
 /**
  * Who holds VMID `vmid` right now, looked up on the nodes where our clone could have put it. A clone in
@@ -101,7 +111,34 @@ const resolveTemplate = (instanceId: string, spec: VmSpec, node: string) =>
     return template
   })
 
-/** Grows the boot disk to `DiskSize` unless it is already that size; the `Resized` event to record, if any. */
+/**
+ * The size to send PVE for `DiskSize`. An absolute size goes as written. A `+` size grows the template's boot
+ * disk: the absolute result (the template's size plus the amount) is sent, so a resize redone after a crash
+ * that came before `Resized` was recorded does not grow the disk a second time.
+ */
+const resizeTarget = (instance: InstanceIn<"cloned" | "configured">, diskSize: string) =>
+  Effect.gen(function* () {
+    const size = parseDiskSize(diskSize)
+    if (size === undefined) return yield* permanentStepError(instance.id, "resize", `DiskSize ${JSON.stringify(diskSize)} is not a PVE size`)
+    if (!size.relative) return diskSize
+    const { templateNode, templateVmid } = instance
+    if (templateNode === undefined || templateVmid === undefined) {
+      return yield* permanentStepError(instance.id, "resize", `DiskSize ${diskSize} grows the template's disk, but the log records no template`)
+    }
+    const template = yield* (yield* ProxmoxApi).vmConfig(templateNode, templateVmid).pipe(Effect.mapError(stepErrorFrom(instance.id, "resize")))
+    const disk = template[BOOT_DISK]
+    const current = typeof disk === "string" ? parseDiskSize(/(?:^|,)size=([^,]+)/.exec(disk)?.[1] ?? "") : undefined
+    if (current === undefined || current.relative) {
+      return yield* permanentStepError(instance.id, "resize", `DiskSize ${diskSize}: ${BOOT_DISK} of template ${templateVmid} on ${templateNode} has no size to grow from`)
+    }
+    return formatDiskSize(current.bytes + size.bytes)
+  })
+
+/**
+ * Sets the boot disk to `DiskSize` unless the log says it already is; the `Resized` event to record, if any.
+ * PVE never shrinks a disk: an absolute size below the template's is refused by PVE ("shrinking disks is not
+ * supported"), and the VM keeps the template's size, with a warning naming both — not a reason to fail it.
+ */
 const resizeIfNeeded = (instance: InstanceIn<"cloned" | "configured">, spec: VmSpec) =>
   Effect.gen(function* () {
     const pve = yield* ProxmoxApi
@@ -110,16 +147,18 @@ const resizeIfNeeded = (instance: InstanceIn<"cloned" | "configured">, spec: VmS
     const { id, node, vmid } = instance
     const diskSize = spec.diskSize
     if (diskSize === undefined || instance.diskSize === diskSize) return Option.none()
+    const target = yield* resizeTarget(instance, diskSize)
     const shared = yield* view.isShared(node, spec.storagePool).pipe(Effect.mapError(stepErrorFrom(id, "resize")))
     const grown = yield* limits.resizeSlot(node, spec.storagePool, shared)(
-      limits.onNode(node)(pve.resize(node, vmid, BOOT_DISK, diskSize)).pipe(
+      limits.onNode(node)(pve.resize(node, vmid, BOOT_DISK, target)).pipe(
         Effect.flatMap(Option.match({ onNone: () => Effect.void, onSome: (upid) => Effect.asVoid(pve.waitTask(node, upid)) }))
       )
     ).pipe(Effect.either)
     if (Either.isLeft(grown)) {
-      // The template's disk is already at least as large: that is not a reason to fail the VM.
       if (!/shrinking disks is not supported/.test(grown.left.message)) return yield* stepErrorFrom(id, "resize")(grown.left)
-      yield* Effect.logWarning(`${id}: ${BOOT_DISK} of VM ${vmid} is already larger than ${diskSize}; kept as is`)
+      yield* Effect.logWarning(`${id}: ${BOOT_DISK} of VM ${vmid} is already larger than DiskSize ${diskSize}; PVE does not shrink disks, kept as is`)
+    } else if (target !== diskSize) {
+      yield* Effect.logInfo(`${id}: ${BOOT_DISK} of VM ${vmid} grown by ${diskSize.slice(1)} to ${target}`)
     }
     return Option.some(Resized.make({ instanceId: id, at: yield* now, size: diskSize }))
   })
@@ -153,7 +192,7 @@ const placeStep = Effect.fn(span("place"))(function* (instance: InstanceIn<"requ
   const limits = yield* SagaLimits
   const id = instance.id
   const step = "place"
-  const { spec } = yield* groupSpec(config, instance, step)
+  const { group, spec } = yield* groupSpec(config, instance, step)
   yield* limits.creationTurn(config.config.shard.createRateLimit)
   // A template on local storage can only be cloned on its own node: placement is confined to it.
   let allowed: ReadonlyArray<string> | undefined
@@ -162,7 +201,9 @@ const placeStep = Effect.fn(span("place"))(function* (instance: InstanceIn<"requ
     if (typeof template === "string") return yield* permanentStepError(id, step, template)
     if (!template.clonesAnywhere) allowed = [template.node]
   }
-  const placed = yield* view.place({ memoryBytes: spec.memoryMiB * MIB, cores: spec.cores }, allowed).pipe(
+  // Nodes the preflight found without the group's template, storage or bridge are never chosen.
+  const unfit = yield* (yield* Preflight).unfitNodes(group.tenant, group.name)
+  const placed = yield* view.place({ memoryBytes: spec.memoryMiB * MIB, cores: spec.cores }, allowed, unfit).pipe(
     Effect.catchTag("NoPlacement", (error) => Effect.fail(waitingStepError(id, step, error.message))),
     Effect.mapError((error) => (error instanceof StepError ? error : stepErrorFrom(id, step)(error)))
   )
@@ -196,8 +237,8 @@ const isoStep = Effect.fn(span("iso"))(function* (instance: InstanceIn<"template
   const node = instance.node
   const storage = config.config.shard.infra.options.cloudInitIsoStorage
   const volid = isoVolid(storage, id)
-  const userData = decodeUserData(userDataSource(config.config, group))
-  if ("problem" in userData) return yield* permanentStepError(id, step, userData.problem)
+  // Inline, or fetched from its URL now (before a nonce is minted: a URL that does not answer mints none).
+  const userDataTemplate = yield* userDataTemplateText(id, step, userDataSource(config.config, group))
   // With registration on, every (re)built ISO carries a fresh nonce: the token lives only in the
   // ISO, its hash goes into the log before the upload, so only the newest upload's nonce registers.
   const registration = shard.registration
@@ -209,9 +250,14 @@ const isoStep = Effect.fn(span("iso"))(function* (instance: InstanceIn<"template
     group: group.name,
     ttl: nonceLifetime(config.config.shard.garbageCollection.registrationTimeout)
   })
+  const userData = renderUserDataText(
+    userDataTemplate,
+    instanceTemplateData(shard, config.config, group, id, minted === undefined ? "" : Redacted.value(minted.jwt))
+  )
+  if (Either.isLeft(userData)) return yield* permanentStepError(id, step, userData.left)
   const text = minted === undefined || registration === undefined
-    ? userData.text
-    : withAgentRegistration(userData.text.trim() === "" ? "" : normaliseUserData(userData.text), {
+    ? userData.right
+    : withAgentRegistration(userData.right.trim() === "" ? "" : normaliseUserData(userData.right), {
       registrationUrl: registrationUrl(config, registration.advertiseHost),
       nonce: Redacted.value(minted.jwt),
       caPem: registration.pki.caPem
@@ -320,8 +366,11 @@ const configureStep = Effect.fn(span("configure"))(function* (instance: Instance
   const { node, vmid } = instance
   if (resumed) yield* checkRecordedVm(instance, step)
   const logId = (yield* log.state).logId
+  // The clone carries the template's tags and description: ours go beside them, nothing of the template's is lost.
+  // Redone after a crash, the merge finds ours already there and changes nothing.
+  const cloned = yield* pve.vmConfig(node, vmid).pipe(Effect.mapError(stepErrorFrom(id, step)))
   // The notes name this log: what ties the VM to it (no other log adopts or deletes it).
-  const description = renderManagedNotes({
+  const description = upsertManagedNotes(cloned.description ?? "", {
     tenant: group.tenant,
     group: group.name,
     kind: instance.kind,
@@ -329,6 +378,8 @@ const configureStep = Effect.fn(span("configure"))(function* (instance: Instance
     created: new Date(instance.requestedAt),
     ...(logId === undefined ? {} : { log: logId })
   })
+  // Ours first (a reader that looks only at the first tag still finds `nstance`), then the template's.
+  const tags = mergePveTags(associationTags(shard.clusterId, shard.shard).join(";"), parsePveTags(cloned.tags))
   yield* limits.onNode(node)(
     pve.updateConfig(node, vmid, {
       cores: spec.cores,
@@ -336,7 +387,7 @@ const configureStep = Effect.fn(span("configure"))(function* (instance: Instance
       net0: net0Of(spec),
       onboot: spec.startOnBoot,
       description,
-      tags: associationTags(shard.clusterId, shard.shard).join(";"),
+      tags,
       ...(instance.isoVolid === undefined ? {} : { ide2: cdromDrive(instance.isoVolid) })
     })
   ).pipe(
@@ -400,7 +451,7 @@ const nothingToDo = Effect.fn(span("none"))(() => Effect.void)
 
 type CreateStepFailure = StepError | VmMismatch | Fenced | LogUnavailable
 
-type CreateStepServices = EventLog | ProxmoxApi | ClusterView | SagaLimits | ShardContext | IsoBuilder
+type CreateStepServices = EventLog | ProxmoxApi | ClusterView | SagaLimits | ShardContext | IsoBuilder | UserDataSource | Preflight
 
 type CreateStepFrom<P extends Phase> = (instance: InstanceIn<P>, input: StepInput) => Effect.Effect<void, CreateStepFailure, CreateStepServices>
 

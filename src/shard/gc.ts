@@ -20,6 +20,8 @@ import { type ShardEvent, DeleteRequested, type DeleteReason, VmidsSeen, VmMisma
 import { instanceIdOfIsoVolid, vmidOfOriginalIsoVolid } from "../domain/pveNames.js"
 import { EventLog } from "../services/EventLog.js"
 import { ProxmoxApi, type VmResourceInfo } from "../services/ProxmoxApi.js"
+import { type PvePowerState, pvePowerState } from "../domain/pve/status.js"
+import { ClusterView } from "./ClusterView.js"
 import { adoptionOf, configOf, releaseHoldIfClear, unknownOwnedVms } from "./adopt.js"
 import { Ownership } from "./Ownership.js"
 import { ORPHAN_GRACE, UNKNOWN_ISO_GRACE, VM_LOSS_GRACE } from "./policies.js"
@@ -39,6 +41,7 @@ export const makeGc = Effect.gen(function* () {
   const pve = yield* ProxmoxApi
   const shard = yield* ShardContext
   const ownership = yield* Ownership
+  const clusterView = yield* ClusterView
   const orphanGrace = Duration.toMillis(Duration.decode(shard.graces?.orphan ?? ORPHAN_GRACE))
   const vmLossGrace = Duration.toMillis(Duration.decode(shard.graces?.vmLoss ?? VM_LOSS_GRACE))
   const unknownIsoGrace = Duration.toMillis(Duration.decode(shard.graces?.unknownIso ?? UNKNOWN_ISO_GRACE))
@@ -103,6 +106,13 @@ export const makeGc = Effect.gen(function* () {
     // One index of the listing: a lookup per instance, not a scan (10k instances would be 10^8 comparisons).
     const listedByVmid = new Map<number, (typeof vms)[number]>()
     for (const vm of vms) listedByVmid.set(vm.vmid, vm)
+    // PVE's state of each instance's VM as listed (the listing's `status` is `qmpstatus || status`, so a paused
+    // guest shows as paused); a confirmation below replaces it with the node's fresh answer.
+    const pveStates = new Map<string, PvePowerState>()
+    for (const [id, instance] of state.instances) {
+      const vm = instance.vmid === undefined ? undefined : listedByVmid.get(instance.vmid)
+      if (vm !== undefined && vm.name === id) pveStates.set(id, pvePowerState(vm.status))
+    }
 
     // Instances whose VM vanished or stopped: confirmed on the node (the listing lags by ~10 s).
     for (const [, instance] of state.instances) {
@@ -110,7 +120,8 @@ export const makeGc = Effect.gen(function* () {
       if ((instance.startedAt ?? instance.requestedAt) > now - vmLossGrace) continue
       const candidate = listedByVmid.get(instance.vmid)
       const listed = candidate !== undefined && candidate.name === instance.id ? candidate : undefined
-      if (listed !== undefined && listed.status === "running") continue
+      // A paused or suspended guest's QEMU runs: it is not lost (the liveness TTL judges its silence).
+      if (listed !== undefined && (listed.instanceStatus === "Running" || listed.instanceStatus === "Suspended")) continue
       const node = listed?.node ?? instance.node
       const found = yield* pve.vmStatus(node, instance.vmid).pipe(
         Effect.map((s) => Option.some(s)),
@@ -120,6 +131,7 @@ export const makeGc = Effect.gen(function* () {
         onNone: () => "gone" as const,
         onSome: (s) => (s.name !== undefined && s.name !== instance.id ? "gone" as const : s.status === "running" ? "running" as const : "stopped" as const)
       })
+      if (Option.isSome(found) && status !== "gone") pveStates.set(instance.id, pvePowerState(found.value.status, found.value.qmpstatus))
       if (status === "running") continue
       const other = Option.flatMap(found, (s) => Option.fromNullable(s.name !== undefined && s.name !== instance.id ? s.name : undefined))
       const own = vms.find((vm) => vm.name === instance.id && vm.vmid !== instance.vmid && !vm.template)
@@ -180,6 +192,7 @@ export const makeGc = Effect.gen(function* () {
       yield* Effect.logWarning(`${vm.name}: VM ${vm.vmid} on ${vm.node} carries this shard's tags but no instance owns it; deleting it`)
     }
     for (const key of suspectSince.keys()) if (!suspects.has(key)) suspectSince.delete(key)
+    yield* clusterView.recordVmStates(pveStates)
     yield* reportForeign(unknown)
     if (events.length > 0) {
       // The pass decided on the state it read before its PVE calls: a delete that finished meanwhile must

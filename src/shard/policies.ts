@@ -54,3 +54,13 @@ export const VM_LOSS_GRACE = Duration.seconds(20)
  * (an upload that finished after its instance's delete) still goes.
  */
 export const UNKNOWN_ISO_GRACE = Duration.hours(1)
+
+/**
+ * The leader's preflight against PVE runs at the start of its term, when a config change alters what the
+ * shard needs, and at this interval (about ten GETs a run): a template or storage an operator adds (or
+ * removes) is seen within it.
+ */
+export const PREFLIGHT_INTERVAL = Duration.minutes(5)
+
+/** How long a placement waits for the term's first preflight before it places without its findings. */
+export const PREFLIGHT_FIRST_WAIT = Duration.seconds(30)

@@ -8,7 +8,7 @@
  * reports with the new one. A VM without `agent.json` boots as before, with no agent.
  */
 import { Clock, Duration, Effect, Either, FiberSet, Ref, Schedule, type Scope } from "effect"
-import { type AgentClient, type AgentConnector, type AgentIdentity, makeAgentClient, type RenewCertificateError, tlsConnector } from "../agent/AgentClient.js"
+import { type AgentClient, type AgentIdentity, makeAgentClient, type AgentTransport, type RenewCertificateError, tlsTransport } from "../agent/AgentClient.js"
 import { type AgentRegistrationData, agentRegistrationOf } from "../domain/shard/userData.js"
 import type { GuestBoot, GuestHook } from "./guest.js"
 import type { SimModel } from "./model.js"
@@ -44,8 +44,8 @@ export interface SimAgentsOptions {
   /** A boot for which this returns true gets no agent (a guest that never registers). */
   readonly mute?: (boot: GuestBoot) => boolean
   readonly log?: (line: string) => void
-  /** How agents reach the endpoint (default HTTP); a world in virtual time reaches it in memory. */
-  readonly connector?: AgentConnector
+  /** How agents reach the endpoints (default TLS); a world in virtual time reaches them in memory. */
+  readonly transport?: AgentTransport
 }
 
 export interface SimAgents {
@@ -78,7 +78,7 @@ export const makeSimAgents = (options: SimAgentsOptions = {}): Effect.Effect<Sim
           return vm !== undefined && vm.status === "running" && vm.config.get("name") === boot.name && vm.startedAt === startedAt
         })
         const ip = simulatedIp(boot.node, boot.vmid)
-        const client = yield* makeAgentClient(settings.registrationUrl, options.connector ?? tlsConnector(settings.caPem))
+        const client = yield* makeAgentClient(settings.registrationUrl, options.transport ?? tlsTransport(settings.caPem))
         // The renew point counts from before the request: the certificate was issued no earlier than that.
         const askedAt = yield* Clock.currentTimeMillis
         const identity: AgentIdentity | undefined = yield* client.register({ nonce: settings.nonce, ips: { ipv4: ip }, hostname: boot.instanceId }).pipe(

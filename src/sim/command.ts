@@ -2,6 +2,8 @@
  * `nstance-pve-sim`'s command: the Proxmox VE simulator as a standalone process, so the server, the admin CLI or curl
  * can be pointed at a fake cluster. Prints the API URL and the PROXMOX_* exports, runs until SIGINT/SIGTERM.
  */
+import { mkdirSync } from "node:fs"
+import { resolve } from "node:path"
 import { Command, Options } from "@effect/cli"
 import { Console, Effect, Option } from "effect"
 import { UsageError } from "../inputFile.js"
@@ -39,6 +41,15 @@ const sharedStorage = Options.boolean("shared-storage").pipe(
   Options.withDescription("Add a shared ceph-vm storage and a template on it (VMID 9100) that clones to any node")
 )
 
+const volumesDir = Options.text("volumes-dir").pipe(
+  Options.withDescription(
+    "Keep every uploaded volume's bytes under DIR, as PVE's storages keep them, so what a VM boots can be read " +
+      "from outside: DIR/<node>/<storage>/template/iso/<name> (a node's own storage, e.g. local), " +
+      "DIR/shared/<storage>/template/iso/<name> (a shared one); removed with the volume. Created if missing"
+  ),
+  Options.optional
+)
+
 const fromEnv = (name: string): string | undefined => {
   const value = process.env[name]
   return value === undefined || value === "" ? undefined : value
@@ -46,7 +57,7 @@ const fromEnv = (name: string): string | undefined => {
 
 export const simCommand = Command.make(
   "nstance-pve-sim",
-  { port, nodes, seed, plainHttp, tokenId, tokenSecret, latency, sharedStorage },
+  { port, nodes, seed, plainHttp, tokenId, tokenSecret, latency, sharedStorage, volumesDir },
   (o) =>
     Effect.gen(function* () {
       if (o.port < 0 || o.port > 65535) return yield* new UsageError({ message: `--port ${o.port} is not a TCP port (0-65535)` })
@@ -60,15 +71,25 @@ export const simCommand = Command.make(
       }
       const preset = latencyPresets[o.latency]
       if (preset === undefined) return yield* new UsageError({ message: `--latency ${o.latency} is unknown` })
+      const volumes = Option.getOrUndefined(o.volumesDir)
+      const volumesPath = volumes === undefined ? undefined : resolve(volumes)
+      if (volumesPath !== undefined) {
+        yield* Effect.try({
+          try: () => mkdirSync(volumesPath, { recursive: true }),
+          catch: (error) => new UsageError({ message: `--volumes-dir ${volumes}: cannot create it (${error instanceof Error ? error.message : String(error)})` })
+        })
+      }
       const { unsafe: stdio } = yield* Effect.console
       const sim = yield* PveSimulator({
         port: o.port, nodes: o.nodes, seed: o.seed, http: o.plainHttp, tokenId: id, tokenSecret: secret,
         latency: preset, sharedStorage: o.sharedStorage,
+        ...(volumesPath === undefined ? {} : { volumesDir: volumesPath }),
         log: (line) => stdio.error(`[pve-sim] ${line}`)
       }).pipe(Effect.catchAllDefect((defect) =>
         Effect.fail(new UsageError({ message: `cannot start simulator: ${defect instanceof Error ? defect.message : String(defect)}` }))))
       yield* Console.log(`Proxmox VE simulator: ${o.nodes} nodes, seed ${o.seed}, latency ${o.latency}, listening on ${sim.url}`)
       if (sim.tls !== undefined) yield* Console.log(`TLS certificate (self-signed) SHA-256 fingerprint: ${sim.tls.fingerprint256}`)
+      if (volumesPath !== undefined) yield* Console.log(`Uploaded volumes (ISOs) are kept under ${volumesPath}`)
       yield* Console.log("")
       yield* Console.log(`export PROXMOX_API_URL=${sim.url}`)
       yield* Console.log(`export PROXMOX_TOKEN_ID='${sim.tokenId}'`)

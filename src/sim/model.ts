@@ -14,12 +14,14 @@ import type { FileLock, SimTime, WorkerPool } from "./locks.js"
 import { clusterRoutes, createForeignVm, lowestFreeVmid } from "./model/cluster.js"
 import { SimCore } from "./model/core.js"
 import { ResourcesView } from "./model/resources.js"
-import { seedCluster } from "./model/seed.js"
+import { createTemplate, seedCluster } from "./model/seed.js"
 import type {
   BootRecord,
   Handler,
   ModelOptions,
   RequestLogEntry,
+  SimAcl,
+  SimIface,
   SimNode,
   SimStorage,
   SimTask,
@@ -27,18 +29,23 @@ import type {
   SimVolume
 } from "./model/state.js"
 import { nodeUsage } from "./model/status.js"
+import { networkRoutes } from "./model/network.js"
 import { storageRoutes } from "./model/storage.js"
 import { taskRoutes } from "./model/tasks.js"
 import { vmRoutes } from "./model/vms.js"
 import type { Params } from "./schema.js"
 
 export { formatSize, parseSize } from "./model/config.js"
+export { effectivePrivileges } from "./model/cluster.js"
+export { SIM_PRIVILEGES } from "./model/seed.js"
 export { PveHttpError } from "./model/state.js"
 export type {
   BootRecord,
   CallContext,
   ModelOptions,
   RequestLogEntry,
+  SimAcl,
+  SimIface,
   SimNode,
   SimStorage,
   SimTask,
@@ -50,6 +57,10 @@ export class SimModel {
   readonly nodes: Map<string, SimNode>
   readonly storages: Map<string, SimStorage>
   readonly vms: Map<number, SimVm>
+  /** Each node's network interfaces. */
+  readonly networks: Map<string, Array<SimIface>>
+  /** The API token's privileges by ACL path: privilege → propagate. */
+  readonly acl: SimAcl
   /** Keyed by `<node>/<volid>` for local storage and by `*` + `/<volid>` for shared storage. */
   readonly volumes: Map<string, SimVolume>
   readonly tasks: Map<string, SimTask>
@@ -74,6 +85,8 @@ export class SimModel {
     this.nodes = core.nodes
     this.storages = core.storages
     this.vms = core.vms
+    this.networks = core.networks
+    this.acl = core.acl
     this.volumes = core.volumes
     this.tasks = core.tasks
     this.requests = core.requests
@@ -84,7 +97,7 @@ export class SimModel {
     this.uploads = core.uploads
     seedCluster(core)
     this.resources = new ResourcesView(core)
-    this.routes = { ...clusterRoutes(core, this.resources), ...vmRoutes(core), ...storageRoutes(core), ...taskRoutes(core) }
+    this.routes = { ...clusterRoutes(core, this.resources), ...vmRoutes(core), ...storageRoutes(core), ...networkRoutes(core), ...taskRoutes(core) }
   }
 
   volume(node: string, volid: string): SimVolume | undefined {
@@ -125,6 +138,50 @@ export class SimModel {
   }
 
   // ---- operations a test may drive directly ----
+
+  /** What `GET /version` answers from now on (`8.4.1` → release `8.4`). */
+  setPveVersion(version: string): void {
+    this.core.pveVersion = { version, release: version.split(".").slice(0, 2).join("."), repoid: "deadbeef" }
+  }
+
+  /** Takes `privilege` away from the token on ACL path `path` (default `/`, where the seed grants everything). */
+  revokePrivilege(privilege: string, path = "/"): void {
+    this.acl.get(path)?.delete(privilege)
+  }
+
+  /** Grants `privileges` on ACL path `path`; an ACL of its own on a path replaces what it inherited, as in PVE. */
+  setAcl(path: string, privileges: ReadonlyArray<string>, propagate = true): void {
+    this.acl.set(path, new Map(privileges.map((privilege) => [privilege, propagate])))
+  }
+
+  /** Changes a storage's definition (content types, shared flag, the nodes it is configured for). */
+  updateStorage(id: string, change: Partial<Omit<SimStorage, "id">>): void {
+    const storage = this.storages.get(id)
+    if (storage === undefined) throw new Error(`no such storage ${id}`)
+    this.storages.set(id, { ...storage, ...change })
+  }
+
+  /** Removes interface `iface` (a bridge, say) from `node`'s network config. */
+  removeInterface(node: string, iface: string): void {
+    const list = this.networks.get(node)
+    if (list === undefined) throw new Error(`no such node ${node}`)
+    this.networks.set(node, list.filter((entry) => entry.iface !== iface))
+  }
+
+  /** Creates template `name` at `vmid` on `node`, its disks on `storage` (as vm-template-setup.sh would). */
+  addTemplate(vmid: number, node: string, name: string, storage = "local-lvm"): void {
+    if (this.vms.has(vmid)) throw new Error(`VM ${vmid} exists`)
+    if (!this.nodes.has(node)) throw new Error(`no such node ${node}`)
+    createTemplate(this.core, vmid, node, name, storage)
+  }
+
+  /** Deletes a template VM and its disks (as `qm destroy` of a template would). */
+  destroyTemplate(vmid: number): void {
+    const vm = this.vms.get(vmid)
+    if (vm === undefined || vm.config.get("template") !== "1") throw new Error(`VM ${vmid} is not a template`)
+    this.vms.delete(vmid)
+    for (const [key, volume] of this.volumes) if (volume.vmid === vmid) this.volumes.delete(key)
+  }
 
   /** Pauses or resumes a running VM (as `qm suspend` / `qm resume` would). */
   setPaused(vmid: number, paused: boolean): void {

@@ -21,7 +21,7 @@ import { type ApiSchema, loadApiSchema, validateParams } from "./schema.js"
 export type { GuestBoot, GuestHook } from "./guest.js"
 export type { LatencyModel } from "./latency.js"
 export { LatencyDemo, LatencyFast, LatencyRealistic, latencyPresets } from "./latency.js"
-export type { BootRecord, RequestLogEntry, SimNode, SimTask, SimVm, SimVolume } from "./model.js"
+export type { BootRecord, RequestLogEntry, SimIface, SimNode, SimStorage, SimTask, SimVm, SimVolume } from "./model.js"
 export { FaultController } from "./faults.js"
 export { SimModel } from "./model.js"
 
@@ -38,6 +38,10 @@ export interface SimulatorOptions {
   readonly sharedStorage?: boolean
   /** Memory of each node in GiB (default 64). */
   readonly nodeMemoryGiB?: number
+  /** Keep uploaded volumes (ISOs) as files under this directory: `<node>/<storage>/template/iso/<name>`, `shared/<storage>/…`. */
+  readonly volumesDir?: string
+  /** Privileges of the API token, all on `/` with propagation (default: every privilege nstance uses). */
+  readonly privileges?: ReadonlyArray<string>
   /** Path of the PVE API schema excerpt; default: `NSTANCE_PVE_SCHEMA`, then the known locations. */
   readonly schemaPath?: string
   /** Log lines (boot failures, failed tasks, unexpected errors); default: silent. */
@@ -133,7 +137,7 @@ export const makeSimCore = (options: SimulatorOptions & { readonly time?: SimTim
   const configSpecs = schema.endpoints.find((e) => e.method === "POST" && e.path === "/nodes/{node}/qemu/{vmid}/config")?.properties ?? {}
   let faults: FaultController | undefined
   const model = new SimModel({
-    nodes, prng: modelPrng, latency, configSpecs, guestHook: options.guestHook, sharedStorage: options.sharedStorage, nodeMemoryGiB: options.nodeMemoryGiB, log: options.log,
+    nodes, prng: modelPrng, latency, configSpecs, guestHook: options.guestHook, sharedStorage: options.sharedStorage, nodeMemoryGiB: options.nodeMemoryGiB, volumesDir: options.volumesDir, privileges: options.privileges, log: options.log,
     time: options.time,
     faults: () => {
       if (faults === undefined) throw new Error("fault controller not initialised")

@@ -52,9 +52,12 @@ describe("nstance-admin over the wire (in-process endpoint)", () => {
       expect(lines(down.stderr)).toEqual([`✗ no admin endpoint answers at 127.0.0.1:${port} (connection refused); is nstance-server running there with an admin token?`])
       const refused = yield* world.admin(["status", "--server", world.leader.address], { NSTANCE_ADMIN_TOKEN: "a-wrong-token-of-enough-length" })
       expect(refused.status).toBe(1)
-      expect(lines(refused.stderr)).toEqual(["✗ the admin endpoint refused the credentials (no admin token, or not the one the server was given)"])
+      expect(lines(refused.stderr)).toEqual(["✗ the admin endpoint refused the credentials (no admin token or operator certificate, or not one the server accepts)"])
       const missing = yield* world.admin(["status", "--server", world.leader.address], { NSTANCE_ADMIN_TOKEN: undefined })
-      expect(lines(missing.stderr)).toEqual(["✗ no admin token: set NSTANCE_ADMIN_TOKEN or give --admin-token-file (the token the servers were started with)"])
+      expect(lines(missing.stderr)).toEqual([
+        "✗ no credentials: set NSTANCE_ADMIN_TOKEN or give --admin-token-file (the token the servers were started with), " +
+        "or give --cert-file and --key-file (an operator certificate from nstance-admin cert issue)"
+      ])
       const short = yield* world.admin(["status", "--server", world.leader.address], { NSTANCE_ADMIN_TOKEN: "short" })
       expect(lines(short.stderr)).toEqual([expect.stringMatching(/^✗ the admin token from NSTANCE_ADMIN_TOKEN is 5 characters; use at least 16/)])
       const standby = yield* world.standby

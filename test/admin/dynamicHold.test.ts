@@ -75,8 +75,13 @@ const startDaemon = (store: ObjectStoreShape, healthPort: number) =>
     return { sim, logs, url: `http://127.0.0.1:${healthPort}` }
   })
 
-/** One static group `shop/web` (size 1) bound to the health port, as `adminConfigText` writes it. */
-const configWithHealth = (health: string) => adminConfigText(1, "127.0.0.1:8993", { health })
+/**
+ * One static group `shop/web` (size 1) bound to the health port, as `adminConfigText` writes it, with the ISOs
+ * on the simulator's shared cephfs: the leader's preflight then finds nothing, and /readyz says only what
+ * these tests look at.
+ */
+const configWithHealth = (health: string) =>
+  adminConfigText(1, "127.0.0.1:8993", { health }).replace(`"cloud_init_iso_storage": "local"`, `"cloud_init_iso_storage": "cephfs"`)
 
 describe("a broken groups.jsonc keeps the last good config (daemon on the simulator)", () => {
   it.scopedLive("garbage written to groups.jsonc: no VM deleted; the error is logged, /readyz and nstance_config_stale name it; a good version is taken again", () =>

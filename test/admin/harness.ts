@@ -112,7 +112,8 @@ export const makeAdminWorld = (options: AdminWorldOptions = {}) =>
     const config: SubscriptionRef.SubscriptionRef<ParsedShardConfig> = yield* SubscriptionRef.make(yield* load)
     const leaderInfo = (): Option.Option<LeaderInfo> => Option.some({ id: "replica-1", address: "127.0.0.1:8991", term: 1 })
     // The endpoint's TLS certificate comes from the cluster PKI; the leader registers agents with it only when asked.
-    const clusterPki = yield* makeClusterPki(store, { clusterId: CLUSTER, encryptionKey: new Uint8Array(randomBytes(32)) }).pipe(Effect.orDie, quiet)
+    const encryptionKey = new Uint8Array(randomBytes(32))
+    const clusterPki = yield* makeClusterPki(store, { clusterId: CLUSTER, encryptionKey }).pipe(Effect.orDie, quiet)
     const pki = options.registration === true ? clusterPki : undefined
     const pve = ProxmoxApiHttp(fastPveSettings(sim))
     const leading = yield* leaseDouble("replica-1", Effect.sync(leaderInfo))
@@ -161,7 +162,7 @@ export const makeAdminWorld = (options: AdminWorldOptions = {}) =>
     const admin = (args: ReadonlyArray<string>, env: Record<string, string | undefined> = {}) =>
       Effect.promise(() => runCommand(adminCommand, "nstance-admin", args, { env: { ...adminEnv, ...env } }))
 
-    return { store, sim, config, replica, leader, standby, client, pki: clusterPki, credentials, caFile, adminEnv, admin, waitUntil, putConfig, source, quiet, depose }
+    return { store, sim, config, replica, leader, standby, client, pki: clusterPki, encryptionKey, credentials, caFile, adminEnv, admin, waitUntil, putConfig, source, quiet, depose }
   })
 
 export const nonTemplateVms = (sim: RunningSimulator) => [...sim.model.vms.values()].filter((vm) => vm.config.get("template") !== "1")

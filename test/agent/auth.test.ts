@@ -1,113 +1,102 @@
-import { generateKeyPairSync, randomBytes } from "node:crypto"
+/**
+ * The agent channel authenticates by the connection's client certificate: an agent's, from the cluster CA,
+ * valid now, about the instance the request names, and the instance's newest (a renewal supersedes the
+ * certificate it was asked with). What is refused at the TLS handshake never reaches a handler.
+ */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Redacted } from "effect"
-import type { AgentIdentity } from "../../src/agent/AgentClient.js"
-import { healthStatement, renewStatement, signStatement } from "../../src/domain/agent/signedRequest.js"
-import { type AgentEndpoint, startAgentEndpoint } from "./harness.js"
+import { Effect, Metric, MetricLabel, Redacted } from "effect"
+import { WebSocket } from "ws"
+import { endpointRefusals } from "../../src/http/listener.js"
+import { type AgentEndpoint, rawChannel, startAgentEndpoint } from "./harness.js"
 import { refused } from "../support/refused.js"
 
 const register = (endpoint: AgentEndpoint, instanceId: string, tenant = "acme") =>
   Effect.flatMap(endpoint.awaitRegistration(instanceId, tenant), (nonce) => endpoint.client.register({ nonce: nonce.jwt }))
 
-/** A ReportHealth payload signed by hand: `certificatePem` presented, `signer` signing. */
-const healthRequest = (certificatePem: string, signer: AgentIdentity, signedAt = Date.now()) => ({
-  certificatePem,
-  status: "healthy",
-  signedAt,
-  signature: signStatement(Redacted.value(signer.privateKeyPem), healthStatement({ certificatePem, status: "healthy", signedAt }))
-})
+const certificateRefusals = Metric.value(
+  Metric.taggedWithLabels(endpointRefusals, [MetricLabel.make("endpoint", "agent"), MetricLabel.make("reason", "certificate")])
+).pipe(Effect.map((state) => state.count))
 
-describe("ReportHealth and RenewCertificate: signed with the certified key", () => {
-  it.scopedLive("a registered agent reports health, renews to a new key, and keeps reporting with the new certificate", () =>
+/** Opens a WebSocket to the channel with the TLS options given; resolves how it ended: "open" or the error's text. */
+const handshake = (url: string, tls: { readonly ca: string; readonly cert?: string; readonly key?: string }) =>
+  Effect.promise(() =>
+    new Promise<string>((resolve) => {
+      const socket = new WebSocket(url, { ...tls, minVersion: "TLSv1.3" })
+      socket.once("open", () => {
+        socket.close()
+        resolve("open")
+      })
+      socket.once("error", (error) => resolve(error.message))
+    }))
+
+describe("the agent channel: identity from the client certificate", () => {
+  it.scopedLive("a registered agent reports and renews over one channel; the renewed certificate supersedes the old one", () =>
     Effect.gen(function* () {
       const endpoint = yield* startAgentEndpoint()
       const identity = yield* register(endpoint, "vmx02aaaa", "acme")
+      expect(identity.agentUrl).toBe(endpoint.agentUrl)
       yield* endpoint.client.reportHealth(identity)
       yield* endpoint.client.reportHealth(identity, "unhealthy")
 
       const renewed = yield* endpoint.client.renew(identity)
       expect(renewed.publicKeyPem).not.toBe(identity.publicKeyPem)
-      expect(renewed.certificatePem).not.toBe(identity.certificatePem)
       const verified = yield* endpoint.pki.verifyClientCertificate(renewed.certificatePem)
-      expect(verified).toMatchObject({ instanceId: "vmx02aaaa", tenant: "acme", publicKeyPem: renewed.publicKeyPem })
+      expect(verified).toMatchObject({ instanceId: "vmx02aaaa", tenant: "acme", role: "agent", publicKeyPem: renewed.publicKeyPem })
       yield* endpoint.client.reportHealth(renewed, "healthy")
+
+      // The old certificate (say, a copy taken before the renewal) is refused from now on, for both procedures.
+      const before = yield* certificateRefusals
+      const stale = yield* rawChannel(endpoint.agentUrl, identity)
+      expect(yield* refused(stale.ReportHealth({ instanceId: "vmx02aaaa" }))).toMatchObject({ _tag: "InvalidCertificate", reason: "Superseded" })
+      expect(yield* refused(stale.RenewCertificate({ instanceId: "vmx02aaaa", publicKeyPem: identity.publicKeyPem }))).toMatchObject({
+        _tag: "InvalidCertificate",
+        reason: "Superseded"
+      })
+      expect((yield* certificateRefusals) - before).toBe(2)
 
       expect((yield* endpoint.backend.healthReports).map((h) => [h.instanceId, h.status])).toEqual([
         ["vmx02aaaa", "healthy"],
         ["vmx02aaaa", "unhealthy"],
         ["vmx02aaaa", "healthy"]
       ])
+      expect(yield* endpoint.backend.renewals).toHaveLength(1)
       expect((yield* endpoint.backend.renewals)[0]).toMatchObject({ instanceId: "vmx02aaaa", certificateSerial: verified.serial })
     }))
 
-  it.scopedLive("health with another instance's certificate, or a bad signature, is InvalidCertificate{BadSignature}", () =>
+  it.scopedLive("a request about another instance is InvalidCertificate{OtherInstance}, and nothing is recorded for it", () =>
     Effect.gen(function* () {
       const endpoint = yield* startAgentEndpoint()
       const mallory = yield* register(endpoint, "vmx02mall")
-      const victim = yield* register(endpoint, "vmx02vict")
-
-      // Mallory presents the victim's (public) certificate, signing with her own key.
-      const impersonation = yield* refused(endpoint.raw.ReportHealth(healthRequest(victim.certificatePem, mallory)))
-      expect(impersonation).toMatchObject({ _tag: "InvalidCertificate", reason: "BadSignature" })
-
-      const garbage = { ...healthRequest(victim.certificatePem, victim), signature: randomBytes(64).toString("base64url") }
-      expect(yield* refused(endpoint.raw.ReportHealth(garbage))).toMatchObject({ _tag: "InvalidCertificate", reason: "BadSignature" })
-
-      // A valid signature over a different status does not carry over.
-      const signed = healthRequest(victim.certificatePem, victim)
-      expect(yield* refused(endpoint.raw.ReportHealth({ ...signed, status: "degraded" }))).toMatchObject({ reason: "BadSignature" })
-
-      // Renewal for the victim's identity signed by Mallory: refused, no certificate handed out.
-      const { publicKey } = generateKeyPairSync("ed25519")
-      const publicKeyPem = publicKey.export({ type: "spki", format: "pem" }) as string
-      const signedAt = Date.now()
-      const stolenRenewal = yield* refused(endpoint.raw.RenewCertificate({
-        certificatePem: victim.certificatePem,
-        publicKeyPem,
-        signedAt,
-        signature: signStatement(Redacted.value(mallory.privateKeyPem), renewStatement({ certificatePem: victim.certificatePem, publicKeyPem, signedAt }))
-      }))
-      expect(stolenRenewal).toMatchObject({ _tag: "InvalidCertificate", reason: "BadSignature" })
-
+      yield* register(endpoint, "vmx02vict")
+      const channel = yield* rawChannel(endpoint.agentUrl, mallory)
+      expect(yield* refused(channel.ReportHealth({ instanceId: "vmx02vict" }))).toMatchObject({ _tag: "InvalidCertificate", reason: "OtherInstance" })
+      expect(yield* refused(channel.RenewCertificate({ instanceId: "vmx02vict", publicKeyPem: mallory.publicKeyPem }))).toMatchObject({
+        _tag: "InvalidCertificate",
+        reason: "OtherInstance"
+      })
       expect(yield* endpoint.backend.healthReports).toEqual([])
       expect(yield* endpoint.backend.renewals).toEqual([])
-      // The victim itself is unaffected.
-      yield* endpoint.client.reportHealth(victim)
+      // Her own reports still go through on the same connection.
+      expect(yield* channel.ReportHealth({ instanceId: "vmx02mall" })).toEqual({ ok: true })
     }))
 
-  it.scopedLive("certificates from another CA, the CA certificate itself, or garbage are refused with their reason", () =>
+  it.scopedLive("no client certificate, or one from another CA, is refused at the TLS handshake and counted", () =>
     Effect.gen(function* () {
       const endpoint = yield* startAgentEndpoint()
       const other = yield* startAgentEndpoint()
       const foreign = yield* register(other, "vmx02forn")
-      expect(yield* refused(endpoint.raw.ReportHealth(healthRequest(foreign.certificatePem, foreign)))).toMatchObject({
-        _tag: "InvalidCertificate",
-        reason: "UntrustedIssuer"
-      })
+      const before = yield* certificateRefusals
+      expect(yield* handshake(endpoint.agentUrl, { ca: endpoint.pki.caPem })).not.toBe("open")
+      expect(yield* handshake(endpoint.agentUrl, { ca: endpoint.pki.caPem, cert: foreign.certificatePem, key: Redacted.value(foreign.privateKeyPem) })).not.toBe("open")
+      // The product's client says so as a transport error, naming the endpoint.
+      const error = yield* refused(endpoint.client.reportHealth({ ...foreign, caPem: endpoint.pki.caPem, agentUrl: endpoint.agentUrl }))
+      expect(error._tag).toBe("AgentTransportError")
+      expect(error.message).toContain(endpoint.agentUrl)
+      yield* Effect.sleep("100 millis")
+      expect((yield* certificateRefusals) - before).toBeGreaterThanOrEqual(2)
+      // An agent of this CA still gets through.
       const own = yield* register(endpoint, "vmx02ownn")
-      expect(yield* refused(endpoint.raw.ReportHealth(healthRequest(endpoint.pki.caPem, own)))).toMatchObject({
-        _tag: "InvalidCertificate",
-        reason: "NotClientCertificate"
-      })
-      const notACert = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
-      expect(yield* refused(endpoint.raw.ReportHealth(healthRequest(notACert, own)))).toMatchObject({
-        _tag: "InvalidCertificate",
-        reason: "Malformed"
-      })
-    }))
-
-  it.scopedLive("a replayed or stale signed request is InvalidCertificate{StaleSignature}", () =>
-    Effect.gen(function* () {
-      const endpoint = yield* startAgentEndpoint()
-      const agent = yield* register(endpoint, "vmx02repl")
-      const request = healthRequest(agent.certificatePem, agent)
-      expect(yield* endpoint.raw.ReportHealth(request)).toEqual({ ok: true })
-      expect(yield* refused(endpoint.raw.ReportHealth(request))).toMatchObject({ reason: "StaleSignature" })
-      const old = healthRequest(agent.certificatePem, agent, Date.now() - 10 * 60_000)
-      expect(yield* refused(endpoint.raw.ReportHealth(old))).toMatchObject({ reason: "StaleSignature" })
-      const future = healthRequest(agent.certificatePem, agent, Date.now() + 10 * 60_000)
-      expect(yield* refused(endpoint.raw.ReportHealth(future))).toMatchObject({ reason: "StaleSignature" })
-      expect((yield* endpoint.backend.healthReports)).toHaveLength(1)
+      expect(yield* handshake(endpoint.agentUrl, { ca: endpoint.pki.caPem, cert: own.certificatePem, key: Redacted.value(own.privateKeyPem) })).toBe("open")
     }))
 
   it.scopedLive("an instance the shard forgot gets UnknownInstance for health and renewal", () =>

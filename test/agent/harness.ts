@@ -1,21 +1,21 @@
 /**
- * An agent endpoint on 127.0.0.1 (port 0) over real HTTP, with a memory store PKI and an in-memory
- * backend, plus the clients tests talk to it with: the product's `AgentClient` and a raw RPC client for
- * requests the product client would never send.
+ * The agent's two endpoints on 127.0.0.1 (port 0) over real TLS — registration and the agent channel —
+ * with a memory store PKI and an in-memory backend, plus the clients tests talk to them with: the
+ * product's `AgentClient` and raw RPC clients for requests the product client would never send.
  */
 import { createPrivateKey, randomBytes } from "node:crypto"
 import { pkiObjectKeys } from "../../src/domain/bucketKeys.js"
-import { HttpServer } from "@effect/platform"
+import { HttpServer, SocketServer } from "@effect/platform"
 import { ClusterTlsClient } from "../../src/layers/ClusterTlsClient.js"
 import { RpcClient, RpcSerialization } from "@effect/rpc"
 import { Context, type Duration, Effect, Either, Layer } from "effect"
 import { SignJWT } from "jose"
-import { makeAgentClient, tlsConnector } from "../../src/agent/AgentClient.js"
+import { type AgentIdentity, makeAgentClient, tlsTransport } from "../../src/agent/AgentClient.js"
 import { makeMemoryAgentBackend } from "../../src/layers/AgentBackendMemory.js"
 import { makeClusterPki, openSecret } from "../../src/layers/ClusterPkiStore.js"
 import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
-import { AgentRpcs } from "../../src/rpc/AgentRpc.js"
-import { AgentServerLive } from "../../src/rpc/AgentServer.js"
+import { RegistrationRpcs } from "../../src/rpc/AgentRpc.js"
+import { AgentChannelServerLive, RegistrationServerLive } from "../../src/rpc/AgentServer.js"
 import { AgentBackend } from "../../src/services/AgentBackend.js"
 import { ClusterPki } from "../../src/services/ClusterPki.js"
 
@@ -27,8 +27,11 @@ export const rawClient = (url: string, caPem: string) =>
     const protocol = yield* Layer.build(
       RpcClient.layerProtocolHttp({ url }).pipe(Layer.provide(RpcSerialization.layerNdjson), Layer.provide(ClusterTlsClient(caPem)))
     )
-    return yield* RpcClient.make(AgentRpcs).pipe(Effect.provide(protocol))
+    return yield* RpcClient.make(RegistrationRpcs).pipe(Effect.provide(protocol))
   })
+
+/** A raw agent-channel client presenting `identity`'s certificate (the product's transport, none of its checks). */
+export const rawChannel = (url: string, identity: AgentIdentity) => tlsTransport(identity.caPem).channel(url, identity)
 
 export const startAgentEndpoint = (options: { readonly maxRequestBytes?: number; readonly certificateTtl?: Duration.DurationInput } = {}) =>
   Effect.gen(function* () {
@@ -36,21 +39,30 @@ export const startAgentEndpoint = (options: { readonly maxRequestBytes?: number;
     const store = makeMemoryStore()
     const pki = yield* makeClusterPki(store, { clusterId: CLUSTER, encryptionKey })
     const backend = makeMemoryAgentBackend()
+    const services = Layer.merge(Layer.succeed(ClusterPki, pki), Layer.succeed(AgentBackend, backend))
+    const certificateTtl = options.certificateTtl ?? "1 hour"
+    const channel = yield* Layer.build(
+      AgentChannelServerLive({ host: "127.0.0.1", port: 0, ...options, certificateTtl, tls: { pki, hosts: ["127.0.0.1"] } }).pipe(Layer.provide(services))
+    )
+    const channelAddress = Context.get(channel, SocketServer.SocketServer).address
+    if (channelAddress._tag !== "TcpAddress") return yield* Effect.dieMessage("expected a TCP address")
+    const agentUrl = `wss://127.0.0.1:${channelAddress.port}/agent`
     const context = yield* Layer.build(
-      AgentServerLive({
+      RegistrationServerLive({
         cluster: CLUSTER,
         shard: SHARD,
         host: "127.0.0.1",
         port: 0,
         ...options,
-        certificateTtl: options.certificateTtl ?? "1 hour",
+        certificateTtl,
+        agentUrl,
         tls: { pki, hosts: ["127.0.0.1"] }
-      }).pipe(Layer.provide(Layer.succeed(ClusterPki, pki)), Layer.provide(Layer.succeed(AgentBackend, backend)))
+      }).pipe(Layer.provide(services))
     )
     const address = Context.get(context, HttpServer.HttpServer).address
     if (address._tag !== "TcpAddress") return yield* Effect.dieMessage("expected a TCP address")
     const url = `https://127.0.0.1:${address.port}/agent`
-    const client = yield* makeAgentClient(url, tlsConnector(pki.caPem))
+    const client = yield* makeAgentClient(url, tlsTransport(pki.caPem))
     const raw = yield* rawClient(url, pki.caPem)
 
     const keys = pkiObjectKeys(CLUSTER)
@@ -67,7 +79,7 @@ export const startAgentEndpoint = (options: { readonly maxRequestBytes?: number;
         return minted
       })
 
-    return { pki, backend, url, port: address.port, client, raw, signOwn, awaitRegistration }
+    return { pki, backend, url, port: address.port, agentUrl, agentPort: channelAddress.port, client, raw, signOwn, awaitRegistration }
   })
 
 export type AgentEndpoint = Effect.Effect.Success<ReturnType<typeof startAgentEndpoint>>

@@ -3,16 +3,18 @@ import { describe, expect, it } from "@effect/vitest"
 import { httpsRequest } from "../support/tls.js"
 import { Effect, Redacted } from "effect"
 import { PAYLOAD_LIMITS } from "../../src/rpc/AgentRpc.js"
-import { type AgentEndpoint, startAgentEndpoint } from "./harness.js"
+import { type AgentEndpoint, rawChannel, startAgentEndpoint } from "./harness.js"
 import { refused } from "../support/refused.js"
 
 const edPublicKey = () => generateKeyPairSync("ed25519").publicKey.export({ type: "spki", format: "pem" }) as string
 
-/** The endpoint still registers a fresh instance: nothing above broke it. */
+/** The endpoint still registers a fresh instance (nothing above broke it); that agent's identity. */
 const stillServes = (endpoint: AgentEndpoint, instanceId: string) =>
   Effect.gen(function* () {
     const nonce = yield* endpoint.awaitRegistration(instanceId)
-    expect((yield* endpoint.client.register({ nonce: nonce.jwt })).instanceId).toBe(instanceId)
+    const identity = yield* endpoint.client.register({ nonce: nonce.jwt })
+    expect(identity.instanceId).toBe(instanceId)
+    return identity
   })
 
 /** A POST over TLS trusting the endpoint's CA; a connection the server drops fails with its error's message. */
@@ -36,10 +38,15 @@ describe("payload limits and formats", () => {
       for (const [payload, field, maxLength] of cases) {
         expect(yield* refused(endpoint.raw.RegisterAgent(payload))).toMatchObject({ _tag: "PayloadTooLarge", field, maxLength })
       }
-      expect(PAYLOAD_LIMITS.certificatePem).toBe(4096)
-      const health = yield* refused(endpoint.raw.ReportHealth({ certificatePem: "x".repeat(4097), signedAt: Date.now(), signature: "s" }))
-      expect(health).toMatchObject({ _tag: "PayloadTooLarge", field: "certificatePem" })
-      yield* stillServes(endpoint, "vmx03bbbb")
+      // On the agent channel too, checked before anything else.
+      const agent = yield* stillServes(endpoint, "vmx03bbbb")
+      const channel = yield* rawChannel(endpoint.agentUrl, agent)
+      expect(PAYLOAD_LIMITS.instanceId).toBe(128)
+      expect(yield* refused(channel.ReportHealth({ instanceId: "v".repeat(129) }))).toMatchObject({ _tag: "PayloadTooLarge", field: "instanceId" })
+      // A message over the channel's limit (16 KiB) closes that connection; the agent's next one is served.
+      const huge = yield* refused(channel.RenewCertificate({ instanceId: "vmx03bbbb", publicKeyPem: "A".repeat(20_000) }))
+      expect(huge._tag).not.toBe("InvalidPayload")
+      yield* endpoint.client.reportHealth(agent)
       // The oversized attempts did not burn the nonce either.
       expect((yield* endpoint.client.register({ nonce: nonce.jwt })).instanceId).toBe("vmx03aaaa")
     }))
@@ -88,21 +95,13 @@ describe("payload limits and formats", () => {
           for (const value of Object.values(override)) expect(error.reason).not.toContain(value)
         }
       }
-      const badStatus = yield* refused(endpoint.raw.ReportHealth({
-        certificatePem: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
-        status: "fine",
-        signedAt: Date.now(),
-        signature: "A".repeat(86)
-      }))
-      expect(badStatus).toMatchObject({ _tag: "InvalidPayload", field: "status" })
-      const badTime = yield* refused(endpoint.raw.ReportHealth({
-        certificatePem: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
-        signedAt: 1.5,
-        signature: "A".repeat(86)
-      }))
-      expect(badTime).toMatchObject({ _tag: "InvalidPayload", field: "signedAt" })
       expect(yield* endpoint.backend.registrations).toEqual([])
-      yield* stillServes(endpoint, "vmx03dddd")
+      const agent = yield* stillServes(endpoint, "vmx03dddd")
+      const channel = yield* rawChannel(endpoint.agentUrl, agent)
+      expect(yield* refused(channel.ReportHealth({ instanceId: "vmx03dddd", status: "fine" }))).toMatchObject({ _tag: "InvalidPayload", field: "status" })
+      expect(yield* refused(channel.ReportHealth({ instanceId: "../etc" }))).toMatchObject({ _tag: "InvalidPayload", field: "instanceId" })
+      expect(yield* refused(channel.RenewCertificate({ instanceId: "vmx03dddd", publicKeyPem: rsa }))).toMatchObject({ _tag: "InvalidPayload", field: "publicKeyPem" })
+      expect(yield* endpoint.backend.healthReports).toEqual([])
     }))
 
   it.scopedLive("bodies that are not RPC messages get an error response, and the server keeps serving", () =>

@@ -1,7 +1,7 @@
 import { X509Certificate as NodeX509 } from "node:crypto"
 import { describe, expect, it } from "@effect/vitest"
 import { Clock, Effect, Exit, HashMap, Logger, LogLevel, Option, Redacted } from "effect"
-import { makeAgentClient, tlsConnector } from "../../src/agent/AgentClient.js"
+import { makeAgentClient, tlsTransport } from "../../src/agent/AgentClient.js"
 import { closedPort } from "../support/net.js"
 import { skewedClock } from "../support/virtualClock.js"
 import { CLUSTER, SHARD, startAgentEndpoint } from "./harness.js"
@@ -109,13 +109,15 @@ describe("RegisterAgent over HTTP", () => {
 
   it.scopedLive("a replica that does not lead answers every procedure with NotLeader{leaderAddr}", () =>
     Effect.gen(function* () {
-      const { backend, client, port, awaitRegistration, pki } = yield* startAgentEndpoint()
+      const { agentPort, backend, client, port, awaitRegistration, pki } = yield* startAgentEndpoint()
       const identity = yield* client.register({ nonce: (yield* awaitRegistration("vmx01gggg")).jwt })
       const pending = yield* awaitRegistration("vmx01hhhh")
       // A redirect to the endpoint the client already talks to is not followed: the error reaches the caller.
       yield* backend.setLeaderRedirect(Option.some(`127.0.0.1:${port}`))
-      const expected = { _tag: "NotLeader", leaderAddr: `127.0.0.1:${port}` }
-      expect(yield* refused(client.register({ nonce: pending.jwt }))).toMatchObject(expected)
+      expect(yield* refused(client.register({ nonce: pending.jwt }))).toMatchObject({ _tag: "NotLeader", leaderAddr: `127.0.0.1:${port}` })
+      // The agent channel names the leader's agent_addr.
+      yield* backend.setLeaderRedirect(Option.some(`127.0.0.1:${agentPort}`))
+      const expected = { _tag: "NotLeader", leaderAddr: `127.0.0.1:${agentPort}` }
       expect(yield* refused(client.reportHealth(identity))).toMatchObject(expected)
       expect(yield* refused(client.renew(identity))).toMatchObject(expected)
       // Another address is followed once: here nothing listens there.
@@ -127,7 +129,7 @@ describe("RegisterAgent over HTTP", () => {
       expect(client.url).toBe(`https://127.0.0.1:${elsewhere}/agent`)
       yield* backend.setLeaderRedirect(Option.none())
       // The redirects burned nothing: the same nonce registers once leadership is back.
-      const back = yield* makeAgentClient(`https://127.0.0.1:${port}/agent`, tlsConnector(pki.caPem))
+      const back = yield* makeAgentClient(`https://127.0.0.1:${port}/agent`, tlsTransport(pki.caPem))
       expect((yield* back.register({ nonce: pending.jwt })).instanceId).toBe("vmx01hhhh")
     }))
 

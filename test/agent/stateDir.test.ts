@@ -22,7 +22,8 @@ const stored: StoredIdentity = {
     caPem: "-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n",
     publicKeyPem: "-----BEGIN PUBLIC KEY-----\nMCow\n-----END PUBLIC KEY-----\n",
     privateKeyPem: Redacted.make("-----BEGIN PRIVATE KEY-----\nSECRET\n-----END PRIVATE KEY-----\n"),
-    renewAfterSeconds: 100
+    renewAfterSeconds: 100,
+    agentUrl: "wss://10.0.0.1:8994/agent"
   }
 }
 

@@ -5,7 +5,8 @@
  */
 import { RpcClientError } from "@effect/rpc"
 import { Effect, Logger, LogLevel, Option, Redacted, type Scope, Stream } from "effect"
-import type { AgentConnector, AgentRpcClient } from "../../src/agent/AgentClient.js"
+import type { AgentRpcClient, AgentTransport, RegistrationRpcClient } from "../../src/agent/AgentClient.js"
+import { type AgentEndpoints, presenting } from "../support/agentMemory.js"
 import { nonceHash } from "../../src/domain/agent/nonce.js"
 import { makeClusterPki } from "../../src/layers/ClusterPkiStore.js"
 import type { ClusterPkiShape } from "../../src/services/ClusterPki.js"
@@ -45,7 +46,7 @@ export interface RegistrationSettings {
   readonly on: boolean
   readonly history: History
   /** The world's replica slots; an agent's call reaches the handlers of a live one. */
-  readonly replicas: ReadonlyArray<{ readonly endpoint?: AgentRpcClient | undefined } | undefined>
+  readonly replicas: ReadonlyArray<{ readonly endpoint?: AgentEndpoints | undefined } | undefined>
   /** `log-nonce`: the deliberately broken leader that logs each nonce it mints. */
   readonly logNonces: boolean
 }
@@ -72,10 +73,10 @@ export const makeRegistration = (settings: RegistrationSettings): Registration =
   // A stream of its own, so that the worlds without registration keep their draws.
   const regPrng = makePrng(settings.seed * 71 + 23)
   const endpointDown = (url: string) => new RpcClientError.RpcClientError({ reason: "Protocol", message: `${url}: no replica answers (simulated)` })
-  /** The registration address is a VIP: each call reaches one live replica, leader or not. */
-  const viaVip = (url: string) => <A, E>(call: (endpoint: AgentRpcClient) => Effect.Effect<A, E>): Effect.Effect<A, E | RpcClientError.RpcClientError> =>
+  /** The agent addresses are VIPs: each call reaches one live replica, leader or not. */
+  const viaVip = (url: string) => <A, E>(call: (endpoint: AgentEndpoints) => Effect.Effect<A, E>): Effect.Effect<A, E | RpcClientError.RpcClientError> =>
     Effect.suspend((): Effect.Effect<A, E | RpcClientError.RpcClientError> => {
-      const live = replicas.filter((r): r is { endpoint: AgentRpcClient } => r?.endpoint !== undefined)
+      const live = replicas.filter((r): r is { endpoint: AgentEndpoints } => r?.endpoint !== undefined)
       return live.length === 0 ? Effect.fail(endpointDown(url)) : call(live[regPrng.int(0, live.length - 1)]!.endpoint)
     })
   const minted: Array<string> = []
@@ -86,19 +87,28 @@ export const makeRegistration = (settings: RegistrationSettings): Registration =
     }
   }
   const accepted: Array<AcceptedRegistration> = []
-  const connector: AgentConnector = (url) => {
-    const via = viaVip(url)
-    const client: AgentRpcClient = {
-      RegisterAgent: (payload, opts) =>
-        via((e) => e.RegisterAgent(payload, opts)).pipe(Effect.tap((result) => Effect.sync(() => {
-          if (result === undefined) return
-          const i = history.line(`agent ${result.instanceId} registered`)
-          accepted.push({ instanceId: result.instanceId, nonceHash: nonceHash(payload.nonce), i })
-        }))),
-      ReportHealth: (payload, opts) => via((e) => e.ReportHealth(payload, opts)),
-      RenewCertificate: (payload, opts) => via((e) => e.RenewCertificate(payload, opts))
+  const transport: AgentTransport = {
+    registration: (url) => {
+      const via = viaVip(url)
+      const client: RegistrationRpcClient = {
+        RegisterAgent: (payload, opts) =>
+          via((e) => e.registration.RegisterAgent(payload, opts)).pipe(Effect.tap((result) => Effect.sync(() => {
+            if (result === undefined) return
+            const i = history.line(`agent ${result.instanceId} registered`)
+            accepted.push({ instanceId: result.instanceId, nonceHash: nonceHash(payload.nonce), i })
+          })))
+      }
+      return Effect.succeed(client)
+    },
+    // The connection's certificate travels beside each call, as the TLS handshake carries it on the network.
+    channel: (url, identity) => {
+      const via = viaVip(url)
+      const client: AgentRpcClient = {
+        ReportHealth: (payload) => via((e) => presenting(e.channel, identity).ReportHealth(payload)),
+        RenewCertificate: (payload) => via((e) => presenting(e.channel, identity).RenewCertificate(payload))
+      }
+      return Effect.succeed(client)
     }
-    return Effect.succeed(client)
   }
   let agents: SimAgents | undefined
   let pki: ClusterPkiShape | undefined
@@ -130,7 +140,7 @@ export const makeRegistration = (settings: RegistrationSettings): Registration =
     startAgents: (model) =>
       Effect.gen(function* () {
         if (!settings.on) return
-        agents = yield* makeSimAgents({ connector, log: (line) => history.product(line) })
+        agents = yield* makeSimAgents({ transport, log: (line) => history.product(line) })
         agents.attach(model)
       }),
     scanAtEnd: (bucket) =>

@@ -3,16 +3,13 @@
  * the incarnation's skewed clock, the replica's handle, agent handlers on it (registration worlds), and the
  * real leader loop, whose every term runs on the incarnation's recording, fault-injecting wrappers.
  */
-import { RpcTest } from "@effect/rpc"
 import { type Clock, Context, Effect, Exit, Layer, Scope, Stream, SubscriptionRef } from "effect"
 import { makeLeaderLeaseOn } from "../../src/layers/LeaderLeaseStore.js"
-import { AgentRpcs } from "../../src/rpc/AgentRpc.js"
-import { AgentHandlersLive } from "../../src/rpc/AgentServer.js"
-import { AgentBackend } from "../../src/services/AgentBackend.js"
-import { ClusterPki, type ClusterPkiShape } from "../../src/services/ClusterPki.js"
+import type { ClusterPkiShape } from "../../src/services/ClusterPki.js"
 import { ObjectStore } from "../../src/services/ObjectStore.js"
 import { ProxmoxApi } from "../../src/services/ProxmoxApi.js"
 import { makeAgentBackendReplica } from "../../src/shard/AgentBackendShard.js"
+import { makeAgentEndpoints } from "../support/agentMemory.js"
 import { ShardReplica } from "../../src/shard/ShardReplica.js"
 import { type AroundTerm, ReplicaCore, registrationOf, replicaIdentity, shardConfigOf } from "../../src/app/stack.js"
 import { CONFIG_KEY } from "../../src/domain/bucketKeys.js"
@@ -83,13 +80,17 @@ export const startReplicaProcess = (env: ReplicaProcessEnv, shard: ShardWorld, r
       ))
     )
     const handle = Context.get(yield* Layer.build(stack).pipe(Scope.extend(scope)), ShardReplica)
-    // Registration worlds: the agent handlers on the replica's handle, as the daemon serves them over HTTP.
+    // Registration worlds: the agent endpoints' handlers on the replica's handle, as the daemon serves them over TLS.
     if (pki !== undefined) {
-      const handlers = AgentHandlersLive({
-        cluster: CLUSTER,
-        shard: shard.id,
-        certificateTtl: Effect.map(SubscriptionRef.get(shard.config), (current) => current.config.certificates.agentTtl)
-      }).pipe(Layer.provide(Layer.succeed(ClusterPki, pki)), Layer.provide(Layer.succeed(AgentBackend, makeAgentBackendReplica(handle))))
-      replica.endpoint = yield* RpcTest.makeClient(AgentRpcs).pipe(Effect.provide(handlers), Scope.extend(scope))
+      replica.endpoint = yield* makeAgentEndpoints(
+        pki,
+        { registration: makeAgentBackendReplica(handle, "registration"), channel: makeAgentBackendReplica(handle, "agent") },
+        {
+          cluster: CLUSTER,
+          shard: shard.id,
+          certificateTtl: Effect.map(SubscriptionRef.get(shard.config), (current) => current.config.certificates.agentTtl),
+          agentUrl: `wss://${id}.chaos:8994/agent`
+        }
+      ).pipe(Scope.extend(scope))
     }
   })

@@ -4,7 +4,7 @@
  * slots, the faults in force. `makeChaosWorld` builds it, in the order the seed's draws expect.
  */
 import { Context, Effect, type Scope, SubscriptionRef } from "effect"
-import type { AgentRpcClient } from "../../src/agent/AgentClient.js"
+import type { AgentEndpoints } from "../support/agentMemory.js"
 import { shardPrefix } from "../../src/domain/bucketKeys.js"
 import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
 import { scopeStore } from "../../src/layers/ObjectStoreScoped.js"
@@ -62,8 +62,8 @@ export interface Replica {
   /** Offsets of this incarnation's clock (lease only): wall and monotonic, in ms. */
   readonly skew: { wall: number; mono: number }
   leaderTerm: number | undefined
-  /** This incarnation's agent handlers, reached in memory (registration worlds). */
-  endpoint?: AgentRpcClient | undefined
+  /** This incarnation's agent endpoints' handlers, reached in memory (registration worlds). */
+  endpoint?: AgentEndpoints | undefined
 }
 
 export interface ChaosWorld {

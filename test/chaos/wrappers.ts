@@ -83,6 +83,7 @@ export const makeWrappers = (w: ChaosWorld, crashFromWithin: (who: Who, reason: 
       shutdown: tap("shutdown", p.shutdown),
       deleteVm: tap("deleteVm", p.deleteVm),
       listStorage: tap("listStorage", p.listStorage),
+      listNetwork: tap("listNetwork", p.listNetwork),
       listStorageContent: tap("listStorageContent", p.listStorageContent),
       volumeAttributes: tap("volumeAttributes", p.volumeAttributes),
       upload: tap("upload", p.upload),

@@ -158,7 +158,7 @@ describe("accepted keys are used, or said to be ignored", () => {
     expect(warnings(c)).toEqual([])
   })
 
-  it("deleted_record_retention, leader_election.enabled: false, a template's arch and vars get one warning each", () => {
+  it("deleted_record_retention, leader_election.enabled: false and a template's arch get one warning each; vars none (templates use them)", () => {
     const c = base()
     c.shard["garbage_collection"] = { interval: "1m", registration_timeout: "5m", deleted_record_retention: "1h" }
     c.shard["leader_election"] = { enabled: false }
@@ -168,17 +168,16 @@ describe("accepted keys are used, or said to be ignored", () => {
     expect(warnings(c)).toEqual([
       "shard.garbage_collection.deleted_record_retention: not used by this build (a deleted instance leaves the shard's state once its VM is gone); ignored",
       "shard.leader_election.enabled: not used by this build: the shard election always runs (a single replica simply wins it); ignored",
-      "templates.web.arch: not used by the Proxmox provider (the template VM decides the architecture); ignored",
-      "defaults.vars: not used by this build (vars fill the original's file templates, which it does not render; also set in 2 more places); ignored"
+      "templates.web.arch: not used by the Proxmox provider (the template VM decides the architecture); ignored"
     ])
   })
 
-  it("user-data from a URL, which every create would fail on, is refused where it is written", () => {
+  it("user-data from an http(s) URL is accepted; any other URL is refused where it is written", () => {
     const c = base()
-    c.templates = { web: { kind: "web", subnet_pool: "default", userdata: { source: "url", content: "https://example.com/u" } } }
-    expect(problems(c)).toEqual([
-      "templates.web.userdata.source: url is not supported by this build (the user-data travels in the VM's cloud-init ISO); put the content inline"
-    ])
+    c.templates = { web: { kind: "web", subnet_pool: "default", userdata: { source: "url", encoding: "gzip", content: "https://example.com/u?token=x" } } }
+    expect(problems(c)).toEqual([])
+    c.templates = { web: { kind: "web", subnet_pool: "default", userdata: { source: "url", content: "ftp://example.com/u" } } }
+    expect(problems(c)).toEqual(["templates.web.userdata.content: must be an http:// or https:// URL (got ftp:)"])
   })
 })
 

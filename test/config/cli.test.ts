@@ -37,9 +37,8 @@ describe("nstance-server --validate", () => {
     expect(status).toBe(0)
     expect(lines(stdout)).toEqual([
       "✓ Configuration is valid (examples/single-cluster.jsonc)",
-      "cluster acme-prod, shard pve-a (proxmox): 3 templates, 3 tenants, 5 groups, 12 desired VMs, 2 warnings",
-      "⚠ cluster.secrets: not used by this build; ignored",
-      "⚠ defaults.vars: not used by this build (vars fill the original's file templates, which it does not render); ignored"
+      "cluster acme-prod, shard pve-a (proxmox): 3 templates, 3 tenants, 5 groups, 12 desired VMs, 1 warning",
+      "⚠ cluster.secrets: not used by this build; ignored"
     ])
   })
 
@@ -102,9 +101,8 @@ describe("nstance-server as a real process", () => {
     expect(status).toBe(0)
     expect(lines(stdout)).toEqual([
       "✓ Configuration is valid (examples/single-cluster.jsonc)",
-      "cluster acme-prod, shard pve-a (proxmox): 3 templates, 3 tenants, 5 groups, 12 desired VMs, 2 warnings",
-      "⚠ cluster.secrets: not used by this build; ignored",
-      "⚠ defaults.vars: not used by this build (vars fill the original's file templates, which it does not render); ignored"
+      "cluster acme-prod, shard pve-a (proxmox): 3 templates, 3 tenants, 5 groups, 12 desired VMs, 1 warning",
+      "⚠ cluster.secrets: not used by this build; ignored"
     ])
   })
 

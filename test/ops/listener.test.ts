@@ -80,13 +80,14 @@ const closedOnAccept = (port: number, count: number, reason: string) =>
   })
 
 describe("listener limits, as sized from the descriptor limit", () => {
-  it("at 1,024 descriptors: 384 registration connections (48 a peer), 192 each for operator and health, 256 kept back", () => {
-    expect(listenerLimits("registration", 1024)).toMatchObject({ maxConnections: 384, maxConnectionsPerPeer: 48 })
-    expect(listenerLimits("operator", 1024)).toMatchObject({ maxConnections: 192, maxConnectionsPerPeer: 24 })
-    expect(listenerLimits("health", 1024)).toMatchObject({ maxConnections: 192, maxConnectionsPerPeer: 24 })
+  it("at 1,024 descriptors: 307 agent channels (38 a peer), 230 registration connections (28), 115 each for operator and health, 256 kept back", () => {
+    expect(listenerLimits("agent", 1024)).toMatchObject({ maxConnections: 307, maxConnectionsPerPeer: 38 })
+    expect(listenerLimits("registration", 1024)).toMatchObject({ maxConnections: 230, maxConnectionsPerPeer: 28 })
+    expect(listenerLimits("operator", 1024)).toMatchObject({ maxConnections: 115, maxConnectionsPerPeer: 14 })
+    expect(listenerLimits("health", 1024)).toMatchObject({ maxConnections: 115, maxConnectionsPerPeer: 14 })
     // A tiny limit still serves a little rather than nothing; a large one scales.
     expect(listenerLimits("health", 64)).toMatchObject({ maxConnections: 16, maxConnectionsPerPeer: 4 })
-    expect(listenerLimits("registration", 65_536).maxConnections).toBe(24_576)
+    expect(listenerLimits("agent", 65_536).maxConnections).toBe(19_660)
   })
 
   it("reads the soft open-files limit from /proc/self/limits text", () => {

@@ -9,7 +9,7 @@ import { createServer as createTlsServer } from "node:tls"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Either, Logger, LogLevel, Redacted } from "effect"
 import { callAdmin } from "../../src/admin/AdminClient.js"
-import { makeAgentClient, tlsConnector } from "../../src/agent/AgentClient.js"
+import { makeAgentClient, tlsTransport } from "../../src/agent/AgentClient.js"
 import { makeClusterPki } from "../../src/layers/ClusterPkiStore.js"
 import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
 import { startAgentEndpoint } from "../agent/harness.js"
@@ -76,12 +76,21 @@ describe("the agent endpoint over TLS", () => {
       expect(good.status).toBe(200)
     }))
 
+  it.scopedLive("the agent channel: plain HTTP and TLS 1.2 get no answer, nor TLS 1.3 without an agent's certificate", () =>
+    Effect.gen(function* () {
+      const endpoint = yield* startAgentEndpoint()
+      const channel = endpoint.agentUrl.replace("wss://", "https://")
+      expect(yield* failure(fetch(channel.replace("https://", "http://")))).not.toBe("answered")
+      expect(yield* failure(httpsRequest(channel, { body: "{}\n", ca: endpoint.pki.caPem, maxVersion: "TLSv1.2" }))).toMatch(/ERR_SSL|alert|protocol version|EPROTO/i)
+      expect(yield* failure(httpsRequest(channel, { body: "{}\n", ca: endpoint.pki.caPem }))).not.toBe("answered")
+    }))
+
   it.scopedLive("a registration recorded on the wire holds neither the nonce nor the issued certificate in clear", () =>
     Effect.gen(function* () {
       const endpoint = yield* startAgentEndpoint()
       const relay = yield* recordingRelay(endpoint.port)
       const minted = yield* endpoint.awaitRegistration("vmx09wire")
-      const client = yield* makeAgentClient(`https://127.0.0.1:${relay.port}/agent`, tlsConnector(endpoint.pki.caPem))
+      const client = yield* makeAgentClient(`https://127.0.0.1:${relay.port}/agent`, tlsTransport(endpoint.pki.caPem))
       const identity = yield* client.register({ nonce: minted.jwt })
       expect(identity.instanceId).toBe("vmx09wire")
       const wire = relay.bytes()

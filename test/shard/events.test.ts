@@ -17,6 +17,7 @@ import {
   NodeChosen,
   NonceIssued,
   Registered,
+  CertificateRenewed,
   Resized,
   ShardEvent,
   StartRequested,
@@ -59,7 +60,7 @@ const everyEvent: ReadonlyArray<ShardEvent> = [
   Resized.make({ instanceId: id, at: at + 8, size: "32G" }),
   StartRequested.make({ instanceId: id, at: at + 9 }),
   Started.make({ instanceId: id, at: at + 10 }),
-  Registered.make({ instanceId: id, at: at + 11, ips: ["10.0.0.5"], hostname: "web-1" }),
+  Registered.make({ instanceId: id, at: at + 11, ips: ["10.0.0.5"], hostname: "web-1", certificateSerial: "0a1b2c" }),
   StepFailed.make({ instanceId: id, at: at + 12, step: "health", errorClass: "timeout", message: "no report", attempt: 2 }),
   DeleteRequested.make({ instanceId: id, at: at + 13, reason: "not-ready" }),
   VmStopped.make({ instanceId: id, at: at + 14 }),
@@ -73,7 +74,8 @@ const everyEvent: ReadonlyArray<ShardEvent> = [
   LogIdentity.make({ logId: `log${"c".repeat(26)}`, at: at + 20 }),
   VmMismatched.make({
     instanceId: "dbsbbbbbbbbbbbbbbbbbbbbbbbbbb", at: at + 21, step: "start", vmid: 5000, node: "pve3", found: "db-primary", detail: "VM 5000 is named db-primary"
-  })
+  }),
+  CertificateRenewed.make({ instanceId: "dbsbbbbbbbbbbbbbbbbbbbbbbbbbb", at: at + 22, certificateSerial: "0a1b2d" })
 ]
 
 const json = (value: unknown) => JSON.parse(JSON.stringify(value))
@@ -147,6 +149,17 @@ describe("the fold", () => {
     expect(state.term).toBe(3)
     expect(state.leader).toBe("r1")
     expect(state.vmidHighWater).toBe(1234)
+  })
+
+  it("keeps the serial of the newest agent certificate: registration's, then each renewal's (a renewal before registration changes nothing)", () => {
+    const life = everyEvent.slice(0, 12)
+    const early = life.reduce(apply, emptyState)
+    const ignored = apply(early, CertificateRenewed.make({ instanceId: id, at: at + 11, certificateSerial: "ff" }))
+    expect(Option.getOrUndefined(getInstance(ignored, id))?.certificateSerial).toBeUndefined()
+    const registered = apply(early, everyEvent[12]!)
+    expect(Option.getOrUndefined(getInstance(registered, id))?.certificateSerial).toBe("0a1b2c")
+    const renewed = apply(registered, CertificateRenewed.make({ instanceId: id, at: at + 12, certificateSerial: "0a1b2d" }))
+    expect(Option.getOrUndefined(getInstance(renewed, id))?.certificateSerial).toBe("0a1b2d")
   })
 
   it("records what the saga and compensation need to resume", () => {

@@ -9,7 +9,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { generateKeyPairSync, randomBytes } from "node:crypto"
 import { type AddressInfo, createServer, type Server } from "node:net"
 import { Deferred, Duration, Effect, Fiber, HashMap, Logger, Option, Redacted, Ref, SubscriptionRef } from "effect"
-import { makeAgentClient, tlsConnector } from "../../src/agent/AgentClient.js"
+import { makeAgentClient, tlsTransport } from "../../src/agent/AgentClient.js"
 import type { Address, ParsedShardConfig } from "../../src/domain/config/index.js"
 import { nonceHash } from "../../src/domain/agent/nonce.js"
 import { allInstances } from "../../src/domain/shard/state.js"
@@ -21,7 +21,7 @@ import { freeLoopbackPort } from "../../src/app/embedded.js"
 import type { ShardReplicaShape } from "../../src/shard/ShardReplica.js"
 import { makeSimAgents, simulatedIp } from "../../src/sim/agent.js"
 import type { GuestBoot } from "../../src/sim/server.js"
-import { rawClient } from "../agent/harness.js"
+import { rawChannel, rawClient } from "../agent/harness.js"
 import { buildReplica } from "../support/stackReplica.js"
 import { leaseDouble } from "../support/leaseDouble.js"
 import { CLUSTER, type HarnessOptions, makeHarness, nonTemplateVms } from "./leaderHarness.js"
@@ -37,10 +37,12 @@ const address = (host: string, port: number): Address => ({ host, port, text: `$
 const registrationHarness = (options: Partial<HarnessOptions> & { readonly size: number; readonly mute?: (boot: GuestBoot) => boolean }) =>
   Effect.gen(function* () {
     const port = yield* freeLoopbackPort
+    const agentPort = yield* freeLoopbackPort
     const agents = yield* makeSimAgents({ healthEvery: "200 millis", ...(options.mute === undefined ? {} : { mute: options.mute }) })
     const encryptionKey = new Uint8Array(randomBytes(32))
     const harness = yield* makeHarness({
       registrationAddr: `127.0.0.1:${port}`,
+      agentAddr: `127.0.0.1:${agentPort}`,
       registrationTimeout: "1m",
       gcInterval: "1s", // the validator's floor (every loop interval is at least 1 s)
       ...options,
@@ -61,14 +63,18 @@ const registrationHarness = (options: Partial<HarnessOptions> & { readonly size:
         const { lease } = yield* leaseDouble(id, Ref.get(leaderInfo))
         const handle = yield* buildReplica({ id, config, lease, store: harness.store, leader: false })
         const listening = yield* Deferred.make<number>()
-        yield* serveAgentEndpoint(handle, pki, { onListening: (p) => Deferred.unsafeDone(listening, Effect.succeed(p)) }).pipe(
+        yield* serveAgentEndpoint(handle, pki, {
+          onListening: (endpoint, p) => {
+            if (endpoint === "registration") Deferred.unsafeDone(listening, Effect.succeed(p))
+          }
+        }).pipe(
           Effect.provide(capture),
           Effect.forkScoped
         )
         return { handle, listening: Deferred.await(listening) }
       })
     const leaderReplica: { readonly handle: ShardReplicaShape } = yield* replica("replica-1", harness.config)
-    return { ...harness, agents, pki, leaderInfo, endpointLogs, replica, handle: leaderReplica.handle, port }
+    return { ...harness, agents, pki, leaderInfo, endpointLogs, replica, handle: leaderReplica.handle, port, agentPort }
   })
 
 const registeredProblems = (h: Effect.Effect.Success<ReturnType<typeof registrationHarness>>, size: number) =>
@@ -197,6 +203,27 @@ describe("agent registration (HTTP simulator, real agent endpoint)", () => {
       expect(fiber.unsafePoll()).toBeNull()
     }), { timeout: 15_000 })
 
+  it.scopedLive("over the agent channel, a renewal recorded in the leader's log supersedes the old certificate", () =>
+    Effect.gen(function* () {
+      const h = yield* registrationHarness({ size: 1, mute: () => true })
+      yield* h.leader(1, { handle: h.handle })
+      yield* h.waitUntil("the guest booted", Effect.map(h.state, (state) =>
+        h.agents.nonces.length >= 1 && allInstances(state).every((i) => i.phase === "running") ? [] : ["not yet"]), "10 seconds")
+      const client = yield* makeAgentClient(`https://127.0.0.1:${h.port}/agent`, tlsTransport(h.pki.caPem))
+      const identity = yield* client.register({ nonce: Redacted.make(h.agents.nonces[0]!) })
+      expect(identity.agentUrl).toBe(`wss://127.0.0.1:${h.agentPort}/agent`)
+      yield* client.reportHealth(identity)
+      const renewed = yield* client.renew(identity)
+      yield* client.reportHealth(renewed)
+      const serial = (yield* h.pki.verifyClientCertificate(renewed.certificatePem)).serial
+      const events = yield* h.events
+      expect(events.filter((e) => e._tag === "CertificateRenewed")).toMatchObject([{ instanceId: identity.instanceId, certificateSerial: serial }])
+      expect(allInstances(yield* h.state)[0]).toMatchObject({ phase: "registered", certificateSerial: serial })
+      // A copy of the old certificate is refused from now on.
+      const stale = yield* rawChannel(identity.agentUrl, identity)
+      expect(yield* refused(stale.ReportHealth({ instanceId: identity.instanceId }))).toMatchObject({ _tag: "InvalidCertificate", reason: "Superseded" })
+    }), { timeout: 15_000 })
+
   it.scopedLive("a standby answers NotLeader with the leader's registration address; the client follows it and registers", () =>
     Effect.gen(function* () {
       // No guest registers by itself: the test registers with the nonces the guests read.
@@ -210,8 +237,12 @@ describe("agent registration (HTTP simulator, real agent endpoint)", () => {
           ...parsed.config,
           shard: {
             ...parsed.config.shard,
-            bind: { ...parsed.config.shard.bind, registration: address("127.0.0.1", 0) },
-            advertise: { ...parsed.config.shard.advertise, registration: { host: "", port: h.port, text: `:${h.port}` } }
+            bind: { ...parsed.config.shard.bind, registration: address("127.0.0.1", 0), agent: address("127.0.0.1", 0) },
+            advertise: {
+              ...parsed.config.shard.advertise,
+              registration: { host: "", port: h.port, text: `:${h.port}` },
+              agent: { host: "", port: h.agentPort, text: `:${h.agentPort}` }
+            }
           }
         }
       })
@@ -234,7 +265,7 @@ describe("agent registration (HTTP simulator, real agent endpoint)", () => {
       // certificates.agent.ttl is read from the config at every issue: a push applies without a restart.
       yield* SubscriptionRef.update(h.config, (c) => ({ ...c, config: { ...c.config, certificates: { agentTtl: Duration.hours(2) } } }))
       // The product's client follows the redirect once and stays with the leader afterwards.
-      const client = yield* makeAgentClient(standbyUrl, tlsConnector(h.pki.caPem))
+      const client = yield* makeAgentClient(standbyUrl, tlsTransport(h.pki.caPem))
       const identity = yield* client.register({ nonce: Redacted.make(first), ips: { ipv4: "10.9.0.1" } })
       expect(client.url).toBe(leaderUrl)
       expect(identity.renewAfterSeconds).toBe(4800)

@@ -1,19 +1,18 @@
 /**
- * Simulated agents renew their certificates: a real agent endpoint on 127.0.0.1 with a short certificate
- * TTL, everything on one TestClock, and a recording backend that notes, for every health report it accepts,
- * the serial of the certificate the report was signed with (read from the server's own certificate check).
+ * Simulated agents renew their certificates: the agent endpoints' real handlers reached in memory (TLS would
+ * check certificates against the wall clock) with a short certificate TTL, everything on one TestClock, and
+ * a recording backend that notes, for every health report it accepts, the serial of the certificate the
+ * report came with (as the server's own certificate check read it).
  */
 import { randomBytes } from "node:crypto"
-import { HttpServer } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
-import { Chunk, Clock, Context, Duration, Effect, FiberRef, Layer, Option, Redacted, TestClock } from "effect"
+import { Chunk, Clock, Duration, Effect, Option, Redacted, TestClock } from "effect"
 import { withAgentRegistration } from "../../src/domain/shard/userData.js"
 import { makeMemoryAgentBackend } from "../../src/layers/AgentBackendMemory.js"
 import { makeClusterPki } from "../../src/layers/ClusterPkiStore.js"
 import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
-import { AgentServerLive } from "../../src/rpc/AgentServer.js"
-import { AgentBackend, type AgentBackendShape } from "../../src/services/AgentBackend.js"
-import { ClusterPki, type ClusterPkiShape } from "../../src/services/ClusterPki.js"
+import type { AgentBackendShape } from "../../src/services/AgentBackend.js"
+import { makeAgentEndpoints, memoryTransport } from "../support/agentMemory.js"
 import { makeSimAgents } from "../../src/sim/agent.js"
 import { makeSimCore } from "../../src/sim/server.js"
 
@@ -41,17 +40,11 @@ const eventually = <E, R>(what: string, done: Effect.Effect<boolean, E, R>) =>
 const quiet = eventually("the agent to sleep again", Effect.map(TestClock.sleeps(), (s) => Chunk.size(s) === 2))
 
 /**
- * An agent endpoint whose backend records, with their Clock time, accepted health reports (and the serial
- * the server verified for each), renewals, and requests refused as not-leader.
+ * The agent endpoints, whose backend records, with their Clock time, accepted health reports (and the
+ * serial of the certificate each came with), renewals, and requests refused as not-leader.
  */
 const startRecordingEndpoint = Effect.gen(function* () {
   const pki = yield* makeClusterPki(makeMemoryStore(), { clusterId: CLUSTER, encryptionKey: new Uint8Array(randomBytes(32)) })
-  const verifiedSerial = yield* FiberRef.make<string | undefined>(undefined)
-  // The handler checks the certificate and then records the report in one fiber: the serial travels along.
-  const recordingPki: ClusterPkiShape = {
-    ...pki,
-    verifyClientCertificate: (pem) => pki.verifyClientCertificate(pem).pipe(Effect.tap((cert) => FiberRef.set(verifiedSerial, cert.serial)))
-  }
   const base = makeMemoryAgentBackend()
   const health: Array<{ readonly at: number; readonly serial: string | undefined }> = []
   const renewals: Array<{ readonly at: number; readonly serial: string; readonly notAfter: number }> = []
@@ -60,10 +53,10 @@ const startRecordingEndpoint = Effect.gen(function* () {
     ...base,
     leaderRedirect: Effect.tap(base.leaderRedirect, (redirect) =>
       Option.isSome(redirect) ? Effect.map(Clock.currentTimeMillis, (at) => void refusedAt.push(at)) : Effect.void),
-    recordHealth: (instanceId, status) =>
+    recordHealth: (caller, status) =>
       Effect.gen(function* () {
-        yield* base.recordHealth(instanceId, status)
-        health.push({ at: yield* Clock.currentTimeMillis, serial: yield* FiberRef.get(verifiedSerial) })
+        yield* base.recordHealth(caller, status)
+        health.push({ at: yield* Clock.currentTimeMillis, serial: caller.certificateSerial })
       }),
     recordRenewed: (renewal) =>
       Effect.gen(function* () {
@@ -71,15 +64,14 @@ const startRecordingEndpoint = Effect.gen(function* () {
         renewals.push({ at: yield* Clock.currentTimeMillis, serial: renewal.certificateSerial, notAfter: renewal.certificateNotAfter.getTime() })
       })
   }
-  const context = yield* Layer.build(
-    AgentServerLive({ cluster: CLUSTER, shard: SHARD, certificateTtl: TTL, host: "127.0.0.1", port: 0, tls: { pki, hosts: ["127.0.0.1"] } }).pipe(
-      Layer.provide(Layer.succeed(ClusterPki, recordingPki)),
-      Layer.provide(Layer.succeed(AgentBackend, backend))
-    )
-  )
-  const address = Context.get(context, HttpServer.HttpServer).address
-  if (address._tag !== "TcpAddress") return yield* Effect.dieMessage("expected a TCP address")
-  return { pki, base, url: `https://127.0.0.1:${address.port}/agent`, health, renewals, refusedAt }
+  const url = "https://127.0.0.1:8992/agent"
+  const endpoints = yield* makeAgentEndpoints(pki, { registration: backend, channel: backend }, {
+    cluster: CLUSTER,
+    shard: SHARD,
+    certificateTtl: TTL,
+    agentUrl: "wss://127.0.0.1:8994/agent"
+  })
+  return { pki, base, url, transport: memoryTransport(endpoints), health, renewals, refusedAt }
 })
 
 /**
@@ -88,7 +80,6 @@ const startRecordingEndpoint = Effect.gen(function* () {
  */
 const bootRegisteredAgent = (startAt: number) =>
   Effect.gen(function* () {
-    // The cluster CA is made on the wall clock's day: clients' TLS checks its validity against the real time.
     yield* TestClock.setTime(Date.now())
     const endpoint = yield* startRecordingEndpoint
     yield* TestClock.setTime(startAt)
@@ -105,7 +96,7 @@ const bootRegisteredAgent = (startAt: number) =>
 
     const minted = yield* endpoint.pki.mintNonce({ instanceId: ID, cluster: CLUSTER, shard: SHARD, tenant: "acme", group: "web", ttl: "10 minutes" })
     yield* endpoint.base.expect(ID, { tenant: "acme", group: "web", nonceHash: minted.hash })
-    const agents = yield* makeSimAgents({ healthEvery: HEALTH_EVERY })
+    const agents = yield* makeSimAgents({ healthEvery: HEALTH_EVERY, transport: endpoint.transport })
     agents.attach(model)
     const userData = withAgentRegistration("", { registrationUrl: endpoint.url, nonce: Redacted.value(minted.jwt), caPem: endpoint.pki.caPem })
     yield* Effect.promise(async () => agents.hook({ node: "pve1", vmid: 100, name: ID, instanceId: ID, metaData: {}, userData, volumeId: "cidata" }))
@@ -133,7 +124,7 @@ const runUntil = (startAt: number, seconds: number) =>
   })
 
 describe("simulated agent certificate renewal", () => {
-  it.scoped("renews every renew point, before expiry, and signs later health reports with the new certificate", () =>
+  it.scoped("renews every renew point, before expiry, and reports with the new certificate", () =>
     Effect.gen(function* () {
       const startAt = Date.now()
       const seconds = (at: number) => (at - startAt) / 1000
@@ -149,7 +140,7 @@ describe("simulated agent certificate renewal", () => {
       expect(new Set(chain.map((c) => c.serial)).size).toBe(chain.length)
       renewals.forEach((renewal, i) => expect(renewal.at).toBeLessThan(chain[i]!.notAfter))
 
-      // One accepted report every 110 s, the whole time, each signed with the newest certificate at the time.
+      // One accepted report every 110 s, the whole time, each with the newest certificate at the time.
       expect(health.map((h) => seconds(h.at))).toEqual(Array.from({ length: 19 }, (_, i) => 110 * (i + 1)))
       for (const report of health) {
         const newest = chain.filter((c, i) => i === 0 || renewals[i - 1]!.at < report.at).at(-1)
@@ -162,7 +153,6 @@ describe("simulated agent certificate renewal", () => {
 
   it.scoped("retries a refused renewal on its schedule and then reports with the certificate it got", () =>
     Effect.gen(function* () {
-      // Later than the other test's clock: the agent client's signing times only ever increase.
       const startAt = Date.now() + Duration.toMillis(Duration.days(1))
       const seconds = (at: number) => (at - startAt) / 1000
       const { registration, base, health, renewals, refusedAt } = yield* bootRegisteredAgent(startAt)

@@ -59,7 +59,7 @@ describe("nstance-pve-sim", () => {
 
   it("describes every flag in --help", async () => {
     const help = (await sim(["--help"])).stdout
-    for (const flag of ["--port", "--nodes", "--seed", "--http", "--token-id", "--token-secret", "--latency", "--shared-storage"]) {
+    for (const flag of ["--port", "--nodes", "--seed", "--http", "--token-id", "--token-secret", "--latency", "--shared-storage", "--volumes-dir"]) {
       expect(help).toContain(flag)
     }
   })

@@ -34,6 +34,8 @@ export interface ShardConfigOptions {
   readonly registrationTimeout: string
   /** `shard.bind.registration_addr` and `shard.advertise.registration_addr` (default `:8992` / `10.0.0.1:8992`). */
   readonly registrationAddr?: string
+  /** `shard.bind.agent_addr` and `shard.advertise.agent_addr` (default `:8994` / `10.0.0.1:8994`). */
+  readonly agentAddr?: string
   /** `shard.create_rate_limit` (default: none). */
   readonly createRateLimit?: string
   /** `shard.health_check_interval` (default: the product's). */
@@ -53,8 +55,8 @@ export const shardConfigText = (o: ShardConfigOptions): string => `// ${o.title}
   "shard": {
     "id": "${o.shard ?? SHARD}",
     "infra": { "provider": "proxmox", "region": "dc1", "zone": "z1", "options": { "cloud_init_iso_storage": "${ISO_STORAGE}" } },
-    "bind": { "health_addr": ":8990", "election_addr": ":8991", "registration_addr": "${o.registrationAddr ?? ":8992"}", "operator_addr": ":8993", "agent_addr": ":8994" },
-    "advertise": { "health_addr": ":8990", "election_addr": ":8991", "registration_addr": "${o.registrationAddr ?? "10.0.0.1:8992"}", "operator_addr": "10.0.0.1:8993", "agent_addr": "10.0.0.1:8994" },
+    "bind": { "health_addr": ":8990", "election_addr": ":8991", "registration_addr": "${o.registrationAddr ?? ":8992"}", "operator_addr": ":8993", "agent_addr": "${o.agentAddr ?? ":8994"}" },
+    "advertise": { "health_addr": ":8990", "election_addr": ":8991", "registration_addr": "${o.registrationAddr ?? "10.0.0.1:8992"}", "operator_addr": "10.0.0.1:8993", "agent_addr": "${o.agentAddr ?? "10.0.0.1:8994"}" },
     "subnet_pools": { "edge": ["${BRIDGE}"] },
     "garbage_collection": { "interval": "${o.gcInterval}", "registration_timeout": "${o.registrationTimeout}" },${optionalLine("create_rate_limit", o.createRateLimit)}${optionalLine("health_check_interval", o.healthCheckInterval)}
   },

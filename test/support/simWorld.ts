@@ -60,6 +60,8 @@ export interface ConfigOptions {
   readonly diskGiB?: number
   /** `shard.bind.registration_addr` and `shard.advertise.registration_addr` (default `:8992` / `10.0.0.1:8992`). */
   readonly registrationAddr?: string
+  /** `shard.bind.agent_addr` and `shard.advertise.agent_addr` (default `:8994` / `10.0.0.1:8994`). */
+  readonly agentAddr?: string
   readonly registrationTimeout?: string
   readonly healthCheckInterval?: string
 }
@@ -71,6 +73,7 @@ export const configText = (o: ConfigOptions): string =>
     gcInterval: o.gcInterval ?? "1s",
     registrationTimeout: o.registrationTimeout ?? "1m",
     ...(o.registrationAddr === undefined ? {} : { registrationAddr: o.registrationAddr }),
+    ...(o.agentAddr === undefined ? {} : { agentAddr: o.agentAddr }),
     ...(o.healthCheckInterval === undefined ? {} : { healthCheckInterval: o.healthCheckInterval }),
     ...(o.templateName === undefined ? {} : { templateName: o.templateName }),
     greeting: "hello",

@@ -56,8 +56,14 @@ export class InvalidCertificate extends Schema.TaggedError<InvalidCertificate>()
     "Expired",
     "NotYetValid",
     "NotClientCertificate",
-    "BadSignature",
-    "StaleSignature"
+    /** No client certificate on the connection. */
+    "Missing",
+    /** An operator's certificate, not an agent's. */
+    "NotAgentCertificate",
+    /** The instance renewed since this certificate was issued: only the newest is accepted. */
+    "Superseded",
+    /** The request names an instance other than the certificate's. */
+    "OtherInstance"
   ),
   detail: Schema.String
 }) {

@@ -8,7 +8,8 @@ import { Either } from "effect"
 
 /** PVE's `pve-bridge-id` format, without the `.` we use as the VLAN separator. */
 const BRIDGE = /^[-_\w]+$/
-const DISK_SIZE = /^([1-9]\d*)([KMGT])$/
+/** PVE's `size` of `PUT …/resize`: `+` grows by the amount, none is absolute; no unit means bytes. */
+const DISK_SIZE = /^(\+?)(\d+(?:\.\d+)?)([KMGT]?)$/
 /** PVE's `pve-storage-id` format: what `StoragePool` (and `cloud_init_iso_storage`) must look like. */
 export const STORAGE_ID = /^[a-z][a-z0-9\-_.]*[a-z0-9]$/i
 /** PVE's `pve-poolid` format. */
@@ -31,7 +32,7 @@ export const MAX_DISK_GIB = 1024 * 1024
 export const MIN_VMID = 100
 export const MAX_VMID = 999_999_999
 
-const GIB_PER_UNIT: Readonly<Record<string, number>> = { K: 1 / (1024 * 1024), M: 1 / 1024, G: 1, T: 1024 }
+const BYTES_PER_UNIT: Readonly<Record<string, number>> = { "": 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 }
 
 /** Why a size (cores, MiB, GiB) is out of its bounds, or undefined. */
 const cpuProblem = (cpu: number) => (cpu > MAX_CORES ? `must be at most ${MAX_CORES} (got ${cpu})` : undefined)
@@ -96,7 +97,30 @@ export const parseInstanceType = (text: string): Either.Either<InstanceType, str
   return Either.right(out)
 }
 
-export const isDiskSize = (value: string): boolean => DISK_SIZE.test(value)
+/** A `DiskSize` as PVE reads it: `+10G` grows the disk by 10 GiB, `50G` makes it 50 GiB (never smaller). */
+export interface DiskSize {
+  readonly relative: boolean
+  /** Whole bytes, rounded down as PVE does (`1.5T` is 1649267441664). */
+  readonly bytes: number
+}
+
+/** Parses PVE's size syntax (`\+?\d+(\.\d+)?[KMGT]?`); undefined for anything else. */
+export const parseDiskSize = (text: string): DiskSize | undefined => {
+  const match = DISK_SIZE.exec(text)
+  if (match === null) return undefined
+  return { relative: match[1] === "+", bytes: Math.floor(Number(match[2]) * (BYTES_PER_UNIT[match[3] ?? ""] ?? 1)) }
+}
+
+/** Bytes in PVE's size syntax with the largest unit that keeps it exact: `12884901888` → `"12G"`. */
+export const formatDiskSize = (bytes: number): string => {
+  for (const unit of ["T", "G", "M", "K"] as const) {
+    const per = BYTES_PER_UNIT[unit] ?? 1
+    if (bytes >= per && bytes % per === 0) return `${bytes / per}${unit}`
+  }
+  return String(bytes)
+}
+
+export const isDiskSize = (value: string): boolean => parseDiskSize(value) !== undefined
 
 const positiveInt = (value: unknown): value is number => typeof value === "number" && Number.isSafeInteger(value) && value > 0
 
@@ -120,9 +144,10 @@ export const checkProxmoxArg = (key: string, value: unknown): string | undefined
     case "VLANTag":
       return typeof value === "number" && isVlan(value) ? undefined : "must be an integer 1-4094"
     case "DiskSize": {
-      const match = typeof value === "string" ? DISK_SIZE.exec(value) : null
-      if (match === null) return `must be a size such as "50G" (integer + K, M, G or T)`
-      return diskProblem(Number(match[1]) * (GIB_PER_UNIT[match[2] ?? "G"] ?? 1), String(value))
+      const size = typeof value === "string" ? parseDiskSize(value) : undefined
+      if (size === undefined) return `must be a PVE size such as "50G", "1.5T" or "+10G" (number + K, M, G or T; "+" grows the template's disk)`
+      if (size.bytes === 0) return `must be more than 0 (got ${String(value)})`
+      return diskProblem(size.bytes / (BYTES_PER_UNIT["G"] ?? 1), String(value))
     }
     case "StartOnBoot":
       return typeof value === "boolean" ? undefined : "must be true or false"

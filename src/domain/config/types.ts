@@ -1,5 +1,6 @@
 /** The shard config after decoding, defaults and validation: what the rest of nstance consumes. */
 import type { Duration } from "effect"
+import type { VmidRange } from "../vmids.js"
 import type { JsonObject } from "./schema.js"
 
 /** The shard's election timings (`shard.leader_election`, field by field else `cluster.leader_election`). */
@@ -67,7 +68,12 @@ export interface ShardConfig {
       readonly region: string
       readonly zone: string
       /** Proxmox options with defaults applied (ignored by other providers). */
-      readonly options: { readonly insecureTls: boolean; readonly cloudInitIsoStorage: string }
+      readonly options: {
+        readonly insecureTls: boolean
+        readonly cloudInitIsoStorage: string
+        /** `vmid_range`: the VMIDs the shard's VMs get (default `DEFAULT_VMID_RANGE`). */
+        readonly vmidRange: VmidRange
+      }
       /** The options object as written, for providers other than Proxmox. */
       readonly rawOptions: JsonObject
     }

@@ -12,7 +12,10 @@ import { checkProxmoxArg, parseInstanceType, parseSubnetId, STORAGE_ID } from ".
 import { emptyRecord, own, recordOf } from "./records.js"
 import { type JsonObject, type RawAddresses, type RawLeaderElection, RawShardConfig, type RawUserdata } from "./schema.js"
 import type { Address, Addresses, Group, LeaderElection, ShardConfig, Template, Userdata } from "./types.js"
+import { argsTemplateProblems, userdataProblems } from "./userdata.js"
 import { resolveVmSpec } from "./vmSpec.js"
+import { hasActions } from "../goTemplate/index.js"
+import { DEFAULT_VMID_RANGE, formatVmidRange, parseVmidRange, type VmidRange } from "../vmids.js"
 
 export const DEFAULTS = {
   frequentInterval: Duration.seconds(5),
@@ -187,10 +190,11 @@ export const validateShardConfig = (
   const userdata = (path: string, value: RawUserdata | undefined): Userdata | undefined => {
     if (value === undefined) return undefined
     const result: Userdata = { source: value.source ?? "inline", encoding: value.encoding ?? "plain", content: value.content }
-    if (result.source === "inline" && (result.encoding === "gzip")) fail(`${path}.encoding`, "gzip is only allowed with source url (inline content is text; use base64+gzip)")
-    // Every create of such a template would fail: say so now, where it is written.
-    if (result.source === "url") fail(`${path}.source`, "url is not supported by this build (the user-data travels in the VM's cloud-init ISO); put the content inline")
+    const inlineGzip = result.source === "inline" && result.encoding === "gzip"
+    if (inlineGzip) fail(`${path}.encoding`, "gzip is only allowed with source url (inline content is text; use base64+gzip)")
     if (result.content === "") fail(`${path}.content`, "cannot be empty")
+    // A URL is checked as a URL; inline content is decoded and parsed as a template (every create would fail on it).
+    else if (!inlineGzip) errors.push(...userdataProblems(path, result))
     return result
   }
   const addresses = (path: string, value: RawAddresses): Addresses => {
@@ -213,9 +217,13 @@ export const validateShardConfig = (
     if (Either.isLeft(parsed)) fail(path, parsed.left)
   }
   const proxmoxArgs = (path: string, args: JsonObject | undefined) => {
-    if (args === undefined || !proxmox) return
+    if (args === undefined) return
+    // Every string is a template (rendered per VM at create time): it must parse.
+    errors.push(...argsTemplateProblems(path, args))
+    if (!proxmox) return
     for (const [key, value] of Object.entries(args)) {
       if (value === null) continue // removes an inherited value
+      if (typeof value === "string" && hasActions(value)) continue // judged once rendered, at create time
       const problem = checkProxmoxArg(key, value)
       if (problem !== undefined) fail(`${path}.${key}`, problem)
     }
@@ -243,6 +251,7 @@ export const validateShardConfig = (
   const rawOptions = rs.infra.options ?? {}
   let insecureTls = false
   let cloudInitIsoStorage: string = DEFAULTS.cloudInitIsoStorage
+  let vmidRange: VmidRange = DEFAULT_VMID_RANGE
   if (proxmox) {
     const tls = rawOptions["insecure_tls"]
     if (tls !== undefined) {
@@ -253,6 +262,12 @@ export const validateShardConfig = (
     if (iso !== undefined) {
       if (typeof iso === "string" && STORAGE_ID.test(iso)) cloudInitIsoStorage = iso
       else fail("shard.infra.options.cloud_init_iso_storage", "must be a PVE storage ID such as \"local\"")
+    }
+    const vmids = rawOptions["vmid_range"]
+    if (vmids !== undefined) {
+      const parsed = typeof vmids === "string" ? parseVmidRange(vmids) : `must be a VMID range "LOW-HIGH" such as "${formatVmidRange(DEFAULT_VMID_RANGE)}"`
+      if (typeof parsed === "string") fail("shard.infra.options.vmid_range", parsed)
+      else vmidRange = parsed
     }
   }
 
@@ -465,22 +480,12 @@ export const validateShardConfig = (
   if (instanceCount > limits.maxInstances) {
     fail("groups", `${instanceCount} desired VMs (the sum of every group's size) exceed shard.limits.max_instances (${limits.maxInstances})`)
   }
-  const varsWritten = [
-    ...(Object.keys(defaults.vars).length > 0 ? ["defaults.vars"] : []),
-    ...Object.values(templates).filter((t) => Object.keys(t.vars).length > 0).map((t) => `templates.${t.name}.vars`),
-    ...Object.values(groups).flatMap((g) => Object.values(g)).filter((g) => Object.keys(g.vars).length > 0).map((g) => `groups.${g.tenant}.${g.name}.vars`)
-  ]
-  const [firstVars] = varsWritten
-  if (firstVars !== undefined) {
-    const more = varsWritten.length > 1 ? `; also set in ${varsWritten.length - 1} more place${varsWritten.length === 2 ? "" : "s"}` : ""
-    warn(firstVars, `not used by this build (vars fill the original's file templates, which it does not render${more}); ignored`)
-  }
 
   const config: ShardConfig = {
     cluster: { id: raw.cluster.id, leaderElection: election },
     shard: {
       id: rs.id,
-      infra: { provider, region: rs.infra.region, zone: rs.infra.zone, options: { insecureTls, cloudInitIsoStorage }, rawOptions },
+      infra: { provider, region: rs.infra.region, zone: rs.infra.zone, options: { insecureTls, cloudInitIsoStorage, vmidRange }, rawOptions },
       bind,
       advertise,
       subnetPools: recordOf(rs.subnet_pools),

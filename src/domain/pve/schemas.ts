@@ -207,6 +207,22 @@ export const StorageEntry = Schema.Struct({
 })
 export type StorageEntry = typeof StorageEntry.Type
 
+/**
+ * `GET /nodes/{node}/network` entry: an interface of the node (with `type=any_bridge`: its Linux and OVS
+ * bridges and SDN VNets). Only what nstance reads is typed; PVE sends many more fields.
+ */
+export const NetworkInterface = Schema.Struct({
+  iface: Schema.String,
+  type: Schema.String,
+  active: optBool,
+  autostart: optBool,
+  exists: optBool,
+  bridge_ports: optString,
+  bridge_vlan_aware: optBool,
+  cidr: optString
+})
+export type NetworkInterface = typeof NetworkInterface.Type
+
 /** `GET /nodes/{node}/storage/{storage}/content` entry. */
 export const StorageContentEntry = Schema.Struct({
   volid: Schema.String,

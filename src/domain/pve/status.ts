@@ -17,3 +17,23 @@ export const pveInstanceStatus = (status: string | undefined, qmpstatus?: string
   if (status === "stopped") return "Stopped"
   return "Unknown"
 }
+
+/**
+ * The finer state the admin views and metrics show: `Suspended` split into PVE's two kinds. `/cluster/resources`
+ * carries it in `status` alone (pvestatd records `qmpstatus || status`), `status/current` in `qmpstatus`.
+ */
+export const PVE_POWER_STATES = ["running", "paused", "suspended", "stopped", "unknown"] as const
+export type PvePowerState = (typeof PVE_POWER_STATES)[number]
+
+export const pvePowerState = (status: string | undefined, qmpstatus?: string): PvePowerState => {
+  const shown = status === "running" && qmpstatus !== undefined ? qmpstatus : status
+  switch (shown) {
+    case "running":
+    case "paused":
+    case "suspended":
+    case "stopped":
+      return shown
+    default:
+      return "unknown"
+  }
+}

@@ -82,8 +82,13 @@ export const Registered = Schema.TaggedStruct("Registered", {
   instanceId,
   at,
   ips: Schema.Array(Schema.String),
-  hostname: Schema.optional(Schema.String)
+  hostname: Schema.optional(Schema.String),
+  /** The serial of the client certificate issued at registration (absent in logs written before it was recorded). */
+  certificateSerial: Schema.optional(Schema.String)
 })
+
+/** The agent renewed its certificate: from now on only this serial is accepted for the instance. */
+export const CertificateRenewed = Schema.TaggedStruct("CertificateRenewed", { v, instanceId, at, certificateSerial: Schema.String })
 
 export const ErrorClass = Schema.Literal("transient", "conflict", "notFound", "unauthorized", "permanent", "timeout")
 export type ErrorClass = typeof ErrorClass.Type
@@ -174,6 +179,7 @@ export const ShardEvent = Schema.Union(
   StartRequested,
   Started,
   Registered,
+  CertificateRenewed,
   StepFailed,
   DeleteRequested,
   VmStopped,

@@ -85,6 +85,11 @@ export const Instance = Schema.Struct({
   hostname: Schema.optional(Schema.String),
   /** SHA-256 of the registration nonce in the instance's user-data (`NonceIssued`); absent when registration is off or for adopted VMs. */
   nonceHash: Schema.optional(Schema.String),
+  /**
+   * The serial of the agent's current client certificate (`Registered`, then each `CertificateRenewed`):
+   * a certificate with any other serial is superseded. Absent for logs from before serials were recorded.
+   */
+  certificateSerial: Schema.optional(Schema.String),
   /** Number of `StepFailed` events. */
   failures: Schema.Int,
   lastError: Schema.optional(LastError),
@@ -232,8 +237,11 @@ const advance = (d: Draft, phase: Phase): void => {
   if (d.phase !== "deleting") d.phase = phase
 }
 
-/** PVE `status` of an adopted VM → phase: a running VM is running; anything else exists but is not started. */
-const adoptedPhase = (status: string): Phase => (status === "running" ? "running" : "configured")
+/**
+ * PVE `status` of an adopted VM → phase: a running VM is running — a paused or suspended one too (its QEMU
+ * runs; `/cluster/resources` lists it so); anything else exists but is not started.
+ */
+const adoptedPhase = (status: string): Phase => (status === "running" || status === "paused" || status === "suspended" ? "running" : "configured")
 
 type NewFields = Pick<Draft, "id" | "tenant" | "group" | "kind" | "specHash" | "reason" | "phase" | "requestedAt" | "adopted">
 
@@ -328,6 +336,10 @@ const update = (d: Draft, event: UpdateEvent): void => {
       d.ips = event.ips
       d.hostname = event.hostname
       d.registeredAt = event.at
+      d.certificateSerial = event.certificateSerial
+      return
+    case "CertificateRenewed":
+      if (d.phase === "registered") d.certificateSerial = event.certificateSerial
       return
     case "StepFailed":
       d.failures += 1

@@ -48,7 +48,8 @@ export const clone = async (core: SimCore, p: Params, ctx: CallContext): Promise
           await run.step(core.jittered(PVE_SECONDS.cloneSetup))
           const config = new Map<string, string>()
           for (const [key, value] of source.config) {
-            if (["template", "lock", "name", "description", "pool"].includes(key) || key.startsWith("unused")) continue
+            // Like qemu-server, the template's tags and description come along (`description` given to the clone replaces it).
+            if (["template", "lock", "name", "pool"].includes(key) || key.startsWith("unused")) continue
             if (/^net\d+$/.test(key)) {
               // Clones always get fresh MAC addresses.
               config.set(key, value.replace(/^(\w+)=([0-9A-Fa-f:]{17})/, (_m, model: string) => `${model}=${core.mac()}`))
@@ -125,7 +126,7 @@ const cloneChecks = (core: SimCore, node: string, vmid: number, newid: number, t
   if (target !== undefined && !core.nodes.has(target)) throw fail(`no such cluster node '${target}'`)
   const storageParam = p["storage"]
   if (storageParam !== undefined) {
-    const s = core.storage(storageParam)
+    const s = core.storageOn(target ?? node, storageParam)
     if (!s.content.includes("images")) throw paramError({ storage: `storage '${storageParam}' does not support vm images` })
     if (target !== undefined && !s.shared) throw fail(`can't clone to non-shared storage '${storageParam}'`)
   }

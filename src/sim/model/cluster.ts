@@ -1,13 +1,38 @@
 /**
- * Cluster-wide endpoints: version, permissions, `/cluster/status` (quorum from the online nodes),
- * `/cluster/resources`, `/cluster/nextid` (with the scripted race where another client takes the ID just
- * answered) and a node's status.
+ * Cluster-wide endpoints: version, permissions (the token's privileges from the model's ACL, as
+ * pve-access-control computes them), `/cluster/status` (quorum from the online nodes), `/cluster/resources`,
+ * `/cluster/nextid` (with the scripted race where another client takes the ID just answered) and a node's status.
  */
 import { GiB } from "./config.js"
 import type { SimCore } from "./core.js"
 import type { ResourcesView } from "./resources.js"
-import { type Handler, paramError } from "./state.js"
+import { type Handler, paramError, type SimAcl } from "./state.js"
 import { nodeUsage } from "./status.js"
+
+/** The top-level paths `get_effective_permissions` always evaluates, besides those named by ACLs. */
+const DEFAULT_ACL_PATHS = ["/", "/access", "/access/groups", "/nodes", "/pool", "/sdn", "/storage", "/vms"]
+
+/** `/vms/100` → `/`, `/vms`, `/vms/100`. */
+const pathChain = (path: string): ReadonlyArray<string> => {
+  const parts = path.split("/").filter((part) => part !== "")
+  return ["/", ...parts.map((_, i) => `/${parts.slice(0, i + 1).join("/")}`)]
+}
+
+/**
+ * `permissions($token, $path)`: walking down from `/`, the deepest ACL on the way replaces what came
+ * before it; above `path` itself only privileges that propagate count. Privilege → propagate flag.
+ */
+export const effectivePrivileges = (acl: SimAcl, path: string): ReadonlyMap<string, boolean> => {
+  const chain = pathChain(path)
+  let privileges: ReadonlyMap<string, boolean> = new Map()
+  chain.forEach((at, index) => {
+    const entry = acl.get(at)
+    if (entry !== undefined) privileges = new Map([...entry].filter(([, propagate]) => propagate || index === chain.length - 1))
+  })
+  return privileges
+}
+
+const asAnswer = (privileges: ReadonlyMap<string, boolean>) => Object.fromEntries([...privileges].map(([name, propagate]) => [name, propagate ? 1 : 0]))
 
 export const lowestFreeVmid = (core: SimCore): number => {
   let id = 100
@@ -25,16 +50,17 @@ export const createForeignVm = (core: SimCore, node: string, vmid: number): void
 }
 
 export const clusterRoutes = (core: SimCore, resources: ResourcesView): Readonly<Record<string, Handler>> => ({
-  "GET /version": async () => ({ version: "9.0.10", release: "9.0", repoid: "deadbeef" }),
+  "GET /version": async () => ({ ...core.pveVersion }),
 
+  // With `path`: that path's privileges; without: every default path and every ACL path, empty ones left out.
   "GET /access/permissions": async (p) => {
-    const all = Object.fromEntries([
-      "Sys.Audit", "VM.Allocate", "VM.Audit", "VM.Clone", "VM.PowerMgmt", "VM.Config.CPU", "VM.Config.Memory",
-      "VM.Config.Network", "VM.Config.Disk", "VM.Config.CDROM", "VM.Config.Options", "VM.Config.Cloudinit",
-      "Datastore.Audit", "Datastore.Allocate", "Datastore.AllocateSpace", "Datastore.AllocateTemplate", "SDN.Use"
-    ].map((k) => [k, 1]))
     const path = p["path"]
-    return path === undefined ? { "/": all } : path === "/" || path.startsWith("/") ? { [path]: all } : {}
+    if (path !== undefined) return path.startsWith("/") ? { [path]: asAnswer(effectivePrivileges(core.acl, path)) } : {}
+    const paths = new Set([...DEFAULT_ACL_PATHS, ...core.acl.keys()])
+    return Object.fromEntries([...paths].flatMap((at) => {
+      const privileges = effectivePrivileges(core.acl, at)
+      return privileges.size === 0 ? [] : [[at, asAnswer(privileges)]]
+    }))
   },
 
   "GET /cluster/status": async () => {

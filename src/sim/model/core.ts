@@ -9,11 +9,14 @@ import { scaled } from "../latency.js"
 import { FileLock, LockTimeout, realTime, type SimTime, WorkerPool } from "../locks.js"
 import type { Params } from "../schema.js"
 import { volumeStorage } from "./config.js"
+import { removeVolumeFile, volumeFilePath, writeVolumeFile } from "./volumeFiles.js"
 import {
   type BootRecord,
   fail,
   type ModelOptions,
   type RequestLogEntry,
+  type SimAcl,
+  type SimIface,
   type SimNode,
   type SimStorage,
   type SimTask,
@@ -28,6 +31,12 @@ export class SimCore {
   readonly nodes = new Map<string, SimNode>()
   readonly storages = new Map<string, SimStorage>()
   readonly vms = new Map<number, SimVm>()
+  /** Each node's network interfaces (`GET /nodes/{node}/network`). */
+  readonly networks = new Map<string, Array<SimIface>>()
+  /** The API token's privileges by ACL path (`GET /access/permissions`). */
+  readonly acl: SimAcl = new Map()
+  /** What `GET /version` answers. */
+  pveVersion = { version: "9.0.10", release: "9.0", repoid: "deadbeef" }
   /** Keyed by `<node>/<volid>` for local storage and by `*` + `/<volid>` for shared storage. */
   readonly volumes = new Map<string, SimVolume>()
   readonly tasks = new Map<string, SimTask>()
@@ -104,6 +113,18 @@ export class SimCore {
     return s
   }
 
+  /** Whether storage `id` is configured for `node` (storage.cfg's `nodes`; none listed: every node). */
+  storageAvailableOn(node: string, s: SimStorage): boolean {
+    return s.nodes === undefined || s.nodes.includes(node)
+  }
+
+  /** A storage used on `node`: PVE's `storage_check_enabled` refuses one restricted to other nodes. */
+  storageOn(node: string, id: string): SimStorage {
+    const s = this.storage(id)
+    if (!this.storageAvailableOn(node, s)) throw fail(`storage '${id}' is not available on node '${node}'`)
+    return s
+  }
+
   private volumeKey(node: string, volid: string): string {
     const storageId = volumeStorage(volid)
     const shared = storageId !== undefined && this.storages.get(storageId)?.shared === true
@@ -117,12 +138,24 @@ export class SimCore {
   addVolume(node: string, v: Omit<SimVolume, "node" | "ctime">): SimVolume {
     const shared = this.storages.get(v.storage)?.shared === true
     const volume: SimVolume = { ...v, node: shared ? undefined : node, ctime: Math.floor(this.time.now() / 1000) }
+    const file = this.volumeFile(volume)
+    if (file !== undefined && volume.data !== undefined) writeVolumeFile(file, volume.data)
     this.volumes.set(this.volumeKey(node, v.volid), volume)
     return volume
   }
 
   removeVolume(node: string, volid: string): void {
-    this.volumes.delete(this.volumeKey(node, volid))
+    const key = this.volumeKey(node, volid)
+    const volume = this.volumes.get(key)
+    this.volumes.delete(key)
+    const file = volume === undefined ? undefined : this.volumeFile(volume)
+    if (file !== undefined && volume?.data !== undefined) removeVolumeFile(file)
+  }
+
+  /** The file under `options.volumesDir` that keeps an uploaded volume's bytes (`volumeFiles.ts`), if any. */
+  private volumeFile(volume: SimVolume): string | undefined {
+    const dir = this.options.volumesDir
+    return dir === undefined ? undefined : volumeFilePath(dir, volume, volume.node)
   }
 
   volumesOn(node: string, storageId: string): Array<SimVolume> {

@@ -56,7 +56,8 @@ export class ResourcesView {
       if (vm.createdAt > asOf) continue
       const st = vmStatus(this.core, vm)
       const item: Record<string, unknown> = {
-        id: `qemu/${vm.vmid}`, type: "qemu", vmid: vm.vmid, node: vm.node, status: vm.status,
+        // pvestatd records `qmpstatus || status`: a paused guest is listed as paused (status/current says running).
+        id: `qemu/${vm.vmid}`, type: "qemu", vmid: vm.vmid, node: vm.node, status: vm.status === "running" && vm.paused ? "paused" : vm.status,
         name: st["name"] ?? "", template: this.core.isTemplate(vm) ? 1 : 0,
         cpu: st["cpu"], maxcpu: st["cpus"], mem: st["mem"], maxmem: st["maxmem"], disk: 0, maxdisk: st["maxdisk"],
         uptime: st["uptime"], netin: st["netin"], netout: st["netout"], diskread: 0, diskwrite: 0

@@ -5,6 +5,13 @@
 import { GiB, MiB } from "./config.js"
 import type { SimCore } from "./core.js"
 
+/** Every privilege the simulated API token holds unless the options say otherwise (PVEVMAdmin and friends, in part). */
+export const SIM_PRIVILEGES: ReadonlyArray<string> = [
+  "Sys.Audit", "VM.Allocate", "VM.Audit", "VM.Clone", "VM.PowerMgmt", "VM.Config.CPU", "VM.Config.Memory",
+  "VM.Config.Network", "VM.Config.Disk", "VM.Config.CDROM", "VM.Config.Options", "VM.Config.Cloudinit",
+  "Datastore.Audit", "Datastore.Allocate", "Datastore.AllocateSpace", "Datastore.AllocateTemplate", "SDN.Use"
+]
+
 /** Fills an empty model with its nodes, storages and templates. */
 export const seedCluster = (core: SimCore): void => {
   const options = core.options
@@ -18,6 +25,16 @@ export const seedCluster = (core: SimCore): void => {
       bootedAt: core.startedAt - prng.int(2, 40) * 86_400_000
     })
   }
+  // Two NICs per node: vmbr0 carries the node's address, vmbr1 is a VLAN-aware bridge for guests.
+  for (const node of core.nodes.values()) {
+    core.networks.set(node.name, [
+      { iface: "eno1", type: "eth" },
+      { iface: "eno2", type: "eth" },
+      { iface: "vmbr0", type: "bridge", bridgePorts: "eno1", cidr: `${node.ip}/24`, gateway: "10.10.0.1" },
+      { iface: "vmbr1", type: "bridge", bridgePorts: "eno2", vlanAware: true }
+    ])
+  }
+  core.acl.set("/", new Map((options.privileges ?? SIM_PRIVILEGES).map((privilege) => [privilege, true])))
   core.storages.set("local", { id: "local", type: "dir", content: ["iso", "vztmpl", "backup"], shared: false, total: 100 * GiB })
   core.storages.set("local-lvm", { id: "local-lvm", type: "lvmthin", content: ["images", "rootdir"], shared: false, total: 800 * GiB })
   if (options.sharedStorage === true) {
@@ -35,7 +52,8 @@ export const seedCluster = (core: SimCore): void => {
   }
 }
 
-const createTemplate = (core: SimCore, vmid: number, node: string, name: string, storageId: string): void => {
+/** A cloud-init-ready Debian template `name` at `vmid` on `node`, its disks on `storageId`. */
+export const createTemplate = (core: SimCore, vmid: number, node: string, name: string, storageId: string): void => {
   const disk = `${storageId}:base-${vmid}-disk-0`
   const cloudinit = `${storageId}:vm-${vmid}-cloudinit`
   core.addVolume(node, { volid: disk, storage: storageId, content: "images", format: "raw", size: 2 * GiB, vmid })

@@ -42,7 +42,25 @@ export interface SimStorage {
   readonly content: ReadonlyArray<string>
   readonly shared: boolean
   readonly total: number
+  /** The nodes the storage is configured for (`nodes` in storage.cfg); absent: every node. */
+  readonly nodes?: ReadonlyArray<string>
 }
+
+/** A network interface of a node, as `/etc/network/interfaces` declares it (the fields PVE lists). */
+export interface SimIface {
+  readonly iface: string
+  readonly type: "bridge" | "eth" | "bond" | "vlan" | "OVSBridge" | "vnet"
+  readonly bridgePorts?: string
+  readonly vlanAware?: boolean
+  readonly cidr?: string
+  readonly gateway?: string
+}
+
+/**
+ * The token's effective privileges as PVE's ACL tree would give them: ACL path → privilege → propagate
+ * (whether the privilege reaches the paths below).
+ */
+export type SimAcl = Map<string, Map<string, boolean>>
 
 export interface SimVolume {
   readonly volid: string
@@ -113,6 +131,10 @@ export interface ModelOptions {
   readonly sharedStorage?: boolean | undefined
   /** Memory of each node in GiB (default 64). */
   readonly nodeMemoryGiB?: number | undefined
+  /** Keep every uploaded volume's bytes in this directory, as PVE's file storages do (`volumeFiles.ts`). */
+  readonly volumesDir?: string | undefined
+  /** Privileges the API token holds, all on `/` with propagation (default: every privilege nstance uses). */
+  readonly privileges?: ReadonlyArray<string> | undefined
   /** Parameter specs of `POST …/config`, used to type config values in GET answers (integers as numbers). */
   readonly configSpecs: Readonly<Record<string, ParamSpec>>
   readonly log?: ((line: string) => void) | undefined

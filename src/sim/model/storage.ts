@@ -25,6 +25,8 @@ export const storageRoutes = (core: SimCore): Readonly<Record<string, Handler>> 
     const node = core.onlineNode(p)
     const content = p["content"]?.split(/[,;\s]+/).filter((c) => c !== "")
     return [...core.storages.values()]
+      // A storage configured for other nodes only is not listed on this one.
+      .filter((s) => core.storageAvailableOn(node.name, s))
       .filter((s) => p["storage"] === undefined || s.id === p["storage"])
       .filter((s) => content === undefined || content.some((c) => s.content.includes(c)))
       .map((s) => {
@@ -38,7 +40,7 @@ export const storageRoutes = (core: SimCore): Readonly<Record<string, Handler>> 
 
   "GET /nodes/{node}/storage/{storage}/content": async (p) => {
     const node = core.onlineNode(p)
-    const s = core.storage(p["storage"] ?? "")
+    const s = core.storageOn(node.name, p["storage"] ?? "")
     return core.volumesOn(node.name, s.id)
       .filter((v) => p["content"] === undefined || v.content === p["content"])
       .filter((v) => p["vmid"] === undefined || v.vmid === Number(p["vmid"]))
@@ -103,7 +105,7 @@ export const storageRoutes = (core: SimCore): Readonly<Record<string, Handler>> 
 const upload = async (core: SimCore, p: Params, ctx: CallContext): Promise<string> => {
   const node = core.onlineNode(p)
   const storageId = p["storage"] ?? ""
-  const s = core.storage(storageId)
+  const s = core.storageOn(node.name, storageId)
   // Uploads go to a directory, so block storages (lvmthin, rbd) cannot take them at all.
   if (!FILE_STORAGE_TYPES.has(s.type)) throw fail(`can't upload to storage type '${s.type}'`)
   const content = p["content"] ?? ""
