@@ -22,6 +22,8 @@ import { fold, liveInstances, type State } from "../src/domain/shard/state.js"
 import { EventLog } from "../src/services/EventLog.js"
 import { ProxmoxApi, type VmResourceInfo } from "../src/services/ProxmoxApi.js"
 import { makeGc } from "../src/shard/gc.js"
+import { ClusterViewLive } from "../src/shard/ClusterView.js"
+import { SchedulerTopsis } from "../src/layers/SchedulerTopsis.js"
 import { OwnershipLive } from "../src/shard/Ownership.js"
 import { ShardContext } from "../src/shard/ShardContext.js"
 import { ProxmoxApiSim } from "../src/sim/ProxmoxApiSim.js"
@@ -137,7 +139,7 @@ const gc = await Effect.gen(function* () {
     const found = yield* pass
     const cpu = yield* cpuOfEffect(20, pass)
     return { ...cpu, vms: listing.length, isos: isoListing.length, found }
-  }).pipe(Effect.provide(Layer.mergeAll(context, logOfState, pveFromMemory, OwnershipLive)))
+  }).pipe(Effect.provide(Layer.mergeAll(context, logOfState, pveFromMemory, OwnershipLive, ClusterViewLive.pipe(Layer.provide(Layer.merge(pveFromMemory, SchedulerTopsis))))))
 }).pipe(Effect.orDie, Logger.withMinimumLogLevel(LogLevel.Warning), Effect.runPromise)
 console.log(`gc pass    : ${gc.vms} VMs and ${gc.isos} ISOs listed, nothing to do (${JSON.stringify(gc.found)}), ${gc.medianMs.toFixed(1)} ms CPU median, p99 ${gc.p99Ms.toFixed(1)} ms`)
 

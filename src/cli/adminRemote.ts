@@ -121,6 +121,9 @@ export const describeStatus = (s: StatusView): ReadonlyArray<string> => [
   `cluster ${s.cluster}, shard ${s.shard}: leader ${s.leader} (term ${s.term}), log seq ${s.seq}${s.logId === undefined ? "" : `, event log ${s.logId}`}`,
   ...(s.ownership === undefined ? [] : [`⚠ ${s.ownership}`]),
   `groups ${s.groups}, desired VMs ${s.desiredVms}, instances ${s.instances}${Object.keys(s.byPhase).length === 0 ? "" : ` (${Object.entries(s.byPhase).map(([phase, n]) => `${phase} ${n}`).join(", ")})`}`,
+  ...(s.byPveState === undefined || Object.keys(s.byPveState).length === 0 ? [] : [
+    `VMs in PVE at the last GC pass: ${Object.entries(s.byPveState).sort(([a], [b]) => a.localeCompare(b)).map(([state, n]) => `${state} ${n}`).join(", ")}`
+  ]),
   `agent registration ${s.registration ? "on" : "off"}`,
   ...(s.preflight === undefined ? [] : [
     `preflight against PVE ${s.preflight.pveVersion ?? "(version unknown)"} at ${ago(s.preflight.at)}: ${summarizeFindings(s.preflight.findings)}`,
@@ -145,7 +148,8 @@ export const instanceTable = (list: ReadonlyArray<InstanceView>) =>
     list.map((i) => [
       i.id,
       groupOf(i),
-      i.phase,
+      // PVE lists a paused guest as running: the phase alone would hide it.
+      i.pveState === "paused" || i.pveState === "suspended" ? `${i.phase} (${i.pveState})` : i.phase,
       i.node ?? "-",
       i.vmid === null ? "-" : String(i.vmid),
       i.ips.length === 0 ? "-" : i.ips.join(","),

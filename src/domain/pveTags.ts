@@ -52,3 +52,17 @@ export const hasAssociationTags = (tags: string | undefined, clusterId: string, 
   const present = new Set(parsePveTags(tags).map((tag) => tag.toLowerCase()))
   return associationTags(clusterId, shard).every((tag) => present.has(tag))
 }
+
+/**
+ * The shard tag of a VM that carries `nstance` and the cluster's tag but not `shard`'s: a VM another shard
+ * made in this cluster (one cluster is meant to be one shard). The tag after the cluster's is the shard's
+ * (the order our tags are written in); else the first tag that is not ours. Undefined for any other VM.
+ */
+export const otherShardTag = (tags: string | undefined, clusterId: string, shard: string): string | undefined => {
+  const list = parsePveTags(tags).map((tag) => tag.toLowerCase())
+  const cluster = toPveTag(clusterId)
+  if (!list.includes(OWNERSHIP_TAG) || !list.includes(cluster) || list.includes(toPveTag(shard))) return undefined
+  const next = list[list.indexOf(cluster) + 1]
+  const others = list.filter((tag) => tag !== OWNERSHIP_TAG && tag !== cluster)
+  return next !== undefined && next !== OWNERSHIP_TAG ? next : others[0]
+}

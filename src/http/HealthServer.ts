@@ -24,6 +24,8 @@ import { makePrometheusScrape, PROMETHEUS_CONTENT_TYPE, type PrometheusScrape } 
 import { EventLog } from "../services/EventLog.js"
 import { Ownership } from "../shard/Ownership.js"
 import { Preflight, type PreflightRun } from "../shard/Preflight.js"
+import { ClusterView } from "../shard/ClusterView.js"
+import type { PvePowerState } from "../domain/pve/status.js"
 import type { ListenerLimits } from "../domain/listenerLimits.js"
 import { guardedServerLayer } from "./listener.js"
 import type { ShardReplicaShape } from "../shard/ShardReplica.js"
@@ -75,7 +77,12 @@ export const observeReplica = (replica: ShardReplicaShape) =>
         return Effect.map(Effect.all({ state: eventLog.state, seq: eventLog.seq }), Option.some)
       }
     })
-    return { readiness, leaseTerm, leader, log, configHeld }
+    // PVE's VM states from the term's last GC pass (a term published without the view, as tests do, has none).
+    const pveStates = yield* Option.match(Option.flatMap(term, (t) => Context.getOption(t.context, ClusterView)), {
+      onNone: () => Effect.succeed(new Map<string, PvePowerState>()),
+      onSome: (view) => view.vmStates
+    })
+    return { readiness, leaseTerm, leader, log, configHeld, pveStates }
   })
 
 const text = (body: string, status = 200) => HttpServerResponse.text(`${body}\n`, { status })
@@ -112,14 +119,15 @@ export const healthApp = (replica: ShardReplicaShape, scrape: PrometheusScrape) 
       case "/leaderz":
         return yield* leaderz(replica)
       case "/metrics": {
-        const { readiness, leaseTerm, log, configHeld } = yield* observeReplica(replica)
+        const { readiness, leaseTerm, log, configHeld, pveStates } = yield* observeReplica(replica)
         yield* setReplicaGauges({
           shard: replica.shard,
           replica: replica.replica,
           role: readiness.role,
           term: leaseTerm,
           log,
-          configHeld: configHeld.map((h) => h.object)
+          configHeld: configHeld.map((h) => h.object),
+          pveStates
         })
         return yield* scrape.text.pipe(
           Effect.map((body) => HttpServerResponse.text(body, { contentType: PROMETHEUS_CONTENT_TYPE })),

@@ -13,6 +13,7 @@
 import { Cause, Clock, Effect, Exit, HashMap, Metric, MetricBoundaries, MetricLabel, MetricState, Option } from "effect"
 import { CONFIG_KEY, GROUPS_KEY } from "../domain/bucketKeys.js"
 import { type PveCallSeries, type PveCallTable, pveCallsBetween, pveCallTable } from "../domain/pve/metrics.js"
+import { PVE_POWER_STATES, type PvePowerState } from "../domain/pve/status.js"
 import type { ReplicaRole } from "../domain/readiness.js"
 import { isAtRest, SAGA_OF_PHASE } from "../domain/shard/sagaView.js"
 import { type Phase, Phase as PhaseSchema, type State } from "../domain/shard/state.js"
@@ -53,6 +54,10 @@ export const configRejected = counter("nstance_config_rejected", "Versions of a 
 
 /** Labels: `shard`, `replica`, `phase`. The leader's folded log; 0 on a standby (it has no state). */
 export const instances = Metric.gauge("nstance_instances", { description: "Instances by phase in the leader's folded event log (0 on a standby)" })
+/** Labels: `shard`, `replica`, `state` (running, paused, suspended, stopped, unknown). The leader's last GC pass; 0 on a standby. */
+export const instancesPveState = Metric.gauge("nstance_instances_pve_state", {
+  description: "Instances by their VM's state in PVE as the leader's last GC pass saw it (paused and suspended guests apart from running; 0 on a standby)"
+})
 /** Labels: `shard`, `replica`. */
 export const reconcileBacklog = Metric.gauge("nstance_reconcile_backlog", { description: "Instances not at rest (a create or delete saga has work to do); 0 on a standby" })
 /** Labels: `shard`, `replica`. */
@@ -175,6 +180,8 @@ export interface ReplicaFigures {
   readonly log: Option.Option<{ readonly state: State; readonly seq: number }>
   /** The config objects not in force as stored (the last good config is). */
   readonly configHeld?: ReadonlyArray<string>
+  /** PVE's state of each instance's VM as the leader's last GC pass saw it; none on a standby. */
+  readonly pveStates?: ReadonlyMap<string, PvePowerState>
 }
 
 /** Sets every state gauge of one replica; every phase and role is written, so none keeps a stale value. */
@@ -191,6 +198,9 @@ export const setReplicaGauges = (figures: ReplicaFigures) =>
       }
     }
     for (const [phase, n] of counts) yield* Metric.set(tag(instances, { phase }), n)
+    const pveCounts = new Map<PvePowerState, number>(PVE_POWER_STATES.map((state) => [state, 0]))
+    for (const state of figures.pveStates?.values() ?? []) pveCounts.set(state, (pveCounts.get(state) ?? 0) + 1)
+    for (const [state, n] of pveCounts) yield* Metric.set(tag(instancesPveState, { state }), n)
     yield* Metric.set(tag(reconcileBacklog), backlog)
     yield* Metric.set(tag(eventLogSeq), Option.match(figures.log, { onNone: () => 0, onSome: (log) => log.seq }))
     for (const role of ROLES) yield* Metric.set(tag(leaseState, { state: role }), role === figures.role ? 1 : 0)

@@ -183,7 +183,13 @@ export const InstanceView = Schema.Struct({
   startedAt: Schema.NullOr(Schema.Number),
   registeredAt: Schema.NullOr(Schema.Number),
   /** Absent from servers that predate holds. */
-  held: Schema.optional(Schema.NullOr(HoldView))
+  held: Schema.optional(Schema.NullOr(HoldView)),
+  /**
+   * The VM's state in PVE at the leader's last GC pass (running, paused, suspended, stopped, unknown): PVE
+   * lists a paused guest as running. Absent before the term's first pass, for an instance without a VM, and
+   * from older servers.
+   */
+  pveState: Schema.optional(Schema.String)
 })
 export type InstanceView = typeof InstanceView.Type
 
@@ -204,6 +210,8 @@ export const StatusView = Schema.Struct({
   seq: Schema.Int,
   instances: Schema.Int,
   byPhase: Schema.Record({ key: Schema.String, value: Schema.Int }),
+  /** Instances by their VM's state in PVE at the leader's last GC pass (absent before it, and from older servers). */
+  byPveState: Schema.optional(Schema.Record({ key: Schema.String, value: Schema.Int })),
   groups: Schema.Int,
   desiredVms: Schema.Int,
   registration: Schema.Boolean,

@@ -56,6 +56,8 @@ import { groupTargets } from "../shard/reconcile.js"
 import { adoptFromLog } from "../shard/adopt.js"
 import { Ownership } from "../shard/Ownership.js"
 import { Preflight } from "../shard/Preflight.js"
+import { ClusterView } from "../shard/ClusterView.js"
+import type { PvePowerState } from "../domain/pve/status.js"
 import { SagaRunner } from "../shard/SagaRunner.js"
 import { certificateHosts, ShardContext } from "../shard/ShardContext.js"
 import type { CertificateRejected, ClusterPkiShape, VerifiedClientCertificate } from "../services/ClusterPki.js"
@@ -179,7 +181,24 @@ const sees = (caller: AdminCaller, tenant: string | null | undefined): boolean =
 // ---------------------------------------------------------------------------------------------------------
 // Views of the state
 
-const instanceView = (i: Instance): InstanceView => ({
+/** PVE's VM states from the term's last GC pass (a term published without the view, as tests do, has none). */
+const pveStatesOfTerm: Effect.Effect<ReadonlyMap<string, PvePowerState>> = Effect.flatMap(Effect.serviceOption(ClusterView), Option.match({
+  onNone: () => Effect.succeed(new Map<string, PvePowerState>()),
+  onSome: (view) => view.vmStates
+}))
+
+/** Instances by their VM's state in PVE, among `ids`; undefined before the term's first GC pass. */
+const byPveStateOf = (states: ReadonlyMap<string, PvePowerState>, ids: Iterable<string>): Record<string, number> | undefined => {
+  if (states.size === 0) return undefined
+  const counts: Record<string, number> = {}
+  for (const id of ids) {
+    const state = states.get(id)
+    if (state !== undefined) counts[state] = (counts[state] ?? 0) + 1
+  }
+  return counts
+}
+
+const instanceView = (i: Instance, pveState?: PvePowerState): InstanceView => ({
   id: i.id,
   tenant: i.tenant ?? null,
   group: i.group ?? null,
@@ -197,7 +216,8 @@ const instanceView = (i: Instance): InstanceView => ({
   requestedAt: i.requestedAt,
   startedAt: i.startedAt ?? null,
   registeredAt: i.registeredAt ?? null,
-  held: i.held ?? null
+  held: i.held ?? null,
+  ...(pveState === undefined ? {} : { pveState })
 })
 
 /** The newest anomalies `status` shows (the state keeps more; `nstance-admin state` shows them all). */
@@ -246,6 +266,7 @@ const tenantStatus = (tenant: string): Effect.Effect<StatusView, never, LeaderSe
     const mine = allInstances(state).filter((i) => i.tenant === tenant)
     const byPhase: Record<string, number> = {}
     for (const instance of mine) byPhase[instance.phase] = (byPhase[instance.phase] ?? 0) + 1
+    const byPveState = byPveStateOf(yield* pveStatesOfTerm, mine.map((i) => i.id))
     const groups = Object.values(own(config.config.groups, tenant) ?? {})
     return {
       cluster: shard.clusterId,
@@ -255,6 +276,7 @@ const tenantStatus = (tenant: string): Effect.Effect<StatusView, never, LeaderSe
       seq: yield* log.seq,
       instances: mine.length,
       byPhase,
+      ...(byPveState === undefined ? {} : { byPveState }),
       groups: groups.length,
       desiredVms: groups.reduce((sum, group) => sum + group.size, 0),
       registration: shard.registration !== undefined,
@@ -407,6 +429,7 @@ export const AdminHandlersLive = (options: AdminServiceOptions) =>
           const config = yield* SubscriptionRef.get(shard.config)
           const byPhase: Record<string, number> = {}
           for (const [phase, list] of instancesByPhase(state)) byPhase[phase] = list.length
+          const byPveState = byPveStateOf(yield* pveStatesOfTerm, HashMap.keys(state.instances))
           const lastErrors = allInstances(state)
             .flatMap((i) => (i.lastError === undefined ? [] : [{ instanceId: i.id, ...i.lastError }]))
             .sort((a, b) => b.at - a.at)
@@ -419,6 +442,7 @@ export const AdminHandlersLive = (options: AdminServiceOptions) =>
             seq: yield* log.seq,
             instances: HashMap.size(state.instances),
             byPhase,
+            ...(byPveState === undefined ? {} : { byPveState }),
             groups: groupCount(config),
             desiredVms: desiredVms(config),
             registration: shard.registration !== undefined,
@@ -446,9 +470,10 @@ export const AdminHandlersLive = (options: AdminServiceOptions) =>
           const tenant = caller._tag === "TenantOperator" ? caller.tenant : filter.tenant
           return yield* onLeader(Effect.gen(function* () {
             const state = yield* (yield* EventLog).state
+            const pveStates = yield* pveStatesOfTerm
             return allInstances(state)
               .filter((i) => (tenant === undefined || i.tenant === tenant) && (filter.group === undefined || i.group === filter.group))
-              .map(instanceView)
+              .map((i) => instanceView(i, pveStates.get(i.id)))
           }))
         }).pipe(provideReplica, Effect.withSpan("admin.ListInstances")),
 
@@ -459,7 +484,7 @@ export const AdminHandlersLive = (options: AdminServiceOptions) =>
           return yield* onLeader(Effect.gen(function* () {
             const found = getInstance(yield* (yield* EventLog).state, instanceId)
             if (Option.isNone(found) || !sees(caller, found.value.tenant)) return yield* new InstanceNotFound({ instanceId })
-            return instanceView(found.value)
+            return instanceView(found.value, (yield* pveStatesOfTerm).get(instanceId))
           }))
         }).pipe(provideReplica, Effect.withSpan("admin.GetInstance")),
 

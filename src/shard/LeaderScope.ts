@@ -24,7 +24,7 @@ import { OwnershipLive } from "./Ownership.js"
 import { PreflightLive } from "./Preflight.js"
 import { sagaRestart } from "./policies.js"
 import { reconcileLoop } from "./reconcile.js"
-import { SagaLimitsLive } from "./SagaLimits.js"
+import { SagaLimits, SagaLimitsLive } from "./SagaLimits.js"
 import { SagaRunner, SagaRunnerLive } from "./SagaRunner.js"
 import { type GcGraces, type RegistrationSettings, ShardContext } from "./ShardContext.js"
 import { AgentTermLive } from "./AgentBackendShard.js"
@@ -93,6 +93,12 @@ export const leaderScope = (settings: LeaderScopeSettings) => (term: number): Ef
       Effect.retry({ schedule: sagaRestart, while: (error) => error._tag !== "Fenced" && error._tag !== "LogUnavailable" })
     )
     yield* Effect.logInfo(`cluster read: ${adopted.owned} VMs carry this shard's tags, ${adopted.adopted} adopted`)
+    yield* (yield* SagaLimits).noteClusterVmids(adopted.vmids)
+    if (adopted.otherShards.size > 0) {
+      // One cluster is one shard: two shards' allocators and GCs on one cluster only see their own VMs.
+      const shards = [...adopted.otherShards].sort(([a], [b]) => a.localeCompare(b)).map(([other, count]) => `${other} (${count} VMs)`)
+      yield* Effect.logWarning(`VMs of another shard of cluster ${settings.clusterId} are on this PVE cluster: ${shards.join(", ")}; run one shard per PVE cluster`)
+    }
     const runner = yield* SagaRunner
     if (settings.handle !== undefined) yield* settings.handle.publishTerm({ term, context: yield* Effect.context<LeaderServices>() })
     const agentWork = settings.registration === undefined ? Effect.never : livenessLoop

@@ -15,7 +15,7 @@ import { Clock, Effect, HashMap, Option } from "effect"
 import { InvalidInstanceId, parseInstanceId } from "../domain/instanceId.js"
 import { ownerByNotes, parseManagedNotes, withOwnerLog } from "../domain/managedNotes.js"
 import type { VmConfig } from "../domain/pve/schemas.js"
-import { hasAssociationTags } from "../domain/pveTags.js"
+import { hasAssociationTags, otherShardTag } from "../domain/pveTags.js"
 import { Adopted, type ShardEvent, VmidsSeen } from "../domain/shard/events.js"
 import type { State } from "../domain/shard/state.js"
 import { EventLog } from "../services/EventLog.js"
@@ -31,6 +31,17 @@ export const unknownOwnedVms = (vms: ReadonlyArray<VmResourceInfo>, state: State
     vm.type === "qemu" && !vm.template && vm.name !== undefined && hasAssociationTags(vm.tags, clusterId, shard) &&
     !(parseInstanceId(vm.name) instanceof InvalidInstanceId) && !HashMap.has(state.instances, vm.name) && !knownVmids.has(vm.vmid)
   )
+}
+
+/** VMs of the listing named as instances and tagged for another shard of this cluster, counted by that shard. */
+export const otherShardsOf = (vms: ReadonlyArray<VmResourceInfo>, clusterId: string, shard: string): ReadonlyMap<string, number> => {
+  const counts = new Map<string, number>()
+  for (const vm of vms) {
+    if (vm.template || vm.name === undefined || parseInstanceId(vm.name) instanceof InvalidInstanceId) continue
+    const other = otherShardTag(vm.tags, clusterId, shard)
+    if (other !== undefined) counts.set(other, (counts.get(other) ?? 0) + 1)
+  }
+  return counts
 }
 
 /**
@@ -95,6 +106,8 @@ export const adoptFromCluster = Effect.fn("shard.adopt")(function* () {
   const highest = Math.max(0, ...vms.map((vm) => vm.vmid))
   if (highest > state.vmidHighWater) events.push(VmidsSeen.make({ highest }))
   const owned = vms.filter((vm) => !vm.template && hasAssociationTags(vm.tags, shard.clusterId, shard.shard)).length
+  // What the VMID allocator must skip, and the VMs of other shards of this cluster (warned about at the term's start).
+  const seen = { vmids: vms.map((vm) => vm.vmid), otherShards: otherShardsOf(vms, shard.clusterId, shard.shard) }
   const adoptable: Array<{ readonly vm: VmResourceInfo; readonly config: VmConfig; readonly marked: boolean }> = []
   const foreign = new Map<string, Array<number>>()
   for (const vm of unknownOwnedVms(vms, state, shard.clusterId, shard.shard)) {
@@ -110,7 +123,7 @@ export const adoptFromCluster = Effect.fn("shard.adopt")(function* () {
     // Not even the original server's VMs are adopted: beside another log's VMs, they may be that log's too.
     yield* ownership.startHold(state.logId ?? "?", foreign)
     if (events.length > 0) yield* log.append(events)
-    return { owned, adopted: 0, foreign: foreignCount }
+    return { owned, adopted: 0, foreign: foreignCount, ...seen }
   }
   for (const { config, vm } of adoptable) {
     const event = adoptionOf(vm, config, at)
@@ -129,7 +142,7 @@ export const adoptFromCluster = Effect.fn("shard.adopt")(function* () {
       )
     }
   }
-  return { owned, adopted: adoptable.length, foreign: foreignCount }
+  return { owned, adopted: adoptable.length, foreign: foreignCount, ...seen }
 })
 
 export interface AdoptedFromLog {

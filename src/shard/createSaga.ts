@@ -25,7 +25,8 @@ import {
   Resized,
   Started,
   StartRequested,
-  TemplateResolved
+  TemplateResolved,
+  VmidsSeen
 } from "../domain/shard/events.js"
 import { type CreateStep, inPhase, type InstanceIn, SAGA_OF_PHASE } from "../domain/shard/sagaView.js"
 import { getInstance, type Instance, type Phase } from "../domain/shard/state.js"
@@ -42,12 +43,16 @@ import { instanceTemplateData, userDataTemplateText } from "./instanceTemplates.
 import { Preflight } from "./Preflight.js"
 import { SagaLimits } from "./SagaLimits.js"
 import { registrationUrl, ShardContext } from "./ShardContext.js"
-import { permanentStepError, StepError, stepErrorFrom, waitingStepError } from "./stepError.js"
+import { permanentStepError, StepError, stepErrorFrom, type StepName, waitingStepError } from "./stepError.js"
 import { type VmMismatch, vmOfInstance } from "./vmCheck.js"
 
 const MIB = 1024 * 1024
-/** How often a clone onto a VMID someone else took moves on to the next VMID before giving up. */
-const MAX_VMID_COLLISIONS = 8
+/**
+ * How often in a row a clone may be refused with "already exists" for a VMID that no VM is seen to hold
+ * before the create gives up. A VMID another VM holds is never counted: the allocator moves on, bounded by
+ * the range (`vmid_range`).
+ */
+const MAX_UNEXPLAINED_COLLISIONS = 8
 /** The disk the template boots from; `DiskSize` applies to it. */
 export const BOOT_DISK = "scsi0"
 
@@ -98,6 +103,27 @@ const vmidHolder = (instanceId: string, vmid: number, nodes: ReadonlyArray<strin
       if (Option.isSome(found)) return found
     }
     return Option.none()
+  })
+
+/** A VMID of the shard's `vmid_range` for the next clone; a range with none free fails the create, naming it. */
+const allocateVmid = (instanceId: string, step: StepName, config: ParsedShardConfig) =>
+  Effect.flatMap(SagaLimits, (limits) => limits.nextVmid(config.config.shard.infra.options.vmidRange)).pipe(
+    Effect.catchTag("VmidRangeExhausted", (error) => Effect.fail(permanentStepError(instanceId, step, error.message)))
+  )
+
+/**
+ * After a clone found its VMID taken: a fresh `/cluster/resources` read, so the allocator skips every VMID
+ * others use and the log's high-water mark rises above them (as at the term's start). Whether `vmid` is listed.
+ */
+const refreshClusterVmids = (instanceId: string, step: StepName, vmid: number) =>
+  Effect.gen(function* () {
+    const log = yield* EventLog
+    const limits = yield* SagaLimits
+    const vms = yield* (yield* ProxmoxApi).vmResources().pipe(Effect.mapError(stepErrorFrom(instanceId, step)))
+    yield* limits.noteClusterVmids(vms.map((vm) => vm.vmid))
+    const highest = vms.reduce((max, vm) => Math.max(max, vm.vmid), 0)
+    if (highest > (yield* log.state).vmidHighWater) yield* log.append([VmidsSeen.make({ highest })])
+    return vms.some((vm) => vm.vmid === vmid)
   })
 
 /** The template to clone for a VM on `node`: by VMID anywhere in the cluster, or by name on that node. */
@@ -277,7 +303,7 @@ const isoStep = Effect.fn(span("iso"))(function* (instance: InstanceIn<"template
     Effect.mapError(stepErrorFrom(id, step))
   )
   // The upload's result and the clone's intent (the VMID reservation) in one write.
-  const vmid = yield* limits.nextVmid
+  const vmid = yield* allocateVmid(id, step, config)
   const at = yield* now
   yield* log.append([
     IsoUploaded.make({ instanceId: id, at, volid }),
@@ -309,10 +335,12 @@ const cloneStep = Effect.fn(span("clone"))(function* (instance: InstanceIn<"iso-
     }
     if (Option.isSome(holder)) vmid = undefined
   }
-  for (let collisions = 0; ; collisions++) {
+  for (let unexplained = 0; ;) {
     if (vmid === undefined) {
-      if (collisions >= MAX_VMID_COLLISIONS) return yield* permanentStepError(id, step, `${collisions} VMIDs in a row were taken by other VMs`)
-      vmid = yield* limits.nextVmid
+      if (unexplained >= MAX_UNEXPLAINED_COLLISIONS) {
+        return yield* permanentStepError(id, step, `${unexplained} clones in a row were refused as "already exists" for VMIDs no VM is seen to hold`)
+      }
+      vmid = yield* allocateVmid(id, step, config)
       yield* log.append([CloneRequested.make({ instanceId: id, at: yield* now, vmid, node, templateVmid, templateNode })])
     }
     const newid = vmid
@@ -350,7 +378,10 @@ const cloneStep = Effect.fn(span("clone"))(function* (instance: InstanceIn<"iso-
     if (Option.isSome(holder) && holder.value._tag === "Busy") {
       return yield* waitingStepError(id, step, `VMID ${newid} is taken by a clone in progress (perhaps ours); waiting to see whose it is`)
     }
-    yield* Effect.logWarning(`${id}: VMID ${newid} is taken by another VM; trying the next one`)
+    // Someone else's VM (or one not seen yet): learn the cluster's VMIDs afresh and pick again.
+    const listed = yield* refreshClusterVmids(id, step, newid)
+    unexplained = Option.isSome(holder) || listed ? 0 : unexplained + 1
+    yield* Effect.logWarning(`${id}: VMID ${newid} is taken by another VM; trying another one`)
     vmid = undefined
   }
 })

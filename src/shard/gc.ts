@@ -29,6 +29,7 @@ import { atRest } from "./SagaRunner.js"
 import { everyInterval } from "./loop.js"
 import { ShardContext } from "./ShardContext.js"
 import { recordGcDeletions } from "../metrics/metrics.js"
+import { releaseIsos } from "./isoRelease.js"
 
 export interface GcReport {
   readonly replaced: number
@@ -268,7 +269,9 @@ export const gcLoop = Effect.gen(function* () {
   const { pass } = yield* makeGc
   const shard = yield* ShardContext
   const interval = Effect.map(SubscriptionRef.get(shard.config), (config) => config.config.shard.garbageCollection.interval)
+  // Spent cloud-init ISOs of registered instances are released after each pass, when the option is on.
+  const release = Effect.flatMap(SubscriptionRef.get(shard.config), (config) => releaseIsos(config.config.shard.infra.options.detachIsoAfterRegistration))
   // A fenced writer ends the leadership; anything else waits for the next pass.
-  yield* everyInterval("gc", interval, pass)
+  yield* everyInterval("gc", interval, Effect.zipRight(pass, release))
 })
 

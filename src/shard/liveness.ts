@@ -3,12 +3,14 @@
  * started but whose agent has not registered within `registration_timeout`, and a registered instance whose
  * health reports stopped for longer than the grace (3 × `health_check_interval`), are replaced — recorded as
  * `DeleteRequested{reason: "not-ready"}`, so the one delete saga removes them and reconcile replaces them.
- * Instances without a nonce (adopted VMs, or made while registration was off) are exempt.
+ * Instances without a nonce (adopted VMs, or made while registration was off) are exempt. A paused or
+ * suspended guest stops reporting too: it is replaced like a silent one, and the log line says it was paused.
  */
 import { Clock, Duration, Effect, HashMap, SubscriptionRef } from "effect"
 import { DeleteRequested, type ShardEvent } from "../domain/shard/events.js"
 import { EventLog } from "../services/EventLog.js"
 import { AgentTerm } from "./AgentBackendShard.js"
+import { ClusterView } from "./ClusterView.js"
 import { everyInterval } from "./loop.js"
 import { ShardContext } from "./ShardContext.js"
 
@@ -17,6 +19,7 @@ export const makeLiveness = Effect.gen(function* () {
   const { healthSeen } = yield* AgentTerm
   const log = yield* EventLog
   const shard = yield* ShardContext
+  const clusterView = yield* ClusterView
   // Reports sent to an earlier leader are not known here: silence counts from this term's start at the earliest.
   const termStart = yield* Clock.currentTimeMillis
 
@@ -38,7 +41,10 @@ export const makeLiveness = Effect.gen(function* () {
         const last = Math.max(healthSeen.get(id) ?? 0, instance.registeredAt ?? 0, termStart)
         if (now - last > grace) {
           events.push(DeleteRequested.make({ instanceId: id, at: now, reason: "not-ready" }))
-          yield* Effect.logWarning(`${id}: VM ${instance.vmid ?? "?"} stopped reporting health ${Math.round((now - last) / 1000)} s ago; replacing it`)
+          // What PVE said of the VM at the last GC pass: a paused guest is silent because it is paused.
+          const pveState = (yield* clusterView.vmStates).get(id)
+          const why = pveState === "paused" || pveState === "suspended" ? ` (the VM is ${pveState} in PVE)` : ""
+          yield* Effect.logWarning(`${id}: VM ${instance.vmid ?? "?"} stopped reporting health ${Math.round((now - last) / 1000)} s ago${why}; replacing it`)
         }
       }
     }

@@ -54,7 +54,7 @@ describe("shard config defaults", () => {
     expect(d(config.shard.requestTimeout)).toBe("30s")
     expect(d(config.shard.healthCheckInterval)).toBe("1m0s")
     expect(Duration.isZero(config.shard.createRateLimit)).toBe(true)
-    expect(config.shard.infra.options).toEqual({ insecureTls: false, cloudInitIsoStorage: "local" })
+    expect(config.shard.infra.options).toMatchObject({ insecureTls: false, cloudInitIsoStorage: "local", vmidRange: { low: 10_000, high: 999_999_999 } })
     expect(config.shard.bind.agent).toEqual({ host: "0.0.0.0", port: 8994, text: "0.0.0.0:8994" })
     expect(config.shard.advertise.health).toEqual({ host: "", port: 8990, text: ":8990" })
     expect(config.templates["web"]?.arch).toBe("amd64")
@@ -68,7 +68,7 @@ describe("shard config defaults", () => {
     const { config } = ok(c)
     expect(Duration.toMillis(config.shard.garbageCollection.registrationTimeout)).toBe(5_400_000)
     expect(Duration.toMillis(config.shard.createRateLimit)).toBe(1_500)
-    expect(config.shard.infra.options).toEqual({ insecureTls: true, cloudInitIsoStorage: "cephfs" })
+    expect(config.shard.infra.options).toMatchObject({ insecureTls: true, cloudInitIsoStorage: "cephfs" })
   })
 
   it("accepts the guide's `kind` for the provider, but not a contradicting one", () => {

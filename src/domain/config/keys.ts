@@ -40,7 +40,7 @@ const proxmoxArgs: KeySpec = {
   openEnded: "not a Proxmox arg; ignored"
 }
 const proxmoxOptions: KeySpec = {
-  known: { insecure_tls: undefined, cloud_init_iso_storage: undefined, vmid_range: undefined },
+  known: { insecure_tls: undefined, cloud_init_iso_storage: undefined, vmid_range: undefined, detach_iso_after_registration: undefined },
   openEnded: "not a Proxmox option; ignored"
 }
 

@@ -73,6 +73,8 @@ export interface ShardConfig {
         readonly cloudInitIsoStorage: string
         /** `vmid_range`: the VMIDs the shard's VMs get (default `DEFAULT_VMID_RANGE`). */
         readonly vmidRange: VmidRange
+        /** `detach_iso_after_registration`: eject and delete a VM's cloud-init ISO once its agent registered (default false). */
+        readonly detachIsoAfterRegistration: boolean
       }
       /** The options object as written, for providers other than Proxmox. */
       readonly rawOptions: JsonObject

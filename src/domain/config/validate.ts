@@ -252,6 +252,7 @@ export const validateShardConfig = (
   let insecureTls = false
   let cloudInitIsoStorage: string = DEFAULTS.cloudInitIsoStorage
   let vmidRange: VmidRange = DEFAULT_VMID_RANGE
+  let detachIsoAfterRegistration = false
   if (proxmox) {
     const tls = rawOptions["insecure_tls"]
     if (tls !== undefined) {
@@ -268,6 +269,11 @@ export const validateShardConfig = (
       const parsed = typeof vmids === "string" ? parseVmidRange(vmids) : `must be a VMID range "LOW-HIGH" such as "${formatVmidRange(DEFAULT_VMID_RANGE)}"`
       if (typeof parsed === "string") fail("shard.infra.options.vmid_range", parsed)
       else vmidRange = parsed
+    }
+    const detach = rawOptions["detach_iso_after_registration"]
+    if (detach !== undefined) {
+      if (typeof detach === "boolean") detachIsoAfterRegistration = detach
+      else fail("shard.infra.options.detach_iso_after_registration", "must be true or false")
     }
   }
 
@@ -485,7 +491,7 @@ export const validateShardConfig = (
     cluster: { id: raw.cluster.id, leaderElection: election },
     shard: {
       id: rs.id,
-      infra: { provider, region: rs.infra.region, zone: rs.infra.zone, options: { insecureTls, cloudInitIsoStorage, vmidRange }, rawOptions },
+      infra: { provider, region: rs.infra.region, zone: rs.infra.zone, options: { insecureTls, cloudInitIsoStorage, vmidRange, detachIsoAfterRegistration }, rawOptions },
       bind,
       advertise,
       subnetPools: recordOf(rs.subnet_pools),
