@@ -7,7 +7,7 @@
  * a new CA would silently orphan every agent certificate, so it is never created over a partial PKI.
  */
 import { isIP } from "node:net"
-import { createCipheriv, createDecipheriv, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, randomBytes, webcrypto } from "node:crypto"
+import { createCipheriv, createDecipheriv, createPrivateKey, createPublicKey, generateKeyPairSync, KeyObject, randomBytes, webcrypto } from "node:crypto"
 import { readFile } from "node:fs/promises"
 import { Clock, Duration, Effect, Either, Layer, Option, Redacted, Schedule, Schema } from "effect"
 import { errors as joseErrors, jwtVerify, SignJWT } from "jose"
@@ -42,6 +42,7 @@ import {
   type VerifiedClientCertificate
 } from "../services/ClusterPki.js"
 import { pkiObjectKeys } from "../domain/bucketKeys.js"
+import { agentCertificateIssuer, issueAgentCertificate } from "./agentCertificateDer.js"
 import { identifierProblem } from "../domain/config/validate.js"
 import { ifAbsent, ObjectStore, type ObjectStoreShape, type StoreError } from "../services/ObjectStore.js"
 import * as x509 from "./x509.js"
@@ -445,6 +446,16 @@ const makeShape = (clusterId: string, material: PkiMaterial): ClusterPkiShape =>
     })
 
   /** A leaf certificate signed by the CA: not a CA itself, signatures only, for `usage`. */
+  const subjectKeyId = caCert.getExtension(x509.SubjectKeyIdentifierExtension)?.keyId
+  const agentIssuer = agentCertificateIssuer(
+    {
+      subjectName: Buffer.from(caCert.subjectName.toArrayBuffer()),
+      subjectKeyId: subjectKeyId === undefined ? undefined : Buffer.from(subjectKeyId, "hex"),
+      spki: Buffer.from(caCert.publicKey.rawData)
+    },
+    KeyObject.from(caSigningKey)
+  )
+
   const issueLeaf = (leaf: {
     readonly subject: x509.JsonName
     readonly publicKey: Buffer | webcrypto.CryptoKey
@@ -478,12 +489,18 @@ const makeShape = (clusterId: string, material: PkiMaterial): ClusterPkiShape =>
     clusterId,
     caPem,
 
+    // The hot path of every registration and renewal: encoded directly (see agentCertificateDer.ts).
     issueClientCertificate: ({ instanceId, tenant, publicKeyPem, ttl }) =>
       Effect.gen(function* () {
         const spki = yield* ed25519PublicKey(publicKeyPem)
         const now = yield* Clock.currentTimeMillis
-        const cert = yield* issueLeaf({ subject: [{ CN: [instanceId] }, { O: [tenant] }], publicKey: spki, now, ttl, usage: x509.ExtendedKeyUsage.clientAuth })
-        return { certificatePem: cert.toString("pem") + "\n", serial: cert.serialNumber.toLowerCase(), notAfter: cert.notAfter }
+        return issueAgentCertificate(agentIssuer, {
+          instanceId,
+          tenant,
+          spki,
+          notBefore: new Date(now - NOT_BEFORE_SKEW_MILLIS),
+          notAfter: new Date(now + Duration.toMillis(ttl))
+        })
       }),
 
     issueOperatorCertificate: ({ name, tenant, publicKeyPem, ttl }) =>

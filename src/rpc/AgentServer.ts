@@ -199,7 +199,7 @@ export const AgentHandlersLive = (options: AgentServiceOptions) =>
           yield* requireLeader
           yield* backend.recordHealth({ instanceId: peer.instanceId, certificateSerial: peer.serial }, payload.status ?? "healthy")
           return { ok: true as const }
-        })).pipe(Effect.withSpan("agent.ReportHealth")),
+        })),
 
       RenewCertificate: (wire) =>
         counted("RenewCertificate", Effect.gen(function* () {
@@ -400,7 +400,9 @@ const makeChannelSocketServer = (options: AgentChannelServerOptions) =>
 export const AgentChannelServerLive = (options: AgentChannelServerOptions) =>
   Layer.unwrapEffect(Effect.map(makeRefusalLog("agent"), (refusals) => {
     const sockets = Layer.scoped(SocketServer.SocketServer, makeChannelSocketServer({ ...options, refusals }))
-    return RpcServer.layer(AgentRpcs).pipe(
+    // No span per call: every agent reports every few seconds, so a trace of each would be most of the
+    // channel's CPU and of any trace store; renewals still carry their own span (see the handler).
+    return RpcServer.layer(AgentRpcs, { disableTracing: true }).pipe(
       Layer.provide(AgentHandlersLive({ ...options, refusals })),
       Layer.provide(AgentAuthenticationLive(refusals)),
       Layer.provide(RpcServer.layerProtocolSocketServer),

@@ -6,6 +6,7 @@ import { join } from "node:path"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Either, Exit, Redacted } from "effect"
 import { encryptionKeyFrom, makeClusterPki, openSecret, sealSecret } from "../../src/layers/ClusterPkiStore.js"
+import * as x509 from "../../src/layers/x509.js"
 import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
 import type { ObjectStoreShape } from "../../src/services/ObjectStore.js"
 
@@ -14,6 +15,47 @@ const options = { clusterId: "c1", encryptionKey: key, settleTimeout: "300 milli
 const keys = pkiObjectKeys("c1")
 const text = (body: Uint8Array) => Buffer.from(body).toString("utf8")
 const agentPublicKeyPem = () => generateKeyPairSync("ed25519").publicKey.export({ type: "spki", format: "pem" }) as string
+
+describe("agent client certificates (encoded directly to DER)", () => {
+  it.live("read back alike by the x509 library and by Node: CA-signed, CN/O, the five extensions, validity to the second", () =>
+    Effect.gen(function* () {
+      const pki = yield* makeClusterPki(makeMemoryStore(), options)
+      const agentKey = agentPublicKeyPem()
+      const before = Date.now()
+      const issued = yield* pki.issueClientCertificate({ instanceId: "vmx1derder", tenant: "acmé", publicKeyPem: agentKey, ttl: "90 minutes" })
+      const ca = new x509.X509Certificate(pki.caPem)
+      const cert = new x509.X509Certificate(issued.certificatePem)
+      expect(yield* Effect.promise(() => cert.verify({ publicKey: ca.publicKey, signatureOnly: true }))).toBe(true)
+      expect(cert.issuer).toBe(ca.subject)
+      expect(cert.subjectName.getField("CN")).toEqual(["vmx1derder"])
+      expect(cert.subjectName.getField("O")).toEqual(["acmé"])
+      expect(cert.serialNumber.toLowerCase()).toBe(issued.serial)
+      expect(issued.serial).toMatch(/^[0-7][0-9a-f]{31}$/)
+      expect(cert.notAfter.getTime()).toBe(issued.notAfter.getTime())
+      expect(Math.abs(issued.notAfter.getTime() - (before + 90 * 60_000))).toBeLessThan(5_000)
+      expect(cert.notBefore.getTime()).toBeLessThan(before)
+      expect(cert.getExtension(x509.BasicConstraintsExtension)).toMatchObject({ ca: false, critical: true })
+      expect(cert.getExtension(x509.KeyUsagesExtension)).toMatchObject({ usages: x509.KeyUsageFlags.digitalSignature, critical: true })
+      expect(cert.getExtension(x509.ExtendedKeyUsageExtension)?.usages).toEqual([x509.ExtendedKeyUsage.clientAuth])
+      expect(cert.getExtension(x509.AuthorityKeyIdentifierExtension)?.keyId).toBe(ca.getExtension(x509.SubjectKeyIdentifierExtension)?.keyId)
+      expect(cert.getExtension(x509.SubjectKeyIdentifierExtension)?.keyId).toMatch(/^[0-9a-f]{40}$/)
+      // Node (OpenSSL) parses it, checks the CA's signature, and the key is the agent's.
+      const node = new NodeX509(issued.certificatePem)
+      expect(node.verify(new NodeX509(pki.caPem).publicKey)).toBe(true)
+      expect(node.checkIssued(new NodeX509(pki.caPem))).toBe(true)
+      expect(node.publicKey.export({ type: "spki", format: "pem" })).toBe(agentKey)
+      expect(yield* pki.verifyClientCertificate(issued.certificatePem)).toMatchObject({ instanceId: "vmx1derder", tenant: "acmé", role: "agent", serial: issued.serial })
+    }))
+
+  it.live("a validity past 2049 is a GeneralizedTime, read back to the second", () =>
+    Effect.gen(function* () {
+      const pki = yield* makeClusterPki(makeMemoryStore(), options)
+      const issued = yield* pki.issueClientCertificate({ instanceId: "vmx1long", tenant: "acme", publicKeyPem: agentPublicKeyPem(), ttl: "10000 days" })
+      expect(issued.notAfter.getUTCFullYear()).toBeGreaterThanOrEqual(2050)
+      expect(new Date(new NodeX509(issued.certificatePem).validTo).getTime()).toBe(issued.notAfter.getTime())
+      expect(new x509.X509Certificate(issued.certificatePem).notAfter.getTime()).toBe(issued.notAfter.getTime())
+    }))
+})
 
 describe("cluster PKI: creation and loading", () => {
   it.live("first use creates ca.crt in the clear and both keys sealed; a second maker loads the same CA", () =>
