@@ -12,7 +12,7 @@ import { delimiter, join } from "node:path"
 
 export interface RealComponent {
   /** Short name used by the suites: `needs("s3")`. */
-  readonly name: "s3" | "iso-tools" | "deploy-tools" | "prometheus-parser"
+  readonly name: "s3" | "iso-tools" | "deploy-tools" | "prometheus-parser" | "network-namespaces"
   /** What the suites check with it, for the skip line. */
   readonly checks: string
   /** The one command that installs what is missing. */
@@ -76,8 +76,27 @@ export const REAL_COMPONENTS: ReadonlyArray<RealComponent> = [
         execFile(SYSTEM_PYTHON, ["-c", "import prometheus_client.parser"], { timeout: 20_000 }, (error) =>
           resolve(error === null ? undefined : `${SYSTEM_PYTHON} with prometheus_client`))
       })
+  },
+  {
+    name: "network-namespaces",
+    checks: "the keepalived leader check on two replicas in network namespaces of their own",
+    install: "run the suite as root (it creates network namespaces with ip netns; sudo apt-get install iproute2 curl)",
+    missing: () => namespaceProbe()
   }
 ]
+
+/** Whether this process may create a network namespace: creates one and removes it again. */
+const namespaceProbe = (): Promise<string | undefined> => {
+  const programs = missingPrograms(["ip", "curl"])
+  if (programs !== undefined) return Promise.resolve(programs)
+  const name = `nstance-probe-${process.pid}`
+  return new Promise((resolve) => {
+    execFile("ip", ["netns", "add", name], { timeout: 10_000 }, (error) => {
+      if (error !== null) return resolve(`the right to create network namespaces (uid ${process.getuid?.() ?? "?"})`)
+      execFile("ip", ["netns", "del", name], { timeout: 10_000 }, () => resolve(undefined))
+    })
+  })
+}
 
 /** Probes every component (in the global setup, once per run). */
 export const probeRealComponents = async (): Promise<Record<string, string>> => {
