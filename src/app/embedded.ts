@@ -61,25 +61,38 @@ export const withLoopbackEndpoints = (
   return edits.reduce((edited, [path, value]) => applyEdits(edited, modify(edited, [...path], value, options)), text)
 }
 
-/** A TCP port free on loopback right now (the OS picks it). */
-export const freeLoopbackPort: Effect.Effect<number> = Effect.async<number>((resume) => {
-  const server = createNetServer()
-  server.unref()
-  server.listen(0, "127.0.0.1", () => {
-    const address = server.address()
-    const port = typeof address === "object" && address !== null ? address.port : 0
-    server.close(() => resume(port === 0 ? Effect.dieMessage("no free port on 127.0.0.1") : Effect.succeed(port)))
-  })
-})
+/**
+ * `count` TCP ports free on loopback right now, all different (the OS picks them): every socket stays bound
+ * until the last one is, so the OS cannot hand one port out twice.
+ */
+export const freeLoopbackPorts = (count: number): Effect.Effect<ReadonlyArray<number>> =>
+  Effect.promise(async () => {
+    const servers = await Promise.all(Array.from({ length: count }, () =>
+      new Promise<ReturnType<typeof createNetServer>>((resolve, reject) => {
+        const server = createNetServer()
+        server.unref()
+        server.once("error", reject)
+        server.listen(0, "127.0.0.1", () => resolve(server))
+      })))
+    const ports = servers.map((server) => {
+      const address = server.address()
+      return typeof address === "object" && address !== null ? address.port : 0
+    })
+    await Promise.all(servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))))
+    return ports
+  }).pipe(Effect.filterOrDieMessage((ports) => ports.every((port) => port !== 0), "no free port on 127.0.0.1"))
 
-/** `preferred` on loopback when it is free (so the documented default works), else any free port. */
-export const loopbackPortPreferring = (preferred: number): Effect.Effect<number> =>
+/** A TCP port free on loopback right now (the OS picks it). */
+export const freeLoopbackPort: Effect.Effect<number> = Effect.map(freeLoopbackPorts(1), (ports) => ports[0]!)
+
+/** `preferred` on loopback when it is free (so the documented default works), else `fallback`. */
+export const loopbackPortPreferring = (preferred: number, fallback: number): Effect.Effect<number> =>
   Effect.async<boolean>((resume) => {
     const server = createNetServer()
     server.unref()
     server.once("error", () => resume(Effect.succeed(false)))
     server.listen(preferred, "127.0.0.1", () => server.close(() => resume(Effect.succeed(true))))
-  }).pipe(Effect.flatMap((free) => (free ? Effect.succeed(preferred) : freeLoopbackPort)))
+  }).pipe(Effect.map((free) => (free ? preferred : fallback)))
 
 /** The operator and health ports `npm start` uses when they are free: `nstance-admin`'s default and the example's. */
 export const EMBEDDED_OPERATOR_PORT = 8993
@@ -113,11 +126,12 @@ export const runEmbedded = (options: { readonly configFile?: string; readonly re
     }
     const shard = parsed.right.config.shard.id
     // Agent registration is always on here: a key for this run only, the endpoint on a free loopback port.
-    const registrationAddress = `127.0.0.1:${yield* freeLoopbackPort}`
-    const agentAddress = `127.0.0.1:${yield* freeLoopbackPort}`
+    const [registrationPort, agentPort, operatorFallback, healthFallback] = yield* freeLoopbackPorts(4)
+    const registrationAddress = `127.0.0.1:${registrationPort}`
+    const agentAddress = `127.0.0.1:${agentPort}`
     // The admin endpoint and /healthz, /readyz, /metrics on loopback, with a token for this run only.
-    const operatorAddress = `127.0.0.1:${yield* loopbackPortPreferring(EMBEDDED_OPERATOR_PORT)}`
-    const healthAddress = `127.0.0.1:${yield* loopbackPortPreferring(EMBEDDED_HEALTH_PORT)}`
+    const operatorAddress = `127.0.0.1:${yield* loopbackPortPreferring(EMBEDDED_OPERATOR_PORT, operatorFallback!)}`
+    const healthAddress = `127.0.0.1:${yield* loopbackPortPreferring(EMBEDDED_HEALTH_PORT, healthFallback!)}`
     const adminToken = randomBytes(24).toString("hex")
     const gcText = withDemoGcInterval(text, parsed.right)
     const demoText = withLoopbackEndpoints(gcText, { registration: registrationAddress, agent: agentAddress, operator: operatorAddress, health: healthAddress })

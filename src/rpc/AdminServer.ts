@@ -131,6 +131,13 @@ export type AdminCaller =
 const ADMINISTRATOR: AdminCaller = { _tag: "Administrator" }
 
 /**
+ * Who made a change, as the `operator` annotation of its log lines: the operator certificate's name, tenant
+ * and serial, or the admin token (never the token itself).
+ */
+export const operatorOf = (caller: AdminCaller): string =>
+  caller._tag === "Administrator" ? "admin token" : `${caller.name} (tenant ${caller.tenant}, certificate ${caller.serial})`
+
+/**
  * How the guard hands the caller to the handlers. RPC handlers see the request's headers, merged with headers
  * the client may put into each RPC message — so the header carries no identity, only a random key into
  * `AdminCallers`, valid while its HTTP request runs. A client that sets it itself can only spoil its own call.
@@ -517,7 +524,7 @@ export const AdminHandlersLive = (options: AdminServiceOptions) =>
             const view = groupViews(config, state, staticKeys, dynamic).find((g) => g.tenant === payload.tenant && g.group === payload.group)
             if (view === undefined) return yield* new AdminUnavailable({ reason: `group ${payload.tenant}/${payload.group} was written but is not in the reloaded config` })
             return { group: view, etag: written.etag, attempts: written.attempts }
-          }))
+          }).pipe(Effect.annotateLogs("operator", operatorOf(caller))))
         }).pipe(provideReplica, Effect.withSpan("admin.UpsertGroup")),
 
       DeleteGroup: (wire, { headers }) =>
@@ -537,7 +544,7 @@ export const AdminHandlersLive = (options: AdminServiceOptions) =>
               yield* reload(`group ${tenant}/${group} deleted`).pipe(Effect.mapError((e) => new AdminUnavailable({ reason: e.message })))
             }
             return written.result
-          }))
+          }).pipe(Effect.annotateLogs("operator", operatorOf(caller))))
         }).pipe(provideReplica, Effect.withSpan("admin.DeleteGroup")),
 
       CreateInstance: (wire, { headers }) =>
@@ -558,7 +565,7 @@ export const AdminHandlersLive = (options: AdminServiceOptions) =>
             yield* Effect.logInfo(`${instanceId}: requested for ${tenant}/${group} (operator)`)
             yield* (yield* SagaRunner).ensure(instanceId)
             return { instanceId }
-          }))
+          }).pipe(Effect.annotateLogs("operator", operatorOf(caller))))
         }).pipe(provideReplica, Effect.withSpan("admin.CreateInstance")),
 
       DeleteInstance: (wire, { headers }) =>
@@ -578,7 +585,7 @@ export const AdminHandlersLive = (options: AdminServiceOptions) =>
             yield* Effect.logInfo(`${instanceId}: delete requested by an operator`)
             yield* (yield* SagaRunner).ensure(instanceId)
             return { instanceId, alreadyDeleting: false }
-          }))
+          }).pipe(Effect.annotateLogs("operator", operatorOf(caller))))
         }).pipe(provideReplica, Effect.withSpan("admin.DeleteInstance")),
 
       RefreshConfig: (_, { headers }) =>

@@ -65,7 +65,15 @@ export interface Endpoint {
 export const credentialsFor = (pki: ClusterPkiShape): AdminCredentials => ({ token: TOKEN, caPem: pki.caPem })
 
 /** Serves the admin group for `replica` on 127.0.0.1:0, over TLS 1.3 with a certificate from `pki`. */
-export const serve = (replica: ShardReplicaShape, store: ObjectStoreShape, source: ConfigSource, pki: ClusterPkiShape, maxRequestBytes?: number) =>
+export const serve = (
+  replica: ShardReplicaShape,
+  store: ObjectStoreShape,
+  source: ConfigSource,
+  pki: ClusterPkiShape,
+  maxRequestBytes?: number,
+  /** Where the endpoint's log lines go (default: nowhere, unless NSTANCE_TEST_LOG=1). */
+  logger?: Layer.Layer<never>
+) =>
   Effect.gen(function* () {
     const context = yield* Layer.build(AdminServerLive({
       token: TOKEN,
@@ -78,7 +86,7 @@ export const serve = (replica: ShardReplicaShape, store: ObjectStoreShape, sourc
     }).pipe(
       Layer.provide(Layer.succeed(ShardReplica, replica)),
       // The handlers' INFO lines would go to the test runner's stdout.
-      Layer.provide(Logger.minimumLogLevel(process.env["NSTANCE_TEST_LOG"] === "1" ? LogLevel.Debug : LogLevel.None))
+      Layer.provide(logger ?? Logger.minimumLogLevel(process.env["NSTANCE_TEST_LOG"] === "1" ? LogLevel.Debug : LogLevel.None))
     ))
     const address = Context.get(context, HttpServer.HttpServer).address
     if (address._tag !== "TcpAddress") return yield* Effect.dieMessage("expected a TCP address")

@@ -10,7 +10,7 @@ import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { describe, expect, it } from "@effect/vitest"
-import { type Duration, Effect, Fiber, Logger, LogLevel, Redacted, Stream } from "effect"
+import { type Duration, Effect, Fiber, HashMap, Layer, Logger, LogLevel, Option, Redacted, Stream } from "effect"
 import { type AdminCredentials, callAdmin } from "../../src/admin/AdminClient.js"
 import { runCommand } from "../support/cli.js"
 import { adminCommand } from "../../src/cli/adminCommand.js"
@@ -23,7 +23,7 @@ import type { AdminRpcClient } from "../../src/admin/AdminClient.js"
 import type { WatchEvent } from "../../src/rpc/AdminRpc.js"
 import type { ClusterPkiShape } from "../../src/services/ClusterPki.js"
 import { refused } from "../support/refused.js"
-import { CLUSTER, makeAdminWorld, SHARD, TOKEN } from "./harness.js"
+import { CLUSTER, makeAdminWorld, serve, SHARD, TOKEN } from "./harness.js"
 
 const lines = (text: string) => text.split("\n").filter((line) => line !== "")
 
@@ -143,6 +143,22 @@ describe("operator certificates scoped to a tenant", () => {
       yield* Fiber.interrupt(watching)
       yield* Fiber.interrupt(watchingAll)
     }), { timeout: 30_000 })
+
+  it.scopedLive("a change is logged with who made it: the certificate's name, tenant and serial, or the admin token", () =>
+    Effect.gen(function* () {
+      const world = yield* makeAdminWorld({ size: 1, registration: true })
+      const lines: Array<{ readonly message: string; readonly operator: unknown }> = []
+      const capture = Logger.replace(Logger.defaultLogger, Logger.make(({ annotations, message }) => {
+        lines.push({ message: Array.isArray(message) ? message.map(String).join(" ") : String(message), operator: Option.getOrUndefined(HashMap.get(annotations, "operator")) })
+      }))
+      const audited = yield* serve(world.replica, world.store, world.source, world.pki, undefined, Layer.merge(capture, Logger.minimumLogLevel(LogLevel.Info)))
+      const shop = yield* operatorCredentials(world.pki, world.pki.caPem, "shop")
+      const serial = (yield* world.pki.verifyClientCertificate(shop.certificate.certificatePem)).serial
+      yield* callAdmin(audited.address, shop, (rpc) => rpc.UpsertGroup({ tenant: "shop", group: "web", size: 2 }))
+      yield* callAdmin(audited.address, world.credentials, (rpc) => rpc.UpsertGroup({ tenant: "shop", group: "web", size: 1 }))
+      const upserts = lines.filter((line) => line.message.startsWith("admin: group shop/web upserted"))
+      expect(upserts.map((line) => line.operator)).toEqual([`alice (tenant shop, certificate ${serial})`, "admin token"])
+    }))
 
   it.scopedLive("an agent's certificate, another CA's, an expired one and no credentials are refused and counted; the token still works", () =>
     Effect.gen(function* () {

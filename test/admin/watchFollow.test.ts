@@ -14,7 +14,7 @@ import { adminCommand } from "../../src/cli/adminCommand.js"
 import { startSimulator } from "../../src/sim/server.js"
 import { runCommand } from "../support/cli.js"
 import { daemonConfigText, type DaemonProcess, startProcess, startServerProcess } from "../support/daemonProcess.js"
-import { closedPort } from "../support/net.js"
+import { closedPort, daemonPorts } from "../support/net.js"
 import { makeAdminWorld, TOKEN } from "./harness.js"
 import { randomBytes } from "node:crypto"
 import { pkiObjectKeys } from "../../src/domain/bucketKeys.js"
@@ -27,7 +27,7 @@ describe("nstance-admin watch at a leader change", () => {
     const dir = mkdtempSync(join(tmpdir(), "nstance-watch-"))
     const processes: Array<DaemonProcess> = []
     try {
-      const ports = { health: await closedPort(), election: await closedPort(), registration: await closedPort(), operator: await closedPort(), agent: await closedPort() }
+      const ports = await daemonPorts()
       // The encryption key turns the cluster PKI on: the operator endpoints serve TLS with certificates from its CA.
       const env = {
         PROXMOX_API_URL: sim.url, PROXMOX_TOKEN_ID: sim.tokenId, PROXMOX_TOKEN_SECRET: sim.tokenSecret, NSTANCE_ADMIN_TOKEN: Redacted.value(TOKEN),

@@ -14,7 +14,7 @@ import { join } from "node:path"
 import { afterAll, describe, expect, it } from "@effect/vitest"
 import { type RunningSimulator, startSimulator } from "../../src/sim/server.js"
 import { daemonConfigText, type DaemonPorts, type DaemonProcess, startServerProcess } from "../support/daemonProcess.js"
-import { closedPort } from "../support/net.js"
+import { daemonPorts } from "../support/net.js"
 import { parsePrometheus, total } from "./promParser.js"
 import { skipWithout } from "../support/skipWithout.js"
 
@@ -74,7 +74,7 @@ describe.skipIf(skipWithout("prometheus-parser"))("the registration port flooded
   it("at 1,024 descriptors, 2,000 idle and slow connections: the leader keeps its lease and creates its VMs; the flood is counted as refused", async () => {
     const simulator = await startSimulator({ http: true, sharedStorage: true, nodeMemoryGiB: 128 })
     sim = simulator
-    const ports: DaemonPorts = { health: await closedPort(), election: await closedPort(), registration: await closedPort(), operator: await closedPort(), agent: await closedPort() }
+    const ports: DaemonPorts = await daemonPorts()
     const bucket = mkdtempSync(join(tmpdir(), "nstance-flood-"))
     scratch.push(bucket)
     mkdirSync(join(bucket, "shard", "pve-a"), { recursive: true })

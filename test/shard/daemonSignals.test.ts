@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { applyEdits, modify } from "jsonc-parser"
 import { type RunningSimulator, startSimulator } from "../../src/sim/server.js"
 import { daemonConfigText, type DaemonPorts, type DaemonProcess, startServerProcess } from "../support/daemonProcess.js"
-import { closedPort } from "../support/net.js"
+import { daemonPorts } from "../support/net.js"
 
 let sim: RunningSimulator
 let ports: DaemonPorts
@@ -21,7 +21,7 @@ const running: Array<DaemonProcess> = []
 
 beforeAll(async () => {
   sim = await startSimulator({ http: true, sharedStorage: true, nodeMemoryGiB: 128 })
-  ports = { health: await closedPort(), election: await closedPort(), registration: await closedPort(), operator: await closedPort(), agent: await closedPort() }
+  ports = await daemonPorts()
 })
 
 afterAll(async () => {

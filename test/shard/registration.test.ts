@@ -17,7 +17,7 @@ import { makeClusterPki } from "../../src/layers/ClusterPkiStore.js"
 import type { LeaderInfo } from "../../src/services/LeaderLease.js"
 import type { ObjectStoreShape } from "../../src/services/ObjectStore.js"
 import { serveAgentEndpoint } from "../../src/app/agentEndpoint.js"
-import { freeLoopbackPort } from "../../src/app/embedded.js"
+import { freeLoopbackPorts } from "../../src/app/embedded.js"
 import type { ShardReplicaShape } from "../../src/shard/ShardReplica.js"
 import { makeSimAgents, simulatedIp } from "../../src/sim/agent.js"
 import type { GuestBoot } from "../../src/sim/server.js"
@@ -36,8 +36,7 @@ const address = (host: string, port: number): Address => ({ host, port, text: `$
  */
 const registrationHarness = (options: Partial<HarnessOptions> & { readonly size: number; readonly mute?: (boot: GuestBoot) => boolean }) =>
   Effect.gen(function* () {
-    const port = yield* freeLoopbackPort
-    const agentPort = yield* freeLoopbackPort
+    const [port, agentPort] = (yield* freeLoopbackPorts(2)) as [number, number]
     const agents = yield* makeSimAgents({ healthEvery: "200 millis", ...(options.mute === undefined ? {} : { mute: options.mute }) })
     const encryptionKey = new Uint8Array(randomBytes(32))
     const harness = yield* makeHarness({

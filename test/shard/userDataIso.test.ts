@@ -18,7 +18,7 @@ import { gzipSync } from "node:zlib"
 import { describe, expect, it } from "@effect/vitest"
 import { Chunk, Effect, Fiber, Layer, Logger, Stream } from "effect"
 import { runDaemon } from "../../src/app/daemon.js"
-import { freeLoopbackPort } from "../../src/app/embedded.js"
+import { freeLoopbackPorts } from "../../src/app/embedded.js"
 import { CONFIG_KEY } from "../../src/domain/bucketKeys.js"
 import type { ShardEventEncoded } from "../../src/domain/shard/events.js"
 import { allInstances, type Instance } from "../../src/domain/shard/state.js"
@@ -107,8 +107,8 @@ describe("user-data templates in the ISOs the VMs boot (daemon, HTTP simulator, 
         (dir) => Effect.sync(() => rmSync(dir, { recursive: true, force: true }))
       )
       const sim = yield* PveSimulator({ nodes: 3, http: true, volumesDir: volumes })
-      const port = () => freeLoopbackPort
-      const ports = { health: yield* port(), election: yield* port(), registration: yield* port(), operator: yield* port(), agent: yield* port() }
+      const [health, election, registration, operator, agent] = yield* freeLoopbackPorts(5)
+      const ports = { health: health!, election: election!, registration: registration!, operator: operator!, agent: agent! }
       const registrationAddr = `127.0.0.1:${ports.registration}`
       const config = {
         cluster: { id: "acme" },
