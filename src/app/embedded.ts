@@ -172,11 +172,12 @@ export const runEmbedded = (options: { readonly configFile?: string; readonly re
           "isoinfo -R -x /user-data -i FILE shows what a VM booted)",
         `  shard config : ${configFile}${gcText === text ? "" : ` (garbage_collection.interval shortened to ${DEMO_GC_INTERVAL} for the demo)`}`,
         `  agents       : registration on at https://${registrationAddress}/agent (TLS 1.3; a PKI key for this run only); ` +
-          "simulated guests find the CA in their user-data, register with IPs 10.20.<node>.<vmid % 250> and report health every 3 s",
+          "simulated guests find the CA in their user-data, register with IPs 10.20.<node>.<vmid % 250>, then hold the agent channel " +
+          `wss://${agentAddress}/agent open (their client certificate required) and report health over it every 3 s`,
         `  cluster CA   : ${caFile} (the agent and admin endpoints' certificates chain to it)`,
         `  admin        : NSTANCE_ADMIN_TOKEN=${adminToken} NSTANCE_CA_FILE=${caFile} nstance-admin status --server ${operatorAddress}` +
           " (also instances, groups, group set …; TLS 1.3, a token for this run only)",
-        `  health       : http://${healthAddress}/healthz, /readyz, /metrics`,
+        `  health       : http://${healthAddress}/healthz, /readyz, /leaderz, /metrics`,
         `  demo         : every ${Duration.format(DEMO_CRASH_EVERY)} one of the VMs crashes in the simulator; watch it being replaced`,
         "  stop with Ctrl-C (the lease is resigned on the way out)"
       ].join("\n")
