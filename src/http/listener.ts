@@ -14,7 +14,7 @@ import { TLSSocket } from "node:tls"
 import type { HttpServerRequest } from "@effect/platform"
 import { NodeHttpServer, NodeHttpServerRequest } from "@effect/platform-node"
 import { Clock, Context, Duration, Effect, Layer, Metric, MetricLabel, Option, Ref, Runtime, Schedule, type Scope } from "effect"
-import type { ClusterPkiShape } from "../services/ClusterPki.js"
+import { CertificateRejected, type ClusterPkiShape, type VerifiedClientCertificate } from "../services/ClusterPki.js"
 import { type ListenerLimits, listenerLimits, type ListenerName, parseDescriptorLimit, type RefusalReason } from "../domain/listenerLimits.js"
 
 /** Labels: `endpoint` (registration, operator, health), `reason` (listener-full, peer-full, timeout, bad-request, token, …). */
@@ -311,14 +311,31 @@ export const guardedServerLayer = (
       ))
   )
 
-/**
- * The client certificate the peer of `request` presented at the TLS handshake, PEM; None over plain HTTP,
- * or when it sent none. Only the chain was checked by TLS (and only in `required` mode): what it says
- * (role, tenant, validity now, supersession) is for `ClusterPki.verifyClientCertificate` and the caller.
- */
-export const peerCertificatePem = (request: HttpServerRequest.HttpServerRequest): Option.Option<string> => {
+/** The TLS connection `request` arrived on; None over plain HTTP. */
+export const tlsSocketOf = (request: HttpServerRequest.HttpServerRequest): Option.Option<TLSSocket> => {
   const socket = NodeHttpServerRequest.toIncomingMessage(request).socket
-  if (!(socket instanceof TLSSocket)) return Option.none()
-  const certificate = socket.getPeerX509Certificate()
-  return certificate === undefined ? Option.none() : Option.some(certificate.toString())
+  return socket instanceof TLSSocket ? Option.some(socket) : Option.none()
+}
+
+/**
+ * The client certificate each TLS connection presented, verified by the cluster PKI at the connection's
+ * first request (TLS 1.3 fixes it for the connection's life: no renegotiation); later requests on it only
+ * have its expiry looked at again. None: the connection presented no certificate. What the certificate is
+ * for (an agent's, an operator's) is the caller's to judge.
+ */
+export const makeConnectionCertificates = (pki: ClusterPkiShape) => {
+  const verified = new WeakMap<TLSSocket, VerifiedClientCertificate>()
+  return (socket: TLSSocket): Effect.Effect<Option.Option<VerifiedClientCertificate>, CertificateRejected> =>
+    Effect.gen(function* () {
+      const known = verified.get(socket)
+      if (known !== undefined) {
+        if ((yield* Clock.currentTimeMillis) <= known.notAfter.getTime()) return Option.some(known)
+        return yield* new CertificateRejected({ reason: "Expired", detail: `expired at ${known.notAfter.toISOString()}` })
+      }
+      const pem = socket.getPeerX509Certificate()?.toString()
+      if (pem === undefined) return Option.none()
+      const certificate = yield* pki.verifyClientCertificate(pem)
+      verified.set(socket, certificate)
+      return Option.some(certificate)
+    })
 }

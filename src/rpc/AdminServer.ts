@@ -35,11 +35,11 @@
  * holds only its own instances, so it learns nothing of others' IDs.
  */
 import type { ListenerLimits } from "../domain/listenerLimits.js"
-import { guardedServerLayer, makeRefusalLog, peerCertificatePem, type RefusalLog, type ServerTls } from "../http/listener.js"
+import { guardedServerLayer, makeConnectionCertificates, makeRefusalLog, type RefusalLog, type ServerTls, tlsSocketOf } from "../http/listener.js"
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto"
 import { CONFIG_KEY } from "../domain/bucketKeys.js"
 import { type HttpApp, Headers, HttpIncomingMessage, HttpRouter, HttpServer, HttpServerRequest, HttpServerResponse } from "@effect/platform"
-import { NodeHttpServerRequest } from "@effect/platform-node"
+import type { TLSSocket } from "node:tls"
 import { RpcSerialization, RpcServer } from "@effect/rpc"
 import { Cause, Clock, Context, Effect, Either, HashMap, Layer, Option, Redacted, Schedule, Stream, SubscriptionRef } from "effect"
 import { type Address, formatProblem, type ParsedShardConfig, parseJsonc } from "../domain/config/index.js"
@@ -708,19 +708,12 @@ type Authentication =
   | { readonly _tag: "Accepted"; readonly caller: AdminCaller }
   | { readonly _tag: "Refused"; readonly reason: "token" | "certificate"; readonly detail: string }
 
-/**
- * The verification of each TLS connection's client certificate, made at its first request: TLS fixes the
- * certificate for the connection's life (TLS 1.3 has no renegotiation). Only the expiry is looked at again.
- */
-type VerifiedSockets = WeakMap<object, Either.Either<VerifiedClientCertificate, CertificateRejected>>
-
 const refused = (reason: "token" | "certificate", detail: string): Authentication => ({ _tag: "Refused", reason, detail })
 
 const authenticate = (
   request: HttpServerRequest.HttpServerRequest,
   token: Redacted.Redacted<string>,
-  pki: ClusterPkiShape | undefined,
-  verified: VerifiedSockets
+  certificateOf: ((socket: TLSSocket) => Effect.Effect<Option.Option<VerifiedClientCertificate>, CertificateRejected>) | undefined
 ): Effect.Effect<Authentication> =>
   Effect.gen(function* () {
     const authorization = request.headers[ADMIN_HEADER]
@@ -728,16 +721,14 @@ const authenticate = (
     if (authorization !== undefined) {
       return tokenMatches(authorization, token) ? { _tag: "Accepted", caller: ADMINISTRATOR } : refused("token", "wrong token")
     }
-    const pem = peerCertificatePem(request)
-    if (pki === undefined || Option.isNone(pem)) return refused("token", "no Authorization header and no client certificate")
-    const socket = NodeHttpServerRequest.toIncomingMessage(request).socket
-    const known = verified.get(socket)
-    const result = known ?? (yield* Effect.either(pki.verifyClientCertificate(pem.value)))
-    if (known === undefined) verified.set(socket, result)
-    if (Either.isLeft(result)) return refused("certificate", result.left.reason)
-    const certificate = result.right
+    const socket = tlsSocketOf(request)
+    const presented = certificateOf === undefined || Option.isNone(socket)
+      ? Either.right(Option.none<VerifiedClientCertificate>())
+      : yield* Effect.either(certificateOf(socket.value))
+    if (Either.isLeft(presented)) return refused("certificate", presented.left.reason)
+    if (Option.isNone(presented.right)) return refused("token", "no Authorization header and no client certificate")
+    const certificate = presented.right.value
     if (certificate.role !== "operator") return refused("certificate", "an agent's certificate")
-    if ((yield* Clock.currentTimeMillis) > certificate.notAfter.getTime()) return refused("certificate", "Expired")
     return { _tag: "Accepted", caller: { _tag: "TenantOperator", tenant: certificate.tenant, name: certificate.instanceId, serial: certificate.serial } }
   })
 
@@ -756,11 +747,11 @@ interface GuardSettings {
  */
 const guard = (settings: GuardSettings) => <E, R>(app: HttpApp.Default<E, R>): HttpApp.Default<E, R> => {
   const { maxBytes, refusals, callers } = settings
-  const verified: VerifiedSockets = new WeakMap()
+  const certificateOf = settings.pki === undefined ? undefined : makeConnectionCertificates(settings.pki)
   return Effect.gen(function* () {
     const request = yield* HttpServerRequest.HttpServerRequest
     const peer = Option.getOrElse(request.remoteAddress, () => "unknown")
-    const authentication = yield* authenticate(request, settings.token, settings.pki, verified)
+    const authentication = yield* authenticate(request, settings.token, certificateOf)
     if (authentication._tag === "Refused") {
       yield* refusals.refuse(authentication.reason, peer, authentication.detail)
       yield* refusals.penalize(peer)

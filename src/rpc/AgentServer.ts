@@ -11,11 +11,11 @@ import type { IncomingMessage, ServerResponse } from "node:http"
 import type { Duplex } from "node:stream"
 import type { TLSSocket } from "node:tls"
 import type { ListenerLimits, RefusalReason } from "../domain/listenerLimits.js"
-import { guardedServerLayer, makeListenerServer, makeRefusalLog, type RefusalLog, type ServerTls } from "../http/listener.js"
+import { guardedServerLayer, makeConnectionCertificates, makeListenerServer, makeRefusalLog, type RefusalLog, type ServerTls } from "../http/listener.js"
 import { InvalidCertificate, InvalidNonce, InvalidPayload, NonceReused, NotLeader, UnknownInstance } from "../domain/agent/errors.js"
 import { type HttpApp, HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse, Socket, SocketServer } from "@effect/platform"
 import { RpcSerialization, RpcServer } from "@effect/rpc"
-import { Cause, Clock, Context, Duration, Effect, Exit, FiberSet, Layer, Option, Runtime, Scope } from "effect"
+import { Cause, Context, Duration, Effect, Exit, FiberSet, Layer, Option, Runtime, Scope } from "effect"
 import { type WebSocket, WebSocketServer } from "ws"
 import { nonceHash } from "../domain/agent/nonce.js"
 import { AgentBackend } from "../services/AgentBackend.js"
@@ -218,14 +218,17 @@ export const AgentHandlersLive = (options: AgentServiceOptions) =>
     })
   }))
 
+/** An agent's certificate, not an operator's. */
+const agentsOnly = (certificate: VerifiedClientCertificate): Effect.Effect<VerifiedClientCertificate, InvalidCertificate> =>
+  certificate.role === "agent"
+    ? Effect.succeed(certificate)
+    : Effect.fail(new InvalidCertificate({ reason: "NotAgentCertificate", detail: `an ${certificate.role}'s certificate` }))
+
 /** An agent's certificate (not an operator's) the cluster CA issued, valid now. */
 export const authenticateAgentCertificate = (pki: ClusterPkiShape, pem: string): Effect.Effect<VerifiedClientCertificate, InvalidCertificate> =>
   pki.verifyClientCertificate(pem).pipe(
     Effect.mapError((error) => new InvalidCertificate({ reason: error.reason, detail: error.detail })),
-    Effect.filterOrFail(
-      (certificate) => certificate.role === "agent",
-      (certificate) => new InvalidCertificate({ reason: "NotAgentCertificate", detail: `an ${certificate.role}'s certificate` })
-    )
+    Effect.flatMap(agentsOnly)
   )
 
 /** The TLS connection an agent-channel request arrived on (provided per connection by the channel server). */
@@ -240,8 +243,7 @@ export const AgentAuthenticationLive = (refusals?: RefusalLog) =>
   Layer.effect(
     AgentAuthentication,
     Effect.gen(function* () {
-      const pki = yield* ClusterPki
-      const verified = new WeakMap<TLSSocket, VerifiedClientCertificate>()
+      const certificateOf = makeConnectionCertificates(yield* ClusterPki)
       const refuse = (error: InvalidCertificate, peer: string) =>
         Effect.zipRight(refusals === undefined ? Effect.void : refusals.refuse("certificate", peer, error.reason), Effect.fail(error))
       return AgentAuthentication.of(() =>
@@ -250,18 +252,15 @@ export const AgentAuthenticationLive = (refusals?: RefusalLog) =>
           if (Option.isNone(connection)) {
             return yield* refuse(new InvalidCertificate({ reason: "Missing", detail: "not a TLS connection" }), "unknown")
           }
-          const socket = connection.value
-          const peer = `${socket.remoteAddress ?? "unknown"}`
-          const known = verified.get(socket)
-          if (known !== undefined) {
-            if ((yield* Clock.currentTimeMillis) <= known.notAfter.getTime()) return known
-            return yield* refuse(new InvalidCertificate({ reason: "Expired", detail: `expired at ${known.notAfter.toISOString()}` }), peer)
-          }
-          const pem = socket.getPeerX509Certificate()?.toString()
-          if (pem === undefined) return yield* refuse(new InvalidCertificate({ reason: "Missing", detail: "no client certificate" }), peer)
-          const certificate = yield* authenticateAgentCertificate(pki, pem).pipe(Effect.catchAll((error) => refuse(error, peer)))
-          verified.set(socket, certificate)
-          return certificate
+          const peer = `${connection.value.remoteAddress ?? "unknown"}`
+          return yield* certificateOf(connection.value).pipe(
+            Effect.mapError((error) => new InvalidCertificate({ reason: error.reason, detail: error.detail })),
+            Effect.flatMap(Option.match({
+              onNone: () => Effect.fail(new InvalidCertificate({ reason: "Missing", detail: "no client certificate" })),
+              onSome: (certificate) => agentsOnly(certificate)
+            })),
+            Effect.catchAll((error) => refuse(error, peer))
+          )
         })
       )
     })
