@@ -88,6 +88,19 @@ export const lex = (source: string): ReadonlyArray<Token> => {
     while (p < n && isSpace(source[p])) p++
     return p
   }
+  /** Just past the `quote` closing the literal opened at `from` (backslash escapes skipped); undefined at a newline or the end. */
+  const quotedEnd = (from: number, quote: string): number | undefined => {
+    for (let q = from + 1; ; ) {
+      const d = source[q]
+      if (d === undefined || d === "\n") return undefined
+      if (d === "\\") {
+        q += 2
+        continue
+      }
+      q++
+      if (d === quote) return q
+    }
+  }
   const fail = (at: number, message: string): ReadonlyArray<Token> => {
     tokens.push({ type: "error", value: message, pos: at })
     return tokens
@@ -150,17 +163,9 @@ export const lex = (source: string): ReadonlyArray<Token> => {
       } else if (c === "|") {
         tokens.push({ type: "pipe", value: "|", pos: p++ })
       } else if (c === "\"") {
-        p++
-        for (;;) {
-          const d = source[p]
-          if (d === undefined || d === "\n") return fail(start, "unterminated quoted string")
-          if (d === "\\") {
-            p += 2
-            continue
-          }
-          p++
-          if (d === "\"") break
-        }
+        const end = quotedEnd(start, "\"")
+        if (end === undefined) return fail(start, "unterminated quoted string")
+        p = end
         tokens.push({ type: "string", value: source.slice(start, p), pos: start })
       } else if (c === "`") {
         const end = source.indexOf("`", p + 1)
@@ -168,17 +173,9 @@ export const lex = (source: string): ReadonlyArray<Token> => {
         p = end + 1
         tokens.push({ type: "rawString", value: source.slice(start, p), pos: start })
       } else if (c === "'") {
-        p++
-        for (;;) {
-          const d = source[p]
-          if (d === undefined || d === "\n") return fail(start, "unterminated character constant")
-          if (d === "\\") {
-            p += 2
-            continue
-          }
-          p++
-          if (d === "'") break
-        }
+        const end = quotedEnd(start, "'")
+        if (end === undefined) return fail(start, "unterminated character constant")
+        p = end
         tokens.push({ type: "charConstant", value: source.slice(start, p), pos: start })
       } else if (c === "$" || (c === "." && !isDigit(source[p + 1]))) {
         p++
