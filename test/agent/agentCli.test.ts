@@ -127,13 +127,14 @@ describe("nstance-agent", () => {
 
   it.scopedLive("reports health on its interval and renews the certificate when the server says to", () =>
     Effect.gen(function* () {
-      // Certificates of 3 seconds: renew after 2.
-      const { backend, url, awaitRegistration, pki } = yield* startAgentEndpoint({ certificateTtl: "3 seconds" })
+      // Certificates of 9 seconds: renew after 6, leaving 3 s for a busy machine to get the renewal through
+      // before the old certificate expires (an expired one can no longer open the channel to renew).
+      const { backend, url, awaitRegistration, pki } = yield* startAgentEndpoint({ certificateTtl: "9 seconds" })
       const dir = yield* tempDir
       const nonce = yield* awaitRegistration("vmx01cli4")
       const state = join(dir, "state")
       // Runs until it has renewed and reported twice since (so the renewed identity is stored), however long a
-      // busy machine takes; 20 s bound it.
+      // busy machine takes; 30 s bound it.
       let reportsAtRenewal: number | undefined
       const renewedAndReported = () => {
         const renewed = Effect.runSync(backend.renewals).length
@@ -143,7 +144,7 @@ describe("nstance-agent", () => {
       }
       const result = yield* agent(["--state-dir", state, "--health-interval", "250ms"], {
         env: { NSTANCE_AGENT_NONCE: Redacted.value(nonce.jwt), NSTANCE_AGENT_URL: url, NSTANCE_AGENT_CA_FILE: yield* writeCaFile(pki.caPem) },
-        interruptAfterMs: 20_000,
+        interruptAfterMs: 30_000,
         until: renewedAndReported
       })
       expect(result.status, result.stderr).toBe(0)
@@ -154,5 +155,5 @@ describe("nstance-agent", () => {
       const stored = JSON.parse(readFileSync(join(state, "identity.json"), "utf8")) as { certificate_pem: string }
       expect(readFileSync(join(state, "agent.crt"), "utf8")).toBe(stored.certificate_pem)
       expect(new X509Certificate(stored.certificate_pem).serialNumber.toLowerCase()).toBe(renewals[renewals.length - 1]!.certificateSerial)
-    }), { timeout: 30_000 })
+    }), { timeout: 40_000 })
 })
