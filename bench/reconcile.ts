@@ -82,7 +82,7 @@ console.log(`state: ${HashMap.size(state.instances)} instances (${live.length} l
 const sizes = new Map<string, number>()
 for (const instance of live) if (instance.group !== undefined) sizes.set(instance.group, (sizes.get(instance.group) ?? 0) + 1)
 const targetsScaled = (factor: number): ReadonlyArray<GroupTarget> =>
-  [...sizes].map(([group, size]) => ({ tenant: "shop", group, kind: "web", size: Math.round(size * factor), specHash: "9f2c4e1ab07d3c55" }))
+  [...sizes].map(([group, size]) => ({ tenant: "shop", group, kind: "web", size: Math.round(size * factor), specHash: "9f2c4e1ab07d3c55", infraHash: "sha256:9f2c", drainTimeoutMs: 300_000 }))
 
 const plans = {
   steady: { ...cpuOf(50, () => planReconcile(state, targetsScaled(1))), actions: planReconcile(state, targetsScaled(1)).length },

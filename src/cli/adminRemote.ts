@@ -142,6 +142,14 @@ export const describeStatus = (s: StatusView): ReadonlyArray<string> => [
 
 const groupOf = (i: InstanceView) => `${i.tenant ?? "?"}/${i.group ?? "?"}`
 
+/** A retiring instance: why, and whether its deletion is announced yet. */
+const retirementNote = (i: InstanceView): string =>
+  i.retirement === undefined || i.retirement === null || i.phase === "deleting"
+    ? ""
+    : i.drain === undefined || i.drain === null
+    ? `retiring (${i.retirement.reason}): replacement first`
+    : `pending deletion (${i.retirement.reason}) at ${new Date(i.drain.deleteAt).toISOString()}`
+
 export const instanceTable = (list: ReadonlyArray<InstanceView>) =>
   table(
     ["INSTANCE", "GROUP", "PHASE", "NODE", "VMID", "IPS", "NOTE"],
@@ -153,8 +161,14 @@ export const instanceTable = (list: ReadonlyArray<InstanceView>) =>
       i.node ?? "-",
       i.vmid === null ? "-" : String(i.vmid),
       i.ips.length === 0 ? "-" : i.ips.join(","),
-      [i.held === undefined || i.held === null ? "" : `HELD since seq ${i.held.seq}: ${i.held.reason}`, i.reason === "operator" ? "operator" : "", i.adopted ? "adopted" : "", i.deleteReason === null ? "" : `delete: ${i.deleteReason}`, i.lastError === null ? "" : `last error: ${i.lastError.step}: ${i.lastError.message}`]
-        .filter((x) => x !== "").join("; ")
+      [
+        i.held === undefined || i.held === null ? "" : `HELD since seq ${i.held.seq}: ${i.held.reason}`,
+        i.reason === "operator" ? "operator" : "",
+        i.adopted ? "adopted" : "",
+        retirementNote(i),
+        i.deleteReason === null ? "" : `delete: ${i.deleteReason}`,
+        i.lastError === null ? "" : `last error: ${i.lastError.step}: ${i.lastError.message}`
+      ].filter((x) => x !== "").join("; ")
     ])
   )
 
@@ -165,7 +179,10 @@ export const groupTable = (list: ReadonlyArray<GroupView>) =>
   )
 
 const describeEvent = (e: WatchEvent) =>
-  escapeControl(`${String(e.seq).padStart(6)}  ${e.instanceId}  ${`${e.tenant ?? "?"}/${e.group ?? "?"}`}  ${e.phase}${e.vmid === null ? "" : `  VM ${e.vmid} on ${e.node ?? "?"}`}${e.detail === "" ? "" : `  ${e.detail}`}`)
+  escapeControl(
+    `${String(e.seq).padStart(6)}  ${e.instanceId}  ${`${e.tenant ?? "?"}/${e.group ?? "?"}`}  ${e.status ?? e.phase}` +
+      `${e.vmid === null ? "" : `  VM ${e.vmid} on ${e.node ?? "?"}`}${e.detail === "" ? "" : `  ${e.detail}`}`
+  )
 
 /** `tenant/group` → its parts. */
 const groupRef = (text: string) => {
@@ -295,9 +312,21 @@ const instanceDeleteCommand = Command.make("delete", { ...connection, id: instan
   })
 ).pipe(Command.withDescription("Delete one instance through the shard's delete saga (stop, remove the ISO and the VM)"))
 
+const instanceAckDrainCommand = Command.make("ack-drain", { ...connection, id: instanceIdArg }, (flags) =>
+  Effect.gen(function* () {
+    const result = yield* remote(flags, (rpc) => rpc.AcknowledgeDrain({ instanceId: flags.id }))
+    if (flags.json) return yield* printJson(result)
+    yield* Console.log(escapeControl(result.alreadyDeleting
+      ? `${result.instanceId}: already being deleted`
+      : `${result.instanceId}: drain acknowledged; the leader deletes it now instead of at its announced time`))
+  })
+).pipe(Command.withDescription(
+  "Acknowledge the drain of an instance pending deletion (watch shows pending_deletion): it is deleted now instead of at its delete_at"
+))
+
 const instanceCommand = Command.make("instance").pipe(
-  Command.withDescription("Show, create or delete one instance on the running shard"),
-  Command.withSubcommands([instanceShowCommand, instanceCreateCommand, instanceDeleteCommand])
+  Command.withDescription("Show, create or delete one instance on the running shard, or acknowledge its drain"),
+  Command.withSubcommands([instanceShowCommand, instanceCreateCommand, instanceDeleteCommand, instanceAckDrainCommand])
 )
 
 const refreshCommand = Command.make("refresh", connection, (flags) =>

@@ -23,7 +23,9 @@ export const DynamicGroup = Schema.Struct({
   instance_type: Schema.optional(Schema.String),
   subnet_pool: Schema.optional(Schema.String),
   vars: Schema.optional(StringMap),
-  args: Schema.optional(JsonObject)
+  args: Schema.optional(JsonObject),
+  /** The original writes it; it applies to a group only groups.jsonc defines (a static group keeps its own). */
+  drain_timeout: Schema.optional(Schema.String)
 })
 export type DynamicGroup = typeof DynamicGroup.Type
 
@@ -84,6 +86,7 @@ export const encodeDynamicGroups = (groups: DynamicGroups): string => {
       if (g.subnet_pool !== undefined && g.subnet_pool !== "") entry["subnet_pool"] = g.subnet_pool
       if (g.vars !== undefined && Object.keys(g.vars).length > 0) entry["vars"] = Object.fromEntries(Object.entries(g.vars).sort(([a], [b]) => (a < b ? -1 : 1)))
       if (g.args !== undefined && Object.keys(g.args).length > 0) entry["args"] = g.args
+      if (g.drain_timeout !== undefined && g.drain_timeout !== "") entry["drain_timeout"] = g.drain_timeout
       tenantOut[key] = entry
     }
     out[tenant] = tenantOut
@@ -150,7 +153,8 @@ const encodeEntry = (g: DynamicGroup): Record<string, unknown> => ({
   ...(g.instance_type === undefined || g.instance_type === "" ? {} : { instance_type: g.instance_type }),
   ...(g.subnet_pool === undefined || g.subnet_pool === "" ? {} : { subnet_pool: g.subnet_pool }),
   ...(g.vars === undefined ? {} : { vars: g.vars }),
-  ...(g.args === undefined ? {} : { args: g.args })
+  ...(g.args === undefined ? {} : { args: g.args }),
+  ...(g.drain_timeout === undefined || g.drain_timeout === "" ? {} : { drain_timeout: g.drain_timeout })
 })
 
 /** What an `UpsertGroup` may set; an absent field is left as it is (a partial update). */

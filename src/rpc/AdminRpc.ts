@@ -105,6 +105,17 @@ export class NonceNotApplicable extends Schema.TaggedError<NonceNotApplicable>()
   }
 }
 
+/** A drain is acknowledged only while one is announced (`pending_deletion`): `retiring` says where the instance is instead. */
+export class NotDraining extends Schema.TaggedError<NotDraining>()("NotDraining", {
+  instanceId: Schema.String,
+  /** What the instance is doing: "retiring (config-drift), its replacement not ready yet", "registered", … */
+  state: Schema.String
+}) {
+  override get message() {
+    return `instance ${this.instanceId} is not draining (${this.state}): there is no pending deletion to acknowledge; \`nstance-admin instance delete\` deletes it outright`
+  }
+}
+
 /** `nstance-admin adopt --from-log`: no VM with this shard's tags names that log (or it is this shard's own log). */
 export class NothingToAdopt extends Schema.TaggedError<NothingToAdopt>()("NothingToAdopt", {
   fromLog: Schema.String,
@@ -189,7 +200,13 @@ export const InstanceView = Schema.Struct({
    * lists a paused guest as running. Absent before the term's first pass, for an instance without a VM, and
    * from older servers.
    */
-  pveState: Schema.optional(Schema.String)
+  pveState: Schema.optional(Schema.String),
+  /** Being replaced: why (unhealthy, config-drift, eligible-expiry, forced-expiry, ondemand-expiry) and since when. */
+  retirement: Schema.optional(Schema.NullOr(Schema.Struct({ reason: Schema.String, at: Schema.Number }))),
+  /** Its replacement is ready and its deletion announced: deleted at `deleteAt` unless acknowledged sooner. */
+  drain: Schema.optional(Schema.NullOr(Schema.Struct({ startedAt: Schema.Number, deleteAt: Schema.Number }))),
+  /** The infra hash it was built from (absent when unknown: never rotated for drift). */
+  infraHash: Schema.optional(Schema.NullOr(Schema.String))
 })
 export type InstanceView = typeof InstanceView.Type
 
@@ -274,7 +291,15 @@ export const WatchEvent = Schema.Struct({
   phase: Schema.String,
   node: Schema.NullOr(Schema.String),
   vmid: Schema.NullOr(Schema.Int),
-  detail: Schema.String
+  detail: Schema.String,
+  /**
+   * `pending_deletion` when the instance's drain started (and, for a new watcher, for every instance draining
+   * when it connected): it is deleted at `deleteAt` unless an operator acknowledges the drain sooner.
+   */
+  status: Schema.optional(Schema.Literal("pending_deletion")),
+  /** Why the instance is being replaced (with `status`, and when its retirement starts). */
+  reason: Schema.optional(Schema.String),
+  deleteAt: Schema.optional(Schema.Number)
 })
 export type WatchEvent = typeof WatchEvent.Type
 
@@ -462,6 +487,13 @@ export class AdoptVms extends Rpc.make("AdoptVms", {
   error: Schema.Union(...Common, NothingToAdopt)
 }) {}
 
+/** The tenant's operator is done with a draining instance: it is deleted now rather than at its `deleteAt`. */
+export class AcknowledgeDrain extends Rpc.make("AcknowledgeDrain", {
+  payload: { instanceId: Schema.String },
+  success: Schema.Struct({ instanceId: Schema.String, alreadyDeleting: Schema.Boolean }),
+  error: Schema.Union(...Common, InstanceNotFound, NotDraining)
+}) {}
+
 export class WatchEvents extends Rpc.make("WatchEvents", {
   success: WatchEvent,
   error: Schema.Union(...Common),
@@ -477,6 +509,7 @@ export class AdminRpcs extends RpcGroup.make(
   DeleteGroup,
   CreateInstance,
   DeleteInstance,
+  AcknowledgeDrain,
   RefreshConfig,
   ValidateConfig,
   MintNonce,

@@ -25,6 +25,7 @@
  * | DeleteGroup      | any group            | T's groups (another tenant: OutOfScope)                         |
  * | CreateInstance   | any group            | T's groups (another tenant: OutOfScope)                         |
  * | DeleteInstance   | any                  | T's (another tenant's instance: InstanceNotFound)               |
+ * | AcknowledgeDrain | any                  | T's (another tenant's instance: InstanceNotFound)               |
  * | MintNonce        | any                  | T's (another tenant's instance: InstanceNotFound)               |
  * | WatchEvents      | every change         | changes of T's instances only                                   |
  * | RefreshConfig    | yes                  | OutOfScope: it reloads the whole shard's config                 |
@@ -80,6 +81,7 @@ import {
   type InstanceView,
   InvalidGroup,
   ListInstancesPayload,
+  NotDraining,
   MAX_ADMIN_REQUEST_BYTES,
   NonceNotApplicable,
   NothingToAdopt,
@@ -224,7 +226,10 @@ const instanceView = (i: Instance, pveState?: PvePowerState): InstanceView => ({
   startedAt: i.startedAt ?? null,
   registeredAt: i.registeredAt ?? null,
   held: i.held ?? null,
-  ...(pveState === undefined ? {} : { pveState })
+  ...(pveState === undefined ? {} : { pveState }),
+  retirement: i.retirement === undefined ? null : { reason: i.retirement.reason, at: i.retirement.at },
+  drain: i.drain ?? null,
+  infraHash: i.infraHash ?? null
 })
 
 /** The newest anomalies `status` shows (the state keeps more; `nstance-admin state` shows them all). */
@@ -295,15 +300,41 @@ const tenantStatus = (tenant: string): Effect.Effect<StatusView, never, LeaderSe
     }
   })
 
-/** The changes from `before` to `after`, one per instance whose phase, VM or failures moved. */
+/** The `pending_deletion` notice of a draining instance (the original's drain notification). */
+export const pendingDeletion = (instance: Instance, seq: number): WatchEvent | undefined =>
+  instance.drain === undefined || instance.phase === "deleting"
+    ? undefined
+    : {
+      seq,
+      instanceId: instance.id,
+      tenant: instance.tenant ?? null,
+      group: instance.group ?? null,
+      phase: instance.phase,
+      node: instance.node ?? null,
+      vmid: instance.vmid ?? null,
+      detail: `pending deletion (${instance.retirement?.reason ?? "?"}) at ${new Date(instance.drain.deleteAt).toISOString()}; acknowledge to delete now`,
+      status: "pending_deletion",
+      ...(instance.retirement === undefined ? {} : { reason: instance.retirement.reason }),
+      deleteAt: instance.drain.deleteAt
+    }
+
+/** The changes from `before` to `after`, one per instance whose phase, VM, failures, retirement or drain moved. */
 export const stateChanges = (before: State, after: State, seq: number): ReadonlyArray<WatchEvent> => {
   const events: Array<WatchEvent> = []
   for (const [id, now] of after.instances) {
     const was = Option.getOrUndefined(HashMap.get(before.instances, id))
     if (was === now) continue
+    const drainStarted = was?.drain === undefined ? pendingDeletion(now, seq) : undefined
+    if (drainStarted !== undefined) {
+      events.push(drainStarted)
+      continue
+    }
+    const retiring = was !== undefined && was.retirement === undefined && now.retirement !== undefined && now.phase !== "deleting"
     const failed = was !== undefined && now.failures > was.failures && now.lastError !== undefined
-    if (was !== undefined && was.phase === now.phase && was.vmid === now.vmid && !failed && was.ips.length === now.ips.length) continue
-    const detail = failed && now.lastError !== undefined
+    if (was !== undefined && was.phase === now.phase && was.vmid === now.vmid && !failed && !retiring && was.ips.length === now.ips.length) continue
+    const detail = retiring && now.retirement !== undefined
+      ? `retiring (${now.retirement.reason}): its replacement is created before it drains`
+      : failed && now.lastError !== undefined
       ? `${now.lastError.step} failed (${now.lastError.errorClass}): ${now.lastError.message}`
       : now.phase === "deleting"
       ? `delete requested (${now.deleteReason ?? "?"})`
@@ -320,7 +351,8 @@ export const stateChanges = (before: State, after: State, seq: number): Readonly
       phase: now.phase,
       node: now.node ?? null,
       vmid: now.vmid ?? null,
-      detail
+      detail,
+      ...(retiring && now.retirement !== undefined ? { reason: now.retirement.reason } : {})
     })
   }
   for (const [id, was] of before.instances) {
@@ -561,7 +593,7 @@ export const AdminHandlersLive = (options: AdminServiceOptions) =>
             const log = yield* EventLog
             const instanceId = yield* ids.next(target.kind).pipe(Effect.mapError(unavailable))
             const at = yield* Clock.currentTimeMillis
-            yield* log.append([InstanceRequested.make({ instanceId, at, tenant, group, kind: target.kind, specHash: target.specHash, reason: "operator" })]).pipe(Effect.mapError(unavailable))
+            yield* log.append([InstanceRequested.make({ instanceId, at, tenant, group, kind: target.kind, specHash: target.specHash, infraHash: target.infraHash, reason: "operator" })]).pipe(Effect.mapError(unavailable))
             yield* Effect.logInfo(`${instanceId}: requested for ${tenant}/${group} (operator)`)
             yield* (yield* SagaRunner).ensure(instanceId)
             return { instanceId }
@@ -587,6 +619,30 @@ export const AdminHandlersLive = (options: AdminServiceOptions) =>
             return { instanceId, alreadyDeleting: false }
           }).pipe(Effect.annotateLogs("operator", operatorOf(caller))))
         }).pipe(provideReplica, Effect.withSpan("admin.DeleteInstance")),
+
+      AcknowledgeDrain: (wire, { headers }) =>
+        Effect.gen(function* () {
+          const caller = yield* callerOf(headers)
+          const { instanceId } = yield* decodeInstanceRef(wire)
+          return yield* onLeader(Effect.gen(function* () {
+            const log = yield* EventLog
+            const found = getInstance(yield* log.state, instanceId)
+            if (Option.isNone(found) || !sees(caller, found.value.tenant)) return yield* new InstanceNotFound({ instanceId })
+            const instance = found.value
+            if (instance.phase === "deleting") return { instanceId, alreadyDeleting: true }
+            if (instance.drain === undefined) {
+              const state = instance.retirement === undefined
+                ? instance.phase
+                : `retiring (${instance.retirement.reason}), its replacement not ready yet`
+              return yield* new NotDraining({ instanceId, state })
+            }
+            const at = yield* Clock.currentTimeMillis
+            yield* log.append([DeleteRequested.make({ instanceId, at, reason: "drain-acked" })]).pipe(Effect.mapError(unavailable))
+            yield* Effect.logInfo(`${instanceId}: drain acknowledged by an operator; deleting now`)
+            yield* (yield* SagaRunner).ensure(instanceId)
+            return { instanceId, alreadyDeleting: false }
+          }).pipe(Effect.annotateLogs("operator", operatorOf(caller))))
+        }).pipe(provideReplica, Effect.withSpan("admin.AcknowledgeDrain")),
 
       RefreshConfig: (_, { headers }) =>
         Effect.flatMap(callerOf(headers), (caller) => clusterWide(caller, "RefreshConfig")).pipe(
@@ -675,7 +731,11 @@ export const AdminHandlersLive = (options: AdminServiceOptions) =>
             Stream.mapConcat(({ seq, state }) => {
               const before = previous
               previous = state
-              return before === undefined ? [] : stateChanges(before, state, seq).filter((event) => sees(caller, event.tenant))
+              // A new watcher first hears of every drain under way, as the original's stream opens with them.
+              const events = before === undefined
+                ? allInstances(state).flatMap((instance) => pendingDeletion(instance, seq) ?? [])
+                : stateChanges(before, state, seq)
+              return events.filter((event) => sees(caller, event.tenant))
             }),
             Stream.interruptWhen(termEnded)
           )

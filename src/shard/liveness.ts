@@ -1,13 +1,14 @@
 /**
- * The liveness TTL (with agent registration on), every `garbage_collection.interval`: an instance whose VM
- * started but whose agent has not registered within `registration_timeout`, and a registered instance whose
- * health reports stopped for longer than the grace (3 × `health_check_interval`), are replaced — recorded as
- * `DeleteRequested{reason: "not-ready"}`, so the one delete saga removes them and reconcile replaces them.
+ * The liveness TTL (with agent registration on), every `garbage_collection.interval`. An instance whose VM
+ * started but whose agent has not registered within `registration_timeout` never served: it is deleted
+ * (`DeleteRequested{reason: "not-ready"}`) and reconcile replaces it. A registered instance whose health
+ * reports stopped for longer than the grace (3 × `health_check_interval`) may still serve: it is retired as
+ * `unhealthy` (`RetirementRequested`), so its replacement is created first and it drains before it goes.
  * Instances without a nonce (adopted VMs, or made while registration was off) are exempt. A paused or
  * suspended guest stops reporting too: it is replaced like a silent one, and the log line says it was paused.
  */
 import { Clock, Duration, Effect, HashMap, SubscriptionRef } from "effect"
-import { DeleteRequested, type ShardEvent } from "../domain/shard/events.js"
+import { DeleteRequested, RetirementRequested, type ShardEvent } from "../domain/shard/events.js"
 import { EventLog } from "../services/EventLog.js"
 import { AgentTerm } from "./AgentBackendShard.js"
 import { ClusterView } from "./ClusterView.js"
@@ -37,14 +38,19 @@ export const makeLiveness = Effect.gen(function* () {
       if (instance.phase === "running" && instance.startedAt !== undefined && now - instance.startedAt > timeout) {
         events.push(DeleteRequested.make({ instanceId: id, at: now, reason: "not-ready" }))
         yield* Effect.logWarning(`${id}: VM ${instance.vmid ?? "?"} has not registered within ${Duration.format(config.garbageCollection.registrationTimeout)} of its start; replacing it`)
-      } else if (instance.phase === "registered") {
+      } else if (instance.phase === "registered" && instance.retirement === undefined) {
         const last = Math.max(healthSeen.get(id) ?? 0, instance.registeredAt ?? 0, termStart)
         if (now - last > grace) {
-          events.push(DeleteRequested.make({ instanceId: id, at: now, reason: "not-ready" }))
-          // What PVE said of the VM at the last GC pass: a paused guest is silent because it is paused.
+          // What PVE said of the VM at the last GC pass: a paused guest is silent because it is paused, and a
+          // stopped one serves nothing, so it is not drained (it goes once its replacement is ready).
           const pveState = (yield* clusterView.vmStates).get(id)
-          const why = pveState === "paused" || pveState === "suspended" ? ` (the VM is ${pveState} in PVE)` : ""
-          yield* Effect.logWarning(`${id}: VM ${instance.vmid ?? "?"} stopped reporting health ${Math.round((now - last) / 1000)} s ago${why}; replacing it`)
+          const stopped = pveState === "stopped"
+          events.push(RetirementRequested.make({ instanceId: id, at: now, reason: "unhealthy", ...(stopped ? { skipDrain: true } : {}) }))
+          const why = pveState === "paused" || pveState === "suspended" || stopped ? ` (the VM is ${pveState} in PVE)` : ""
+          yield* Effect.logWarning(
+            `${id}: VM ${instance.vmid ?? "?"} stopped reporting health ${Math.round((now - last) / 1000)} s ago${why}; ` +
+              `retiring it (unhealthy): its replacement comes first${stopped ? ", then it is deleted without a drain" : ""}`
+          )
         }
       }
     }

@@ -7,13 +7,15 @@
  * create/delete loop. While the log holds (a fresh log beside another log's VMs, see `Ownership.ts`) a pass
  * records nothing.
  */
-import { Clock, Duration, Effect, Either, HashMap, Queue, ScheduleDecision, ScheduleIntervals, Stream, SubscriptionRef } from "effect"
+import { Clock, Duration, Effect, Either, HashMap, Option, Queue, ScheduleDecision, ScheduleIntervals, Stream, SubscriptionRef } from "effect"
 import { desiredGroups, type ParsedShardConfig, vmSpecFor } from "../domain/config/index.js"
-import { DeleteRequested, InstanceRequested, type ShardEvent } from "../domain/shard/events.js"
+import { DeleteRequested, DrainStarted, InstanceRequested, RetirementRequested, type ShardEvent } from "../domain/shard/events.js"
+import { type LifecycleAction, type LifecyclePolicy, planLifecycle } from "../domain/shard/lifecycle.js"
 import { type GroupTarget, groupKey, planReconcile, stableHash } from "../domain/shard/plan.js"
-import type { State } from "../domain/shard/state.js"
+import { getInstance, type State } from "../domain/shard/state.js"
 import { EventLog } from "../services/EventLog.js"
 import { InstanceIds } from "../services/InstanceIds.js"
+import { ClusterView } from "./ClusterView.js"
 import { everyInterval } from "./loop.js"
 import { groupCreateBackoff, RECONCILE_DEBOUNCE, RECONCILE_PERIOD } from "./policies.js"
 import { Ownership } from "./Ownership.js"
@@ -30,7 +32,15 @@ export const groupTargets = (config: ParsedShardConfig): { readonly targets: Rea
       problems.push(`group ${group.tenant}/${group.group} is not reconciled: ${spec.left.message}`)
       continue
     }
-    targets.push({ tenant: group.tenant, group: group.group, kind: group.kind, size: group.size, specHash: stableHash(spec.right) })
+    targets.push({
+      tenant: group.tenant,
+      group: group.group,
+      kind: group.kind,
+      size: group.size,
+      specHash: stableHash(spec.right),
+      infraHash: group.infraHash,
+      drainTimeoutMs: Duration.toMillis(group.drainTimeout)
+    })
   }
   return { targets, problems }
 }
@@ -55,12 +65,53 @@ export const nextGroupBackoff = (previous: GroupBackoff | undefined, now: number
     })
   )
 
+const optionalMillis = (duration: Duration.Duration | undefined) => (duration === undefined ? undefined : Duration.toMillis(duration))
+
+export const lifecyclePolicy = (
+  config: ParsedShardConfig,
+  now: number,
+  blocked: ReadonlySet<string>,
+  pveStates: ReadonlyMap<string, string> = new Map()
+): LifecyclePolicy => ({
+  now,
+  eligibleAgeMs: optionalMillis(config.config.shard.expiry.eligibleAge),
+  forcedAgeMs: optionalMillis(config.config.shard.expiry.forcedAge),
+  ondemandAgeMs: optionalMillis(config.config.shard.expiry.ondemandAge),
+  defaultDrainTimeoutMs: Duration.toMillis(config.config.shard.defaultDrainTimeout),
+  blocked,
+  stopped: new Set([...pveStates].filter(([, state]) => state === "stopped").map(([id]) => id))
+})
+
+/** The event of a lifecycle action, and the one log line an operator reads about it. */
+const lifecycleEvent = (state: State, action: LifecycleAction, now: number): Effect.Effect<ShardEvent> => {
+  const instance = Option.getOrUndefined(getInstance(state, action.instanceId))
+  const vm = instance?.vmid === undefined ? "" : ` (VM ${instance.vmid})`
+  switch (action._tag) {
+    case "Retire":
+      return Effect.as(
+        Effect.logInfo(`${action.instanceId}${vm}: retiring (${action.reason}); its replacement is created before it drains`),
+        RetirementRequested.make({ instanceId: action.instanceId, at: now, reason: action.reason })
+      )
+    case "StartDrain":
+      return Effect.as(
+        Effect.logInfo(`${action.instanceId}${vm}: replacement ready; pending deletion (${instance?.retirement?.reason ?? "?"}) at ${new Date(action.deleteAt).toISOString()} unless acknowledged sooner`),
+        DrainStarted.make({ instanceId: action.instanceId, at: now, deleteAt: action.deleteAt })
+      )
+    case "Delete":
+      return Effect.as(
+        Effect.logInfo(`${action.instanceId}${vm}: retired (${instance?.retirement?.reason ?? "?"}); deleting`),
+        DeleteRequested.make({ instanceId: action.instanceId, at: now, reason: "retired" })
+      )
+  }
+}
+
 export const reconcileLoop = Effect.gen(function* () {
   const log = yield* EventLog
   const ids = yield* InstanceIds
   const runner = yield* SagaRunner
   const shard = yield* ShardContext
   const ownership = yield* Ownership
+  const clusterView = yield* ClusterView
   const wake = yield* Queue.sliding<void>(1)
   const backoff = new Map<string, GroupBackoff>()
   const seenCompensations = new Set<string>()
@@ -94,12 +145,26 @@ export const reconcileLoop = Effect.gen(function* () {
       lastProblems = problems.join("\n")
       yield* Effect.forEach(problems, (line) => Effect.logError(line), { discard: true })
     }
-    const actions = planReconcile(state, targets, blocked)
+    // Retirements, drains and their deletions first, in their own append: the creations below count them.
+    const lifecycle = planLifecycle(state, targets, lifecyclePolicy(config, now, blocked, yield* clusterView.vmStates))
+    const lifecycleEvents = yield* Effect.forEach(lifecycle.actions, (action) => lifecycleEvent(state, action, now))
+    if (lifecycleEvents.length > 0) yield* log.append(lifecycleEvents)
+    const planned = lifecycleEvents.length > 0 ? yield* log.state : state
+    const actions = planReconcile(planned, targets, blocked)
     const events: Array<ShardEvent> = []
     for (const action of actions) {
       if (action._tag === "Create") {
         const instanceId = yield* ids.next(action.kind).pipe(Effect.orDie)
-        events.push(InstanceRequested.make({ instanceId, at: now, tenant: action.tenant, group: action.group, kind: action.kind, specHash: action.specHash, reason: action.reason }))
+        events.push(InstanceRequested.make({
+          instanceId,
+          at: now,
+          tenant: action.tenant,
+          group: action.group,
+          kind: action.kind,
+          specHash: action.specHash,
+          infraHash: action.infraHash,
+          reason: action.reason
+        }))
         yield* Effect.logInfo(`${instanceId}: requested for ${action.tenant}/${action.group} (${action.reason})`)
       } else {
         events.push(DeleteRequested.make({ instanceId: action.instanceId, at: now, reason: "scale-down" }))
@@ -107,10 +172,10 @@ export const reconcileLoop = Effect.gen(function* () {
       }
     }
     if (events.length > 0) yield* log.append(events)
-    const after = events.length > 0 ? yield* log.state : state
+    const after = events.length > 0 ? yield* log.state : planned
     for (const [id, instance] of after.instances) if (!atRest(instance)) yield* runner.ensure(id)
-    // Wake up again when the earliest backoff ends.
-    const next = Math.min(...[...backoff.values()].map((b) => b.notBefore).filter((at) => at > now))
+    // Wake up again when the earliest backoff ends, a drain is over or an instance reaches an expiry age.
+    const next = Math.min(lifecycle.nextAt ?? Infinity, ...[...backoff.values()].map((b) => b.notBefore).filter((at) => at > now))
     if (Number.isFinite(next)) yield* Effect.forkScoped(Effect.sleep(Duration.millis(next - now + 10)).pipe(Effect.zipRight(Queue.offer(wake, undefined))))
   })
 

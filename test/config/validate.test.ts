@@ -95,17 +95,13 @@ describe("fields of the original this build does not implement", () => {
   it("are accepted with one warning each, so the original's configs still load", () => {
     const c = base() as Record<string, unknown> & ReturnType<typeof base>
     c.cluster["secrets"] = { provider: "object-storage" }
-    c.shard["expiry"] = { eligible_age: "336h" }
     c["load_balancers"] = {}
     c["nat"] = {}
     ;(c.templates["web"] as Record<string, unknown>)["files"] = { "a.env": { kind: "env", template: {} } }
-    ;((c.groups["default"] as Record<string, Record<string, unknown>>)["web"]!)["drain_timeout"] = "2m"
     const { warnings } = ok(c)
     expect(warnings.map(formatProblem)).toEqual([
       "cluster.secrets: not used by this build; ignored",
-      "shard.expiry: not used by this build; ignored",
       "templates.web.files: not used by this build; ignored",
-      "groups.default.web.drain_timeout: not used by this build; ignored",
       "load_balancers: load-balancer registration is a no-op with the Proxmox provider (Proxmox has no load balancer); ignored",
       "nat: not used by this build; ignored"
     ])
@@ -267,11 +263,15 @@ describe("desiredGroups", () => {
       zeta: { a: { template: "db", size: 1, args: { Cores: 1, Memory: 512 } } },
       default: { web: { template: "web", size: 2, args: { Cores: 2, Memory: 2048 } }, idle: { template: "web", args: { Cores: 1, Memory: 512 } } }
     }
-    expect(desiredGroups(ok(c).config)).toEqual([
+    const groups = desiredGroups(ok(c).config)
+    expect(groups.map(({ tenant, group, template, kind, size }) => ({ tenant, group, template, kind, size }))).toEqual([
       { tenant: "default", group: "idle", template: "web", kind: "web", size: 0 },
       { tenant: "default", group: "web", template: "web", kind: "web", size: 2 },
       { tenant: "zeta", group: "a", template: "db", kind: "dbs", size: 1 }
     ])
+    // Each with its infra hash (args differ between idle and web) and the shard's default drain timeout.
+    expect(groups.map((g) => g.infraHash)).toSatisfy((hashes: ReadonlyArray<string>) => hashes.every((h) => /^sha256:[0-9a-f]{64}$/.test(h)) && new Set(hashes).size === 3)
+    for (const g of groups) expect(Duration.toMillis(g.drainTimeout)).toBe(300_000)
   })
 })
 

@@ -92,7 +92,7 @@ describe("the fold refuses impossible histories", () => {
 
   it("held instances are never scaled away, but count towards their group", () => {
     const held = fold([Cloned.make({ instanceId: B, at, vmid: 9101, node: "pve1" })], base, 42)
-    const target = { tenant: "shop", group: "web", kind: "web", specHash: "h" }
+    const target = { tenant: "shop", group: "web", kind: "web", specHash: "h", infraHash: "sha256:h", drainTimeoutMs: 0 }
     expect(planReconcile(held, [{ ...target, size: 1 }])).toEqual([{ _tag: "Delete", instanceId: C }])
     expect(planReconcile(held, [{ ...target, size: 4 }]).filter((a) => a._tag === "Create")).toHaveLength(1)
     // A group no longer in the config: its held instances stay.

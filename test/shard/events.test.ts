@@ -7,6 +7,8 @@ import {
   Configured,
   decodeEvent,
   DeleteRequested,
+  DrainStarted,
+  RetirementRequested,
   encodeEvent,
   InstanceGone,
   InstanceRequested,
@@ -62,6 +64,8 @@ const everyEvent: ReadonlyArray<ShardEvent> = [
   Started.make({ instanceId: id, at: at + 10 }),
   Registered.make({ instanceId: id, at: at + 11, ips: ["10.0.0.5"], hostname: "web-1", certificateSerial: "0a1b2c" }),
   StepFailed.make({ instanceId: id, at: at + 12, step: "health", errorClass: "timeout", message: "no report", attempt: 2 }),
+  RetirementRequested.make({ instanceId: id, at: at + 12, reason: "config-drift" }),
+  DrainStarted.make({ instanceId: id, at: at + 12, deleteAt: at + 300_000 }),
   DeleteRequested.make({ instanceId: id, at: at + 13, reason: "not-ready" }),
   VmStopped.make({ instanceId: id, at: at + 14 }),
   IsoDeleted.make({ instanceId: id, at: at + 15, volid: "local:iso/nstance-x.iso" }),
@@ -119,7 +123,7 @@ describe("the fold", () => {
   it("follows one instance through its phases, then forgets it", () => {
     const phases: Array<string | undefined> = []
     let state = emptyState
-    for (const event of everyEvent.slice(0, 19)) {
+    for (const event of everyEvent.slice(0, 21)) {
       state = apply(state, event)
       phases.push(Option.getOrUndefined(getInstance(state, id))?.phase)
     }
@@ -136,6 +140,9 @@ describe("the fold", () => {
       "configured",
       "starting",
       "running",
+      "registered",
+      "registered",
+      // Retiring and draining: still registered (it serves until deleted).
       "registered",
       "registered",
       "deleting",
@@ -163,7 +170,7 @@ describe("the fold", () => {
   })
 
   it("records what the saga and compensation need to resume", () => {
-    const state = fold(everyEvent.slice(0, 18))
+    const state = fold(everyEvent.slice(0, 20))
     const instance = Option.getOrThrow(getInstance(state, id))
     expect(instance).toMatchObject({
       tenant: "t",
@@ -179,6 +186,8 @@ describe("the fold", () => {
       failures: 1,
       lastError: { step: "health", errorClass: "timeout", attempt: 2 },
       deleteReason: "not-ready",
+      retirement: { reason: "config-drift", at: at + 12 },
+      drain: { startedAt: at + 12, deleteAt: at + 300_000 },
       cleanup: { vmStopped: true, isoDeleted: true, vmDeleted: true },
       requestedAt: at,
       startedAt: at + 10,

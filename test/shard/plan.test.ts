@@ -6,22 +6,22 @@ import { allInstances, fold } from "../../src/domain/shard/state.js"
 const requested = (id: string, group = "web", tenant = "acme"): ShardEvent =>
   InstanceRequested.make({ instanceId: id, at: 1, tenant, group, kind: "web", specHash: "h", reason: "scale-up" })
 const started = (id: string): Array<ShardEvent> => [NodeChosen.make({ instanceId: id, at: 2, node: "pve1" }), Started.make({ instanceId: id, at: 3 })]
-const target = (size: number, group = "web") => ({ tenant: "acme", group, kind: "web", size, specHash: "h" })
+const target = (size: number, group = "web") => ({ tenant: "acme", group, kind: "web", size, specHash: "h", infraHash: "sha256:h", drainTimeoutMs: 0 })
 
 describe("planReconcile", () => {
   it("requests the missing instances of a group, as scale-up", () => {
     const state = fold([requested("web01")])
     const actions = planReconcile(state, [target(3)])
     expect(actions).toEqual([
-      { _tag: "Create", tenant: "acme", group: "web", kind: "web", specHash: "h", reason: "scale-up" },
-      { _tag: "Create", tenant: "acme", group: "web", kind: "web", specHash: "h", reason: "scale-up" }
+      { _tag: "Create", tenant: "acme", group: "web", kind: "web", specHash: "h", infraHash: "sha256:h", reason: "scale-up" },
+      { _tag: "Create", tenant: "acme", group: "web", kind: "web", specHash: "h", infraHash: "sha256:h", reason: "scale-up" }
     ])
   })
 
   it("calls a create a replacement while a failed or lost instance of the group is being deleted", () => {
     const state = fold([requested("web01"), DeleteRequested.make({ instanceId: "web01", at: 5, reason: "compensation" })])
     expect(planReconcile(state, [target(1)])).toEqual([
-      { _tag: "Create", tenant: "acme", group: "web", kind: "web", specHash: "h", reason: "replacement" }
+      { _tag: "Create", tenant: "acme", group: "web", kind: "web", specHash: "h", infraHash: "sha256:h", reason: "replacement" }
     ])
   })
 
@@ -42,7 +42,7 @@ describe("planReconcile", () => {
   it("holds back creations of a blocked (backing-off) group but still scales others", () => {
     const state = fold([])
     const actions = planReconcile(state, [target(1), target(1, "api")], new Set([groupKey("acme", "web")]))
-    expect(actions).toEqual([{ _tag: "Create", tenant: "acme", group: "api", kind: "web", specHash: "h", reason: "scale-up" }])
+    expect(actions).toEqual([{ _tag: "Create", tenant: "acme", group: "api", kind: "web", specHash: "h", infraHash: "sha256:h", reason: "scale-up" }])
   })
 
   it("deletes the instances of a group that left the config, but keeps adopted VMs of unknown groups", () => {

@@ -3,7 +3,7 @@
  * `ShardConfig` (defaults applied, durations as `Duration`) plus warnings, or get every problem at once;
  * then ask it for a group's merged args, its Proxmox VM spec, or the desired groups.
  */
-import { Either } from "effect"
+import { type Duration, Either } from "effect"
 import { type JsoncSyntaxError, parseJsonc } from "./jsonc.js"
 import { InvalidShardConfig, type Problem } from "./problems.js"
 import type { Group, ShardConfig } from "./types.js"
@@ -11,7 +11,7 @@ import { validateShardConfig } from "./validate.js"
 import { mergedArgsOf, resolveVmSpec, type VmSpec } from "./vmSpec.js"
 import type { JsonObject } from "./schema.js"
 
-export type { Address, Addresses, Group, LeaderElection, ShardConfig, Template, Userdata } from "./types.js"
+export type { Address, Addresses, Expiry, Group, LeaderElection, ShardConfig, Template, Userdata } from "./types.js"
 export type { JsonObject } from "./schema.js"
 export type { VmSpec } from "./vmSpec.js"
 export { formatProblem, InvalidShardConfig, type Problem } from "./problems.js"
@@ -61,6 +61,9 @@ export interface DesiredGroup {
   /** Instance-ID prefix of the group's VMs. */
   readonly kind: string
   readonly size: number
+  readonly infraHash: string
+  /** The group's `drain_timeout`, else `shard.default_drain_timeout`. */
+  readonly drainTimeout: Duration.Duration
 }
 
 /** Every static group with its desired size, sorted by tenant then group. */
@@ -72,6 +75,8 @@ export const desiredGroups = (config: ShardConfig): ReadonlyArray<DesiredGroup> 
       group: group.name,
       template: group.template,
       kind: config.templates[group.template]?.kind ?? "",
-      size: group.size
+      size: group.size,
+      infraHash: group.infraHash,
+      drainTimeout: group.drainTimeout ?? config.shard.defaultDrainTimeout
     }))
     .sort((a, b) => a.tenant.localeCompare(b.tenant) || a.group.localeCompare(b.group))

@@ -61,11 +61,12 @@ export const shardConfigKeys = (proxmox: boolean): KeySpec => {
           request_timeout: undefined,
           create_rate_limit: undefined,
           health_check_interval: undefined,
+          default_drain_timeout: undefined,
+          expiry: { known: { eligible_age: undefined, forced_age: undefined, ondemand_age: undefined } },
           limits: { known: { max_groups: undefined, max_instances: undefined } }
         },
         ignored: [
-          "leader_network", "dynamic_subnet_pools", "default_drain_timeout", "image_refresh_interval", "shutdown_timeout",
-          "expiry", "error_exit_jitter"
+          "leader_network", "dynamic_subnet_pools", "image_refresh_interval", "shutdown_timeout", "error_exit_jitter"
         ]
       },
       defaults: { known: { args, vars: undefined, userdata } },
@@ -79,8 +80,8 @@ export const shardConfigKeys = (proxmox: boolean): KeySpec => {
       groups: {
         each: {
           each: {
-            known: { template: undefined, size: undefined, instance_type: undefined, subnet_pool: undefined, vars: undefined, args },
-            ignored: ["drain_timeout", "load_balancers"]
+            known: { template: undefined, size: undefined, instance_type: undefined, subnet_pool: undefined, vars: undefined, args, drain_timeout: undefined },
+            ignored: ["load_balancers"]
           }
         }
       }

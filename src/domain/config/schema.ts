@@ -61,6 +61,8 @@ export const RawShard = Schema.Struct({
   request_timeout: opt(Schema.String),
   create_rate_limit: opt(Schema.String),
   health_check_interval: opt(Schema.String),
+  default_drain_timeout: opt(Schema.String),
+  expiry: opt(Schema.Struct({ eligible_age: opt(Schema.String), forced_age: opt(Schema.String), ondemand_age: opt(Schema.String) })),
   limits: opt(Schema.Struct({ max_groups: opt(Schema.Number), max_instances: opt(Schema.Number) }))
 })
 
@@ -81,7 +83,8 @@ export const RawGroup = Schema.Struct({
   instance_type: opt(Schema.String),
   subnet_pool: opt(Schema.String),
   vars: opt(StringMap),
-  args: opt(JsonObject)
+  args: opt(JsonObject),
+  drain_timeout: opt(Schema.String)
 })
 export type RawGroup = typeof RawGroup.Type
 

@@ -54,6 +54,23 @@ export interface Group {
   readonly subnetPool?: string
   readonly vars: Readonly<Record<string, string>>
   readonly args: JsonObject
+  /** `drain_timeout`: how long a retiring instance is announced before deletion; absent = `shard.default_drain_timeout`. */
+  readonly drainTimeout?: Duration.Duration
+  /**
+   * The original server's infra hash of the group's merged config (args, instance type, subnet pool,
+   * userdata, kind, arch): an instance created under another hash is rotated.
+   */
+  readonly infraHash: string
+}
+
+/** `shard.expiry`: ages after which instances are retired (absent = that rule is off). */
+export interface Expiry {
+  /** Replace the oldest instance past this age, one per group at a time. */
+  readonly eligibleAge?: Duration.Duration
+  /** Replace an instance past this age even while another of its group is retiring. */
+  readonly forcedAge?: Duration.Duration
+  /** Retire operator-requested (on-demand) instances past this age, without a replacement. */
+  readonly ondemandAge?: Duration.Duration
 }
 
 export interface ShardConfig {
@@ -92,6 +109,9 @@ export interface ShardConfig {
     /** Minimum spacing between two creations; zero = no limit. */
     readonly createRateLimit: Duration.Duration
     readonly healthCheckInterval: Duration.Duration
+    /** `default_drain_timeout`: a group's drain timeout when it sets none (default 5 m; zero = delete at once). */
+    readonly defaultDrainTimeout: Duration.Duration
+    readonly expiry: Expiry
     /** Totals over config.jsonc and groups.jsonc together; a config above them is refused. */
     readonly limits: { readonly maxGroups: number; readonly maxInstances: number }
   }

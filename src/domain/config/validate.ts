@@ -11,9 +11,11 @@ import type { Problem } from "./problems.js"
 import { checkProxmoxArg, parseInstanceType, parseSubnetId, STORAGE_ID } from "./proxmox.js"
 import { emptyRecord, own, recordOf } from "./records.js"
 import { type JsonObject, type RawAddresses, type RawLeaderElection, RawShardConfig, type RawUserdata } from "./schema.js"
-import type { Address, Addresses, Group, LeaderElection, ShardConfig, Template, Userdata } from "./types.js"
+import type { Address, Addresses, Expiry, Group, LeaderElection, ShardConfig, Template, Userdata } from "./types.js"
 import { argsTemplateProblems, userdataProblems } from "./userdata.js"
 import { resolveVmSpec } from "./vmSpec.js"
+import { infraHash } from "./infraHash.js"
+import { mergeArgs } from "./merge.js"
 import { hasActions } from "../goTemplate/index.js"
 import { DEFAULT_VMID_RANGE, formatVmidRange, parseVmidRange, type VmidRange } from "../vmids.js"
 
@@ -27,6 +29,7 @@ export const DEFAULTS = {
   requestTimeout: Duration.seconds(30),
   createRateLimit: Duration.zero,
   healthCheckInterval: Duration.seconds(60),
+  defaultDrainTimeout: Duration.minutes(5),
   cloudInitIsoStorage: "local",
   /** Without a `certificates.agent` entry, as the original issues at registration. */
   agentCertificateTtl: Duration.hours(24),
@@ -322,6 +325,28 @@ export const validateShardConfig = (
    * Every written value is checked; the rules between fields apply to the values in force, reported where
    * each was written. Two different values for one field are said, not silently resolved.
    */
+  /** `shard.expiry`: each age zero or absent = off; eligible before forced when both are on. */
+  function expiryOf(raw: RawShardConfig["shard"]["expiry"]): Expiry {
+    if (raw === undefined) return {}
+    const age = (field: "eligible_age" | "forced_age" | "ondemand_age"): Duration.Duration | undefined => {
+      const text = raw[field]
+      if (text === undefined) return undefined
+      const value = duration(`shard.expiry.${field}`, text, Duration.zero, { allowZero: true })
+      return Duration.isZero(value) ? undefined : value
+    }
+    const eligibleAge = age("eligible_age")
+    const forcedAge = age("forced_age")
+    const ondemandAge = age("ondemand_age")
+    if (eligibleAge !== undefined && forcedAge !== undefined && Duration.greaterThanOrEqualTo(eligibleAge, forcedAge)) {
+      fail("shard.expiry.eligible_age", `must be less than forced_age (${formatDuration(forcedAge)}): forced expiry is for instances eligible expiry has not replaced in time`)
+    }
+    return {
+      ...(eligibleAge === undefined ? {} : { eligibleAge }),
+      ...(forcedAge === undefined ? {} : { forcedAge }),
+      ...(ondemandAge === undefined ? {} : { ondemandAge })
+    }
+  }
+
   function leaderElection(cluster: RawLeaderElection | undefined, shard: RawLeaderElection | undefined): LeaderElection {
     const blocks = [{ path: "shard.leader_election", value: shard }, { path: "cluster.leader_election", value: cluster }] as const
     const field = (name: "frequent_interval" | "infrequent_interval" | "leader_timeout", fallback: Duration.Duration, floor?: Duration.Duration) => {
@@ -380,6 +405,8 @@ export const validateShardConfig = (
   const requestTimeout = duration("shard.request_timeout", rs.request_timeout, DEFAULTS.requestTimeout, { floor: MIN_INTERVALS.requestTimeout })
   const createRateLimit = duration("shard.create_rate_limit", rs.create_rate_limit, DEFAULTS.createRateLimit, { allowZero: true })
   const healthCheckInterval = duration("shard.health_check_interval", rs.health_check_interval, DEFAULTS.healthCheckInterval, { floor: MIN_INTERVALS.healthCheckInterval })
+  const defaultDrainTimeout = duration("shard.default_drain_timeout", rs.default_drain_timeout, DEFAULTS.defaultDrainTimeout, { allowZero: true })
+  const expiry = expiryOf(rs.expiry)
   const limit = (field: "max_groups" | "max_instances", fallback: number): number => {
     const value = rs.limits?.[field]
     if (value === undefined) return fallback
@@ -465,6 +492,8 @@ export const validateShardConfig = (
       instanceType(`${at}.instance_type`, rg.instance_type)
       poolReference(`${at}.subnet_pool`, rg.subnet_pool)
       proxmoxArgs(`${at}.args`, rg.args)
+      const drainTimeout = rg.drain_timeout === undefined ? undefined : duration(`${at}.drain_timeout`, rg.drain_timeout, defaultDrainTimeout, { allowZero: true })
+      const rt = own(raw.templates, rg.template)
       out[name] = {
         tenant,
         name,
@@ -473,7 +502,17 @@ export const validateShardConfig = (
         vars: recordOf(rg.vars ?? {}),
         args: rg.args ?? {},
         ...(rg.instance_type === undefined ? {} : { instanceType: rg.instance_type }),
-        ...(rg.subnet_pool === undefined ? {} : { subnetPool: rg.subnet_pool })
+        ...(rg.subnet_pool === undefined ? {} : { subnetPool: rg.subnet_pool }),
+        ...(drainTimeout === undefined ? {} : { drainTimeout }),
+        // As the original merges: the group's instance type and pool when not empty, else the template's.
+        infraHash: infraHash({
+          args: mergeArgs(raw.defaults?.args, rt?.args, rg.args),
+          instanceType: rg.instance_type || rt?.instance_type || "",
+          subnetPool: rg.subnet_pool || rt?.subnet_pool || "",
+          userdata: rt?.userdata ?? raw.defaults?.userdata,
+          kind: rt?.kind ?? "",
+          arch: rt?.arch ?? ""
+        })
       }
     }
     groups[tenant] = out
@@ -500,6 +539,8 @@ export const validateShardConfig = (
       requestTimeout,
       createRateLimit,
       healthCheckInterval,
+      defaultDrainTimeout,
+      expiry,
       limits
     },
     defaults,

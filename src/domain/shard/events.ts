@@ -26,7 +26,9 @@ export const InstanceRequested = Schema.TaggedStruct("InstanceRequested", {
   group: Schema.String,
   kind: Kind,
   specHash: Schema.String,
-  reason: RequestReason
+  reason: RequestReason,
+  /** The group's infra hash when requested (see `src/domain/config/infraHash.ts`); absent in logs from before it was recorded. */
+  infraHash: Schema.optional(Schema.String)
 })
 
 export const NodeChosen = Schema.TaggedStruct("NodeChosen", { v, instanceId, at, node: Schema.String })
@@ -103,7 +105,34 @@ export const StepFailed = Schema.TaggedStruct("StepFailed", {
   attempt: Schema.Int
 })
 
-export const DeleteReason = Schema.Literal("scale-down", "gc", "operator", "compensation", "vm-gone", "not-ready")
+/**
+ * Why an instance is being replaced before it goes: its agent went silent, its group's config changed, it
+ * reached an expiry age. The names are the original's drain reasons, as operators' tooling knows them.
+ */
+export const RetireReason = Schema.Literal("unhealthy", "config-drift", "eligible-expiry", "forced-expiry", "ondemand-expiry")
+export type RetireReason = typeof RetireReason.Type
+
+/**
+ * The instance is to be replaced: it stops counting towards its group's size (so reconcile creates its
+ * replacement) but keeps running until the replacement is ready and its drain is over. `skipDrain`: its VM
+ * is not running in PVE, so there is nothing to drain — it goes as soon as its replacement is ready.
+ */
+export const RetirementRequested = Schema.TaggedStruct("RetirementRequested", {
+  v,
+  instanceId,
+  at,
+  reason: RetireReason,
+  skipDrain: Schema.optional(Schema.Boolean)
+})
+
+/**
+ * The retiring instance's replacement is ready: the tenant's operators are told it will be deleted at
+ * `deleteAt` (`pending_deletion`) unless they acknowledge the drain sooner.
+ */
+export const DrainStarted = Schema.TaggedStruct("DrainStarted", { v, instanceId, at, deleteAt: Schema.Number })
+
+/** `retired`: a retirement ended (drain over, or none asked); `drain-acked`: an operator acknowledged the drain. */
+export const DeleteReason = Schema.Literal("scale-down", "gc", "operator", "compensation", "vm-gone", "not-ready", "retired", "drain-acked")
 export type DeleteReason = typeof DeleteReason.Type
 
 export const DeleteRequested = Schema.TaggedStruct("DeleteRequested", { v, instanceId, at, reason: DeleteReason })
@@ -126,7 +155,9 @@ export const Adopted = Schema.TaggedStruct("Adopted", {
   tenant: Schema.optional(Schema.String),
   group: Schema.optional(Schema.String),
   kind: Kind,
-  status: Schema.String
+  status: Schema.String,
+  /** The infra hash the original server recorded for the instance, when its record was found. */
+  infraHash: Schema.optional(Schema.String)
 })
 
 /** The leader raises the VMID high-water mark from a PVE listing. */
@@ -181,6 +212,8 @@ export const ShardEvent = Schema.Union(
   Registered,
   CertificateRenewed,
   StepFailed,
+  RetirementRequested,
+  DrainStarted,
   DeleteRequested,
   VmStopped,
   IsoDeleted,

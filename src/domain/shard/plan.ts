@@ -2,6 +2,10 @@
  * What the reconcile loop should do, decided purely from the folded state and the desired groups: which
  * groups need new instances and which instances must go. Scale-down removes instances that are not yet
  * running first (they cost least and are furthest from serving), then the newest.
+ *
+ * A retiring instance (see `lifecycle.ts`) no longer counts towards its group's size, so its replacement is
+ * created while it still runs; a group never has more than size + 1 live instances while any of it retires,
+ * so two retirements at once are replaced one after the other.
  */
 import { createHash } from "node:crypto"
 import type { RequestReason } from "./events.js"
@@ -14,6 +18,9 @@ export interface GroupTarget {
   readonly size: number
   /** Hash of the resolved VM spec, recorded with each request. */
   readonly specHash: string
+  /** The group's infra hash (the original's definition), recorded with each request and compared for rotation. */
+  readonly infraHash: string
+  readonly drainTimeoutMs: number
 }
 
 export interface CreateAction {
@@ -22,6 +29,7 @@ export interface CreateAction {
   readonly group: string
   readonly kind: string
   readonly specHash: string
+  readonly infraHash: string
   readonly reason: RequestReason
 }
 
@@ -47,6 +55,18 @@ export const stableHash = (value: unknown): string => {
 
 const started = (instance: Instance) => instance.phase === "running" || instance.phase === "registered"
 
+/** Per group, the instances being deleted whose VM may still exist (not yet recorded as deleted). */
+export const vmsBeingDeleted = (state: State): ReadonlyMap<string, number> => {
+  const counts = new Map<string, number>()
+  for (const [, instance] of state.instances) {
+    if (instance.phase !== "deleting" || instance.tenant === undefined || instance.group === undefined || instance.reason === "operator") continue
+    if (instance.vmid === undefined || instance.cleanup.vmDeleted) continue
+    const key = groupKey(instance.tenant, instance.group)
+    counts.set(key, (counts.get(key) ?? 0) + 1)
+  }
+  return counts
+}
+
 /** Scale-down order: not yet running first, then newest first (IDs sort by creation time). */
 export const scaleDownOrder = (members: ReadonlyArray<Instance>): ReadonlyArray<Instance> =>
   [...members].sort((a, b) => Number(started(a)) - Number(started(b)) || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0))
@@ -67,6 +87,7 @@ export const planReconcile = (state: State, targets: ReadonlyArray<GroupTarget>,
     else list.push(instance)
   }
   const replacing = new Set<string>()
+  const vmsGoing = vmsBeingDeleted(state)
   for (const [, instance] of state.instances) {
     if (instance.phase === "deleting" && instance.deleteReason !== "scale-down" && instance.tenant !== undefined && instance.group !== undefined) {
       replacing.add(groupKey(instance.tenant, instance.group))
@@ -77,11 +98,16 @@ export const planReconcile = (state: State, targets: ReadonlyArray<GroupTarget>,
   for (const target of targets) {
     const key = groupKey(target.tenant, target.group)
     desired.add(key)
-    const live = members.get(key) ?? []
-    if (live.length < target.size && !blocked.has(key)) {
-      const reason: RequestReason = replacing.has(key) ? "replacement" : "scale-up"
-      for (let i = live.length; i < target.size; i++) {
-        actions.push({ _tag: "Create", tenant: target.tenant, group: target.group, kind: target.kind, specHash: target.specHash, reason })
+    const all = members.get(key) ?? []
+    const live = all.filter((instance) => instance.retirement === undefined)
+    const retiring = all.length - live.length
+    // While some retire, one replacement at a time: at most size + 1 VMs in the group, counting those whose
+    // delete is still under way.
+    const wanted = retiring === 0 ? target.size - live.length : Math.min(target.size - live.length, target.size + 1 - all.length - (vmsGoing.get(key) ?? 0))
+    if (wanted > 0 && !blocked.has(key)) {
+      const reason: RequestReason = replacing.has(key) || retiring > 0 ? "replacement" : "scale-up"
+      for (let i = 0; i < wanted; i++) {
+        actions.push({ _tag: "Create", tenant: target.tenant, group: target.group, kind: target.kind, specHash: target.specHash, infraHash: target.infraHash, reason })
       }
     } else if (live.length > target.size) {
       // A held instance counts towards its group (its VM may well run) but is never the one scaled away.

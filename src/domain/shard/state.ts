@@ -16,7 +16,7 @@
  */
 import { Either, HashMap, Option, type ParseResult, Schema } from "effect"
 import { boundText } from "../errorText.js"
-import { type DeleteReason as DeleteReasonT, DeleteReason, ErrorClass, RequestReason, type ShardEvent, strict } from "./events.js"
+import { type DeleteReason as DeleteReasonT, DeleteReason, ErrorClass, RequestReason, RetireReason, type ShardEvent, strict } from "./events.js"
 
 export const Phase = Schema.Literal(
   "requested",
@@ -61,6 +61,14 @@ export type Anomaly = typeof Anomaly.Type
 /** How many anomalies the state keeps for the admin view (the count covers all of them). */
 export const RECENT_ANOMALIES = 50
 
+/** Why and since when an instance is being replaced (`RetirementRequested`). */
+export const Retirement = Schema.Struct({ reason: RetireReason, at: Schema.Number, skipDrain: Schema.optional(Schema.Boolean) })
+export type Retirement = typeof Retirement.Type
+
+/** The announced deletion of a retiring instance (`DrainStarted`). */
+export const Drain = Schema.Struct({ startedAt: Schema.Number, deleteAt: Schema.Number })
+export type Drain = typeof Drain.Type
+
 /** What compensation has done so far, so a resumed delete skips finished steps. */
 const Cleanup = Schema.Struct({ vmStopped: Schema.Boolean, isoDeleted: Schema.Boolean, vmDeleted: Schema.Boolean })
 export type Cleanup = typeof Cleanup.Type
@@ -73,6 +81,12 @@ export const Instance = Schema.Struct({
   kind: Schema.String,
   /** Unknown for an adopted VM. */
   specHash: Schema.optional(Schema.String),
+  /** The group's infra hash when the instance was requested; unknown for older logs and most adopted VMs (never rotated for drift). */
+  infraHash: Schema.optional(Schema.String),
+  /** Set while the instance is being replaced: it no longer counts towards its group's size. */
+  retirement: Schema.optional(Retirement),
+  /** Set once its replacement is ready: it is deleted at `deleteAt`, or when an operator acknowledges. */
+  drain: Schema.optional(Drain),
   reason: Schema.Union(RequestReason, Schema.Literal("adopted")),
   phase: Phase,
   node: Schema.optional(Schema.String),
@@ -243,7 +257,7 @@ const advance = (d: Draft, phase: Phase): void => {
  */
 const adoptedPhase = (status: string): Phase => (status === "running" || status === "paused" || status === "suspended" ? "running" : "configured")
 
-type NewFields = Pick<Draft, "id" | "tenant" | "group" | "kind" | "specHash" | "reason" | "phase" | "requestedAt" | "adopted">
+type NewFields = Pick<Draft, "id" | "tenant" | "group" | "kind" | "specHash" | "infraHash" | "reason" | "phase" | "requestedAt" | "adopted">
 
 /**
  * Every field present (undefined when unknown): one object shape for all instances keeps the fold fast.
@@ -255,6 +269,9 @@ const newInstance = (f: NewFields): Draft => ({
   group: f.group,
   kind: f.kind,
   specHash: f.specHash,
+  infraHash: f.infraHash,
+  retirement: undefined,
+  drain: undefined,
   reason: f.reason,
   phase: f.phase,
   node: undefined,
@@ -345,6 +362,15 @@ const update = (d: Draft, event: UpdateEvent): void => {
       d.failures += 1
       // Bounded here too: a log written before messages were bounded may carry megabytes in every failure.
       d.lastError = { step: event.step, errorClass: event.errorClass, message: boundText(event.message), attempt: event.attempt, at: event.at }
+      return
+    case "RetirementRequested":
+      // The first reason stands, and an instance already going away is not retired.
+      if (d.phase !== "deleting" && d.retirement === undefined) {
+        d.retirement = event.skipDrain === true ? { reason: event.reason, at: event.at, skipDrain: true } : { reason: event.reason, at: event.at }
+      }
+      return
+    case "DrainStarted":
+      if (d.phase !== "deleting" && d.retirement !== undefined && d.drain === undefined) d.drain = { startedAt: event.at, deleteAt: event.deleteAt }
       return
     case "DeleteRequested":
       // A repeated request keeps the first reason: it is why the instance is going away.
@@ -459,6 +485,7 @@ const step = (f: Fold, event: ShardEvent): void => {
           group: event.group,
           kind: event.kind,
           specHash: event.specHash,
+          infraHash: event.infraHash,
           reason: event.reason,
           phase: "requested",
           requestedAt: event.at,
@@ -478,6 +505,7 @@ const step = (f: Fold, event: ShardEvent): void => {
         group: event.group,
         kind: event.kind,
         specHash: undefined,
+        infraHash: event.infraHash,
         reason: "adopted",
         phase: adoptedPhase(event.status),
         requestedAt: event.at,
