@@ -6,84 +6,19 @@
  * token never reaches the event log or any object-store write.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { generateKeyPairSync, randomBytes } from "node:crypto"
+import { generateKeyPairSync } from "node:crypto"
 import { type AddressInfo, createServer, type Server } from "node:net"
-import { Deferred, Duration, Effect, Fiber, HashMap, Logger, Option, Redacted, Ref, SubscriptionRef } from "effect"
+import { Duration, Effect, Fiber, HashMap, Option, Redacted, Ref, SubscriptionRef } from "effect"
 import { makeAgentClient, tlsTransport } from "../../src/agent/AgentClient.js"
-import type { Address, ParsedShardConfig } from "../../src/domain/config/index.js"
 import { nonceHash } from "../../src/domain/agent/nonce.js"
 import { allInstances } from "../../src/domain/shard/state.js"
-import { makeClusterPki } from "../../src/layers/ClusterPkiStore.js"
-import type { LeaderInfo } from "../../src/services/LeaderLease.js"
 import type { ObjectStoreShape } from "../../src/services/ObjectStore.js"
-import { serveAgentEndpoint } from "../../src/app/agentEndpoint.js"
-import { freeLoopbackPorts } from "../../src/app/embedded.js"
-import type { ShardReplicaShape } from "../../src/shard/ShardReplica.js"
-import { makeSimAgents, simulatedIp } from "../../src/sim/agent.js"
-import type { GuestBoot } from "../../src/sim/server.js"
+import { simulatedIp } from "../../src/sim/agent.js"
 import { rawChannel, rawClient } from "../agent/harness.js"
-import { buildReplica } from "../support/stackReplica.js"
-import { leaseDouble } from "../support/leaseDouble.js"
-import { CLUSTER, type HarnessOptions, makeHarness, nonTemplateVms } from "./leaderHarness.js"
+import type { ParsedShardConfig } from "../../src/domain/config/index.js"
+import { nonTemplateVms } from "./leaderHarness.js"
+import { address, registeredProblems, registrationHarness } from "./registrationHarness.js"
 import { refused } from "../support/refused.js"
-
-const address = (host: string, port: number): Address => ({ host, port, text: `${host}:${port}` })
-
-/**
- * A harness with registration on, agents reporting health every 200 ms, and replica "replica-1" (the one
- * `h.leader(1, { handle })` runs as) serving the agent endpoint on a free loopback port, as `runDaemon`
- * does. The endpoint's log lines go to `endpointLogs`.
- */
-const registrationHarness = (options: Partial<HarnessOptions> & { readonly size: number; readonly mute?: (boot: GuestBoot) => boolean }) =>
-  Effect.gen(function* () {
-    const [port, agentPort] = (yield* freeLoopbackPorts(2)) as [number, number]
-    const agents = yield* makeSimAgents({ healthEvery: "200 millis", ...(options.mute === undefined ? {} : { mute: options.mute }) })
-    const encryptionKey = new Uint8Array(randomBytes(32))
-    const harness = yield* makeHarness({
-      registrationAddr: `127.0.0.1:${port}`,
-      agentAddr: `127.0.0.1:${agentPort}`,
-      registrationTimeout: "1m",
-      gcInterval: "1s", // the validator's floor (every loop interval is at least 1 s)
-      ...options,
-      encryptionKey,
-      guestHook: agents.hook
-    })
-    agents.attach(harness.sim.model)
-    // The harness created the cluster PKI in its store; every replica loads the same one.
-    const pki = yield* makeClusterPki(harness.store, { clusterId: CLUSTER, encryptionKey }).pipe(Effect.orDie)
-    const leaderInfo = yield* Ref.make(Option.some<LeaderInfo>({ id: "replica-1", address: "127.0.0.1:8991", term: 1 }))
-    const endpointLogs: Array<string> = []
-    const capture = Logger.replace(Logger.defaultLogger, Logger.make(({ message }) => {
-      endpointLogs.push(Array.isArray(message) ? message.map(String).join(" ") : String(message))
-    }))
-    /** A replica of the shard serving the agent endpoint; resolves with the port it listens on. */
-    const replica = (id: string, config: SubscriptionRef.SubscriptionRef<ParsedShardConfig>) =>
-      Effect.gen(function* () {
-        const { lease } = yield* leaseDouble(id, Ref.get(leaderInfo))
-        const handle = yield* buildReplica({ id, config, lease, store: harness.store, leader: false })
-        const listening = yield* Deferred.make<number>()
-        yield* serveAgentEndpoint(handle, pki, {
-          onListening: (endpoint, p) => {
-            if (endpoint === "registration") Deferred.unsafeDone(listening, Effect.succeed(p))
-          }
-        }).pipe(
-          Effect.provide(capture),
-          Effect.forkScoped
-        )
-        return { handle, listening: Deferred.await(listening) }
-      })
-    const leaderReplica: { readonly handle: ShardReplicaShape } = yield* replica("replica-1", harness.config)
-    return { ...harness, agents, pki, leaderInfo, endpointLogs, replica, handle: leaderReplica.handle, port, agentPort }
-  })
-
-const registeredProblems = (h: Effect.Effect.Success<ReturnType<typeof registrationHarness>>, size: number) =>
-  Effect.map(h.state, (state) => {
-    const problems: Array<string> = []
-    const instances = allInstances(state)
-    if (instances.length !== size) problems.push(`${instances.length} instances, want ${size}`)
-    for (const i of instances) if (i.phase !== "registered") problems.push(`${i.id} is ${i.phase}`)
-    return problems
-  })
 
 describe("agent registration (HTTP simulator, real agent endpoint)", () => {
   it.scopedLive("every VM registers with its simulated IPs; the log has Registered events and nonce hashes", () =>
@@ -135,9 +70,9 @@ describe("agent registration (HTTP simulator, real agent endpoint)", () => {
         return [...(deleted ? [] : [`${muted} not replaced yet`]), ...(gone ? [] : [`${muted} not gone yet`]), ...(yield* registeredProblems(h, 2))]
       }), "13 seconds")
       expect(h.logs.some((line) => line.includes("has not registered within 2s of its start; replacing it"))).toBe(true)
-    }), { timeout: 15_000 })
+    }), { timeout: 20_000 })
 
-  it.scopedLive("a crashed VM stops reporting health and is replaced after the grace", () =>
+  it.scopedLive("a crashed VM stops reporting health: after the grace it is retired, replaced first, then deleted without a drain", () =>
     Effect.gen(function* () {
       // The GC's own stopped-VM check waits a minute here, so it is the missing health reports that count.
       const h = yield* registrationHarness({ size: 2, graces: { health: "1500 millis", vmLoss: "1 minute" } })
@@ -147,12 +82,23 @@ describe("agent registration (HTTP simulator, real agent endpoint)", () => {
       h.sim.model.crashVm(victim.vmid!)
       yield* h.waitUntil("the crashed VM replaced", Effect.gen(function* () {
         const events = yield* h.events
-        const deleted = events.some((e) => e._tag === "DeleteRequested" && e.instanceId === victim.id && e.reason === "not-ready")
+        const deleted = events.some((e) => e._tag === "DeleteRequested" && e.instanceId === victim.id && e.reason === "retired")
         const gone = events.some((e) => e._tag === "InstanceGone" && e.instanceId === victim.id)
         return [...(deleted ? [] : ["not replaced yet"]), ...(gone ? [] : ["not gone yet"]), ...(yield* registeredProblems(h, 2))]
-      }), "6 seconds")
+      }), "8 seconds")
+      const events = yield* h.events
+      const retired = events.find((e) => e._tag === "RetirementRequested" && e.instanceId === victim.id)
+      expect(retired).toMatchObject({ reason: "unhealthy" })
+      // Replacement first: a new instance registered before the crashed one's delete was requested, with no drain between.
+      const deleteSeq = events.find((e) => e._tag === "DeleteRequested" && e.instanceId === victim.id)!.seq
+      const replacement = events.find((e) => e._tag === "InstanceRequested" && e.seq >= retired!.seq)
+      if (replacement?._tag !== "InstanceRequested") return expect.fail("no instance requested after the retirement")
+      expect(replacement.reason).toBe("replacement")
+      const registeredAt = events.find((e) => e._tag === "Registered" && e.instanceId === replacement.instanceId)!.seq
+      expect(registeredAt).toBeLessThanOrEqual(deleteSeq)
+      expect(events.some((e) => e._tag === "DrainStarted" && e.instanceId === victim.id)).toBe(false)
       expect(h.logs.some((line) => line.includes(`${victim.id}: VM ${victim.vmid} stopped reporting health`))).toBe(true)
-    }), { timeout: 15_000 })
+    }), { timeout: 20_000 })
 
   it.scopedLive("the nonce token never appears in an event or any object-store write; only its hash does", () =>
     Effect.gen(function* () {

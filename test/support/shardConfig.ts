@@ -23,6 +23,8 @@ export interface GroupSpec {
   /** `disk:` of the instance type in GiB; the simulator's template disk is 2 GiB, so more means a resize. */
   readonly diskGiB: number
   readonly size: number
+  /** The group's `drain_timeout` (default: the shard's). */
+  readonly drainTimeout?: string
 }
 
 export interface ShardConfigOptions {
@@ -42,6 +44,10 @@ export interface ShardConfigOptions {
   readonly healthCheckInterval?: string
   /** Default `debian-13-template`. */
   readonly templateName?: string
+  /** `shard.default_drain_timeout` (default: the product's, 5 m). */
+  readonly defaultDrainTimeout?: string
+  /** `shard.expiry`, as JSON (e.g. `{ "eligible_age": "10m" }`). */
+  readonly expiry?: string
   /** What the user-data script echoes. */
   readonly greeting: string
   readonly groups: ReadonlyArray<GroupSpec>
@@ -58,7 +64,7 @@ export const shardConfigText = (o: ShardConfigOptions): string => `// ${o.title}
     "bind": { "health_addr": ":8990", "election_addr": ":8991", "registration_addr": "${o.registrationAddr ?? ":8992"}", "operator_addr": ":8993", "agent_addr": "${o.agentAddr ?? ":8994"}" },
     "advertise": { "health_addr": ":8990", "election_addr": ":8991", "registration_addr": "${o.registrationAddr ?? "10.0.0.1:8992"}", "operator_addr": "10.0.0.1:8993", "agent_addr": "${o.agentAddr ?? "10.0.0.1:8994"}" },
     "subnet_pools": { "edge": ["${BRIDGE}"] },
-    "garbage_collection": { "interval": "${o.gcInterval}", "registration_timeout": "${o.registrationTimeout}" },${optionalLine("create_rate_limit", o.createRateLimit)}${optionalLine("health_check_interval", o.healthCheckInterval)}
+    "garbage_collection": { "interval": "${o.gcInterval}", "registration_timeout": "${o.registrationTimeout}" },${optionalLine("create_rate_limit", o.createRateLimit)}${optionalLine("health_check_interval", o.healthCheckInterval)}${optionalLine("default_drain_timeout", o.defaultDrainTimeout)}${o.expiry === undefined ? "" : `\n    "expiry": ${o.expiry},`}
   },
   "defaults": {
     "args": { "StoragePool": "local-lvm", "TemplateName": "${o.templateName ?? "debian-13-template"}", "StartOnBoot": true },
@@ -67,7 +73,7 @@ export const shardConfigText = (o: ShardConfigOptions): string => `// ${o.title}
   "templates": {
 ${o.groups.map((g) => `    "${g.group}": { "kind": "${g.kind}", "instance_type": "cpu:${g.cpu},memory:${g.memoryMiB},disk:${g.diskGiB}", "subnet_pool": "edge" },\n`).join("")}  },
   "groups": { "${TENANT}": {
-${o.groups.map((g) => `    "${g.group}": { "template": "${g.group}", "size": ${g.size} },\n`).join("")}  } },
+${o.groups.map((g) => `    "${g.group}": { "template": "${g.group}", "size": ${g.size}${g.drainTimeout === undefined ? "" : `, "drain_timeout": "${g.drainTimeout}"`} },\n`).join("")}  } },
 }
 `
 

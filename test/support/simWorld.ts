@@ -64,6 +64,14 @@ export interface ConfigOptions {
   readonly agentAddr?: string
   readonly registrationTimeout?: string
   readonly healthCheckInterval?: string
+  /** What the user-data script echoes (default "hello"): changing it changes the group's infra hash. */
+  readonly greeting?: string
+  readonly defaultDrainTimeout?: string
+  /** The group's own `drain_timeout`. */
+  readonly drainTimeout?: string
+  /** `shard.expiry` as JSON. */
+  readonly expiry?: string
+  readonly createRateLimit?: string
 }
 
 /** A small shard config: one tenant, one group of `size` VMs cloned from the simulator's per-node template. */
@@ -76,8 +84,11 @@ export const configText = (o: ConfigOptions): string =>
     ...(o.agentAddr === undefined ? {} : { agentAddr: o.agentAddr }),
     ...(o.healthCheckInterval === undefined ? {} : { healthCheckInterval: o.healthCheckInterval }),
     ...(o.templateName === undefined ? {} : { templateName: o.templateName }),
-    greeting: "hello",
-    groups: [{ group: GROUP, kind: KIND, cpu: 1, memoryMiB: 512, diskGiB: o.diskGiB ?? 4, size: o.size }]
+    ...(o.defaultDrainTimeout === undefined ? {} : { defaultDrainTimeout: o.defaultDrainTimeout }),
+    ...(o.expiry === undefined ? {} : { expiry: o.expiry }),
+    ...(o.createRateLimit === undefined ? {} : { createRateLimit: o.createRateLimit }),
+    greeting: o.greeting ?? "hello",
+    groups: [{ group: GROUP, kind: KIND, cpu: 1, memoryMiB: 512, diskGiB: o.diskGiB ?? 4, size: o.size, ...(o.drainTimeout === undefined ? {} : { drainTimeout: o.drainTimeout }) }]
   })
 
 const mintId = makeInstanceIdGenerator()
@@ -92,6 +103,18 @@ export const idOf = (event: ShardEvent): string => ("instanceId" in event ? even
 
 const Segment = Schema.parseJson(Schema.Struct({ seq: Schema.Int, events: Schema.Array(ShardEvent) }))
 const decodeSegment = Schema.decodeUnknownSync(Segment)
+
+/** Every event of a store's log, oldest first, each with its segment's seq. */
+export const storeEvents = (store: ObjectStoreShape): Effect.Effect<ReadonlyArray<EventView>> =>
+  Effect.gen(function* () {
+    const keys = yield* store.list("log/").pipe(Stream.runCollect, Effect.map((c) => Chunk.toReadonlyArray(c).map((m) => m.key)))
+    const out: Array<EventView> = []
+    for (const key of keys) {
+      const { events, seq } = decodeSegment(new TextDecoder().decode((yield* store.get(key)).body))
+      for (const event of events) out.push({ ...event, seq })
+    }
+    return out
+  }).pipe(Effect.orDie)
 
 /**
  * Everything that must hold once the shard is at rest with `size` instances: the log has exactly `size`
