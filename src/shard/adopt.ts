@@ -11,14 +11,15 @@
  * instance and meets such VMs holds all work (see `Ownership.ts`) until an operator runs
  * `nstance-admin adopt --from-log <id>` (`adoptFromLog`), which records the adoption and rewrites their notes.
  */
-import { Clock, Effect, HashMap, Option } from "effect"
-import { InvalidInstanceId, parseInstanceId } from "../domain/instanceId.js"
+import { Clock, Effect, Either, HashMap, Option, Schema } from "effect"
+import { InvalidInstanceId, parseInstanceId, storageKeyOf } from "../domain/instanceId.js"
 import { ownerByNotes, parseManagedNotes, withOwnerLog } from "../domain/managedNotes.js"
 import type { VmConfig } from "../domain/pve/schemas.js"
 import { hasAssociationTags, otherShardTag } from "../domain/pveTags.js"
 import { Adopted, type ShardEvent, VmidsSeen } from "../domain/shard/events.js"
 import type { State } from "../domain/shard/state.js"
 import { EventLog } from "../services/EventLog.js"
+import { ObjectStore } from "../services/ObjectStore.js"
 import { ProxmoxApi, type VmResourceInfo } from "../services/ProxmoxApi.js"
 import { type ForeignVms, Ownership } from "./Ownership.js"
 import { ShardContext } from "./ShardContext.js"
@@ -57,7 +58,7 @@ export const configOf = (vm: VmResourceInfo) =>
     ))
 
 /** The `Adopted` event for `vm`, with tenant and group from its managed notes when they say. */
-export const adoptionOf = (vm: VmResourceInfo, config: VmConfig, at: number) => {
+export const adoptionOf = (vm: VmResourceInfo, config: VmConfig, at: number, infraHash?: string) => {
   const name = vm.name ?? ""
   const parsed = parseInstanceId(name)
   const notes = config.description === undefined ? undefined : parseManagedNotes(config.description)
@@ -69,9 +70,30 @@ export const adoptionOf = (vm: VmResourceInfo, config: VmConfig, at: number) => 
     kind: parsed instanceof InvalidInstanceId ? "vmx" : parsed.kind,
     status: vm.status,
     ...(notes?.tenant === undefined ? {} : { tenant: notes.tenant }),
-    ...(notes?.group === undefined ? {} : { group: notes.group })
+    ...(notes?.group === undefined ? {} : { group: notes.group }),
+    ...(infraHash === undefined ? {} : { infraHash })
   })
 }
+
+/** The one field of the original server's instance record (`instance/{tenant}.{storage key}.json`) adoption reads. */
+const OriginalRecord = Schema.parseJson(Schema.Struct({ infra_config_hash: Schema.optional(Schema.String) }))
+const decodeOriginalRecord = Schema.decodeUnknownEither(OriginalRecord)
+
+/**
+ * The infra hash the original server recorded for an instance it created, so an adopted VM is rotated only
+ * when its group's config really changed. Undefined when there is no record or it says nothing usable (such
+ * an instance is never rotated for drift); a store that does not answer costs only that comparison.
+ */
+export const originalInfraHash = (instanceId: string, tenant: string | undefined) =>
+  Effect.gen(function* () {
+    const parsed = parseInstanceId(instanceId)
+    if (tenant === undefined || parsed instanceof InvalidInstanceId) return undefined
+    const key = `instance/${tenant}.${storageKeyOf(parsed)}.json`
+    const object = yield* (yield* ObjectStore).get(key).pipe(Effect.option)
+    if (Option.isNone(object)) return undefined
+    const record = decodeOriginalRecord(new TextDecoder().decode(object.value.body))
+    return Either.isRight(record) && record.right.infra_config_hash !== undefined && record.right.infra_config_hash !== "" ? record.right.infra_config_hash : undefined
+  })
 
 /**
  * Writes `logId` into the VM's notes (the rest of its description kept byte for byte). With the config's
@@ -125,8 +147,11 @@ export const adoptFromCluster = Effect.fn("shard.adopt")(function* () {
     if (events.length > 0) yield* log.append(events)
     return { owned, adopted: 0, foreign: foreignCount, ...seen }
   }
-  for (const { config, vm } of adoptable) {
-    const event = adoptionOf(vm, config, at)
+  for (const { config, marked, vm } of adoptable) {
+    // Only the original's VMs have its records; ours carry no record to read.
+    const notes = config.description === undefined ? undefined : parseManagedNotes(config.description)
+    const infraHash = marked ? undefined : yield* originalInfraHash(vm.name ?? "", notes?.tenant)
+    const event = adoptionOf(vm, config, at, infraHash)
     events.push(event)
     yield* Effect.logInfo(`${vm.name}: adopted VM ${vm.vmid} on ${vm.node} (${vm.status}${event.group === undefined ? ", group unknown" : `, group ${event.tenant ?? "?"}/${event.group}`})`)
   }

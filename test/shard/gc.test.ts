@@ -4,7 +4,8 @@
  * collected after the grace; a VM the original Go server made is adopted, counted and kept.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, SubscriptionRef } from "effect"
+import { InvalidInstanceId, parseInstanceId, storageKeyOf } from "../../src/domain/instanceId.js"
 import { isoFileName } from "../../src/domain/pveNames.js"
 import { allInstances } from "../../src/domain/shard/state.js"
 import {
@@ -150,5 +151,38 @@ describe("GC and adoption (simulated world)", () => {
       expect((yield* w.events).filter((e) => e._tag === "InstanceRequested")).toHaveLength(1)
       expect(w.vms()).toHaveLength(2)
       expect(w.model.vms.get(vmid)?.status).toBe("running")
+    }))
+
+  it.scoped("an adopted VM of the original is rotated only when the infra hash of its record differs from its group's", () =>
+    Effect.gen(function* () {
+      const w = yield* makeWorld({ size: 2, graces, defaultDrainTimeout: "0s" })
+      const current = (yield* SubscriptionRef.get(w.config)).config.groups[TENANT]![GROUP]!.infraHash
+      const made: Array<{ readonly name: string; readonly vmid: number }> = []
+      for (const [node, hash] of [["pve1", current], ["pve2", "sha256:0000000000000000000000000000000000000000000000000000000000000000"]] as const) {
+        const name = freshInstanceId(KIND)
+        const description = ["**DO NOT EDIT BELOW - managed by nstance**", `tenant: ${TENANT}`, `group: ${GROUP}`, `kind: ${KIND}`, "**DO NOT EDIT ABOVE - managed by nstance**"].join("\n")
+        const vm = yield* w.drive(makeVmBehindOurBack(w.pve, { name, node, tags: OUR_TAGS, description, start: true }))
+        made.push({ name, vmid: vm.vmid })
+        // The original's bucket record of the instance (Go's field names; only the hash is read).
+        const parsed = parseInstanceId(name)
+        if (parsed instanceof InvalidInstanceId) return yield* Effect.dieMessage(parsed.message)
+        const record = { instance_id: name, tenant: TENANT, group: GROUP, status: "pending", infra_config_hash: hash }
+        yield* w.store.put(`instance/${TENANT}.${storageKeyOf(parsed)}.json`, new TextEncoder().encode(JSON.stringify(record))).pipe(Effect.orDie)
+      }
+      const [same, stale] = made as [typeof made[0], typeof made[0]]
+      yield* w.leader(1)
+      yield* w.advanceUntil("the stale one replaced and gone", Effect.map(w.state, (state) => {
+        const all = allInstances(state)
+        const running = all.filter((i) => i.phase === "running")
+        const replaced = running.length === 2 && all.length === 2 && running.some((i) => i.id === same.name) && !all.some((i) => i.id === stale.name)
+        return replaced ? [] : [all.map((i) => `${i.id}:${i.phase}`).join(", ")]
+      }))
+      const events = yield* w.events
+      expect(events.filter((e) => e._tag === "Adopted").map((e) => e._tag === "Adopted" && [e.instanceId, e.infraHash])).toEqual(
+        expect.arrayContaining([[same.name, current], [stale.name, `sha256:${"0".repeat(64)}`]])
+      )
+      expect(events.filter((e) => e._tag === "RetirementRequested").map((e) => e._tag === "RetirementRequested" && [e.instanceId, e.reason])).toEqual([[stale.name, "config-drift"]])
+      expect(w.model.vms.get(same.vmid)?.status).toBe("running")
+      expect(w.model.vms.has(stale.vmid)).toBe(false)
     }))
 })
