@@ -174,8 +174,18 @@ export const instanceTable = (list: ReadonlyArray<InstanceView>) =>
 
 export const groupTable = (list: ReadonlyArray<GroupView>) =>
   table(
-    ["GROUP", "TEMPLATE", "SIZE", "LIVE", "RUNNING", "SOURCE", "INSTANCE TYPE"],
-    list.map((g) => [`${g.tenant}/${g.group}`, g.template, String(g.size), String(g.live), String(g.running), g.source, g.instanceType ?? "-"])
+    ["GROUP", "TEMPLATE", "SIZE", "LIVE", "RUNNING", "OUTDATED", "RETIRING", "SOURCE", "INSTANCE TYPE"],
+    list.map((g) => [
+      `${g.tenant}/${g.group}`,
+      g.template,
+      String(g.size),
+      String(g.live),
+      String(g.running),
+      g.outdated === undefined ? "-" : String(g.outdated),
+      g.retiring === undefined ? "-" : String(g.retiring),
+      g.source,
+      g.instanceType ?? "-"
+    ])
   )
 
 const describeEvent = (e: WatchEvent) =>

@@ -267,7 +267,13 @@ export const GroupView = Schema.Struct({
   instanceType: Schema.NullOr(Schema.String),
   subnetPool: Schema.NullOr(Schema.String),
   vars: Schema.Record({ key: Schema.String, value: Schema.String }),
-  source: GroupSource
+  source: GroupSource,
+  /** The group's infra hash now (absent from older servers). */
+  infraHash: Schema.optional(Schema.String),
+  /** Live instances built from another infra hash: a rotation replaces them one at a time. */
+  outdated: Schema.optional(Schema.Int),
+  /** Live instances being replaced (retiring or draining). */
+  retiring: Schema.optional(Schema.Int)
 })
 export type GroupView = typeof GroupView.Type
 

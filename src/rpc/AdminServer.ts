@@ -257,7 +257,11 @@ const groupViews = (config: ParsedShardConfig, state: State, staticKeys: Readonl
         instanceType: group.instanceType ?? own(config.config.templates, group.template)?.instanceType ?? null,
         subnetPool: group.subnetPool ?? own(config.config.templates, group.template)?.subnetPool ?? null,
         vars: group.vars,
-        source: isStatic && isDynamic ? "static+dynamic" : isDynamic ? "dynamic" : "static"
+        source: isStatic && isDynamic ? "static+dynamic" : isDynamic ? "dynamic" : "static",
+        infraHash: group.infraHash,
+        // Built from another config than the group's now (a rotation replaces them one at a time), and being replaced.
+        outdated: members.filter((i) => i.reason !== "operator" && i.infraHash !== undefined && i.infraHash !== group.infraHash).length,
+        retiring: members.filter((i) => i.retirement !== undefined).length
       })
     }
   }

@@ -36,6 +36,15 @@ describe("dynamic groups document", () => {
     expect(Either.isLeft(parseDynamicGroups(`{ "shop": [] }`))).toBe(true)
   })
 
+  it("keeps the original's drain_timeout: a dynamic-only group takes it, a static group keeps its own", () => {
+    const doc = Either.getOrThrow(parseDynamicGroups(`{ "shop": { "api": { "template": "api", "size": 1, "drain_timeout": "2m" }, "web": { "size": 4, "drain_timeout": "9m" } } }`))
+    expect(encodeDynamicGroups(doc)).toContain(`"drain_timeout": "2m"`)
+    const merged = mergeDynamicGroups(configJson(), doc) as { groups: Record<string, Record<string, Record<string, unknown>>> }
+    expect(merged.groups["shop"]?.["api"]).toMatchObject({ template: "api", size: 1, drain_timeout: "2m" })
+    expect(merged.groups["shop"]?.["web"]?.["drain_timeout"]).toBeUndefined()
+    expect(merged.groups["shop"]?.["web"]?.["size"]).toBe(4)
+  })
+
   it("a partial update never resets size; static groups keep their template and pool", () => {
     const json = configJson()
     const created = Either.getOrThrow(upsertDynamicGroup({}, json, "shop", "api", { template: "api", size: 3 }))

@@ -113,6 +113,9 @@ describe("instances that roll (issue 29)", () => {
         // The drain waits: the old VM still runs beside its replacement, and no other instance retires meanwhile.
         expect(nonTemplateVms(world.sim).length).toBe(3)
         expect(liveInstances(state).filter((i) => i.retirement !== undefined)).toHaveLength(1)
+        // `groups` says how far the rollout is: old instances left, and the one being replaced.
+        const groups = yield* world.admin(["groups", "--json", "--server", world.leader.address])
+        expect(JSON.parse(groups.stdout)).toEqual([expect.objectContaining({ group: "web", outdated: 3 - round, retiring: 1 })])
         // Acknowledging an instance that is not draining says why, and changes nothing.
         const other = liveInstances(state).find((i) => i.drain === undefined)!
         const refused = yield* world.admin(["instance", "ack-drain", other.id, "--server", world.leader.address])

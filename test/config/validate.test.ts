@@ -127,6 +127,32 @@ describe("fields of the original this build does not implement", () => {
   })
 })
 
+describe("drains and expiry", () => {
+  it("read drain timeouts per group and shard, and the expiry ages", () => {
+    const c = base()
+    c.shard["default_drain_timeout"] = "10m"
+    c.shard["expiry"] = { eligible_age: "336h", forced_age: "504h", ondemand_age: "0s" }
+    ;((c.groups["default"] as Record<string, Record<string, unknown>>)["web"]!)["drain_timeout"] = "0s"
+    const { config } = ok(c)
+    expect(Duration.toMillis(config.shard.defaultDrainTimeout)).toBe(600_000)
+    expect(config.shard.expiry.eligibleAge && Duration.toHours(config.shard.expiry.eligibleAge)).toBe(336)
+    expect(config.shard.expiry.forcedAge && Duration.toHours(config.shard.expiry.forcedAge)).toBe(504)
+    expect(config.shard.expiry.ondemandAge).toBeUndefined()
+    expect(config.groups["default"]!["web"]!.drainTimeout).toEqual(Duration.zero)
+  })
+
+  it("refuse a bad drain timeout or age by field, and an eligible age not below the forced one", () => {
+    const c = base()
+    c.shard["default_drain_timeout"] = "soon"
+    c.shard["expiry"] = { eligible_age: "504h", forced_age: "336h" }
+    ;((c.groups["default"] as Record<string, Record<string, unknown>>)["web"]!)["drain_timeout"] = "-1m"
+    const found = problems(c)
+    expect(found.some((p) => p.startsWith("shard.default_drain_timeout:"))).toBe(true)
+    expect(found.some((p) => p.startsWith("shard.expiry.eligible_age: must be less than forced_age"))).toBe(true)
+    expect(found.some((p) => p.startsWith("groups.default.web.drain_timeout:"))).toBe(true)
+  })
+})
+
 describe("all problems at once", () => {
   it("reports every rule violation in one pass", () => {
     const c = base()
