@@ -29,7 +29,7 @@ describe("nstance-admin over the wire (in-process endpoint)", () => {
       expect(table[0]).toMatch(/^INSTANCE\s+GROUP\s+PHASE\s+NODE\s+VMID\s+IPS\s+NOTE$/)
       expect(table[1]).toContain(`shop/web  running  ${vm?.node}`)
       const groups = lines((yield* world.admin(["groups", ...server])).stdout)
-      expect(groups[1]).toMatch(/^shop\/web\s+web\s+1\s+1\s+1\s+static\s+cpu:1,memory:512,disk:4$/)
+      expect(groups[1]).toMatch(/^shop\/web\s+web\s+1\s+1\s+1\s+0\s+0\s+static\s+cpu:1,memory:512,disk:4$/)
       const show = JSON.parse((yield* world.admin(["instance", "show", instances[0].id, "--json", ...server])).stdout)
       expect(show.id).toBe(instances[0].id)
       const validate = yield* world.admin(["validate", ...server])
