@@ -19,6 +19,8 @@ import { parseShardConfig } from "../src/domain/config/index.js"
 import type { GroupTarget } from "../src/domain/shard/plan.js"
 import { planReconcile } from "../src/domain/shard/plan.js"
 import { fold, liveInstances, type State } from "../src/domain/shard/state.js"
+import { makeMemoryStore } from "../src/layers/ObjectStoreMemory.js"
+import { ObjectStore } from "../src/services/ObjectStore.js"
 import { EventLog } from "../src/services/EventLog.js"
 import { ProxmoxApi, type VmResourceInfo } from "../src/services/ProxmoxApi.js"
 import { makeGc } from "../src/shard/gc.js"
@@ -29,6 +31,7 @@ import { ShardContext } from "../src/shard/ShardContext.js"
 import { ProxmoxApiSim } from "../src/sim/ProxmoxApiSim.js"
 import { percentile } from "./lib/stats.js"
 import { writeResult } from "./lib/results.js"
+import { planLifecycle } from "../src/domain/shard/lifecycle.js"
 import { buildEvents } from "./lib/syntheticLog.js"
 
 const INSTANCES = 10_000
@@ -93,6 +96,12 @@ for (const [name, plan] of Object.entries(plans)) {
   console.log(`plan ${name.padEnd(11)}: ${plan.actions.toString().padStart(5)} actions, ${plan.medianMs.toFixed(1)} ms CPU median, p99 ${plan.p99Ms.toFixed(1)} ms`)
 }
 
+// The lifecycle plan runs before every reconcile pass. The synthetic instances carry no infra hash (none is
+// rotated) and are older than eligible_age: one expiry per group, every instance looked at.
+const lifecyclePolicy = { now: Date.now(), eligibleAgeMs: 14 * 86_400_000, forcedAgeMs: 21 * 86_400_000, defaultDrainTimeoutMs: 300_000, blocked: new Set<string>() }
+const lifecycle = { ...cpuOf(50, () => planLifecycle(state, targetsScaled(1), lifecyclePolicy)), actions: planLifecycle(state, targetsScaled(1), lifecyclePolicy).actions.length }
+console.log(`lifecycle  : ${lifecycle.actions.toString().padStart(5)} actions, ${lifecycle.medianMs.toFixed(1)} ms CPU median, p99 ${lifecycle.p99Ms.toFixed(1)} ms`)
+
 // ---- GC ------------------------------------------------------------------------------------------------------
 
 const configText = readFileSync(join(here, "..", "examples", "single-cluster.jsonc"), "utf8")
@@ -139,7 +148,15 @@ const gc = await Effect.gen(function* () {
     const found = yield* pass
     const cpu = yield* cpuOfEffect(20, pass)
     return { ...cpu, vms: listing.length, isos: isoListing.length, found }
-  }).pipe(Effect.provide(Layer.mergeAll(context, logOfState, pveFromMemory, OwnershipLive, ClusterViewLive.pipe(Layer.provide(Layer.merge(pveFromMemory, SchedulerTopsis))))))
+  }).pipe(Effect.provide(Layer.mergeAll(
+    context,
+    logOfState,
+    pveFromMemory,
+    OwnershipLive,
+    // Adoption reads the original server's instance records from the shard's bucket.
+    Layer.succeed(ObjectStore, makeMemoryStore()),
+    ClusterViewLive.pipe(Layer.provide(Layer.merge(pveFromMemory, SchedulerTopsis)))
+  )))
 }).pipe(Effect.orDie, Logger.withMinimumLogLevel(LogLevel.Warning), Effect.runPromise)
 console.log(`gc pass    : ${gc.vms} VMs and ${gc.isos} ISOs listed, nothing to do (${JSON.stringify(gc.found)}), ${gc.medianMs.toFixed(1)} ms CPU median, p99 ${gc.p99Ms.toFixed(1)} ms`)
 
@@ -150,6 +167,7 @@ const file = writeResult("reconcile", {
   events: events.length,
   foldCpuMs: foldMs,
   plan: plans,
+  lifecycle,
   gc
 })
 console.log(`\nwrote ${file}`)

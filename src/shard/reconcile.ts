@@ -7,7 +7,7 @@
  * create/delete loop. While the log holds (a fresh log beside another log's VMs, see `Ownership.ts`) a pass
  * records nothing.
  */
-import { Clock, Duration, Effect, Either, HashMap, Option, Queue, ScheduleDecision, ScheduleIntervals, Stream, SubscriptionRef } from "effect"
+import { Clock, Duration, Effect, Either, FiberHandle, HashMap, Option, Queue, ScheduleDecision, ScheduleIntervals, Stream, SubscriptionRef } from "effect"
 import { desiredGroups, type ParsedShardConfig, vmSpecFor } from "../domain/config/index.js"
 import { DeleteRequested, DrainStarted, InstanceRequested, RetirementRequested, type ShardEvent } from "../domain/shard/events.js"
 import { type LifecycleAction, type LifecyclePolicy, planLifecycle } from "../domain/shard/lifecycle.js"
@@ -112,6 +112,8 @@ export const reconcileLoop = Effect.gen(function* () {
   const shard = yield* ShardContext
   const ownership = yield* Ownership
   const clusterView = yield* ClusterView
+  const timer = yield* FiberHandle.make()
+  let wakeAt: number | undefined
   const wake = yield* Queue.sliding<void>(1)
   const backoff = new Map<string, GroupBackoff>()
   const seenCompensations = new Set<string>()
@@ -174,9 +176,13 @@ export const reconcileLoop = Effect.gen(function* () {
     if (events.length > 0) yield* log.append(events)
     const after = events.length > 0 ? yield* log.state : planned
     for (const [id, instance] of after.instances) if (!atRest(instance)) yield* runner.ensure(id)
-    // Wake up again when the earliest backoff ends, a drain is over or an instance reaches an expiry age.
+    // Wake up again when the earliest backoff ends, a drain is over or an instance reaches an expiry age: one
+    // timer, replaced when that time changes (expiry ages are weeks away; a timer per pass would pile up).
     const next = Math.min(lifecycle.nextAt ?? Infinity, ...[...backoff.values()].map((b) => b.notBefore).filter((at) => at > now))
-    if (Number.isFinite(next)) yield* Effect.forkScoped(Effect.sleep(Duration.millis(next - now + 10)).pipe(Effect.zipRight(Queue.offer(wake, undefined))))
+    if (Number.isFinite(next) && next !== wakeAt) {
+      wakeAt = next
+      yield* FiberHandle.run(timer, Effect.sleep(Duration.millis(next - now + 10)).pipe(Effect.zipRight(Queue.offer(wake, undefined))))
+    }
   })
 
   yield* Stream.runForEach(shard.config.changes, () => Queue.offer(wake, undefined)).pipe(Effect.forkScoped)
