@@ -6,8 +6,13 @@
  * - never two VMs named after one instance (sampled after every PVE call and every clock step);
  * - every instance's events follow the saga's state machine, and no clone names an instance whose delete
  *   is already on record;
+ * - instances that retire (retirementRules.ts): a drain or a retirement's delete follows a retirement, an
+ *   acknowledged delete a drain; a creation while the group retires leaves it at size + 1 VMs at most; a
+ *   rotation or eligible expiry starts only while nothing else of its group retires or is being deleted;
+ *   a retiring instance drains, or is deleted without a drain, only with its group at size besides it;
  * - at the end: every group at its size with all instances running, nothing left being created or deleted,
- *   one VM per instance, and no VM, disk or ISO that no live instance owns.
+ *   one VM per instance, and no VM, disk or ISO that no live instance owns; nothing retiring, every instance
+ *   on its group's current infra hash (a rollout finished), and every instance that retired deleted.
  * In a two-shard world each shard's part of the history is judged on its own by the rules above, and
  * across shards: no shard mutates a VM or ISO carrying the other shard's tags or instance IDs, no instance
  * ID is in both logs, and at the end every shard's groups are at size with nothing leaked.
@@ -22,6 +27,7 @@ import { hasAssociationTags } from "../../src/domain/pveTags.js"
 import { leakedVolumes, nonTemplateVms } from "../support/leaks.js"
 import { CLUSTER, GROUPS, ourTags, TENANT, type WorldConfig } from "./config.js"
 import type { HistoryView, StoreWrite, Who } from "./history.js"
+import { judgeRetirements, retiredButKept } from "./retirementRules.js"
 
 export interface Violation {
   readonly rule: string
@@ -42,6 +48,8 @@ type CreatePhase = typeof CREATE_ORDER[number]
 interface Track {
   phase: CreatePhase
   deleting: boolean
+  retired: boolean
+  drained: boolean
   stopped: boolean
   isoDeleted: boolean
   vmDeleted: boolean
@@ -82,7 +90,7 @@ export const sagaViolations = (segments: ReadonlyArray<StoreWrite>): Array<Viola
           continue
         }
         const phase: CreatePhase = event._tag === "InstanceRequested" ? "requested" : event.status === "running" ? "running" : "configured"
-        tracks.set(id, { phase, deleting: false, stopped: false, isoDeleted: false, vmDeleted: false, vmid: event._tag === "Adopted" ? event.vmid : undefined, gone: false })
+        tracks.set(id, { phase, deleting: false, retired: false, drained: false, stopped: false, isoDeleted: false, vmDeleted: false, vmid: event._tag === "Adopted" ? event.vmid : undefined, gone: false })
         continue
       }
       if (t === undefined) {
@@ -107,7 +115,17 @@ export const sagaViolations = (segments: ReadonlyArray<StoreWrite>): Array<Viola
       switch (event._tag) {
         case "StepFailed":
           break
+        case "RetirementRequested":
+          t.retired = true
+          break
+        case "DrainStarted":
+          if (!t.retired) bad(w, id, "DrainStarted without RetirementRequested")
+          t.drained = true
+          break
         case "DeleteRequested":
+          // The lifecycle deletes only what retired, an operator's ack only what drains.
+          if (event.reason === "retired" && !t.retired) bad(w, id, "DeleteRequested (retired) without RetirementRequested")
+          if (event.reason === "drain-acked" && !t.drained) bad(w, id, "DeleteRequested (drain-acked) without DrainStarted")
           t.deleting = true
           break
         case "VmStopped":
@@ -139,7 +157,8 @@ export const sagaViolations = (segments: ReadonlyArray<StoreWrite>): Array<Viola
 
 const termOf = (e: ShardEventEncoded): number | undefined => (e._tag === "LeaderElected" ? e.term : undefined)
 
-export const checkHistory = (h: HistoryView): Array<Violation> => {
+/** `converged`: the world came to rest, so every retirement must have ended in a delete. */
+export const checkHistory = (h: HistoryView, options: { readonly converged?: boolean } = {}): Array<Violation> => {
   const out: Array<Violation> = []
   const segments = landedSegments(h)
 
@@ -207,6 +226,9 @@ export const checkHistory = (h: HistoryView): Array<Violation> => {
 
   // The saga's state machine, and no clone for an instance whose delete is on record.
   out.push(...sagaViolations(segments))
+  const retirements = judgeRetirements(segments, h.configs)
+  out.push(...retirements.violations)
+  if (options.converged === true) out.push(...retiredButKept(retirements))
   const deleteRecorded = new Map<string, number>()
   for (const w of segments) for (const e of w.events ?? []) {
     if ((e._tag === "DeleteRequested" || e._tag === "InstanceGone") && !deleteRecorded.has(e.instanceId)) deleteRecorded.set(e.instanceId, w.appliedAt!)
@@ -303,11 +325,13 @@ export const nonceViolations = (h: HistoryView, accepted: ReadonlyArray<Accepted
 
 const describe = (i: Instance) => `${i.id}:${i.phase}${i.deleteReason === undefined ? "" : `(${i.deleteReason})`}`
 
-/** One shard's end state: its replayed state and the sizes its config asks for. */
+/** One shard's end state: its replayed state, the sizes its config asks for and its groups' infra hashes. */
 export interface ShardEnd {
   readonly shard: string
   readonly state: State
   readonly world: WorldConfig
+  /** Per group, the infra hash of the config in force: an instance recorded with another is still to rotate. */
+  readonly infraHashes: ReadonlyMap<string, string>
   /** Agent registration on: an instance at rest is one whose agent registered. */
   readonly registration?: boolean
 }
@@ -322,14 +346,20 @@ export const endStateProblems = (model: SimModel, shards: ReadonlyArray<ShardEnd
   const one = shards.length === 1
   const tag = (shard: string) => (one ? "" : `${shard}: `)
   const byId = new Map<string, { readonly shard: string; readonly instance: Instance }>()
-  for (const { shard, state, world, registration } of shards) {
+  for (const { shard, state, world, registration, infraHashes } of shards) {
     const instances = allInstances(state)
     const live = instances.filter((i) => i.phase !== "deleting")
     for (const { group } of GROUPS) {
       const members = live.filter((i) => i.tenant === TENANT && i.group === group)
       const size = world.sizes[group]
       if (members.length !== size) problems.push(`${tag(shard)}group ${group}: ${members.length} instances, want ${size}`)
+      const current = infraHashes.get(group)
+      // An instance without a recorded infra hash (an adopted VM) is never rotated.
+      for (const i of members) {
+        if (i.infraHash !== undefined && i.infraHash !== current) problems.push(`${tag(shard)}instance ${describe(i)} was built from infra hash ${i.infraHash.slice(7, 15)}, group ${group}'s is ${current?.slice(7, 15) ?? "none"}`)
+      }
     }
+    for (const i of live) if (i.retirement !== undefined) problems.push(`${tag(shard)}instance ${describe(i)} still retiring (${i.retirement.reason}${i.drain === undefined ? "" : ", draining"})`)
     for (const i of instances) {
       if (i.phase !== "registered" && (registration === true || i.phase !== "running")) problems.push(`${tag(shard)}instance ${describe(i)} is not at rest`)
       if (i.tenant !== TENANT || !GROUPS.some((g) => g.group === i.group)) problems.push(`${tag(shard)}instance ${describe(i)} belongs to no group`)

@@ -3,10 +3,11 @@
  * runs, the product's log lines recorded into the history, the end state looked at while the world
  * converges, and the verdict and summary line at the end.
  */
-import { Effect, Either, Logger } from "effect"
+import { Effect, Either, Logger, SubscriptionRef } from "effect"
+import { desiredGroups } from "../../src/domain/config/index.js"
 import { emptyState } from "../../src/domain/shard/state.js"
 import { replayStore } from "../../src/layers/EventLogStore.js"
-import { checkHistory, crossShardViolations, endStateProblems, nonceViolations, type Violation } from "./checker.js"
+import { checkHistory, crossShardViolations, endStateProblems, landedSegments, nonceViolations, type Violation } from "./checker.js"
 import { shardView } from "./history.js"
 import type { ChaosWorld } from "./state.js"
 
@@ -41,7 +42,14 @@ export const endProblems = (w: ChaosWorld): Effect.Effect<ReadonlyArray<string>>
   Effect.forEach(w.shards, (shard) =>
     replayStore(shard.store).pipe(
       Effect.either,
-      Effect.map((replayed) => ({ shard: shard.id, state: Either.getOrUndefined(replayed)?.state ?? emptyState, world: shard.world, registration: w.shape.registrationOn }))
+      Effect.zip(SubscriptionRef.get(shard.config)),
+      Effect.map(([replayed, config]) => ({
+        shard: shard.id,
+        state: Either.getOrUndefined(replayed)?.state ?? emptyState,
+        world: shard.world,
+        registration: w.shape.registrationOn,
+        infraHashes: new Map(desiredGroups(config.config).map((g) => [g.group, g.infraHash]))
+      }))
     )).pipe(Effect.map((ends) => endStateProblems(w.model, ends)))
 
 export interface Outcome {
@@ -54,17 +62,34 @@ export interface Outcome {
 /** Every rule the history breaks, in history order, and the convergence bound if missed. */
 export const verdict = (w: ChaosWorld, outcome: Outcome): Array<Violation> => {
   const { history, shards, registration } = w
+  const converged = outcome.convergedAfterMs !== undefined
   const violations: Array<Violation> = w.shape.twoShards
     ? [
-      ...shards.flatMap((shard) => checkHistory(shardView(history, shard.id)).map((v) => ({ ...v, message: `${shard.id}: ${v.message}` }))),
-      ...checkHistory({ pve: [], writes: [], marks: [], samples: history.samples }),
+      ...shards.flatMap((shard) => checkHistory(shardView(history, shard.id), { converged }).map((v) => ({ ...v, message: `${shard.id}: ${v.message}` }))),
+      ...checkHistory({ pve: [], writes: [], marks: [], samples: history.samples, configs: [] }),
       ...crossShardViolations(shards.map((shard) => ({ shard: shard.id, view: shardView(history, shard.id) })))
     ].sort((a, b) => a.at - b.at)
-    : [...checkHistory(history), ...(registration.on ? [...nonceViolations(history, registration.accepted), ...registration.leaks] : [])].sort((a, b) => a.at - b.at)
+    : [...checkHistory(history, { converged }), ...(registration.on ? [...nonceViolations(history, registration.accepted), ...registration.leaks] : [])].sort((a, b) => a.at - b.at)
   if (outcome.convergedAfterMs === undefined) {
     violations.push({ rule: "convergence", at: history.index, message: `not converged within ${w.shape.boundMs / 60_000} min after the faults stopped: ${outcome.problems.slice(0, 8).join("; ")}` })
   }
   return violations
+}
+
+/** How many instances retired, drained and were acknowledged (empty when none retired). */
+const retirementSummary = (w: ChaosWorld): string => {
+  let retired = 0
+  let drains = 0
+  let acked = 0
+  for (const segment of landedSegments(w.history)) {
+    for (const e of segment.events ?? []) {
+      if (e._tag === "RetirementRequested") retired++
+      else if (e._tag === "DrainStarted") drains++
+      else if (e._tag === "DeleteRequested" && e.reason === "drain-acked") acked++
+    }
+  }
+  const what = `${retired} retirement(s), ${drains} drain(s)${acked === 0 ? "" : `, ${acked} acknowledged`}`
+  return w.shape.rollout !== undefined ? `rollout ×${w.shape.rollout.changes.length} (${what}), ` : retired > 0 ? `${what}, ` : ""
 }
 
 /** The run in one line (what `npm run chaos` prints per seed). */
@@ -74,5 +99,6 @@ export const summary = (w: ChaosWorld, faultCount: number, outcome: Outcome): st
   return `seed ${shape.seed}: ${shape.twoShards ? `2 shards, ${shape.replicaCount}+${shape.replicaCountB}` : shape.replicaCount} replica(s), ${shape.nodes} nodes, ${shape.latency.name}, ${faultCount} faults, ${w.incarnations} incarnations, ` +
     `${history.pve.filter((c) => c.mutation).length} PVE mutations, ${history.writes.filter((wr) => wr.key.startsWith("log/") && wr.outcome === "applied").length} log segments, ` +
     `${registration.on ? `registration on (${registration.minted.length} nonces, ${registration.accepted.length} registrations), ` : ""}` +
+    `${retirementSummary(w)}` +
     `${convergedAfterMs === undefined ? "NOT converged" : `converged +${Math.round(convergedAfterMs / 1000)}s`}`
 }

@@ -3,14 +3,15 @@
  * log write, i.e. mid-saga) and restarted with the same or another id, PVE 5xx, lock timeouts, slow and
  * failing tasks, VMIDs taken behind our back, nodes offline, the API away, store errors, ambiguous store
  * writes, store latency and partitions, lease expiry by clock jumps, VMs stopped or deleted behind our
- * back, the ISO storage full, config pushes. A fault that lasts ends on a fiber of the fault scope, which
+ * back, the ISO storage full, config pushes; in worlds that roll out, user-data changes and drain
+ * acknowledgements too (rollout.ts). A fault that lasts ends on a fiber of the fault scope, which
  * `stopFaults` closes.
  */
-import { Duration, Effect, Exit, Scope, SubscriptionRef } from "effect"
-import { configText, parseConfig } from "./config.js"
+import { Duration, Effect, Exit, Scope } from "effect"
 import type { ReplicaLifecycle } from "./lifecycle.js"
+import { rolloutFaults } from "./rollout.js"
 import { drawSizes, pick } from "./shape.js"
-import type { ChaosWorld, Replica } from "./state.js"
+import { type ChaosWorld, pushConfig, type Replica } from "./state.js"
 
 export interface Fault {
   readonly name: string
@@ -238,7 +239,7 @@ export const planFaults = (w: ChaosWorld, lifecycle: ReplicaLifecycle, faultScop
           name: `config push${twoShards ? ` to ${shard.id}` : ""}: web=${sizes.web} api=${sizes.api}`,
           run: Effect.suspend(() => {
             shard.world = { ...shard.world, sizes }
-            return SubscriptionRef.set(shard.config, parseConfig(configText(shard.world, shard.id)))
+            return pushConfig(w, shard)
           })
         }
       }
@@ -246,7 +247,8 @@ export const planFaults = (w: ChaosWorld, lifecycle: ReplicaLifecycle, faultScop
   }
 
   const faultCount = storm ? prng.int(15, 35) : prng.int(3, 14)
-  return Array.from({ length: faultCount }, () => ({ at: prng.int(5, w.shape.chaosMs / 1000) * 1000, fault: drawFault() })).sort((a, b) => a.at - b.at)
+  const drawn = Array.from({ length: faultCount }, () => ({ at: prng.int(5, w.shape.chaosMs / 1000) * 1000, fault: drawFault() }))
+  return [...drawn, ...rolloutFaults(w, faultScope)].sort((a, b) => a.at - b.at)
 }
 
 /** The sizes every shard is left at once the faults stop (drawn right after the plan). */

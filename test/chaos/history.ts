@@ -1,10 +1,14 @@
 /**
  * What one chaos run records, in one global order: every PVE call a replica's leader made (start and end),
  * every object-store write (who, which term, the outcome, the events of a landed log segment), lease and
- * term changes, crashes and restarts, config pushes and every fault the harness injected. The checker
- * judges this history; a failing seed prints the part of it around the violation.
+ * term changes, crashes and restarts, every config in force (group sizes, infra hashes, drain timeouts) and
+ * every fault the harness injected. The checker judges this history; a failing seed prints the part of it
+ * around the violation.
  */
 import type { ShardEventEncoded } from "../../src/domain/shard/events.js"
+
+/** Virtual time 0 of the history. A realistic epoch: wall-clock jumps backwards must not reach Go's zero time (a released lease). */
+export const EPOCH = Date.parse("2026-03-01T00:00:00Z")
 
 /** `replica-id#incarnation`: a restart with the same id is a new incarnation. */
 export type Who = string
@@ -45,6 +49,8 @@ export interface StoreWrite {
   outcome: WriteOutcome | undefined
   /** Index at which the outcome was decided (the write's bytes are in the store from then on when applied). */
   appliedAt: number | undefined
+  /** Virtual time at which the outcome was decided. */
+  settledT: number | undefined
   /** Events of a log segment body. */
   readonly seq?: number | undefined
   readonly events?: ReadonlyArray<ShardEventEncoded> | undefined
@@ -59,6 +65,17 @@ export interface Mark {
   readonly kind: MarkKind
   readonly term?: number | undefined
   readonly detail?: string | undefined
+}
+
+/** A shard config put in force (the world's start, a push, the heal): what the rules need of it, per group. */
+export interface ConfigInForce {
+  readonly i: number
+  readonly t: number
+  readonly shard: string
+  readonly sizes: Readonly<Record<string, number>>
+  readonly infraHashes: Readonly<Record<string, string>>
+  /** Milliseconds a retired instance of the group drains. */
+  readonly drainMs: Readonly<Record<string, number>>
 }
 
 export interface Line {
@@ -83,6 +100,8 @@ export class History {
   readonly samples: Array<Sample> = []
   /** The product's own log lines at INFO and above (bounded), for the failure report. */
   readonly productLog: Array<Line> = []
+  /** Every config put in force, in order. */
+  readonly configs: Array<ConfigInForce> = []
   /** The shard each incarnation belongs to (two-shard worlds; empty when the world has one shard). */
   readonly shardOf = new Map<Who, string>()
 
@@ -110,9 +129,9 @@ export class History {
     return call
   }
 
-  write(entry: Omit<StoreWrite, "i" | "t" | "outcome" | "appliedAt">): StoreWrite {
+  write(entry: Omit<StoreWrite, "i" | "t" | "outcome" | "appliedAt" | "settledT">): StoreWrite {
     const i = this.next()
-    const w: StoreWrite = { ...entry, i, t: this.now(), outcome: undefined, appliedAt: undefined }
+    const w: StoreWrite = { ...entry, i, t: this.now(), outcome: undefined, appliedAt: undefined, settledT: undefined }
     this.writes.push(w)
     return w
   }
@@ -120,6 +139,7 @@ export class History {
   settle(w: StoreWrite, outcome: WriteOutcome): void {
     w.outcome = outcome
     w.appliedAt = this.next()
+    w.settledT = this.now()
     if (w.key.startsWith("log/")) {
       const what = w.events === undefined ? "" : ` [${w.events.map((e) => `${e._tag}${"instanceId" in e ? `:${e.instanceId.slice(-6)}` : ""}${"term" in e ? `:${e.term}` : ""}`).join(" ")}]`
       this.lines.push({ i: w.appliedAt, t: this.now(), text: `store ${w.who} t${w.term ?? "-"} ${w.op} ${w.key} → ${outcome}${what}` })
@@ -131,6 +151,14 @@ export class History {
     this.marks.push({ i, t: this.now(), who, kind, term, detail })
     this.lines.push({ i, t: this.now(), text: `${kind} ${who}${term === undefined ? "" : ` term ${term}`}${detail === undefined ? "" : ` (${detail})`}` })
     return i
+  }
+
+  config(c: Omit<ConfigInForce, "i" | "t">): void {
+    const { shard, sizes, infraHashes } = c
+    const i = this.next()
+    this.configs.push({ ...c, i, t: this.now() })
+    const groups = Object.keys(sizes).map((g) => `${g}=${sizes[g]} (${(infraHashes[g] ?? "?").slice(7, 15)})`)
+    this.lines.push({ i, t: this.now(), text: `config ${shard} in force: ${groups.join(" ")}` })
   }
 
   sample(problem: string): void {
@@ -154,15 +182,16 @@ export class History {
 }
 
 /** The parts of a history the rules read: the whole history, or one shard's part of it. */
-export type HistoryView = Pick<History, "pve" | "writes" | "marks" | "samples">
+export type HistoryView = Pick<History, "pve" | "writes" | "marks" | "samples" | "configs">
 
-/** One shard's part of a two-shard history: its incarnations' PVE calls, store writes and marks (no samples: those are judged once). */
+/** One shard's part of a two-shard history: its incarnations' PVE calls, store writes and marks, its configs (no samples: those are judged once). */
 export const shardView = (h: History, shard: string): HistoryView => {
   const mine = (who: Who) => h.shardOf.get(who) === shard
   return {
     pve: h.pve.filter((c) => mine(c.who)),
     writes: h.writes.filter((w) => mine(w.who)),
     marks: h.marks.filter((m) => mine(m.who)),
-    samples: []
+    samples: [],
+    configs: h.configs.filter((c) => c.shard === shard)
   }
 }

@@ -5,9 +5,11 @@
  * `--two-shard` runs the first N two-shard seeds from S on (from 3000; one seed in five there runs two shards),
  * `--registration` the first N registration seeds (from 4000; one one-shard seed in three there).
  * `NSTANCE_CHAOS_BREAK=skip-iso-delete` runs a deliberately broken build (compensation leaves ISOs behind);
- * `NSTANCE_CHAOS_BREAK=log-nonce` one whose leader logs the nonces it mints (fails registration seeds).
+ * `NSTANCE_CHAOS_BREAK=log-nonce` one whose leader logs the nonces it mints (fails registration seeds);
+ * `NSTANCE_CHAOS_BREAK=retire-deletes-at-once` one whose retirements delete before any replacement (fails
+ * seeds that roll out).
  */
-import { type BreakMode, failureReport, registrationSeeds, runSeed, twoShardSeeds } from "./world.js"
+import { BREAK_MODES, type BreakMode, failureReport, registrationSeeds, runSeed, twoShardSeeds } from "./world.js"
 
 const args = process.argv.slice(2)
 const flag = (name: string): string | undefined => {
@@ -25,11 +27,11 @@ const intFlag = (name: string, fallback: number): number => {
   return n
 }
 const breakEnv = process.env["NSTANCE_CHAOS_BREAK"] ?? "none"
-if (breakEnv !== "none" && breakEnv !== "skip-iso-delete" && breakEnv !== "log-nonce") {
-  globalThis.console.error(`chaos: NSTANCE_CHAOS_BREAK must be skip-iso-delete or log-nonce, got ${JSON.stringify(breakEnv)}`)
+const breakMode: BreakMode | undefined = BREAK_MODES.find((mode) => mode === breakEnv)
+if (breakMode === undefined) {
+  globalThis.console.error(`chaos: NSTANCE_CHAOS_BREAK must be one of ${BREAK_MODES.filter((m) => m !== "none").join(", ")}, got ${JSON.stringify(breakEnv)}`)
   process.exit(2)
 }
-const breakMode: BreakMode = breakEnv
 const single = flag("--seed")
 const seeds = single !== undefined
   ? [intFlag("--seed", 0)]

@@ -1,11 +1,11 @@
 /**
- * Seeds that found bugs, kept as regressions, and proof that the checker fails when it should: a
- * deliberately broken build run through the harness, and hand-made histories that break each history rule.
+ * Seeds that found bugs, kept as regressions, and proof that the checker fails when it should: deliberately
+ * broken builds run through the harness, and hand-made histories that break each history rule.
  */
 import { describe, expect, it } from "vitest"
 import type { ShardEventEncoded } from "../../src/domain/shard/events.js"
 import { checkHistory, crossShardViolations, nonceViolations } from "./checker.js"
-import { History, shardView } from "./history.js"
+import { EPOCH, History, shardView } from "./history.js"
 import { failureReport, isRegistrationSeed, isTwoShardSeed, runSeed } from "./world.js"
 
 const expectClean = async (seed: number) => {
@@ -42,6 +42,14 @@ describe("the checker fails a broken build", () => {
     expect(result.violations.map((v) => v.rule)).toContain("nonce-leak")
     expect(result.violations.find((v) => v.rule === "nonce-leak")?.message).toBe("a raw nonce in a product log line")
     expect(failureReport(result, "log-nonce")).toContain("reproduce: NSTANCE_CHAOS_BREAK=log-nonce npm run chaos -- --seed 4003")
+  }, 30_000)
+
+  it("a leader that deletes each instance it retires before a replacement is ready: a seed that rolls out fails replacement first", async () => {
+    const result = await runSeed({ seed: 28, breakMode: "retire-deletes-at-once" })
+    expect(result.summary).toContain("rollout")
+    const first = result.violations.find((v) => v.rule === "replacement-first")
+    expect(first?.message).toMatch(/^retirement delete of \w+ \((config-drift|eligible-expiry|forced-expiry)\) with at most \d+ ready instance\(s\) besides it in group (web|api) of size \d+/)
+    expect(failureReport(result, "retire-deletes-at-once")).toContain("reproduce: NSTANCE_CHAOS_BREAK=retire-deletes-at-once npm run chaos -- --seed 28")
   }, 30_000)
 })
 
@@ -172,5 +180,115 @@ describe("nonce rules", () => {
       expect.stringContaining("accepted again"),
       expect.stringContaining("the instance's newest is bb")
     ])
+  })
+})
+
+describe("retirement rules", () => {
+  const HASH = { web: "sha256:aaaaaaaaaaaaaaaa", api: "sha256:bbbbbbbbbbbbbbbb" }
+  /** One leader's log of group web at `size`, each segment landing one virtual second after the last (events `at` that second). */
+  const logOf = (size: number, segments: ReadonlyArray<(at: number) => ReadonlyArray<ShardEventEncoded>>) => {
+    let now = 0
+    const h = new History(() => now)
+    h.config({ shard: "pve-a", sizes: { web: size, api: 0 }, infraHashes: HASH, drainMs: { web: 30_000, api: 0 } })
+    const all = [(): ReadonlyArray<ShardEventEncoded> => [{ _tag: "LeaderElected", v: 1, term: 1, replica: "r0" }], ...segments]
+    all.forEach((events, k) => {
+      now = k * 1000
+      const w = h.write({ who: "r0#1", term: 1, op: "put", key: `log/${String(k + 1).padStart(16, "0")}.json`, seq: k + 1, events: events(EPOCH + now) })
+      h.settle(w, "applied")
+    })
+    return h
+  }
+  /** A web instance created, through its start (running, so ready: no registration). */
+  const running = (id: string, vmid: number) => (at: number): ReadonlyArray<ShardEventEncoded> => [
+    { _tag: "InstanceRequested", v: 1, instanceId: id, at, tenant: "shop", group: "web", kind: "web", specHash: "x", reason: "scale-up", infraHash: HASH.web },
+    { _tag: "NodeChosen", v: 1, instanceId: id, at, node: "pve1" },
+    { _tag: "TemplateResolved", v: 1, instanceId: id, at, templateVmid: 9000, templateNode: "pve1" },
+    { _tag: "IsoUploadRequested", v: 1, instanceId: id, at, node: "pve1", storage: "local", volid: `local:iso/nstance-${id}.iso` },
+    { _tag: "IsoUploaded", v: 1, instanceId: id, at, volid: `local:iso/nstance-${id}.iso` },
+    { _tag: "CloneRequested", v: 1, instanceId: id, at, vmid, node: "pve1", templateVmid: 9000, templateNode: "pve1" },
+    { _tag: "Cloned", v: 1, instanceId: id, at, vmid, node: "pve1" },
+    { _tag: "Configured", v: 1, instanceId: id, at },
+    { _tag: "StartRequested", v: 1, instanceId: id, at },
+    { _tag: "Started", v: 1, instanceId: id, at }
+  ]
+  const A = "web06eadcewvhrp3b1ztjxey4tn4a"
+  const B = "web06eadcewvhrp3b1ztjxey4tn4b"
+  const C = "web06eadcewvhrp3b1ztjxey4tn4c"
+  const D = "web06eadcewvhrp3b1ztjxey4tn4d"
+  const retire = (id: string, reason: "config-drift" | "forced-expiry" = "config-drift") => (at: number): ReadonlyArray<ShardEventEncoded> =>
+    [{ _tag: "RetirementRequested", v: 1, instanceId: id, at, reason }]
+  const rulesOf = (h: History, converged = false) => checkHistory(h, { converged }).map((v) => `${v.rule}: ${v.message}`)
+
+  it("a rotation that replaces first, drains, then deletes keeps every rule", () => {
+    const h = logOf(1, [
+      running(A, 100),
+      retire(A),
+      (at) => [{ _tag: "InstanceRequested", v: 1, instanceId: B, at, tenant: "shop", group: "web", kind: "web", specHash: "x", reason: "replacement", infraHash: HASH.web }],
+      (at) => running(B, 101)(at).slice(1),
+      (at) => [{ _tag: "DrainStarted", v: 1, instanceId: A, at, deleteAt: at + 30_000 }],
+      (at) => [{ _tag: "DeleteRequested", v: 1, instanceId: A, at, reason: "drain-acked" }]
+    ])
+    expect(rulesOf(h, true)).toEqual([])
+  })
+
+  it("a drain before the replacement is ready, or a retirement's delete before any, breaks replacement first", () => {
+    const h = logOf(2, [
+      running(A, 100),
+      running(B, 101),
+      retire(A),
+      (at) => [{ _tag: "DrainStarted", v: 1, instanceId: A, at, deleteAt: at + 30_000 }],
+      retire(B, "forced-expiry"),
+      (at) => [{ _tag: "DeleteRequested", v: 1, instanceId: B, at, reason: "retired" }]
+    ])
+    expect(rulesOf(h)).toEqual([
+      expect.stringContaining(`replacement-first: drain of ${A} (config-drift) with at most 1 ready instance(s) besides it in group web of size 2`),
+      expect.stringContaining(`replacement-first: retirement delete of ${B} (forced-expiry) with at most 0 ready instance(s)`)
+    ])
+  })
+
+  it("a creation past size + 1 while the group retires, and a second rotation at once, break the cap", () => {
+    const h = logOf(2, [
+      running(A, 100),
+      running(B, 101),
+      retire(A),
+      retire(B),
+      (at) => [C, D].map((id): ShardEventEncoded => ({ _tag: "InstanceRequested", v: 1, instanceId: id, at, tenant: "shop", group: "web", kind: "web", specHash: "x", reason: "replacement", infraHash: HASH.web }))
+    ])
+    expect(rulesOf(h)).toEqual([
+      expect.stringContaining(`one-retirement-at-a-time: ${B} retired (config-drift) while ${A.slice(-8)} retires (config-drift) in group web`),
+      expect.stringContaining("size-plus-one: group web of size 2 has 4 VMs after a creation")
+    ])
+  })
+
+  it("a drain of another length than the group's drain timeout, and a scale-down of a retiring instance, are violations", () => {
+    const h = logOf(1, [
+      running(A, 100),
+      retire(A),
+      (at) => [{ _tag: "InstanceRequested", v: 1, instanceId: B, at, tenant: "shop", group: "web", kind: "web", specHash: "x", reason: "replacement", infraHash: HASH.web }],
+      (at) => running(B, 101)(at).slice(1),
+      (at) => [{ _tag: "DrainStarted", v: 1, instanceId: A, at, deleteAt: at + 5_000 }],
+      (at) => [{ _tag: "DeleteRequested", v: 1, instanceId: A, at, reason: "scale-down" }]
+    ])
+    expect(rulesOf(h)).toEqual([
+      expect.stringContaining(`drain-as-configured: ${A} drains for 5s, group web's drain timeout is 30s`),
+      expect.stringContaining(`retiring-not-scaled-down: ${A} scaled down while it retires (config-drift, draining)`)
+    ])
+  })
+
+  it("a drain without a retirement, an acknowledged delete without a drain, and a retirement never deleted are violations", () => {
+    const h = logOf(1, [
+      running(A, 100),
+      running(B, 101),
+      (at) => [{ _tag: "DrainStarted", v: 1, instanceId: A, at, deleteAt: at }],
+      (at) => [{ _tag: "DeleteRequested", v: 1, instanceId: B, at, reason: "drain-acked" }]
+    ])
+    expect(rulesOf(h, true)).toEqual([
+      expect.stringContaining(`saga-state-machine: ${A}: DrainStarted without RetirementRequested`),
+      expect.stringContaining(`replacement-first: drain of ${A} before its retirement was in the log`),
+      expect.stringContaining(`saga-state-machine: ${B}: DeleteRequested (drain-acked) without DrainStarted`)
+    ])
+    const kept = logOf(1, [running(A, 100), retire(A)])
+    expect(rulesOf(kept, true)).toEqual([`retired-then-deleted: ${A} retired but its delete is not in the log`])
+    expect(rulesOf(kept, false)).toEqual([])
   })
 })

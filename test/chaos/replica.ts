@@ -80,6 +80,7 @@ export const startReplicaProcess = (env: ReplicaProcessEnv, shard: ShardWorld, r
       ))
     )
     const handle = Context.get(yield* Layer.build(stack).pipe(Scope.extend(scope)), ShardReplica)
+    replica.handle = handle
     // Registration worlds: the agent endpoints' handlers on the replica's handle, as the daemon serves them over TLS.
     if (pki !== undefined) {
       replica.endpoint = yield* makeAgentEndpoints(

@@ -5,7 +5,7 @@
  */
 import { LatencyDemo, type LatencyModel, LatencyRealistic } from "../../src/sim/latency.js"
 import { makePrng, type Prng } from "../../src/sim/prng.js"
-import type { GroupSizes, WorldConfig } from "./config.js"
+import type { GroupSizes, LifecycleConfig, WorldConfig } from "./config.js"
 
 /**
  * Seeds from 3000 on: one in five runs two shards in one process against the same PVE cluster and bucket.
@@ -32,6 +32,62 @@ export const twoShardSeeds = (from: number, count: number): Array<number> => {
   const out: Array<number> = []
   for (let seed = Math.max(from, 3000); out.length < count; seed++) if (isTwoShardSeed(seed)) out.push(seed)
   return out
+}
+
+/**
+ * A world that rolls out: its shard config has drains short enough to finish (or none), sometimes expiry ages
+ * (in force during the faults only: a rule that keeps replacing instances never lets the world come to rest),
+ * and at one or two times during the faults the group's user-data changes, so every instance of both groups
+ * drifts and is replaced. An operator may acknowledge drains meanwhile.
+ */
+export interface RolloutPlan {
+  /** Index of the shard that rolls out (two-shard worlds: one of the two). */
+  readonly shard: number
+  readonly lifecycle: LifecycleConfig
+  /** Virtual milliseconds after the start at which the user-data changes. */
+  readonly changes: ReadonlyArray<number>
+  /** Virtual milliseconds after the start at which an operator begins looking for a drain to acknowledge. */
+  readonly acks: ReadonlyArray<number>
+}
+
+/**
+ * One world in four rolls out (a rollout about doubles a world's work: one in four keeps the fixed seeds'
+ * time within about a fifth more). Drawn from a stream of its own, after the shape: every other draw of the
+ * seed stays as it was (the world then runs differently, of course).
+ */
+const drawRollout = (seed: number, chaosMs: number, shards: number): RolloutPlan | undefined => {
+  const r = makePrng(seed * 79 + 31)
+  if (r.int(1, 4) !== 1) return undefined
+  const shard = r.int(0, shards - 1)
+  const seconds = (lo: number, hi: number) => `${r.int(lo, hi)}s`
+  const drain = r.int(1, 10)
+  const drainTimeouts: Partial<Record<keyof GroupSizes, string>> = drain <= 4
+    ? {}
+    : drain <= 7
+    ? { [pick(r, ["web", "api"] as const)]: seconds(15, 60) }
+    : { web: seconds(10, 40), api: seconds(10, 40) }
+  const defaultDrainTimeout = drain <= 7 ? "0s" : seconds(10, 40)
+  // Forced expiry retires more than one instance of a group at once: what holds the group to size + 1.
+  const expiry = r.int(1, 4)
+  const eligible = r.int(90, 180)
+  const lifecycle: LifecycleConfig = {
+    defaultDrainTimeout,
+    drainTimeouts,
+    ...(expiry === 1 ? { eligibleAge: `${eligible}s` } : expiry === 2 ? { eligibleAge: `${eligible}s`, forcedAge: `${eligible + r.int(20, 60)}s` } : {})
+  }
+  const changes = Array.from({ length: r.int(1, 10) <= 8 ? 1 : 2 }, () => r.int(5, chaosMs / 1000) * 1000).sort((a, b) => a - b)
+  const drains = Object.keys(drainTimeouts).length > 0 || defaultDrainTimeout !== "0s"
+  const acks = drains ? Array.from({ length: r.int(0, 2) }, () => r.int(5, chaosMs / 1000) * 1000) : []
+  return { shard, lifecycle, changes, acks }
+}
+
+/** The lifecycle settings and draws of a rollout, in a line of the world's plan. */
+export const describeRollout = (p: RolloutPlan): string => {
+  const l = p.lifecycle
+  const groups = Object.entries(l.drainTimeouts).map(([g, d]) => ` ${g} ${d}`).join("")
+  const expiry = l.eligibleAge === undefined ? "" : `, expiry eligible ${l.eligibleAge}${l.forcedAge === undefined ? "" : ` forced ${l.forcedAge}`} (while the faults last)`
+  return `rollout: user-data changes at ${p.changes.map((at) => `${at / 1000}s`).join(", ")}; drains: default ${l.defaultDrainTimeout}${groups}${expiry}` +
+    `${p.acks.length === 0 ? "" : `; an operator acknowledges a drain from ${p.acks.map((at) => `${at / 1000}s`).join(", ")}`}`
 }
 
 const LatencyJittery: LatencyModel = { name: "jittery", timeScale: 1, requestMs: [5, 400], jitter: 0.6 }
@@ -69,6 +125,8 @@ export interface WorldShape {
   readonly chaosMs: number
   /** Virtual time the world has to converge once the faults stop. */
   readonly boundMs: number
+  /** Worlds that roll out (one in four). */
+  readonly rollout: RolloutPlan | undefined
 }
 
 /** `prng`: the seed's main stream; `shardPrng`: the second shard's (see `isTwoShardSeed`). */
@@ -81,8 +139,11 @@ export const drawShape = (seed: number, convergeBoundMs: number | undefined, prn
   const world = drawWorldConfig(prng, storm)
   const snapshotEvery = pick(prng, [15, 40, 1000])
   const chaosMs = prng.int(90, 300) * 1000
-  const worldB = twoShards ? drawWorldConfig(shardPrng, storm) : undefined
+  const drawnB = twoShards ? drawWorldConfig(shardPrng, storm) : undefined
   const replicaCountB = twoShards ? shardPrng.int(1, 3) : 0
+  const rollout = drawRollout(seed, chaosMs, twoShards ? 2 : 1)
+  const withLifecycle = (c: WorldConfig, shard: number): WorldConfig => (rollout?.shard === shard ? { ...c, lifecycle: rollout.lifecycle } : c)
+  const worldB = drawnB === undefined ? undefined : withLifecycle(drawnB, 1)
   return {
     seed,
     storm,
@@ -93,10 +154,11 @@ export const drawShape = (seed: number, convergeBoundMs: number | undefined, prn
     totalReplicas: replicaCount + replicaCountB,
     latency,
     nodes,
-    world,
+    world: withLifecycle(world, 0),
     worldB,
     snapshotEvery,
     chaosMs,
-    boundMs: convergeBoundMs ?? 25 * 60_000
+    boundMs: convergeBoundMs ?? 25 * 60_000,
+    rollout
   }
 }

@@ -3,7 +3,7 @@
  * share: the shape its seed drew, the simulated PVE cluster and the bucket, the shards and their replica
  * slots, the faults in force. `makeChaosWorld` builds it, in the order the seed's draws expect.
  */
-import { Context, Effect, type Scope, SubscriptionRef } from "effect"
+import { Context, Duration, Effect, type Scope, SubscriptionRef } from "effect"
 import type { AgentEndpoints } from "../support/agentMemory.js"
 import { shardPrefix } from "../../src/domain/bucketKeys.js"
 import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
@@ -14,19 +14,24 @@ import { makeProxmoxApiSim, SimHandle } from "../../src/sim/ProxmoxApiSim.js"
 import { makePrng, type Prng } from "../../src/sim/prng.js"
 import type { FaultController, SimModel } from "../../src/sim/server.js"
 import type { VirtualClock } from "../support/virtualClock.js"
+import { desiredGroups } from "../../src/domain/config/index.js"
+import type { ShardReplicaShape } from "../../src/shard/ShardReplica.js"
 import { configText, type GroupSizes, parseConfig, SHARD, SHARD_B, type WorldConfig } from "./config.js"
-import { History, type Who } from "./history.js"
+import { EPOCH, History, type Who } from "./history.js"
 import { makeRegistration, type Registration } from "./registration.js"
-import { drawShape, type WorldShape } from "./shape.js"
+import { describeRollout, drawShape, type WorldShape } from "./shape.js"
 
 /**
  * A deliberately broken product, to show the checker fails (`NSTANCE_CHAOS_BREAK`): compensation that
- * skips the ISO delete, or (registration worlds) a leader that logs each nonce it mints.
+ * skips the ISO delete, (registration worlds) a leader that logs each nonce it mints, or (worlds that roll
+ * out) a leader whose every retirement is a delete at once, before any replacement (`retire-deletes-at-once`,
+ * made by the store wrapper: each log segment with a `RetirementRequested` also carries the instance's
+ * `DeleteRequested{retired}` — what every later leader and the checker read).
  */
-export type BreakMode = "none" | "skip-iso-delete" | "log-nonce"
+export type BreakMode = "none" | "skip-iso-delete" | "log-nonce" | "retire-deletes-at-once"
+export const BREAK_MODES: ReadonlyArray<BreakMode> = ["none", "skip-iso-delete", "log-nonce", "retire-deletes-at-once"]
 
-/** Virtual time 0 of the history. A realistic epoch: wall-clock jumps backwards must not reach Go's zero time (a released lease). */
-export const EPOCH = Date.parse("2026-03-01T00:00:00Z")
+export { EPOCH } from "./history.js"
 
 export interface StoreFaults {
   errorRate: number
@@ -64,6 +69,8 @@ export interface Replica {
   leaderTerm: number | undefined
   /** This incarnation's agent endpoints' handlers, reached in memory (registration worlds). */
   endpoint?: AgentEndpoints | undefined
+  /** The replica's handle, once its stack is built: what its admin endpoint serves (the operator's drain acks). */
+  handle?: ShardReplicaShape | undefined
 }
 
 export interface ChaosWorld {
@@ -98,6 +105,23 @@ export interface ChaosWorld {
   closing: number
 }
 
+/** The config of `world` for shard `shard`, recorded in the history as in force from now. */
+export const configInForce = (history: History, shard: string, world: WorldConfig): ReturnType<typeof parseConfig> => {
+  const parsed = parseConfig(configText(world, shard))
+  const groups = desiredGroups(parsed.config)
+  history.config({
+    shard,
+    sizes: Object.fromEntries(groups.map((g) => [g.group, g.size])),
+    infraHashes: Object.fromEntries(groups.map((g) => [g.group, g.infraHash])),
+    drainMs: Object.fromEntries(groups.map((g) => [g.group, Duration.toMillis(g.drainTimeout)]))
+  })
+  return parsed
+}
+
+/** Pushes the shard's `world` as its config, as the config watcher would after an operator's edit. */
+export const pushConfig = (w: ChaosWorld, shard: ShardWorld): Effect.Effect<void> =>
+  Effect.suspend(() => SubscriptionRef.set(shard.config, configInForce(w.history, shard.id, shard.world)))
+
 export const shardOfSlot = (w: ChaosWorld, slot: number): ShardWorld => w.shards.find((s) => s.slots.includes(slot))!
 
 /** Seconds of virtual time since the start, for verbose output. */
@@ -128,6 +152,7 @@ export const makeChaosWorld = (settings: WorldSettings, clock: VirtualClock): Ef
       say(`two shards: ${SHARD} (${replicaCount} replica(s)) and ${SHARD_B} (${replicaCountB} replica(s), sizes web=${worldB.sizes.web} api=${worldB.sizes.api}, gc ${worldB.gcInterval}) on one PVE cluster and one bucket`)
     }
     say(`world: seed ${seed}${shape.storm ? " (storm)" : ""}, ${replicaCount} replica(s), ${shape.nodes} nodes, latency ${shape.latency.name}, sizes web=${world.sizes.web} api=${world.sizes.api}, gc ${world.gcInterval}, snapshot every ${shape.snapshotEvery}, chaos ${shape.chaosMs / 1000}s${breakMode === "none" ? "" : `, BROKEN BUILD: ${breakMode}`}`)
+    if (shape.rollout !== undefined) say(`${shape.twoShards ? `${[SHARD, SHARD_B][shape.rollout.shard]} ` : ""}${describeRollout(shape.rollout)}`)
 
     const replicas: Array<Replica | undefined> = Array.from({ length: shape.totalReplicas }, () => undefined)
     const registration = makeRegistration({ seed, on: shape.registrationOn, history, replicas, logNonces: breakMode === "log-nonce" })
@@ -146,7 +171,7 @@ export const makeChaosWorld = (settings: WorldSettings, clock: VirtualClock): Ef
     const shards: Array<ShardWorld> = [{
       id: SHARD,
       store: shape.twoShards ? scopeStore(bucket, shardPrefix(SHARD)) : bucket,
-      config: yield* SubscriptionRef.make(parseConfig(configText(world))),
+      config: yield* SubscriptionRef.make(configInForce(history, SHARD, world)),
       world,
       finalSizes: world.sizes,
       slots: Array.from({ length: replicaCount }, (_, k) => k)
@@ -155,7 +180,7 @@ export const makeChaosWorld = (settings: WorldSettings, clock: VirtualClock): Ef
       shards.push({
         id: SHARD_B,
         store: scopeStore(bucket, shardPrefix(SHARD_B)),
-        config: yield* SubscriptionRef.make(parseConfig(configText(worldB, SHARD_B))),
+        config: yield* SubscriptionRef.make(configInForce(history, SHARD_B, worldB)),
         world: worldB,
         finalSizes: worldB.sizes,
         slots: Array.from({ length: replicaCountB }, (_, k) => replicaCount + k)

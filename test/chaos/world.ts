@@ -9,20 +9,23 @@
  * config, groups, replicas, leases and log under its own prefix of the one bucket, both on the one
  * simulated cluster. Some from 4000 on run with agent registration on (`isRegistrationSeed`, registration.ts):
  * simulated guests register through the replicas' agent handlers in memory, and the nonce rules are judged
- * too. The world's shape (shape.ts) and state (state.ts) are shared by those parts; a replica's slot and
- * incarnations are lifecycle.ts, its process replica.ts.
+ * too. One world in four rolls out (`RolloutPlan`, rollout.ts): drains of tens of seconds or none, sometimes
+ * expiry, the user-data changed once or twice among the other faults so that every instance is replaced, and
+ * an operator acknowledging drains; the retirement rules (retirementRules.ts) judge it. The world's shape
+ * (shape.ts) and state (state.ts) are shared by those parts; a replica's slot and incarnations are
+ * lifecycle.ts, its process replica.ts.
  */
-import { Effect, Logger, LogLevel, Random, Scope, SubscriptionRef } from "effect"
+import { Effect, Logger, LogLevel, Random, Scope } from "effect"
 import { microtaskScheduler, VirtualClock } from "../support/virtualClock.js"
 import type { Violation } from "./checker.js"
 import { endProblems, type Outcome, productLogger, sampleModel, summary, verdict } from "./checks.js"
-import { configText, parseConfig } from "./config.js"
 import { drawFinalSizes, type PlannedFault, planFaults, scheduleFaults, stopFaults } from "./faults.js"
 import type { History } from "./history.js"
 import { makeReplicaLifecycle, type ReplicaLifecycle } from "./lifecycle.js"
-import { type BreakMode, type ChaosWorld, EPOCH, makeChaosWorld } from "./state.js"
+import { endExpiry } from "./rollout.js"
+import { type BreakMode, type ChaosWorld, EPOCH, makeChaosWorld, pushConfig } from "./state.js"
 
-export type { BreakMode } from "./state.js"
+export { BREAK_MODES, type BreakMode } from "./state.js"
 export { isRegistrationSeed, isTwoShardSeed, registrationSeeds, twoShardSeeds } from "./shape.js"
 
 export interface RunOptions {
@@ -58,14 +61,15 @@ const chaosPhase = (w: ChaosWorld, lifecycle: ReplicaLifecycle, plan: ReadonlyAr
     }
   })
 
-/** Faults stop: every replica up again, the final sizes pushed. */
+/** Faults stop: every replica up again, the final sizes pushed (and expiry ended, in a world that rolls out). */
 const healPhase = (w: ChaosWorld, lifecycle: ReplicaLifecycle, faultScope: Scope.CloseableScope) =>
   Effect.gen(function* () {
     yield* stopFaults(w, faultScope)
     for (let slot = 0; slot < w.shape.totalReplicas; slot++) if (w.replicas[slot] === undefined) yield* lifecycle.startReplica(slot, lifecycle.freshId(slot), false)
     for (const shard of w.shards) {
       shard.world = { ...shard.world, sizes: shard.finalSizes }
-      yield* SubscriptionRef.set(shard.config, parseConfig(configText(shard.world, shard.id)))
+      endExpiry(shard)
+      yield* pushConfig(w, shard)
     }
   })
 

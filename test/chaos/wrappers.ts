@@ -2,10 +2,11 @@
  * The recording, fault-injecting wrappers each replica incarnation runs on: a `ProxmoxApi` that records
  * every call (and samples the cluster after it), and an `ObjectStore` that records every write with its
  * outcome and injects the store faults in force — errors, latency, partitions, ambiguous writes, and the
- * crash right before or after a log write.
+ * crash right before or after a log write — and, in a deliberately broken build, changes what a leader logs.
  */
 import { Duration, Effect, Either, Option, Schema, Stream } from "effect"
-import { ShardEvent } from "../../src/domain/shard/events.js"
+import { ShardEvent, type ShardEventEncoded } from "../../src/domain/shard/events.js"
+import { segmentBody } from "../../src/layers/eventLog/format.js"
 import { type ObjectStoreShape, StoreUnavailable } from "../../src/services/ObjectStore.js"
 import type { ProxmoxApiShape } from "../../src/services/ProxmoxApi.js"
 import { sampleModel } from "./checks.js"
@@ -38,6 +39,20 @@ export interface Wrappers {
 /** `crashFromWithin`: how a replica's own store call ends its incarnation when the crash trigger fires. */
 export const makeWrappers = (w: ChaosWorld, crashFromWithin: (who: Who, reason: string) => Effect.Effect<void>): Wrappers => {
   const { history, prng, storeFaults } = w
+  /** `retire-deletes-at-once`: per writer, the deletes it is to log with its next segment. */
+  const brokenDeletes = new Map<Who, ReadonlyArray<ShardEventEncoded>>()
+
+  /**
+   * The broken leader of `retire-deletes-at-once`: each instance it retires it deletes with its next log
+   * segment, before any replacement can be ready. Its own folded state does not know (it folds what it meant
+   * to write), but every later leader replays the store, and the checker reads it.
+   */
+  const deleteAtRetirement = (who: Who, events: ReadonlyArray<ShardEventEncoded>): ReadonlyArray<ShardEventEncoded> => {
+    const due = brokenDeletes.get(who) ?? []
+    brokenDeletes.set(who, events.flatMap((e): ReadonlyArray<ShardEventEncoded> =>
+      e._tag === "RetirementRequested" ? [{ _tag: "DeleteRequested", v: 1, instanceId: e.instanceId, at: e.at, reason: "retired" }] : []))
+    return due.length === 0 ? events : [...events, ...due]
+  }
 
   /** What a mutation acts on, read from the simulated cluster as the call starts (for the cross-shard rules). */
   const targetOf = (op: string, args: ReadonlyArray<unknown>): PveTarget | undefined => {
@@ -120,16 +135,22 @@ export const makeWrappers = (w: ChaosWorld, crashFromWithin: (who: Who, reason: 
             Effect.tapBoth({ onFailure: () => Effect.sync(() => history.settle(wr, "failed")), onSuccess: () => Effect.sync(() => history.settle(wr, "applied")) })
           )
         }),
-      put: (key, body, pre) =>
+      put: (key, written, pre) =>
         Effect.suspend(() => {
           let seq: number | undefined
           let events: StoreWrite["events"]
+          let body = written
           if (w.registration.minted.length > 0) w.registration.leakCheck(textDecoder.decode(body), `store object ${key}`)
           if (key.startsWith("log/")) {
             const decoded = decodeSegmentBody(textDecoder.decode(body))
             if (Either.isRight(decoded)) {
               seq = decoded.right.seq
               events = decoded.right.events
+              if (w.breakMode === "retire-deletes-at-once" && term !== undefined) {
+                const broken = deleteAtRetirement(who, events)
+                if (broken !== events) body = segmentBody(seq, broken)
+                events = broken
+              }
             }
           }
           const wr = history.write({ who, term, op: "put", key, seq, events })

@@ -4,8 +4,10 @@
  * running first (they cost least and are furthest from serving), then the newest.
  *
  * A retiring instance (see `lifecycle.ts`) no longer counts towards its group's size, so its replacement is
- * created while it still runs; a group never has more than size + 1 live instances while any of it retires,
- * so two retirements at once are replaced one after the other.
+ * created while it still runs. While any of a group retires, a creation is made only if the group then has at
+ * most size + 1 VMs (live members and those whose delete is under way), so two retirements at once are
+ * replaced one after the other. The cap holds creations back; it does not delete: right after a size cut the
+ * group may stand above size + 1 until its scale-down deletes finish.
  */
 import { createHash } from "node:crypto"
 import type { RequestReason } from "./events.js"
