@@ -433,6 +433,34 @@ export const AdminHandlersLive = (options: AdminServiceOptions) =>
     const callers = yield* Effect.serviceOption(AdminCallers)
 
     /** The caller the guard authenticated; a request that reached the handlers without one is refused. */
+    /**
+     * An operator's delete of one instance it sees (another tenant's is `InstanceNotFound`): `alreadyGoing`
+     * says whether its delete is under way already (or refuses). Else the same path as any delete: the request
+     * is logged, and the delete saga stops the VM, removes its ISO and the VM, and records each step.
+     */
+    const operatorDelete = <E>(
+      headers: Headers.Headers,
+      wire: object,
+      reason: "operator" | "drain-acked",
+      said: string,
+      alreadyGoing: (instance: Instance) => Effect.Effect<boolean, E>
+    ) =>
+      Effect.gen(function* () {
+        const caller = yield* callerOf(headers)
+        const { instanceId } = yield* decodeInstanceRef(wire)
+        return yield* onLeader(Effect.gen(function* () {
+          const log = yield* EventLog
+          const found = getInstance(yield* log.state, instanceId)
+          if (Option.isNone(found) || !sees(caller, found.value.tenant)) return yield* new InstanceNotFound({ instanceId })
+          if (yield* alreadyGoing(found.value)) return { instanceId, alreadyDeleting: true }
+          const at = yield* Clock.currentTimeMillis
+          yield* log.append([DeleteRequested.make({ instanceId, at, reason })]).pipe(Effect.mapError(unavailable))
+          yield* Effect.logInfo(`${instanceId}: ${said}`)
+          yield* (yield* SagaRunner).ensure(instanceId)
+          return { instanceId, alreadyDeleting: false }
+        }).pipe(Effect.annotateLogs("operator", operatorOf(caller))))
+      }).pipe(provideReplica)
+
     const callerOf = (headers: Headers.Headers): Effect.Effect<AdminCaller, Unauthenticated> =>
       Option.match(callers, {
         onNone: () => Effect.succeed(ADMINISTRATOR),
@@ -604,49 +632,18 @@ export const AdminHandlersLive = (options: AdminServiceOptions) =>
           }).pipe(Effect.annotateLogs("operator", operatorOf(caller))))
         }).pipe(provideReplica, Effect.withSpan("admin.CreateInstance")),
 
+      // A held instance's delete is under way but stopped: the operator's delete is what releases it.
       DeleteInstance: (wire, { headers }) =>
-        Effect.gen(function* () {
-          const caller = yield* callerOf(headers)
-          const { instanceId } = yield* decodeInstanceRef(wire)
-          return yield* onLeader(Effect.gen(function* () {
-            const log = yield* EventLog
-            const found = getInstance(yield* log.state, instanceId)
-            if (Option.isNone(found) || !sees(caller, found.value.tenant)) return yield* new InstanceNotFound({ instanceId })
-            // A held instance's delete is under way but stopped: the operator's delete is what releases it.
-            if (found.value.phase === "deleting" && found.value.held === undefined) return { instanceId, alreadyDeleting: true }
-            const at = yield* Clock.currentTimeMillis
-            // The same path as any delete: the request is logged, and the delete saga stops the VM, removes
-            // its ISO and the VM, and records each step.
-            yield* log.append([DeleteRequested.make({ instanceId, at, reason: "operator" })]).pipe(Effect.mapError(unavailable))
-            yield* Effect.logInfo(`${instanceId}: delete requested by an operator`)
-            yield* (yield* SagaRunner).ensure(instanceId)
-            return { instanceId, alreadyDeleting: false }
-          }).pipe(Effect.annotateLogs("operator", operatorOf(caller))))
-        }).pipe(provideReplica, Effect.withSpan("admin.DeleteInstance")),
+        operatorDelete(headers, wire, "operator", "delete requested by an operator", (instance) =>
+          Effect.succeed(instance.phase === "deleting" && instance.held === undefined)).pipe(Effect.withSpan("admin.DeleteInstance")),
 
       AcknowledgeDrain: (wire, { headers }) =>
-        Effect.gen(function* () {
-          const caller = yield* callerOf(headers)
-          const { instanceId } = yield* decodeInstanceRef(wire)
-          return yield* onLeader(Effect.gen(function* () {
-            const log = yield* EventLog
-            const found = getInstance(yield* log.state, instanceId)
-            if (Option.isNone(found) || !sees(caller, found.value.tenant)) return yield* new InstanceNotFound({ instanceId })
-            const instance = found.value
-            if (instance.phase === "deleting") return { instanceId, alreadyDeleting: true }
-            if (instance.drain === undefined) {
-              const state = instance.retirement === undefined
-                ? instance.phase
-                : `retiring (${instance.retirement.reason}), its replacement not ready yet`
-              return yield* new NotDraining({ instanceId, state })
-            }
-            const at = yield* Clock.currentTimeMillis
-            yield* log.append([DeleteRequested.make({ instanceId, at, reason: "drain-acked" })]).pipe(Effect.mapError(unavailable))
-            yield* Effect.logInfo(`${instanceId}: drain acknowledged by an operator; deleting now`)
-            yield* (yield* SagaRunner).ensure(instanceId)
-            return { instanceId, alreadyDeleting: false }
-          }).pipe(Effect.annotateLogs("operator", operatorOf(caller))))
-        }).pipe(provideReplica, Effect.withSpan("admin.AcknowledgeDrain")),
+        operatorDelete(headers, wire, "drain-acked", "drain acknowledged by an operator; deleting now", (instance) => {
+          if (instance.phase === "deleting") return Effect.succeed(true)
+          if (instance.drain !== undefined) return Effect.succeed(false)
+          const state = instance.retirement === undefined ? instance.phase : `retiring (${instance.retirement.reason}), its replacement not ready yet`
+          return Effect.fail(new NotDraining({ instanceId: instance.id, state }))
+        }).pipe(Effect.withSpan("admin.AcknowledgeDrain")),
 
       RefreshConfig: (_, { headers }) =>
         Effect.flatMap(callerOf(headers), (caller) => clusterWide(caller, "RefreshConfig")).pipe(
