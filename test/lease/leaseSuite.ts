@@ -1,17 +1,16 @@
-import { mkdtempSync, rmSync } from "node:fs"
-import { tmpdir } from "node:os"
-import { join } from "node:path"
-import { afterAll, describe, expect, it } from "@effect/vitest"
+/**
+ * LeaderLease under virtual time: the suites the store-specific test files run.
+ */
+import { describe, expect, it } from "@effect/vitest"
 import { Clock, Context, Effect, Either, Exit, Fiber, Layer, Option, Ref, Scope, SubscriptionRef, TestClock } from "effect"
 import { LEADER_KEY } from "../../src/domain/bucketKeys.js"
 import { decodeLeaseRecord, encodeLeaseRecord, GO_ZERO_TIME } from "../../src/domain/lease.js"
 import { LeaderLeaseStore, makeLeaderLeaseOn, resolveLeaseOptions } from "../../src/layers/LeaderLeaseStore.js"
-import { makeFileStore } from "../../src/layers/ObjectStoreFile.js"
 import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
 import { LeaderLease } from "../../src/services/LeaderLease.js"
 import { ObjectStore, type ObjectStoreShape } from "../../src/services/ObjectStore.js"
 import { skewedClock } from "../support/virtualClock.js"
-import { type Backend, backend, collectLogs, faulty, leaders, ms, type Replica, startReplica, Timeline } from "./harness.js"
+import { type Backend, collectLogs, faulty, leaders, ms, type Replica, startReplica, Timeline } from "./harness.js"
 
 const I = 5_000 // frequent interval (defaults)
 const T = 15_000 // leader timeout
@@ -28,7 +27,8 @@ const isLeader = (r: Replica) => SubscriptionRef.get(r.lease.isLeader)
 
 const quiet = collectLogs()
 
-const suite = ({ name, make, settle }: Backend, long: number) =>
+/** The lease's behaviour on one store under virtual time (one test file per store, so the two run in parallel). */
+export const suite = ({ name, make, settle }: Backend, long: number) =>
   describe(`LeaderLease on the ${name} store (virtual time)`, () => {
     /** Advances virtual time in `step` increments up to `until` (absolute), calling `check` after each step. */
     const stepTo = (until: number, step: number, check: (now: number) => Effect.Effect<void> = () => Effect.void) =>
@@ -411,25 +411,20 @@ const suite = ({ name, make, settle }: Backend, long: number) =>
       }).pipe(Effect.provide(quiet.layer)))
   })
 
-const dir = mkdtempSync(join(tmpdir(), "nstance-lease-vt-"))
-afterAll(() => rmSync(dir, { recursive: true, force: true }))
-let bucket = 0
-
-suite(backend("memory", makeMemoryStore), 180_000)
-suite(backend("file", () => makeFileStore({ directory: join(dir, `bucket-${++bucket}`) })), 60_000)
-
-describe("LeaderLeaseStore layer", () => {
-  it.scoped("provides LeaderLease over the ObjectStore in context and resigns when the layer closes", () =>
-    Effect.gen(function* () {
-      const store = makeMemoryStore()
-      const scope = yield* Scope.make()
-      const lease = yield* Layer.buildWithScope(LeaderLeaseStore({ id: "a", address: "a:1" }), scope).pipe(
-        Effect.map(Context.get(LeaderLease)),
-        Effect.provideService(ObjectStore, store)
-      )
-      yield* Effect.repeatN(Effect.yieldNow(), 30)
-      expect(yield* SubscriptionRef.get(lease.isLeader)).toBe(true)
-      yield* Scope.close(scope, Exit.void)
-      expect(yield* readRecord(store)).toMatchObject({ leaderID: "a", term: 1, lastUpdated: Date.parse(GO_ZERO_TIME) })
-    }).pipe(Effect.provide(quiet.layer)))
-})
+/** The layer form, on the memory store. */
+export const layerSuite = () =>
+  describe("LeaderLeaseStore layer", () => {
+    it.scoped("provides LeaderLease over the ObjectStore in context and resigns when the layer closes", () =>
+      Effect.gen(function* () {
+        const store = makeMemoryStore()
+        const scope = yield* Scope.make()
+        const lease = yield* Layer.buildWithScope(LeaderLeaseStore({ id: "a", address: "a:1" }), scope).pipe(
+          Effect.map(Context.get(LeaderLease)),
+          Effect.provideService(ObjectStore, store)
+        )
+        yield* Effect.repeatN(Effect.yieldNow(), 30)
+        expect(yield* SubscriptionRef.get(lease.isLeader)).toBe(true)
+        yield* Scope.close(scope, Exit.void)
+        expect(yield* readRecord(store)).toMatchObject({ leaderID: "a", term: 1, lastUpdated: Date.parse(GO_ZERO_TIME) })
+      }).pipe(Effect.provide(quiet.layer)))
+  })
