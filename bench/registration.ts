@@ -25,13 +25,17 @@
  *    are never printed. A call is the product's `AgentClient.register`: a fresh Ed25519 key pair on the
  *    client, then, over undici's keep-alive HTTPS pool, the nonce verified, a certificate issued and the
  *    registration recorded on the server.
- * 2. ReportHealth over the agent channel, from BENCH_HEALTH_CLIENTS client processes (default 2: one Node
- *    process is one core, and the RPC client's cost per call is about the server's, so one client process
- *    could not offer 10,000/s; the agents are split between them and their calls summed). Each client
- *    first registers its share of the agents (outside every figure). Per run it opens one channel per agent
- *    (`tlsTransport(caPem).channel`), 8 at a time, each proven by a first call; keeps F calls in flight on
- *    each channel for 1 s of warm-up, then for BENCH_HEALTH_SECONDS (default 5) on the clock. Runs
- *    (agents × F): 8 × 16 (pipelining), 64 × 4, 256 × 1 (many agents); BENCH_HEALTH_RUNS="8x16,64x4,256x1".
+ * 2. ReportHealth over the agent channel, from BENCH_HEALTH_CLIENTS client processes (default 2; the
+ *    agents are split between them and their calls summed). Each client first registers its share of the
+ *    agents (outside every figure). Per run it opens one channel per agent, 8 at a time, each proven by a
+ *    first call; keeps F calls in flight on each channel for 1 s of warm-up, then for BENCH_HEALTH_SECONDS
+ *    (default 5) on the clock. Runs (agents × F): 8 × 16 (pipelining), 64 × 4, 256 × 1 (many agents);
+ *    BENCH_HEALTH_RUNS="8x16,64x4,256x1". The channels are bench/lib/wireChannel.ts (BENCH_HEALTH_CLIENT=wire,
+ *    the default): the TLS 1.3 WebSocket with the agent's certificate and the very frames the product's
+ *    client sends, one request per WebSocket message, but driven by callbacks. The product's client
+ *    (`tlsTransport(caPem).channel`, BENCH_HEALTH_CLIENT=agent) costs about as much CPU per call as the
+ *    server, so on two cores its processes, not the server, were what the figures measured. A call counts
+ *    only when the server answered it with success.
  *
  * Errors are never hidden: every failed call is counted on the client by its error tag (calls unanswered
  * at the cut-off as `unfinished`; a caller pauses 100 ms after a failure so a dead channel cannot spin),
@@ -40,7 +44,8 @@
  * exactly the registrations (at least the health reports) the clients saw succeed. Logs: WARN and above.
  *
  * BENCH_REG_PHASES=register or =health runs one part alone, e.g. under `node --cpu-prof --import tsx
- * bench/registration.ts`, which profiles the server process only.
+ * bench/registration.ts`, which profiles the server process only (BENCH_CLIENT_NODE_ARGS="--cpu-prof
+ * --cpu-prof-dir=DIR" profiles the clients).
  *
  * Prints a table and writes bench/results/registration.json.
  */
@@ -66,6 +71,8 @@ import { percentile } from "./lib/stats.js"
 const CLUSTER = "bench"
 const SHARD = "s1"
 const CLIENT_PROGRAM = join(dirname(fileURLToPath(import.meta.url)), "lib", "registrationClient.ts")
+/** Extra node flags for the client processes, e.g. BENCH_CLIENT_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof". */
+const CLIENT_NODE_ARGS = (process.env["BENCH_CLIENT_NODE_ARGS"] ?? "").split(" ").filter((arg) => arg !== "")
 
 const REG_CONCURRENCIES = [8, 32, 64] as const
 const REG_SIZES = (process.env["BENCH_REG_N"] ?? "400,800,1200").split(",").map(Number)
@@ -78,6 +85,8 @@ const HEALTH_RUNS = (process.env["BENCH_HEALTH_RUNS"] ?? "8x16,64x4,256x1").spli
 })
 const HEALTH_CLIENTS = Number(process.env["BENCH_HEALTH_CLIENTS"] ?? "2")
 const HEALTH_SECONDS = Number(process.env["BENCH_HEALTH_SECONDS"] ?? "5")
+/** `wire` (bench/lib/wireChannel.ts) or `agent` (the product's channel client); BENCH_HEALTH_CLIENT. */
+const HEALTH_CLIENT = process.env["BENCH_HEALTH_CLIENT"] === "agent" ? "agent" : "wire"
 const HEALTH_WARMUP_SECONDS = 1
 const ENROLL_CONCURRENCY = 16
 /** Which parts run: "register,health" (default); one alone is handy under `node --cpu-prof`. */
@@ -149,7 +158,7 @@ const spawnClient = (index: number) =>
     const decode = Schema.decodeUnknownSync(ClientMessage)
     const child = yield* Effect.acquireRelease(
       Effect.sync(() => {
-        const child = spawn(process.execPath, ["--import", "tsx", CLIENT_PROGRAM], { stdio: ["ignore", "inherit", "inherit", "ipc"] })
+        const child = spawn(process.execPath, [...CLIENT_NODE_ARGS, "--import", "tsx", CLIENT_PROGRAM], { stdio: ["ignore", "inherit", "inherit", "ipc"] })
         child.on("message", (message) => Queue.unsafeOffer(inbox, decode(message)))
         child.on("exit", (code, signal) => Queue.unsafeOffer(inbox, { _tag: "Exited", code: String(code ?? signal) }))
         return child
@@ -254,7 +263,8 @@ const bench = Effect.gen(function* () {
 
   console.log(
     `registration ${registrationUrl}, agent channel ${agentUrl}; ${cpus().length} cores, node ${process.version}, ` +
-      `load average ${loadavg().map((l) => l.toFixed(2)).join(" ")}; client processes: ${REG_CLIENTS} for RegisterAgent, ${HEALTH_CLIENTS} for ReportHealth\n`
+      `load average ${loadavg().map((l) => l.toFixed(2)).join(" ")}; client processes: ${REG_CLIENTS} for RegisterAgent, ${HEALTH_CLIENTS} for ReportHealth ` +
+      `(${HEALTH_CLIENT === "wire" ? "wire-level channels, bench/lib/wireChannel.ts" : "the product's channel client"})\n`
   )
 
   /** One run: every client prepares (`prepare(client)`), then all go at once; the server's CPU is measured from Go to the last Done. */
@@ -360,7 +370,8 @@ const bench = Effect.gen(function* () {
         agents: Math.ceil(agents / healthClients.length),
         inFlight,
         warmupSeconds: HEALTH_WARMUP_SECONDS,
-        seconds: HEALTH_SECONDS
+        seconds: HEALTH_SECONDS,
+        client: HEALTH_CLIENT
       }), reported))
   }
 
@@ -387,6 +398,7 @@ const bench = Effect.gen(function* () {
     agentUrl,
     clientProgram: "bench/lib/registrationClient.ts",
     clientProcesses: { registerAgent: REG_CLIENTS, reportHealth: HEALTH_CLIENTS },
+    healthClient: HEALTH_CLIENT,
     healthSeconds: HEALTH_SECONDS,
     enrolledAgents: enrolled.reduce((sum, e) => sum + e.agents, 0),
     enrollErrors,

@@ -19,6 +19,7 @@ import { NodeFileSystem } from "@effect/platform-node"
 import { Cause, Effect, Exit, Logger, LogLevel, Option, Queue, Redacted, Schema, Scope } from "effect"
 import { type AgentIdentity, type AgentRpcClient, makeAgentClient, tlsTransport } from "../../src/agent/AgentClient.js"
 import { type ClientFigures, ClientMessage, NoncesFile, ServerMessage } from "./registrationProtocol.js"
+import { openWireChannel, type WireChannel } from "./wireChannel.js"
 
 /** Calls counted as they end: successes timed, failures by tag. */
 const makeRecorder = () => {
@@ -28,6 +29,21 @@ const makeRecorder = () => {
   let ok = 0
   let failed = 0
   return {
+    /** Counts a call started outside Effect (the wire client); returns its start time for `ended`. */
+    started: (): number => {
+      started++
+      return performance.now()
+    },
+    /** Counts the end of a call `started` returned `t0` for: "ok", or its error tag. */
+    ended: (t0: number, outcome: string) => {
+      if (outcome === "ok") {
+        ok++
+        samplesMs.push(performance.now() - t0)
+        return
+      }
+      failed++
+      errors[outcome] = (errors[outcome] ?? 0) + 1
+    },
     /** Runs `call`, timing it; never fails, but says whether it succeeded. */
     time: <A, E extends { readonly _tag: string }>(call: Effect.Effect<A, E>): Effect.Effect<boolean> =>
       Effect.suspend(() => {
@@ -76,6 +92,61 @@ const REGISTER_LIMIT_SECONDS = 120
 const HEALTH_GRACE_SECONDS = 5
 const CHANNELS_OPENED_AT_ONCE = 8
 const AFTER_ERROR_PAUSE = "100 millis"
+
+type PrepareHealth = Extract<ServerMessage, { _tag: "PrepareHealth" }>
+
+/**
+ * A ReportHealth run with the wire client (bench/lib/wireChannel.ts): channels opened 8 at a time, each
+ * proven by a first call; `inFlight` callers per channel, each sending its next call when its answer is
+ * in, for the warm-up, then (after `go`) for the measured seconds. Sends `Prepared` itself, returns `Done`.
+ */
+const wireHealth = (
+  message: PrepareHealth,
+  identities: ReadonlyArray<AgentIdentity>,
+  caPem: string,
+  send: (message: ClientMessage) => Effect.Effect<void>,
+  go: Effect.Effect<unknown>
+) =>
+  Effect.gen(function* () {
+    const agents = identities.slice(0, message.agents)
+    if (agents.length < message.agents) return yield* Effect.dieMessage(`${message.agents} agents asked for, ${agents.length} enrolled`)
+    const warm = makeRecorder()
+    const channels = yield* Effect.acquireRelease(
+      Effect.forEach(agents, (identity) =>
+        Effect.promise(async () => {
+          const channel = await openWireChannel(identity.agentUrl, caPem, identity)
+          const t0 = warm.started()
+          warm.ended(t0, await new Promise<string>((resolve) => channel.reportHealth(resolve)))
+          return channel
+        }), { concurrency: CHANNELS_OPENED_AT_ONCE }),
+      (channels) => Effect.promise(() => Promise.all(channels.map((channel) => channel.close())))
+    )
+    /** Keeps the callers going until `until`; resolves when every caller has had its last answer. */
+    const load = (recorder: ReturnType<typeof makeRecorder>, until: number) =>
+      Effect.async<void>((resume) => {
+        let running = channels.length * message.inFlight
+        const caller = (channel: WireChannel) => {
+          if (performance.now() >= until) {
+            if (--running === 0) resume(Effect.void)
+            return
+          }
+          const t0 = recorder.started()
+          channel.reportHealth((outcome) => {
+            recorder.ended(t0, outcome)
+            // A failed call is counted; a pause after it keeps a broken channel from spinning on errors.
+            if (outcome === "ok") caller(channel)
+            else setTimeout(() => caller(channel), 100)
+          })
+        }
+        for (const channel of channels) for (let i = 0; i < message.inFlight; i++) caller(channel)
+      })
+    yield* Effect.timeoutOption(load(warm, performance.now() + message.warmupSeconds * 1000), `${message.warmupSeconds + HEALTH_GRACE_SECONDS} seconds`)
+    yield* send({ _tag: "Prepared", warmupErrors: warm.figures(0, 0).errors })
+    yield* go
+    const recorder = makeRecorder()
+    const figures = yield* measured(recorder, message.seconds + HEALTH_GRACE_SECONDS, load(recorder, performance.now() + message.seconds * 1000))
+    return { _tag: "Done" as const, figures }
+  }).pipe(Effect.scoped)
 
 const program = Effect.gen(function* () {
   const ipc = process.send?.bind(process)
@@ -138,6 +209,10 @@ const program = Effect.gen(function* () {
         break
       }
       case "PrepareHealth": {
+        if (message.client === "wire") {
+          yield* send(yield* wireHealth(message, identities, setup.caPem, send, next("Go")))
+          break
+        }
         const scope = yield* Scope.make()
         const agents = identities.slice(0, message.agents)
         if (agents.length < message.agents) return yield* Effect.dieMessage(`${message.agents} agents asked for, ${agents.length} enrolled`)

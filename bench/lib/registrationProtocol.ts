@@ -22,9 +22,16 @@ export const ServerMessage = Schema.Union(
   Schema.TaggedStruct("Enroll", { noncesFile: Schema.String, concurrency: Schema.Int }),
   /**
    * Open one agent channel for each of the first `agents` identities and keep `inFlight` ReportHealth calls
-   * going on each for `warmupSeconds` now, then for `seconds` on Go.
+   * going on each for `warmupSeconds` now, then for `seconds` on Go, with the client `client` names.
    */
-  Schema.TaggedStruct("PrepareHealth", { agents: Schema.Int, inFlight: Schema.Int, warmupSeconds: Schema.Number, seconds: Schema.Number }),
+  Schema.TaggedStruct("PrepareHealth", {
+    agents: Schema.Int,
+    inFlight: Schema.Int,
+    warmupSeconds: Schema.Number,
+    seconds: Schema.Number,
+    /** `wire`: bench/lib/wireChannel.ts; `agent`: the product's `tlsTransport(caPem).channel` and RpcClient. */
+    client: Schema.Literal("wire", "agent")
+  }),
   Schema.TaggedStruct("Go", {}),
   Schema.TaggedStruct("Exit", {})
 )

@@ -4,7 +4,7 @@
  * registrations, flip leadership and read back everything recorded (which tests scan for leaked nonces).
  */
 import { Clock, Effect, Layer, Option } from "effect"
-import { type InvalidCertificate, NonceReused, UnknownInstance } from "../domain/agent/errors.js"
+import { type InvalidCertificate, NonceReused, NotLeader, UnknownInstance } from "../domain/agent/errors.js"
 import { supersededRefusal } from "../domain/agent/supersession.js"
 import {
   AgentBackend,
@@ -65,10 +65,11 @@ export const makeMemoryAgentBackend = (): MemoryAgentBackend => {
         return Effect.void
       }),
     recordHealth: (caller, status) =>
-      Effect.gen(function* () {
-        yield* current(caller.instanceId, caller.certificateSerial)
-        healthReports.push({ instanceId: caller.instanceId, status, atMillis: yield* Clock.currentTimeMillis })
-      }),
+      Effect.suspend((): Effect.Effect<void, UnknownInstance | InvalidCertificate | NotLeader> =>
+        Option.isSome(redirect)
+          ? Effect.fail(new NotLeader({ leaderAddr: redirect.value }))
+          : Effect.zipWith(current(caller.instanceId, caller.certificateSerial), Clock.currentTimeMillis, (_, atMillis) =>
+            void healthReports.push({ instanceId: caller.instanceId, status, atMillis }))),
     recordRenewed: (renewal) =>
       Effect.map(current(renewal.instanceId, renewal.presentedSerial), (registered) => {
         states.set(renewal.instanceId, { ...registered, certificateSerial: renewal.certificateSerial })

@@ -197,11 +197,13 @@ const FIELD_EXPECTED: Record<string, string> = {
  */
 export const decodeStrict = <A, I>(schema: Schema.Schema<A, I> & { readonly fields: Schema.Struct.Fields }) => {
   const decode = Schema.decodeUnknownEither(schema, { errors: "first", onExcessProperty: "ignore" })
+  // Worked out once: the decoder runs for every health report.
+  const limits = Object.entries(PAYLOAD_LIMITS).filter(([field]) => field in schema.fields)
   return (raw: object): Effect.Effect<A, PayloadTooLarge | InvalidPayload> => {
     const record = raw as Record<string, unknown>
-    for (const [field, max] of Object.entries(PAYLOAD_LIMITS)) {
+    for (const [field, max] of limits) {
       const value = record[field]
-      if (field in schema.fields && typeof value === "string" && value.length > max) {
+      if (typeof value === "string" && value.length > max) {
         return Effect.fail(new PayloadTooLarge({ field, maxLength: max }))
       }
     }

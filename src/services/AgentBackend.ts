@@ -50,7 +50,8 @@ export interface RenewedCertificate {
 export interface AgentBackendShape {
   /**
    * None while this replica leads the shard; otherwise the leader's address (empty when unknown), which
-   * the endpoint returns as `NotLeader{leaderAddr}`. Checked before every procedure.
+   * the endpoint returns as `NotLeader{leaderAddr}`. Checked before every procedure but `recordHealth`,
+   * which checks leadership itself.
    */
   readonly leaderRedirect: Effect.Effect<Option.Option<string>>
   /** Fails `NotLeader` when leadership was lost since `leaderRedirect` was checked. */
@@ -61,8 +62,11 @@ export interface AgentBackendShape {
    */
   readonly recordRegistered: (registration: RegisteredAgent) => Effect.Effect<void, NonceReused | UnknownInstance | NotLeader>
   /**
-   * Liveness: the instance's agent is up and says `status`. A superseded certificate fails
-   * `InvalidCertificate{Superseded}`.
+   * Liveness: the instance's agent is up and says `status`. Fails `NotLeader{leaderAddr}` (as
+   * `leaderRedirect` would name it) when this replica does not lead: the endpoint does not check
+   * `leaderRedirect` first, so a report costs one leadership check. A superseded certificate fails
+   * `InvalidCertificate{Superseded}`. In memory, never waiting: the agent channel answers reports in the
+   * fiber that serves all its connections, so a report that waited would hold up every agent's.
    */
   readonly recordHealth: (caller: AgentCaller, status: AgentHealthStatus) => Effect.Effect<void, UnknownInstance | InvalidCertificate | NotLeader>
   /**

@@ -133,7 +133,14 @@ export const makeAgentBackendReplica = (replica: ShardReplicaShape, endpoint: "r
       Option.isSome(term) ? Effect.succeedNone : Effect.map(replica.leaderAddress(endpoint), Option.some)),
     registrationState: (instanceId) => onLeader((term) => term.backend.registrationState(instanceId)),
     recordRegistered: (registration) => onLeader((term) => term.backend.recordRegistered(registration)),
-    recordHealth: (instanceId, status) => onLeader((term) => term.backend.recordHealth(instanceId, status)),
+    // The hot path: `onLeader`'s check without its provide and annotation (recording a report neither uses the
+    // term's services nor logs). The term is read once, as `withLeader` does: a report accepted goes to the
+    // `healthSeen` of the term that was current, and a deposed replica (its term unpublished) answers NotLeader.
+    recordHealth: (caller, status) =>
+      Effect.flatMap(replica.currentTerm, (term) =>
+        Option.isSome(term)
+          ? Context.get(term.value.context, AgentTerm).backend.recordHealth(caller, status)
+          : Effect.flatMap(replica.leaderAddress(endpoint), (leaderAddr) => Effect.fail(new NotLeader({ leaderAddr })))),
     recordRenewed: (renewal) => onLeader((term) => term.backend.recordRenewed(renewal))
   }
 }
