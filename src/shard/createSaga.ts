@@ -238,7 +238,7 @@ const placeStep = Effect.fn(span("place"))(function* (instance: InstanceIn<"requ
   const at = yield* now
   yield* log.append([
     NodeChosen.make({ instanceId: id, at, node: placed.node }),
-    TemplateResolved.make({ instanceId: id, at, templateVmid: template.vmid, templateNode: template.node })
+    TemplateResolved.make({ instanceId: id, at, templateVmid: template.vmid, templateNode: template.node, infraHash: group.infraHash })
   ])
   yield* Effect.logInfo(`${id}: placed on ${placed.node} (TOPSIS score ${placed.score.toFixed(3)})`)
 })
@@ -247,9 +247,9 @@ const placeStep = Effect.fn(span("place"))(function* (instance: InstanceIn<"requ
 const templateStep = Effect.fn(span("template"))(function* (instance: InstanceIn<"placed">, { config }: StepInput) {
   const log = yield* EventLog
   const id = instance.id
-  const { spec } = yield* groupSpec(config, instance, "template")
+  const { group, spec } = yield* groupSpec(config, instance, "template")
   const template = yield* resolveTemplate(id, spec, instance.node)
-  yield* log.append([TemplateResolved.make({ instanceId: id, at: yield* now, templateVmid: template.vmid, templateNode: template.node })])
+  yield* log.append([TemplateResolved.make({ instanceId: id, at: yield* now, templateVmid: template.vmid, templateNode: template.node, infraHash: group.infraHash })])
 })
 
 const isoStep = Effect.fn(span("iso"))(function* (instance: InstanceIn<"templated" | "iso-uploading">, { config }: StepInput) {

@@ -10,6 +10,7 @@ import {
   RetirementRequested,
   type ShardEvent,
   Started,
+  TemplateResolved,
   VmDeleted
 } from "../../src/domain/shard/events.js"
 import { type LifecycleGroup, type LifecyclePolicy, planLifecycle } from "../../src/domain/shard/lifecycle.js"
@@ -69,6 +70,13 @@ describe("planLifecycle: rotation", () => {
       Started.make({ instanceId: "web09", at: 1 })
     ])
     expect(planLifecycle(unknown, [group(1)], policy(10)).actions).toEqual([])
+  })
+
+  it("compares the hash of the config a VM was placed and built from, not the one it was requested under", () => {
+    // Requested under the old config, waited at placement until the config was fixed, then built from the new one.
+    const state = fold([...member("web01", 1), TemplateResolved.make({ instanceId: "web01", at: 2, templateVmid: 9000, templateNode: "pve1", infraHash: NEW })])
+    expect(instance(state, "web01").infraHash).toBe(NEW)
+    expect(planLifecycle(state, [group(1)], policy(10)).actions).toEqual([])
   })
 
   it("starts no second retirement while one is under way or the last one's VM is still being deleted", () => {

@@ -38,7 +38,12 @@ export const TemplateResolved = Schema.TaggedStruct("TemplateResolved", {
   instanceId,
   at,
   templateVmid: Vmid,
-  templateNode: Schema.String
+  templateNode: Schema.String,
+  /**
+   * The group's infra hash in the config the VM is placed and built from, which may be newer than the one
+   * of its request (a create waiting at placement for a config fix): rotation compares this one.
+   */
+  infraHash: Schema.optional(Schema.String)
 })
 
 export const IsoUploadRequested = Schema.TaggedStruct("IsoUploadRequested", {

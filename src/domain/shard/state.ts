@@ -308,6 +308,7 @@ const update = (d: Draft, event: UpdateEvent): void => {
       advance(d, "templated")
       d.templateVmid = event.templateVmid
       d.templateNode = event.templateNode
+      if (event.infraHash !== undefined) d.infraHash = event.infraHash
       return
     case "IsoUploadRequested":
       // The volid is known before the upload, so compensation can delete a half-finished one.
