@@ -58,7 +58,7 @@ export const configOf = (vm: VmResourceInfo) =>
     ))
 
 /** The `Adopted` event for `vm`, with tenant and group from its managed notes when they say. */
-export const adoptionOf = (vm: VmResourceInfo, config: VmConfig, at: number, infraHash?: string) => {
+export const adoptionOf = (vm: VmResourceInfo, config: VmConfig, at: number) => {
   const name = vm.name ?? ""
   const parsed = parseInstanceId(name)
   const notes = config.description === undefined ? undefined : parseManagedNotes(config.description)
@@ -70,8 +70,7 @@ export const adoptionOf = (vm: VmResourceInfo, config: VmConfig, at: number, inf
     kind: parsed instanceof InvalidInstanceId ? "vmx" : parsed.kind,
     status: vm.status,
     ...(notes?.tenant === undefined ? {} : { tenant: notes.tenant }),
-    ...(notes?.group === undefined ? {} : { group: notes.group }),
-    ...(infraHash === undefined ? {} : { infraHash })
+    ...(notes?.group === undefined ? {} : { group: notes.group })
   })
 }
 
@@ -148,10 +147,10 @@ export const adoptFromCluster = Effect.fn("shard.adopt")(function* () {
     return { owned, adopted: 0, foreign: foreignCount, ...seen }
   }
   for (const { config, marked, vm } of adoptable) {
+    const adopted = adoptionOf(vm, config, at)
     // Only the original's VMs have its records; ours carry no record to read.
-    const notes = config.description === undefined ? undefined : parseManagedNotes(config.description)
-    const infraHash = marked ? undefined : yield* originalInfraHash(vm.name ?? "", notes?.tenant)
-    const event = adoptionOf(vm, config, at, infraHash)
+    const infraHash = marked ? undefined : yield* originalInfraHash(adopted.instanceId, adopted.tenant)
+    const event = infraHash === undefined ? adopted : { ...adopted, infraHash }
     events.push(event)
     yield* Effect.logInfo(`${vm.name}: adopted VM ${vm.vmid} on ${vm.node} (${vm.status}${event.group === undefined ? ", group unknown" : `, group ${event.tenant ?? "?"}/${event.group}`})`)
   }

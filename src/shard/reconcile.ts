@@ -12,7 +12,7 @@ import { desiredGroups, type ParsedShardConfig, vmSpecFor } from "../domain/conf
 import { DeleteRequested, DrainStarted, InstanceRequested, RetirementRequested, type ShardEvent } from "../domain/shard/events.js"
 import { type LifecycleAction, type LifecyclePolicy, planLifecycle } from "../domain/shard/lifecycle.js"
 import { type GroupTarget, groupKey, planReconcile, stableHash } from "../domain/shard/plan.js"
-import { getInstance, type State } from "../domain/shard/state.js"
+import { fold, getInstance, type State } from "../domain/shard/state.js"
 import { EventLog } from "../services/EventLog.js"
 import { InstanceIds } from "../services/InstanceIds.js"
 import { ClusterView } from "./ClusterView.js"
@@ -147,13 +147,11 @@ export const reconcileLoop = Effect.gen(function* () {
       lastProblems = problems.join("\n")
       yield* Effect.forEach(problems, (line) => Effect.logError(line), { discard: true })
     }
-    // Retirements, drains and their deletions first, in their own append: the creations below count them.
+    // Retirements, drains and their deletions first: the creations are planned on the state with them folded
+    // in, and both go into the log in one append.
     const lifecycle = planLifecycle(state, targets, lifecyclePolicy(config, now, blocked, yield* clusterView.vmStates))
-    const lifecycleEvents = yield* Effect.forEach(lifecycle.actions, (action) => lifecycleEvent(state, action, now))
-    if (lifecycleEvents.length > 0) yield* log.append(lifecycleEvents)
-    const planned = lifecycleEvents.length > 0 ? yield* log.state : state
-    const actions = planReconcile(planned, targets, blocked)
-    const events: Array<ShardEvent> = []
+    const events: Array<ShardEvent> = yield* Effect.forEach(lifecycle.actions, (action) => lifecycleEvent(state, action, now))
+    const actions = planReconcile(events.length > 0 ? fold(events, state) : state, targets, blocked)
     for (const action of actions) {
       if (action._tag === "Create") {
         const instanceId = yield* ids.next(action.kind).pipe(Effect.orDie)
@@ -174,7 +172,7 @@ export const reconcileLoop = Effect.gen(function* () {
       }
     }
     if (events.length > 0) yield* log.append(events)
-    const after = events.length > 0 ? yield* log.state : planned
+    const after = events.length > 0 ? yield* log.state : state
     for (const [id, instance] of after.instances) if (!atRest(instance)) yield* runner.ensure(id)
     // Wake up again when the earliest backoff ends, a drain is over or an instance reaches an expiry age: one
     // timer, replaced when that time changes (expiry ages are weeks away; a timer per pass would pile up).

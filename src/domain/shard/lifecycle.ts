@@ -15,8 +15,8 @@
  * replacement pauses the rotation, and the old instances go on serving.
  */
 import type { RetireReason } from "./events.js"
-import { groupKey, vmsBeingDeleted } from "./plan.js"
-import { type Instance, isHeld, liveInstances, type State } from "./state.js"
+import { groupKey, isStarted, liveMembers, vmsBeingDeleted } from "./plan.js"
+import { type Instance, isHeld, type State } from "./state.js"
 
 export interface LifecycleGroup {
   readonly tenant: string
@@ -57,8 +57,6 @@ export interface LifecyclePlan {
 export const isReady = (instance: Instance): boolean =>
   instance.phase === "registered" || (instance.phase === "running" && instance.nonceHash === undefined)
 
-const started = (instance: Instance) => instance.phase === "running" || instance.phase === "registered"
-
 /** Oldest first: by request time, then ID (IDs sort by creation time). */
 const oldestFirst = (a: Instance, b: Instance) => a.requestedAt - b.requestedAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
 
@@ -74,19 +72,7 @@ export const planLifecycle = (state: State, groups: ReadonlyArray<LifecycleGroup
   const wakeAt = (at: number) => {
     if (at > now && (nextAt === undefined || at < nextAt)) nextAt = at
   }
-  const members = new Map<string, Array<Instance>>()
-  const onDemand: Array<Instance> = []
-  for (const instance of liveInstances(state)) {
-    if (instance.tenant === undefined || instance.group === undefined) continue
-    if (instance.reason === "operator") {
-      onDemand.push(instance)
-      continue
-    }
-    const key = groupKey(instance.tenant, instance.group)
-    const list = members.get(key)
-    if (list === undefined) members.set(key, [instance])
-    else list.push(instance)
-  }
+  const { byGroup: members, onDemand } = liveMembers(state)
   const drainTimeouts = new Map(groups.map((g) => [groupKey(g.tenant, g.group), g.drainTimeoutMs]))
   const vmsGoing = vmsBeingDeleted(state)
 
@@ -121,7 +107,7 @@ export const planLifecycle = (state: State, groups: ReadonlyArray<LifecycleGroup
       advance(instance, ready + standingIn >= target.size, target.drainTimeoutMs)
     })
 
-    const candidates = counted.filter((i) => started(i) && !isHeld(i)).sort(oldestFirst)
+    const candidates = counted.filter((i) => isStarted(i) && !isHeld(i)).sort(oldestFirst)
     for (const instance of candidates) {
       if (positive(policy.eligibleAgeMs)) wakeAt(instance.requestedAt + policy.eligibleAgeMs)
       if (positive(policy.forcedAgeMs)) wakeAt(instance.requestedAt + policy.forcedAgeMs)
@@ -153,7 +139,7 @@ export const planLifecycle = (state: State, groups: ReadonlyArray<LifecycleGroup
   }
   if (positive(policy.ondemandAgeMs)) {
     const ondemandAgeMs = policy.ondemandAgeMs
-    const candidates = onDemand.filter((i) => i.retirement === undefined && started(i) && !isHeld(i)).sort(oldestFirst)
+    const candidates = onDemand.filter((i) => i.retirement === undefined && isStarted(i) && !isHeld(i)).sort(oldestFirst)
     const expired = candidates.find((i) => now - i.requestedAt >= ondemandAgeMs)
     if (expired !== undefined) actions.push({ _tag: "Retire", instanceId: expired.id, reason: "ondemand-expiry" })
     for (const instance of candidates) wakeAt(instance.requestedAt + ondemandAgeMs)

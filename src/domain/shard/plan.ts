@@ -55,7 +55,29 @@ export const stableHash = (value: unknown): string => {
   return createHash("sha256").update(JSON.stringify(canonical(value))).digest("hex").slice(0, 16)
 }
 
-const started = (instance: Instance) => instance.phase === "running" || instance.phase === "registered"
+/** Its VM was started: running, or registered. */
+export const isStarted = (instance: Instance) => instance.phase === "running" || instance.phase === "registered"
+
+/**
+ * Live instances by group (`tenant/group`), and apart the operators' own requests (`nstance-admin instance
+ * create`), which are on top of their group's size: never counted, scaled away or replaced.
+ */
+export const liveMembers = (state: State): { readonly byGroup: ReadonlyMap<string, ReadonlyArray<Instance>>; readonly onDemand: ReadonlyArray<Instance> } => {
+  const byGroup = new Map<string, Array<Instance>>()
+  const onDemand: Array<Instance> = []
+  for (const instance of liveInstances(state)) {
+    if (instance.tenant === undefined || instance.group === undefined) continue
+    if (instance.reason === "operator") {
+      onDemand.push(instance)
+      continue
+    }
+    const key = groupKey(instance.tenant, instance.group)
+    const list = byGroup.get(key)
+    if (list === undefined) byGroup.set(key, [instance])
+    else list.push(instance)
+  }
+  return { byGroup, onDemand }
+}
 
 /** Per group, the instances being deleted whose VM may still exist (not yet recorded as deleted). */
 export const vmsBeingDeleted = (state: State): ReadonlyMap<string, number> => {
@@ -71,7 +93,7 @@ export const vmsBeingDeleted = (state: State): ReadonlyMap<string, number> => {
 
 /** Scale-down order: not yet running first, then newest first (IDs sort by creation time). */
 export const scaleDownOrder = (members: ReadonlyArray<Instance>): ReadonlyArray<Instance> =>
-  [...members].sort((a, b) => Number(started(a)) - Number(started(b)) || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0))
+  [...members].sort((a, b) => Number(isStarted(a)) - Number(isStarted(b)) || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0))
 
 /**
  * The actions that bring every group to its size. `blocked` names groups whose creations are backing off
@@ -79,15 +101,7 @@ export const scaleDownOrder = (members: ReadonlyArray<Instance>): ReadonlyArray<
  * are no longer desired are deleted, except adopted ones, which are left alone.
  */
 export const planReconcile = (state: State, targets: ReadonlyArray<GroupTarget>, blocked: ReadonlySet<string> = new Set()): ReadonlyArray<ReconcileAction> => {
-  const members = new Map<string, Array<Instance>>()
-  for (const instance of liveInstances(state)) {
-    // An operator's own request (`nstance-admin instance create`) is on top of the group's size: never scaled away.
-    if (instance.tenant === undefined || instance.group === undefined || instance.reason === "operator") continue
-    const key = groupKey(instance.tenant, instance.group)
-    const list = members.get(key)
-    if (list === undefined) members.set(key, [instance])
-    else list.push(instance)
-  }
+  const members = liveMembers(state).byGroup
   const replacing = new Set<string>()
   const vmsGoing = vmsBeingDeleted(state)
   for (const [, instance] of state.instances) {
