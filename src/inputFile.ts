@@ -45,6 +45,8 @@ export interface InputFile {
   /** What the file is, for the size message: "a shard config". */
   readonly what: string
   readonly maxBytes: number
+  /** The file holds a secret: refused when its group or others may read or write it (mode 0600 or tighter). */
+  readonly ownerOnly?: boolean
 }
 
 /**
@@ -59,6 +61,10 @@ export const readInputFile = (input: InputFile): Effect.Effect<Uint8Array, Usage
     if (!stats.isFile()) return refuse(`not a regular file (${kindOf(stats)})`)
     if (stats.size > input.maxBytes) {
       return refuse(`${formatBytes(Number(stats.size))} is too large for ${input.what} (at most ${formatBytes(input.maxBytes)})`)
+    }
+    const mode = Number(stats.mode) & 0o777
+    if (input.ownerOnly === true && (mode & 0o077) !== 0) {
+      return refuse(`mode ${mode.toString(8).padStart(4, "0")} lets others read ${input.what}, which holds a secret; make it 0600 (chmod 600 ${input.path})`)
     }
     return undefined
   }

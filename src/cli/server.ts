@@ -7,7 +7,9 @@
 import { echoValue } from "../domain/errorText.js"
 import { Command, Options } from "@effect/cli"
 import { Console, Effect, Either, Option } from "effect"
+import { join } from "node:path"
 import {
+  clusterEndpointOf,
   formatProblem,
   identifierProblem,
   isWildcardHost,
@@ -18,6 +20,7 @@ import {
   type Problem,
   type ProxmoxEnv,
   readProxmoxEnv,
+  readProxmoxEnvFile,
   desiredGroups
 } from "../domain/config/index.js"
 import { s3EndpointProblem } from "../domain/endpointUrl.js"
@@ -54,7 +57,11 @@ export interface ServerStartOptions {
   readonly configFile?: string
   /** The local config, validated, when `configFile` is given. */
   readonly config?: ParsedShardConfig
-  readonly proxmox: ProxmoxEnv
+  /**
+   * Each shard's PVE connection (shard ID → connection): from `--proxmox-env-dir DIR/<shard>.env` when given,
+   * otherwise the process environment's, which then serves a single shard.
+   */
+  readonly proxmox: Readonly<Record<string, ProxmoxEnv>>
 }
 
 /** The start flags as given on the command line. */
@@ -67,6 +74,8 @@ export interface StartFlags {
   readonly cachedir: string
   readonly advertiseHost?: string
   readonly configFile?: string
+  /** `--proxmox-env-dir`: a directory of `<shard>.env` files, one PVE cluster each. */
+  readonly proxmoxEnvDir?: string
 }
 
 /** The default prefix as operators read it in messages and help. */
@@ -76,10 +85,58 @@ const defaultPrefix = (shard: string) => shardPrefix(shard)
 /** The shards of `--shard a,b`, in the order given. */
 export const shardIds = (shard: string): ReadonlyArray<string> => shard.split(",")
 
-/** Every shard this process runs, with the key prefix of its objects. */
-export const shardTargets = (start: ServerStartOptions): ReadonlyArray<{ readonly shard: string; readonly prefix: string }> => {
-  const shards = shardIds(start.shard)
-  return shards.length === 1 ? [{ shard: start.shard, prefix: start.prefix }] : shards.map((shard) => ({ shard, prefix: defaultPrefix(shard) }))
+/** Every shard this process runs, with the key prefix of its objects and its PVE connection. */
+export const shardTargets = (start: ServerStartOptions): ReadonlyArray<{ readonly shard: string; readonly prefix: string; readonly proxmox: ProxmoxEnv }> =>
+  shardIds(start.shard).flatMap((shard, _, shards) => {
+    const proxmox = start.proxmox[shard]
+    return proxmox === undefined ? [] : [{ shard, prefix: shards.length === 1 ? start.prefix : defaultPrefix(shard), proxmox }]
+  })
+
+/** The connection file of `shard` under `--proxmox-env-dir`. */
+export const proxmoxEnvFile = (dir: string, shard: string) => join(dir, `${shard}.env`)
+
+/**
+ * The PVE connection of every shard: each from its own file under `--proxmox-env-dir` (every problem prefixed
+ * with the file), or the environment's for a single shard. Several shards on one connection are refused: one
+ * PVE cluster is one shard, and two shards' VMID allocators on one cluster would take each other's VMIDs.
+ */
+const proxmoxConnections = (
+  flags: StartFlags,
+  shards: ReadonlyArray<string>,
+  env: Readonly<Record<string, string | undefined>>,
+  envFiles: ReadonlyMap<string, string>
+): Either.Either<Record<string, ProxmoxEnv>, ReadonlyArray<string>> => {
+  const dir = flags.proxmoxEnvDir
+  if (dir === undefined) {
+    if (shards.length > 1) {
+      return Either.left([
+        `--shard ${echoValue(flags.shard ?? "")} runs ${shards.length} shards, and each shard is its own PVE cluster: give --proxmox-env-dir DIR ` +
+          `with one DIR/<shard>.env per shard (PROXMOX_API_URL, PROXMOX_TOKEN_ID, PROXMOX_TOKEN_SECRET)`
+      ])
+    }
+    return Either.map(readProxmoxEnv(env), (proxmox) => Object.fromEntries(shards.map((shard) => [shard, proxmox])))
+  }
+  const errors: Array<string> = []
+  const connections: Record<string, ProxmoxEnv> = {}
+  for (const shard of shards) {
+    const text = envFiles.get(shard)
+    // A file that could not be read was reported by the caller, with the reason.
+    if (text === undefined) continue
+    const read = readProxmoxEnvFile(text)
+    if (Either.isLeft(read)) errors.push(...read.left.map((line) => `${proxmoxEnvFile(dir, shard)}: ${line}`))
+    else connections[shard] = read.right
+  }
+  const byCluster = new Map<string, Array<string>>()
+  for (const [shard, proxmox] of Object.entries(connections)) {
+    const endpoint = clusterEndpointOf(proxmox.apiUrl)
+    byCluster.set(endpoint, [...(byCluster.get(endpoint) ?? []), shard])
+  }
+  for (const [endpoint, sharing] of byCluster) {
+    if (sharing.length > 1) {
+      errors.push(`shards ${sharing.map((shard) => echoValue(shard)).join(", ")} all name the PVE API at ${endpoint}; one PVE cluster is one shard (their VMIDs would collide)`)
+    }
+  }
+  return errors.length > 0 ? Either.left(errors) : Either.right(connections)
 }
 
 /**
@@ -89,7 +146,9 @@ export const shardTargets = (start: ServerStartOptions): ReadonlyArray<{ readonl
 export const checkStartOptions = (
   flags: StartFlags,
   env: Readonly<Record<string, string | undefined>>,
-  config?: ParsedShardConfig
+  config?: ParsedShardConfig,
+  /** The text of each shard's connection file, read by the caller when `flags.proxmoxEnvDir` is given. */
+  envFiles: ReadonlyMap<string, string> = new Map()
 ): Either.Either<ServerStartOptions, ReadonlyArray<string>> => {
   const errors: Array<string> = []
   const missing = (["id", "shard", "storage", "bucket"] as const).filter((flag) => (flags[flag] ?? "").trim() === "")
@@ -142,7 +201,7 @@ export const checkStartOptions = (
     if (problem !== undefined) errors.push(problem)
   }
   // This build drives only Proxmox, so the token is needed whatever the config says.
-  const proxmox = readProxmoxEnv(env)
+  const proxmox = proxmoxConnections(flags, shards.filter((shard) => identifierProblem(shard) === undefined), env, envFiles)
   if (Either.isLeft(proxmox)) errors.push(...proxmox.left)
   if (!several && config !== undefined && flags.shard !== undefined && config.config.shard.id !== flags.shard) {
     errors.push(`--shard ${echoValue(flags.shard)} does not match shard.id ${echoValue(config.config.shard.id)} in ${flags.configFile ?? "the config"}`)
@@ -179,6 +238,9 @@ const readConfigFile = (flag: string, path: string) =>
   readInputFile({ flag, path, what: "a shard config", maxBytes: MAX_JSONC_BYTES }).pipe(
     Effect.flatMap((bytes) => decodeUtf8({ flag, path }, bytes))
   )
+
+/** A connection file holds three short variables; anything much larger is not one. */
+const MAX_ENV_FILE_BYTES = 64 * 1024
 
 /** Every problem as `✗ path: message`, control characters of the config's keys and values made visible. */
 const printProblems = (problems: ReadonlyArray<Problem>) =>
@@ -315,6 +377,12 @@ const options = {
     "Serve the admin endpoint (shard.bind.operator_addr) to callers presenting the token in this file (at least 16 characters; " +
       "or set NSTANCE_ADMIN_TOKEN, not both). Without either, the admin endpoint is not started"
   ),
+  proxmoxEnvDir: text(
+    "proxmox-env-dir",
+    "Run each shard on its own PVE cluster: the connection of shard S is read from DIR/S.env (PROXMOX_API_URL, PROXMOX_TOKEN_ID, " +
+      "PROXMOX_TOKEN_SECRET as KEY=VALUE lines; mode 0600, as it holds the token secret) instead of the environment. Needed with several " +
+      "shards (one cluster is one shard); two shards naming one API URL are refused"
+  ),
   config: text("config", "Read the shard config from this local file instead of {prefix}config.jsonc in the bucket (development)"),
   embedded: Options.boolean("embedded").pipe(Options.withDescription(
     "Run on the embedded default instead: a file store in a temporary directory and the Proxmox VE simulator " +
@@ -359,6 +427,25 @@ export const serverCommand = withBareFlag(Command.make("nstance-server", options
       }
       config = parsed.right
     }
+    const envDir = Option.getOrUndefined(flags.proxmoxEnvDir)
+    const envFiles = new Map<string, string>()
+    if (envDir !== undefined) {
+      // Every shard's file is read before any is judged, so one start lists every unreadable file at once.
+      const unreadable: Array<string> = []
+      for (const shard of shardIds(Option.getOrElse(flags.shard, () => "")).filter((shard) => identifierProblem(shard) === undefined)) {
+        const path = proxmoxEnvFile(envDir, shard)
+        const read = yield* readInputFile({ flag: "--proxmox-env-dir", path, what: "a PVE connection file", maxBytes: MAX_ENV_FILE_BYTES, ownerOnly: true }).pipe(
+          Effect.flatMap((bytes) => decodeUtf8({ flag: "--proxmox-env-dir", path }, bytes)),
+          Effect.either
+        )
+        if (Either.isLeft(read)) unreadable.push(read.left.message)
+        else envFiles.set(shard, read.right)
+      }
+      if (unreadable.length > 0) {
+        yield* Effect.forEach(unreadable, (line) => Console.error(`✗ ${escapeControl(line)}`), { discard: true })
+        return yield* exitWith(1)
+      }
+    }
     const checked = checkStartOptions({
       storage: Option.getOrUndefined(flags.storage),
       bucket: Option.getOrUndefined(flags.bucket),
@@ -367,8 +454,9 @@ export const serverCommand = withBareFlag(Command.make("nstance-server", options
       prefix: Option.getOrUndefined(flags.prefix),
       cachedir: flags.cachedir,
       advertiseHost: Option.getOrUndefined(flags.advertiseHost),
-      configFile
-    }, process.env, config)
+      configFile,
+      ...(envDir === undefined ? {} : { proxmoxEnvDir: envDir })
+    }, process.env, config, envFiles)
     if (Either.isLeft(checked)) {
       yield* Effect.forEach(checked.left, (line) => Console.error(`✗ ${escapeControl(line)}`), { discard: true })
       return yield* exitWith(1)
@@ -396,7 +484,7 @@ export const serverCommand = withBareFlag(Command.make("nstance-server", options
     // restart) never reaches the others.
     const store = objectStoreLayer({ storage: start.storage, bucket: start.bucket })
     const { runShards } = yield* loadModule(() => import("../app/supervisor.js"))
-    return yield* Effect.flatMap(handleDaemonSignals(), (reloadRequests) => runShards(shardTargets(start).map(({ shard, prefix }) => ({
+    return yield* Effect.flatMap(handleDaemonSignals(), (reloadRequests) => runShards(shardTargets(start).map(({ shard, prefix, proxmox }) => ({
       shard,
       settings: {
         id: start.id,
@@ -406,7 +494,7 @@ export const serverCommand = withBareFlag(Command.make("nstance-server", options
         config: start.config !== undefined && start.configFile !== undefined
           ? { _tag: "Local", parsed: start.config, path: start.configFile }
           : { _tag: "Store", key: CONFIG_KEY, shard },
-        proxmox: start.proxmox,
+        proxmox,
         cachedir: start.cachedir,
         ...(encryptionKey === undefined ? {} : { encryptionKey }),
         ...(Option.isNone(adminToken.right) ? {} : { adminToken: adminToken.right.value }),
@@ -416,7 +504,7 @@ export const serverCommand = withBareFlag(Command.make("nstance-server", options
   })
 ).pipe(Command.withDescription(
   "Nstance server for Proxmox VE: keeps groups of VMs at their desired size. Start with --storage --bucket --shard --id " +
-    "(env PROXMOX_API_URL, PROXMOX_TOKEN_ID, PROXMOX_TOKEN_SECRET), try it with --embedded (file store + simulator), " +
+    "(env PROXMOX_API_URL, PROXMOX_TOKEN_ID, PROXMOX_TOKEN_SECRET; with several shards, each shard's own from --proxmox-env-dir), try it with --embedded (file store + simulator), " +
     "or check a config with --validate FILE. The leader keeps every group at its size: it creates, replaces and deletes VMs. " +
     "It first runs a preflight against PVE (again when the config's needs change, and every 5 min): PVE version, the token's privileges, " +
     "per node the storages, bridges and templates the groups need; findings are logged and shown by /readyz and nstance-admin status, " +

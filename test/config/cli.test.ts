@@ -130,7 +130,7 @@ describe("checkStartOptions (the start checks without a process)", () => {
       id: "replica-1",
       prefix: "shard/pve-a/",
       cachedir: "./cache",
-      proxmox: { apiUrl: "https://localhost:8006/api2/json", tokenId: TOKEN.PROXMOX_TOKEN_ID, tokenSecret: "secret" }
+      proxmox: { "pve-a": { apiUrl: "https://localhost:8006/api2/json", tokenId: TOKEN.PROXMOX_TOKEN_ID, tokenSecret: "secret" } }
     })
     expect(Either.getOrThrow(checkStartOptions({ ...flags, prefix: "prod/pve-a/", advertiseHost: "fd00::5" }, TOKEN))).toMatchObject({
       prefix: "prod/pve-a/",

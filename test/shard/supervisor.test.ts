@@ -3,7 +3,7 @@
  * shard on one bucket, and a shard that keeps failing (a config of another shard) is restarted with backoff
  * while the other leads and creates its VMs. With one shard a fatal start error still ends the run.
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, describe, expect, it } from "@effect/vitest"
@@ -67,12 +67,12 @@ const shardSettings = (sim: RunningSimulator, store: ObjectStoreShape, shard: st
   }
 })
 
-/** Runs shards a and b (configs as given) on one memory store and the simulator until `until` holds. */
+/** Runs shards a and b (configs as given) on one memory store, each on its own simulated cluster, until `until` holds. */
 const runTwo = (configs: Readonly<Record<string, string>>, until: (lines: ReadonlyArray<Line>) => boolean) =>
   Effect.gen(function* () {
     const store = makeMemoryStore()
     for (const [shard, text] of Object.entries(configs)) yield* scopeStore(store, `shard/${shard}/`).put(CONFIG_KEY, enc.encode(text))
-    const sim = yield* PveSimulator({ http: true, sharedStorage: true, nodeMemoryGiB: 128 })
+    const sims = { a: yield* PveSimulator({ http: true, sharedStorage: true, nodeMemoryGiB: 128 }), b: yield* PveSimulator({ http: true, sharedStorage: true, nodeMemoryGiB: 128 }) }
     const lines: Array<Line> = []
     const done = yield* Deferred.make<void>()
     const capture = Logger.make(({ annotations, logLevel, message }) => {
@@ -80,7 +80,7 @@ const runTwo = (configs: Readonly<Record<string, string>>, until: (lines: Readon
       lines.push({ shard, level: logLevel.label, text: Array.isArray(message) ? message.join(" ") : String(message) })
       if (until(lines)) Deferred.unsafeDone(done, Effect.void)
     })
-    const fiber = yield* runShards(["a", "b"].map((shard) => shardSettings(sim, store, shard)), { restart: Schedule.spaced("100 millis") }).pipe(
+    const fiber = yield* runShards((["a", "b"] as const).map((shard) => shardSettings(sims[shard], store, shard)), { restart: Schedule.spaced("100 millis") }).pipe(
       Effect.scoped,
       Effect.provide(Logger.replace(Logger.defaultLogger, capture)),
       Effect.fork
@@ -98,8 +98,9 @@ const runTwo = (configs: Readonly<Record<string, string>>, until: (lines: Readon
         Effect.map(Option.map((object) => JSON.parse(dec.decode(object.body)) as Record<string, unknown>)),
         Effect.map(Option.getOrUndefined)
       )
-    const vms = [...sim.model.vms.values()].filter((vm) => vm.config.get("template") !== "1").map((vm) => ({ tags: vm.config.get("tags"), status: vm.status }))
-    return { lines, vms, leaseA: yield* lease("a"), leaseB: yield* lease("b") }
+    const vmsOf = (sim: RunningSimulator) =>
+      [...sim.model.vms.values()].filter((vm) => vm.config.get("template") !== "1").map((vm) => ({ tags: vm.config.get("tags"), status: vm.status }))
+    return { lines, vms: { a: vmsOf(sims.a), b: vmsOf(sims.b) }, leaseA: yield* lease("a"), leaseB: yield* lease("b") }
   })
 
 const runningIn = (lines: ReadonlyArray<Line>, shard: string) => lines.some((line) => line.shard === shard && / running as VM \d+ on pve\d$/.test(line.text))
@@ -108,9 +109,10 @@ describe("several shards in one process", () => {
   it.scopedLive("both shards lead on one bucket, each creating its VM, and both resign on shutdown", () =>
     Effect.gen(function* () {
       const { lines, vms, leaseA, leaseB } = yield* runTwo({ a: configText("a"), b: configText("b") }, (seen) => runningIn(seen, "a") && runningIn(seen, "b"))
-      for (const shard of ["a", "b"]) {
+      // Each cluster holds its own shard's VM and nothing of the other's.
+      for (const shard of ["a", "b"] as const) {
         expect(lines).toContainEqual({ shard, level: "INFO", text: "lease: acquired term 1" })
-        expect(vms).toContainEqual({ tags: `nstance;acme;${shard}`, status: "running" })
+        expect(vms[shard]).toEqual([{ tags: `nstance;acme;${shard}`, status: "running" }])
       }
       // The same --id in both shards' elections; resigned on the way out (Go zero time).
       for (const lease of [leaseA, leaseB]) {
@@ -132,7 +134,8 @@ describe("several shards in one process", () => {
       expect(leaseA?.["leaderID"]).toBe("test-replica")
       // b never joined any election, and nothing was created for it (or for c).
       expect(leaseB).toBeUndefined()
-      expect(vms.map((vm) => vm.tags)).toEqual(["nstance;acme;a"])
+      expect(vms.a.map((vm) => vm.tags)).toEqual(["nstance;acme;a"])
+      expect(vms.b).toEqual([])
     }))
 
   it.scopedLive("a duplicate --id is not restarted: it ends every shard, the others resigning", () =>
@@ -177,18 +180,54 @@ describe("nstance-server --shard a,b (flag checks and the command end to end)", 
       ...(interruptAfterMs === undefined ? {} : { interruptAfterMs })
     })
   const start = ["--storage", "file", "--bucket", join(dir, "bucket"), "--id", "r1"]
+  const envDir = join(dir, "pve")
+  const connection = (url: string) => `# ${url}\nexport PROXMOX_API_URL="${url}"\nPROXMOX_TOKEN_ID='nstance@pve!nstance-token'\nPROXMOX_TOKEN_SECRET=secret\n`
+  const files: Record<string, readonly [string, number]> = {
+    a: [connection("https://PVE-a.example:8006/api2/json"), 0o600],
+    b: [connection("https://pve-b.example:8006/api2/json"), 0o600],
+    // The same cluster as a's, spelt differently (the host's case, a trailing slash).
+    same: [connection("https://pve-a.example:8006/api2/json/"), 0o400],
+    open: [connection("https://pve-o.example:8006/api2/json"), 0o644],
+    typo: ["PROXMOX_API_URL=https://pve-t.example:8006/api2/json\nPROXMOX_TOKEN_SECRT=x\nnot a line\n", 0o600],
+    nourl: ["PROXMOX_TOKEN_ID=nstance@pve!t\nPROXMOX_TOKEN_SECRET=s\n", 0o600]
+  }
+  mkdirSync(envDir, { recursive: true })
+  for (const [shard, [text, mode]] of Object.entries(files)) {
+    writeFileSync(join(envDir, `${shard}.env`), text)
+    chmodSync(join(envDir, `${shard}.env`), mode)
+  }
 
   it.each([
-    ["a shard given twice", ["--shard", "a,b,a"], [`✗ --shard "a,b,a" names "a" more than once; give each shard once`]],
+    ["a shard given twice", ["--shard", "a,b,a", "--proxmox-env-dir", envDir], [`✗ --shard "a,b,a" names "a" more than once; give each shard once`]],
     ["a shard ID that breaks the rules", ["--shard", "a,B,"], [
       `✗ --shard "B" must contain only lowercase alphanumeric characters and hyphens, with no leading/trailing/consecutive hyphens`,
       `✗ --shard "" cannot be empty`
     ]],
-    ["--prefix with several shards", ["--shard", "a,b", "--prefix", "x/"], [
+    ["--prefix with several shards", ["--shard", "a,b", "--prefix", "x/", "--proxmox-env-dir", envDir], [
       "✗ --prefix cannot be used with several shards: each shard keeps its objects under its own shard/{shard}/"
     ]],
-    ["--config with several shards (the file is not even read)", ["--shard", "a,b", "--config", join(dir, "missing.jsonc")], [
+    ["--config with several shards (the file is not even read)", ["--shard", "a,b", "--config", join(dir, "missing.jsonc"), "--proxmox-env-dir", envDir], [
       "✗ --config cannot be used with several shards: each shard reads its own shard/{shard}/config.jsonc from the bucket"
+    ]],
+    ["several shards on the environment's one connection", ["--shard", "a,b"], [
+      `✗ --shard "a,b" runs 2 shards, and each shard is its own PVE cluster: give --proxmox-env-dir DIR with one DIR/<shard>.env per shard ` +
+        "(PROXMOX_API_URL, PROXMOX_TOKEN_ID, PROXMOX_TOKEN_SECRET)"
+    ]],
+    ["a shard without its connection file", ["--shard", "a,b,nofile", "--proxmox-env-dir", envDir], [
+      `✗ --proxmox-env-dir ${join(envDir, "nofile.env")}: no such file`
+    ]],
+    ["a connection file others can read", ["--shard", "a,open", "--proxmox-env-dir", envDir], [
+      `✗ --proxmox-env-dir ${join(envDir, "open.env")}: mode 0644 lets others read a PVE connection file, which holds a secret; make it 0600 (chmod 600 ${join(envDir, "open.env")})`
+    ]],
+    ["bad lines in a connection file, and no URL", ["--shard", "a,typo", "--proxmox-env-dir", envDir], [
+      `✗ ${join(envDir, "typo.env")}: line 2: PROXMOX_TOKEN_SECRT is not one of PROXMOX_API_URL, PROXMOX_TOKEN_ID, PROXMOX_TOKEN_SECRET`,
+      `✗ ${join(envDir, "typo.env")}: line 3: not a KEY=VALUE line`
+    ]],
+    ["a file without PROXMOX_API_URL", ["--shard", "a,nourl", "--proxmox-env-dir", envDir], [
+      `✗ ${join(envDir, "nourl.env")}: PROXMOX_API_URL is not set; each shard's file names its own cluster's API`
+    ]],
+    ["two shards on one PVE cluster", ["--shard", "a,b,same", "--proxmox-env-dir", envDir], [
+      `✗ shards "a", "same" all name the PVE API at https://pve-a.example:8006; one PVE cluster is one shard (their VMIDs would collide)`
     ]]
   ] as ReadonlyArray<readonly [string, ReadonlyArray<string>, ReadonlyArray<string>]>)("refuses %s in one line each (exit 1)", async (_label, args, expected) => {
     const result = await server([...start, ...args])
@@ -196,20 +235,29 @@ describe("nstance-server --shard a,b (flag checks and the command end to end)", 
     expect(result.status).toBe(1)
   })
 
-  it.scopedLive("runs both shards from one bucket: each writes and resigns its own lease", () =>
+  it.scopedLive("runs each shard on its own cluster from --proxmox-env-dir: each writes and resigns its own lease and creates only on its cluster", () =>
     Effect.gen(function* () {
-      const sim = yield* PveSimulator({ http: true, sharedStorage: true, nodeMemoryGiB: 128 })
+      const sims = { a: yield* PveSimulator({ http: true, sharedStorage: true, nodeMemoryGiB: 128 }), b: yield* PveSimulator({ http: true, sharedStorage: true, nodeMemoryGiB: 128 }) }
       const bucket = join(dir, "run")
-      for (const shard of ["a", "b"]) {
+      const runEnv = join(dir, "run-env")
+      mkdirSync(runEnv, { recursive: true })
+      for (const shard of ["a", "b"] as const) {
         mkdirSync(join(bucket, "shard", shard), { recursive: true })
         writeFileSync(join(bucket, "shard", shard, "config.jsonc"), configText(shard))
+        const sim = sims[shard]
+        writeFileSync(join(runEnv, `${shard}.env`), `PROXMOX_API_URL=${sim.url}\nPROXMOX_TOKEN_ID=${sim.tokenId}\nPROXMOX_TOKEN_SECRET=${sim.tokenSecret}\n`, { mode: 0o600 })
       }
       const result = yield* Effect.promise(() =>
         server(
-          ["--storage", "file", "--bucket", bucket, "--shard", "a,b", "--id", "r1", "--cachedir", join(dir, "cache"), "--log-format", "json"],
-          { PROXMOX_API_URL: sim.url, PROXMOX_TOKEN_ID: sim.tokenId, PROXMOX_TOKEN_SECRET: sim.tokenSecret },
-          4_000
+          ["--storage", "file", "--bucket", bucket, "--shard", "a,b", "--id", "r1", "--cachedir", join(dir, "cache"), "--log-format", "json", "--proxmox-env-dir", runEnv],
+          // The environment's connection is not used by either shard.
+          { PROXMOX_API_URL: "http://127.0.0.1:9/api2/json", PROXMOX_TOKEN_ID: "nobody@pve!none", PROXMOX_TOKEN_SECRET: "wrong" },
+          6_000
         ))
+      for (const shard of ["a", "b"] as const) {
+        const tags = [...sims[shard].model.vms.values()].filter((vm) => vm.config.get("template") !== "1").map((vm) => vm.config.get("tags"))
+        expect(tags).toEqual([`nstance;acme;${shard}`])
+      }
       expect(result.status).toBe(0)
       const logged = result.stdout.trimEnd().split("\n").filter((line) => line.startsWith("{")).map((line) => JSON.parse(line) as { message: unknown; annotations: Record<string, unknown> })
       for (const shard of ["a", "b"]) {

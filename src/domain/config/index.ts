@@ -19,7 +19,7 @@ export { DEFAULTS, identifierProblem, isWildcardHost, MAX_CERTIFICATE_TTL_HOURS,
 export { cloneJson, mergeArgs } from "./merge.js"
 export { checkProxmoxArg, formatSubnetId, type InstanceType, parseInstanceType, parseSubnetId, type Subnet } from "./proxmox.js"
 export { jsoncBoundsProblem, type JsoncSyntaxError, MAX_JSONC_BYTES, MAX_JSONC_DEPTH, parseJsonc } from "./jsonc.js"
-export { readProxmoxEnv, type ProxmoxEnv } from "./proxmoxEnv.js"
+export { clusterEndpointOf, PROXMOX_ENV_KEYS, readProxmoxEnv, readProxmoxEnvFile, type ProxmoxEnv } from "./proxmoxEnv.js"
 
 /** `line L, column C: message`, or the message alone for a problem of the whole text. */
 export const formatSyntaxError = (error: JsoncSyntaxError): string =>
