@@ -242,6 +242,14 @@ const readConfigFile = (flag: string, path: string) =>
 /** A connection file holds three short variables; anything much larger is not one. */
 const MAX_ENV_FILE_BYTES = 64 * 1024
 
+/** The text of `shard`'s connection file under `--proxmox-env-dir`: owner-only, bounded, UTF-8. */
+const readConnectionFile = (envDir: string, shard: string) => {
+  const path = proxmoxEnvFile(envDir, shard)
+  return readInputFile({ flag: "--proxmox-env-dir", path, what: "a PVE connection file", maxBytes: MAX_ENV_FILE_BYTES, ownerOnly: true }).pipe(
+    Effect.flatMap((bytes) => decodeUtf8({ flag: "--proxmox-env-dir", path }, bytes))
+  )
+}
+
 /** Every problem as `✗ path: message`, control characters of the config's keys and values made visible. */
 const printProblems = (problems: ReadonlyArray<Problem>) =>
   Effect.forEach(problems, (problem) => Console.error(`✗ ${escapeControl(formatProblem(problem))}`), { discard: true })
@@ -264,7 +272,13 @@ const validateFile = (path: string) =>
 /** `--validate` with no file (the original's sentinel): validate the bucket's config. */
 const REMOTE_VALIDATE = ":remote:"
 
-const validateRemote = (storage: "s3" | "gcs" | "file" | undefined, bucket: string | undefined, shard: string | undefined, prefix: string | undefined) =>
+const validateRemote = (
+  storage: "s3" | "gcs" | "file" | undefined,
+  bucket: string | undefined,
+  shard: string | undefined,
+  prefix: string | undefined,
+  envDir: string | undefined
+) =>
   Effect.gen(function* () {
     const missing = [["--storage", storage], ["--bucket", bucket], ["--shard", shard]].filter(([, value]) => value === undefined || value === "").map(([flag]) => flag)
     if (missing.length > 0) {
@@ -295,7 +309,7 @@ const validateRemote = (storage: "s3" | "gcs" | "file" | undefined, bucket: stri
     }
     yield* Console.log(`✓ Remote shard configuration is valid (${escapeControl(where)}): ${result.right.groups} groups, ${result.right.desiredVms} desired VMs`)
     yield* Effect.forEach(result.right.warnings, (warning) => Console.log(`⚠ ${escapeControl(warning)}`), { discard: true })
-    yield* preflightRemote(storage ?? "file", bucket ?? "", shard ?? "", prefix ?? defaultPrefix(shard ?? ""))
+    yield* preflightRemote(storage ?? "file", bucket ?? "", shard ?? "", prefix ?? defaultPrefix(shard ?? ""), envDir)
   })
 
 /**
@@ -303,13 +317,18 @@ const validateRemote = (storage: "s3" | "gcs" | "file" | undefined, bucket: stri
  * Without a token it is skipped (said on stderr), so a config can still be checked where PVE is out of reach.
  * Errors on stderr, warnings on stdout; an error exits 2 (the config is valid, the cluster cannot run it as is).
  */
-const preflightRemote = (storage: StorageKind, bucket: string, shard: string, prefix: string) =>
+const preflightRemote = (storage: StorageKind, bucket: string, shard: string, prefix: string, envDir: string | undefined) =>
   Effect.gen(function* () {
-    if ((process.env["PROXMOX_TOKEN_ID"] ?? "") === "" && (process.env["PROXMOX_TOKEN_SECRET"] ?? "") === "") {
+    if (envDir === undefined && (process.env["PROXMOX_TOKEN_ID"] ?? "") === "" && (process.env["PROXMOX_TOKEN_SECRET"] ?? "") === "") {
       yield* Console.error("⚠ preflight against PVE skipped: PROXMOX_TOKEN_ID and PROXMOX_TOKEN_SECRET are not set")
       return
     }
-    const proxmox = readProxmoxEnv(process.env)
+    const proxmox = envDir === undefined
+      ? readProxmoxEnv(process.env)
+      : yield* readConnectionFile(envDir, shard).pipe(
+        Effect.map((text) => Either.mapLeft(readProxmoxEnvFile(text), (lines) => lines.map((line) => `${proxmoxEnvFile(envDir, shard)}: ${line}`))),
+        Effect.catchAll((error) => Effect.succeed(Either.left([error.message])))
+      )
     if (Either.isLeft(proxmox)) {
       yield* Effect.forEach(proxmox.left, (line) => Console.error(`✗ ${escapeControl(line)}`), { discard: true })
       return yield* exitWith(1)
@@ -350,7 +369,7 @@ const options = {
     "validate",
     "Validate this local shard config file (JSONC), print every problem as `✗ path: message`, and exit (0 valid, 1 not); " +
       "with no file, validate the shard's config in the bucket (with its dynamic groups; needs --storage --bucket --shard) and, " +
-      "when PROXMOX_TOKEN_ID/PROXMOX_TOKEN_SECRET are set, run the leader's preflight against PVE: its version, the token's privileges " +
+      "when PROXMOX_TOKEN_ID/PROXMOX_TOKEN_SECRET are set (or --proxmox-env-dir holds the shard's file), run the leader's preflight against PVE: its version, the token's privileges " +
       "(each missing one with its ACL path), per node the StoragePool (images content) and cloud_init_iso_storage (iso content; a warning " +
       "when not shared), the subnet pools' bridges and every group's template — errors (✗, stderr) exit 2, warnings (⚠) do not"
   ),
@@ -403,7 +422,13 @@ const loadModule = <M>(load: () => Promise<M>) => Effect.promise(load)
 export const serverCommand = withBareFlag(Command.make("nstance-server", options, (flags) =>
   Effect.gen(function* () {
     if (Option.isSome(flags.validate) && flags.validate.value === REMOTE_VALIDATE) {
-      return yield* validateRemote(Option.getOrUndefined(flags.storage), Option.getOrUndefined(flags.bucket), Option.getOrUndefined(flags.shard), Option.getOrUndefined(flags.prefix))
+      return yield* validateRemote(
+        Option.getOrUndefined(flags.storage),
+        Option.getOrUndefined(flags.bucket),
+        Option.getOrUndefined(flags.shard),
+        Option.getOrUndefined(flags.prefix),
+        Option.getOrUndefined(flags.proxmoxEnvDir)
+      )
     }
     if (Option.isSome(flags.validate)) return yield* validateFile(flags.validate.value)
     // The embedded default is a demo for a person at a terminal; a real daemon's logs usually go to a collector.
@@ -433,11 +458,7 @@ export const serverCommand = withBareFlag(Command.make("nstance-server", options
       // Every shard's file is read before any is judged, so one start lists every unreadable file at once.
       const unreadable: Array<string> = []
       for (const shard of shardIds(Option.getOrElse(flags.shard, () => "")).filter((shard) => identifierProblem(shard) === undefined)) {
-        const path = proxmoxEnvFile(envDir, shard)
-        const read = yield* readInputFile({ flag: "--proxmox-env-dir", path, what: "a PVE connection file", maxBytes: MAX_ENV_FILE_BYTES, ownerOnly: true }).pipe(
-          Effect.flatMap((bytes) => decodeUtf8({ flag: "--proxmox-env-dir", path }, bytes)),
-          Effect.either
-        )
+        const read = yield* Effect.either(readConnectionFile(envDir, shard))
         if (Either.isLeft(read)) unreadable.push(read.left.message)
         else envFiles.set(shard, read.right)
       }

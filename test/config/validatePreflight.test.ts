@@ -79,4 +79,21 @@ describe("nstance-server --validate runs the preflight against PVE", () => {
       expect(half.stderr).toBe("✗ PROXMOX_TOKEN_SECRET is not set; the proxmox provider needs the API token's secret\n")
       expect(half.status).toBe(1)
     }))
+
+  it.scopedLive("--proxmox-env-dir: the shard's own connection file is used (not the environment's); an unreadable one is refused", () =>
+    Effect.gen(function* () {
+      const sim = yield* PveSimulator({ nodes: 3, http: true })
+      const dir = bucket()
+      const envDir = join(dir, "pve")
+      mkdirSync(envDir)
+      const args = ["--validate", "--storage", "file", "--bucket", dir, "--shard", "pve-a", "--proxmox-env-dir", envDir]
+      const run = () => Effect.promise(() => runCommand(serverCommand, "nstance-server", args, { env: { PROXMOX_API_URL: "http://127.0.0.1:9/api2/json", PROXMOX_TOKEN_ID: "x@pve!y", PROXMOX_TOKEN_SECRET: "z" } }))
+      const missing = yield* run()
+      expect(missing.stderr).toBe(`✗ --proxmox-env-dir ${join(envDir, "pve-a.env")}: no such file\n`)
+      expect(missing.status).toBe(1)
+      writeFileSync(join(envDir, "pve-a.env"), `PROXMOX_API_URL=${sim.url}\nPROXMOX_TOKEN_ID=${sim.tokenId}\nPROXMOX_TOKEN_SECRET=${sim.tokenSecret}\n`, { mode: 0o600 })
+      const result = yield* run()
+      expect(result.stdout.split("\n")).toEqual([VALID, `preflight against PVE 9.0.10 at ${sim.url}: 1 warning`, NODE_LOCAL, ""])
+      expect(result.status).toBe(0)
+    }))
 })
