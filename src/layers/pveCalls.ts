@@ -8,12 +8,14 @@ import { Clock, Duration, Effect, Either, Option, ParseResult, Ref, Schedule, Sc
 import { boundText, MAX_PVE_TEXT, shortIssue } from "../domain/errorText.js"
 import { boundPveErrors, classifyPveError, classifyTaskFailure, isTaskSuccess } from "../domain/pve/errors.js"
 import {
+  ClusterResourceEntry,
   ClusterStatusEntry,
   Envelope,
   NetworkInterface,
   NextId,
   NodeResource,
   NodeStatus,
+  type StorageResource,
   OptionalUpidAnswer,
   Permissions,
   PveVersion,
@@ -39,7 +41,8 @@ import {
   type ProxmoxApiShape,
   TaskFailed,
   TaskTimeout,
-  type VmConfigUpdate
+  type VmConfigUpdate,
+  type VmResourceInfo
 } from "../services/ProxmoxApi.js"
 
 export type FormValue = string | number | boolean | undefined
@@ -74,6 +77,7 @@ export const decoders = {
   Permissions: envelope(Permissions),
   NodeResourceList: envelope(Schema.Array(NodeResource)),
   VmResourceList: envelope(Schema.Array(VmResource)),
+  ClusterResourceList: envelope(Schema.Array(ClusterResourceEntry)),
   ClusterStatusEntryList: envelope(Schema.Array(ClusterStatusEntry)),
   NextId: envelope(NextId),
   NodeStatus: envelope(NodeStatus),
@@ -357,6 +361,18 @@ export const makeProxmoxApiShape = (transport: PveTransport): ProxmoxApiShape =>
     vmResources: Effect.fn("pve.vmResources")(function* () {
       const items = yield* call({ method: "GET", template: "/cluster/resources", path: "/cluster/resources", query: { type: "vm" }, decode: decoders.VmResourceList })
       return items.map(withStatus)
+    }),
+    clusterResources: Effect.fn("pve.clusterResources")(function* () {
+      const items = yield* call({ method: "GET", template: "/cluster/resources", path: "/cluster/resources", decode: decoders.ClusterResourceList })
+      const nodes: Array<NodeResource> = []
+      const vms: Array<VmResourceInfo> = []
+      const storages: Array<StorageResource> = []
+      for (const item of items) {
+        if ("vmid" in item) vms.push(withStatus(item))
+        else if ("storage" in item) storages.push(item)
+        else if (item.type === "node" && "node" in item) nodes.push(item)
+      }
+      return { nodes, vms, storages }
     }),
     clusterStatus: Effect.fn("pve.clusterStatus")(function* () {
       return yield* call({ method: "GET", template: "/cluster/status", path: "/cluster/status", decode: decoders.ClusterStatusEntryList })

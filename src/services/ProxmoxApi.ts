@@ -17,6 +17,7 @@ import type {
   QemuListEntry,
   StorageContentEntry,
   StorageEntry,
+  StorageResource,
   TaskStatus,
   Upid,
   VmConfig,
@@ -102,6 +103,13 @@ export type VmResourceInfo = VmResource & { readonly instanceStatus: InstanceSta
 export type VmStatusInfo = VmStatusCurrent & { readonly instanceStatus: InstanceStatus }
 export type QemuListInfo = QemuListEntry & { readonly instanceStatus: InstanceStatus }
 
+/** One unfiltered `GET /cluster/resources`: nodes, guests and storages of one snapshot (pvestatd's, ~10 s behind). */
+export interface ClusterResources {
+  readonly nodes: ReadonlyArray<NodeResource>
+  readonly vms: ReadonlyArray<VmResourceInfo>
+  readonly storages: ReadonlyArray<StorageResource>
+}
+
 export interface CloneOptions {
   readonly newid: number
   readonly name?: string
@@ -170,6 +178,8 @@ export interface ProxmoxApiShape {
   readonly permissions: (path?: string) => Effect.Effect<Permissions, PveError>
   readonly nodeResources: () => Effect.Effect<ReadonlyArray<NodeResource>, PveError>
   readonly vmResources: () => Effect.Effect<ReadonlyArray<VmResourceInfo>, PveError>
+  /** Nodes, guests and storages in one call: what placement, template lookups and storage sharedness read. */
+  readonly clusterResources: () => Effect.Effect<ClusterResources, PveError>
   readonly clusterStatus: () => Effect.Effect<ReadonlyArray<ClusterStatusEntry>, PveError>
   /** PVE's lowest free VMID; with `vmid`, that VMID if free — a taken one fails with classification `conflict`. */
   readonly nextId: (vmid?: number) => Effect.Effect<number, PveError>

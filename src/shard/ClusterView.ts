@@ -1,15 +1,21 @@
 /**
- * The leader's shared, briefly cached view of the cluster that every create saga needs: node usage for
- * TOPSIS (one `/cluster/resources?type=node` read shared by concurrent sagas, each placement charged to its
- * node until PVE's own numbers catch up) and template lookups (by name on a node, or a VMID's node and
- * whether its disks allow a clone onto another node). Cached answers are dropped when a read fails.
+ * The leader's shared, briefly cached view of the cluster that every create saga needs, all from one
+ * unfiltered `GET /cluster/resources` (nodes, guests and storages in one answer) shared by concurrent callers:
+ * node usage for TOPSIS (a read at most `NODE_RESOURCES_TTL` old, each placement charged to its node until PVE's
+ * own numbers catch up), template lookups on the same read (by name on a node, or a VMID's node and whether
+ * its disks allow a clone onto another node) and storage sharedness (from a read up to a minute old: storages
+ * seldom change). A lookup that misses asks once more of a fresh read before saying "not there"; a storage
+ * the token may use but not audit is looked up in its node's own list. PVE's `/cluster/resources` is itself
+ * up to ~10 s behind: a template deleted seconds ago is still listed, and its clone then fails (not found),
+ * which drops the cached answers.
+ * Templates' own configs (their disks, tags and notes) are cached per template. A failed read is not kept.
  */
-import { Clock, Context, Duration, Effect, Layer, Ref } from "effect"
+import { Clock, Context, Duration, Effect, Either, Layer, Option, Ref } from "effect"
 import { type Demand, markUnfit, type NoPlacement, nodeResourcesFrom, type NodeResources, withVmPlaced } from "../domain/placement.js"
-import type { StorageEntry } from "../domain/pve/schemas.js"
+import type { StorageEntry, VmConfig } from "../domain/pve/schemas.js"
 import type { PvePowerState } from "../domain/pve/status.js"
 import { resolveTemplate } from "../domain/shard/preflight.js"
-import { type PveError, ProxmoxApi } from "../services/ProxmoxApi.js"
+import { type ClusterResources, type PveError, ProxmoxApi } from "../services/ProxmoxApi.js"
 import { Scheduler } from "../services/Scheduler.js"
 import { NODE_RESOURCES_TTL, PLACEMENT_CHARGE_TTL } from "./policies.js"
 
@@ -37,6 +43,17 @@ export interface ClusterViewShape {
   readonly templateByVmid: (vmid: number) => Effect.Effect<TemplateRef | string, PveError>
   /** Whether `storage` as seen from `node` is shared by all nodes (PVE then locks it cluster-wide). */
   readonly isShared: (node: string, storage: string) => Effect.Effect<boolean, PveError>
+  /**
+   * Template `vmid`'s config on `node` (its disks, tags and notes, which every clone of it starts with), read
+   * at most once per `TEMPLATE_TTL` per template.
+   */
+  readonly templateConfig: (node: string, vmid: number) => Effect.Effect<VmConfig, PveError>
+  /**
+   * The shared `/cluster/resources` read, at most `NODE_RESOURCES_TTL` old (concurrent callers share one):
+   * what the term's first look at the cluster (adoption) and the preflight read, so they cost no read of
+   * their own.
+   */
+  readonly resources: Effect.Effect<ClusterResources, PveError>
   /** Forget cached answers (after a failure that may have come from stale data). */
   readonly invalidate: Effect.Effect<void>
   /**
@@ -56,7 +73,19 @@ interface Charge {
   readonly until: number
 }
 
+/** One `/cluster/resources` answer and when its request began (what "fresh enough" is judged by). */
+interface Snapshot {
+  readonly begun: number
+  readonly resources: ClusterResources
+}
+
 const TEMPLATE_TTL = Duration.minutes(1)
+/**
+ * How old a read storage lookups take. Storages seldom change, and a miss asks again, so sagas that wait
+ * minutes for a storage lock do not each read the cluster again for the same answer. Template lookups take
+ * the placement's read (`NODE_RESOURCES_TTL`): they come right after it, so they cost no read of their own.
+ */
+const STORAGE_LOOKUP_MAX_AGE = Duration.minutes(1)
 
 /** Drives in a VM config whose value names a storage volume (`local-lvm:vm-9000-disk-0,size=8G`). */
 const DISK_KEY = /^(scsi|virtio|sata|ide|efidisk|tpmstate)\d+$/
@@ -66,22 +95,51 @@ export const ClusterViewLive = Layer.effect(
   Effect.gen(function* () {
     const pve = yield* ProxmoxApi
     const scheduler = yield* Scheduler
-    const [nodes, invalidateNodes] = yield* Effect.cachedInvalidateWithTTL(pve.nodeResources(), NODE_RESOURCES_TTL)
-    const [vms, invalidateVms] = yield* Effect.cachedInvalidateWithTTL(pve.vmResources(), TEMPLATE_TTL)
+    const latest = yield* Ref.make(Option.none<Snapshot>())
+    // One read at a time: callers queued behind a read find its answer and make none of their own.
+    const gate = yield* Effect.makeSemaphore(1)
     const charges = yield* Ref.make<ReadonlyArray<Charge>>([])
     const vmStates = yield* Ref.make<ReadonlyMap<string, PvePowerState>>(new Map())
-    /** Per node, one shared (single-flight) read of its VM list: concurrent template lookups make one call. */
-    const byNode = new Map<string, Effect.Effect<ReadonlyArray<{ readonly vmid: number; readonly name?: string | undefined; readonly template: boolean }>, PveError>>()
-    /** Per node, one shared read of its storages (whether each is shared decides which storage lock a clone takes). */
+    /** Per template, one shared (single-flight) read of its config; a failed read is not kept. */
+    const templateConfigs = new Map<string, Effect.Effect<VmConfig, PveError>>()
+    /** Per node, its own storage list (`storagesOn`), read only when the cluster read does not list a storage. */
     const storageByNode = new Map<string, Effect.Effect<ReadonlyArray<StorageEntry>, PveError>>()
-    const invalidate = Effect.all([invalidateNodes, invalidateVms], { discard: true }).pipe(
-      Effect.zipRight(Effect.sync(() => { byNode.clear(); storageByNode.clear() }))
-    )
+
+    /** A read begun at `notBefore` or later and at most `maxAge` old: the last one, or a new one. */
+    const readSince = (notBefore: number, maxAge: Duration.Duration) =>
+      gate.withPermits(1)(Effect.gen(function* () {
+        const now = yield* Clock.currentTimeMillis
+        const last = yield* Ref.get(latest)
+        if (Option.isSome(last) && last.value.begun >= notBefore && now - last.value.begun < Duration.toMillis(maxAge)) return last.value
+        const snapshot: Snapshot = { begun: now, resources: yield* pve.clusterResources() }
+        yield* Ref.set(latest, Option.some(snapshot))
+        return snapshot
+      }))
+
+    const resources: ClusterViewShape["resources"] = Effect.map(Effect.suspend(() => readSince(0, NODE_RESOURCES_TTL)), (snapshot) => snapshot.resources)
+
+    /**
+     * `lookup` on a read up to `maxAge` old; a miss (Left) on a read older than this lookup is looked up once
+     * more on a fresh read — a template or storage added since — before it is believed.
+     */
+    const lookupWithRefresh = <A>(maxAge: Duration.Duration, lookup: (resources: ClusterResources) => Either.Either<A, string>) =>
+      Effect.gen(function* () {
+        const began = yield* Clock.currentTimeMillis
+        const first = yield* readSince(0, maxAge)
+        const found = lookup(first.resources)
+        if (Either.isRight(found) || first.begun >= began) return found
+        return lookup((yield* readSince(began, maxAge)).resources)
+      })
+
+    const invalidate = Effect.all([
+      Ref.set(latest, Option.none()),
+      Effect.sync(() => { templateConfigs.clear(); storageByNode.clear() })
+    ], { discard: true })
 
     const place: ClusterViewShape["place"] = (demand, allowed, unfit) =>
       Effect.gen(function* () {
         const now = yield* Clock.currentTimeMillis
-        const entries = yield* nodes.pipe(Effect.tapError(() => invalidateNodes))
+        const entries = (yield* resources).nodes
         const live = (yield* Ref.updateAndGet(charges, (list) => list.filter((charge) => charge.until > now)))
         let view: ReadonlyArray<NodeResources> = entries.map(nodeResourcesFrom)
         for (const charge of live) view = view.map((node) => (node.node === charge.node ? withVmPlaced(node, charge.demand) : node))
@@ -92,19 +150,25 @@ export const ClusterViewLive = Layer.effect(
         return { node: placed.node, score: placed.score }
       })
 
-    const qemuOn = (node: string) =>
+    const templateConfig: ClusterViewShape["templateConfig"] = (node, vmid) =>
       Effect.gen(function* () {
-        let shared = byNode.get(node)
+        const key = `${node}/${vmid}`
+        let shared = templateConfigs.get(key)
         if (shared === undefined) {
-          const [list, drop] = yield* Effect.cachedInvalidateWithTTL(pve.listQemu(node), TEMPLATE_TTL)
+          const [config, drop] = yield* Effect.cachedInvalidateWithTTL(pve.vmConfig(node, vmid), TEMPLATE_TTL)
           // A failed read is not kept: the next lookup asks again.
-          shared = list.pipe(Effect.tapError(() => drop))
-          byNode.set(node, shared)
+          shared = config.pipe(Effect.tapError(() => drop))
+          templateConfigs.set(key, shared)
         }
         return yield* shared
       })
 
-    /** One `GET /nodes/{node}/storage` per node for the term, shared by concurrent callers; a failed read is not kept. */
+    /**
+     * The node's own storage list, for the one case the cluster read cannot answer: PVE lists a storage in
+     * `/cluster/resources` only to a token with `Datastore.Audit` on it, while the integration guide asks only
+     * for `Datastore.AllocateSpace` on a `StoragePool` — which `GET /nodes/{node}/storage` honours. Read once per
+     * node for the term (whether a storage is shared does not change under a running cluster).
+     */
     const storagesOn = (node: string) =>
       Effect.gen(function* () {
         let shared = storageByNode.get(node)
@@ -116,30 +180,44 @@ export const ClusterViewLive = Layer.effect(
         return yield* shared
       })
 
-    const isShared = (node: string, storage: string) =>
-      Effect.map(storagesOn(node), (storages) => storages.find((entry) => entry.storage === storage)?.shared === true)
+    const isShared: ClusterViewShape["isShared"] = (node, storage) =>
+      Effect.gen(function* () {
+        const found = yield* lookupWithRefresh(STORAGE_LOOKUP_MAX_AGE, (read) => {
+          const entry = read.storages.find((candidate) => candidate.node === node && candidate.storage === storage)
+          return entry === undefined ? Either.left(`no storage ${storage} on ${node}`) : Either.right(entry.shared === true)
+        })
+        if (Either.isRight(found)) return found.right
+        return (yield* storagesOn(node)).find((entry) => entry.storage === storage)?.shared === true
+      })
+
+    /** Only QEMU guests: an LXC template cannot be cloned as a VM. */
+    const qemuOf = (read: ClusterResources) => read.vms.filter((vm) => vm.type === "qemu")
 
     const templateByName: ClusterViewShape["templateByName"] = (node, name) =>
-      Effect.gen(function* () {
+      lookupWithRefresh(NODE_RESOURCES_TTL, (read): Either.Either<TemplateRef, string> => {
         // The one rule for "exactly one template of that name on the node" (and its messages) is the domain's.
-        const vms = (yield* qemuOn(node)).map((vm) => ({ ...vm, node, status: "" }))
-        const found = resolveTemplate(vms, { name }, node)
-        return found._tag === "Resolved" ? { vmid: found.vmid, node, clonesAnywhere: false } : found.reason
-      })
+        const found = resolveTemplate(qemuOf(read), { name }, node)
+        return found._tag === "Resolved" ? Either.right({ vmid: found.vmid, node, clonesAnywhere: false }) : Either.left(found.reason)
+      }).pipe(Effect.map(Either.merge))
 
     const templateByVmid: ClusterViewShape["templateByVmid"] = (vmid) =>
       Effect.gen(function* () {
-        const vm = (yield* vms.pipe(Effect.tapError(() => invalidateVms))).find((entry) => entry.vmid === vmid)
-        if (vm === undefined) return `no VM with VMID ${vmid} in the cluster`
-        if (!vm.template) return `VM ${vmid} (${vm.name ?? "no name"}) on ${vm.node} is not a template`
-        const config = yield* pve.vmConfig(vm.node, vmid)
+        const found = yield* lookupWithRefresh(NODE_RESOURCES_TTL, (read) => {
+          const vm = qemuOf(read).find((entry) => entry.vmid === vmid)
+          if (vm === undefined) return Either.left(`no VM with VMID ${vmid} in the cluster`)
+          if (!vm.template) return Either.left(`VM ${vmid} (${vm.name ?? "no name"}) on ${vm.node} is not a template`)
+          return Either.right(vm.node)
+        })
+        if (Either.isLeft(found)) return found.left
+        const node = found.right
+        const config = yield* templateConfig(node, vmid)
         const storages = Object.entries(config)
           .filter(([key, value]) => DISK_KEY.test(key) && typeof value === "string" && !value.includes("media=cdrom"))
           .map(([, value]) => String(value).split(":")[0] ?? "")
           .filter((storage) => storage !== "" && storage !== "none")
         let clonesAnywhere = storages.length > 0
-        for (const storage of storages) clonesAnywhere = clonesAnywhere && (yield* isShared(vm.node, storage))
-        return { vmid, node: vm.node, clonesAnywhere }
+        for (const storage of storages) clonesAnywhere = clonesAnywhere && (yield* isShared(node, storage))
+        return { vmid, node, clonesAnywhere }
       })
 
     return ClusterView.of({
@@ -147,10 +225,11 @@ export const ClusterViewLive = Layer.effect(
       templateByName,
       templateByVmid,
       isShared,
+      templateConfig,
+      resources,
       invalidate,
       vmStates: Ref.get(vmStates),
       recordVmStates: (states) => Ref.set(vmStates, states)
     })
   })
 )
-

@@ -57,7 +57,11 @@ export const leaderLayer = (settings: LeaderScopeSettings, term: number) => {
   const context = Layer.succeed(ShardContext, ShardContext.of({ ...settings, term }))
   const log = EventLogStore(settings.eventLog)
   const base = Layer.mergeAll(context, log, InstanceIdsLive, IsoBuilder9660, SchedulerTopsis, UserDataSourceLive)
-  const limitsAndView = Layer.mergeAll(SagaLimitsLive, ClusterViewLive, AgentTermLive, OwnershipLive, PreflightLive).pipe(Layer.provideMerge(base))
+  // The preflight reads the cluster through the view's shared read, so the view is built below it.
+  const limitsAndView = Layer.mergeAll(SagaLimitsLive, AgentTermLive, OwnershipLive, PreflightLive).pipe(
+    Layer.provideMerge(ClusterViewLive),
+    Layer.provideMerge(base)
+  )
   return SagaRunnerLive.pipe(Layer.provideMerge(limitsAndView))
 }
 

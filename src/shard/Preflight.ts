@@ -1,6 +1,6 @@
 /**
- * The preflight against PVE: a few reads (`GET /version`, `/access/permissions`, `/cluster/resources` for
- * nodes and VMs, and per online node its storages and bridges) judged against what the shard config needs
+ * The preflight against PVE: a few reads (`GET /version`, `/access/permissions`, the shared `/cluster/resources`
+ * for nodes and VMs, and per online node its storages and bridges) judged against what the shard config needs
  * (`src/domain/pve/preflight.ts`). The leader runs it when its term starts, again whenever a config change
  * alters what the shard needs (storages, templates, bridges, pools), and every `PREFLIGHT_INTERVAL` — about
  * ten GETs a run on a three-node cluster, so PVE barely notices. Its findings are logged when they change,
@@ -21,7 +21,8 @@ import {
   summarizeFindings,
   unfitNodesOf
 } from "../domain/pve/preflight.js"
-import { type PveError, ProxmoxApi } from "../services/ProxmoxApi.js"
+import { type ClusterResources, type PveError, ProxmoxApi } from "../services/ProxmoxApi.js"
+import { ClusterView } from "./ClusterView.js"
 import { PREFLIGHT_FIRST_WAIT, PREFLIGHT_INTERVAL } from "./policies.js"
 import { ShardContext } from "./ShardContext.js"
 
@@ -37,15 +38,20 @@ const NODE_READS = 4
 const read = <A>(effect: Effect.Effect<A, PveError>): Effect.Effect<Read<A>> =>
   effect.pipe(Effect.mapError((error) => error.message), Effect.either)
 
-/** The reads of one run; a failed read is kept as its error line, never fails the run. */
-export const gatherFacts: Effect.Effect<ClusterFacts, never, ProxmoxApi> = Effect.gen(function* () {
+/**
+ * The reads of one run; a failed read is kept as its error line, never fails the run. Nodes and VMs come from
+ * one unfiltered `/cluster/resources` — `clusterRead`, the leader's shared read (`ClusterView`), or a read of
+ * its own (`nstance-server --validate`).
+ */
+export const gatherFacts = (clusterRead?: Effect.Effect<ClusterResources, PveError>): Effect.Effect<ClusterFacts, never, ProxmoxApi> => Effect.gen(function* () {
   const pve = yield* ProxmoxApi
-  const { version, permissions, nodes, vms } = yield* Effect.all({
+  const { version, permissions, cluster } = yield* Effect.all({
     version: read(pve.version()),
     permissions: read(pve.permissions()),
-    nodes: read(pve.nodeResources()),
-    vms: read(pve.vmResources())
+    cluster: read(clusterRead ?? pve.clusterResources())
   }, { concurrency: "unbounded" })
+  const nodes = Either.map(cluster, (resources) => resources.nodes)
+  const vms = Either.map(cluster, (resources) => resources.vms)
   const nodeFacts: Read<ReadonlyArray<NodeFacts>> = Either.isLeft(nodes)
     ? Either.left(nodes.left)
     : Either.right(yield* Effect.forEach(nodes.right, (entry) =>
@@ -64,8 +70,8 @@ export const gatherFacts: Effect.Effect<ClusterFacts, never, ProxmoxApi> = Effec
 })
 
 /** One preflight of `config` against the cluster: read, then judge. Never fails; what could not be read is a finding. */
-export const runPreflight = (config: ShardConfig): Effect.Effect<PreflightReport, never, ProxmoxApi> =>
-  Effect.map(gatherFacts, (facts) => evaluatePreflight(shardNeeds(config), facts)).pipe(Effect.withSpan("preflight.run"))
+export const runPreflight = (config: ShardConfig, clusterRead?: Effect.Effect<ClusterResources, PveError>): Effect.Effect<PreflightReport, never, ProxmoxApi> =>
+  Effect.map(gatherFacts(clusterRead), (facts) => evaluatePreflight(shardNeeds(config), facts)).pipe(Effect.withSpan("preflight.run"))
 
 export interface PreflightShape {
   /** The newest finished run; none before the first one finished. */
@@ -99,11 +105,13 @@ export const PreflightLive = Layer.scoped(
   Effect.gen(function* () {
     const shard = yield* ShardContext
     const pve = yield* ProxmoxApi
+    const view = yield* ClusterView
     const latest = yield* SubscriptionRef.make(Option.none<PreflightRun>())
     const first = yield* Deferred.make<void>()
     const runOnce = Effect.gen(function* () {
       const config = (yield* SubscriptionRef.get(shard.config)).config
-      const report = yield* runPreflight(config).pipe(Effect.provideService(ProxmoxApi, pve))
+      // The cluster read is the one placement uses: a run at the term's start costs no read of its own.
+      const report = yield* runPreflight(config, view.resources).pipe(Effect.provideService(ProxmoxApi, pve))
       const before = yield* SubscriptionRef.get(latest)
       yield* SubscriptionRef.set(latest, Option.some({ at: yield* Clock.currentTimeMillis, report }))
       yield* logChanges(before, report)

@@ -15,7 +15,7 @@ import { isAtRest } from "../domain/shard/sagaView.js"
 import { getInstance, type Instance } from "../domain/shard/state.js"
 import { EventLog, type Fenced, type LogUnavailable } from "../services/EventLog.js"
 import { createStep } from "./createSaga.js"
-import { deleteStep } from "./deleteSaga.js"
+import { deleteStep, newDeleteRun } from "./deleteSaga.js"
 import { sagaRestart } from "./policies.js"
 import { StepError } from "./stepError.js"
 import { VmMismatch } from "./vmCheck.js"
@@ -58,11 +58,13 @@ export const SagaRunnerLive = Layer.scoped(
     const drive = (instanceId: string) =>
       Effect.gen(function* () {
         let resumed = true
+        // What this run's delete steps checked themselves; a new run (after a failure) starts with nothing.
+        const deleteRun = newDeleteRun()
         for (;;) {
           const instance = getInstance(yield* log.state, instanceId)
           // A held instance (an impossible history, a VM that is not what the log says) is left to an operator.
           if (Option.isNone(instance) || atRest(instance.value) || instance.value.held !== undefined) return
-          const step = instance.value.phase === "deleting" ? deleteStep(instance.value) : createStep(instance.value, resumed)
+          const step = instance.value.phase === "deleting" ? deleteStep(instance.value, deleteRun) : createStep(instance.value, resumed)
           const outcome = yield* Effect.exit(step.pipe(
             timedSagaStep(Context.get(context, ShardContext).shard, instance.value.phase),
             Effect.as("stepped" as const),

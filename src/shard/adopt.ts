@@ -21,6 +21,7 @@ import type { State } from "../domain/shard/state.js"
 import { EventLog } from "../services/EventLog.js"
 import { ObjectStore } from "../services/ObjectStore.js"
 import { ProxmoxApi, type VmResourceInfo } from "../services/ProxmoxApi.js"
+import { ClusterView } from "./ClusterView.js"
 import { type ForeignVms, Ownership } from "./Ownership.js"
 import { ShardContext } from "./ShardContext.js"
 
@@ -117,10 +118,11 @@ const addForeign = (foreign: Map<string, Array<number>>, logId: string, vmid: nu
 
 export const adoptFromCluster = Effect.fn("shard.adopt")(function* () {
   const log = yield* EventLog
-  const pve = yield* ProxmoxApi
   const shard = yield* ShardContext
   const ownership = yield* Ownership
-  const vms = yield* pve.vmResources()
+  // Through the view, whose reads all began in this term (it is built per term) and are at most 5 s old: the
+  // preflight's run, which starts at the same moment, and the term's first placements share this answer.
+  const vms = (yield* (yield* ClusterView).resources).vms
   const state = yield* log.state
   const at = yield* Clock.currentTimeMillis
   const events: Array<ShardEvent> = []

@@ -6,7 +6,9 @@
  * cloning twice, and a deposed leader (whose next append is `Fenced`) makes at most the one call it was in.
  *
  * PVE calls on the happy path: the upload, the clone, one configure call, the resize when `DiskSize` grows
- * the disk, and the start (plus task polls, and the shared, cached node and template reads).
+ * the disk, and the start (plus task polls, and a share of the cached reads: one `/cluster/resources` for
+ * placement, templates and storages, and each template's config, which gives the clone's starting tags,
+ * notes and disk size without a read of the clone).
  */
 import { Clock, Effect, Either, Option, Redacted, SubscriptionRef } from "effect"
 import { type ParsedShardConfig, type VmSpec, vmSpecFor } from "../domain/config/index.js"
@@ -37,6 +39,7 @@ import { cdromDrive, isoFileName, isoVolid } from "../domain/pveNames.js"
 import { EventLog, type Fenced, type LogUnavailable } from "../services/EventLog.js"
 import { IsoBuilder } from "../services/IsoBuilder.js"
 import type { UserDataSource } from "../services/UserDataSource.js"
+import type { VmConfig } from "../domain/pve/schemas.js"
 import { type PveApiError, ProxmoxApi } from "../services/ProxmoxApi.js"
 import { ClusterView } from "./ClusterView.js"
 import { instanceTemplateData, userDataTemplateText } from "./instanceTemplates.js"
@@ -138,32 +141,26 @@ const resolveTemplate = (instanceId: string, spec: VmSpec, node: string) =>
   })
 
 /**
- * The size to send PVE for `DiskSize`. An absolute size goes as written. A `+` size grows the template's boot
- * disk: the absolute result (the template's size plus the amount) is sent, so a resize redone after a crash
- * that came before `Resized` was recorded does not grow the disk a second time.
+ * The size of the template's boot disk in bytes, from its cached config (a clone starts with the template's
+ * disks); none when the log records no template or its boot disk names no size.
  */
-const resizeTarget = (instance: InstanceIn<"cloned" | "configured">, diskSize: string) =>
+const templateDiskBytes = (instance: InstanceIn<"cloned" | "configured">, step: StepName) =>
   Effect.gen(function* () {
-    const size = parseDiskSize(diskSize)
-    if (size === undefined) return yield* permanentStepError(instance.id, "resize", `DiskSize ${JSON.stringify(diskSize)} is not a PVE size`)
-    if (!size.relative) return diskSize
     const { templateNode, templateVmid } = instance
-    if (templateNode === undefined || templateVmid === undefined) {
-      return yield* permanentStepError(instance.id, "resize", `DiskSize ${diskSize} grows the template's disk, but the log records no template`)
-    }
-    const template = yield* (yield* ProxmoxApi).vmConfig(templateNode, templateVmid).pipe(Effect.mapError(stepErrorFrom(instance.id, "resize")))
+    if (templateNode === undefined || templateVmid === undefined) return Option.none<number>()
+    const template = yield* (yield* ClusterView).templateConfig(templateNode, templateVmid).pipe(Effect.mapError(stepErrorFrom(instance.id, step)))
     const disk = template[BOOT_DISK]
-    const current = typeof disk === "string" ? parseDiskSize(/(?:^|,)size=([^,]+)/.exec(disk)?.[1] ?? "") : undefined
-    if (current === undefined || current.relative) {
-      return yield* permanentStepError(instance.id, "resize", `DiskSize ${diskSize}: ${BOOT_DISK} of template ${templateVmid} on ${templateNode} has no size to grow from`)
-    }
-    return formatDiskSize(current.bytes + size.bytes)
+    const size = typeof disk === "string" ? parseDiskSize(/(?:^|,)size=([^,]+)/.exec(disk)?.[1] ?? "") : undefined
+    return size === undefined || size.relative ? Option.none<number>() : Option.some(size.bytes)
   })
 
 /**
  * Sets the boot disk to `DiskSize` unless the log says it already is; the `Resized` event to record, if any.
- * PVE never shrinks a disk: an absolute size below the template's is refused by PVE ("shrinking disks is not
- * supported"), and the VM keeps the template's size, with a warning naming both — not a reason to fail it.
+ * A `+` size grows the template's boot disk: the absolute result (the template's size plus the amount) is
+ * sent, so a resize redone after a crash that came before `Resized` was recorded does not grow the disk a
+ * second time. PVE never shrinks a disk: an absolute size the template's disk already has (or exceeds) needs
+ * no call — PVE would do nothing, or refuse ("shrinking disks is not supported") — and a smaller one keeps
+ * the template's size, with a warning naming both; neither is a reason to fail the VM.
  */
 const resizeIfNeeded = (instance: InstanceIn<"cloned" | "configured">, spec: VmSpec) =>
   Effect.gen(function* () {
@@ -173,7 +170,24 @@ const resizeIfNeeded = (instance: InstanceIn<"cloned" | "configured">, spec: VmS
     const { id, node, vmid } = instance
     const diskSize = spec.diskSize
     if (diskSize === undefined || instance.diskSize === diskSize) return Option.none()
-    const target = yield* resizeTarget(instance, diskSize)
+    const size = parseDiskSize(diskSize)
+    if (size === undefined) return yield* permanentStepError(id, "resize", `DiskSize ${JSON.stringify(diskSize)} is not a PVE size`)
+    const templateBytes = yield* templateDiskBytes(instance, "resize")
+    const resized = Option.some(Resized.make({ instanceId: id, at: yield* now, size: diskSize }))
+    let target = diskSize
+    if (size.relative) {
+      if (Option.isNone(templateBytes)) {
+        return yield* permanentStepError(id, "resize", instance.templateVmid === undefined
+          ? `DiskSize ${diskSize} grows the template's disk, but the log records no template`
+          : `DiskSize ${diskSize}: ${BOOT_DISK} of template ${instance.templateVmid} on ${instance.templateNode ?? "?"} has no size to grow from`)
+      }
+      target = formatDiskSize(templateBytes.value + size.bytes)
+    } else if (Option.isSome(templateBytes) && templateBytes.value >= size.bytes) {
+      if (templateBytes.value > size.bytes) {
+        yield* Effect.logWarning(`${id}: ${BOOT_DISK} of VM ${vmid} is already larger than DiskSize ${diskSize}; PVE does not shrink disks, kept as is`)
+      }
+      return resized
+    }
     const shared = yield* view.isShared(node, spec.storagePool).pipe(Effect.mapError(stepErrorFrom(id, "resize")))
     const grown = yield* limits.resizeSlot(node, spec.storagePool, shared)(
       limits.onNode(node)(pve.resize(node, vmid, BOOT_DISK, target)).pipe(
@@ -186,7 +200,7 @@ const resizeIfNeeded = (instance: InstanceIn<"cloned" | "configured">, spec: VmS
     } else if (target !== diskSize) {
       yield* Effect.logInfo(`${id}: ${BOOT_DISK} of VM ${vmid} grown by ${diskSize.slice(1)} to ${target}`)
     }
-    return Option.some(Resized.make({ instanceId: id, at: yield* now, size: diskSize }))
+    return resized
   })
 
 /**
@@ -201,6 +215,7 @@ const checkRecordedVm = (instance: InstanceIn<"cloned" | "configured" | "startin
     const at = yield* vmOfInstance(instance, step).pipe(Effect.mapError((error) => (error._tag === "VmMismatch" ? error : stepErrorFrom(instance.id, step)(error))))
     if (at._tag === "Busy") return yield* waitingStepError(instance.id, step, `VM ${instance.vmid} is locked (${at.lock}) and has no name yet`)
     if (at._tag === "Gone") return yield* permanentStepError(instance.id, step, `its VM is gone: ${at.reason}`)
+    return at.config
   })
 
 /** What every create step is given besides its instance: the config in force when the step began. */
@@ -368,7 +383,8 @@ const cloneStep = Effect.fn(span("clone"))(function* (instance: InstanceIn<"iso-
     }
     const failure = cloned.left
     const collided = (failure._tag === "PveApiError" || failure._tag === "TaskFailed") && failure.classification === "conflict"
-    if (!collided) return yield* stepErrorFrom(id, step)(failure)
+    // The cached view may be why (a template deleted or moved since it was read): the next attempt reads afresh.
+    if (!collided) return yield* view.invalidate.pipe(Effect.zipRight(stepErrorFrom(id, step)(failure)))
     // "already exists": ours (a retried clone whose first answer was lost) or another VM's?
     const holder = yield* vmidHolder(id, newid, [node, templateNode]).pipe(Effect.mapError(stepErrorFrom(id, step)))
     if (Option.isSome(holder) && holder.value._tag === "Ours") {
@@ -395,11 +411,17 @@ const configureStep = Effect.fn(span("configure"))(function* (instance: Instance
   const step = "configure"
   const { group, spec } = yield* groupSpec(config, instance, step)
   const { node, vmid } = instance
-  if (resumed) yield* checkRecordedVm(instance, step)
+  const checked = resumed ? Option.some(yield* checkRecordedVm(instance, step)) : Option.none<VmConfig>()
   const logId = (yield* log.state).logId
   // The clone carries the template's tags and description: ours go beside them, nothing of the template's is lost.
-  // Redone after a crash, the merge finds ours already there and changes nothing.
-  const cloned = yield* pve.vmConfig(node, vmid).pipe(Effect.mapError(stepErrorFrom(id, step)))
+  // Right after this fiber's own clone, the template's (cached) config says what they are, so the clone is not
+  // read; a resumed step has just read the VM itself (ours may already be there: the merge then changes nothing).
+  const { templateNode, templateVmid } = instance
+  const cloned = Option.isSome(checked)
+    ? checked.value
+    : templateNode !== undefined && templateVmid !== undefined
+    ? yield* (yield* ClusterView).templateConfig(templateNode, templateVmid).pipe(Effect.mapError(stepErrorFrom(id, step)))
+    : yield* pve.vmConfig(node, vmid).pipe(Effect.mapError(stepErrorFrom(id, step)))
   // The notes name this log: what ties the VM to it (no other log adopts or deletes it).
   const description = upsertManagedNotes(cloned.description ?? "", {
     tenant: group.tenant,

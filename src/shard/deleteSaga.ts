@@ -4,6 +4,13 @@
  * too) → the instance is gone. Each step is idempotent (already gone counts as done) and recorded, so a
  * resumed delete skips what finished. A VMID is only ever acted on after checking that the VM there is
  * ours (its name is the instance ID, its notes name no other log; `vmCheck.ts`): VMIDs are reused by PVE.
+ *
+ * PVE calls of a delete: one config read (the check), the shutdown, the ISO's delete and the VM's delete —
+ * no status reads. The stop step tries the shutdown rather than asking whether the VM runs: PVE's shutdown
+ * of a VM that does not run ends at once, successfully, so asking would cost the same call and could be
+ * stale by the time of the shutdown anyway. The delete-vm step right after the stop step in the same saga
+ * run does not check again what that step has just checked (see `DeleteRun`); a step that starts a run —
+ * after a crash, a failover or a failed step — always does.
  */
 import { Clock, Effect, Option } from "effect"
 import { InstanceGone, IsoDeleted, VmDeleted, VmStopped } from "../domain/shard/events.js"
@@ -33,7 +40,6 @@ const absentAsNone = <A, R>(effect: Effect.Effect<A, PveApiError | PveDecodeErro
  */
 const locateOurVm = (instance: Instance, vmid: number, step: DeleteStep) =>
   Effect.gen(function* () {
-    const pve = yield* ProxmoxApi
     const at = yield* vmOfInstance(instance, step).pipe(
       Effect.catchTag("VmMismatch", (mismatch) =>
         instance.deleteReason === "operator"
@@ -45,40 +51,56 @@ const locateOurVm = (instance: Instance, vmid: number, step: DeleteStep) =>
     )
     switch (at._tag) {
       case "Gone":
-        return Option.none<{ readonly node: string; readonly running: boolean }>()
+        return Option.none<string>()
       case "Busy":
         // A clone still running holds its VMID with a nameless, locked placeholder: calling that "not ours"
         // would record the VM deleted and leave the finished clone behind, untagged (chaos seed 1009).
         return yield* waitingStepError(instance.id, step, `VM ${vmid} is being created (lock: ${at.lock}); waiting to see whose it is`)
-      case "Ours": {
-        const status = yield* pve.vmStatus(at.node, vmid)
-        return Option.some({ node: at.node, running: status.status === "running" })
-      }
+      case "Ours":
+        return Option.some(at.node)
     }
   }).pipe(Effect.mapError((e) => (e._tag === "StepError" || e._tag === "VmMismatch" ? e : stepErrorFrom(instance.id, step)(e))))
 
 const span = (step: DeleteStep) => `deleteSaga.${step}`
 
+/**
+ * What one run of an instance's saga fiber (the steps it takes one after another, until it ends or a step
+ * fails) has found out itself: the VM at `vmid` on `node` was checked to be ours by this run's stop step. The
+ * delete-vm step of the same run acts on it without a second look — within a term only this leader writes
+ * the log, and the few seconds of an ISO delete in between are no more than the create steps allow between
+ * a check and a call — while a new run (after a crash, a failover, a failed step and its backoff) starts
+ * empty, so its first step that touches the VM checks again.
+ */
+export interface DeleteRun {
+  verified?: { readonly vmid: number; readonly node: string }
+}
+
+/** A fresh run: nothing verified yet. */
+export const newDeleteRun = (): DeleteRun => ({})
+
 /** Without a VMID there was never a VM (the create failed before its clone): nothing to stop. */
-const stopStep = Effect.fn(span("stop"))(function* (instance: Instance, { vmid }: DeleteStage<"stop">) {
+const stopStep = Effect.fn(span("stop"))(function* (instance: Instance, { vmid }: DeleteStage<"stop">, run: DeleteRun) {
   const log = yield* EventLog
   const pve = yield* ProxmoxApi
   const limits = yield* SagaLimits
   const id = instance.id
   if (vmid !== undefined) {
     const vm = yield* locateOurVm(instance, vmid, "stop")
-    if (Option.isSome(vm) && vm.value.running) {
-      const node = vm.value.node
+    if (Option.isSome(vm)) {
+      const node = vm.value
+      // Tried whether or not the VM runs (no status read): qemu-server's stop returns at once when no QEMU
+      // process runs, so a stopped VM costs one quick task, and a paused one is stopped (forceStop).
       yield* limits.onNode(node)(pve.shutdown(node, vmid, { timeout: 30, forceStop: true })).pipe(
         Effect.flatMap((upid) => pve.waitTask(node, upid)),
         Effect.mapError(stepErrorFrom(id, "stop"))
       )
+      run.verified = { vmid, node }
     }
   }
   yield* log.append([VmStopped.make({ instanceId: id, at: yield* now })])
 })
 
-const deleteIsoStep = Effect.fn(span("delete-iso"))(function* (instance: Instance, { volid, node }: DeleteStage<"delete-iso">) {
+const deleteIsoStep = Effect.fn(span("delete-iso"))(function* (instance: Instance, { volid, node }: DeleteStage<"delete-iso">, _run: DeleteRun) {
   const log = yield* EventLog
   const pve = yield* ProxmoxApi
   const limits = yield* SagaLimits
@@ -93,27 +115,39 @@ const deleteIsoStep = Effect.fn(span("delete-iso"))(function* (instance: Instanc
   yield* log.append([IsoDeleted.make({ instanceId: id, at: yield* now, volid: volid ?? "" })])
 })
 
-const deleteVmStep = Effect.fn(span("delete-vm"))(function* (instance: Instance, { vmid }: DeleteStage<"delete-vm">) {
+const deleteVmStep = Effect.fn(span("delete-vm"))(function* (instance: Instance, { vmid }: DeleteStage<"delete-vm">, run: DeleteRun) {
   const log = yield* EventLog
   const pve = yield* ProxmoxApi
   const limits = yield* SagaLimits
   const id = instance.id
-  const vm = yield* locateOurVm(instance, vmid, "delete-vm")
+  // Checked by this run's stop step a moment ago (see `DeleteRun`), or checked now.
+  const verified = run.verified
+  const vm = verified !== undefined && verified.vmid === vmid ? Option.some(verified.node) : yield* locateOurVm(instance, vmid, "delete-vm")
   if (Option.isSome(vm)) {
-    const node = vm.value.node
-    // A VM started again behind our back cannot be destroyed while it runs: stop it first.
-    if (vm.value.running) {
-      yield* limits.onNode(node)(pve.stop(node, vmid)).pipe(Effect.flatMap((upid) => pve.waitTask(node, upid)), Effect.mapError(stepErrorFrom(id, "delete-vm")))
-    }
-    yield* limits.onNode(node)(pve.deleteVm(node, vmid, { purge: true, destroyUnreferencedDisks: true })).pipe(
-      Effect.flatMap((upid) => pve.waitTask(node, upid)),
+    const node = vm.value
+    const destroy = limits.onNode(node)(pve.deleteVm(node, vmid, { purge: true, destroyUnreferencedDisks: true })).pipe(
+      Effect.flatMap((upid) => pve.waitTask(node, upid))
+    )
+    // PVE refuses to destroy a running VM. The stop step left it stopped, so its status is read only when the
+    // destroy fails: one started again behind our back is stopped, then destroyed; any other failure stands.
+    yield* destroy.pipe(
+      Effect.catchAll((error) =>
+        pve.vmStatus(node, vmid).pipe(
+          Effect.orElseFail(() => error),
+          Effect.flatMap((status) =>
+            status.status === "running"
+              ? limits.onNode(node)(pve.stop(node, vmid)).pipe(Effect.flatMap((upid) => pve.waitTask(node, upid)), Effect.zipRight(destroy))
+              : Effect.fail(error)
+          )
+        )
+      ),
       Effect.mapError(stepErrorFrom(id, "delete-vm"))
     )
   }
   yield* log.append([VmDeleted.make({ instanceId: id, at: yield* now, vmid })])
 })
 
-const forgetStep = Effect.fn(span("forget"))(function* (instance: Instance, { vmid }: DeleteStage<"forget">) {
+const forgetStep = Effect.fn(span("forget"))(function* (instance: Instance, { vmid }: DeleteStage<"forget">, _run: DeleteRun) {
   const log = yield* EventLog
   const id = instance.id
   yield* log.append([InstanceGone.make({ instanceId: id, at: yield* now })])
@@ -122,7 +156,7 @@ const forgetStep = Effect.fn(span("forget"))(function* (instance: Instance, { vm
 
 type DeleteStepFailure = StepError | VmMismatch | Fenced | LogUnavailable
 
-type DeleteStepOf<S extends DeleteStep> = (instance: Instance, stage: DeleteStage<S>) => Effect.Effect<void, DeleteStepFailure, EventLog | ProxmoxApi | SagaLimits>
+type DeleteStepOf<S extends DeleteStep> = (instance: Instance, stage: DeleteStage<S>, run: DeleteRun) => Effect.Effect<void, DeleteStepFailure, EventLog | ProxmoxApi | SagaLimits>
 
 /** The step for each stage of a delete; a stage added to `DeleteStep` does not compile until it has one. */
 export const DELETE_STEPS: { readonly [S in DeleteStep]: DeleteStepOf<S> } = {
@@ -132,9 +166,12 @@ export const DELETE_STEPS: { readonly [S in DeleteStep]: DeleteStepOf<S> } = {
   forget: forgetStep
 }
 
-const stepOf = <S extends DeleteStep>(instance: Instance, stage: DeleteStage<S>) => DELETE_STEPS[stage.step](instance, stage)
+const stepOf = <S extends DeleteStep>(instance: Instance, stage: DeleteStage<S>, run: DeleteRun) => DELETE_STEPS[stage.step](instance, stage, run)
 
-/** Runs the next compensation step of a deleting instance; `InstanceGone` is the last. */
-export const deleteStep = Effect.fn("deleteSaga")(function* (instance: Instance) {
-  return yield* stepOf(instance, deleteStageOf(instance))
+/**
+ * Runs the next compensation step of a deleting instance; `InstanceGone` is the last. `run` is the saga
+ * run's memory (`DeleteRun`); without one the step checks everything itself, as the first step of a run.
+ */
+export const deleteStep = Effect.fn("deleteSaga")(function* (instance: Instance, run: DeleteRun = newDeleteRun()) {
+  return yield* stepOf(instance, deleteStageOf(instance), run)
 })

@@ -6,6 +6,7 @@ import { classifyPveError, classifyTaskFailure, isTaskSuccess, type PveErrorClas
 import { meanMs, pveCallsBetween, pveCallTable } from "../../src/domain/pve/metrics.js"
 import {
   BooleanFromPve,
+  ClusterResourceEntry,
   ClusterStatusEntry,
   Envelope,
   NextId,
@@ -50,6 +51,28 @@ describe("decoding PVE's documented answers", () => {
   it("cluster resources (node): an offline node without usage figures", () => {
     const nodes = decode(Schema.Array(NodeResource), "cluster-resources-node.json")
     expect(nodes.map((n) => [n.node, n.status, n.maxmem, n.cpu])).toEqual([["pve-a", "online", 68719476736, 0.0521], ["pve-b", "offline", undefined, undefined]])
+  })
+
+  it("cluster resources (unfiltered): nodes, guests and storages decoded; pools, SDN and network entries skipped; a bad node entry named", () => {
+    const answer = {
+      data: [
+        { id: "node/pve-a", type: "node", node: "pve-a", status: "online", maxmem: 68719476736, mem: 1, cpu: 0.05, maxcpu: 16 },
+        { id: "qemu/9000", type: "qemu", vmid: "9000", node: "pve-a", status: "stopped", name: "debian-13-template", template: 1 },
+        { id: "storage/pve-a/ceph-vm", type: "storage", storage: "ceph-vm", node: "pve-a", status: "available", content: "images,rootdir", plugintype: "rbd", shared: 1 },
+        { id: "storage/pve-a/local-lvm", type: "storage", storage: "local-lvm", node: "pve-a", status: "available", content: "images", plugintype: "lvmthin", shared: 0 },
+        { id: "pool/web", type: "pool", pool: "web" },
+        { id: "sdn/pve-a/localnetwork", type: "sdn", sdn: "localnetwork", node: "pve-a", status: "ok" },
+        { id: "network/pve-a/fabric/f1", type: "network", network: "f1", "network-type": "fabric" }
+      ]
+    }
+    const decoded = Schema.decodeUnknownEither(Envelope(Schema.Array(ClusterResourceEntry)))(answer)
+    if (Either.isLeft(decoded)) throw new Error(ParseResult.TreeFormatter.formatErrorSync(decoded.left))
+    const entries = decoded.right.data
+    expect(entries.map((e) => e.type)).toEqual(["node", "qemu", "storage", "storage", "pool", "sdn", "network"])
+    expect(entries.flatMap((e) => ("vmid" in e ? [[e.vmid, e.template]] : []))).toEqual([[9000, true]])
+    expect(entries.flatMap((e) => ("storage" in e ? [[e.storage, e.shared]] : []))).toEqual([["ceph-vm", true], ["local-lvm", false]])
+    const bad = Schema.decodeUnknownEither(Envelope(Schema.Array(ClusterResourceEntry)))({ data: [{ id: "node/x", type: "node", status: "online" }] })
+    expect(Either.isLeft(bad)).toBe(true)
   })
 
   it("cluster status, nextid (a JSON string), version, permissions", () => {

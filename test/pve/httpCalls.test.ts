@@ -30,6 +30,13 @@ describe("ProxmoxApiHttp against the simulator", () => {
         [9001, "pve2", "debian-13-template", true, "Stopped"],
         [9002, "pve3", "debian-13-template", true, "Stopped"]
       ])
+      // The unfiltered read: the same nodes and guests, and each node's storages with whether they are shared.
+      const all = yield* api.clusterResources()
+      expect(all.nodes.map((n) => n.node)).toEqual(nodes.map((n) => n.node))
+      expect(all.vms.map((v) => [v.vmid, v.template, v.instanceStatus])).toEqual(vms.map((v) => [v.vmid, v.template, v.instanceStatus]))
+      for (const node of ["pve1", "pve2", "pve3"]) {
+        expect(all.storages.find((entry) => entry.node === node && entry.storage === "local-lvm")?.shared).toBe(false)
+      }
       const cluster = yield* api.clusterStatus()
       expect(cluster.find((e) => e.type === "cluster")?.quorate).toBe(true)
       expect(cluster.filter((e) => e.type === "node").map((e) => [e.name, e.online])).toEqual([["pve1", true], ["pve2", true], ["pve3", true]])

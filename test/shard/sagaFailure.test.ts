@@ -100,6 +100,8 @@ describe("a permanent failure at every create step → full compensation and a r
       yield* w.advanceUntil("leader elected", Effect.map(w.events, (events) => (events.some((e) => e._tag === "LeaderElected") ? [] : ["not yet"])))
       // The term's preflight has seen every node's template; the next periodic run is minutes away.
       for (const vmid of [9000, 9001, 9002]) w.model.destroyTemplate(vmid)
+      // Gone for longer than PVE's /cluster/resources lags (~10 s) and the leader's view keeps a read (5 s).
+      yield* w.advance("20 seconds")
       yield* w.setConfig({ size: 1 })
       yield* w.advanceUntil("first failure compensated", Effect.map(w.events, (events) => {
         const failed = events.find((e) => e._tag === "StepFailed")

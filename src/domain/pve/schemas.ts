@@ -80,6 +80,39 @@ export const VmResource = Schema.Struct({
 })
 export type VmResource = typeof VmResource.Type
 
+/**
+ * `GET /cluster/resources` storage entry: one per storage and node it is enabled on (PVE leaves disabled ones
+ * out). `shared` is what decides whether PVE takes a storage's lock cluster-wide.
+ */
+export const StorageResource = Schema.Struct({
+  id: Schema.String,
+  type: Schema.Literal("storage"),
+  storage: Schema.String,
+  node: Schema.String,
+  status: optString,
+  content: optString,
+  plugintype: optString,
+  shared: optBool,
+  disk: optNumber,
+  maxdisk: optNumber
+})
+export type StorageResource = typeof StorageResource.Type
+
+/** The resource types the unfiltered `/cluster/resources` read is decoded for; every other type is skipped. */
+const READ_RESOURCE_TYPES: ReadonlyArray<string> = ["node", "qemu", "lxc", "storage"]
+
+/**
+ * One entry of the unfiltered `GET /cluster/resources`: a node, a guest or a storage, each decoded as strictly
+ * as its filtered read; pools, SDN and network entries (and types a newer PVE adds) only need a `type`.
+ */
+export const ClusterResourceEntry = Schema.Union(
+  NodeResource,
+  Schema.Struct({ ...VmResource.fields, type: Schema.Literal("qemu", "lxc") }),
+  StorageResource,
+  Schema.Struct({ type: Schema.String.pipe(Schema.filter((type) => !READ_RESOURCE_TYPES.includes(type), { message: () => "a node, guest or storage entry that does not decode" })) })
+)
+export type ClusterResourceEntry = typeof ClusterResourceEntry.Type
+
 /** `GET /cluster/status`: one `cluster` entry (absent on a single node) and one per node. */
 export const ClusterStatusEntry = Schema.Struct({
   type: Schema.Literal("cluster", "node"),
