@@ -38,6 +38,7 @@ import {
   emptyState,
   encodeState,
   fold,
+  startFold,
   getInstance,
   groupMembers,
   instancesByPhase,
@@ -304,6 +305,20 @@ describe("the fold", () => {
     const whole = fold(events)
     expect(view(fold(events.slice(split), prefix))).toEqual(view(whole))
     expect(view(prefix)).toEqual(before)
+  })
+
+  it.prop("startFold fed segment by segment equals a fold per segment, and a state it returned stays untouched by later segments", [eventsArb, FastCheck.nat(), FastCheck.nat()], ([events, cutA, cutB]) => {
+    const [a, b] = [cutA % (events.length + 1), cutB % (events.length + 1)].sort((x, y) => x - y) as [number, number]
+    const folding = startFold()
+    folding.add(events.slice(0, a), 1)
+    folding.add(events.slice(a, b), 2)
+    const middle = folding.state()
+    const before = view(middle)
+    folding.add(events.slice(b), 3)
+    const perSegment = fold(events.slice(a, b), fold(events.slice(0, a), emptyState, 1), 2)
+    expect(view(middle)).toEqual(view(perSegment))
+    expect(view(folding.state())).toEqual(view(fold(events.slice(b), perSegment, 3)))
+    expect(view(middle)).toEqual(before)
   })
 
   it.prop("fold is deterministic and equals reducing with apply", [eventsArb], ([events]) => {

@@ -563,10 +563,18 @@ const step = (f: Fold, event: ShardEvent): void => {
 }
 
 /**
- * The state after `events`, starting from `from` (which is never changed); equals `events.reduce(apply, from)`.
- * `seq` is the segment the events come from, recorded with any anomaly among them (0: not known).
+ * A fold that takes its events in parts: `add` each segment's events with the segment's seq, `state` when
+ * done. The touched instances stay private copies in one native `Map` across every part and go into the trie
+ * once, at `state`: replay holds one copy of each instance however many segments it reads, where a `fold` per
+ * segment would build a new trie per segment and leave the old one's paths as garbage. `from` is never
+ * changed; after `state` the fold goes on over the state it returned, so a returned state never changes either.
  */
-export const fold = (events: Iterable<ShardEvent>, from: State = emptyState, seq = 0): State => {
+export interface Folding {
+  readonly add: (events: Iterable<ShardEvent>, seq: number) => void
+  readonly state: () => State
+}
+
+export const startFold = (from: State = emptyState): Folding => {
   const acc: Acc = {
     term: from.term,
     leader: from.leader,
@@ -576,21 +584,42 @@ export const fold = (events: Iterable<ShardEvent>, from: State = emptyState, seq
     logId: from.logId,
     recent: from.recentAnomalies,
     recentOwned: false,
-    seq
+    seq: 0
   }
-  const f: Fold = { acc, instances: new Overlay(from.instances), owners: new Owners(from.vmidOwners) }
-  for (const event of events) step(f, event)
+  let f: Fold = { acc, instances: new Overlay(from.instances), owners: new Owners(from.vmidOwners) }
   return {
-    term: acc.term,
-    leader: acc.leader,
-    vmidHighWater: acc.vmidHighWater,
-    goneCount: acc.goneCount,
-    logId: acc.logId,
-    anomalies: acc.anomalies,
-    recentAnomalies: acc.recent,
-    instances: f.instances.merged(),
-    vmidOwners: f.owners.merged()
+    add: (events, seq) => {
+      acc.seq = seq
+      for (const event of events) step(f, event)
+    },
+    state: () => {
+      const next: State = {
+        term: acc.term,
+        leader: acc.leader,
+        vmidHighWater: acc.vmidHighWater,
+        goneCount: acc.goneCount,
+        logId: acc.logId,
+        anomalies: acc.anomalies,
+        recentAnomalies: acc.recent,
+        instances: f.instances.merged(),
+        vmidOwners: f.owners.merged()
+      }
+      // The returned state shares the copies: later events must copy again, and the anomaly list too.
+      acc.recentOwned = false
+      f = { acc, instances: new Overlay(next.instances), owners: new Owners(next.vmidOwners) }
+      return next
+    }
   }
+}
+
+/**
+ * The state after `events`, starting from `from` (which is never changed); equals `events.reduce(apply, from)`.
+ * `seq` is the segment the events come from, recorded with any anomaly among them (0: not known).
+ */
+export const fold = (events: Iterable<ShardEvent>, from: State = emptyState, seq = 0): State => {
+  const folding = startFold(from)
+  folding.add(events, seq)
+  return folding.state()
 }
 
 /** The state after `event`; `state` is not changed. */

@@ -26,13 +26,16 @@ export const sha256 = (text: string | Uint8Array) => createHash("sha256").update
 
 export const segmentBody = (seq: number, events: ReadonlyArray<ShardEventEncoded>) => encoder.encode(JSON.stringify({ seq, events }))
 
-const snapshotJson = (seq: number, state: State) => {
+/**
+ * A snapshot's text up to its closing brace: the store's copy and the local one share it, so a snapshot
+ * serialises the state once.
+ */
+export const snapshotJson = (seq: number, state: State): string => {
   const stateJson = JSON.stringify(encodeState(state))
   return `{"seq":${seq},"state":${stateJson},"checksum":"${sha256(stateJson)}"`
 }
-export const snapshotBody = (seq: number, state: State) => encoder.encode(`${snapshotJson(seq, state)}}`)
-export const cachedSnapshotBody = (seq: number, state: State, segmentHash: string) =>
-  encoder.encode(`${snapshotJson(seq, state)},"segmentHash":"${segmentHash}"}`)
+export const snapshotBodyOf = (json: string) => encoder.encode(`${json}}`)
+export const cachedSnapshotBodyOf = (json: string, segmentHash: string) => encoder.encode(`${json},"segmentHash":"${segmentHash}"}`)
 
 // One short line: Schema's full message names the whole expected type (kilobytes for a segment).
 export const parseProblem = (error: ParseResult.ParseError) => shortParseProblem(error)
@@ -57,15 +60,33 @@ export const parseSegment = (key: string, seq: number, body: Uint8Array): Either
     }
   )
 
-/** A snapshot's state, or why it cannot be used. */
-export const parseSnapshot = (seq: number, body: Uint8Array): Either.Either<State, string> =>
+/**
+ * Whether `checksum` is the SHA-256 of the state's JSON. Bytes as the writer lays them out (`snapshotJson`: the
+ * state's text between a known head and tail) are hashed where they lie: serialising the parsed state again
+ * would hold a second string as large as the snapshot while its objects are held too. Any other layout is
+ * checked the long way, by serialising the parsed state, so what verified before still verifies.
+ */
+const checksumHolds = (body: Uint8Array, text: string, head: string, tail: string, state: unknown, checksum: string): boolean =>
+  (text.startsWith(head) && text.endsWith(tail) && text.length > head.length + tail.length &&
+    // The writer's head and tail are ASCII, so their lengths in characters are their lengths in bytes (a
+    // tail that is not hashes a wrong range, fails, and falls back to the long way).
+    sha256(body.subarray(head.length, body.byteLength - tail.length)) === checksum) ||
+  sha256(JSON.stringify(state)) === checksum
+
+/** The parsed file of a store snapshot once its seq and checksum hold; its text is not kept (see `parseSnapshot`). */
+const checkedSnapshotFile = (seq: number, body: Uint8Array): Either.Either<unknown, string> =>
   Either.flatMap(textOf(body), (text) => {
     const file = decodeSnapshotFile(text)
     if (Either.isLeft(file)) return Either.left(parseProblem(file.left))
     if (file.right.seq !== seq) return Either.left(`snapshot says seq ${file.right.seq}`)
-    if (sha256(JSON.stringify(file.right.state)) !== file.right.checksum) return Either.left("checksum mismatch")
-    return Either.mapLeft(decodeState(file.right.state), parseProblem)
+    const { state, checksum } = file.right
+    if (!checksumHolds(body, text, `{"seq":${seq},"state":`, `,"checksum":"${checksum}"}`, state, checksum)) return Either.left("checksum mismatch")
+    return Either.right(state)
   })
+
+/** A snapshot's state, or why it cannot be used. The text goes out of reach before the state is decoded. */
+export const parseSnapshot = (seq: number, body: Uint8Array): Either.Either<State, string> =>
+  Either.flatMap(checkedSnapshotFile(seq, body), (state) => Either.mapLeft(decodeState(state), parseProblem))
 
 export interface CachedSnapshot {
   readonly seq: number
@@ -73,13 +94,18 @@ export interface CachedSnapshot {
   readonly segmentHash: string
 }
 
-/** The cached copy, checked like a store snapshot (format, checksum, state), or why it cannot be used. */
-export const parseCachedSnapshot = (body: Uint8Array): Either.Either<CachedSnapshot, string> =>
+const checkedCachedFile = (body: Uint8Array): Either.Either<{ readonly seq: number; readonly state: unknown; readonly segmentHash: string }, string> =>
   Either.flatMap(textOf(body), (text) => {
     const file = decodeCachedSnapshotFile(text)
     if (Either.isLeft(file)) return Either.left(parseProblem(file.left))
-    if (file.right.seq < 1) return Either.left(`it says seq ${file.right.seq}`)
-    if (sha256(JSON.stringify(file.right.state)) !== file.right.checksum) return Either.left("checksum mismatch")
-    const { seq, segmentHash } = file.right
-    return Either.map(Either.mapLeft(decodeState(file.right.state), parseProblem), (state) => ({ seq, state, segmentHash }))
+    const { seq, state, checksum, segmentHash } = file.right
+    if (seq < 1) return Either.left(`it says seq ${seq}`)
+    const tail = `,"checksum":"${checksum}","segmentHash":"${segmentHash}"}`
+    if (!checksumHolds(body, text, `{"seq":${seq},"state":`, tail, state, checksum)) return Either.left("checksum mismatch")
+    return Either.right({ seq, state, segmentHash })
   })
+
+/** The cached copy, checked like a store snapshot (format, checksum, state), or why it cannot be used. */
+export const parseCachedSnapshot = (body: Uint8Array): Either.Either<CachedSnapshot, string> =>
+  Either.flatMap(checkedCachedFile(body), ({ seq, state, segmentHash }) =>
+    Either.map(Either.mapLeft(decodeState(state), parseProblem), (decoded) => ({ seq, state: decoded, segmentHash })))

@@ -6,7 +6,7 @@
 import { Effect, Ref, Stream, SubscriptionRef } from "effect"
 import type { Fenced, LogUnavailable } from "../../services/EventLog.js"
 import { ifAbsent, type ObjectStoreShape } from "../../services/ObjectStore.js"
-import { cachedSnapshotBody, snapshotBody } from "./format.js"
+import { cachedSnapshotBodyOf, snapshotBodyOf, snapshotJson } from "./format.js"
 import { segmentKey, seqOf, SNAPSHOT_KEY, snapshotKey } from "./paths.js"
 import { FETCH_CONCURRENCY, listKeys, retryStore, unavailable } from "./segmentStore.js"
 import type { SnapshotCache } from "./snapshotCache.js"
@@ -48,8 +48,8 @@ export const writeSnapshot = (
     const seq = s.lastSeq
     if (seq === 0) return { seq }
     const key = snapshotKey(seq)
-    const state = yield* SubscriptionRef.get(writer.stateRef)
-    const body = snapshotBody(seq, state)
+    const json = snapshotJson(seq, yield* SubscriptionRef.get(writer.stateRef))
+    const body = snapshotBodyOf(json)
     yield* retryStore("put", key)(store.put(key, body, ifAbsent)).pipe(
       // Someone already wrote the snapshot of this seq: a fold of the same segments, so the same state.
       Effect.catchTag("PreconditionFailed", () => Effect.void),
@@ -59,7 +59,7 @@ export const writeSnapshot = (
     yield* Effect.logDebug(`event log: snapshot ${key} written`)
     if (cache !== undefined) {
       // Only ever a shortcut for the next replay: a failure costs that replay a download, nothing else.
-      yield* cache.write(cachedSnapshotBody(seq, state, yield* Ref.get(writer.lastSegmentHash))).pipe(
+      yield* cache.write(cachedSnapshotBodyOf(json, yield* Ref.get(writer.lastSegmentHash))).pipe(
         Effect.catchAll((error) => Effect.logWarning(`event log: the local snapshot copy was not updated: ${error.message}`))
       )
     }
