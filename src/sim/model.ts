@@ -12,6 +12,7 @@
  */
 import type { FileLock, SimTime, WorkerPool } from "./locks.js"
 import { clusterRoutes, createForeignVm, lowestFreeVmid } from "./model/cluster.js"
+import { GiB, KiB, normaliseTags, sortConfig } from "./model/config.js"
 import { SimCore } from "./model/core.js"
 import { ResourcesView } from "./model/resources.js"
 import { createTemplate, seedCluster } from "./model/seed.js"
@@ -52,6 +53,21 @@ export type {
   SimVm,
   SimVolume
 } from "./model/state.js"
+
+/** A VM as a finished create leaves it, for `SimModel.seedRunningVm`. */
+export interface SeededVm {
+  readonly vmid: number
+  readonly node: string
+  readonly name: string
+  /** PVE's `;` list, e.g. `nstance;<cluster>;<shard>`. */
+  readonly tags: string
+  /** The VM's notes (its managed-notes block). */
+  readonly description: string
+  readonly cores: number
+  readonly memoryMiB: number
+  /** The cloud-init ISO in `ide2` (e.g. `local:iso/nstance-<id>.iso`); the volume is created on the node. */
+  readonly isoVolid?: string
+}
 
 export class SimModel {
   readonly nodes: Map<string, SimNode>
@@ -210,6 +226,51 @@ export class SimModel {
   /** Another user's VM appearing at `vmid` (the losing side of a nextid race). */
   createForeignVm(node: string, vmid: number): void {
     createForeignVm(this.core, node, vmid)
+  }
+
+  /**
+   * Puts a running VM in place at once, without tasks, locks or a boot — a linked clone of the node's first
+   * template with `vm`'s name, tags, notes and size, its ISO attached and present. For benches that start a
+   * leader on a seeded world (a synthetic event log and the VMs it says exist): cloning 10k VMs through the
+   * API would take longer than the bench measures. Call `refreshResources()` after the last one.
+   */
+  seedRunningVm(vm: SeededVm): void {
+    if (this.vms.has(vm.vmid)) throw new Error(`VM ${vm.vmid} exists`)
+    if (!this.nodes.has(vm.node)) throw new Error(`no such node ${vm.node}`)
+    const template = [...this.vms.values()].find((other) => other.node === vm.node && other.config.get("template") === "1")
+    if (template === undefined) throw new Error(`no template on ${vm.node}`)
+    const base = `local-lvm:base-${template.vmid}-disk-0`
+    const disk = `${base}/vm-${vm.vmid}-disk-0`
+    this.core.addVolume(vm.node, { volid: disk, storage: "local-lvm", content: "images", format: "raw", size: 2 * GiB, vmid: vm.vmid, parent: base })
+    if (vm.isoVolid !== undefined && this.core.volume(vm.node, vm.isoVolid) === undefined) {
+      const storage = vm.isoVolid.slice(0, vm.isoVolid.indexOf(":"))
+      this.core.addVolume(vm.node, { volid: vm.isoVolid, storage, content: "iso", format: "iso", size: 368 * KiB })
+    }
+    const config = new Map<string, string>([
+      ["agent", "1"],
+      ["boot", "order=scsi0"],
+      ["cores", String(vm.cores)],
+      ["cpu", "x86-64-v2-AES"],
+      ["description", vm.description],
+      ["memory", String(vm.memoryMiB)],
+      ["meta", `creation-qemu=9.2.0,ctime=${Math.floor(this.core.startedAt / 1000)}`],
+      ["name", vm.name],
+      ["net0", `virtio=${this.core.mac()},bridge=vmbr0`],
+      ["ostype", "l26"],
+      ["scsi0", `${disk},size=2G`],
+      ["scsihw", "virtio-scsi-single"],
+      ["serial0", "socket"],
+      ["smbios1", `uuid=${this.core.uuid()}`],
+      ["tags", normaliseTags(vm.tags)],
+      ["vga", "serial0"],
+      ["vmgenid", this.core.uuid()]
+    ])
+    if (vm.isoVolid !== undefined) config.set("ide2", `${vm.isoVolid},media=cdrom`)
+    const now = this.time.now()
+    this.vms.set(vm.vmid, {
+      vmid: vm.vmid, node: vm.node, config: sortConfig(config), status: "running", paused: false,
+      startedAt: now, pid: 100_000 + this.core.options.prng.int(0, 899_999), createdAt: now
+    })
   }
 
   /** Calls per endpoint template, for benches that count PVE calls per operation. */
