@@ -3,7 +3,7 @@
  * append `LeaderElected{T}` (from then on a deposed writer is fenced), look at the cluster once to raise the
  * VMID high-water mark and adopt our VMs the log does not know, and only then start the work — the saga
  * runner, the reconcile loop and the garbage collector. The preflight against PVE (`Preflight.ts`, read-only)
- * starts with the term's services and runs beside all of it. The scope ends on the first fatal failure (a
+ * begins then too, and runs beside the work (placement waits a bounded time for its first verdict). The scope ends on the first fatal failure (a
  * fenced log above all), and the lease then resigns; losing the lease interrupts it.
  */
 import { Duration, Effect, HashMap, Layer, Option, Schedule, SubscriptionRef } from "effect"
@@ -21,7 +21,7 @@ import { reportAnomalies } from "./anomalies.js"
 import { ClusterViewLive } from "./ClusterView.js"
 import { gcLoop } from "./gc.js"
 import { OwnershipLive } from "./Ownership.js"
-import { PreflightLive } from "./Preflight.js"
+import { Preflight, PreflightLive } from "./Preflight.js"
 import { sagaRestart } from "./policies.js"
 import { reconcileLoop } from "./reconcile.js"
 import { SagaLimits, SagaLimitsLive } from "./SagaLimits.js"
@@ -98,6 +98,7 @@ export const leaderScope = (settings: LeaderScopeSettings) => (term: number): Ef
     )
     yield* Effect.logInfo(`cluster read: ${adopted.owned} VMs carry this shard's tags, ${adopted.adopted} adopted`)
     yield* (yield* SagaLimits).noteClusterVmids(adopted.vmids)
+    yield* (yield* Preflight).begin
     if (adopted.otherShards.size > 0) {
       // One cluster is one shard: two shards' allocators and GCs on one cluster only see their own VMs.
       const shards = [...adopted.otherShards].sort(([a], [b]) => a.localeCompare(b)).map(([other, count]) => `${other} (${count} VMs)`)

@@ -81,6 +81,12 @@ export interface PreflightShape {
    * `PREFLIGHT_FIRST_WAIT`; without it nothing is excluded: the create's own steps still check).
    */
   readonly unfitNodes: (tenant: string, group: string) => Effect.Effect<ReadonlyMap<string, string>>
+  /**
+   * Lets the runs begin. The term calls it once the log is replayed and the cluster read: a run reads and
+   * decodes the cluster and every node's storages and bridges, and beside a replay of a large log it would
+   * only delay the moment the new leader acts.
+   */
+  readonly begin: Effect.Effect<void>
 }
 
 export class Preflight extends Context.Tag("nstance/Preflight")<Preflight, PreflightShape>() {}
@@ -99,7 +105,7 @@ const logChanges = (before: Option.Option<PreflightRun>, report: PreflightReport
     if (Option.isNone(before)) yield* Effect.logInfo(`preflight against PVE ${report.version ?? "(no answer)"}: ${summarizeFindings(report.findings)}`)
   })
 
-/** The term's preflight: its first run starts with the term, the loop ends with it. */
+/** The term's preflight: its first run starts once the term has taken over (`begin`), the loop ends with the term. */
 export const PreflightLive = Layer.scoped(
   Preflight,
   Effect.gen(function* () {
@@ -108,6 +114,7 @@ export const PreflightLive = Layer.scoped(
     const view = yield* ClusterView
     const latest = yield* SubscriptionRef.make(Option.none<PreflightRun>())
     const first = yield* Deferred.make<void>()
+    const started = yield* Deferred.make<void>()
     const runOnce = Effect.gen(function* () {
       const config = (yield* SubscriptionRef.get(shard.config)).config
       // The cluster read is the one placement uses: a run at the term's start costs no read of its own.
@@ -123,8 +130,12 @@ export const PreflightLive = Layer.scoped(
     // A run at the start (the config's first value), on every change of what the config needs, and on a timer.
     const needsChanged = shard.config.changes.pipe(Stream.map((parsed) => needsKey(shardNeeds(parsed.config))), Stream.changes)
     const ticks = Stream.fromSchedule(Schedule.spaced(PREFLIGHT_INTERVAL))
-    yield* Stream.merge(needsChanged, ticks).pipe(Stream.runForEach(() => runOnce), Effect.forkScoped)
+    yield* Deferred.await(started).pipe(
+      Effect.zipRight(Stream.merge(needsChanged, ticks).pipe(Stream.runForEach(() => runOnce))),
+      Effect.forkScoped
+    )
     return Preflight.of({
+      begin: Deferred.succeed(started, undefined).pipe(Effect.asVoid),
       latest: SubscriptionRef.get(latest),
       unfitNodes: (tenant, group) =>
         Deferred.await(first).pipe(
