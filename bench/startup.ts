@@ -1,7 +1,7 @@
 /**
  * What starting nstance costs: wall time and peak RSS of `nstance-server --version` and
  * `nstance-admin --version` next to a bare `node -e 0` in the same runs (the ratio is what a busy machine
- * changes least), and the RSS of an idle leader — `nstance-server --embedded` with `npm start`'s V8 flag once the
+ * changes least), and the RSS of an idle leader — `nstance-server --embedded` (`npm start`) once the
  * example's VMs run and it has nothing left to do. The embedded leader carries the simulator and the
  * simulated agents in its own process, so its RSS is an upper bound for a leader next to a real cluster.
  *
@@ -74,7 +74,7 @@ const idleLeader = (): Promise<{ readonly runningAfterS: number; readonly idleRs
   new Promise((resolve, reject) => {
     const out = join(scratch, "rss-idle")
     const started = Date.now()
-    const child = spawn(process.execPath, ["--import", preload, "--max-semi-space-size=4", "bin/nstance-server.js", "--embedded"], { cwd: root, env: { ...process.env, RSS_OUT: out }, stdio: ["ignore", "pipe", "pipe"] })
+    const child = spawn(process.execPath, ["--import", preload, "bin/nstance-server.js", "--embedded"], { cwd: root, env: { ...process.env, RSS_OUT: out }, stdio: ["ignore", "pipe", "pipe"] })
     let running = 0
     let runningAt = 0
     const idle: Array<number> = []

@@ -566,9 +566,6 @@ StartLimitBurst=5
 Type=simple
 User=nstance
 Group=nstance
-# V8's young generation in 4 MB semi-spaces instead of up to 16 MB (kept once grown): about 20 MB less resident
-# memory for a few more short scavenges. A NODE_OPTIONS in the env file below replaces it.
-Environment=NODE_OPTIONS=--max-semi-space-size=4
 EnvironmentFile=/etc/nstance/nstance-server.env
 # ${VAR} is passed as one argument; $NSTANCE_KEY_ARGS and $NSTANCE_EXTRA_ARGS are split on spaces (empty: no arguments).
 ExecStart=/usr/local/bin/nstance-server --storage ${NSTANCE_STORAGE} --bucket ${NSTANCE_BUCKET} --shard ${NSTANCE_SHARD} --id ${NSTANCE_ID} --cachedir /var/lib/nstance $NSTANCE_KEY_ARGS $NSTANCE_EXTRA_ARGS
