@@ -117,7 +117,7 @@ export const simCommand = Command.make(
           ...(volumesPath === undefined ? {} : { volumesDir: volumesPath }),
           log: (line) => stdio.error(o.clusters === 1 ? `[pve-sim] ${line}` : `[pve-sim ${simClusterName(index)}] ${line}`)
         }).pipe(Effect.catchAllDefect((defect) =>
-          Effect.fail(new UsageError({ message: `cannot start simulator ${simClusterName(index)}: ${defect instanceof Error ? defect.message : String(defect)}` })))))
+          Effect.fail(new UsageError({ message: `cannot start simulator${o.clusters === 1 ? "" : ` ${simClusterName(index)}`}: ${defect instanceof Error ? defect.message : String(defect)}` })))))
       const envPath = Option.getOrUndefined(o.envDir)
       if (envPath !== undefined) {
         yield* Effect.try({
