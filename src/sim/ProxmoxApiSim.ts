@@ -8,7 +8,8 @@
  * and on the simulator's side the model, fault controller and parameter schema (`makeSimCore`, as the HTTP
  * server builds them): a call is matched against the PVE API schema and its parameters checked exactly as
  * the server checks them, holds one of the 3 pveproxy workers while it runs, and scripted faults (HTTP
- * errors, lock timeouts, resets, the API away) apply. Not modelled here: pveproxy's per-request latency
+ * errors, lock timeouts, resets, the API away, answers lost after the effect, a loaded pveproxy's per-request
+ * delay while `faults.slowRequests` is on) apply. Not modelled here: pveproxy's steady per-request latency
  * (`latency.requestMs`), token auth and the wire encoding itself — the HTTP simulator stays for those.
  */
 import { Clock, Context, Duration, Effect, Layer, Runtime } from "effect"
@@ -81,17 +82,20 @@ export const makeProxmoxApiSim = (options: ProxmoxApiSimOptions = {}) =>
 
     /** What the HTTP server would do with this request, minus the wire: faults, schema, checks, handler. */
     const serve = async (spec: CallSpec<unknown>): Promise<Outcome> => {
-      const failWith = (error: PveHttpError): Outcome => ({
-        _tag: "error", status: error.status, message: error.message,
-        ...(error.errors === undefined ? {} : { errors: error.errors })
-      })
       const reset: Outcome = { _tag: "error", status: NO_RESPONSE, message: "ECONNRESET: socket hang up (simulated connection reset)" }
       const outage = faults.apiDecision()
       if (outage !== undefined) {
         if (outage._tag === "Reset") return reset
         if (outage._tag === "Status") return { _tag: "error", status: outage.status, message: outage.message }
       }
+      const delayMs = faults.requestDelayMs()
+      if (delayMs > 0) await time.sleep(delayMs)
       const injected = faults.httpDecision(spec.method, spec.path)
+      if (injected?._tag === "LostAnswer") {
+        // The call is served (a clone forks, a config is written), and then its answer never arrives.
+        await handle(spec)
+        return injected.status === 0 ? reset : { _tag: "error", status: injected.status, message: injected.message }
+      }
       if (injected !== undefined) {
         if (injected._tag === "Reset") return reset
         if (injected._tag === "Status") return { _tag: "error", status: injected.status, message: injected.message }
@@ -99,6 +103,15 @@ export const makeProxmoxApiSim = (options: ProxmoxApiSimOptions = {}) =>
         const vmid = /\/qemu\/(\d+)/.exec(spec.path)?.[1] ?? "0"
         return { _tag: "error", status: 500, message: `can't lock file '/var/lock/qemu-server/lock-${vmid}.conf' - got timeout` }
       }
+      return handle(spec)
+    }
+
+    /** The call itself, past the faults: schema, checks, handler. */
+    const handle = async (spec: CallSpec<unknown>): Promise<Outcome> => {
+      const failWith = (error: PveHttpError): Outcome => ({
+        _tag: "error", status: error.status, message: error.message,
+        ...(error.errors === undefined ? {} : { errors: error.errors })
+      })
       const matched = schema.match(spec.method, spec.path)
       const handler = matched !== undefined && "endpoint" in matched ? model.routes[`${matched.endpoint.method} ${matched.endpoint.path}`] : undefined
       if (matched === undefined || !("endpoint" in matched) || handler === undefined) {

@@ -15,8 +15,12 @@ export interface HttpFaultSpec {
   readonly status?: number
   /** Status-line / error text (default: a generic PVE-like message). */
   readonly message?: string
-  /** `status`: answer at once; `lockTimeout`: hold a worker for the lock timeout, then PVE's lock error; `reset`: drop the connection. */
-  readonly kind?: "status" | "lockTimeout" | "reset"
+  /**
+   * `status`: answer at once; `lockTimeout`: hold a worker for the lock timeout, then PVE's lock error; `reset`:
+   * drop the connection; `lostAnswer`: do the call (its effect happens), then answer `status` instead of its
+   * result, or drop the connection when `status` is 0 — a proxy timing out, a reset after the fork.
+   */
+  readonly kind?: "status" | "lockTimeout" | "reset" | "lostAnswer"
   readonly probability?: number
   /** Only for the next N matching calls (default: until removed). */
   readonly times?: number
@@ -45,6 +49,8 @@ export type HttpFaultDecision =
   | { readonly _tag: "Status"; readonly status: number; readonly message: string }
   | { readonly _tag: "LockTimeout" }
   | { readonly _tag: "Reset" }
+  /** Serve the call, then answer with `status` (0: a reset) instead of its result. */
+  | { readonly _tag: "LostAnswer"; readonly status: number; readonly message: string }
 
 interface Rule<S> {
   readonly id: number
@@ -75,6 +81,7 @@ export class FaultController {
   private warnRules: Array<Rule<TaskFaultSpec & { readonly count: number }>> = []
   private raceRule: Rule<{ readonly probability?: number }> | undefined
   private unavailable: { readonly until: number; readonly mode: "reset" | 503 | 596 } | undefined
+  private slowRequestsRule: { readonly until: number; readonly minMs: number; readonly maxMs: number } | undefined
   private readonly log: Array<InjectedFault> = []
 
   /** `now`: the simulator's clock (default `Date.now`), so windows like `apiUnavailable` follow injected time. */
@@ -155,6 +162,27 @@ export class FaultController {
     this.unavailable = { until: this.now() + spec.forMs, mode: spec.mode ?? 503 }
   }
 
+  /** Matching calls take effect, but their answer is lost: `status` (default 500; 0 for a connection reset) instead. */
+  lostAnswer(spec: Omit<HttpFaultSpec, "kind">): FaultHandle {
+    return this.add(this.httpRules, { ...spec, kind: "lostAnswer" })
+  }
+
+  /** For `forMs`, every request holds its pveproxy worker `minMs`–`maxMs` before it is served (a loaded pveproxy). */
+  slowRequests(spec: { readonly forMs: number; readonly minMs: number; readonly maxMs: number }): void {
+    this.slowRequestsRule = { until: this.now() + spec.forMs, minMs: spec.minMs, maxMs: spec.maxMs }
+  }
+
+  /** Milliseconds the next request waits before it is served (0 outside a `slowRequests` window). */
+  requestDelayMs(): number {
+    const rule = this.slowRequestsRule
+    if (rule === undefined) return 0
+    if (this.now() >= rule.until) {
+      this.slowRequestsRule = undefined
+      return 0
+    }
+    return this.prng.int(rule.minMs, rule.maxMs)
+  }
+
   /** Removes every rule and brings all nodes back online; the injected-fault log is kept. */
   reset(): void {
     this.httpRules = []
@@ -163,6 +191,7 @@ export class FaultController {
     this.warnRules = []
     this.raceRule = undefined
     this.unavailable = undefined
+    this.slowRequestsRule = undefined
     this.hooks.resetNodes()
   }
 
@@ -190,6 +219,10 @@ export class FaultController {
       this.record(`http:${kind}`, `${method} ${path}`)
       if (kind === "reset") return { _tag: "Reset" }
       if (kind === "lockTimeout") return { _tag: "LockTimeout" }
+      if (kind === "lostAnswer") {
+        const lost = spec.status ?? 500
+        return { _tag: "LostAnswer", status: lost, message: spec.message ?? (lost === 0 ? "ECONNRESET" : "Internal Server Error (injected after the effect)") }
+      }
       const status = spec.status ?? 500
       return { _tag: "Status", status, message: spec.message ?? (status === 500 ? "Internal Server Error (injected)" : "Injected fault") }
     }

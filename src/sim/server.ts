@@ -251,6 +251,11 @@ export const startSimulator = async (options: SimulatorOptions = {}): Promise<Ru
       return plainError(506, `upload 'Content-Type '${req.headers["content-type"] ?? ""}' not implemented`)
     }
     const injected = faultController.httpDecision(method, apiPath)
+    if (injected?._tag === "LostAnswer") {
+      // Served, and then the answer is lost (see `HttpFaultSpec.kind`).
+      await serveMatched(method, apiPath, url, req, body)
+      return injected.status === 0 ? "reset" : apiError(injected.status, injected.message)
+    }
     if (injected !== undefined) {
       if (injected._tag === "Reset") return "reset"
       if (injected._tag === "Status") return apiError(injected.status, injected.message)
@@ -258,6 +263,11 @@ export const startSimulator = async (options: SimulatorOptions = {}): Promise<Ru
       const vmid = /\/qemu\/(\d+)/.exec(apiPath)?.[1] ?? "0"
       return apiError(500, `can't lock file '/var/lock/qemu-server/lock-${vmid}.conf' - got timeout`)
     }
+    return serveMatched(method, apiPath, url, req, body)
+  }
+
+  /** A request past its faults: matched against the schema, its body parsed and checked, its handler run. */
+  const serveMatched = async (method: string, apiPath: string, url: URL, req: http.IncomingMessage, body: Uint8Array): Promise<Reply> => {
     const matched = schema.match(method, apiPath)
     const handler = matched !== undefined && "endpoint" in matched
       ? model.routes[`${matched.endpoint.method} ${matched.endpoint.path}`]

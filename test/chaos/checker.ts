@@ -4,6 +4,12 @@
  * - a replica fenced (lease lost, crashed, its term ended, or a newer term's `LeaderElected` durable) starts
  *   no PVE mutation and no log write afterwards;
  * - never two VMs named after one instance (sampled after every PVE call and every clock step);
+ * - no PVE mutation of a VM that is not ours (an operator's: every world has some, in the shard's VMID range);
+ * - waste and order: a clone never made again after one succeeded; a VMID never reserved for two instances at
+ *   once, and an instance given a new VMID only when its last one was held by another VM; scale-down removes
+ *   instances not yet running before running ones;
+ * - no orphan left by a saga: when `InstanceGone` lands, no VM named after the instance, no clone of it in
+ *   progress at its VMID and no ISO of it is left (the GC cleaning it up later does not excuse it);
  * - every instance's events follow the saga's state machine, and no clone names an instance whose delete
  *   is already on record;
  * - instances that retire (retirementRules.ts): a drain or a retirement's delete follows a retirement, an
@@ -26,7 +32,7 @@ import type { SimModel } from "../../src/sim/model.js"
 import { hasAssociationTags } from "../../src/domain/pveTags.js"
 import { leakedVolumes, nonTemplateVms } from "../support/leaks.js"
 import { CLUSTER, GROUPS, ourTags, TENANT, type WorldConfig } from "./config.js"
-import type { HistoryView, StoreWrite, Who } from "./history.js"
+import type { HistoryView, PveCall, StoreWrite, Who } from "./history.js"
 import { judgeRetirements, retiredButKept } from "./retirementRules.js"
 
 export interface Violation {
@@ -38,9 +44,17 @@ export interface Violation {
 
 const landed = (w: StoreWrite) => w.outcome === "applied" || w.outcome === "ambiguous"
 
-/** Landed log segments in sequence order. */
-export const landedSegments = (h: Pick<HistoryView, "writes">): Array<StoreWrite> =>
-  h.writes.filter((w) => w.op === "put" && w.key.startsWith("log/") && landed(w) && w.seq !== undefined).sort((a, b) => a.seq! - b.seq!)
+/**
+ * Landed log segments in sequence order. A straggler's PUT that lands after its key was pruned (a snapshot
+ * covers it; IfAbsent finds no object there) is no part of the log: replay starts after the snapshot.
+ */
+export const landedSegments = (h: Pick<HistoryView, "writes">): Array<StoreWrite> => {
+  const prunedAt = new Map<string, number>()
+  for (const w of h.writes) if (w.op === "delete" && w.outcome === "applied" && !prunedAt.has(w.key)) prunedAt.set(w.key, w.appliedAt!)
+  return h.writes
+    .filter((w) => w.op === "put" && w.key.startsWith("log/") && landed(w) && w.seq !== undefined && !(w.appliedAt! > (prunedAt.get(w.key) ?? Infinity)))
+    .sort((a, b) => a.seq! - b.seq!)
+}
 
 const CREATE_ORDER = ["requested", "placed", "templated", "iso-uploading", "iso-ready", "cloning", "cloned", "configured", "starting", "running", "registered"] as const
 type CreatePhase = typeof CREATE_ORDER[number]
@@ -114,6 +128,7 @@ export const sagaViolations = (segments: ReadonlyArray<StoreWrite>): Array<Viola
       }
       switch (event._tag) {
         case "StepFailed":
+        case "VmMismatched":
           break
         case "RetirementRequested":
           t.retired = true
@@ -162,12 +177,15 @@ export const checkHistory = (h: HistoryView, options: { readonly converged?: boo
   const out: Array<Violation> = []
   const segments = landedSegments(h)
 
-  // One writer per sequence number.
+  // One writer per sequence number. The same writer landing the same segment again (a retry of a write whose
+  // answer was lost) changes nothing; another writer, or other events, at one seq is two logs.
   const bySeq = new Map<number, StoreWrite>()
   for (const w of segments) {
     const other = bySeq.get(w.seq!)
-    if (other !== undefined) out.push({ rule: "log-single-writer", at: w.appliedAt!, message: `segment ${w.seq} landed twice: by ${other.who} t${other.term} and ${w.who} t${w.term}` })
-    else bySeq.set(w.seq!, w)
+    if (other === undefined) bySeq.set(w.seq!, w)
+    else if (other.who !== w.who || other.term !== w.term || JSON.stringify(other.events) !== JSON.stringify(w.events)) {
+      out.push({ rule: "log-single-writer", at: w.appliedAt!, message: `segment ${w.seq} landed twice: by ${other.who} t${other.term} and ${w.who} t${w.term}` })
+    }
   }
 
   // When each term was superseded: the first durable LeaderElected of a higher term.
@@ -223,6 +241,28 @@ export const checkHistory = (h: HistoryView, options: { readonly converged?: boo
 
   // Never two VMs for one instance.
   for (const s of h.samples) out.push({ rule: "one-vm-per-instance", at: s.i, message: s.problem })
+  // What the wrappers saw broken as the world ran: an orphan a saga left, a VMID given twice or wasted.
+  for (const f of h.flags ?? []) out.push({ rule: f.rule, at: f.i, message: f.problem })
+
+  // No mutation of a VM that is not ours (an operator's, whatever the world's shard count).
+  for (const call of h.pve) {
+    if (call.mutation && call.target?.foreign === true) {
+      out.push({ rule: "not-ours", at: call.i, message: `${call.who} (term ${call.term}) started ${call.op}(${call.args}) on VM ${call.target.vmid}, an operator's (${call.target.instance ?? "nameless, being cloned"})` })
+    }
+  }
+
+  // A clone is made once per instance: never again after one the product saw succeed.
+  const clonedAt = new Map<string, PveCall>()
+  for (const call of h.pve) {
+    if (call.op !== "clone" || call.name === undefined) continue
+    const before = clonedAt.get(call.name)
+    if (before?.okAt !== undefined && call.i > before.okAt) {
+      out.push({ rule: "clone-bound", at: call.i, message: `${call.who} (term ${call.term}) cloned ${call.name} again after its clone by ${before.who} (term ${before.term}) succeeded (@${before.okAt})` })
+    }
+    if (before?.okAt === undefined) clonedAt.set(call.name, call)
+  }
+
+  out.push(...scaleDownOrderViolations(segments))
 
   // The saga's state machine, and no clone for an instance whose delete is on record.
   out.push(...sagaViolations(segments))
@@ -241,6 +281,81 @@ export const checkHistory = (h: HistoryView, options: { readonly converged?: boo
     }
   }
   return out.sort((a, b) => a.at - b.at)
+}
+
+/**
+ * Scale-down removes instances that are not running yet before running ones: a scale-down delete of a started
+ * instance while another live member of its group (not retiring, not held, not deleted by the same segment)
+ * had not started is a violation. An instance counts as started a second after its `Started` landed (a
+ * decision read just before it may still have seen it starting).
+ */
+export const scaleDownOrderViolations = (segments: ReadonlyArray<StoreWrite>): Array<Violation> => {
+  const out: Array<Violation> = []
+  interface Member { readonly group: string; startedT: number | undefined; deleting: boolean; retiring: boolean; held: boolean }
+  const members = new Map<string, Member>()
+  for (const w of segments) {
+    const now = w.settledT ?? w.t
+    const downs = new Set((w.events ?? []).flatMap((e) => (e._tag === "DeleteRequested" && e.reason === "scale-down" ? [e.instanceId] : [])))
+    for (const id of downs) {
+      const x = members.get(id)
+      if (x?.startedT === undefined || x.startedT > now - 1000 || x.deleting) continue
+      const waiting = [...members].find(([other, m]) =>
+        other !== id && !downs.has(other) && m.group === x.group && !m.deleting && !m.retiring && !m.held && m.startedT === undefined)
+      if (waiting !== undefined) {
+        out.push({ rule: "scale-down-order", at: w.appliedAt!, message: `${id} (running) scaled down while ${waiting[0]} of group ${x.group} was not running yet (${w.who} t${w.term ?? "?"}, segment ${w.seq})` })
+      }
+    }
+    for (const e of w.events ?? []) {
+      if (!("instanceId" in e)) continue
+      const m = members.get(e.instanceId)
+      switch (e._tag) {
+        case "InstanceRequested":
+          if (e.reason !== "operator") members.set(e.instanceId, { group: `${e.tenant}/${e.group}`, startedT: undefined, deleting: false, retiring: false, held: false })
+          break
+        case "Adopted":
+          members.set(e.instanceId, { group: `${e.tenant}/${e.group}`, startedT: e.status === "running" ? now : undefined, deleting: false, retiring: false, held: false })
+          break
+        case "Started":
+        case "Registered":
+          if (m !== undefined && m.startedT === undefined) m.startedT = now
+          break
+        case "DeleteRequested":
+          if (m !== undefined) m.deleting = true
+          break
+        case "RetirementRequested":
+          if (m !== undefined) m.retiring = true
+          break
+        case "VmMismatched":
+          if (m !== undefined) m.held = true
+          break
+        case "InstanceGone":
+          members.delete(e.instanceId)
+          break
+        default:
+          break
+      }
+    }
+  }
+  return out
+}
+
+/**
+ * How often fencing was put to the test: log appends of a deposed term (a newer term's `LeaderElected` already
+ * landed) that the store refused, and PVE mutations of a deposed term that reached PVE after the newer term
+ * was elected (each started before it: one started after is a `fencing-pve` violation).
+ */
+export const fencingCounts = (h: Pick<HistoryView, "writes" | "pve">): { readonly appends: number; readonly pve: number } => {
+  const segments = landedSegments(h)
+  const elections: Array<{ readonly term: number; readonly at: number }> = []
+  for (const w of segments) for (const e of w.events ?? []) if (e._tag === "LeaderElected") elections.push({ term: e.term, at: w.appliedAt! })
+  const supersededAt = (term: number) => Math.min(...elections.filter((e) => e.term > term).map((e) => e.at))
+  let appends = 0
+  for (const w of h.writes) {
+    if (w.op === "put" && w.key.startsWith("log/") && w.term !== undefined && w.outcome === "rejected" && w.appliedAt! > supersededAt(w.term)) appends++
+  }
+  let pve = 0
+  for (const call of h.pve) if (call.mutation && call.landedAt !== undefined && call.landedAt > supersededAt(call.term)) pve++
+  return { appends, pve }
 }
 
 /** Instance IDs a shard's log names (requested or adopted). */

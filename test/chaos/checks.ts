@@ -7,7 +7,7 @@ import { Effect, Either, Logger, SubscriptionRef } from "effect"
 import { desiredGroups } from "../../src/domain/config/index.js"
 import { emptyState } from "../../src/domain/shard/state.js"
 import { replayStore } from "../../src/layers/EventLogStore.js"
-import { checkHistory, crossShardViolations, endStateProblems, landedSegments, nonceViolations, type Violation } from "./checker.js"
+import { checkHistory, crossShardViolations, endStateProblems, fencingCounts, landedSegments, nonceViolations, type Violation } from "./checker.js"
 import { shardView } from "./history.js"
 import type { ChaosWorld } from "./state.js"
 
@@ -66,7 +66,7 @@ export const verdict = (w: ChaosWorld, outcome: Outcome): Array<Violation> => {
   const violations: Array<Violation> = w.shape.twoShards
     ? [
       ...shards.flatMap((shard) => checkHistory(shardView(history, shard.id), { converged }).map((v) => ({ ...v, message: `${shard.id}: ${v.message}` }))),
-      ...checkHistory({ pve: [], writes: [], marks: [], samples: history.samples, configs: [] }),
+      ...checkHistory({ pve: [], writes: [], marks: [], samples: history.samples, configs: [], flags: history.flags }),
       ...crossShardViolations(shards.map((shard) => ({ shard: shard.id, view: shardView(history, shard.id) })))
     ].sort((a, b) => a.at - b.at)
     : [...checkHistory(history, { converged }), ...(registration.on ? [...nonceViolations(history, registration.accepted), ...registration.leaks] : [])].sort((a, b) => a.at - b.at)
@@ -74,6 +74,12 @@ export const verdict = (w: ChaosWorld, outcome: Outcome): Array<Violation> => {
     violations.push({ rule: "convergence", at: history.index, message: `not converged within ${w.shape.boundMs / 60_000} min after the faults stopped: ${outcome.problems.slice(0, 8).join("; ")}` })
   }
   return violations
+}
+
+/** Fenced appends refused and deposed PVE calls landed, over every shard of the world. */
+export const fencedOf = (w: ChaosWorld): { readonly appends: number; readonly pve: number } => {
+  const views = w.shape.twoShards ? w.shards.map((shard) => shardView(w.history, shard.id)) : [w.history]
+  return views.map(fencingCounts).reduce((a, b) => ({ appends: a.appends + b.appends, pve: a.pve + b.pve }), { appends: 0, pve: 0 })
 }
 
 /** How many instances retired, drained and were acknowledged (empty when none retired). */
@@ -98,6 +104,7 @@ export const summary = (w: ChaosWorld, faultCount: number, outcome: Outcome): st
   const { convergedAfterMs } = outcome
   return `seed ${shape.seed}: ${shape.twoShards ? `2 shards, ${shape.replicaCount}+${shape.replicaCountB}` : shape.replicaCount} replica(s), ${shape.nodes} nodes, ${shape.latency.name}, ${faultCount} faults, ${w.incarnations} incarnations, ` +
     `${history.pve.filter((c) => c.mutation).length} PVE mutations, ${history.writes.filter((wr) => wr.key.startsWith("log/") && wr.outcome === "applied").length} log segments, ` +
+    `fenced ${fencedOf(w).appends} appends/${fencedOf(w).pve} PVE calls, ` +
     `${registration.on ? `registration on (${registration.minted.length} nonces, ${registration.accepted.length} registrations), ` : ""}` +
     `${retirementSummary(w)}` +
     `${convergedAfterMs === undefined ? "NOT converged" : `converged +${Math.round(convergedAfterMs / 1000)}s`}`

@@ -4,12 +4,16 @@
  * failing tasks, VMIDs taken behind our back, nodes offline, the API away, store errors, ambiguous store
  * writes, store latency and partitions, lease expiry by clock jumps, VMs stopped or deleted behind our
  * back, the ISO storage full, config pushes; in worlds that roll out, user-data changes and drain
- * acknowledgements too (rollout.ts). A fault that lasts ends on a fiber of the fault scope, which
+ * acknowledgements too (rollout.ts); and in every world the narrow-window faults of issue 26 (`narrowFaults`:
+ * paused leaders, late-landing writes, lost answers, quorum loss, token trouble, cfs-lock timeouts, full
+ * storage, a loaded pveproxy, operators' VMs at our VMIDs, scale-down while a clone runs) and operators' VMs
+ * from the start (`foreignAtStart`). A fault that lasts ends on a fiber of the fault scope, which
  * `stopFaults` closes.
  */
 import { Duration, Effect, Exit, Scope } from "effect"
 import type { ReplicaLifecycle } from "./lifecycle.js"
 import { rolloutFaults } from "./rollout.js"
+import { makePrng } from "../../src/sim/prng.js"
 import { drawSizes, pick } from "./shape.js"
 import { type ChaosWorld, pushConfig, type Replica } from "./state.js"
 
@@ -248,8 +252,176 @@ export const planFaults = (w: ChaosWorld, lifecycle: ReplicaLifecycle, faultScop
 
   const faultCount = storm ? prng.int(15, 35) : prng.int(3, 14)
   const drawn = Array.from({ length: faultCount }, () => ({ at: prng.int(5, w.shape.chaosMs / 1000) * 1000, fault: drawFault() }))
-  return [...drawn, ...rolloutFaults(w, faultScope)].sort((a, b) => a.at - b.at)
+  return [...drawn, ...rolloutFaults(w, faultScope), ...narrowFaults(w, faultScope)].sort((a, b) => a.at - b.at)
 }
+
+const CLONE = "/nodes/*/qemu/*/clone"
+const QEMU_WRITES: ReadonlyArray<{ readonly method: string; readonly path: string }> = [
+  { method: "POST", path: "/nodes/*/qemu/**" },
+  { method: "PUT", path: "/nodes/*/qemu/**" },
+  { method: "DELETE", path: "/nodes/*/qemu/**" },
+  { method: "POST", path: "/nodes/*/storage/*/upload" },
+  { method: "DELETE", path: "/nodes/*/storage/*/content/**" }
+]
+
+/** The next VMID the shard's allocator would pick: above every VMID of its range in the cluster. */
+const nextOurVmid = (w: ChaosWorld): number => Math.max(9999, ...[...w.model.vms.keys()].filter((v) => v >= 10_000)) + 1
+
+/**
+ * An operator's VM (not ours) cloned at `vmid`: its VMID counts as foreign from the call on (a nameless,
+ * locked placeholder first), and no more once the clone failed.
+ */
+const foreignVm = (w: ChaosWorld, vmid: number, why: string) =>
+  Effect.suspend(() => {
+    if (w.model.vms.has(vmid)) return Effect.void
+    const node = [...w.model.nodes.keys()][0]!
+    const name = `foreign-${vmid}`
+    w.foreignVmids.add(vmid)
+    w.say(`fault: operator clones ${name} as VMID ${vmid} (${why})`)
+    return w.simPve.clone(node, 9000, { newid: vmid, name, full: true, storage: "local-lvm" }).pipe(
+      Effect.flatMap((upid) => w.simPve.waitTask(node, upid)),
+      Effect.tapError(() => Effect.sync(() => { if (!w.model.vms.has(vmid)) w.foreignVmids.delete(vmid) })),
+      Effect.ignore,
+      Effect.forkIn(w.worldScope),
+      Effect.asVoid
+    )
+  })
+
+/**
+ * VMs that are not ours in every world, from the start: an operator's, in the shard's VMID range, where the
+ * allocator must step around them and no saga may touch them.
+ */
+export const foreignAtStart = (w: ChaosWorld): Effect.Effect<void> => {
+  const r = makePrng(w.shape.seed * 89 + 23)
+  const vmids = [...new Set(Array.from({ length: r.int(1, 2) }, () => 10_000 + r.int(0, 3)))]
+  return Effect.forEach(vmids, (vmid) => foreignVm(w, vmid, "in the shard's VMID range"), { discard: true })
+}
+
+/**
+ * Faults timed at the moments that matter, drawn from a stream of their own (every other draw of the seed
+ * stays as it was): a leader paused as its clone goes out or after it took effect, as its delete's first call
+ * goes out, as it appends to the log, or in the first calls of a newer term (right after a lease change) —
+ * each longer than the lease timeout, so another replica leads when it resumes; late-landing store writes;
+ * PVE answers lost after the effect; quorum lost; the API token refused or short of a privilege; storage
+ * `cfs-lock` timeouts and full image storage; a loaded pveproxy; an operator's VM at the VMID the allocator
+ * picks next, or at the VMID of one of ours just deleted behind our back; a group scaled down while its clone runs.
+ */
+const narrowFaults = (w: ChaosWorld, faultScope: Scope.Scope): Array<PlannedFault> => {
+  const r = makePrng(w.shape.seed * 97 + 13)
+  const { faults, storeFaults, replicas } = w
+  const leaderWho = () => {
+    const leading = replicas.filter((x): x is Replica => x !== undefined && x.leaderTerm !== undefined)
+    return leading.sort((a, b) => (b.leaderTerm ?? 0) - (a.leaderTerm ?? 0))[0]?.who
+  }
+  const forAWhile = (forMs: number, undo: () => void) =>
+    Effect.asVoid(Effect.forkIn(Effect.sleep(Duration.millis(forMs)).pipe(Effect.zipRight(Effect.sync(undo))), faultScope))
+  const draw = (): Fault => {
+    const kind = pick(r, [
+      "pauseAtClone", "pauseAtClone", "pauseAtDelete", "pauseAtDelete", "pauseAtAppend", "pauseAtAppend", "pauseNewTerm", "pauseNewTerm",
+      "latePartition", "lostAnswer", "lostAnswer", "quorumLoss", "token", "cfsLock", "storageFull", "slowRequests",
+      "foreignNext", "vmidReuse", "scaleDownAtClone", "scaleDownAtClone"
+    ])
+    const forMs = r.int(16, 60) * 1000
+    const lagMs = r.int(0, 3000)
+    switch (kind) {
+      case "pauseAtClone":
+      case "pauseAtDelete":
+      case "pauseAtAppend":
+      case "pauseNewTerm": {
+        const drawnOps = kind === "pauseAtClone" ? ["clone"] : kind === "pauseAtDelete" ? ["stop", "shutdown", "deleteVm", "deleteVolume"] : kind === "pauseAtAppend" ? ["append"] : [...MUTATION_OPS, "append"]
+        const drawnMode = kind === "pauseAtAppend" ? "before" as const : pick(r, ["before", "after"] as const)
+        // Pauses at PVE calls find two gaps the product has today (see `RunOptions.pvePauses`): off, they pause
+        // at the next log append instead (the same draws, so a seed's world is the same either way otherwise).
+        const ops = w.pvePauses ? drawnOps : ["append"]
+        const mode = w.pvePauses ? drawnMode : "before" as const
+        return {
+          name: `pause the next leader ${kind === "pauseNewTerm" ? "of a newer term " : ""}${mode === "before" ? "as" : "right after"} its ${ops.join("/")} ${mode === "before" ? "goes out" : "takes effect"}, for ${forMs / 1000}s (lease timers ${lagMs} ms later)`,
+          run: Effect.sync(() => {
+            w.pauseTrigger = { ops: new Set(ops), mode, forMs, lagMs, minTerm: kind === "pauseNewTerm" ? Math.max(0, ...[...w.logFacts.values()].map((f) => f.term)) + 1 : 0 }
+          })
+        }
+      }
+      case "latePartition":
+        return {
+          name: `the leader cut off from the store for ${forMs / 1000}s, its writes landing when healed`,
+          run: Effect.suspend(() => {
+            const who = leaderWho()
+            if (who === undefined) return Effect.void
+            storeFaults.lateLanding.add(who)
+            return forAWhile(forMs, () => storeFaults.lateLanding.delete(who))
+          })
+        }
+      case "lostAnswer": {
+        const path = pick(r, [CLONE, CLONE, "/nodes/*/qemu/*/config", "/nodes/*/qemu/*/status/*", "/nodes/*/qemu/*", "/nodes/*/storage/*/upload", "/nodes/*/storage/*/content/**"])
+        const status = pick(r, [0, 500, 596])
+        const times = r.int(1, 4)
+        return { name: `PVE answers lost after the effect (${status === 0 ? "reset" : status}) on ${path} ×${times}`, run: Effect.sync(() => void faults.lostAnswer({ path, status, probability: 0.7, times })) }
+      }
+      case "quorumLoss":
+        return {
+          name: `quorum lost for ${forMs / 1000}s (/etc/pve read-only: config writes, creates and deletes fail)`,
+          run: Effect.suspend(() => {
+            const handles = QEMU_WRITES.map((q) => faults.http({ ...q, status: 500, message: "cluster not ready - no quorum? (500)" }))
+            return forAWhile(forMs, () => handles.forEach((h) => h.remove()))
+          })
+        }
+      case "token": {
+        const refused = r.next() < 0.5
+        return {
+          name: refused ? `the API token expired for ${forMs / 1000}s (401)` : `the API token lost VM.Config.Disk for ${forMs / 1000}s (403)`,
+          run: Effect.suspend(() => {
+            const handles = refused
+              ? [faults.http({ path: "/**", status: 401, message: "authentication failure" })]
+              : [faults.http({ method: "PUT", path: "/nodes/*/qemu/*/**", status: 403, message: "Permission check failed (/vms/*, VM.Config.Disk)" }), faults.http({ method: "POST", path: CLONE, status: 403, message: "Permission check failed (/vms/*, VM.Clone)" })]
+            return forAWhile(forMs, () => handles.forEach((h) => h.remove()))
+          })
+        }
+      }
+      case "cfsLock": {
+        const path = pick(r, [CLONE, "/nodes/*/qemu/*/resize", "/nodes/*/qemu/*", "/nodes/*/storage/*/upload"])
+        const times = r.int(1, 4)
+        return { name: `cfs-lock timeouts on ${path} ×${times}`, run: Effect.sync(() => void faults.http({ path, status: 500, message: "cfs-lock 'storage-local-lvm' error: got lock request timeout", probability: 0.6, times })) }
+      }
+      case "storageFull": {
+        const type = pick(r, ["qmclone", "resize"])
+        const times = r.int(1, 4)
+        return { name: `image storage full for ${type} ×${times}`, run: Effect.sync(() => void faults.failTasks({ type, times, message: "lvcreate 'pve/vm-disk' error:   Volume group \"pve\" has insufficient free space" })) }
+      }
+      case "slowRequests": {
+        const maxMs = pick(r, [500, 2000, 8000])
+        return { name: `pveproxy loaded for ${forMs / 1000}s (each request waits up to ${maxMs} ms)`, run: Effect.sync(() => faults.slowRequests({ forMs, minMs: 20, maxMs })) }
+      }
+      case "foreignNext":
+        return { name: "an operator's VM at the VMID the allocator picks next", run: Effect.suspend(() => foreignVm(w, nextOurVmid(w), "the next VMID of the shard's range")) }
+      case "vmidReuse":
+        return {
+          name: "one of our VMs deleted behind our back and its VMID given to an operator's VM",
+          run: Effect.suspend(() => {
+            const ours = [...w.model.vms.values()].filter((vm) => vm.vmid >= 10_000 && !w.foreignVmids.has(vm.vmid) && vm.status === "running" && vm.config.get("template") !== "1")
+            if (ours.length === 0) return Effect.void
+            const vm = ours[r.int(0, ours.length - 1)]!
+            w.say(`fault: operator deletes VM ${vm.vmid} (${vm.config.get("name") ?? "?"}) to reuse its VMID`)
+            const pve = w.simPve
+            return pve.stop(vm.node, vm.vmid).pipe(
+              Effect.flatMap((upid) => pve.waitTask(vm.node, upid)),
+              Effect.zipRight(pve.deleteVm(vm.node, vm.vmid, { purge: true, destroyUnreferencedDisks: true })),
+              Effect.flatMap((upid) => pve.waitTask(vm.node, upid)),
+              Effect.zipRight(foreignVm(w, vm.vmid, "a VMID one of ours had")),
+              Effect.ignore,
+              Effect.forkIn(w.worldScope),
+              Effect.asVoid
+            )
+          })
+        }
+      default:
+        return { name: "a group scaled down as its next clone starts (slowed), its leader crashing once the clone went out", run: Effect.sync(() => { w.scaleDownAtClone = true }) }
+    }
+  }
+  const count = w.shape.storm ? r.int(3, 8) : r.int(2, 5)
+  return Array.from({ length: count }, () => ({ at: r.int(5, w.shape.chaosMs / 1000) * 1000, fault: draw() }))
+}
+
+const MUTATION_OPS = ["clone", "updateConfig", "resize", "start", "stop", "shutdown", "deleteVm", "upload", "deleteVolume"]
 
 /** The sizes every shard is left at once the faults stop (drawn right after the plan). */
 export const drawFinalSizes = (w: ChaosWorld): void => {
@@ -279,5 +451,10 @@ export const stopFaults = (w: ChaosWorld, faultScope: Scope.CloseableScope) =>
     w.storeFaults.ambiguousRate = 0
     w.storeFaults.latencyMs = 0
     w.storeFaults.partitioned.clear()
+    w.storeFaults.lateLanding.clear()
     w.crashTrigger = undefined
+    w.pauseTrigger = undefined
+    w.scaleDownAtClone = false
+    w.crashAfterClone = undefined
+    yield* w.pauses.resumeAll(w.worldScope)
   })

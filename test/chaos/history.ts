@@ -25,6 +25,12 @@ export interface PveCall {
   readonly name?: string | undefined
   /** What a mutation acts on, as the simulated cluster had it when the call started (cross-shard rules). */
   readonly target?: PveTarget | undefined
+  /** Index at which a mutation went out to PVE (later than `i` when its replica was paused in between). */
+  landedAt?: number | undefined
+  /** A clone's outcome as the product saw it (its POST and its task): true when both succeeded. */
+  ok?: boolean | undefined
+  /** Index at which the product learnt its clone succeeded. */
+  okAt?: number | undefined
 }
 
 export interface PveTarget {
@@ -33,6 +39,8 @@ export interface PveTarget {
   readonly tags?: string | undefined
   /** The instance ID the VM is named after, or whose ISO (`nstance-<id>.iso`) the call names. */
   readonly instance?: string | undefined
+  /** The VM is an operator's (made behind our back), not ours. */
+  readonly foreign?: boolean | undefined
 }
 
 export type WriteOutcome = "applied" | "rejected" | "failed" | "ambiguous" | "hung"
@@ -78,6 +86,14 @@ export interface ConfigInForce {
   readonly drainMs: Readonly<Record<string, number>>
 }
 
+/** A rule broken at a moment the wrappers saw (an orphan a saga left, a VMID given twice, …). */
+export interface Flag {
+  readonly i: number
+  readonly t: number
+  readonly rule: string
+  readonly problem: string
+}
+
 export interface Line {
   readonly i: number
   readonly t: number
@@ -98,6 +114,8 @@ export class History {
   readonly marks: Array<Mark> = []
   /** Problems seen while sampling the simulated cluster (two VMs named alike, …). */
   readonly samples: Array<Sample> = []
+  /** Rules the wrappers saw broken as the world ran (judged once, like the samples). */
+  readonly flags: Array<Flag> = []
   /** The product's own log lines at INFO and above (bounded), for the failure report. */
   readonly productLog: Array<Line> = []
   /** Every config put in force, in order. */
@@ -167,6 +185,12 @@ export class History {
     this.lines.push({ i, t: this.now(), text: `SAMPLE ${problem}` })
   }
 
+  flag(rule: string, problem: string): void {
+    const i = this.next()
+    this.flags.push({ i, t: this.now(), rule, problem })
+    this.lines.push({ i, t: this.now(), text: `FLAG ${rule}: ${problem}` })
+  }
+
   product(text: string): void {
     this.productLog.push({ i: this.counter, t: this.now(), text })
     if (this.productLog.length > 4000) this.productLog.splice(0, 1000)
@@ -182,7 +206,7 @@ export class History {
 }
 
 /** The parts of a history the rules read: the whole history, or one shard's part of it. */
-export type HistoryView = Pick<History, "pve" | "writes" | "marks" | "samples" | "configs">
+export type HistoryView = Pick<History, "pve" | "writes" | "marks" | "samples" | "configs"> & { readonly flags?: ReadonlyArray<Flag> }
 
 /** One shard's part of a two-shard history: its incarnations' PVE calls, store writes and marks, its configs (no samples: those are judged once). */
 export const shardView = (h: History, shard: string): HistoryView => {

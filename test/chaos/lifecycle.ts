@@ -26,6 +26,7 @@ export const makeReplicaLifecycle = (w: ChaosWorld): ReplicaLifecycle => {
       const r = replicas[slot]
       if (r === undefined) return
       replicas[slot] = undefined
+      w.dead.add(r.who)
       history.mark(r.who, "crash", r.leaderTerm, reason)
       if (w.verbose) globalThis.console.log(`${elapsed(w.clock)}s crash ${r.who}: ${reason}`)
       // Closed on a fiber of its own: a finalizer waiting for (virtual) time must not hold up the caller,
@@ -54,7 +55,7 @@ export const makeReplicaLifecycle = (w: ChaosWorld): ReplicaLifecycle => {
       replicas[slot] = replica
       history.mark(who, "start", undefined, graceful ? "resigns on stop" : "dies without resigning")
       yield* startReplicaProcess(
-        { ...wrappers, clock: w.clock, history, snapshotEvery: w.shape.snapshotEvery, pki: w.registration.pki() },
+        { ...wrappers, clock: w.clock, history, snapshotEvery: w.shape.snapshotEvery, pki: w.registration.pki(), leaseGate: w.pauses.leaseGate },
         shard,
         replica,
         graceful

@@ -4,12 +4,16 @@
  * history around the first one and the one command that reproduces it; the exit code is 1 if any failed.
  * `--two-shard` runs the first N two-shard seeds from S on (from 3000; one seed in five there runs two shards),
  * `--registration` the first N registration seeds (from 4000; one one-shard seed in three there).
- * `NSTANCE_CHAOS_BREAK=skip-iso-delete` runs a deliberately broken build (compensation leaves ISOs behind);
- * `NSTANCE_CHAOS_BREAK=log-nonce` one whose leader logs the nonces it mints (fails registration seeds);
- * `NSTANCE_CHAOS_BREAK=retire-deletes-at-once` one whose retirements delete before any replacement (fails
- * seeds that roll out).
+ * `--break NAME` (or `NSTANCE_CHAOS_BREAK=NAME`) runs a deliberately broken build (breakModes.ts lists them):
+ * `skip-iso-delete` (compensation leaves ISOs behind), `log-nonce` (fails registration seeds),
+ * `retire-deletes-at-once` (fails seeds that roll out), `lost-append-ok`, `unconditional-append`,
+ * `delete-skips-ownership`, `delete-ignores-placeholder`, and the two made by patching a product module as it
+ * loads (breakHooks.mjs): `duplicate-vmid` and `reversed-scale-down`. Each seed's line says how often fencing
+ * was put to the test: log appends of a deposed term refused, PVE calls of a deposed term that landed late.
+ * `--pve-pauses` also pauses leaders at their PVE calls (see `RunOptions.pvePauses`: two product gaps).
  */
-import { BREAK_MODES, type BreakMode, failureReport, registrationSeeds, runSeed, twoShardSeeds } from "./world.js"
+import { register } from "node:module"
+import { BREAK_MODES, type BreakMode, SOURCE_BREAKS } from "./breakModes.js"
 
 const args = process.argv.slice(2)
 const flag = (name: string): string | undefined => {
@@ -26,12 +30,15 @@ const intFlag = (name: string, fallback: number): number => {
   }
   return n
 }
-const breakEnv = process.env["NSTANCE_CHAOS_BREAK"] ?? "none"
-const breakMode: BreakMode | undefined = BREAK_MODES.find((mode) => mode === breakEnv)
+const breakName = flag("--break") ?? process.env["NSTANCE_CHAOS_BREAK"] ?? "none"
+const breakMode: BreakMode | undefined = BREAK_MODES.find((mode) => mode === breakName)
 if (breakMode === undefined) {
-  globalThis.console.error(`chaos: NSTANCE_CHAOS_BREAK must be one of ${BREAK_MODES.filter((m) => m !== "none").join(", ")}, got ${JSON.stringify(breakEnv)}`)
+  globalThis.console.error(`chaos: --break (NSTANCE_CHAOS_BREAK) must be one of ${BREAK_MODES.filter((m) => m !== "none").join(", ")}, got ${JSON.stringify(breakName)}`)
   process.exit(2)
 }
+// Registered before the product is loaded: the patched module is the only one this process ever sees.
+if (SOURCE_BREAKS.includes(breakMode)) register(new URL("./breakHooks.mjs", import.meta.url), { data: { mode: breakMode } })
+const { failureReport, registrationSeeds, runSeed, twoShardSeeds } = await import("./world.js")
 const single = flag("--seed")
 const seeds = single !== undefined
   ? [intFlag("--seed", 0)]
@@ -41,6 +48,7 @@ const seeds = single !== undefined
   ? registrationSeeds(intFlag("--from", 4000), intFlag("--seeds", 20))
   : Array.from({ length: intFlag("--seeds", 20) }, (_, k) => intFlag("--from", 1) + k)
 const verbose = args.includes("--verbose")
+const pvePauses = args.includes("--pve-pauses")
 
 const started = Date.now()
 const failed: Array<number> = []
@@ -52,7 +60,7 @@ process.on("exit", (code) => {
 for (const seed of seeds) {
   current = seed
   const t0 = Date.now()
-  const result = await runSeed({ seed, breakMode, verbose })
+  const result = await runSeed({ seed, breakMode, verbose, pvePauses })
   const ms = Date.now() - t0
   if (result.violations.length === 0) {
     globalThis.console.log(`ok   ${result.summary} (${ms} ms)`)

@@ -4,9 +4,9 @@
  */
 import { describe, expect, it } from "vitest"
 import type { ShardEventEncoded } from "../../src/domain/shard/events.js"
-import { checkHistory, crossShardViolations, nonceViolations } from "./checker.js"
+import { checkHistory, crossShardViolations, fencingCounts, nonceViolations } from "./checker.js"
 import { EPOCH, History, shardView } from "./history.js"
-import { failureReport, isRegistrationSeed, isTwoShardSeed, runSeed } from "./world.js"
+import { type BreakMode, failureReport, isRegistrationSeed, isTwoShardSeed, runSeed } from "./world.js"
 
 const expectClean = async (seed: number) => {
   const result = await runSeed({ seed })
@@ -51,6 +51,22 @@ describe("the checker fails a broken build", () => {
     expect(first?.message).toMatch(/^retirement delete of \w+ \((config-drift|eligible-expiry|forced-expiry)\) with at most \d+ ready instance\(s\) besides it in group (web|api) of size \d+/)
     expect(failureReport(result, "retire-deletes-at-once")).toContain("reproduce: NSTANCE_CHAOS_BREAK=retire-deletes-at-once npm run chaos -- --seed 28")
   }, 30_000)
+})
+
+describe("issue 26: each planted bug the harness makes fails a CI seed, with the rule that names it", () => {
+  // The table of the note: the CI seeds each broken build fails (`npm run chaos -- --break NAME`); one seed each here.
+  const cases: ReadonlyArray<readonly [BreakMode, number, string]> = [
+    ["lost-append-ok", 4, "fencing-log"],
+    ["unconditional-append", 2, "log-single-writer"],
+    ["delete-skips-ownership", 9, "not-ours"],
+    ["delete-ignores-placeholder", 4, "saga-orphan"]
+  ]
+  for (const [breakMode, seed, rule] of cases) {
+    it(`${breakMode}: seed ${seed} fails ${rule}`, async () => {
+      const result = await runSeed({ seed, breakMode, convergeBoundMs: 3 * 60_000 })
+      expect(result.violations.map((v) => v.rule)).toContain(rule)
+    }, 30_000)
+  }
 })
 
 /** A history with term `term` of `who` elected and its segments written as given. */
@@ -112,6 +128,74 @@ describe("history rules", () => {
     h.pveStart("r0#1", 1, "clone", "pve1,9000", true, ID)
     h.sample(`two VMs named ${ID}: 100 and 101`)
     expect(checkHistory(h).map((v) => v.rule)).toEqual(["no-clone-after-delete", "one-vm-per-instance"])
+  })
+})
+
+describe("issue 26 rules: ownership, waste, order, orphans, fencing put to the test", () => {
+  const requested = (id: string, group: "web" | "api" = "web"): ShardEventEncoded =>
+    ({ _tag: "InstanceRequested", v: 1, instanceId: id, at, tenant: "shop", group, kind: group, specHash: "x", reason: "scale-up" })
+  const A = "web06eadcewvhrp3b1ztjxey4tn4a"
+  const B = "web06eadcewvhrp3b1ztjxey4tn4b"
+
+  it("a mutation of an operator's VM breaks not-ours, in a one-shard world too", () => {
+    const h = historyOf([{ who: "r0#1", term: 1, events: [{ _tag: "LeaderElected", v: 1, term: 1, replica: "r0" }] }])
+    h.mark("r0#1", "termStart", 1)
+    h.pveStart("r0#1", 1, "shutdown", "pve1,10001", true, undefined, { vmid: 10001, instance: "foreign-10001", foreign: true })
+    h.pveStart("r0#1", 1, "shutdown", "pve1,10002", true, undefined, { vmid: 10002, instance: A })
+    expect(checkHistory(h).map((v) => v.rule)).toEqual(["not-ours"])
+  })
+
+  it("a clone after one that succeeded breaks clone-bound; a retry after a failed one does not", () => {
+    const h = historyOf([{ who: "r0#1", term: 1, events: [{ _tag: "LeaderElected", v: 1, term: 1, replica: "r0" }] }])
+    h.mark("r0#1", "termStart", 1)
+    h.pveStart("r0#1", 1, "clone", "pve1,9000", true, A).ok = false
+    const second = h.pveStart("r0#1", 1, "clone", "pve1,9000", true, A)
+    second.ok = true
+    second.okAt = h.next()
+    h.pveStart("r0#1", 1, "clone", "pve1,9000", true, A)
+    expect(checkHistory(h).map((v) => v.rule)).toEqual(["clone-bound"])
+  })
+
+  it("scale-down of a running instance while another of its group is not running yet breaks scale-down-order", () => {
+    let now = 0
+    const h = new History(() => now)
+    const put = (seq: number, events: ReadonlyArray<ShardEventEncoded>) => {
+      now = seq * 5000
+      h.settle(h.write({ who: "r0#1", term: 1, op: "put", key: `log/${String(seq).padStart(16, "0")}.json`, seq, events }), "applied")
+    }
+    put(1, [{ _tag: "LeaderElected", v: 1, term: 1, replica: "r0" }, requested(A)])
+    put(2, [{ _tag: "Started", v: 1, instanceId: A, at }, requested(B)])
+    put(3, [{ _tag: "DeleteRequested", v: 1, instanceId: A, at, reason: "scale-down" }])
+    // (The hand-made log skips A's create steps: only the scale-down rule is looked at.)
+    expect(checkHistory(h).filter((v) => v.rule === "scale-down-order").map((v) => v.message)).toEqual([expect.stringContaining(`${A} (running) scaled down while ${B}`)])
+  })
+
+  it("two writers at one seq break log-single-writer; one writer landing its own segment again does not", () => {
+    const h = historyOf([{ who: "r0#1", term: 1, events: [{ _tag: "LeaderElected", v: 1, term: 1, replica: "r0" }] }])
+    const again = h.write({ who: "r0#1", term: 1, op: "put", key: "log/0000000000000001.json", seq: 1, events: [{ _tag: "LeaderElected", v: 1, term: 1, replica: "r0" }] })
+    h.settle(again, "applied")
+    expect(checkHistory(h)).toEqual([])
+    h.settle(h.write({ who: "r1#2", term: 2, op: "put", key: "log/0000000000000001.json", seq: 1, events: [{ _tag: "LeaderElected", v: 1, term: 2, replica: "r1" }] }), "applied")
+    expect(checkHistory(h).map((v) => v.rule)).toContain("log-single-writer")
+  })
+
+  it("an orphan a saga left, or a VMID given twice, is reported through the wrappers' flags", () => {
+    const h = historyOf([])
+    h.flag("saga-orphan", `${A} recorded gone with ISO local:iso/nstance-${A}.iso left behind`)
+    h.flag("vmid-unique", `VMID 10002 reserved for ${B} while ${A} still holds it`)
+    expect(checkHistory(h).map((v) => v.rule)).toEqual(["saga-orphan", "vmid-unique"])
+  })
+
+  it("fencing counts: a deposed term's refused append and its PVE call landing after the newer election", () => {
+    const h = historyOf([
+      { who: "r0#1", term: 1, events: [{ _tag: "LeaderElected", v: 1, term: 1, replica: "r0" }] },
+      { who: "r1#2", term: 2, events: [{ _tag: "LeaderElected", v: 1, term: 2, replica: "r1" }] }
+    ])
+    h.mark("r0#1", "termStart", 1)
+    const late = h.pveStart("r0#1", 1, "clone", "pve1,9000", true, A)
+    h.settle(h.write({ who: "r0#1", term: 1, op: "put", key: "log/0000000000000002.json", seq: 2, events: [] }), "rejected")
+    late.landedAt = h.next()
+    expect(fencingCounts(h)).toEqual({ appends: 1, pve: 1 })
   })
 })
 

@@ -17,6 +17,7 @@ import { LeaderLease } from "../../src/services/LeaderLease.js"
 import { skewedClock } from "../support/virtualClock.js"
 import { CLUSTER } from "./config.js"
 import type { History } from "./history.js"
+import { gatedClock } from "./pause.js"
 import type { Replica, ShardWorld } from "./state.js"
 import type { Wrappers } from "./wrappers.js"
 
@@ -28,6 +29,8 @@ export interface ReplicaProcessEnv extends Wrappers {
   readonly snapshotEvery: number
   /** The cluster PKI (registration worlds only). */
   readonly pki: ClusterPkiShape | undefined
+  /** Holds an incarnation's lease timers while it is paused (pause.ts). */
+  readonly leaseGate: (who: string) => Effect.Effect<void>
 }
 
 /**
@@ -45,7 +48,7 @@ export const startReplicaProcess = (env: ReplicaProcessEnv, shard: ShardWorld, r
       frequentInterval: "5 seconds",
       leaderTimeout: "15 seconds",
       resignOnClose: graceful
-    }).pipe(Effect.withClock(skewedClock(env.clock, skew)), Scope.extend(scope), Effect.orDie)
+    }).pipe(Effect.withClock(gatedClock(skewedClock(env.clock, skew), env.leaseGate(who))), Scope.extend(scope), Effect.orDie)
     yield* lease.isLeader.changes.pipe(
       Stream.changes,
       Stream.runForEach((leading) =>

@@ -1,4 +1,5 @@
-import { chaosSeeds } from "./suite.js"
+import { fencingWasTested, chaosSeeds } from "./suite.js"
 
 chaosSeeds(51, 25)
 chaosSeeds(1010, 5)
+fencingWasTested()

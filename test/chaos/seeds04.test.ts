@@ -1,4 +1,5 @@
-import { chaosSeeds } from "./suite.js"
+import { fencingWasTested, chaosSeeds } from "./suite.js"
 
 chaosSeeds(76, 25)
 chaosSeeds(1015, 5)
+fencingWasTested()

@@ -1,4 +1,5 @@
-import { chaosSeeds } from "./suite.js"
+import { fencingWasTested, chaosSeeds } from "./suite.js"
 
 chaosSeeds(101, 25)
 chaosSeeds(1020, 5)
+fencingWasTested()

@@ -1,4 +1,5 @@
-import { chaosSeeds } from "./suite.js"
+import { fencingWasTested, chaosSeeds } from "./suite.js"
 
 chaosSeeds(126, 25)
 chaosSeeds(1025, 5)
+fencingWasTested()

@@ -1,4 +1,5 @@
-import { chaosSeeds } from "./suite.js"
+import { fencingWasTested, chaosSeeds } from "./suite.js"
 
 chaosSeeds(176, 25)
 chaosSeeds(1035, 5)
+fencingWasTested()

@@ -1,3 +1,4 @@
-import { twoShardChaosSeeds } from "./suite.js"
+import { fencingWasTested, twoShardChaosSeeds } from "./suite.js"
 
 twoShardChaosSeeds(7, 7)
+fencingWasTested()

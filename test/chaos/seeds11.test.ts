@@ -1,3 +1,4 @@
-import { twoShardChaosSeeds } from "./suite.js"
+import { fencingWasTested, twoShardChaosSeeds } from "./suite.js"
 
 twoShardChaosSeeds(14, 6)
+fencingWasTested()

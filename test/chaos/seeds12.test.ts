@@ -1,3 +1,4 @@
-import { registrationChaosSeeds } from "./suite.js"
+import { fencingWasTested, registrationChaosSeeds } from "./suite.js"
 
 registrationChaosSeeds(0, 10)
+fencingWasTested()

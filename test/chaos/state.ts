@@ -18,18 +18,12 @@ import { desiredGroups } from "../../src/domain/config/index.js"
 import type { ShardReplicaShape } from "../../src/shard/ShardReplica.js"
 import { configText, type GroupSizes, parseConfig, SHARD, SHARD_B, type WorldConfig } from "./config.js"
 import { EPOCH, History, type Who } from "./history.js"
+import { makePauses, type Pauses } from "./pause.js"
 import { makeRegistration, type Registration } from "./registration.js"
 import { describeRollout, drawShape, type WorldShape } from "./shape.js"
 
-/**
- * A deliberately broken product, to show the checker fails (`NSTANCE_CHAOS_BREAK`): compensation that
- * skips the ISO delete, (registration worlds) a leader that logs each nonce it mints, or (worlds that roll
- * out) a leader whose every retirement is a delete at once, before any replacement (`retire-deletes-at-once`,
- * made by the store wrapper: each log segment with a `RetirementRequested` also carries the instance's
- * `DeleteRequested{retired}` — what every later leader and the checker read).
- */
-export type BreakMode = "none" | "skip-iso-delete" | "log-nonce" | "retire-deletes-at-once"
-export const BREAK_MODES: ReadonlyArray<BreakMode> = ["none", "skip-iso-delete", "log-nonce", "retire-deletes-at-once"]
+export { BREAK_MODES, type BreakMode, SOURCE_BREAKS } from "./breakModes.js"
+import type { BreakMode } from "./breakModes.js"
 
 export { EPOCH } from "./history.js"
 
@@ -39,6 +33,36 @@ export interface StoreFaults {
   latencyMs: number
   /** Incarnations whose store calls hang until healed, then time out. */
   readonly partitioned: Set<Who>
+  /** Incarnations whose store calls time out after `LATE_TIMEOUT_MS` while their writes land when healed. */
+  readonly lateLanding: Set<Who>
+}
+
+/**
+ * A pause armed for the next matching call of a leader (the narrow windows: a clone's start, a delete's first
+ * call, a log append, the first calls of a newer term): before the call goes out, or after its effect and
+ * before its answer is read.
+ */
+export interface PauseTrigger {
+  readonly ops: ReadonlySet<string>
+  readonly mode: "before" | "after"
+  readonly forMs: number
+  readonly lagMs: number
+  /** Only a term at least this new (right after a lease change); 0: any. */
+  readonly minTerm: number
+}
+
+/** What the landed log segments say about VMIDs and deletes, kept as they land (the wrappers' lies and the VMID rules read it). */
+export interface LogFacts {
+  /** Instance → the VMID last reserved for it. */
+  readonly vmidOf: Map<string, number>
+  /** VMID → the instance last reserved at it. */
+  readonly ownerOf: Map<number, string>
+  /** Instances whose delete is on record. */
+  readonly deleting: Set<string>
+  /** Instances gone. */
+  readonly gone: Set<string>
+  /** The highest term elected so far (LeaderElected landed). */
+  term: number
 }
 
 export interface CrashTrigger {
@@ -77,6 +101,8 @@ export interface ChaosWorld {
   readonly shape: WorldShape
   readonly breakMode: BreakMode
   readonly verbose: boolean
+  /** Pause leaders at their PVE calls too, not only at log appends (`RunOptions.pvePauses`). */
+  readonly pvePauses: boolean
   /** The seed's main PRNG stream: the shape, the fault plan, and every draw while the world runs. */
   readonly prng: Prng
   /** The second shard's stream (see `isTwoShardSeed`). */
@@ -97,6 +123,18 @@ export interface ChaosWorld {
   readonly replicas: Array<Replica | undefined>
   readonly storeFaults: StoreFaults
   crashTrigger: CrashTrigger | undefined
+  pauseTrigger: PauseTrigger | undefined
+  /** Armed: at the next clone of a leader, that group is scaled down by one while its clone is slowed. */
+  scaleDownAtClone: boolean
+  /** The leader whose clone the scale-down caught: it crashes once its clone went out (the delete is its successor's). */
+  crashAfterClone: Who | undefined
+  readonly pauses: Pauses
+  /** Incarnations that crashed: a dead process makes no more calls, whichever of its fibers runs before its scope closes. */
+  readonly dead: Set<Who>
+  /** VMIDs of VMs an operator made (not ours, whatever their name while cloning). */
+  readonly foreignVmids: Set<number>
+  /** Per shard: what its landed log segments say (each shard has its own log and VMID allocator). */
+  readonly logFacts: Map<string, LogFacts>
   incarnations: number
   generation: number
   /** Off once the faults stop: no more ambiguous writes. */
@@ -122,6 +160,17 @@ export const configInForce = (history: History, shard: string, world: WorldConfi
 export const pushConfig = (w: ChaosWorld, shard: ShardWorld): Effect.Effect<void> =>
   Effect.suspend(() => SubscriptionRef.set(shard.config, configInForce(w.history, shard.id, shard.world)))
 
+/** What the log of `who`'s shard says so far. */
+export const logFactsOf = (w: ChaosWorld, who: Who): LogFacts => {
+  const shard = w.history.shardOf.get(who) ?? SHARD
+  let facts = w.logFacts.get(shard)
+  if (facts === undefined) {
+    facts = { vmidOf: new Map(), ownerOf: new Map(), deleting: new Set(), gone: new Set(), term: 0 }
+    w.logFacts.set(shard, facts)
+  }
+  return facts
+}
+
 export const shardOfSlot = (w: ChaosWorld, slot: number): ShardWorld => w.shards.find((s) => s.slots.includes(slot))!
 
 /** Seconds of virtual time since the start, for verbose output. */
@@ -132,6 +181,7 @@ export interface WorldSettings {
   readonly breakMode: BreakMode
   readonly verbose: boolean
   readonly convergeBoundMs: number | undefined
+  readonly pvePauses: boolean
 }
 
 export const makeChaosWorld = (settings: WorldSettings, clock: VirtualClock): Effect.Effect<ChaosWorld, never, Scope.Scope> =>
@@ -190,6 +240,7 @@ export const makeChaosWorld = (settings: WorldSettings, clock: VirtualClock): Ef
       shape,
       breakMode,
       verbose: settings.verbose,
+      pvePauses: settings.pvePauses,
       prng,
       shardPrng,
       clock,
@@ -203,8 +254,15 @@ export const makeChaosWorld = (settings: WorldSettings, clock: VirtualClock): Ef
       registration,
       shards,
       replicas,
-      storeFaults: { errorRate: 0, ambiguousRate: 0, latencyMs: 0, partitioned: new Set() },
+      storeFaults: { errorRate: 0, ambiguousRate: 0, latencyMs: 0, partitioned: new Set(), lateLanding: new Set() },
       crashTrigger: undefined,
+      pauseTrigger: undefined,
+      scaleDownAtClone: false,
+      crashAfterClone: undefined,
+      pauses: makePauses(),
+      dead: new Set(),
+      foreignVmids: new Set(),
+      logFacts: new Map(),
       incarnations: 0,
       generation: 0,
       chaosOn: true,

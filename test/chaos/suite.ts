@@ -8,12 +8,28 @@
 import { describe, expect, it } from "vitest"
 import { failureReport, registrationSeeds, runSeed, twoShardSeeds } from "./world.js"
 
+/** Per file: how often its seeds put fencing to the test (deposed appends refused, deposed PVE calls landed late). */
+const fenced = { appends: 0, pve: 0, seeds: 0 }
+
 const seedTest = (seed: number, what: string) =>
   it(`seed ${seed} keeps every invariant${what} and converges`, async () => {
     const result = await runSeed({ seed })
+    fenced.appends += result.fenced.appends
+    fenced.pve += result.fenced.pve
+    fenced.seeds++
     if (result.violations.length > 0) expect.fail(failureReport(result))
     expect(result.convergedAfterMs).toBeDefined()
   }, 30_000)
+
+/**
+ * After a file's seeds: a deposed leader must have reached the log in them — an append refused because a
+ * newer term owns the seq — or the fencing rules judged nothing (issue 26). Registered last, so it runs last.
+ */
+export const fencingWasTested = () =>
+  it("fencing was put to the test: a deposed term's log append was refused", () => {
+    globalThis.console.log(`chaos fencing: ${fenced.appends} deposed appends refused, ${fenced.pve} deposed PVE calls landed late, over ${fenced.seeds} seeds`)
+    expect(fenced.appends).toBeGreaterThan(0)
+  })
 
 /** Seeds `from` … `from + count − 1`, one test each (seeds from 1000 on are storms: bigger groups, more faults). */
 export const chaosSeeds = (from: number, count: number) =>

@@ -18,8 +18,8 @@
 import { Effect, Logger, LogLevel, Random, Scope } from "effect"
 import { microtaskScheduler, VirtualClock } from "../support/virtualClock.js"
 import type { Violation } from "./checker.js"
-import { endProblems, type Outcome, productLogger, sampleModel, summary, verdict } from "./checks.js"
-import { drawFinalSizes, type PlannedFault, planFaults, scheduleFaults, stopFaults } from "./faults.js"
+import { endProblems, fencedOf, type Outcome, productLogger, sampleModel, summary, verdict } from "./checks.js"
+import { drawFinalSizes, foreignAtStart, type PlannedFault, planFaults, scheduleFaults, stopFaults } from "./faults.js"
 import type { History } from "./history.js"
 import { makeReplicaLifecycle, type ReplicaLifecycle } from "./lifecycle.js"
 import { endExpiry } from "./rollout.js"
@@ -35,6 +35,17 @@ export interface RunOptions {
   readonly verbose?: boolean
   /** Virtual time the world has to converge once the faults stop (default 25 minutes). */
   readonly convergeBoundMs?: number
+  /**
+   * Adversarial pauses: leaders are paused at their PVE calls too (a clone's start, a delete's first call, a
+   * newer term's first calls), not only at log appends, and on resume their calls go on before their lease
+   * timers fire. Off in CI for now (pauses there are at appends, the lease's timers first): it finds two gaps
+   * of the product (issue 26)
+   * — a resumed, deposed leader starts a PVE mutation after its lease was lost or its term superseded (nothing
+   * checks the lease before a mutation, and a term's interruption is asynchronous: seeds 59, 151), and a
+   * deposed leader's clone that lands after the instance was deleted leaves an untagged VM named after it that
+   * the GC never collects (seed 193). `--pve-pauses` on the CLI.
+   */
+  readonly pvePauses?: boolean
 }
 
 export interface RunResult {
@@ -43,6 +54,8 @@ export interface RunResult {
   readonly history: History
   /** Virtual milliseconds until converged (undefined: not within the bound). */
   readonly convergedAfterMs: number | undefined
+  /** Log appends of a deposed term refused by the store, and PVE mutations of a deposed term that landed late. */
+  readonly fenced: { readonly appends: number; readonly pve: number }
   readonly summary: string
 }
 
@@ -53,6 +66,7 @@ const STEP_MS = 1000
 const chaosPhase = (w: ChaosWorld, lifecycle: ReplicaLifecycle, plan: ReadonlyArray<PlannedFault>, faultScope: Scope.Scope) =>
   Effect.gen(function* () {
     yield* w.registration.startAgents(w.model)
+    yield* foreignAtStart(w)
     for (let slot = 0; slot < w.shape.totalReplicas; slot++) yield* lifecycle.startReplica(slot, `r${slot}`, w.prng.next() < 0.3)
     yield* scheduleFaults(w, plan, faultScope)
     for (let t = 0; t < w.shape.chaosMs; t += STEP_MS) {
@@ -115,7 +129,8 @@ export const runWorld = (options: RunOptions): Effect.Effect<RunResult> => {
       seed: options.seed,
       breakMode: options.breakMode ?? "none",
       verbose: options.verbose === true,
-      convergeBoundMs: options.convergeBoundMs
+      convergeBoundMs: options.convergeBoundMs,
+      pvePauses: options.pvePauses === true
     }, clock)
     const lifecycle = makeReplicaLifecycle(w)
     const faultScope = yield* Scope.make()
@@ -131,7 +146,7 @@ export const runWorld = (options: RunOptions): Effect.Effect<RunResult> => {
     )
     yield* endRun(w, lifecycle)
     const violations = verdict(w, outcome)
-    return { seed: options.seed, violations, history: w.history, convergedAfterMs: outcome.convergedAfterMs, summary: summary(w, plan.length, outcome) } satisfies RunResult
+    return { seed: options.seed, violations, history: w.history, convergedAfterMs: outcome.convergedAfterMs, fenced: fencedOf(w), summary: summary(w, plan.length, outcome) } satisfies RunResult
   })).pipe(Effect.withClock(clock), Effect.withScheduler(microtaskScheduler), Effect.withRandom(Random.make(options.seed)))
 }
 
