@@ -15,7 +15,7 @@
  * and that no shard created, deleted or adopted anything (no mutating PVE call at all).
  */
 import { spawn } from "node:child_process"
-import { mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -24,7 +24,7 @@ import { LatencyFast } from "../src/sim/latency.js"
 import { type RunningSimulator, startSimulator } from "../src/sim/server.js"
 import { writeResult } from "./lib/results.js"
 import { logObjects, seededLog, seedVms, writeToFileBucket } from "./lib/seededWorld.js"
-import { shardConfigText, startServer } from "./lib/serverProcess.js"
+import { procFigures, shardConfigText, startServer } from "./lib/serverProcess.js"
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..")
 const SHARDS = Number(process.env["FLEET_SHARDS"] ?? 50)
@@ -62,17 +62,6 @@ const configText = (shard: string, index: number) => {
     templates: { web: { kind: "web", instance_type: "cpu:1,memory:512,disk:10", subnet_pool: "nodes" } },
     groups: { site: { web: { template: "web", size: SIZE } } }
   }, null, 2)
-}
-
-/** What `/proc/<pid>` says of the server: resident and peak-resident MB, and CPU seconds used so far. */
-const procFigures = (pid: number) => {
-  const status = readFileSync(`/proc/${pid}/status`, "utf8")
-  const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(status)?.[1] ?? Number.NaN)
-  // Fields 14 and 15 of /proc/<pid>/stat (utime, stime) in clock ticks of 1/100 s; the name field may hold spaces.
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
-  const ticks = Number(fields[11]) + Number(fields[12])
-  return { rssMB: kb("VmRSS") / 1024, peakRssMB: kb("VmHWM") / 1024, cpuSeconds: ticks / 100 }
 }
 
 const running = (sim: RunningSimulator, shard: string) =>
