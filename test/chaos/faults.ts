@@ -402,10 +402,14 @@ const narrowFaults = (w: ChaosWorld, faultScope: Scope.Scope): Array<PlannedFaul
             const vm = ours[r.int(0, ours.length - 1)]!
             w.say(`fault: operator deletes VM ${vm.vmid} (${vm.config.get("name") ?? "?"}) to reuse its VMID`)
             const pve = w.simPve
+            // The new VM comes a while later (another tool's create taking the lowest free VMID): within the
+            // VM-loss grace and the listing's lag, not inside the few milliseconds between a saga's look and its call.
+            const laterMs = r.int(12, 40) * 1000
             return pve.stop(vm.node, vm.vmid).pipe(
               Effect.flatMap((upid) => pve.waitTask(vm.node, upid)),
               Effect.zipRight(pve.deleteVm(vm.node, vm.vmid, { purge: true, destroyUnreferencedDisks: true })),
               Effect.flatMap((upid) => pve.waitTask(vm.node, upid)),
+              Effect.zipRight(Effect.sleep(Duration.millis(laterMs))),
               Effect.zipRight(foreignVm(w, vm.vmid, "a VMID one of ours had")),
               Effect.ignore,
               Effect.forkIn(w.worldScope),

@@ -238,7 +238,7 @@ export const makeWrappers = (w: ChaosWorld, crashFromWithin: (who: Who, reason: 
           for (const vm of w.model.vms.values()) {
             const name = vm.config.get("name")
             if (name === e.instanceId) left.push(`VM ${vm.vmid} named after it`)
-            else if (vm.vmid === vmid && name === undefined && cloneInFlight(e.instanceId, vmid)) left.push(`VM ${vm.vmid} still being cloned (lock: ${vm.config.get("lock") ?? "none"})`)
+            else if (vm.vmid === vmid && name === undefined && !w.foreignVmids.has(vm.vmid) && cloneInFlight(e.instanceId, vmid)) left.push(`VM ${vm.vmid} still being cloned (lock: ${vm.config.get("lock") ?? "none"})`)
           }
           for (const volume of w.model.volumes.values()) if (volume.volid.endsWith(`nstance-${e.instanceId}.iso`)) left.push(`ISO ${volume.volid}`)
           if (left.length > 0) history.flag("saga-orphan", `${e.instanceId} recorded gone (${wr.who} t${wr.term ?? "-"}, segment ${wr.seq}) with ${left.join(", ")} left behind`)
@@ -250,9 +250,14 @@ export const makeWrappers = (w: ChaosWorld, crashFromWithin: (who: Who, reason: 
     }
   }
 
-  /** Whether a clone of `id` onto `vmid` went out and its outcome is not known yet (a placeholder there is its). */
-  const cloneInFlight = (id: string, vmid: number) =>
-    history.pve.some((c) => c.op === "clone" && c.name === id && c.ok === undefined && c.landedAt !== undefined && c.args.includes(`"newid":${vmid},`))
+  /**
+   * Whether the placeholder at `vmid` is a clone of `id`: the last clone onto `vmid` that went out (of any
+   * replica, of either shard) was for `id`, and its outcome is not known yet.
+   */
+  const cloneInFlight = (id: string, vmid: number) => {
+    const last = history.pve.filter((c) => c.op === "clone" && c.landedAt !== undefined && c.args.includes(`"newid":${vmid},`)).at(-1)
+    return last !== undefined && last.name === id && last.ok === undefined
+  }
 
   /** A new VMID for an instance is waste when its last one holds its own VM. */
   const judgeVmidChange = (wr: StoreWrite) => {
