@@ -4,10 +4,11 @@
  * services are published on the replica's handle, where the endpoints find them. `ProxmoxApi` and
  * `ObjectStore` are whatever the stack was given: the operator's cluster and bucket, or a test's.
  */
-import { type Duration, Effect, Layer } from "effect"
+import { Context, type Duration, Effect, Layer, Ref, SubscriptionRef } from "effect"
 import type { EventLogOptions } from "../layers/EventLogStore.js"
+import { makeLogFollower } from "../layers/eventLog/follower.js"
 import { LeaderLease } from "../services/LeaderLease.js"
-import type { ObjectStore } from "../services/ObjectStore.js"
+import { ObjectStore } from "../services/ObjectStore.js"
 import type { ProxmoxApi } from "../services/ProxmoxApi.js"
 import { leaderScope } from "../shard/LeaderScope.js"
 import type { GcGraces } from "../shard/ShardContext.js"
@@ -25,6 +26,12 @@ export interface LeaderLoopSettings {
   /** How often an idle leader looks at the log's tail (default: the election's `frequent_interval`). */
   readonly tailCheck?: Duration.DurationInput
   readonly aroundTerm?: AroundTerm
+  /**
+   * A warm standby: while this replica does not lead, it folds the log's new segments every
+   * `frequent_interval` (reads only), so a term it wins replays just the tail. Off by default: the simulated
+   * worlds (chaos) keep the store traffic their seeds were recorded with.
+   */
+  readonly followLog?: boolean
 }
 
 export const LeaderLoopLive = (
@@ -37,6 +44,18 @@ export const LeaderLoopLive = (
       const { pki } = yield* Registration
       const identity = yield* ReplicaIdentity
       const backends = yield* Effect.context<ProxmoxApi | ObjectStore>()
+      const follower = settings.followLog === true ? yield* makeLogFollower(Context.get(backends, ObjectStore), settings.eventLog?.cache) : undefined
+      const leading = yield* Ref.make(false)
+      if (follower !== undefined) {
+        // Looks only between terms: a leader's own log is the state, and a look would replay what it wrote.
+        yield* Effect.forkScoped(
+          Effect.gen(function* () {
+            if (!(yield* Ref.get(leading))) yield* follower.follow
+            yield* Effect.sleep((yield* SubscriptionRef.get(replica.config)).config.shard.leaderElection.frequentInterval)
+          }).pipe(Effect.forever)
+        )
+      }
+      const eventLog: EventLogOptions | undefined = follower === undefined ? settings.eventLog : { ...settings.eventLog, follower }
       const work = leaderScope({
         clusterId: replica.clusterId,
         shard: replica.shard,
@@ -45,7 +64,7 @@ export const LeaderLoopLive = (
         handle: replica,
         ...(pki === undefined ? {} : { registration: { pki, ...(identity.advertiseHost === undefined ? {} : { advertiseHost: identity.advertiseHost }) } }),
         ...(identity.advertiseHost === undefined ? {} : { advertiseHost: identity.advertiseHost }),
-        ...(settings.eventLog === undefined ? {} : { eventLog: settings.eventLog }),
+        ...(eventLog === undefined ? {} : { eventLog }),
         ...(settings.graces === undefined ? {} : { graces: settings.graces }),
         ...(settings.tailCheck === undefined ? {} : { tailCheck: settings.tailCheck })
       })
@@ -53,7 +72,8 @@ export const LeaderLoopLive = (
       yield* lease.whileLeader((term) => {
         // Provided outside the wrapper, so a wrapper's own ProxmoxApi or ObjectStore takes precedence.
         const wrapped = around === undefined ? work(term) : around(term)(work(term))
-        return wrapped.pipe(Effect.provide(backends))
+        // Set before the term's replay takes the follower's state, so no look starts after the hand-over.
+        return Effect.zipRight(Ref.set(leading, true), wrapped.pipe(Effect.provide(backends))).pipe(Effect.ensuring(Ref.set(leading, false)))
       })
     })
   )

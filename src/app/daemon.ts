@@ -66,13 +66,16 @@ const ProxmoxLive = (proxmox: Omit<ProxmoxApiSettings, "insecureTls">): Layer.La
       ))
   )
 
-/** The leader loop, with the snapshot cache under `--cachedir/{shard}` when one is given. */
+/**
+ * The leader loop, with the snapshot cache under `--cachedir/{shard}` when one is given; a standby follows the
+ * log (a warm standby), so the term it wins replays only the tail.
+ */
 const leaderLoopFor = (cachedir: string | undefined) =>
   cachedir === undefined
-    ? LeaderLoopLive()
+    ? LeaderLoopLive({ followLog: true })
     : Layer.unwrapEffect(Effect.gen(function* () {
       const { config } = yield* SubscriptionRef.get((yield* ShardConfig).current)
-      return LeaderLoopLive({ eventLog: { cache: fileSnapshotCache(join(cachedir, config.shard.id)) } })
+      return LeaderLoopLive({ eventLog: { cache: fileSnapshotCache(join(cachedir, config.shard.id)) }, followLog: true })
     }))
 
 /** The whole stack of one shard's replica; its outputs stay available to whoever builds it (tests read them). */

@@ -1,5 +1,6 @@
 /** How the event log writer batches, snapshots and prunes, and the checks on those settings. */
 import { Duration, Effect, Option } from "effect"
+import type { LogFollower } from "./follower.js"
 import type { SnapshotCache } from "./snapshotCache.js"
 
 export interface EventLogOptions {
@@ -13,6 +14,8 @@ export interface EventLogOptions {
   readonly keepSegments?: number
   /** A local copy of the newest snapshot, written with every store snapshot and tried first on replay. */
   readonly cache?: SnapshotCache
+  /** This replica's warm copy of the log while it stood by: `open` replays only what came after it. */
+  readonly follower?: LogFollower
 }
 
 export interface Resolved {

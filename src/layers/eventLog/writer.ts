@@ -143,7 +143,8 @@ export const makeEventLog: (store: ObjectStoreShape, options?: EventLogOptions) 
           if (before._tag !== "Unopened") {
             return yield* new LogUnavailable({ operation: "open", key: "log/", reason: `open called on a log that is ${before._tag.toLowerCase()}` })
           }
-          const replayed = yield* replayStore(store, options.cache)
+          const warm = options.follower === undefined ? Option.none() : yield* options.follower.take
+          const replayed = yield* replayStore(store, options.cache, Option.getOrUndefined(warm))
           let state = replayed.state
           let seq = replayed.seq
           let lastBody: Uint8Array | undefined
@@ -194,7 +195,11 @@ export const makeEventLog: (store: ObjectStoreShape, options?: EventLogOptions) 
           yield* Ref.set(status, { _tag: "Open", term, lastSeq: seq, sinceSnapshot: seq - replayed.snapshotSeq, inDoubt: undefined })
           yield* Ref.set(lastSeqRef, seq)
           yield* Ref.set(lastSegmentHash, lastBody === undefined ? "" : sha256(lastBody))
-          yield* Effect.logInfo(`event log: opened at seq ${seq} as ${replica}, term ${term} (log ${state.logId ?? "?"})`)
+          // The warm start is what makes a large shard's take-over quick; say when it was used (and when not).
+          const from = Option.isNone(warm)
+            ? ""
+            : replayed.snapshotSource === "warm" ? `, replayed from the state followed to seq ${warm.value.seq}` : `, the state followed to seq ${warm.value.seq} not usable`
+          yield* Effect.logInfo(`event log: opened at seq ${seq} as ${replica}, term ${term} (log ${state.logId ?? "?"}${from})`)
         })
       ).pipe(Effect.withSpan("eventLog.open", { attributes: { replica, term } }), Effect.annotateLogs({ component: "eventLog" }))
 
