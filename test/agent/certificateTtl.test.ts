@@ -36,13 +36,12 @@ describe("certificates.agent.ttl", () => {
     expect(hours(parsed(`{ "agent": { "kind": "client", "ttl": 2 } }`))).toBe(2)
   })
 
-  it("other certificate templates and fields are warnings, not errors: the original's configs still load", () => {
+  it("the agent entry's subject fields and the ca entry are warnings; other entries are file templates", () => {
     const config = parsed(`{ "agent": { "kind": "client", "ttl": 48, "cn": "x" }, "ca": { "ttl": 87600 }, "web.server": { "kind": "server" } }`)
     expect(hours(config)).toBe(48)
     expect(config.warnings.map(formatProblem)).toEqual([
       "certificates.agent.cn: not used by this build; ignored",
-      "certificates.ca: not used by this build (only certificates.agent.ttl is); ignored",
-      "certificates.web.server: not used by this build (only certificates.agent.ttl is); ignored"
+      "certificates.ca: not used by this build (the CA and operator certificates are made by nstance-admin and the servers); ignored"
     ])
   })
 

@@ -37,8 +37,7 @@ describe("nstance-server --validate", () => {
     expect(status).toBe(0)
     expect(lines(stdout)).toEqual([
       "✓ Configuration is valid (examples/single-cluster.jsonc)",
-      "cluster acme-prod, shard pve-a (proxmox): 3 templates, 3 tenants, 5 groups, 12 desired VMs, 1 warning",
-      "⚠ cluster.secrets: not used by this build; ignored"
+      "cluster acme-prod, shard pve-a (proxmox): 3 templates, 3 tenants, 5 groups, 12 desired VMs, 0 warnings"
     ])
   })
 
@@ -101,8 +100,7 @@ describe("nstance-server as a real process", () => {
     expect(status).toBe(0)
     expect(lines(stdout)).toEqual([
       "✓ Configuration is valid (examples/single-cluster.jsonc)",
-      "cluster acme-prod, shard pve-a (proxmox): 3 templates, 3 tenants, 5 groups, 12 desired VMs, 1 warning",
-      "⚠ cluster.secrets: not used by this build; ignored"
+      "cluster acme-prod, shard pve-a (proxmox): 3 templates, 3 tenants, 5 groups, 12 desired VMs, 0 warnings"
     ])
   })
 

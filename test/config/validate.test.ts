@@ -94,16 +94,16 @@ describe("fields of the original this build does not implement", () => {
 
   it("are accepted with one warning each, so the original's configs still load", () => {
     const c = base() as Record<string, unknown> & ReturnType<typeof base>
-    c.cluster["secrets"] = { provider: "object-storage" }
+    c.cluster["secrets"] = { provider: "aws-parameter-store" }
     c["load_balancers"] = {}
     c["nat"] = {}
     ;(c.templates["web"] as Record<string, unknown>)["files"] = { "a.env": { kind: "env", template: {} } }
     const { warnings } = ok(c)
     expect(warnings.map(formatProblem)).toEqual([
-      "cluster.secrets: not used by this build; ignored",
-      "templates.web.files: not used by this build; ignored",
       "load_balancers: load-balancer registration is a no-op with the Proxmox provider (Proxmox has no load balancer); ignored",
-      "nat: not used by this build; ignored"
+      "nat: not used by this build; ignored",
+      "cluster.secrets.provider: aws-parameter-store is not implemented by this build (object-storage is); secret files cannot be delivered",
+      "templates.web.files: checked, but not yet delivered to VMs by this build"
     ])
   })
 

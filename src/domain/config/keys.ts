@@ -23,12 +23,27 @@ const addresses: KeySpec = {
 }
 const userdata: KeySpec = { known: { source: undefined, encoding: undefined, content: undefined } }
 
-/** Fields of the original's certificate templates; of the `agent` entry this build reads `kind` and `ttl`. */
-const CERTIFICATE_TEMPLATE_FIELDS = ["cn", "organization", "dns", "ip", "uri", "country", "province", "locality", "street", "postal_code"]
+/** Every entry of `certificates` has the original's template fields (which of them an entry uses: files.ts). */
 const certificates: KeySpec = {
-  known: { agent: { known: { kind: undefined, ttl: undefined }, ignored: CERTIFICATE_TEMPLATE_FIELDS } },
-  // `ca`, `operator` and templates for instance files: the original's, not issued by this build.
-  openEnded: "not used by this build (only certificates.agent.ttl is); ignored"
+  each: {
+    known: Object.fromEntries(
+      ["kind", "ttl", "cn", "organization", "dns", "ip", "uri", "country", "province", "locality", "street", "postal_code"].map((key) => [key, undefined])
+    )
+  }
+}
+const files: KeySpec = {
+  each: { known: { kind: undefined, source: undefined, template: undefined, key: { known: { source: undefined, name: undefined } }, mode: undefined } }
+}
+const keySource: KeySpec = { known: { provider: undefined, source: undefined, project_id: undefined } }
+const secrets: KeySpec = {
+  known: {
+    provider: undefined,
+    prefix: undefined,
+    encryption_key: keySource,
+    old_encryption_keys: undefined,
+    cache_ttl: undefined,
+    project_id: undefined
+  }
 }
 
 export const PROXMOX_ARGS = [
@@ -48,7 +63,7 @@ export const shardConfigKeys = (proxmox: boolean): KeySpec => {
   const args: KeySpec | undefined = proxmox ? proxmoxArgs : undefined
   return {
     known: {
-      cluster: { known: { id: undefined, leader_election: leaderElection }, ignored: ["storage", "secrets"] },
+      cluster: { known: { id: undefined, leader_election: leaderElection, secrets }, ignored: ["storage"] },
       shard: {
         known: {
           id: undefined,
@@ -72,8 +87,8 @@ export const shardConfigKeys = (proxmox: boolean): KeySpec => {
       defaults: { known: { args, vars: undefined, userdata } },
       templates: {
         each: {
-          known: { kind: undefined, arch: undefined, args, userdata, instance_type: undefined, subnet_pool: undefined, vars: undefined },
-          ignored: ["files", "size"]
+          known: { kind: undefined, arch: undefined, args, userdata, instance_type: undefined, subnet_pool: undefined, vars: undefined, files },
+          ignored: ["size"]
         }
       },
       certificates,

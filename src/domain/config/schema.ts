@@ -4,6 +4,7 @@
  * every problem instead of stopping at the first value that is not well formed.
  */
 import { Schema } from "effect"
+import { RawCertificateTemplate, RawFiles, RawSecrets } from "./files.js"
 
 const opt = <S extends Schema.Schema.All>(schema: S) => Schema.optionalWith(schema, { exact: true })
 
@@ -73,7 +74,8 @@ export const RawTemplate = Schema.Struct({
   userdata: opt(RawUserdata),
   instance_type: opt(Schema.String),
   subnet_pool: opt(Schema.String),
-  vars: opt(StringMap)
+  vars: opt(StringMap),
+  files: opt(RawFiles)
 })
 export type RawTemplate = typeof RawTemplate.Type
 
@@ -88,17 +90,11 @@ export const RawGroup = Schema.Struct({
 })
 export type RawGroup = typeof RawGroup.Type
 
-/** A certificate template of the original; only the `agent` entry is read (the other names are ignored). */
-export const RawCertificateTemplate = Schema.Struct({
-  kind: opt(Schema.Literal("client", "server")),
-  // Checked in validate.ts, so a duration string such as "24h" gets a message saying hours are wanted.
-  ttl: opt(Schema.Unknown)
-})
-
 export const RawShardConfig = Schema.Struct({
   cluster: Schema.Struct({
     id: Schema.String,
-    leader_election: opt(RawLeaderElection)
+    leader_election: opt(RawLeaderElection),
+    secrets: opt(RawSecrets)
   }),
   shard: RawShard,
   defaults: opt(Schema.Struct({
@@ -107,7 +103,7 @@ export const RawShardConfig = Schema.Struct({
     userdata: opt(RawUserdata)
   })),
   templates: Schema.Record({ key: Schema.String, value: RawTemplate }),
-  certificates: opt(Schema.Struct({ agent: opt(RawCertificateTemplate) })),
+  certificates: opt(Schema.Record({ key: Schema.String, value: RawCertificateTemplate })),
   groups: opt(Schema.Record({ key: Schema.String, value: Schema.Record({ key: Schema.String, value: RawGroup }) }))
 })
 export type RawShardConfig = typeof RawShardConfig.Type

@@ -1,6 +1,7 @@
 /** The shard config after decoding, defaults and validation: what the rest of nstance consumes. */
 import type { Duration } from "effect"
 import type { VmidRange } from "../vmids.js"
+import type { CertificateTemplate, InstanceFile, SecretsConfig } from "./files.js"
 import type { JsonObject } from "./schema.js"
 
 /** The shard's election timings (`shard.leader_election`, field by field else `cluster.leader_election`). */
@@ -42,6 +43,8 @@ export interface Template {
   readonly instanceType?: string
   readonly subnetPool?: string
   readonly vars: Readonly<Record<string, string>>
+  /** What each VM of the template is given over its agent channel, by file name. */
+  readonly files: Readonly<Record<string, InstanceFile>>
 }
 
 export interface Group {
@@ -77,6 +80,8 @@ export interface ShardConfig {
   readonly cluster: {
     readonly id: string
     readonly leaderElection: LeaderElection
+    /** `cluster.secrets` with a store this build implements; absent: no `secret` file can be configured. */
+    readonly secrets?: SecretsConfig
   }
   readonly shard: {
     readonly id: string
@@ -124,6 +129,8 @@ export interface ShardConfig {
   readonly certificates: {
     /** Lifetime of an agent's client certificate (`certificates.agent.ttl`, hours). */
     readonly agentTtl: Duration.Duration
+    /** The templates `certificate` files are issued from (every entry but `ca`, `agent` and `operator`). */
+    readonly templates: Readonly<Record<string, CertificateTemplate>>
   }
   /** tenant → group key → group. */
   readonly groups: Readonly<Record<string, Readonly<Record<string, Group>>>>

@@ -17,6 +17,8 @@ import { resolveVmSpec } from "./vmSpec.js"
 import { infraHash } from "./infraHash.js"
 import { mergeArgs } from "./merge.js"
 import { hasActions } from "../goTemplate/index.js"
+import { certificateTemplatesOf, instanceFilesOf, type SecretsConfig, secretsConfigOf, storageRenderProblems } from "./files.js"
+import { templateData } from "../shard/templateData.js"
 import { DEFAULT_VMID_RANGE, formatVmidRange, parseVmidRange, type VmidRange } from "../vmids.js"
 
 export const DEFAULTS = {
@@ -427,6 +429,8 @@ export const validateShardConfig = (
   }
   proxmoxArgs("defaults.args", raw.defaults?.args)
 
+  const secrets: SecretsConfig | undefined = secretsConfigOf(raw.cluster.secrets, fail, warn)
+  const certificateTemplates = certificateTemplatesOf(raw.certificates, fail, warn)
   const templates = emptyRecord<Template>()
   for (const [name, rt] of Object.entries(raw.templates)) {
     const at = `templates.${name}`
@@ -437,12 +441,21 @@ export const validateShardConfig = (
     proxmoxArgs(`${at}.args`, rt.args)
     const ud = userdata(`${at}.userdata`, rt.userdata)
     if (proxmox && rt.arch !== undefined) warn(`${at}.arch`, "not used by the Proxmox provider (the template VM decides the architecture); ignored")
+    const files = instanceFilesOf(`${at}.files`, rt.files, certificateTemplates, fail)
+    // FILES_NOT_DELIVERED: until the agent channel's file stream lands, say so rather than pretend.
+    if (Object.keys(files).length > 0) warn(`${at}.files`, "checked, but not yet delivered to VMs by this build")
+    for (const [file, spec] of Object.entries(files)) {
+      if (spec.kind === "secret" && secrets === undefined) {
+        fail(`${at}.files.${file}.source`, "a secret file needs cluster.secrets with provider object-storage (where the secret is read)")
+      }
+    }
     templates[name] = {
       name,
       kind: rt.kind,
       arch: rt.arch ?? "amd64",
       args: rt.args ?? {},
       vars: recordOf(rt.vars ?? {}),
+      files,
       ...(ud === undefined ? {} : { userdata: ud }),
       ...(rt.instance_type === undefined ? {} : { instanceType: rt.instance_type }),
       ...(rt.subnet_pool === undefined ? {} : { subnetPool: rt.subnet_pool })
@@ -527,7 +540,7 @@ export const validateShardConfig = (
   }
 
   const config: ShardConfig = {
-    cluster: { id: raw.cluster.id, leaderElection: election },
+    cluster: { id: raw.cluster.id, leaderElection: election, ...(secrets === undefined ? {} : { secrets }) },
     shard: {
       id: rs.id,
       infra: { provider, region: rs.infra.region, zone: rs.infra.zone, options: { insecureTls, cloudInitIsoStorage, vmidRange, detachIsoAfterRegistration }, rawOptions },
@@ -545,8 +558,25 @@ export const validateShardConfig = (
     },
     defaults,
     templates,
-    certificates: { agentTtl },
+    certificates: { agentTtl, templates: certificateTemplates },
     groups
+  }
+
+  // Every group's storage keys render (with the group's vars) to keys its VMs may read.
+  for (const tenantGroups of Object.values(groups)) {
+    for (const group of Object.values(tenantGroups)) {
+      const template = own(templates, group.template)
+      if (template === undefined || Object.keys(template.files).length === 0) continue
+      const data = templateData({
+        config,
+        group,
+        instanceId: `${template.kind}00000000000000000000000000`,
+        nonce: "",
+        caPem: "",
+        server: { registrationAddr: advertise.registration.text, agentAddr: advertise.agent.text, operatorAddr: advertise.operator.text }
+      })
+      storageRenderProblems(`groups.${group.tenant}.${group.name}`, `templates.${group.template}.files`, template.files, data, fail)
+    }
   }
 
   // Proxmox: every group must resolve to a complete VM spec (only when its template exists).
