@@ -25,3 +25,13 @@ export const pkiObjectKeys = (clusterId: string) => ({
   caKey: `pki/${clusterId}/ca.key`,
   nonceKey: `pki/${clusterId}/nonce.key`
 })
+
+/**
+ * Where the cluster's own objects live when `cluster.storage` names no bucket of its own: the original's
+ * default, in the shard's bucket. Sealed secrets are under `{CLUSTER_PREFIX}{cluster.secrets.prefix}`.
+ */
+export const CLUSTER_PREFIX = "cluster/"
+
+/** A tenant's secret: `cluster/{secrets prefix}{tenant}/{name}`. */
+export const secretObjectKey = (secretsPrefix: string, tenant: string, name: string): string =>
+  `${CLUSTER_PREFIX}${secretsPrefix}${tenant}/${name}`

@@ -42,6 +42,7 @@ import {
   type VerifiedClientCertificate
 } from "../services/ClusterPki.js"
 import { pkiObjectKeys } from "../domain/bucketKeys.js"
+import { parseEncryptionKeyText } from "../domain/encryptionKey.js"
 import { agentCertificateIssuer, issueAgentCertificate } from "./agentCertificateDer.js"
 import { identifierProblem } from "../domain/config/validate.js"
 import { ifAbsent, ObjectStore, type ObjectStoreShape, type StoreError } from "../services/ObjectStore.js"
@@ -77,28 +78,8 @@ const MAX_CERTIFICATE_PEM = 8192
 // ---------------------------------------------------------------------------------------------------------
 // The encryption key
 
-const HEX_KEY = /^[0-9a-fA-F]{64}$/
-const BASE64_KEY = /^[A-Za-z0-9+/_-]{43}={0,1}$/
-
-const parseKeyText = (text: string, source: string): Either.Either<Uint8Array, InvalidEncryptionKey> => {
-  const trimmed = text.trim()
-  if (trimmed === "") return Either.left(new InvalidEncryptionKey({ source, reason: "empty" }))
-  if (HEX_KEY.test(trimmed)) return Either.right(new Uint8Array(Buffer.from(trimmed, "hex")))
-  if (BASE64_KEY.test(trimmed)) {
-    const bytes = Buffer.from(trimmed.replace(/-/g, "+").replace(/_/g, "/"), "base64")
-    if (bytes.length === 32) return Either.right(new Uint8Array(bytes))
-  }
-  // The original server's own form: the 32 characters themselves are the key (deploy scripts generate it
-  // as 24 random bytes in base64, which is printable and survives trimming).
-  if (/^[\x21-\x7e]{32}$/.test(trimmed)) return Either.right(new Uint8Array(Buffer.from(trimmed, "latin1")))
-  return Either.left(
-    new InvalidEncryptionKey({
-      source,
-      reason: `expected 32 bytes as 64 hex characters, base64, or 32 printable characters (got ${trimmed.length} characters); ` +
-        `generate one with: openssl rand -hex 32`
-    })
-  )
-}
+const parseKeyText = (text: string, source: string): Either.Either<Uint8Array, InvalidEncryptionKey> =>
+  Either.mapLeft(parseEncryptionKeyText(text), (reason) => new InvalidEncryptionKey({ source, reason }))
 
 /**
  * The PKI encryption key from `NSTANCE_ENCRYPTION_KEY` or from `keyFile` (same content, surrounding
