@@ -33,6 +33,7 @@ import {
   InvalidPublicKey,
   OPERATOR_NAME,
   OPERATOR_NAME_RULE,
+  FILE_UNIT,
   OPERATOR_UNIT,
   PkiCorrupt,
   PkiIncomplete,
@@ -416,6 +417,10 @@ const makeShape = (clusterId: string, material: PkiMaterial): ClusterPkiShape =>
       const publicKeyPem = createPublicKey({ key: Buffer.from(cert.publicKey.rawData), format: "der", type: "spki" })
         .export({ type: "spki", format: "pem" }) as string
       const units = cert.subjectName.getField("OU")
+      // Certificates for VMs' files (FILE_UNIT), or any other unit, never authenticate to nstance.
+      if (units.length > 0 && !(units.length === 1 && units[0] === OPERATOR_UNIT)) {
+        return yield* reject("NotClientCertificate", `organizational unit ${units.join(",")} is not an agent's or an operator's`)
+      }
       return {
         instanceId: cn[0]!,
         tenant: o[0]!,
@@ -503,6 +508,32 @@ const makeShape = (clusterId: string, material: PkiMaterial): ClusterPkiShape =>
       }),
 
     verifyClientCertificate,
+
+    issueFileCertificate: (request) =>
+      Effect.gen(function* () {
+        const ttlMillis = Duration.toMillis(Duration.decode(request.ttl))
+        if (!(ttlMillis > 0)) return yield* new InvalidCertificateRequest({ field: "ttl", reason: "must be positive" })
+        if (request.commonName === "" || request.commonName.length > 64) {
+          return yield* new InvalidCertificateRequest({ field: "cn", reason: "must be 1-64 characters" })
+        }
+        if (request.organization.length > 64) return yield* new InvalidCertificateRequest({ field: "organization", reason: "must be at most 64 characters" })
+        const spki = yield* ed25519PublicKey(request.publicKeyPem)
+        const now = yield* Clock.currentTimeMillis
+        const names: Array<x509.JsonGeneralName> = [
+          ...request.dns.map((value) => ({ type: "dns" as const, value })),
+          ...request.ip.map((value) => ({ type: "ip" as const, value })),
+          ...request.uri.map((value) => ({ type: "url" as const, value }))
+        ]
+        const cert = yield* issueLeaf({
+          subject: [{ CN: [request.commonName] }, ...(request.organization === "" ? [] : [{ O: [request.organization] }]), { OU: [FILE_UNIT] }],
+          publicKey: spki,
+          now,
+          ttl: request.ttl,
+          usage: request.kind === "server" ? x509.ExtendedKeyUsage.serverAuth : x509.ExtendedKeyUsage.clientAuth,
+          ...(names.length === 0 ? {} : { names: new x509.SubjectAlternativeNameExtension(names) })
+        })
+        return { certificatePem: cert.toString("pem") + "\n", serial: cert.serialNumber.toLowerCase(), notAfter: cert.notAfter }
+      }),
 
     issueServerCertificate: ({ hosts, ttl }) =>
       Effect.gen(function* () {

@@ -166,6 +166,17 @@ export const recordGcDeletions = (shard: string, counts: Partial<Record<GcDeleti
 /** Counts one registration recorded in the log. */
 export const recordRegistration = Metric.increment(registrations)
 
+/** Label: `kind` (certificate, env, json, string, secret, storage). A file sent to an agent (new or changed). */
+const filesDelivered = counter("nstance_agent_files_delivered", "Files sent to agents over their channel (each new or changed version of a file)")
+/** Label: `kind` (server, client). */
+const fileCertificatesIssued = counter("nstance_agent_file_certificates_issued", "Certificates issued by the cluster CA for keys agents hold (certificate files)")
+/** Label: `reason` (key-missing, secret-missing, secret-undecryptable, storage-missing, render, too-large, store, certificate, stream). */
+const fileDeliveryFailures = counter("nstance_agent_file_delivery_failures", "Files that could not be made or sent to an agent, by reason")
+
+export const recordFileDelivered = (kind: string) => Metric.increment(labelled(filesDelivered, { kind }))
+export const recordFileCertificateIssued = (kind: string) => Metric.increment(labelled(fileCertificatesIssued, { kind }))
+export const recordFileDeliveryFailure = (reason: string) => Metric.increment(labelled(fileDeliveryFailures, { reason }))
+
 /** Counts one version of `object` that was not used. */
 export const recordConfigRejected = (shard: string, object: string) => Metric.increment(labelled(configRejected, { shard, object }))
 

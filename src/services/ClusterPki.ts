@@ -134,11 +134,32 @@ export interface IssuedServerCertificate {
   readonly notAfter: Date
 }
 
+/** A certificate for a VM's own key, from a `certificates` template (the `certificate` file kind). */
+export interface IssueFileCertificateRequest {
+  /** serverAuth or clientAuth. */
+  readonly kind: "server" | "client"
+  readonly commonName: string
+  /** "" = no O. */
+  readonly organization: string
+  readonly dns: ReadonlyArray<string>
+  readonly ip: ReadonlyArray<string>
+  readonly uri: ReadonlyArray<string>
+  /** The agent's Ed25519 public key, SPKI PEM. */
+  readonly publicKeyPem: string
+  readonly ttl: Duration.DurationInput
+}
+
 /** Whose a client certificate is: an agent's (CN = instance ID) or an operator's (OU = operator, CN = their name). */
 export type ClientRole = "agent" | "operator"
 
 /** The OU that marks an operator's certificate; agents' certificates carry none, so one can never act as the other. */
 export const OPERATOR_UNIT = "operator"
+
+/**
+ * The OU of every certificate issued for a VM's files: such a certificate never authenticates to nstance
+ * (the agent channel and the admin endpoint refuse any OU but `OPERATOR_UNIT`), whatever its template says.
+ */
+export const FILE_UNIT = "nstance-file"
 
 export interface VerifiedClientCertificate {
   /** Subject CN: the instance ID of an agent, the name of an operator. */
@@ -169,6 +190,11 @@ export interface ClusterPkiShape {
   readonly verifyClientCertificate: (pem: string) => Effect.Effect<VerifiedClientCertificate, CertificateRejected>
   /** A TLS server certificate for `hosts`, with a fresh key pair (the key is never stored). */
   readonly issueServerCertificate: (request: IssueServerCertificateRequest) => Effect.Effect<IssuedServerCertificate>
+  /**
+   * A leaf certificate for a key a VM holds, with the template's CN, O and SANs; valid from now (minus
+   * skew) for `ttl`. It carries `FILE_UNIT`, so it can never stand for an agent or an operator.
+   */
+  readonly issueFileCertificate: (request: IssueFileCertificateRequest) => Effect.Effect<IssuedCertificate, InvalidPublicKey | InvalidCertificateRequest>
   /** An EdDSA JWT expiring `ttl` after the current `Clock` time. */
   readonly mintNonce: (request: MintNonceRequest) => Effect.Effect<MintedNonce>
   /** Checks, in order, shape, signature, expiry (at `Clock` time), kind, then cluster and shard. */

@@ -1,7 +1,8 @@
 /**
  * What a VM's user-data and its group's args are rendered with (behaviour §6.3): the Go template data of
  * the original — `.Cluster.ID`, `.Cluster.CACert`, `.Server.Shard`, `.Server.RegistrationAddr`,
- * `.Server.AgentAddr`, `.Server.OperatorAddr`, `.Provider.Kind/Region/Zone`, `.Instance.ID/Kind/Arch/Type`,
+ * `.Server.AgentAddr`, `.Server.OperatorAddr`, `.Provider.Kind/Region/Zone`, `.Instance.ID/Kind/Arch/Type` (and for
+ * files, rendered after registration, `.Instance.Hostname/FQDN/IP4/IP6` as the agent registered them),
  * `.Vars` (defaults → template → group, shallow), `.Image` and `.Nonce` — and the rendering of every string
  * leaf of the args. Pure: the caller supplies the advertised addresses, the CA and the nonce.
  */
@@ -22,6 +23,8 @@ export interface TemplateInputs {
   readonly caPem: string
   /** `host:port` as agents and operators reach this shard (a wildcard host already filled in). */
   readonly server: { readonly registrationAddr: string; readonly agentAddr: string; readonly operatorAddr: string }
+  /** What the VM's agent registered (files are rendered after registration); absent for user-data and args. */
+  readonly registered?: { readonly hostname?: string | undefined; readonly ipv4?: string | undefined; readonly ipv6?: string | undefined }
 }
 
 /** The data of one VM's templates. A key that is not here renders as "" (the original's `missingkey=zero`). */
@@ -41,7 +44,14 @@ export const templateData = (inputs: TemplateInputs): TemplateMap => {
       ID: inputs.instanceId,
       Kind: template?.kind ?? "",
       Arch: template?.arch ?? "",
-      Type: group.instanceType ?? template?.instanceType ?? ""
+      Type: group.instanceType ?? template?.instanceType ?? "",
+      ...(inputs.registered === undefined ? {} : {
+        Hostname: inputs.registered.hostname ?? "",
+        // Proxmox has no provider DNS: the FQDN is the hostname the agent registered.
+        FQDN: inputs.registered.hostname ?? "",
+        IP4: inputs.registered.ipv4 ?? "",
+        IP6: inputs.registered.ipv6 ?? ""
+      })
     },
     Vars: mergeVars(config.defaults.vars, template?.vars, group.vars),
     // Image lookups are the AWS provider's; a Proxmox VM clones a PVE template instead.
