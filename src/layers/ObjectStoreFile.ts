@@ -7,20 +7,19 @@
  * broken by renaming it aside, so exactly one breaker wins.
  *
  * Etags are content hashes (SHA-256, 32 hex digits): rewriting identical bytes keeps the etag, which is
- * harmless because the state is then identical too.
+ * harmless because the state is then identical too. A HEAD and an IfMatch's comparison take the etag remembered
+ * for the file's identity (inode, size, times) when it has not changed, instead of reading and hashing it.
  *
  * Keys never leave the directory: a directory under the root that is a symbolic link (`shard/pve-x` → a
  * directory elsewhere) makes every operation on keys below it fail with InvalidKey instead of following it.
  *
- * Written on `@effect/platform`'s FileSystem (the Node implementation, captured once, so `makeFileStore`
- * stays a plain function): `open` with `wx` for temp files, `writeFile` with `wx` for locks, `link`,
- * `rename`, `stat`, `makeDirectory`, `readFile`, `remove` for temp/lock/aside clean-up, and `open` +
- * `sync` of a directory for its fsync. Three calls stay on `node:fs/promises`, wrapped in
- * `Effect.tryPromise` as a typed `NodeFsError`, because the platform FileSystem has no equivalent:
- * `lstat` (the symlink refusal must not follow links; platform `stat` does), `readdir` with file types
- * (platform `readDirectory` returns bare names, which would cost an lstat per entry in `list`), and
- * `unlink` for deleting a key (platform `remove` is `rm`, which reports a directory as ERR_FS_EISDIR
- * instead of EISDIR and so would change which error a key naming a directory gets).
+ * The calls on every operation's path — reading, the temp file's write and fsync, the lock file, link, rename,
+ * unlink, `realpath`/`stat`/`lstat`, the directory's fsync — are `node:fs/promises`, wrapped in
+ * `Effect.tryPromise` as a typed `NodeFsError`, with the expected outcomes (a missing key, a busy lock, a name
+ * that exists) answered inside the call rather than failed: through `@effect/platform`'s FileSystem each call
+ * cost a scope and each expected outcome an error object with its stack, most of an idle leader's CPU on this
+ * store. The platform FileSystem (the Node implementation, captured once, so `makeFileStore` stays a plain
+ * function) remains for the rare paths: creating directories and breaking stale locks.
  *
  * Lock waits follow the `lockWait` schedule and the stale-lock age compares a lock file's mtime with
  * Effect's Clock; both use the live Clock even when the caller runs on a TestClock, because the other
@@ -29,6 +28,7 @@
  * unique across processes, not merely spread out.
  */
 import { createHash, randomUUID } from "node:crypto"
+import type { BigIntStats } from "node:fs"
 import * as nodeFs from "node:fs/promises"
 import { dirname, join } from "node:path"
 import type { PlatformError } from "@effect/platform/Error"
@@ -63,6 +63,8 @@ const STALE_LOCK_MS = 30_000
 const LOCK_ATTEMPTS = 2_000
 /** Every this many busy attempts, the lock is checked for being stale. */
 const STALE_CHECK_EVERY = 20
+/** Files whose etags are remembered per store (see `knownEtags`). */
+const ETAG_MEMO = 4096
 
 /**
  * The waits between attempts at a busy per-key lock: after the n-th busy attempt (n from 0), 1 ms plus a
@@ -135,6 +137,8 @@ const fileError = (operation: string, key: string, fault: Fault): StoreError => 
   return new StoreUnavailable({ operation, key, reason: text, cause: error })
 }
 
+const textDecoder = new TextDecoder()
+
 const etagOf = (body: Uint8Array) => createHash("sha256").update(body).digest("hex").slice(0, 32)
 
 const checkKey = (key: string) => {
@@ -189,7 +193,7 @@ const makeFileStoreOn = (fs: FileSystem.FileSystem, options: FileStoreOptions): 
    * Refuses a key below a symlinked directory: each existing directory of its path is `lstat`ed, from the
    * root down (a missing one ends the walk: what put creates there is a real directory).
    */
-  const checkNoLinks = (key: string) =>
+  const walkForLinks = (key: string) =>
     Effect.gen(function* () {
       const parts = key.split("/").slice(0, -1)
       for (let i = 1; i <= parts.length; i++) {
@@ -203,25 +207,131 @@ const makeFileStoreOn = (fs: FileSystem.FileSystem, options: FileStoreOptions): 
       }
     })
 
-  const syncDir = (dir: string) => Effect.scoped(Effect.flatMap(fs.open(dir, { flag: "r" }), (handle) => handle.sync))
+  /** The root's resolved path (the root itself may be a link), looked up again when a path no longer matches it. */
+  let realRoot: string | undefined
+  const resolvedRoot = (fresh: boolean) =>
+    !fresh && realRoot !== undefined
+      ? Effect.succeed(realRoot)
+      : Effect.tap(nodeCall(() => nodeFs.realpath(root)), (path) => Effect.sync(() => (realRoot = path)))
+
+  /**
+   * The same refusal in one system call in the usual case: when the key's directory resolves to the path it
+   * names under the resolved root, no component is a link (an `lstat` per component cost most of an idle
+   * leader's store CPU). Anything else — a missing directory, a file in the path, a link, a root retargeted
+   * since — takes the component walk, which says which.
+   */
+  const checkNoLinks = (key: string) => {
+    const parts = key.split("/").slice(0, -1)
+    if (parts.length === 0) return Effect.void
+    const matches = (fresh: boolean) =>
+      Effect.zipWith(resolvedRoot(fresh), nodeCall(() => nodeFs.realpath(join(root, ...parts))), (base, resolved) => resolved === join(base, ...parts))
+    return matches(false).pipe(
+      Effect.flatMap((same) => (same ? Effect.succeed(true) : matches(true))),
+      Effect.orElseSucceed(() => false),
+      Effect.flatMap((same) => (same ? Effect.void : walkForLinks(key)))
+    )
+  }
+
+  // The calls on every operation's path go to `node:fs/promises` directly: through the platform FileSystem each
+  // one cost a scope and, for the expected outcomes (a missing key, a busy lock, a name that exists), a
+  // failure object with its stack — most of an idle leader's CPU on this store.
+
+  const syncDir = (dir: string) =>
+    nodeCall(async () => {
+      const handle = await nodeFs.open(dir, "r")
+      try {
+        await handle.sync()
+      } finally {
+        await handle.close()
+      }
+    })
 
   /** Writes `body` to a fresh temp file and makes it durable before anyone can see it. */
   const writeTemp = (tmp: string, body: Uint8Array) =>
-    Effect.scoped(
-      Effect.gen(function* () {
-        const handle = yield* fs.open(tmp, { flag: "wx", mode: OBJECT_MODE })
-        // The platform's writeAll refuses an empty buffer (WriteZero); an empty object is an empty file.
-        if (body.byteLength > 0) yield* handle.writeAll(body)
-        yield* handle.sync
-      })
-    )
+    nodeCall(async () => {
+      const handle = await nodeFs.open(tmp, "wx", OBJECT_MODE)
+      try {
+        await handle.writeFile(body)
+        await handle.sync()
+      } finally {
+        await handle.close()
+      }
+    })
 
-  /** A path through a file, or naming a directory of other keys, is simply not an object. */
+  /** A path through a file, or naming a directory of other keys, is simply not an object (an answer, not a failure). */
   const readCurrent = (path: string): Effect.Effect<Uint8Array | undefined, Fault> =>
-    fs.readFile(path).pipe(
-      Effect.map((data): Uint8Array | undefined => new Uint8Array(data)),
-      Effect.catchIf(hasCode("ENOENT", "ENOTDIR", "EISDIR"), () => Effect.succeed(undefined))
-    )
+    nodeCall(async () => {
+      try {
+        const data = await nodeFs.readFile(path)
+        return new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
+      } catch (error) {
+        const code = errno(error)
+        if (code === "ENOENT" || code === "ENOTDIR" || code === "EISDIR") return undefined
+        throw error
+      }
+    })
+
+  /**
+   * Etags of files as last seen, by path with the file's identity (device, inode, size, modification and change
+   * times in ns). An object's file never changes once published — every write is a fresh file renamed or
+   * linked into place — so a file with the same identity has the same bytes: a HEAD (the config check every
+   * 5 s) and an IfMatch's comparison (every lease renewal) then cost one `stat` instead of reading and hashing
+   * the file. Bounded: forgotten wholesale past ETAG_MEMO entries.
+   */
+  const knownEtags = new Map<string, { readonly identity: string; readonly etag: string }>()
+  const identityOf = (stats: BigIntStats) => `${stats.dev}:${stats.ino}:${stats.size}:${stats.mtimeNs}:${stats.ctimeNs}`
+  const rememberEtag = (path: string, stats: BigIntStats, etag: string) => {
+    if (knownEtags.size >= ETAG_MEMO) knownEtags.clear()
+    knownEtags.set(path, { identity: identityOf(stats), etag })
+  }
+
+  /** The file's size and etag, or undefined when it is not an object (as `readCurrent`). */
+  const currentEtag = (path: string): Effect.Effect<{ readonly size: number; readonly etag: string } | undefined, Fault> =>
+    nodeCall(async () => {
+      try {
+        const stats = await nodeFs.stat(path, { bigint: true })
+        if (!stats.isFile()) return undefined
+        const known = knownEtags.get(path)
+        if (known !== undefined && known.identity === identityOf(stats)) return { size: Number(stats.size), etag: known.etag }
+        // Read through one descriptor, so the identity remembered is that of the bytes hashed.
+        const handle = await nodeFs.open(path, "r")
+        try {
+          const opened = await handle.stat({ bigint: true })
+          const body = await handle.readFile()
+          const etag = etagOf(body)
+          rememberEtag(path, opened, etag)
+          return { size: body.byteLength, etag }
+        } finally {
+          await handle.close()
+        }
+      } catch (error) {
+        const code = errno(error)
+        if (code === "ENOENT" || code === "ENOTDIR" || code === "EISDIR") return undefined
+        throw error
+      }
+    })
+
+  /** Creates `path` with `text` unless it exists: false when it does. */
+  const createExclusive = (path: string, text: string) =>
+    nodeCall(async () => {
+      try {
+        await nodeFs.writeFile(path, text, { flag: "wx", mode: OBJECT_MODE })
+        return true
+      } catch (error) {
+        if (errno(error) === "EEXIST") return false
+        throw error
+      }
+    })
+
+  /** Removes `path` when it is there (a key, a temp file, our lock). */
+  const unlinkIfPresent = (path: string) =>
+    nodeCall(async () => {
+      try {
+        await nodeFs.unlink(path)
+      } catch (error) {
+        if (errno(error) !== "ENOENT") throw error
+      }
+    })
 
   const tryBreakStale = (lock: string) =>
     Effect.gen(function* () {
@@ -253,11 +363,13 @@ const makeFileStoreOn = (fs: FileSystem.FileSystem, options: FileStoreOptions): 
       yield* ensureDirs
       const lock = lockPathOf(key)
       const token = `${process.pid} ${randomUUID()}`
-      const attempt = fs
-        .writeFileString(lock, token, { flag: "wx" })
-        .pipe(Effect.catchIf(hasCode("EEXIST"), () => Effect.fail(new LockBusy({ lock }))), Effect.uninterruptible)
-      const release = fs.readFileString(lock).pipe(
-        Effect.flatMap((still) => (still === token ? fs.remove(lock) : Effect.void)),
+      const attempt = createExclusive(lock, token).pipe(
+        Effect.flatMap((taken) => (taken ? Effect.void : Effect.fail(new LockBusy({ lock })))),
+        Effect.uninterruptible
+      )
+      // Only our own lock is removed: a breaker may have moved a lock it judged stale, and another taken it since.
+      const release = readCurrent(lock).pipe(
+        Effect.flatMap((still) => (still !== undefined && textDecoder.decode(still) === token ? unlinkIfPresent(lock) : Effect.void)),
         Effect.ignore
       )
       return yield* Effect.uninterruptibleMask((restore) =>
@@ -281,38 +393,67 @@ const makeFileStoreOn = (fs: FileSystem.FileSystem, options: FileStoreOptions): 
   })
 
   const head = Effect.fn("objectStore.file.head")(function* (key: string) {
-    const { body, etag } = yield* get(key)
-    return { key, size: body.byteLength, etag } satisfies ObjectMeta
+    yield* checkKey(key)
+    const current = yield* Effect.zipRight(checkNoLinks(key), currentEtag(pathOf(key))).pipe(Effect.mapError((fault) => fileError("head", key, fault)))
+    if (current === undefined) return yield* new NotFound({ key })
+    return { key, size: current.size, etag: current.etag } satisfies ObjectMeta
   })
 
   type PutOutcome = { readonly etag: string } | "precondition-failed"
 
+  /**
+   * Runs `place` (a link or rename onto `target`); when the key's directory does not exist yet, creates it and
+   * places again — `mkdir -p` only for the first object of a directory, not for every write. The link check
+   * runs again after the mkdir: a directory swapped for a link meanwhile must not receive the object either.
+   */
+  const intoDirectory = <A>(key: string, target: string, place: Effect.Effect<A, Fault>): Effect.Effect<A, Fault> =>
+    place.pipe(
+      Effect.catchIf(hasCode("ENOENT"), () =>
+        fs.makeDirectory(dirname(target), { recursive: true, mode: DIRECTORY_MODE }).pipe(
+          Effect.zipRight(checkNoLinks(key)),
+          Effect.zipRight(place)
+        ))
+    )
+
   const putFile = (key: string, body: Uint8Array, precondition: Precondition | undefined): Effect.Effect<PutOutcome, Fault> =>
     Effect.gen(function* () {
       const target = pathOf(key)
-      yield* checkNoLinks(key)
       yield* ensureDirs
       const tmp = join(tmpDir, `${process.pid}-${randomUUID()}`)
+      /** Whether the temp name still has to go (a rename consumed it; a link leaves it). */
+      let tmpLeft = true
       const publish = Effect.gen(function* () {
         yield* writeTemp(tmp, body)
-        yield* fs.makeDirectory(dirname(target), { recursive: true, mode: DIRECTORY_MODE })
-        // Again after mkdir: a directory swapped for a link in between must not receive the object either.
+        // Checked once the temp file is durable, right before the object appears.
         yield* checkNoLinks(key)
         if (precondition?._tag === "IfAbsent") {
-          const linked = yield* fs.link(tmp, target).pipe(
-            Effect.as(true),
-            Effect.catchIf(hasCode("EEXIST"), () => Effect.succeed(false))
-          )
+          const linked = yield* intoDirectory(key, target, nodeCall(async () => {
+            try {
+              await nodeFs.link(tmp, target)
+              return true
+            } catch (error) {
+              if (errno(error) === "EEXIST") return false
+              throw error
+            }
+          }))
           if (!linked) return "precondition-failed" as const
         } else {
           const applied = yield* withLock(
             key,
             Effect.gen(function* () {
               if (precondition?._tag === "IfMatch") {
-                const current = yield* readCurrent(target)
-                if (current === undefined || etagOf(current) !== precondition.etag) return false
+                const current = yield* currentEtag(target)
+                if (current === undefined || current.etag !== precondition.etag) return false
               }
-              yield* fs.rename(tmp, target)
+              yield* intoDirectory(key, target, nodeCall(() => nodeFs.rename(tmp, target)))
+              tmpLeft = false
+              // Still under the key's lock, so the file at `target` is the one just renamed there: the next
+              // IfMatch on this key (our own next renewal) compares without reading it.
+              // Only a shortcut: the object is in place whether or not this look succeeds.
+              yield* nodeCall(() => nodeFs.stat(target, { bigint: true })).pipe(
+                Effect.flatMap((stats) => Effect.sync(() => rememberEtag(target, stats, etagOf(body)))),
+                Effect.ignore
+              )
               return true
             })
           )
@@ -321,7 +462,7 @@ const makeFileStoreOn = (fs: FileSystem.FileSystem, options: FileStoreOptions): 
         yield* syncDir(dirname(target))
         return { etag: etagOf(body) }
       })
-      return yield* Effect.ensuring(publish, Effect.ignore(fs.remove(tmp)))
+      return yield* Effect.ensuring(publish, Effect.suspend(() => (tmpLeft ? Effect.ignore(unlinkIfPresent(tmp)) : Effect.void)))
     })
 
   const put = Effect.fn("objectStore.file.put")(function* (key: string, body: Uint8Array, precondition?: Precondition) {
@@ -367,15 +508,19 @@ const makeFileStoreOn = (fs: FileSystem.FileSystem, options: FileStoreOptions): 
   const walk = (dir: string, keyPrefix: string, prefix: string, startAfter: string | undefined): Stream.Stream<ObjectMeta, Fault> =>
     Stream.unwrap(
       Effect.map(entriesOf(dir, keyPrefix), (entries) =>
-        Stream.fromIterable(entries).pipe(
+        // Entries outside the prefix or before `startAfter` are dropped here, not as stream elements: a log
+        // listed from its tail skips thousands of segments (a stream element each cost ~100 ms per 5,000).
+        Stream.fromIterable(entries.filter((entry) => {
+          const key = keyPrefix + entry.sortKey
+          if (entry.isDir) {
+            if (!(key.startsWith(prefix) || prefix.startsWith(key))) return false
+            return !(startAfter !== undefined && key < startAfter && !startAfter.startsWith(key))
+          }
+          return key.startsWith(prefix) && !(startAfter !== undefined && key <= startAfter)
+        })).pipe(
           Stream.flatMap((entry): Stream.Stream<ObjectMeta, Fault> => {
             const key = keyPrefix + entry.sortKey
-            if (entry.isDir) {
-              if (!(key.startsWith(prefix) || prefix.startsWith(key))) return Stream.empty
-              if (startAfter !== undefined && key < startAfter && !startAfter.startsWith(key)) return Stream.empty
-              return walk(join(dir, entry.name), key, prefix, startAfter)
-            }
-            if (!key.startsWith(prefix) || (startAfter !== undefined && key <= startAfter)) return Stream.empty
+            if (entry.isDir) return walk(join(dir, entry.name), key, prefix, startAfter)
             return Stream.unwrap(
               Effect.map(readCurrent(join(dir, entry.name)), (body) =>
                 body === undefined ? Stream.empty : Stream.make({ key, size: body.byteLength, etag: etagOf(body) })

@@ -1,4 +1,4 @@
-import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs"
+import { mkdtempSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
@@ -59,6 +59,32 @@ describe("file store specifics", () => {
       yield* s.put("d/e", enc.encode("x"))
       expect(yield* Effect.flip(s.get("d"))).toMatchObject({ _tag: "NotFound" })
       expect(yield* Effect.flip(s.put("d", enc.encode("x")))).toMatchObject({ _tag: "InvalidKey", key: "d" })
+    }))
+
+  it.live("a file replaced or rewritten behind the store's back gets its new etag: the remembered etags follow the file, not the path", () =>
+    Effect.gen(function* () {
+      const root = join(dir, "etags")
+      const s = makeFileStore({ directory: root })
+      const first = yield* s.put("shard/a/leader.json", enc.encode("aaaa"))
+      expect((yield* s.head("shard/a/leader.json")).etag).toBe(first.etag)
+      // Another file renamed over it (same size): a new inode.
+      const path = join(root, "shard", "a", "leader.json")
+      writeFileSync(`${path}.new`, "bbbb")
+      renameSync(`${path}.new`, path)
+      const replaced = yield* s.head("shard/a/leader.json")
+      expect(replaced.etag).not.toBe(first.etag)
+      expect(yield* Effect.flip(s.put("shard/a/leader.json", enc.encode("cccc"), { _tag: "IfMatch", etag: first.etag }))).toMatchObject({ _tag: "PreconditionFailed" })
+      // Our own write, then the same file rewritten in place (same size, same inode).
+      const ours = yield* s.put("shard/a/leader.json", enc.encode("dddd"), { _tag: "IfMatch", etag: replaced.etag })
+      writeFileSync(path, "eeee")
+      expect((yield* s.head("shard/a/leader.json")).etag).toBe((yield* s.get("shard/a/leader.json")).etag)
+      expect(yield* Effect.flip(s.put("shard/a/leader.json", enc.encode("ffff"), { _tag: "IfMatch", etag: ours.etag }))).toMatchObject({ _tag: "PreconditionFailed" })
+      // Renewals in a row compare against what the store itself wrote; no temp or lock file is left behind.
+      let etag = (yield* s.head("shard/a/leader.json")).etag
+      for (let i = 0; i < 5; i++) etag = (yield* s.put("shard/a/leader.json", enc.encode(`renewal ${i}`), { _tag: "IfMatch", etag })).etag
+      expect(dec.decode((yield* s.get("shard/a/leader.json")).body)).toBe("renewal 4")
+      expect(readdirSync(join(root, ".nstance-store", "tmp"))).toEqual([])
+      expect(readdirSync(join(root, ".nstance-store", "locks"))).toEqual([])
     }))
 
   it.live("a lock left by a dead process is broken and the write proceeds", () =>
