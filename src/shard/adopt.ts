@@ -29,9 +29,10 @@ import { ShardContext } from "./ShardContext.js"
 export const unknownOwnedVms = (vms: ReadonlyArray<VmResourceInfo>, state: State, clusterId: string, shard: string) => {
   const knownVmids = new Set<number>()
   for (const [, instance] of state.instances) if (instance.vmid !== undefined) knownVmids.add(instance.vmid)
+  // The log's own VMs (nearly all of them) are ruled out by the lookups before their names are parsed.
   return vms.filter((vm) =>
-    vm.type === "qemu" && !vm.template && vm.name !== undefined && hasAssociationTags(vm.tags, clusterId, shard) &&
-    !(parseInstanceId(vm.name) instanceof InvalidInstanceId) && !HashMap.has(state.instances, vm.name) && !knownVmids.has(vm.vmid)
+    vm.type === "qemu" && !vm.template && vm.name !== undefined && !knownVmids.has(vm.vmid) && !HashMap.has(state.instances, vm.name) &&
+    hasAssociationTags(vm.tags, clusterId, shard) && !(parseInstanceId(vm.name) instanceof InvalidInstanceId)
   )
 }
 
@@ -39,9 +40,10 @@ export const unknownOwnedVms = (vms: ReadonlyArray<VmResourceInfo>, state: State
 export const otherShardsOf = (vms: ReadonlyArray<VmResourceInfo>, clusterId: string, shard: string): ReadonlyMap<string, number> => {
   const counts = new Map<string, number>()
   for (const vm of vms) {
-    if (vm.template || vm.name === undefined || parseInstanceId(vm.name) instanceof InvalidInstanceId) continue
+    if (vm.template || vm.name === undefined) continue
+    // The tags first: only another shard's VMs have their names parsed.
     const other = otherShardTag(vm.tags, clusterId, shard)
-    if (other !== undefined) counts.set(other, (counts.get(other) ?? 0) + 1)
+    if (other !== undefined && !(parseInstanceId(vm.name) instanceof InvalidInstanceId)) counts.set(other, (counts.get(other) ?? 0) + 1)
   }
   return counts
 }
@@ -126,7 +128,7 @@ export const adoptFromCluster = Effect.fn("shard.adopt")(function* () {
   const state = yield* log.state
   const at = yield* Clock.currentTimeMillis
   const events: Array<ShardEvent> = []
-  const highest = Math.max(0, ...vms.map((vm) => vm.vmid))
+  const highest = vms.reduce((max, vm) => Math.max(max, vm.vmid), 0)
   if (highest > state.vmidHighWater) events.push(VmidsSeen.make({ highest }))
   const owned = vms.filter((vm) => !vm.template && hasAssociationTags(vm.tags, shard.clusterId, shard.shard)).length
   // What the VMID allocator must skip, and the VMs of other shards of this cluster (warned about at the term's start).
