@@ -42,7 +42,7 @@ import {
   TaskFailed,
   TaskTimeout,
   type VmConfigUpdate,
-  type VmResourceInfo
+  type ClusterVmInfo
 } from "../services/ProxmoxApi.js"
 
 export type FormValue = string | number | boolean | undefined
@@ -365,7 +365,7 @@ export const makeProxmoxApiShape = (transport: PveTransport): ProxmoxApiShape =>
     clusterResources: Effect.fn("pve.clusterResources")(function* () {
       const items = yield* call({ method: "GET", template: "/cluster/resources", path: "/cluster/resources", decode: decoders.ClusterResourceList })
       const nodes: Array<NodeResource> = []
-      const vms: Array<VmResourceInfo> = []
+      const vms: Array<ClusterVmInfo> = []
       const storages: Array<StorageResource> = []
       for (const item of items) {
         if ("vmid" in item) vms.push(withStatus(item))

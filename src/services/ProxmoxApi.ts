@@ -9,6 +9,7 @@ import { Context, Data, type Duration, type Effect, type Option } from "effect"
 import type { PveErrorClass } from "../domain/pve/errors.js"
 import type {
   ClusterStatusEntry,
+  ClusterVmResource,
   NetworkInterface,
   NodeResource,
   NodeStatus,
@@ -100,13 +101,15 @@ export const isTransient = (error: { readonly _tag: string; readonly classificat
   (error._tag === "PveApiError" || error._tag === "TaskFailed") && error.classification === "transient"
 
 export type VmResourceInfo = VmResource & { readonly instanceStatus: InstanceStatus }
+/** A guest of the unfiltered `/cluster/resources` read: the fields nstance reads (no usage figures). */
+export type ClusterVmInfo = ClusterVmResource & { readonly instanceStatus: InstanceStatus }
 export type VmStatusInfo = VmStatusCurrent & { readonly instanceStatus: InstanceStatus }
 export type QemuListInfo = QemuListEntry & { readonly instanceStatus: InstanceStatus }
 
 /** One unfiltered `GET /cluster/resources`: nodes, guests and storages of one snapshot (pvestatd's, ~10 s behind). */
 export interface ClusterResources {
   readonly nodes: ReadonlyArray<NodeResource>
-  readonly vms: ReadonlyArray<VmResourceInfo>
+  readonly vms: ReadonlyArray<ClusterVmInfo>
   readonly storages: ReadonlyArray<StorageResource>
 }
 

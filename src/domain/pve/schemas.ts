@@ -98,6 +98,26 @@ export const StorageResource = Schema.Struct({
 })
 export type StorageResource = typeof StorageResource.Type
 
+/**
+ * A guest of the unfiltered `/cluster/resources` read: only the fields nstance reads from it (identity, place,
+ * power state, name, tags, template flag, lock and pool), each checked as strictly as in `VmResource`; the usage
+ * figures are left undecoded. A new leader decodes this list for every VM of the cluster before it acts: at
+ * 9,000 VMs the six usage numbers (each a string-or-number transformation) cost about half the decode.
+ */
+export const ClusterVmResource = Schema.Struct({
+  id: VmResource.fields.id,
+  type: Schema.Literal("qemu", "lxc"),
+  vmid: VmResource.fields.vmid,
+  node: VmResource.fields.node,
+  status: VmResource.fields.status,
+  name: VmResource.fields.name,
+  tags: VmResource.fields.tags,
+  template: VmResource.fields.template,
+  lock: VmResource.fields.lock,
+  pool: VmResource.fields.pool
+})
+export type ClusterVmResource = typeof ClusterVmResource.Type
+
 /** The resource types the unfiltered `/cluster/resources` read is decoded for; every other type is skipped. */
 const READ_RESOURCE_TYPES: ReadonlyArray<string> = ["node", "qemu", "lxc", "storage"]
 
@@ -107,7 +127,7 @@ const READ_RESOURCE_TYPES: ReadonlyArray<string> = ["node", "qemu", "lxc", "stor
  */
 export const ClusterResourceEntry = Schema.Union(
   NodeResource,
-  Schema.Struct({ ...VmResource.fields, type: Schema.Literal("qemu", "lxc") }),
+  ClusterVmResource,
   StorageResource,
   Schema.Struct({ type: Schema.String.pipe(Schema.filter((type) => !READ_RESOURCE_TYPES.includes(type), { message: () => "a node, guest or storage entry that does not decode" })) })
 )
