@@ -75,6 +75,18 @@ describe("decoding PVE's documented answers", () => {
     expect(Either.isLeft(bad)).toBe(true)
   })
 
+  it("cluster resources (unfiltered): a guest is decoded for the fields nstance reads, as strictly as before; its usage figures are not decoded or kept", () => {
+    const decode = Schema.decodeUnknownEither(Envelope(Schema.Array(ClusterResourceEntry)))
+    const guest = { id: "qemu/101", type: "qemu", vmid: 101, node: "pve-a", status: "running", name: "web01", tags: "nstance;acme;pve-a", template: 0, lock: "backup", pool: "web" }
+    const decoded = decode({ data: [{ ...guest, cpu: "not a number", maxmem: { gib: 4 }, uptime: 12 }] })
+    if (Either.isLeft(decoded)) throw new Error(ParseResult.TreeFormatter.formatErrorSync(decoded.left))
+    expect(decoded.right.data).toEqual([{ ...guest, template: false }])
+    // What is read is still checked: a guest without a node, or with a VMID that is no integer, fails the read.
+    for (const broken of [{ ...guest, node: undefined }, { ...guest, vmid: "10x" }, { ...guest, template: "maybe" }]) {
+      expect(Either.isLeft(decode({ data: [broken] }))).toBe(true)
+    }
+  })
+
   it("cluster status, nextid (a JSON string), version, permissions", () => {
     const status = decode(Schema.Array(ClusterStatusEntry), "cluster-status.json")
     expect(status.map((s) => [s.type, s.name, s.online, s.quorate])).toEqual([["cluster", "lab", undefined, true], ["node", "pve-a", true, undefined], ["node", "pve-b", false, undefined]])
