@@ -9,15 +9,16 @@
  * `NotLeader{leaderAddr}`: the client follows that redirect once per call and keeps talking to the leader
  * afterwards.
  */
-import { generateKeyPairSync } from "node:crypto"
+import { createPrivateKey, createPublicKey, generateKeyPairSync, sign as cryptoSign } from "node:crypto"
 import { type InvalidCertificate, type InvalidNonce, type InvalidPayload, type NonceReused, NotLeader, PayloadTooLarge, type UnknownInstance } from "../domain/agent/errors.js"
 import { HttpClient, HttpClientError, Socket } from "@effect/platform"
 import { ClusterTlsClient, connectionFailure } from "../layers/ClusterTlsClient.js"
 import { RpcClient, RpcClientError, type RpcGroup, RpcSerialization } from "@effect/rpc"
-import { type Context, Data, Effect, ExecutionStrategy, Exit, Layer, Redacted, Scope } from "effect"
+import { type Context, Data, Effect, ExecutionStrategy, Exit, Layer, Redacted, Scope, Stream } from "effect"
+import type { FileMessage } from "../domain/agent/fileMessages.js"
 import { WebSocket } from "ws"
 import type { AgentHealthStatus } from "../services/AgentBackend.js"
-import { AgentRpcs, MAX_REQUEST_BYTES, RegistrationRpcs } from "../rpc/AgentRpc.js"
+import { AgentRpcs, keyProofMessage, MAX_REQUEST_BYTES, RegistrationRpcs } from "../rpc/AgentRpc.js"
 
 /** What a registered agent holds. Keep `privateKeyPem` on the VM; the rest is public. */
 export interface AgentIdentity {
@@ -60,6 +61,7 @@ export type RegisterAgentError =
   | AgentTransportError
 export type ReportHealthError = InvalidCertificate | UnknownInstance | NotLeader | PayloadTooLarge | InvalidPayload | AgentTransportError
 export type RenewCertificateError = ReportHealthError
+export type FilesError = ReportHealthError
 
 export interface AgentClient {
   /** The endpoint the client talks to now: the one it was made for, or the leader a redirect named. */
@@ -68,6 +70,13 @@ export interface AgentClient {
   readonly reportHealth: (identity: AgentIdentity, status?: AgentHealthStatus) => Effect.Effect<void, ReportHealthError>
   /** A new key pair and a certificate for it, authorised by the current one. */
   readonly renew: (identity: AgentIdentity) => Effect.Effect<AgentIdentity, RenewCertificateError>
+  /** Submits the public half of the key `name` with a signature proving the agent holds the private half. */
+  readonly submitKey: (identity: AgentIdentity, name: string, privateKeyPem: Redacted.Redacted<string>) => Effect.Effect<void, FilesError>
+  /**
+   * The VM's file stream; it lasts while the channel does. A `NotLeader` naming the leader moves the channel
+   * there before the stream fails, so the caller's next attempt reaches it.
+   */
+  readonly receiveFiles: (identity: AgentIdentity) => Stream.Stream<FileMessage, FilesError>
 }
 
 const newKeyPair = () => {
@@ -270,6 +279,30 @@ export const makeAgentClient = (url: string, transport: AgentTransport): Effect.
           Effect.asVoid,
           Effect.withSpan("agentClient.reportHealth")
         ),
+
+      submitKey: (identity, name, privateKeyPem) =>
+        Effect.gen(function* () {
+          const privateKey = createPrivateKey(Redacted.value(privateKeyPem))
+          const publicKeyPem = createPublicKey(privateKey).export({ type: "spki", format: "pem" }) as string
+          const proof = cryptoSign(null, keyProofMessage(identity.instanceId, name), privateKey).toString("base64")
+          yield* channelCall(identity, (rpc) => rpc.SubmitKey({ instanceId: identity.instanceId, name, publicKeyPem, proof }))
+        }).pipe(Effect.withSpan("agentClient.submitKey")),
+
+      receiveFiles: (identity) =>
+        Stream.unwrap(Effect.gen(function* () {
+          const target = channelUrl ?? identity.agentUrl
+          const rpc = yield* channel(identity)
+          return rpc.ReceiveFiles({ instanceId: identity.instanceId }).pipe(
+            Stream.catchAll((error): Stream.Stream<never, FilesError> => {
+              if (error instanceof RpcClientError.RpcClientError) return Stream.fromEffect(transportError(target)(error))
+              if (error instanceof NotLeader) {
+                const next = channelRedirectUrl(error.leaderAddr)
+                if (next !== undefined) channelUrl = next
+              }
+              return Stream.fail(error)
+            })
+          )
+        })),
 
       renew: (identity) =>
         Effect.gen(function* () {

@@ -9,16 +9,19 @@
 import { networkInterfaces, hostname as osHostname } from "node:os"
 import { Command, Options } from "@effect/cli"
 import type { FileSystem } from "@effect/platform"
-import { Clock, Duration, Effect, Either, Option, Redacted, Ref, Schedule } from "effect"
+import { Clock, Duration, Effect, Either, Option, Redacted, Ref, Schedule, Stream } from "effect"
 import { defaultLogFormat, loggerLayer } from "../cli/logging.js"
 import { formatDuration, parseDuration } from "../domain/duration.js"
 import { type AgentClient, AgentTransportError, makeAgentClient, type RegisterAgentError, tlsTransport } from "./AgentClient.js"
+import { makeFilesDir } from "./filesDir.js"
 import { DEFAULT_SETTINGS_FILE, readRegistration, type RegistrationSource } from "./registrationSource.js"
 import { AgentError, certificateNotAfter, loadIdentity, saveIdentity, type StoredIdentity } from "./stateDir.js"
 
 export const DEFAULT_STATE_DIR = "/var/lib/nstance-agent"
 export const DEFAULT_HEALTH_INTERVAL = "20s"
 export const DEFAULT_REGISTER_TIMEOUT = "10m"
+/** How soon a file stream that ended is opened again (the original agent's 2 seconds). */
+export const FILES_RETRY = Duration.seconds(2)
 
 export interface AgentRunSettings {
   readonly stateDir: string
@@ -35,6 +38,8 @@ export interface AgentRunSettings {
   readonly registerWithin: Duration.Duration
   /** Register if needed, report health once, renew if due, and exit. */
   readonly once: boolean
+  /** Where the VM's files go (`templates.*.files`); absent: the agent asks for none. */
+  readonly filesDir?: string | undefined
 }
 
 /** Registration against an endpoint that is away or not the leader: 1, 2, 4 … then every 30 seconds. */
@@ -143,6 +148,21 @@ export const runAgent = (settings: AgentRunSettings): Effect.Effect<void, AgentE
     // Trusts the CA the registration answer carried (over a connection the user-data's CA authenticated);
     // the channel it opens stays open between beats.
     const client = yield* makeAgentClient(yield* httpsOnly(start.url), tlsTransport(start.identity.caPem))
+    const filesDir = settings.filesDir
+    if (filesDir !== undefined && !settings.once) {
+      const files = yield* makeFilesDir(filesDir, (name, key) => Effect.flatMap(Ref.get(held), (current) => client.submitKey(current.identity, name, key))).pipe(
+        Effect.mapError((error) => new AgentError({ message: error.message }))
+      )
+      // The stream lasts as long as the channel; after a failure (a renewal supersedes the certificate it was
+      // opened with, a leader changes) it is opened again with the certificate held then.
+      yield* Effect.forkScoped(
+        Effect.flatMap(Ref.get(held), (current) => client.receiveFiles(current.identity).pipe(Stream.runForEach(files.apply))).pipe(
+          Effect.catchAll((error) => Effect.logWarning(`file stream at ${client.url}: ${"reason" in error && typeof error.reason === "string" ? error.reason : error.message}; reopened in ${formatDuration(FILES_RETRY)}`)),
+          Effect.zipRight(Effect.sleep(FILES_RETRY)),
+          Effect.forever
+        )
+      )
+    }
     if (settings.once) {
       return yield* beat(settings, client, held).pipe(
         Effect.mapError((error) => new AgentError({ message: `health report at ${client.url} failed: ${reasonOf(error)}` }))
@@ -181,6 +201,11 @@ const options = {
     Options.withDefault(DEFAULT_REGISTER_TIMEOUT)
   ),
   once: Options.boolean("once").pipe(Options.withDescription("Register if needed, report health once (renewing if due) and exit")),
+  filesDir: text(
+    "files-dir",
+    "Write the VM's files (the template's files: certificates, env, json, string, secret and storage files) into this directory, each " +
+      "atomically with its configured mode, and remove those the config drops; keys for certificate files are made here as <name>.key (0600)"
+  ),
   logFormat: Options.choice("log-format", ["text", "json"] as const).pipe(
     Options.withDescription("Log lines as JSON objects (default when stdout is not a terminal) or as readable text"),
     Options.optional
@@ -230,7 +255,8 @@ export const agentCommand = Command.make("nstance-agent", options, (flags) =>
       agentUrl: Option.getOrUndefined(flags.agentUrl),
       ips: { ...(ipv4 === undefined ? {} : { ipv4 }), ...(ipv6 === undefined ? {} : { ipv6 }) },
       hostname: Option.getOrElse(flags.hostname, () => osHostname()),
-      once: flags.once
+      once: flags.once,
+      filesDir: Option.getOrUndefined(flags.filesDir)
     }
     yield* Effect.logDebug(`health reports every ${formatDuration(settings.healthEvery)}`)
     return yield* runAgent(settings).pipe(Effect.provide(loggerLayer(Option.getOrElse(flags.logFormat, defaultLogFormat))))
@@ -238,5 +264,5 @@ export const agentCommand = Command.make("nstance-agent", options, (flags) =>
   "Registers this VM with its nstance shard over TLS 1.3, trusting only the cluster CA: the nonce and the CA come from " +
   "agent.json (written by cloud-init), the user-data, the NoCloud seed, or NSTANCE_AGENT_NONCE with NSTANCE_AGENT_URL and " +
   "NSTANCE_AGENT_CA_FILE. Then holds the agent channel open (a WebSocket over TLS 1.3 authenticated by the VM's client certificate) " +
-  "to report health every --health-interval and renew its certificate when due."
+  "to report health every --health-interval and renew its certificate when due, and, with --files-dir, keeps the VM's files there as the shard sends them."
 ))

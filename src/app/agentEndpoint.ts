@@ -7,18 +7,27 @@
  * every issue.
  */
 import { HttpServer, SocketServer } from "@effect/platform"
-import { Context, Effect, Layer, SubscriptionRef } from "effect"
+import { Context, type Duration, Effect, Layer, SubscriptionRef } from "effect"
+import { makeFileDelivery } from "../shard/FileDelivery.js"
+import type { ObjectStoreShape } from "../services/ObjectStore.js"
+import type { SecretStoreShape } from "../services/SecretStore.js"
 import { keepServing } from "../rpc/keepServing.js"
 import { AgentChannelServerLive, RegistrationServerLive } from "../rpc/AgentServer.js"
 import { AgentBackend } from "../services/AgentBackend.js"
 import { ClusterPki, type ClusterPkiShape } from "../services/ClusterPki.js"
 import { makeAgentBackendReplica } from "../shard/AgentBackendShard.js"
-import { agentChannelUrl, certificateHosts, registrationUrl } from "../shard/ShardContext.js"
+import { advertisedAddress, agentChannelUrl, certificateHosts, registrationUrl } from "../shard/ShardContext.js"
 import type { ShardReplicaShape } from "../shard/ShardReplica.js"
 
 export interface AgentEndpointOptions {
   /** Called with the bound ports once each endpoint listens (tests bind port 0). */
   readonly onListening?: (endpoint: "registration" | "agent", port: number) => void
+  /** The cluster's secrets store, for `secret` files. */
+  readonly secrets?: SecretStoreShape | undefined
+  /** The shard's storage, where `storage` files are read; absent: VMs are sent no files. */
+  readonly storage?: ObjectStoreShape
+  /** How often secrets' and objects' versions are looked at (default 5 seconds). */
+  readonly filesPollEvery?: Duration.DurationInput
 }
 
 /**
@@ -38,6 +47,20 @@ export const serveAgentEndpoint = (
     const services = (endpoint: "registration" | "agent") =>
       Layer.merge(Layer.succeed(ClusterPki, pki), Layer.succeed(AgentBackend, makeAgentBackendReplica(replica, endpoint)))
     const channelUrl = agentChannelUrl(config, replica.advertiseHost)
+    const storage = options.storage
+    const files = storage === undefined ? undefined : yield* makeFileDelivery({
+      backend: makeAgentBackendReplica(replica, "agent"),
+      config: replica.config,
+      pki,
+      secrets: options.secrets,
+      storage,
+      serverAddresses: (current) => ({
+        registrationAddr: advertisedAddress(current.config.shard.advertise.registration, replica.advertiseHost),
+        agentAddr: advertisedAddress(current.config.shard.advertise.agent, replica.advertiseHost),
+        operatorAddr: advertisedAddress(current.config.shard.advertise.operator, replica.advertiseHost)
+      }),
+      ...(options.filesPollEvery === undefined ? {} : { pollEvery: options.filesPollEvery })
+    })
     const registrationServer = RegistrationServerLive({
       cluster: replica.clusterId,
       shard: replica.shard,
@@ -50,6 +73,7 @@ export const serveAgentEndpoint = (
     }).pipe(Layer.provide(services("registration")))
     const channelServer = AgentChannelServerLive({
       certificateTtl,
+      ...(files === undefined ? {} : { files }),
       ...(agent.host === "" ? {} : { host: agent.host }),
       tls: { pki, hosts: certificateHosts(config, "agent", replica.advertiseHost) },
       port: agent.port,

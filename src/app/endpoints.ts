@@ -18,10 +18,10 @@ export const HealthEndpointLive: Layer.Layer<never, never, ShardReplica> = Layer
 )
 
 /** The agent endpoint on `shard.bind.registration_addr` while registration is on; nothing otherwise. */
-export const AgentEndpointLive: Layer.Layer<never, never, ShardReplica | Registration> = Layer.scopedDiscard(
+export const AgentEndpointLive: Layer.Layer<never, never, ShardReplica | Registration | ObjectStore> = Layer.scopedDiscard(
   Effect.gen(function* () {
-    const { pki } = yield* Registration
-    if (pki !== undefined) yield* Effect.forkScoped(serveAgentEndpoint(yield* ShardReplica, pki))
+    const { pki, secrets } = yield* Registration
+    if (pki !== undefined) yield* Effect.forkScoped(serveAgentEndpoint(yield* ShardReplica, pki, { secrets, storage: yield* ObjectStore }))
   })
 )
 

@@ -35,6 +35,9 @@ export interface MemoryAgentBackend extends AgentBackendShape {
 
 export const makeMemoryAgentBackend = (): MemoryAgentBackend => {
   const states = new Map<string, RegistrationState>()
+  /** Whose each instance is and what its agent registered, for `registeredInstance`. */
+  const owners = new Map<string, { tenant: string; group: string }>()
+  const registered = new Map<string, RegisteredAgent>()
   const registrations: Array<RegisteredAgent> = []
   const healthReports: Array<HealthReport> = []
   const renewals: Array<RenewedCertificate> = []
@@ -61,6 +64,8 @@ export const makeMemoryAgentBackend = (): MemoryAgentBackend => {
           return Effect.fail(new NonceReused({ instanceId: registration.instanceId }))
         }
         states.set(registration.instanceId, { _tag: "Registered", nonceHash: registration.nonceHash, certificateSerial: registration.certificateSerial })
+        owners.set(registration.instanceId, { tenant: current.tenant, group: current.group })
+        registered.set(registration.instanceId, registration)
         registrations.push(registration)
         return Effect.void
       }),
@@ -75,6 +80,14 @@ export const makeMemoryAgentBackend = (): MemoryAgentBackend => {
         states.set(renewal.instanceId, { ...registered, certificateSerial: renewal.certificateSerial })
         renewals.push(renewal)
       }),
+    registeredInstance: (caller) =>
+      Option.isSome(redirect)
+        ? Effect.fail(new NotLeader({ leaderAddr: redirect.value }))
+        : Effect.map(current(caller.instanceId, caller.certificateSerial), () => {
+          const owner = owners.get(caller.instanceId) ?? { tenant: "", group: "" }
+          const agent = registered.get(caller.instanceId)
+          return { instanceId: caller.instanceId, ...owner, ipv4: agent?.ips.ipv4, ipv6: agent?.ips.ipv6, hostname: agent?.hostname }
+        }),
     expect: (instanceId, expected) => Effect.sync(() => void states.set(instanceId, { _tag: "Awaiting", ...expected })),
     forget: (instanceId) => Effect.sync(() => void states.delete(instanceId)),
     setLeaderRedirect: (next) => Effect.sync(() => void (redirect = next)),

@@ -31,6 +31,7 @@ import {
   UnknownInstance
 } from "../domain/agent/errors.js"
 import { MAX_NONCE_LENGTH } from "../domain/agent/nonce.js"
+import { FileMessage } from "../domain/agent/fileMessages.js"
 
 // ---------------------------------------------------------------------------------------------------------
 // Limits and strict field schemas
@@ -42,7 +43,10 @@ export const PAYLOAD_LIMITS = {
   privateIpv6: 45,
   hostname: 253,
   status: 16,
-  instanceId: 128
+  instanceId: 128,
+  keyName: 64,
+  /** Base64 of an Ed25519 signature (64 bytes). */
+  proof: 128
 } as const
 
 /** Largest request body the agent endpoint reads; every field at its limit still fits. */
@@ -86,6 +90,25 @@ export const InstanceIdField = Schema.String.pipe(
   Schema.annotations({ description: "an instance ID (letters, digits, '.', '_', '-')" })
 )
 
+/** The name of a key the agent holds for a certificate file (`key.name` without `.pub`). */
+export const KeyName = Schema.String.pipe(
+  Schema.maxLength(PAYLOAD_LIMITS.keyName),
+  Schema.pattern(/^[A-Za-z0-9_][A-Za-z0-9._-]*$/),
+  Schema.annotations({ description: "a key name (letters, digits, '.', '_', '-')" })
+)
+export const KeyProof = Schema.String.pipe(
+  Schema.maxLength(PAYLOAD_LIMITS.proof),
+  Schema.pattern(/^[A-Za-z0-9+/]{86}==$/),
+  Schema.annotations({ description: "the base64 of an Ed25519 signature" })
+)
+
+/**
+ * What the agent signs with a key it submits, proving it holds the private half: bound to the instance and
+ * the key's name, so a proof seen on one VM is worth nothing for another instance or another name.
+ */
+export const keyProofMessage = (instanceId: string, name: string): Uint8Array =>
+  new TextEncoder().encode(`nstance key proof v1\n${instanceId}\n${name}\n`)
+
 export const RegisterAgentPayload = Schema.Struct({
   nonce: NonceJwt,
   publicKeyPem: PublicKeyPem,
@@ -106,6 +129,18 @@ export const RenewCertificatePayload = Schema.Struct({
   publicKeyPem: PublicKeyPem
 })
 export type RenewCertificatePayload = typeof RenewCertificatePayload.Type
+
+export const SubmitKeyPayload = Schema.Struct({
+  instanceId: InstanceIdField,
+  name: KeyName,
+  publicKeyPem: PublicKeyPem,
+  proof: KeyProof
+})
+export type SubmitKeyPayload = typeof SubmitKeyPayload.Type
+
+export const ReceiveFilesPayload = Schema.Struct({ instanceId: InstanceIdField })
+
+export { FileMessage } from "../domain/agent/fileMessages.js"
 
 // ---------------------------------------------------------------------------------------------------------
 // Procedures (wire shapes; see the module comment for why the strict schemas are applied by the handlers)
@@ -171,9 +206,28 @@ export class RenewCertificate extends Rpc.make("RenewCertificate", {
   error: Schema.Union(InvalidCertificate, UnknownInstance, NotLeader, PayloadTooLarge, InvalidPayload)
 }) {}
 
+export class SubmitKey extends Rpc.make("SubmitKey", {
+  payload: {
+    instanceId: Schema.String,
+    name: Schema.String,
+    publicKeyPem: Schema.String,
+    proof: Schema.String
+  },
+  success: Schema.Struct({ ok: Schema.Literal(true) }),
+  error: Schema.Union(InvalidCertificate, UnknownInstance, NotLeader, PayloadTooLarge, InvalidPayload)
+}) {}
+
+/** The VM's files, as a stream that lasts as long as the connection: everything on open, then each change. */
+export class ReceiveFiles extends Rpc.make("ReceiveFiles", {
+  payload: { instanceId: Schema.String },
+  success: FileMessage,
+  error: Schema.Union(InvalidCertificate, UnknownInstance, NotLeader, PayloadTooLarge, InvalidPayload),
+  stream: true
+}) {}
+
 export class RegistrationRpcs extends RpcGroup.make(RegisterAgent) {}
 
-export class AgentRpcs extends RpcGroup.make(ReportHealth, RenewCertificate).middleware(AgentAuthentication) {}
+export class AgentRpcs extends RpcGroup.make(ReportHealth, RenewCertificate, SubmitKey, ReceiveFiles).middleware(AgentAuthentication) {}
 
 // ---------------------------------------------------------------------------------------------------------
 // Strict decoding of a wire payload
@@ -188,7 +242,9 @@ const FIELD_EXPECTED: Record<string, string> = {
   privateIpv6: expected(Ipv6Address),
   hostname: expected(Hostname),
   status: expected(HealthStatus),
-  instanceId: expected(InstanceIdField)
+  instanceId: expected(InstanceIdField),
+  name: expected(KeyName),
+  proof: expected(KeyProof)
 }
 
 /**

@@ -15,18 +15,23 @@ import { guardedServerLayer, makeConnectionCertificates, makeListenerServer, mak
 import { InvalidCertificate, InvalidNonce, InvalidPayload, NonceReused, NotLeader, UnknownInstance } from "../domain/agent/errors.js"
 import { type HttpApp, HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse, SocketServer } from "@effect/platform"
 import { Rpc, RpcMessage, RpcSerialization, RpcServer } from "@effect/rpc"
-import { Cause, Clock, Context, Duration, Effect, Either, Exit, Layer, Mailbox, Option, ParseResult, Predicate, Runtime, Schema } from "effect"
+import { createPublicKey, verify as cryptoVerify } from "node:crypto"
+import { Cause, Clock, Context, Duration, Effect, Either, Exit, Layer, Mailbox, Option, ParseResult, Predicate, Runtime, Schema, Stream } from "effect"
 import { constTrue, constVoid } from "effect/Function"
 import { type RawData, type WebSocket, WebSocketServer } from "ws"
 import { nonceHash } from "../domain/agent/nonce.js"
 import { AgentBackend } from "../services/AgentBackend.js"
+import type { FileDeliveryShape } from "../shard/FileDelivery.js"
 import { ClusterPki, type ClusterPkiShape, type VerifiedClientCertificate } from "../services/ClusterPki.js"
 import {
   AgentAuthentication,
   AgentPeer,
   AgentRpcs,
   decodeStrict,
+  keyProofMessage,
   MAX_REQUEST_BYTES,
+  ReceiveFilesPayload,
+  SubmitKeyPayload,
   RegisterAgentPayload,
   RegistrationRpcs,
   RenewCertificatePayload,
@@ -42,6 +47,8 @@ export interface AgentServiceOptions {
   readonly certificateTtl: Duration.DurationInput | Effect.Effect<Duration.Duration>
   /** Where refused requests are counted and logged (the endpoint's; absent: only the caller hears of them). */
   readonly refusals?: RefusalLog
+  /** The file stream and key submissions (absent: the stream stays silent and keys are refused). */
+  readonly files?: FileDeliveryShape
 }
 
 export interface RegistrationServiceOptions extends AgentServiceOptions {
@@ -97,6 +104,21 @@ export interface AgentChannelServerOptions extends AgentServiceOptions, ListenOp
 const decodeRegister = decodeStrict(RegisterAgentPayload)
 const decodeHealth = decodeStrict(ReportHealthPayload)
 const decodeRenew = decodeStrict(RenewCertificatePayload)
+const decodeSubmitKey = decodeStrict(SubmitKeyPayload)
+const decodeReceiveFiles = decodeStrict(ReceiveFilesPayload)
+
+/** Whether `proof` is the submitted key's signature of `keyProofMessage`: the agent holds its private half. */
+const provesPossession = (payload: SubmitKeyPayload): Effect.Effect<void, InvalidPayload> =>
+  Effect.suspend(() => {
+    try {
+      const key = createPublicKey(payload.publicKeyPem)
+      if (key.asymmetricKeyType !== "ed25519") return Effect.fail(new InvalidPayload({ field: "publicKeyPem", reason: "expected an Ed25519 public key" }))
+      const ok = cryptoVerify(null, keyProofMessage(payload.instanceId, payload.name), key, Buffer.from(payload.proof, "base64"))
+      return ok ? Effect.void : Effect.fail(new InvalidPayload({ field: "proof", reason: "is not the key's signature of the key proof; the agent must hold the private key" }))
+    } catch {
+      return Effect.fail(new InvalidPayload({ field: "publicKeyPem", reason: "is not a public key" }))
+    }
+  })
 
 /** What both groups' handlers share: the leader check, certificate issue and refusal counting. */
 const makeCommon = (options: AgentServiceOptions) =>
@@ -221,7 +243,30 @@ const makeAgentHandlers = (options: AgentServiceOptions) =>
             certificateNotAfter: issued.notAfter
           })
           return { certificatePem: issued.certificatePem, caPem: pki.caPem, renewAfterSeconds: issued.renewAfterSeconds }
-        })).pipe(Effect.withSpan("agent.RenewCertificate"))
+        })).pipe(Effect.withSpan("agent.RenewCertificate")),
+
+      SubmitKey: (wire) =>
+        counted("SubmitKey", Effect.gen(function* () {
+          const payload = yield* decodeSubmitKey(wire)
+          const peer = yield* caller(payload.instanceId)
+          yield* provesPossession(payload)
+          const files = options.files
+          if (files === undefined) return yield* new InvalidPayload({ field: "name", reason: "this server delivers no files" })
+          // The instance must be registered and the certificate its newest, as for every channel request.
+          yield* backend.registeredInstance({ instanceId: peer.instanceId, certificateSerial: peer.serial })
+          yield* files.keySubmitted(peer.instanceId, payload.name, payload.publicKeyPem)
+          return { ok: true as const }
+        })).pipe(Effect.withSpan("agent.SubmitKey")),
+
+      ReceiveFiles: (wire) =>
+        Stream.unwrap(counted("ReceiveFiles", Effect.gen(function* () {
+          const payload = yield* decodeReceiveFiles(wire)
+          // The instance is the connection's certificate's: a request naming another is refused.
+          const peer = yield* caller(payload.instanceId)
+          const files = options.files
+          if (files === undefined) return Stream.never
+          return files.stream({ instanceId: peer.instanceId, certificateSerial: peer.serial })
+        })))
     })
     return { handlers, reportHealth }
   })

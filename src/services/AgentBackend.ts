@@ -47,6 +47,16 @@ export interface RenewedCertificate {
   readonly certificateNotAfter: Date
 }
 
+/** A registered instance as its files need it: whose it is and what its agent registered. */
+export interface RegisteredInstance {
+  readonly instanceId: string
+  readonly tenant: string
+  readonly group: string
+  readonly ipv4?: string | undefined
+  readonly ipv6?: string | undefined
+  readonly hostname?: string | undefined
+}
+
 export interface AgentBackendShape {
   /**
    * None while this replica leads the shard; otherwise the leader's address (empty when unknown), which
@@ -75,6 +85,11 @@ export interface AgentBackendShape {
    * certificate is never handed out.
    */
   readonly recordRenewed: (renewal: RenewedCertificate) => Effect.Effect<void, UnknownInstance | InvalidCertificate | NotLeader>
+  /**
+   * The caller's instance, registered and presenting its newest certificate (else `UnknownInstance` /
+   * `InvalidCertificate{Superseded}`): what its files are made for. Fails `NotLeader` off the leader.
+   */
+  readonly registeredInstance: (caller: AgentCaller) => Effect.Effect<RegisteredInstance, UnknownInstance | InvalidCertificate | NotLeader>
 }
 
 export class AgentBackend extends Context.Tag("nstance/AgentBackend")<AgentBackend, AgentBackendShape>() {}

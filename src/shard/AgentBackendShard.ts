@@ -92,6 +92,15 @@ export const makeAgentBackendShard = (healthSeen: HealthSeen) =>
           yield* log.append([CertificateRenewed.make({ instanceId: renewal.instanceId, at, certificateSerial: renewal.certificateSerial })]).pipe(
             notRecorded(renewal.instanceId, "certificate renewal")
           )
+        })),
+      registeredInstance: (caller) =>
+        Effect.map(registeredWith(caller.instanceId, caller.certificateSerial), (current) => ({
+          instanceId: caller.instanceId,
+          tenant: current.tenant ?? "",
+          group: current.group ?? "",
+          ipv4: current.ips.find((ip) => !ip.includes(":")),
+          ipv6: current.ips.find((ip) => ip.includes(":")),
+          hostname: current.hostname
         }))
     }
     return backend
@@ -141,6 +150,7 @@ export const makeAgentBackendReplica = (replica: ShardReplicaShape, endpoint: "r
         Option.isSome(term)
           ? Context.get(term.value.context, AgentTerm).backend.recordHealth(caller, status)
           : Effect.flatMap(replica.leaderAddress(endpoint), (leaderAddr) => Effect.fail(new NotLeader({ leaderAddr })))),
-    recordRenewed: (renewal) => onLeader((term) => term.backend.recordRenewed(renewal))
+    recordRenewed: (renewal) => onLeader((term) => term.backend.recordRenewed(renewal)),
+    registeredInstance: (caller) => onLeader((term) => term.backend.registeredInstance(caller))
   }
 }

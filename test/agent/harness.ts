@@ -16,8 +16,9 @@ import { makeClusterPki, openSecret } from "../../src/layers/ClusterPkiStore.js"
 import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
 import { RegistrationRpcs } from "../../src/rpc/AgentRpc.js"
 import { AgentChannelServerLive, RegistrationServerLive } from "../../src/rpc/AgentServer.js"
-import { AgentBackend } from "../../src/services/AgentBackend.js"
-import { ClusterPki } from "../../src/services/ClusterPki.js"
+import { AgentBackend, type AgentBackendShape } from "../../src/services/AgentBackend.js"
+import { ClusterPki, type ClusterPkiShape } from "../../src/services/ClusterPki.js"
+import type { FileDeliveryShape } from "../../src/shard/FileDelivery.js"
 
 export const CLUSTER = "c1"
 export const SHARD = "s1"
@@ -33,16 +34,25 @@ export const rawClient = (url: string, caPem: string) =>
 /** A raw agent-channel client presenting `identity`'s certificate (the product's transport, none of its checks). */
 export const rawChannel = (url: string, identity: AgentIdentity) => tlsTransport(identity.caPem).channel(url, identity)
 
-export const startAgentEndpoint = (options: { readonly maxRequestBytes?: number; readonly certificateTtl?: Duration.DurationInput } = {}) =>
+export interface AgentEndpointOptions {
+  readonly maxRequestBytes?: number
+  readonly certificateTtl?: Duration.DurationInput
+  /** The file stream, made with the endpoint's PKI and backend (absent: none). */
+  readonly files?: (pki: ClusterPkiShape, backend: AgentBackendShape) => Effect.Effect<FileDeliveryShape>
+}
+
+export const startAgentEndpoint = (endpointOptions: AgentEndpointOptions = {}) =>
   Effect.gen(function* () {
+    const { files: makeFiles, ...options } = endpointOptions
     const encryptionKey = new Uint8Array(randomBytes(32))
     const store = makeMemoryStore()
     const pki = yield* makeClusterPki(store, { clusterId: CLUSTER, encryptionKey })
     const backend = makeMemoryAgentBackend()
+    const files = makeFiles === undefined ? undefined : yield* makeFiles(pki, backend)
     const services = Layer.merge(Layer.succeed(ClusterPki, pki), Layer.succeed(AgentBackend, backend))
     const certificateTtl = options.certificateTtl ?? "1 hour"
     const channel = yield* Layer.build(
-      AgentChannelServerLive({ host: "127.0.0.1", port: 0, ...options, certificateTtl, tls: { pki, hosts: ["127.0.0.1"] } }).pipe(Layer.provide(services))
+      AgentChannelServerLive({ host: "127.0.0.1", port: 0, ...options, ...(files === undefined ? {} : { files }), certificateTtl, tls: { pki, hosts: ["127.0.0.1"] } }).pipe(Layer.provide(services))
     )
     const channelAddress = Context.get(channel, SocketServer.SocketServer).address
     if (channelAddress._tag !== "TcpAddress") return yield* Effect.dieMessage("expected a TCP address")

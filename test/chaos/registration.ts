@@ -74,10 +74,14 @@ export const makeRegistration = (settings: RegistrationSettings): Registration =
   const regPrng = makePrng(settings.seed * 71 + 23)
   const endpointDown = (url: string) => new RpcClientError.RpcClientError({ reason: "Protocol", message: `${url}: no replica answers (simulated)` })
   /** The agent addresses are VIPs: each call reaches one live replica, leader or not. */
+  /** The endpoint the last call went to: an agent has an identity only after a call reached one. */
+  let lastReached: AgentEndpoints | undefined
   const viaVip = (url: string) => <A, E>(call: (endpoint: AgentEndpoints) => Effect.Effect<A, E>): Effect.Effect<A, E | RpcClientError.RpcClientError> =>
     Effect.suspend((): Effect.Effect<A, E | RpcClientError.RpcClientError> => {
       const live = replicas.filter((r): r is { endpoint: AgentEndpoints } => r?.endpoint !== undefined)
-      return live.length === 0 ? Effect.fail(endpointDown(url)) : call(live[regPrng.int(0, live.length - 1)]!.endpoint)
+      if (live.length === 0) return Effect.fail(endpointDown(url))
+      lastReached = live[regPrng.int(0, live.length - 1)]!.endpoint
+      return call(lastReached)
     })
   const minted: Array<string> = []
   const leaks: Array<Violation> = []
@@ -105,7 +109,11 @@ export const makeRegistration = (settings: RegistrationSettings): Registration =
       const via = viaVip(url)
       const client: AgentRpcClient = {
         ReportHealth: (payload) => via((e) => presenting(e.channel, identity).ReportHealth(payload)),
-        RenewCertificate: (payload) => via((e) => presenting(e.channel, identity).RenewCertificate(payload))
+        RenewCertificate: (payload) => via((e) => presenting(e.channel, identity).RenewCertificate(payload)),
+        SubmitKey: (payload) => via((e) => presenting(e.channel, identity).SubmitKey(payload)),
+        // Chaos worlds give VMs no files (their configs have none, and sim agents open no stream without a
+        // files directory): the stream of the replica last reached, which registered this agent.
+        ReceiveFiles: (payload, opts) => presenting(lastReached!.channel, identity).ReceiveFiles(payload, opts)
       }
       return Effect.succeed(client)
     }

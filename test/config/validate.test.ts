@@ -102,8 +102,7 @@ describe("fields of the original this build does not implement", () => {
     expect(warnings.map(formatProblem)).toEqual([
       "load_balancers: load-balancer registration is a no-op with the Proxmox provider (Proxmox has no load balancer); ignored",
       "nat: not used by this build; ignored",
-      "cluster.secrets.provider: aws-parameter-store is not implemented by this build (object-storage is); secret files cannot be delivered",
-      "templates.web.files: checked, but not yet delivered to VMs by this build"
+      "cluster.secrets.provider: aws-parameter-store is not implemented by this build (object-storage is); secret files cannot be delivered"
     ])
   })
 

@@ -208,7 +208,7 @@ describe("agent registration (HTTP simulator, real agent endpoint)", () => {
         leaderAddr: `127.0.0.1:${h.port}`
       })
       // certificates.agent.ttl is read from the config at every issue: a push applies without a restart.
-      yield* SubscriptionRef.update(h.config, (c) => ({ ...c, config: { ...c.config, certificates: { agentTtl: Duration.hours(2) } } }))
+      yield* SubscriptionRef.update(h.config, (c) => ({ ...c, config: { ...c.config, certificates: { ...c.config.certificates, agentTtl: Duration.hours(2) } } }))
       // The product's client follows the redirect once and stays with the leader afterwards.
       const client = yield* makeAgentClient(standbyUrl, tlsTransport(h.pki.caPem))
       const identity = yield* client.register({ nonce: Redacted.make(first), ips: { ipv4: "10.9.0.1" } })

@@ -65,7 +65,9 @@ export const presenting = (channel: AgentRpcClient, identity: AgentIdentity): Ag
   const headers = { [CERTIFICATE_HEADER]: Buffer.from(identity.certificatePem).toString("base64") }
   return {
     ReportHealth: (payload) => channel.ReportHealth(payload, { headers }),
-    RenewCertificate: (payload) => channel.RenewCertificate(payload, { headers })
+    RenewCertificate: (payload) => channel.RenewCertificate(payload, { headers }),
+    SubmitKey: (payload) => channel.SubmitKey(payload, { headers }),
+    ReceiveFiles: (payload) => channel.ReceiveFiles(payload, { headers })
   }
 }
 

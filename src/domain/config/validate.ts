@@ -442,8 +442,6 @@ export const validateShardConfig = (
     const ud = userdata(`${at}.userdata`, rt.userdata)
     if (proxmox && rt.arch !== undefined) warn(`${at}.arch`, "not used by the Proxmox provider (the template VM decides the architecture); ignored")
     const files = instanceFilesOf(`${at}.files`, rt.files, certificateTemplates, fail)
-    // FILES_NOT_DELIVERED: until the agent channel's file stream lands, say so rather than pretend.
-    if (Object.keys(files).length > 0) warn(`${at}.files`, "checked, but not yet delivered to VMs by this build")
     for (const [file, spec] of Object.entries(files)) {
       if (spec.kind === "secret" && secrets === undefined) {
         fail(`${at}.files.${file}.source`, "a secret file needs cluster.secrets with provider object-storage (where the secret is read)")
