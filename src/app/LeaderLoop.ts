@@ -4,7 +4,7 @@
  * services are published on the replica's handle, where the endpoints find them. `ProxmoxApi` and
  * `ObjectStore` are whatever the stack was given: the operator's cluster and bucket, or a test's.
  */
-import { Context, type Duration, Effect, Layer, Ref, SubscriptionRef } from "effect"
+import { Context, Duration, Effect, Layer, Ref, SubscriptionRef } from "effect"
 import type { EventLogOptions } from "../layers/EventLogStore.js"
 import { makeLogFollower } from "../layers/eventLog/follower.js"
 import { LeaderLease } from "../services/LeaderLease.js"
@@ -32,6 +32,8 @@ export interface LeaderLoopSettings {
    * worlds (chaos) keep the store traffic their seeds were recorded with.
    */
   readonly followLog?: boolean
+  /** How often a standby looks at the log (default: the election's `frequent_interval`). */
+  readonly followEvery?: Duration.DurationInput
 }
 
 export const LeaderLoopLive = (
@@ -47,11 +49,15 @@ export const LeaderLoopLive = (
       const follower = settings.followLog === true ? yield* makeLogFollower(Context.get(backends, ObjectStore), settings.eventLog?.cache) : undefined
       const leading = yield* Ref.make(false)
       if (follower !== undefined) {
-        // Looks only between terms: a leader's own log is the state, and a look would replay what it wrote.
+        // Looks only between terms: a leader's own log is the state, and a look would replay what it wrote. The
+        // first look waits one interval: a replica that wins the lease at start (every shard of a fresh fleet)
+        // replays once, in its term, instead of beside a follower's replay.
         yield* Effect.forkScoped(
           Effect.gen(function* () {
+            yield* Effect.sleep(settings.followEvery === undefined
+              ? (yield* SubscriptionRef.get(replica.config)).config.shard.leaderElection.frequentInterval
+              : Duration.decode(settings.followEvery))
             if (!(yield* Ref.get(leading))) yield* follower.follow
-            yield* Effect.sleep((yield* SubscriptionRef.get(replica.config)).config.shard.leaderElection.frequentInterval)
           }).pipe(Effect.forever)
         )
       }

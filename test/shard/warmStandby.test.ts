@@ -4,8 +4,14 @@
  * never a state the store does not vouch for.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Either, Stream } from "effect"
-import { encodeEvent, LeaderElected } from "../../src/domain/shard/events.js"
+import { Context, Duration, Effect, Either, Exit, Layer, Option, Scope, Stream, SubscriptionRef } from "effect"
+import { encodeEvent, LeaderElected, VmidsSeen } from "../../src/domain/shard/events.js"
+import { makeLeaderLeaseOn } from "../../src/layers/LeaderLeaseStore.js"
+import { EventLog } from "../../src/services/EventLog.js"
+import { LatencyFast } from "../../src/sim/latency.js"
+import { makeProxmoxApiSim } from "../../src/sim/ProxmoxApiSim.js"
+import { buildReplica } from "../support/stackReplica.js"
+import { configText, parseConfig } from "../support/simWorld.js"
 import { replayStore, segmentKey } from "../../src/layers/EventLogStore.js"
 import { makeLogFollower } from "../../src/layers/eventLog/follower.js"
 import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
@@ -148,4 +154,58 @@ describe("warm standby", () => {
       expect(yield* Stream.runCount(base.list("log/"))).toBe(3)
       yield* standby.close
     }))
+})
+
+const until = <E, R>(what: string, check: Effect.Effect<boolean, E, R>, within: Duration.DurationInput = "5 seconds") =>
+  Effect.gen(function* () {
+    const deadline = Date.now() + Duration.toMillis(Duration.decode(within))
+    while (!(yield* check)) {
+      if (Date.now() > deadline) return yield* Effect.dieMessage(`${what}: not within ${Duration.format(Duration.decode(within))}`)
+      yield* Effect.sleep("20 millis")
+    }
+  })
+
+describe("warm standby, two replicas as the daemon builds them (lease, leader loop)", () => {
+  it.scopedLive("the standby follows the leader's log; when the leader resigns it replays only the tail, and it never wrote while standing by", () =>
+    Effect.gen(function* () {
+      const base = makeMemoryStore()
+      const pve = yield* makeProxmoxApiSim({ nodes: 1, seed: 1, latency: LatencyFast })
+      const replica = (id: string, store: ObjectStoreShape) =>
+        Effect.gen(function* () {
+          const config = yield* SubscriptionRef.make(parseConfig(configText({ size: 0 })))
+          const lease = yield* makeLeaderLeaseOn(store, { id, address: `127.0.0.1:${id.length}`, frequentInterval: "50 millis", infrequentInterval: "50 millis", leaderTimeout: "600 millis" }).pipe(Effect.orDie)
+          const handle = yield* buildReplica({
+            id, config, lease, store,
+            leader: { pve: Layer.succeedContext(pve), loop: { eventLog: { batchWindow: "1 millis" }, tailCheck: "50 millis", followLog: true, followEvery: "30 millis" } }
+          })
+          return { handle, lease }
+        })
+      const aScope = yield* Scope.make()
+      const a = yield* replica("a", base).pipe(Scope.extend(aScope))
+      yield* until("a leads with its term started", Effect.map(a.handle.currentTerm, Option.isSome))
+      const standbyView = watched(base)
+      const b = yield* replica("b", standbyView.store)
+      yield* until("b follows a", Effect.map(b.lease.currentLeader, (l) => Option.exists(l, (x) => x.id === "a")))
+
+      // The leader's log grows by 30 segments while b stands by.
+      const aLog = Context.get(Option.getOrThrow(yield* a.handle.currentTerm).context, EventLog)
+      for (let i = 1; i <= 30; i++) yield* aLog.append([VmidsSeen.make({ highest: 50_000 + i })])
+      const followedTo = yield* aLog.seq
+      // Caught up: b looks for the segment after the leader's last one.
+      yield* until("b has followed the log to its end", Effect.sync(() => standbyView.gets.includes(segmentKey(followedTo + 1))))
+      expect(standbyView.puts.filter((key) => !key.endsWith("leader.json"))).toEqual([])
+
+      standbyView.gets.length = 0
+      yield* Scope.close(aScope, Exit.void)
+      yield* until("b leads with its term started", Effect.map(b.handle.currentTerm, Option.isSome), "6 seconds")
+      const bLog = Context.get(Option.getOrThrow(yield* b.handle.currentTerm).context, EventLog)
+      // Its term read the segment it had followed to (is it still this log?) and nothing older.
+      const read = segmentSeqs(standbyView.gets)
+      expect(read.length).toBeGreaterThan(0)
+      expect(Math.min(...read)).toBeGreaterThanOrEqual(followedTo)
+      const state = yield* bLog.state
+      expect(state.vmidHighWater).toBeGreaterThanOrEqual(50_030)
+      expect(state.leader).toBe("b")
+      expect(view(state)).toEqual(view((yield* replayStore(base)).state))
+    }), 20_000)
 })
