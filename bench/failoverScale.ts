@@ -13,7 +13,8 @@
  * the kill). After each take-over the world must stay quiet: no mutating PVE call, nothing adopted, no event
  * but the new term's in the log over FAILOVER_QUIET_S.
  *
- *   FAILOVER_INSTANCES (10000), FAILOVER_RUNS (3), FAILOVER_QUIET_S (20), FAILOVER_LOG_DIR (keep the servers' logs)
+ *   FAILOVER_INSTANCES (10000), FAILOVER_RUNS (3), FAILOVER_QUIET_S (20), FAILOVER_LOG_DIR (keep the servers' logs),
+ *   FAILOVER_NODE_ARGS (extra node flags for the servers, e.g. `--cpu-prof --cpu-prof-dir=DIR` to see where a take-over's CPU goes)
  *   — writes bench/results/failover-10k.json (named by the instance count). Runs the compiled server (`npm run build`).
  */
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
@@ -34,6 +35,7 @@ const INSTANCES = Number(process.env["FAILOVER_INSTANCES"] ?? 10_000)
 const RUNS = Number(process.env["FAILOVER_RUNS"] ?? 3)
 const QUIET_S = Number(process.env["FAILOVER_QUIET_S"] ?? 20)
 const LOG_DIR = process.env["FAILOVER_LOG_DIR"]
+const NODE_ARGS = (process.env["FAILOVER_NODE_ARGS"] ?? "").split(" ").filter((arg) => arg !== "")
 const CLUSTER = "bench"
 const SHARD = "pve-a"
 const LEADER_TIMEOUT_MS = 15_000
@@ -48,8 +50,15 @@ interface RunFigures {
   readonly replayMs: number
   readonly clusterReadMs: number
   readonly takeOverMs: number
+  /**
+   * CPU the standby's process used from the kill until the bench saw its `cluster read:` line (lease polls and
+   * follower looks while it waited included): the take-over's own cost, which a loaded machine's wall time hides.
+   */
+  readonly standbyCpuMs: number
   readonly totalMs: number
   readonly replayed: string
+  /** Whether the new leader replayed from the state it followed while standing by (the warm standby) or from a snapshot. */
+  readonly warmStart: boolean
   readonly ownedVms: number
   readonly adopted: number
   readonly standbyIdleRssMB: number
@@ -104,7 +113,7 @@ try {
     const server = startServer(root, [
       "--storage", "file", "--bucket", bucket, "--shard", SHARD, "--id", id, "--proxmox-env-dir", envDir,
       "--cachedir", join(scratch, `cache-${id}`), "--config", config
-    ], LOG_DIR === undefined ? {} : { logFile: join(LOG_DIR, `${id}.log`) })
+    ], { nodeArgs: NODE_ARGS, ...(LOG_DIR === undefined ? {} : { logFile: join(LOG_DIR, `${id}.log`) }) })
     return { id, server }
   }
   const is = (pattern: RegExp) => (line: LogLine) => pattern.test(line.message)
@@ -130,12 +139,14 @@ try {
     const leader = current
     const seqBefore = lastSeq()
     const from = standby.server.lines.length
+    const cpuAtKill = procFigures(standby.server.pid).cpuSeconds
     const killedAt = Date.now()
     leader.child.kill("SIGKILL")
     await leader.exited
     const acquired = await standby.server.waitFor(is(/^lease: acquired term/), 120_000, from)
     const replayed = await standby.server.waitFor(is(/^leader for term \d+: log replayed/), 120_000, from)
     const read = await standby.server.waitFor(is(/^cluster read:/), 120_000, from)
+    const standbyCpuMs = Math.round((procFigures(standby.server.pid).cpuSeconds - cpuAtKill) * 1000)
     current = standby.server
     const readFigures = /^cluster read: (\d+) VMs carry this shard's tags, (\d+) adopted/.exec(read.message)
     await sleep(QUIET_S * 1000)
@@ -151,8 +162,10 @@ try {
       replayMs: replayed.at - acquired.at,
       clusterReadMs: read.at - replayed.at,
       takeOverMs: read.at - acquired.at,
+      standbyCpuMs,
       totalMs: read.at - killedAt,
       replayed: replayed.message,
+      warmStart: standby.server.lines.slice(from).some((line) => /^event log: opened at seq .*replayed from the state followed/.test(line.message)),
       ownedVms: Number(readFigures?.[1] ?? Number.NaN),
       adopted: Number(readFigures?.[2] ?? Number.NaN),
       standbyIdleRssMB: Math.round(standbyIdle.rssMB),
@@ -164,7 +177,7 @@ try {
       warnings: complaints.slice(0, 10)
     }
     runs.push(figures)
-    console.log(`run ${run}: lease after ${(figures.leaseWaitMs / 1000).toFixed(2)} s, take-over ${figures.takeOverMs} ms (replay ${figures.replayMs} ms, cluster read ${figures.clusterReadMs} ms) — acting ${(figures.totalMs / 1000).toFixed(2)} s after the kill; ${figures.quiet ? "quiet" : `NOT quiet: ${JSON.stringify({ mutations, written, read: read.message, complaints: complaints.slice(0, 5) })}`}`)
+    console.log(`run ${run}: lease after ${(figures.leaseWaitMs / 1000).toFixed(2)} s, take-over ${figures.takeOverMs} ms (replay ${figures.replayMs} ms, cluster read ${figures.clusterReadMs} ms; standby CPU ${standbyCpuMs} ms) — acting ${(figures.totalMs / 1000).toFixed(2)} s after the kill; ${figures.quiet ? "quiet" : `NOT quiet: ${JSON.stringify({ mutations, written, read: read.message, complaints: complaints.slice(0, 5) })}`}`)
     leaderId = standby.id
   }
   const sorted = (pick: (r: RunFigures) => number) => runs.map(pick).sort((a, b) => a - b)
@@ -180,6 +193,7 @@ try {
     runs,
     medianLeaseWaitMs: median(sorted((r) => r.leaseWaitMs)),
     medianTakeOverMs: median(takeOver),
+    medianStandbyCpuMs: median(sorted((r) => r.standbyCpuMs)),
     maxTakeOverMs: takeOver.at(-1),
     medianTotalMs: median(total),
     maxTotalMs: total.at(-1),
