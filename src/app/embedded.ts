@@ -9,12 +9,13 @@ import { mkdtempSync, rmSync } from "node:fs"
 import { createServer as createNetServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { Data, Duration, Effect, Either, Layer, Random, Redacted, type Stream } from "effect"
+import { Data, Duration, Effect, Either, Layer, Random, Redacted, Runtime, type Stream } from "effect"
 import { applyEdits, modify } from "jsonc-parser"
 import { decodeUtf8, readInputFile } from "../inputFile.js"
 import { formatProblem, MAX_JSONC_BYTES, type ParsedShardConfig, parseShardConfig } from "../domain/config/index.js"
 import { makeFileStore } from "../layers/ObjectStoreFile.js"
 import { scopeStore } from "../layers/ObjectStoreScoped.js"
+import { makeSecretStore } from "../layers/SecretStoreObject.js"
 import { ObjectStore } from "../services/ObjectStore.js"
 import { LatencyDemo } from "../sim/latency.js"
 import type { SimModel } from "../sim/model.js"
@@ -36,6 +37,17 @@ export const withDemoGcInterval = (text: string, parsed: ParsedShardConfig): str
   const gc = parsed.config.shard.garbageCollection
   if (Duration.lessThanOrEqualTo(gc.interval, Duration.decode("15 seconds")) || Duration.lessThanOrEqualTo(gc.registrationTimeout, Duration.decode("15 seconds"))) return text
   const edited = applyEdits(text, modify(text, ["shard", "garbage_collection", "interval"], DEMO_GC_INTERVAL, { formattingOptions: { insertSpaces: true, tabSize: 2 } }))
+  return Either.isRight(parseShardConfig(edited)) ? edited : text
+}
+
+/** Where the demo's secrets key is (an environment variable of this process, set for this run only). */
+export const DEMO_SECRETS_KEY_ENV = "NSTANCE_DEMO_SECRETS_KEY"
+
+/** `text` with `cluster.secrets.encryption_key` read from `DEMO_SECRETS_KEY_ENV`, when the config has a secrets store. */
+export const withDemoSecretsKey = (text: string): string => {
+  const parsed = parseShardConfig(text)
+  if (Either.isLeft(parsed) || parsed.right.config.cluster.secrets === undefined) return text
+  const edited = applyEdits(text, modify(text, ["cluster", "secrets", "encryption_key"], { provider: "env", source: DEMO_SECRETS_KEY_ENV }, { formattingOptions: { insertSpaces: true, tabSize: 2 } }))
   return Either.isRight(parseShardConfig(edited)) ? edited : text
 }
 
@@ -136,6 +148,10 @@ export const runEmbedded = (options: { readonly configFile?: string; readonly re
     const gcText = withDemoGcInterval(text, parsed.right)
     const demoText = withLoopbackEndpoints(gcText, { registration: registrationAddress, agent: agentAddress, operator: operatorAddress, health: healthAddress })
     if (Either.isLeft(parseShardConfig(demoText))) return yield* new EmbeddedSetupFailed({ message: `cannot set the endpoint addresses in ${configFile}` })
+    // The demo's secrets key, for this run only, where its config's cluster.secrets looks for it.
+    const secretsKey = randomBytes(32)
+    const secretsText = withDemoSecretsKey(demoText)
+    if (secretsText !== demoText) process.env[DEMO_SECRETS_KEY_ENV] = secretsKey.toString("hex")
     const encryptionKey = new Uint8Array(randomBytes(32))
     // The demo's bucket lives as long as the run: removed when the scope closes (Ctrl-C included).
     const bucket = yield* Effect.acquireRelease(
@@ -146,16 +162,38 @@ export const runEmbedded = (options: { readonly configFile?: string; readonly re
     // The file store keeps an object at its key: the CA certificate the daemon creates is this file.
     const caFile = join(bucket, pkiObjectKeys(parsed.right.config.cluster.id).caCert)
     const store = makeFileStore({ directory: bucket })
-    yield* scopeStore(store, prefix)
-      .put(CONFIG_KEY, new TextEncoder().encode(demoText))
-      .pipe(Effect.orDie)
+    const shardStore = scopeStore(store, prefix)
+    yield* shardStore.put(CONFIG_KEY, new TextEncoder().encode(secretsText)).pipe(Effect.orDie)
+    // What the example's files read: each tenant's secret (sealed as `nstance-admin secret put` seals it) and a storage object.
+    const demoConfig = parseShardConfig(secretsText)
+    const secretsConfig = Either.isRight(demoConfig) ? demoConfig.right.config.cluster.secrets : undefined
+    if (secretsConfig !== undefined && secretsText !== demoText) {
+      const secrets = makeSecretStore(store, { prefix: secretsConfig.prefix, keys: [new Uint8Array(secretsKey)] })
+      for (const tenant of Object.keys(parsed.right.config.groups)) {
+        yield* secrets.put(tenant, "db-password", Redacted.make(new Uint8Array(Buffer.from(randomBytes(12).toString("base64url"))))).pipe(Effect.orDie)
+      }
+    }
+    yield* shardStore.put(`files/${parsed.right.config.defaults.vars["Environment"] ?? "production"}/site.conf`, new TextEncoder().encode("# served by the demo's storage object\nserver_name _;\n")).pipe(Effect.orDie)
+    // Each simulated VM's files, as its agent wrote them.
+    const filesRoot = yield* Effect.acquireRelease(
+      Effect.sync(() => mkdtempSync(join(tmpdir(), "nstance-embedded-files-"))),
+      (directory) => Effect.sync(() => rmSync(directory, { recursive: true, force: true }))
+    )
+    const runtime = yield* Effect.runtime<never>()
+    let shown = false
+    const showFiles = (instanceId: string, directory: string, names: ReadonlyArray<string>) => {
+      if (shown || names.length === 0) return
+      shown = true
+      Runtime.runFork(runtime)(Effect.logInfo(`demo: VM ${instanceId}'s files, as its agent wrote them in ${directory}: ${names.join(", ")} ` +
+        `(openssl verify -CAfile ${caFile} ${join(directory, names.find((name) => name.endsWith(".crt")) ?? names[0]!)})`))
+    }
 
     // The ISOs the VMs boot, as PVE's storages keep them, so they can be looked at while the demo runs.
     const volumes = yield* Effect.acquireRelease(
       Effect.sync(() => mkdtempSync(join(tmpdir(), "nstance-embedded-volumes-"))),
       (directory) => Effect.sync(() => rmSync(directory, { recursive: true, force: true }))
     )
-    const agents = yield* makeSimAgents({ healthEvery: "3 seconds" })
+    const agents = yield* makeSimAgents({ healthEvery: "3 seconds", filesRoot, onFiles: showFiles })
     const sim = yield* PveSimulator({ nodes: 3, http: true, latency: LatencyDemo, sharedStorage: true, nodeMemoryGiB: 128, guestHook: agents.hook, volumesDir: volumes }).pipe(
       // A simulator that cannot start (its API schema missing, its port refused) is one line, not a stack.
       Effect.catchAllDefect((defect) => Effect.fail(new EmbeddedSetupFailed({
@@ -175,6 +213,8 @@ export const runEmbedded = (options: { readonly configFile?: string; readonly re
           "simulated guests find the CA in their user-data, register with IPs 10.20.<node>.<vmid % 250>, then hold the agent channel " +
           `wss://${agentAddress}/agent open (their client certificate required) and report health over it every 3 s`,
         `  cluster CA   : ${caFile} (the agent and admin endpoints' certificates chain to it)`,
+        `  VM files     : ${filesRoot}/<instance-id>/ (each guest's agent writes its template's files there, as nstance-agent --files-dir: ` +
+          "a certificate for a key it made, an env file, a secret, a storage object; the first VM's are listed once they arrive)",
         `  admin        : NSTANCE_ADMIN_TOKEN=${adminToken} NSTANCE_CA_FILE=${caFile} nstance-admin status --server ${operatorAddress}` +
           " (also instances, groups, group set …; TLS 1.3, a token for this run only)",
         `  health       : http://${healthAddress}/healthz, /readyz, /leaderz, /metrics`,

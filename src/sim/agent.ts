@@ -5,9 +5,12 @@
  * IPs (`10.20.{node number}.{vmid % 250}`) and hostname = instance ID, then `ReportHealth` on an interval
  * for as long as the simulator says that boot of the VM runs (a crash, stop or delete ends it), renewing its
  * certificate with `RenewCertificate` once the renew point the server gave has passed and signing later
- * reports with the new one. A VM without `agent.json` boots as before, with no agent.
+ * reports with the new one; with `filesRoot`, it also keeps the VM's files there as `nstance-agent --files-dir`
+ * does. A VM without `agent.json` boots as before, with no agent.
  */
-import { Clock, Duration, Effect, Either, FiberSet, Ref, Schedule, type Scope } from "effect"
+import { join } from "node:path"
+import { Clock, Duration, Effect, Either, FiberSet, Logger, LogLevel, Ref, Schedule, type Scope, Stream } from "effect"
+import { makeFilesDir } from "../agent/filesDir.js"
 import { type AgentClient, type AgentIdentity, makeAgentClient, type AgentTransport, type RenewCertificateError, tlsTransport } from "../agent/AgentClient.js"
 import { type AgentRegistrationData, agentRegistrationOf } from "../domain/shard/userData.js"
 import type { GuestBoot, GuestHook } from "./guest.js"
@@ -46,6 +49,13 @@ export interface SimAgentsOptions {
   readonly log?: (line: string) => void
   /** How agents reach the endpoints (default TLS); a world in virtual time reaches them in memory. */
   readonly transport?: AgentTransport
+  /**
+   * Each registered agent keeps its VM's files in `{filesRoot}/{instance ID}` as `nstance-agent --files-dir`
+   * does (keys made there, files written atomically, dropped ones removed); absent: agents ask for no files.
+   */
+  readonly filesRoot?: string
+  /** Hears each VM's file names at every commit of its file stream. */
+  readonly onFiles?: (instanceId: string, directory: string, names: ReadonlyArray<string>) => void
 }
 
 export interface SimAgents {
@@ -97,6 +107,7 @@ export const makeSimAgents = (options: SimAgentsOptions = {}): Effect.Effect<Sim
         const held = yield* Ref.make<HeldCertificate>({ identity, renewAt: askedAt + identity.renewAfterSeconds * 1000 })
         // Renewal runs beside the reports, so a slow or retried renewal never delays a report.
         yield* Effect.forkScoped(renewCertificates(boot, client, held, alive))
+        if (options.filesRoot !== undefined) yield* Effect.forkScoped(receiveFiles(boot, client, held, alive, join(options.filesRoot, boot.instanceId)))
         for (;;) {
           yield* Effect.sleep(healthEvery)
           if (!(yield* alive)) return
@@ -139,6 +150,30 @@ export const makeSimAgents = (options: SimAgentsOptions = {}): Effect.Effect<Sim
           yield* Ref.set(held, { identity: current.identity, renewAt: again })
         }
       })
+
+    /**
+     * The VM's file stream into `directory` while the VM runs: reopened 2 s after it ends (a renewal
+     * supersedes the certificate it was opened with; a leader changes), with the certificate held then.
+     */
+    const receiveFiles = (boot: GuestBoot, client: AgentClient, held: Ref.Ref<HeldCertificate>, alive: Effect.Effect<boolean>, directory: string) =>
+      Effect.gen(function* () {
+        const who = `sim agent ${boot.instanceId} (VM ${boot.vmid})`
+        const files = yield* makeFilesDir(
+          directory,
+          (name, key) => Effect.flatMap(Ref.get(held), (current) => client.submitKey(current.identity, name, key)),
+          (names) => Effect.sync(() => options.onFiles?.(boot.instanceId, directory, names))
+        )
+        // A simulator runs many guests: their agents' per-file lines would drown the shard's own.
+        const once = Effect.flatMap(Ref.get(held), (current) => client.receiveFiles(current.identity).pipe(Stream.runForEach(files.apply))).pipe(
+          Logger.withMinimumLogLevel(LogLevel.Warning)
+        )
+        yield* once.pipe(
+          Effect.catchAll((error) => Effect.sync(() => log(`${who}: file stream ended: ${error.message}`))),
+          Effect.zipRight(Effect.sleep("2 seconds")),
+          Effect.repeat({ while: () => true }),
+          Effect.raceFirst(Effect.repeat(alive, { schedule: Schedule.spaced("1 second"), while: (up) => up }))
+        )
+      }).pipe(Effect.catchAll((error) => Effect.sync(() => log(`sim agent ${boot.instanceId}: files directory: ${error.message}`))))
 
     const hook: GuestHook = (boot) => {
       const settings = agentRegistrationOf(boot.userData)
