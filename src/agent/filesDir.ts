@@ -9,7 +9,7 @@
  */
 import { createHash, createPublicKey, generateKeyPairSync } from "node:crypto"
 import { constants } from "node:fs"
-import { mkdir, open, readFile, rename, unlink } from "node:fs/promises"
+import { mkdir, open, readFile, rename, stat, unlink } from "node:fs/promises"
 import { dirname, join } from "node:path"
 import { Data, Effect, Either, Redacted, Schema } from "effect"
 import type { FileMessage } from "../domain/agent/fileMessages.js"
@@ -114,7 +114,15 @@ export const makeFilesDir = (
             if (createHash("sha256").update(content).digest("hex") !== message.digest) {
               return yield* new FilesDirError({ file: message.name, reason: "content does not match its digest; not written" })
             }
-            yield* writeAtomically(join(dir, message.name), content, message.mode)
+            // A reopened stream sends every file again: one already as sent is left alone (no needless rename).
+            const path = join(dir, message.name)
+            const same = yield* Effect.promise(async () => {
+              const [held, stats] = await Promise.all([readFile(path).catch(() => undefined), stat(path).catch(() => undefined)])
+              return held !== undefined && stats !== undefined && (stats.mode & 0o777) === message.mode &&
+                createHash("sha256").update(held).digest("hex") === message.digest
+            })
+            if (same && written.has(message.name)) return
+            yield* writeAtomically(path, content, message.mode)
             written.add(message.name)
             yield* writeManifest(dir, [...written])
             yield* Effect.logInfo(`files directory: wrote ${message.name} (${content.length} bytes, mode ${message.mode.toString(8).padStart(4, "0")})`)

@@ -12,6 +12,7 @@
 import { Clock, Duration, Effect, type Exit, Queue, Stream, type SubscriptionRef } from "effect"
 import type { FileMessage } from "../domain/agent/fileMessages.js"
 import type { InvalidCertificate, NotLeader, UnknownInstance } from "../domain/agent/errors.js"
+import { MAX_FILES_PER_TEMPLATE } from "../domain/config/files.js"
 import type { ParsedShardConfig } from "../domain/config/index.js"
 import { own } from "../domain/config/records.js"
 import { templateData } from "../domain/shard/templateData.js"
@@ -195,6 +196,8 @@ export const makeFileDelivery = (options: FileDeliveryOptions): Effect.Effect<Fi
       keySubmitted: (instanceId, name, publicKeyPem) =>
         Effect.sync(() => {
           const held = keys.get(instanceId) ?? new Map<string, string>()
+          // An agent has no use for more keys than a template has files: more is memory it must not cost.
+          if (!held.has(name) && held.size >= MAX_FILES_PER_TEMPLATE) return
           held.set(name, publicKeyPem)
           keys.set(instanceId, held)
           wake(instanceId)
