@@ -7,7 +7,7 @@ import { Effect, Redacted } from "effect"
 import { MANIFEST, makeFilesDir } from "../../src/agent/filesDir.js"
 import type { FileMessage } from "../../src/domain/agent/fileMessages.js"
 
-const file = (name: string, text: string, mode = 0o644): FileMessage => ({
+const file = (name: string, text: string, mode = 0o644): Extract<FileMessage, { readonly _tag: "File" }> => ({
   _tag: "File",
   name,
   mode,
