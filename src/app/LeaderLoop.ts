@@ -57,7 +57,7 @@ export const LeaderLoopLive = (
             yield* Effect.sleep(settings.followEvery === undefined
               ? (yield* SubscriptionRef.get(replica.config)).config.shard.leaderElection.frequentInterval
               : Duration.decode(settings.followEvery))
-            if (!(yield* Ref.get(leading))) yield* follower.follow
+            yield* follower.follow(Effect.map(Ref.get(leading), (now) => !now))
           }).pipe(Effect.forever)
         )
       }

@@ -46,18 +46,18 @@ describe("warm standby", () => {
       for (let i = 0; i < 30; i++) yield* leader.log.append([requested(id(i))])
       const standbyView = watched(base)
       const follower = yield* makeLogFollower(standbyView.store)
-      yield* follower.follow
+      yield* follower.follow()
       expect(yield* follower.seq).toBe(31)
 
       for (let i = 30; i < 35; i++) yield* leader.log.append([requested(id(i))])
       standbyView.gets.length = 0
-      yield* follower.follow
+      yield* follower.follow()
       expect(yield* follower.seq).toBe(36)
       // Only the segment it ended on (is it still this log?) and the new ones.
       expect(Math.min(...segmentSeqs(standbyView.gets))).toBe(31)
       // Nothing new: one read of the next key.
       standbyView.gets.length = 0
-      yield* follower.follow
+      yield* follower.follow()
       expect(standbyView.gets).toEqual([segmentKey(37)])
 
       // Two segments the standby never looked at: the leader wrote them just before it died.
@@ -90,7 +90,7 @@ describe("warm standby", () => {
       for (let i = 0; i < 10; i++) yield* first.log.append([requested(id(i))])
       yield* first.close
       const follower = yield* makeLogFollower(base)
-      yield* follower.follow
+      yield* follower.follow()
       expect(yield* follower.seq).toBe(11)
 
       // Another log in its place (a restore of another bucket's copy), as long as the first.
@@ -117,7 +117,7 @@ describe("warm standby", () => {
       yield* leader.log.open("a", 1)
       yield* leader.log.append([requested(id(0))])
       const follower = yield* makeLogFollower(base)
-      yield* follower.follow
+      yield* follower.follow()
       expect(yield* follower.seq).toBe(2)
       for (let i = 1; i < 20; i++) yield* leader.log.append([requested(id(i))])
       // Pruned behind the snapshots: segment 3 is gone, though the standby's last one may not be.
@@ -143,10 +143,10 @@ describe("warm standby", () => {
       yield* base.put(segmentKey(4), enc.encode(JSON.stringify({ seq: 4, events: [encoded.right] })))
       const standbyView = watched(base)
       const follower = yield* makeLogFollower(standbyView.store)
-      yield* follower.follow
+      yield* follower.follow()
       expect(yield* follower.seq).toBe(0)
       standbyView.gets.length = 0
-      yield* follower.follow
+      yield* follower.follow()
       expect(standbyView.gets).toEqual([])
       const standby = yield* startLog(base, { batchWindow: 0, follower })
       const opened = yield* Effect.either(standby.log.open("b", 2))

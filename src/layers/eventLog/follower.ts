@@ -27,8 +27,11 @@ type Following =
   | { readonly _tag: "Stopped" }
 
 export interface LogFollower {
-  /** One look at the log: folds the segments appended since the last one (reads only). */
-  readonly follow: Effect.Effect<void>
+  /**
+   * One look at the log: folds the segments appended since the last one (reads only). `standingBy` is asked
+   * once the look holds the follower: a term that has started meanwhile (and taken the state) is not followed.
+   */
+  readonly follow: (standingBy?: Effect.Effect<boolean>) => Effect.Effect<void>
   /**
    * What the term's replay starts from, handed over once: the follower forgets it (the term's log holds the
    * state from then on, and a deposed term's writes are followed afresh after it).
@@ -79,7 +82,7 @@ export const makeLogFollower = (store: ObjectStoreShape, cache?: SnapshotCache):
     )
 
     return {
-      follow: lock.withPermits(1)(look),
+      follow: (standingBy = Effect.succeed(true)) => lock.withPermits(1)(Effect.flatMap(standingBy, (yes) => (yes ? look : Effect.void))),
       take: lock.withPermits(1)(
         Effect.map(Ref.getAndSet(following, { _tag: "Cold" }), (now) => (now._tag === "Warm" ? Option.some(now.warm) : Option.none()))
       ),
