@@ -170,7 +170,7 @@ export const recordRegistration = Metric.increment(registrations)
 const filesDelivered = counter("nstance_agent_files_delivered", "Files sent to agents over their channel (each new or changed version of a file)")
 /** Label: `kind` (server, client). */
 const fileCertificatesIssued = counter("nstance_agent_file_certificates_issued", "Certificates issued by the cluster CA for keys agents hold (certificate files)")
-/** Label: `reason` (key-missing, secret-missing, secret-undecryptable, storage-missing, render, too-large, store, certificate, stream). */
+/** Label: `reason` (key-missing, secret-missing, secret-undecryptable, storage-missing, render, too-large, store, certificate). */
 const fileDeliveryFailures = counter("nstance_agent_file_delivery_failures", "Files that could not be made or sent to an agent, by reason")
 
 export const recordFileDelivered = (kind: string) => Metric.increment(labelled(filesDelivered, { kind }))

@@ -1,6 +1,12 @@
-import { describe, expect, it } from "@effect/vitest"
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { afterAll, describe, expect, it } from "@effect/vitest"
 import { Duration, Either } from "effect"
+import { adminCommand } from "../../src/cli/adminCommand.js"
+import { serverCommand } from "../../src/cli/server.js"
 import { formatProblem, type ParsedShardConfig, parseShardConfig } from "../../src/domain/config/index.js"
+import { runCommand } from "../support/cli.js"
 
 const base = (files: Record<string, unknown>, extra: { certificates?: unknown; secrets?: unknown; groupVars?: Record<string, string> } = {}) => ({
   cluster: { id: "acme", ...(extra.secrets === undefined ? {} : { secrets: extra.secrets }) },
@@ -133,5 +139,33 @@ describe("cluster.secrets", () => {
       `cluster.secrets.provider: must be one of object-storage, aws-parameter-store, aws-secrets-manager, google-secret-manager, memory (got "vault")`
     ])
     expect(problems(base({}, { secrets: { ...SECRETS, encryption_kye: {} } }))).toEqual(["cluster.secrets.encryption_kye: unknown field; did you mean encryption_key?"])
+  })
+})
+
+describe("--validate and config push refuse file problems the same way, naming the field", () => {
+  const dir = mkdtempSync(join(tmpdir(), "nstance-files-push-"))
+  afterAll(() => rmSync(dir, { recursive: true, force: true }))
+  const file = join(dir, "config.jsonc")
+  writeFileSync(file, JSON.stringify(base({
+    "a.crt": { kind: "certificate", template: "nope", key: { source: "agent", name: "a.pub" } },
+    "b": { kind: "blob" }
+  })))
+  const expected = [
+    `✗ templates.web.files.a.crt.template: unknown certificate template "nope" (certificates: web.server)`,
+    `✗ templates.web.files.b.kind: unknown file kind "blob" (expected one of: certificate, env, json, string, secret, storage)`
+  ]
+
+  it("nstance-server --validate", async () => {
+    const result = await runCommand(serverCommand, "nstance-server", ["--validate", file])
+    expect(result.status).toBe(1)
+    expect(result.stderr.trim().split("\n")).toEqual([...expected, `✗ ${file}: 2 problems; configuration is not valid`])
+  })
+
+  it("nstance-admin config push uploads nothing", async () => {
+    const bucket = join(dir, "bucket")
+    const result = await runCommand(adminCommand, "nstance-admin", ["config", "push", file, "--storage", "file", "--bucket", bucket, "--shard", "pve-a"])
+    expect(result.status).toBe(1)
+    expect(result.stderr.trim().split("\n").slice(0, 2)).toEqual(expected)
+    expect(existsSync(join(bucket, "shard", "pve-a", "config.jsonc"))).toBe(false)
   })
 })
