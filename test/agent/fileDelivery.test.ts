@@ -4,7 +4,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync 
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, describe, expect, it } from "@effect/vitest"
-import { Effect, Either, Fiber, Redacted, Stream, SubscriptionRef } from "effect"
+import { Effect, Either, Fiber, Metric, MetricState, Redacted, Stream, SubscriptionRef } from "effect"
 import { makeFilesDir } from "../../src/agent/filesDir.js"
 import { parseShardConfig } from "../../src/domain/config/index.js"
 import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
@@ -53,6 +53,13 @@ const eventually = (what: string, check: () => boolean, ms = 15_000) =>
     }
   })
 
+/** The process's count of `name` with `label` = `value` (vitest runs each file in its own registry). */
+const counted = (name: string, label: string, value: string) =>
+  Effect.map(Metric.snapshot, (pairs) =>
+    pairs
+      .filter(({ metricKey }) => metricKey.name === name && metricKey.tags.some((tag) => tag.key === label && tag.value === value))
+      .reduce((sum, { metricState }) => sum + (MetricState.isCounterState(metricState) ? Number(metricState.count) : 0), 0))
+
 const read = (path: string) => (existsSync(path) ? readFileSync(path, "utf8") : undefined)
 const mode = (path: string) => statSync(path).mode & 0o777
 
@@ -68,6 +75,11 @@ describe("the file stream on the agent channel (TLS, the product's client and fi
       yield* secrets.put("blue", "db-password", Redacted.make(new Uint8Array(Buffer.from("first"))))
       yield* secrets.put("green", "db-password", Redacted.make(new Uint8Array(Buffer.from("green's"))))
       yield* storage.put("files/staging/site.conf", new Uint8Array(Buffer.from("server_name a;\n")))
+      const before = {
+        secrets: yield* counted("nstance_agent_files_delivered", "kind", "secret"),
+        certificates: yield* counted("nstance_agent_file_certificates_issued", "kind", "server"),
+        keyMissing: yield* counted("nstance_agent_file_delivery_failures", "reason", "key-missing")
+      }
       const h = yield* startAgentEndpoint({
         files: (pki, backend) =>
           makeFileDelivery({
@@ -114,7 +126,11 @@ describe("the file stream on the agent channel (TLS, the product's client and fi
       yield* eventually("the storage key follows the var", () => read(join(files, "site.conf")) === "server_name prod;\n", 5_000)
       // The certificate was not issued again for nothing.
       expect(new X509Certificate(readFileSync(certFile)).serialNumber).toBe(certificate.serialNumber)
-      expect(filesDir.written()).toEqual(["app.env", "db.pass", "site.conf", "tls/web.crt"])
+      yield* eventually("the commit is applied", () => filesDir.written().join() === "app.env,db.pass,site.conf,tls/web.crt", 5_000)
+      // Two versions of the secret sent, one certificate issued; until the key came, its file was counted missing once.
+      expect((yield* counted("nstance_agent_files_delivered", "kind", "secret")) - before.secrets).toBe(2)
+      expect((yield* counted("nstance_agent_file_certificates_issued", "kind", "server")) - before.certificates).toBe(1)
+      expect((yield* counted("nstance_agent_file_delivery_failures", "reason", "key-missing")) - before.keyMissing).toBe(1)
       yield* Fiber.interrupt(fiber)
     }).pipe(Effect.scoped), 60_000)
 
