@@ -31,6 +31,8 @@ export interface MemoryAgentBackend extends AgentBackendShape {
   readonly registrations: Effect.Effect<ReadonlyArray<RegisteredAgent>>
   readonly healthReports: Effect.Effect<ReadonlyArray<HealthReport>>
   readonly renewals: Effect.Effect<ReadonlyArray<RenewedCertificate>>
+  /** What `recordFileCertificates` recorded. */
+  readonly fileCertificates: Effect.Effect<ReadonlyArray<{ readonly instanceId: string; readonly file: string; readonly serial: string; readonly notAfter: Date }>>
 }
 
 export const makeMemoryAgentBackend = (): MemoryAgentBackend => {
@@ -38,6 +40,7 @@ export const makeMemoryAgentBackend = (): MemoryAgentBackend => {
   /** Whose each instance is and what its agent registered, for `registeredInstance`. */
   const owners = new Map<string, { tenant: string; group: string }>()
   const registered = new Map<string, RegisteredAgent>()
+  const fileCertificates: Array<{ instanceId: string; file: string; serial: string; notAfter: Date }> = []
   const registrations: Array<RegisteredAgent> = []
   const healthReports: Array<HealthReport> = []
   const renewals: Array<RenewedCertificate> = []
@@ -80,6 +83,8 @@ export const makeMemoryAgentBackend = (): MemoryAgentBackend => {
         states.set(renewal.instanceId, { ...registered, certificateSerial: renewal.certificateSerial })
         renewals.push(renewal)
       }),
+    recordFileCertificates: (instanceId, certificates) =>
+      Effect.sync(() => void fileCertificates.push(...certificates.map((c) => ({ instanceId, ...c })))),
     registeredInstance: (caller) =>
       Option.isSome(redirect)
         ? Effect.fail(new NotLeader({ leaderAddr: redirect.value }))
@@ -93,7 +98,8 @@ export const makeMemoryAgentBackend = (): MemoryAgentBackend => {
     setLeaderRedirect: (next) => Effect.sync(() => void (redirect = next)),
     registrations: Effect.sync(() => [...registrations]),
     healthReports: Effect.sync(() => [...healthReports]),
-    renewals: Effect.sync(() => [...renewals])
+    renewals: Effect.sync(() => [...renewals]),
+    fileCertificates: Effect.sync(() => [...fileCertificates])
   }
 }
 

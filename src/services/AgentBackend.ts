@@ -90,6 +90,11 @@ export interface AgentBackendShape {
    * `InvalidCertificate{Superseded}`): what its files are made for. Fails `NotLeader` off the leader.
    */
   readonly registeredInstance: (caller: AgentCaller) => Effect.Effect<RegisteredInstance, UnknownInstance | InvalidCertificate | NotLeader>
+  /** Records certificates issued for the instance's files (`FileCertificatesIssued`: file, serial, expiry). */
+  readonly recordFileCertificates: (
+    instanceId: string,
+    certificates: ReadonlyArray<{ readonly file: string; readonly serial: string; readonly notAfter: Date }>
+  ) => Effect.Effect<void, NotLeader>
 }
 
 export class AgentBackend extends Context.Tag("nstance/AgentBackend")<AgentBackend, AgentBackendShape>() {}

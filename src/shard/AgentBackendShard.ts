@@ -9,7 +9,7 @@
  * `NotLeader` too.
  */
 import { Clock, Context, Effect, Layer, Option } from "effect"
-import { CertificateRenewed, Registered } from "../domain/shard/events.js"
+import { CertificateRenewed, FileCertificatesIssued, Registered } from "../domain/shard/events.js"
 import { getInstance, type Instance } from "../domain/shard/state.js"
 import { type InvalidCertificate, NonceReused, NotLeader, UnknownInstance } from "../domain/agent/errors.js"
 import { supersededRefusal } from "../domain/agent/supersession.js"
@@ -93,6 +93,13 @@ export const makeAgentBackendShard = (healthSeen: HealthSeen) =>
             notRecorded(renewal.instanceId, "certificate renewal")
           )
         })),
+      recordFileCertificates: (instanceId, certificates) =>
+        Effect.flatMap(Clock.currentTimeMillis, (at) =>
+          log.append([FileCertificatesIssued.make({
+            instanceId,
+            at,
+            certificates: certificates.map((c) => ({ file: c.file, serial: c.serial, notAfter: c.notAfter.getTime() }))
+          })])).pipe(notRecorded(instanceId, "file certificate issuance"), Effect.asVoid),
       registeredInstance: (caller) =>
         Effect.map(registeredWith(caller.instanceId, caller.certificateSerial), (current) => ({
           instanceId: caller.instanceId,
@@ -151,6 +158,7 @@ export const makeAgentBackendReplica = (replica: ShardReplicaShape, endpoint: "r
           ? Context.get(term.value.context, AgentTerm).backend.recordHealth(caller, status)
           : Effect.flatMap(replica.leaderAddress(endpoint), (leaderAddr) => Effect.fail(new NotLeader({ leaderAddr })))),
     recordRenewed: (renewal) => onLeader((term) => term.backend.recordRenewed(renewal)),
-    registeredInstance: (caller) => onLeader((term) => term.backend.registeredInstance(caller))
+    registeredInstance: (caller) => onLeader((term) => term.backend.registeredInstance(caller)),
+    recordFileCertificates: (instanceId, certificates) => onLeader((term) => term.backend.recordFileCertificates(instanceId, certificates))
   }
 }

@@ -127,9 +127,12 @@ export const makeFileDelivery = (options: FileDeliveryOptions): Effect.Effect<Fi
             const target = { instanceId, tenant: instance.tenant, data, certificates: config.certificates.templates, agentKeys: held }
             const mine = made.get(instanceId) ?? new Map<string, GeneratedFile>()
             made.set(instanceId, mine)
-            let changed = false
+            // Made first, sent after: every certificate a VM receives is in the event log before it leaves.
+            const ready: Array<GeneratedFile> = []
+            const issued: Array<{ readonly file: string; readonly serial: string; readonly notAfter: Date }> = []
             for (const name of Object.keys(files).sort()) {
-              const result = yield* Effect.either(generateFile(sources, target, name, files[name]!, mine.get(name)))
+              const prior = mine.get(name)
+              const result = yield* Effect.either(generateFile(sources, target, name, files[name]!, prior))
               if (result._tag === "Left") {
                 const error = result.left
                 // Counted and logged when a file starts failing or fails otherwise, not at every look.
@@ -143,14 +146,33 @@ export const makeFileDelivery = (options: FileDeliveryOptions): Effect.Effect<Fi
               failing.delete(name)
               const file = result.right
               mine.set(name, file)
+              ready.push(file)
+              if (file.certificate !== undefined && prior?.version !== file.version) {
+                issued.push({ file: name, serial: file.certificate.serial, notAfter: file.certificate.notAfter })
+              }
+            }
+            if (issued.length > 0) {
+              const recorded = yield* Effect.either(options.backend.recordFileCertificates(instanceId, issued))
+              if (recorded._tag === "Left") {
+                // Not sent, and made again next round (then recorded), rather than a certificate the log never saw.
+                for (const { file } of issued) mine.delete(file)
+                yield* recordFileDeliveryFailure("certificate")
+                yield* Effect.logWarning(`${instanceId}: certificates not recorded in the event log (${recorded.left._tag}); not sent yet`)
+              } else {
+                for (const { file, notAfter, serial } of issued) {
+                  yield* Effect.logInfo(`${instanceId}: certificate ${file} issued (serial ${serial}, valid until ${notAfter.toISOString()})`)
+                }
+              }
+            }
+            let changed = false
+            for (const file of ready) {
+              const name = file.name
+              if (file.certificate !== undefined && !mine.has(name)) continue
               const before = sent.get(name)
               if (before !== undefined && before.digest === file.digest && before.mode === file.mode) continue
               yield* send({ _tag: "File", name, mode: file.mode, contentBase64: Buffer.from(file.content).toString("base64"), digest: file.digest })
               sent.set(name, { digest: file.digest, mode: file.mode })
               yield* recordFileDelivered(file.kind)
-              if (file.certificate !== undefined && file.certificate.serial === file.version && before?.digest !== file.digest) {
-                yield* Effect.logInfo(`${instanceId}: certificate ${name} issued (serial ${file.certificate.serial}, valid until ${file.certificate.notAfter.toISOString()})`)
-              }
               changed = true
             }
             for (const name of [...mine.keys()]) if (!Object.hasOwn(files, name)) mine.delete(name)

@@ -124,8 +124,11 @@ describe("the file stream on the agent channel (TLS, the product's client and fi
       yield* storage.put("files/prod/site.conf", new Uint8Array(Buffer.from("server_name prod;\n")))
       yield* eventually("the push is on disk", () => read(join(files, "app.env")) === `ENV=prod\nID=${INSTANCE}\n` && !existsSync(join(files, "motd")), 5_000)
       yield* eventually("the storage key follows the var", () => read(join(files, "site.conf")) === "server_name prod;\n", 5_000)
-      // The certificate was not issued again for nothing.
+      // The certificate was not issued again for nothing, and its issuance is on record: serial and expiry only.
       expect(new X509Certificate(readFileSync(certFile)).serialNumber).toBe(certificate.serialNumber)
+      expect(yield* h.backend.fileCertificates).toEqual([
+        { instanceId: INSTANCE, file: "tls/web.crt", serial: certificate.serialNumber.toLowerCase(), notAfter: new Date(certificate.validTo) }
+      ])
       yield* eventually("the commit is applied", () => filesDir.written().join() === "app.env,db.pass,site.conf,tls/web.crt", 5_000)
       // Two versions of the secret sent, one certificate issued; until the key came, its file was counted missing once.
       expect((yield* counted("nstance_agent_files_delivered", "kind", "secret")) - before.secrets).toBe(2)

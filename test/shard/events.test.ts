@@ -20,6 +20,7 @@ import {
   NonceIssued,
   Registered,
   CertificateRenewed,
+  FileCertificatesIssued,
   Resized,
   ShardEvent,
   StartRequested,
@@ -80,7 +81,8 @@ const everyEvent: ReadonlyArray<ShardEvent> = [
   VmMismatched.make({
     instanceId: "dbsbbbbbbbbbbbbbbbbbbbbbbbbbb", at: at + 21, step: "start", vmid: 5000, node: "pve3", found: "db-primary", detail: "VM 5000 is named db-primary"
   }),
-  CertificateRenewed.make({ instanceId: "dbsbbbbbbbbbbbbbbbbbbbbbbbbbb", at: at + 22, certificateSerial: "0a1b2d" })
+  CertificateRenewed.make({ instanceId: "dbsbbbbbbbbbbbbbbbbbbbbbbbbbb", at: at + 22, certificateSerial: "0a1b2d" }),
+  FileCertificatesIssued.make({ instanceId: "dbsbbbbbbbbbbbbbbbbbbbbbbbbbb", at: at + 23, certificates: [{ file: "tls/web.crt", serial: "4f00", notAfter: at + 86_400_000 }] })
 ]
 
 const json = (value: unknown) => JSON.parse(JSON.stringify(value))

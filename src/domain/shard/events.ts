@@ -97,6 +97,17 @@ export const Registered = Schema.TaggedStruct("Registered", {
 /** The agent renewed its certificate: from now on only this serial is accepted for the instance. */
 export const CertificateRenewed = Schema.TaggedStruct("CertificateRenewed", { v, instanceId, at, certificateSerial: Schema.String })
 
+/**
+ * The cluster CA issued certificates for an instance's certificate files (a key its agent holds): which file,
+ * the serial and the expiry — never a key — so the log says which certificates exist and until when.
+ */
+export const FileCertificatesIssued = Schema.TaggedStruct("FileCertificatesIssued", {
+  v,
+  instanceId,
+  at,
+  certificates: Schema.Array(Schema.Struct({ file: Schema.String, serial: Schema.String, notAfter: Schema.Number }))
+})
+
 export const ErrorClass = Schema.Literal("transient", "conflict", "notFound", "unauthorized", "permanent", "timeout")
 export type ErrorClass = typeof ErrorClass.Type
 
@@ -216,6 +227,7 @@ export const ShardEvent = Schema.Union(
   Started,
   Registered,
   CertificateRenewed,
+  FileCertificatesIssued,
   StepFailed,
   RetirementRequested,
   DrainStarted,

@@ -295,7 +295,7 @@ const newInstance = (f: NewFields): Draft => ({
   held: undefined
 })
 
-type UpdateEvent = Exclude<ShardEvent, { _tag: "LeaderElected" | "VmidsSeen" | "LogIdentity" | "VmMismatched" | "InstanceRequested" | "Adopted" | "InstanceGone" }>
+type UpdateEvent = Exclude<ShardEvent, { _tag: "LeaderElected" | "VmidsSeen" | "LogIdentity" | "VmMismatched" | "InstanceRequested" | "Adopted" | "InstanceGone" | "FileCertificatesIssued" }>
 
 /** Applies `event` to an instance owned by the running fold. */
 const update = (d: Draft, event: UpdateEvent): void => {
@@ -518,6 +518,10 @@ const step = (f: Fold, event: ShardEvent): void => {
       if (claim(f, d, event.vmid, event)) d.vmid = event.vmid
       return
     }
+    case "FileCertificatesIssued":
+      // A record for operators (which certificates exist): nothing of the state depends on it, and an instance
+      // deleted meanwhile is no anomaly.
+      return
     case "InstanceGone": {
       const d = instances.edit(event.instanceId)
       if (d === undefined) {
