@@ -89,9 +89,18 @@ export const makeFileDelivery = (options: FileDeliveryOptions): Effect.Effect<Fi
           const instanceId = caller.instanceId
           const woken = yield* Queue.sliding<void>(1)
           wakers.set(instanceId, woken)
-          yield* Effect.addFinalizer(() => Effect.sync(() => {
-            if (wakers.get(instanceId) === woken) wakers.delete(instanceId)
-          }))
+          yield* Effect.addFinalizer(() =>
+            Effect.gen(function* () {
+              if (wakers.get(instanceId) !== woken) return
+              wakers.delete(instanceId)
+              // A VM that went away with its instance (deleted, or being deleted) leaves nothing kept behind; a
+              // registered one that reconnects finds its certificates and keys.
+              const still = yield* Effect.either(options.backend.registeredInstance(caller))
+              if (still._tag === "Left" && still.left._tag === "UnknownInstance") {
+                keys.delete(instanceId)
+                made.delete(instanceId)
+              }
+            }))
           // A config push wakes the stream: its reference changes.
           let seenConfig: ParsedShardConfig | undefined
           const sent = new Map<string, { readonly digest: string; readonly mode: number }>()
@@ -199,6 +208,8 @@ export const makeFileDelivery = (options: FileDeliveryOptions): Effect.Effect<Fi
           yield* round.pipe(
             Effect.zipRight(wait),
             Effect.forever,
+            // A defect ends the stream (the agent reopens it) instead of leaving it silent.
+            Effect.catchAllDefect((defect) => Effect.zipRight(Effect.logError(`${instanceId}: file stream failed`, defect), Effect.promise(() => emit.die(defect)))),
             Effect.catchAll((error) =>
               Effect.zipRight(
                 // The instance is gone: what was kept for it goes too.
