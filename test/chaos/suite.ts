@@ -8,12 +8,22 @@
 import { describe, expect, it } from "vitest"
 import { failureReport, registrationSeeds, runSeed, twoShardSeeds } from "./world.js"
 
-/** Per file: how often its seeds put fencing to the test (deposed appends refused, deposed PVE calls landed late). */
-const fenced = { appends: 0, pve: 0, seeds: 0 }
+/**
+ * Per test file: how often its seeds put fencing to the test (deposed appends refused, deposed PVE calls landed
+ * late). Keyed by the file, because the files of a worker share this module (vitest runs them unisolated).
+ */
+const fencedByFile = new Map<string, { appends: number; pve: number; seeds: number }>()
+const fencedOfThisFile = () => {
+  const file = expect.getState().testPath ?? "?"
+  const counts = fencedByFile.get(file) ?? { appends: 0, pve: 0, seeds: 0 }
+  fencedByFile.set(file, counts)
+  return counts
+}
 
 const seedTest = (seed: number, what: string) =>
   it(`seed ${seed} keeps every invariant${what} and converges`, async () => {
     const result = await runSeed({ seed })
+    const fenced = fencedOfThisFile()
     fenced.appends += result.fenced.appends
     fenced.pve += result.fenced.pve
     fenced.seeds++
@@ -27,6 +37,7 @@ const seedTest = (seed: number, what: string) =>
  */
 export const fencingWasTested = () =>
   it("fencing was put to the test: a deposed term's log append was refused", () => {
+    const fenced = fencedOfThisFile()
     globalThis.console.log(`chaos fencing: ${fenced.appends} deposed appends refused, ${fenced.pve} deposed PVE calls landed late, over ${fenced.seeds} seeds`)
     expect(fenced.appends).toBeGreaterThan(0)
   })
