@@ -38,6 +38,7 @@ export const ENDPOINTS = [
   "GET /nodes/{node}/storage",
   "GET /nodes/{node}/storage/{storage}/content",
   "GET /nodes/{node}/storage/{storage}/content/{volume}",
+  "GET /nodes/{node}/tasks",
   "GET /nodes/{node}/tasks/{upid}/status",
   "GET /version",
   "POST /nodes/{node}/qemu/{vmid}/clone",

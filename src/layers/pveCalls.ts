@@ -22,6 +22,7 @@ import {
   QemuListEntry,
   StorageContentEntry,
   StorageEntry,
+  TaskListEntry,
   TaskStatus,
   type Upid,
   UpidAnswer,
@@ -90,7 +91,8 @@ export const decoders = {
   NetworkInterfaceList: envelope(Schema.Array(NetworkInterface)),
   StorageContentEntryList: envelope(Schema.Array(StorageContentEntry)),
   VolumeAttributes: envelope(VolumeAttributes),
-  TaskStatus: envelope(TaskStatus)
+  TaskStatus: envelope(TaskStatus),
+  TaskList: envelope(Schema.Array(TaskListEntry))
 }
 
 export const formatPath = (path: ReadonlyArray<PropertyKey>): string =>
@@ -462,6 +464,12 @@ export const makeProxmoxApiShape = (transport: PveTransport): ProxmoxApiShape =>
         method: "DELETE", template: "/nodes/{node}/storage/{storage}/content/{volume}",
         path: `/nodes/${enc(node)}/storage/${enc(storage)}/content/${enc(volid)}`, decode: decoders.OptionalUpidAnswer
       }).pipe(optionalUpid)
+    }),
+    listTasks: Effect.fn("pve.listTasks")(function* (node, filter) {
+      return yield* call({
+        method: "GET", template: "/nodes/{node}/tasks", path: `/nodes/${enc(node)}/tasks`, decode: decoders.TaskList,
+        query: { source: filter.source, typefilter: filter.type, vmid: filter.vmid, limit: filter.limit }
+      })
     }),
     taskStatus,
     waitTask

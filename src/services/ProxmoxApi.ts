@@ -19,6 +19,7 @@ import type {
   StorageContentEntry,
   StorageEntry,
   StorageResource,
+  TaskListEntry,
   TaskStatus,
   Upid,
   VmConfig,
@@ -171,6 +172,14 @@ export interface UploadOptions {
 /** The `type` filter of `GET /nodes/{node}/network` nstance uses (the schema allows more). */
 export type NetworkInterfaceFilter = "bridge" | "any_bridge" | "any_local_bridge"
 
+export interface ListTasksFilter {
+  readonly source?: "active" | "archive" | "all"
+  /** The task type, e.g. `qmclone`. */
+  readonly type?: string
+  readonly vmid?: number
+  readonly limit?: number
+}
+
 export interface WaitTaskOptions {
   /** Bound on the whole wait (default from the layer's settings). */
   readonly timeout?: Duration.DurationInput
@@ -212,6 +221,11 @@ export interface ProxmoxApiShape {
   /** Multipart upload (`content`, file part `filename`). Re-sending the same name overwrites it. */
   readonly upload: (node: string, storage: string, options: UploadOptions) => Effect.Effect<Upid, PveError>
   readonly deleteVolume: (node: string, storage: string, volid: string) => Effect.Effect<Option.Option<Upid>, PveError>
+  /**
+   * `GET /nodes/{node}/tasks`: the node's workers the token may see (its own, or all with `Sys.Audit` on the
+   * node); `source: "active"` only those still running. A task's `id` is its VM — a clone's is the source's.
+   */
+  readonly listTasks: (node: string, filter: ListTasksFilter) => Effect.Effect<ReadonlyArray<TaskListEntry>, PveError>
   readonly taskStatus: (node: string, upid: string) => Effect.Effect<TaskStatus, PveError>
   /**
    * Polls the task (on the node its UPID names) on an adaptive schedule until it stops. `exitstatus`

@@ -15,6 +15,7 @@ import { clusterRoutes, createForeignVm, lowestFreeVmid } from "./model/cluster.
 import { GiB, KiB, normaliseTags, sortConfig } from "./model/config.js"
 import { SimCore } from "./model/core.js"
 import { ResourcesView } from "./model/resources.js"
+import { rebootNode } from "./model/reboot.js"
 import { createTemplate, seedCluster } from "./model/seed.js"
 import type {
   BootRecord,
@@ -210,6 +211,14 @@ export class SimModel {
     const n = this.nodes.get(node)
     if (n === undefined) throw new Error(`no such node ${node}`)
     n.online = online
+  }
+
+  /**
+   * The node reboots (model/reboot.ts): its running tasks die where they are — a clone leaves its `lock: clone`
+   * placeholder and partial disks —, its VMs stop, it is offline for `downMs`, then back with the `onboot` VMs started.
+   */
+  rebootNode(node: string, downMs: number): void {
+    rebootNode(this.core, node, downMs)
   }
 
   /** The guest of a running VM dies (a crash, an OOM kill): PVE then reports it stopped. */

@@ -102,6 +102,22 @@ export const makeWrappers = (w: ChaosWorld, crashFromWithin: (who: Who, reason: 
           effects.push(pushConfig(w, shard))
         }
       }
+      const reboot = w.rebootAtClone
+      if (mode === "after" && op === "clone" && reboot !== undefined && term > 0 && w.chaosOn) {
+        w.rebootAtClone = undefined
+        effects.push(Effect.sleep(Duration.millis(reboot.delayMs)).pipe(
+          Effect.zipRight(Effect.sync(() => {
+            // The node whose worker holds a placeholder now (the template's); else one running a clone task.
+            const placeholder = [...w.model.vms.values()].find((vm) => vm.config.get("lock") === "clone" && !vm.config.has("name"))
+            const cloning = [...w.model.tasks.values()].find((task) => task.type === "qmclone" && task.status === "running")
+            const node = placeholder?.node ?? cloning?.node
+            if (node === undefined) return
+            w.say(`fault: node ${node} reboots ${reboot.delayMs} ms after ${who}'s clone of ${name ?? "?"} took effect (down ${reboot.downMs / 1000}s)`)
+            w.model.rebootNode(node, reboot.downMs)
+          })),
+          Effect.forkIn(w.worldScope)
+        ))
+      }
       if (mode === "after" && op === "clone" && w.crashAfterClone === who) {
         // Its successor finds the instance deleting and its clone still running: the placeholder window.
         w.crashAfterClone = undefined
@@ -190,6 +206,7 @@ export const makeWrappers = (w: ChaosWorld, crashFromWithin: (who: Who, reason: 
       deleteVolume: w.breakMode === "skip-iso-delete"
         ? tap("deleteVolume(skipped)", (_node: string, _storage: string, _volid: string) => Effect.succeed(Option.none()))
         : tap("deleteVolume", p.deleteVolume),
+      listTasks: tap("listTasks", p.listTasks),
       taskStatus: tap("taskStatus", p.taskStatus),
       waitTask: (node, upid, options) =>
         waitTask(node, upid, options).pipe(Effect.tapBoth({
@@ -226,6 +243,19 @@ export const makeWrappers = (w: ChaosWorld, crashFromWithin: (who: Who, reason: 
         case "DeleteRequested":
           facts.deleting.add(e.instanceId)
           break
+        case "CloneAbandoned": {
+          // Only a placeholder that is there, nameless and locked by its clone, may be reported dead.
+          const vm = w.model.vms.get(e.vmid)
+          if (vm === undefined || vm.config.has("name") || vm.config.get("lock") !== "clone") {
+            history.flag("clone-abandoned", `${e.instanceId} reports VM ${e.vmid} a dead clone, but it is ${vm === undefined ? "gone" : `named ${vm.config.get("name") ?? "-"}, lock ${vm.config.get("lock") ?? "none"}`} (${wr.who} t${wr.term ?? "-"}, segment ${wr.seq})`)
+          } else if ([...w.model.tasks.values()].some((task) => task.type === "qmclone" && task.status === "running" && task.node === vm.node)) {
+            history.flag("clone-abandoned", `${e.instanceId} reports VM ${e.vmid} a dead clone while a clone still runs on ${vm.node} (${wr.who} t${wr.term ?? "-"}, segment ${wr.seq})`)
+          }
+          facts.abandoned.add(e.vmid)
+          if (facts.ownerOf.get(e.vmid) === e.instanceId) facts.ownerOf.delete(e.vmid)
+          if (facts.vmidOf.get(e.instanceId) === e.vmid) facts.vmidOf.delete(e.instanceId)
+          break
+        }
         case "VmDeleted":
           if (facts.ownerOf.get(e.vmid) === e.instanceId) facts.ownerOf.delete(e.vmid)
           break

@@ -246,6 +246,19 @@ export const TaskStatus = Schema.Struct({
 })
 export type TaskStatus = typeof TaskStatus.Type
 
+/** `GET /nodes/{node}/tasks` entry: `status` (the exit status) and `endtime` only once the task ended. */
+export const TaskListEntry = Schema.Struct({
+  upid: Schema.String,
+  node: Schema.String,
+  type: Schema.String,
+  id: Schema.String,
+  user: Schema.String,
+  status: optString,
+  starttime: optInt,
+  endtime: optInt
+})
+export type TaskListEntry = typeof TaskListEntry.Type
+
 /** `GET /nodes/{node}/storage` entry. */
 export const StorageEntry = Schema.Struct({
   storage: Schema.String,

@@ -6,7 +6,7 @@ import type { Params } from "../schema.js"
 import { PVE_SECONDS } from "../latency.js"
 import { DRIVE_KEY, formatDrive, formatSize, GiB, isCdrom, parseDrive, parseSize, sortConfig, volumeStorage } from "./config.js"
 import type { SimCore } from "./core.js"
-import { type CallContext, fail, paramError, type SimVm, TaskFailed } from "./state.js"
+import { type CallContext, fail, paramError, type SimVm, TaskFailed, TaskKilled } from "./state.js"
 import { startTask } from "./tasks.js"
 
 /**
@@ -27,9 +27,9 @@ export const clone = async (core: SimCore, p: Params, ctx: CallContext): Promise
   cloneChecks(core, node.name, vmid, newid, target, p, running)
   const destNode = target ?? node.name
   const task = startTask(core, node.name, "qmclone", String(vmid), ctx.user, vmid, async (run) => {
-    const releaseSource = await core.lockInTask(core.vmLock(node.name, vmid), 1, !running)
+    const releaseSource = await run.lock(core.vmLock(node.name, vmid), 1, !running)
     try {
-      const releaseTarget = await core.lockInTask(core.vmLock(node.name, newid), 1)
+      const releaseTarget = await run.lock(core.vmLock(node.name, newid), 1)
       try {
         const { source, full, drives } = cloneChecks(core, node.name, vmid, newid, target, p, running)
         run.log.push(`creating a clone of VM ${vmid} with ID ${newid}`)
@@ -78,7 +78,7 @@ export const clone = async (core: SimCore, p: Params, ctx: CallContext): Promise
               config.set(key, formatDrive(volid, drive.opts))
               continue
             }
-            const release = await core.lockInTask(core.storageLock(node.name, destStorage), PVE_SECONDS.lockTimeout)
+            const release = await run.lock(core.storageLock(node.name, destStorage), PVE_SECONDS.lockTimeout)
             try {
               let volid: string
               if (full) {
@@ -106,6 +106,8 @@ export const clone = async (core: SimCore, p: Params, ctx: CallContext): Promise
           placeholder.node = destNode
           run.log.push(`clone ${vmid} -> ${newid} finished`)
         } catch (error) {
+          // A worker killed by a reboot cleans nothing up: the placeholder and the disks made so far stay.
+          if (error instanceof TaskKilled) throw error
           for (const volid of created) core.removeVolume(node.name, volid)
           core.vms.delete(newid)
           throw new TaskFailed({ message: `clone failed: ${error instanceof Error ? error.message : String(error)}` })

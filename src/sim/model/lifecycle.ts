@@ -15,7 +15,7 @@ export const start = async (core: SimCore, p: Params, ctx: CallContext): Promise
   const node = core.onlineNode(p)
   const vmid = Number(p["vmid"])
   const task = startTask(core, node.name, "qmstart", String(vmid), ctx.user, vmid, async (run) => {
-    const release = await core.lockInTask(core.vmLock(node.name, vmid), PVE_SECONDS.lockTimeout)
+    const release = await run.lock(core.vmLock(node.name, vmid), PVE_SECONDS.lockTimeout)
     let booted: SimVm | undefined
     try {
       const vm = core.taskVm(node.name, vmid)
@@ -61,7 +61,7 @@ export const stop = async (core: SimCore, p: Params, ctx: CallContext, type: "qm
     graceful = false
   }
   const task = startTask(core, node.name, type, String(vmid), ctx.user, vmid, async (run) => {
-    const release = await core.lockInTask(core.vmLock(node.name, vmid), PVE_SECONDS.lockTimeout)
+    const release = await run.lock(core.vmLock(node.name, vmid), PVE_SECONDS.lockTimeout)
     try {
       const current = core.vms.get(vmid)
       if (current === undefined || current.node !== node.name) {
@@ -89,7 +89,7 @@ export const destroy = async (core: SimCore, p: Params, ctx: CallContext): Promi
   if (vm.status === "running") throw fail(`VM ${vmid} is running - destroy failed`)
   const unreferenced = p["destroy-unreferenced-disks"] === "1"
   const task = startTask(core, node.name, "qmdestroy", String(vmid), ctx.user, vmid, async (run) => {
-    const release = await core.lockInTask(core.vmLock(node.name, vmid), PVE_SECONDS.lockTimeout)
+    const release = await run.lock(core.vmLock(node.name, vmid), PVE_SECONDS.lockTimeout)
     try {
       const current = core.taskVm(node.name, vmid)
       if (current.status === "running") throw new TaskFailed({ message: `VM ${vmid} is running - destroy failed` })

@@ -22,7 +22,7 @@ export const seedCluster = (core: SimCore): void => {
       name, nodeid: i, ip: `10.10.0.${10 + i}`, online: true,
       maxcpu: 16, maxmem: (options.nodeMemoryGiB ?? 64) * GiB,
       baseMem: Math.round(prng.between(2, 6) * GiB), baseCpu: prng.between(0.01, 0.05),
-      bootedAt: core.startedAt - prng.int(2, 40) * 86_400_000
+      bootedAt: core.startedAt - prng.int(2, 40) * 86_400_000, generation: 0
     })
   }
   // Two NICs per node: vmbr0 carries the node's address, vmbr1 is a VLAN-aware bridge for guests.

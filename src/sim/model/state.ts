@@ -21,6 +21,12 @@ export const fail = (message: string, status = 500) => new PveHttpError({ status
 export const paramError = (errors: Readonly<Record<string, string>>) =>
   new PveHttpError({ status: 400, message: "Parameter verification failed.", errors })
 
+/**
+ * A task's worker died with its node (a reboot): it stops where it is, with no clean-up — a clone leaves its
+ * `lock: clone` placeholder and the disks it made so far, as qemu-server's killed worker does.
+ */
+export class TaskKilled extends Data.TaggedError("TaskKilled")<{ readonly upid: string }> {}
+
 /** A task's own failure; its message becomes the task's exitstatus. */
 export class TaskFailed extends Data.TaggedError("TaskFailed")<{ readonly message: string }> {}
 
@@ -33,7 +39,9 @@ export interface SimNode {
   readonly maxmem: number
   readonly baseMem: number
   readonly baseCpu: number
-  readonly bootedAt: number
+  bootedAt: number
+  /** Counts the node's reboots: a task started in an older generation was killed by one. */
+  generation: number
 }
 
 export interface SimStorage {
@@ -97,6 +105,8 @@ export interface SimTask extends ParsedUpid {
   endtime: number | undefined
   readonly log: Array<string>
   readonly done: Promise<void>
+  /** Its worker dies now (a reboot): the step it sleeps in ends at once, so the locks it holds go with it. */
+  readonly kill: () => void
 }
 
 export interface RequestLogEntry {

@@ -71,7 +71,7 @@ export const storageRoutes = (core: SimCore): Readonly<Record<string, Handler>> 
     const owner = core.volume(node.name, volid)?.vmid
     // PVE does not look before it forks: a missing volume is a warning in the task, not an error.
     const task = startTask(core, node.name, "imgdel", owner === undefined ? storageId : `${owner}@${storageId}`, ctx.user, owner, async (run) => {
-      const release = await core.lockInTask(core.storageLock(node.name, storageId), PVE_SECONDS.lockTimeout)
+      const release = await run.lock(core.storageLock(node.name, storageId), PVE_SECONDS.lockTimeout)
       try {
         await run.step(core.jittered(PVE_SECONDS.deleteVolume))
         const v = core.volume(node.name, volid)

@@ -102,7 +102,7 @@ export const updateConfig = async (core: SimCore, p: Params, ctx: CallContext, s
     return null
   }
   const task = startTask(core, node.name, "qmconfig", String(vmid), ctx.user, vmid, async (run) => {
-    const release = await core.lockInTask(core.vmLock(node.name, vmid), PVE_SECONDS.lockTimeout)
+    const release = await run.lock(core.vmLock(node.name, vmid), PVE_SECONDS.lockTimeout)
     try {
       run.log.push(`update VM ${vmid}: ${settings.map(([k, v]) => `-${k} ${v}`).join(" ")}`)
       await run.step(core.jittered(PVE_SECONDS.config))
@@ -125,7 +125,7 @@ export const resize = async (core: SimCore, p: Params, ctx: CallContext): Promis
   const disk = p["disk"] ?? ""
   const sizeText = p["size"] ?? ""
   const task = startTask(core, node.name, "resize", String(vmid), ctx.user, vmid, async (run) => {
-    const release = await core.lockInTask(core.vmLock(node.name, vmid), PVE_SECONDS.lockTimeout)
+    const release = await run.lock(core.vmLock(node.name, vmid), PVE_SECONDS.lockTimeout)
     try {
       const vm = core.taskVm(node.name, vmid)
       if (p["digest"] !== undefined && p["digest"] !== configDigest(vm.config)) {
@@ -144,7 +144,7 @@ export const resize = async (core: SimCore, p: Params, ctx: CallContext): Promis
       const wanted = plus ? current + amount : amount
       if (wanted < current) throw new TaskFailed({ message: "shrinking disks is not supported" })
       if (wanted === current) return
-      const releaseStorage = await core.lockInTask(core.storageLock(node.name, volume.storage), PVE_SECONDS.lockTimeout)
+      const releaseStorage = await run.lock(core.storageLock(node.name, volume.storage), PVE_SECONDS.lockTimeout)
       try {
         await run.step(core.jittered(PVE_SECONDS.resize))
       } finally {
