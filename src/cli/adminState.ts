@@ -66,7 +66,8 @@ export const stateJson = (state: State, seq: number, snapshotSeq: number) => ({
     failures: i.failures,
     lastError: i.lastError ?? null,
     deleteReason: i.deleteReason ?? null,
-    held: i.held ?? null
+    held: i.held ?? null,
+    abandonedVmids: i.abandonedVmids ?? []
   }))
 })
 
@@ -89,7 +90,9 @@ export const describeState = (state: State, seq: number, snapshotSeq: number): R
       const where = i.vmid === undefined ? "" : `  VM ${i.vmid} on ${i.node ?? "?"}`
       const error = i.lastError === undefined ? "" : `  last error: ${i.lastError.step}: ${escapeControl(i.lastError.message)}`
       const held = i.held === undefined ? "" : `  HELD since seq ${i.held.seq}: ${escapeControl(i.held.reason)}`
-      lines.push(`  ${i.id}  ${i.phase.padEnd(13)}${where}${i.ips.length === 0 ? "" : `  ${i.ips.map(escapeControl).join(", ")}`}${i.adopted ? "  (adopted)" : ""}${i.deleteReason === undefined ? "" : `  (${i.deleteReason})`}${held}${error}`)
+      // A dead clone's placeholder is the operator's to remove: said beside the instance that left it.
+      const left = (i.abandonedVmids ?? []).map((vmid) => `  left VM ${vmid} (dead clone, lock: clone; qm unlock ${vmid} && qm destroy ${vmid})`).join("")
+      lines.push(`  ${i.id}  ${i.phase.padEnd(13)}${where}${i.ips.length === 0 ? "" : `  ${i.ips.map(escapeControl).join(", ")}`}${i.adopted ? "  (adopted)" : ""}${i.deleteReason === undefined ? "" : `  (${i.deleteReason})`}${held}${left}${error}`)
     }
   }
   if (state.recentAnomalies.length > 0) {

@@ -44,6 +44,8 @@ export const sagaStepSeconds = Metric.histogram("nstance_saga_step_seconds", LAT
 /** Label: `shard`. */
 export const instancesStarted = counter("nstance_instances_started", "VMs the create saga brought to running (created, or adopted and started)")
 /** Labels: `shard`, `kind` (vm-replaced: VM gone or stays stopped; orphan-vm: our tags, unknown to the log; orphan-iso). */
+export const clonesAbandoned = counter("nstance_clones_abandoned", "Dead clones (killed by their node's reboot) whose locked placeholder was left for an operator to remove")
+
 export const gcDeletions = counter("nstance_gc_deletions", "Deletions the garbage collector decided, by kind")
 /** No labels: the agent endpoint's backend does not know the shard's name, and a process serves one shard. */
 export const registrations = counter("nstance_registrations", "Agent registrations recorded in the event log")

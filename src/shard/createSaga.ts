@@ -42,6 +42,7 @@ import type { UserDataSource } from "../services/UserDataSource.js"
 import type { VmConfig } from "../domain/pve/schemas.js"
 import { type PveApiError, ProxmoxApi } from "../services/ProxmoxApi.js"
 import { ClusterView } from "./ClusterView.js"
+import { abandonDeadClone, deadCloneAt } from "./deadClone.js"
 import { instanceTemplateData, userDataTemplateText } from "./instanceTemplates.js"
 import { Preflight } from "./Preflight.js"
 import { SagaLimits } from "./SagaLimits.js"
@@ -336,6 +337,16 @@ const cloneStep = Effect.fn(span("clone"))(function* (instance: InstanceIn<"iso-
   const { spec } = yield* groupSpec(config, instance, step)
   const { node, templateNode, templateVmid } = instance
   let vmid = instance.vmid
+  /** When the clone onto `vmid` was requested: a node that booted since killed it, if it ran there. */
+  let requestedAt = instance.cloneRequestedAt
+  /** A placeholder at `at` that stays `Busy`: a dead clone (deadClone.ts) is let go of, so a new VMID is taken. */
+  const abandonedIfDead = (at: number, node: string) =>
+    Effect.gen(function* () {
+      const dead = yield* deadCloneAt(instance, at, node, requestedAt)
+      if (Option.isNone(dead)) return false
+      yield* abandonDeadClone(instance, dead.value)
+      return true
+    })
   if (instance.phase === "cloning" && vmid !== undefined && resumed) {
     // Resumed after the intent: did the clone happen?
     const holder = yield* vmidHolder(id, vmid, [node, templateNode]).pipe(Effect.mapError(stepErrorFrom(id, step)))
@@ -345,7 +356,7 @@ const cloneStep = Effect.fn(span("clone"))(function* (instance: InstanceIn<"iso-
       return
     }
     // Our own clone may still be running (a crash left it behind): cloning again would make a second VM.
-    if (Option.isSome(holder) && holder.value._tag === "Busy") {
+    if (Option.isSome(holder) && holder.value._tag === "Busy" && !(yield* abandonedIfDead(vmid, holder.value.node))) {
       return yield* waitingStepError(id, step, `VM ${vmid} is being created (lock: ${holder.value.lock}); waiting to see whose it is`)
     }
     if (Option.isSome(holder)) vmid = undefined
@@ -356,7 +367,8 @@ const cloneStep = Effect.fn(span("clone"))(function* (instance: InstanceIn<"iso-
         return yield* permanentStepError(id, step, `${unexplained} clones in a row were refused as "already exists" for VMIDs no VM is seen to hold`)
       }
       vmid = yield* allocateVmid(id, step, config)
-      yield* log.append([CloneRequested.make({ instanceId: id, at: yield* now, vmid, node, templateVmid, templateNode })])
+      requestedAt = yield* now
+      yield* log.append([CloneRequested.make({ instanceId: id, at: requestedAt, vmid, node, templateVmid, templateNode })])
     }
     const newid = vmid
     const shared = yield* view.isShared(node, spec.storagePool).pipe(Effect.mapError(stepErrorFrom(id, step)))
@@ -391,7 +403,7 @@ const cloneStep = Effect.fn(span("clone"))(function* (instance: InstanceIn<"iso-
       yield* log.append([Cloned.make({ instanceId: id, at: yield* now, vmid: newid, node: holder.value.node })])
       return
     }
-    if (Option.isSome(holder) && holder.value._tag === "Busy") {
+    if (Option.isSome(holder) && holder.value._tag === "Busy" && !(yield* abandonedIfDead(newid, holder.value.node))) {
       return yield* waitingStepError(id, step, `VMID ${newid} is taken by a clone in progress (perhaps ours); waiting to see whose it is`)
     }
     // Someone else's VM (or one not seen yet): learn the cluster's VMIDs afresh and pick again.

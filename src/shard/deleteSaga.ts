@@ -19,6 +19,8 @@ import type { Instance } from "../domain/shard/state.js"
 import { EventLog, type Fenced, type LogUnavailable } from "../services/EventLog.js"
 import { type PveApiError, type PveDecodeError, ProxmoxApi } from "../services/ProxmoxApi.js"
 import { SagaLimits } from "./SagaLimits.js"
+import type { ClusterView } from "./ClusterView.js"
+import { abandonDeadClone, deadCloneAt } from "./deadClone.js"
 import { type StepError, stepErrorFrom, waitingStepError } from "./stepError.js"
 import { type VmMismatch, vmOfInstance } from "./vmCheck.js"
 
@@ -52,14 +54,21 @@ const locateOurVm = (instance: Instance, vmid: number, step: DeleteStep) =>
     switch (at._tag) {
       case "Gone":
         return Option.none<string>()
-      case "Busy":
+      case "Busy": {
         // A clone still running holds its VMID with a nameless, locked placeholder: calling that "not ours"
-        // would record the VM deleted and leave the finished clone behind, untagged (chaos seed 1009).
+        // would record the VM deleted and leave the finished clone behind, untagged (chaos seed 1009). One
+        // that died with its node never finishes: it is let go of (reported), and the instance has no VM.
+        const dead = yield* deadCloneAt(instance, vmid, at.node, instance.cloneRequestedAt)
+        if (Option.isSome(dead)) {
+          yield* abandonDeadClone(instance, dead.value)
+          return Option.none<string>()
+        }
         return yield* waitingStepError(instance.id, step, `VM ${vmid} is being created (lock: ${at.lock}); waiting to see whose it is`)
+      }
       case "Ours":
         return Option.some(at.node)
     }
-  }).pipe(Effect.mapError((e) => (e._tag === "StepError" || e._tag === "VmMismatch" ? e : stepErrorFrom(instance.id, step)(e))))
+  }).pipe(Effect.mapError((e) => (e._tag === "StepError" || e._tag === "VmMismatch" || e._tag === "Fenced" || e._tag === "LogUnavailable" ? e : stepErrorFrom(instance.id, step)(e))))
 
 const span = (step: DeleteStep) => `deleteSaga.${step}`
 
@@ -156,7 +165,7 @@ const forgetStep = Effect.fn(span("forget"))(function* (instance: Instance, { vm
 
 type DeleteStepFailure = StepError | VmMismatch | Fenced | LogUnavailable
 
-type DeleteStepOf<S extends DeleteStep> = (instance: Instance, stage: DeleteStage<S>, run: DeleteRun) => Effect.Effect<void, DeleteStepFailure, EventLog | ProxmoxApi | SagaLimits>
+type DeleteStepOf<S extends DeleteStep> = (instance: Instance, stage: DeleteStage<S>, run: DeleteRun) => Effect.Effect<void, DeleteStepFailure, EventLog | ProxmoxApi | SagaLimits | ClusterView>
 
 /** The step for each stage of a delete; a stage added to `DeleteStep` does not compile until it has one. */
 export const DELETE_STEPS: { readonly [S in DeleteStep]: DeleteStepOf<S> } = {

@@ -12,6 +12,7 @@ import {
   encodeEvent,
   InstanceGone,
   InstanceRequested,
+  CloneAbandoned,
   IsoDeleted,
   IsoUploaded,
   IsoUploadRequested,
@@ -82,7 +83,8 @@ const everyEvent: ReadonlyArray<ShardEvent> = [
     instanceId: "dbsbbbbbbbbbbbbbbbbbbbbbbbbbb", at: at + 21, step: "start", vmid: 5000, node: "pve3", found: "db-primary", detail: "VM 5000 is named db-primary"
   }),
   CertificateRenewed.make({ instanceId: "dbsbbbbbbbbbbbbbbbbbbbbbbbbbb", at: at + 22, certificateSerial: "0a1b2d" }),
-  FileCertificatesIssued.make({ instanceId: "dbsbbbbbbbbbbbbbbbbbbbbbbbbbb", at: at + 23, certificates: [{ file: "tls/web.crt", serial: "4f00", notAfter: at + 86_400_000 }] })
+  FileCertificatesIssued.make({ instanceId: "dbsbbbbbbbbbbbbbbbbbbbbbbbbbb", at: at + 23, certificates: [{ file: "tls/web.crt", serial: "4f00", notAfter: at + 86_400_000 }] }),
+  CloneAbandoned.make({ instanceId: "dbsbbbbbbbbbbbbbbbbbbbbbbbbbb", at: at + 24, vmid: 4999, node: "pve3", bootedAt: at + 23 })
 ]
 
 const json = (value: unknown) => JSON.parse(JSON.stringify(value))

@@ -76,6 +76,22 @@ export const CloneRequested = Schema.TaggedStruct("CloneRequested", {
 
 export const Cloned = Schema.TaggedStruct("Cloned", { v, instanceId, at, vmid: Vmid, node: Schema.String })
 
+/**
+ * The clone onto `vmid` died with its node: the node booted after the clone was requested, no clone of the
+ * template runs there any more, and `vmid` still holds the clone's nameless placeholder, locked `clone` (with
+ * what disks the worker made). An API token cannot lift that lock, so the placeholder stays for an operator
+ * (`qm unlock`, then `qm destroy`) and the instance clones anew onto another VMID. `bootedAt`: the node's boot
+ * (this replica's clock), after the clone's `CloneRequested`.
+ */
+export const CloneAbandoned = Schema.TaggedStruct("CloneAbandoned", {
+  v,
+  instanceId,
+  at,
+  vmid: Vmid,
+  node: Schema.String,
+  bootedAt: Schema.Number
+})
+
 export const Configured = Schema.TaggedStruct("Configured", { v, instanceId, at })
 
 export const Resized = Schema.TaggedStruct("Resized", { v, instanceId, at, size: Schema.String })
@@ -221,6 +237,7 @@ export const ShardEvent = Schema.Union(
   IsoUploaded,
   CloneRequested,
   Cloned,
+  CloneAbandoned,
   Configured,
   Resized,
   StartRequested,

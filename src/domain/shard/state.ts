@@ -16,7 +16,7 @@
  */
 import { Either, HashMap, Option, type ParseResult, Schema } from "effect"
 import { boundText } from "../errorText.js"
-import { type DeleteReason as DeleteReasonT, DeleteReason, ErrorClass, RequestReason, RetireReason, type ShardEvent, strict } from "./events.js"
+import { type CloneAbandoned, type DeleteReason as DeleteReasonT, DeleteReason, ErrorClass, RequestReason, RetireReason, type ShardEvent, strict } from "./events.js"
 
 export const Phase = Schema.Literal(
   "requested",
@@ -93,6 +93,10 @@ export const Instance = Schema.Struct({
   templateVmid: Schema.optional(Schema.Int),
   templateNode: Schema.optional(Schema.String),
   vmid: Schema.optional(Schema.Int),
+  /** When the clone onto `vmid` was requested (`CloneRequested`): a node booted since has killed it if it ran there. */
+  cloneRequestedAt: Schema.optional(Schema.Number),
+  /** VMIDs whose dead clone's placeholder this instance left behind (`CloneAbandoned`), for an operator to remove. */
+  abandonedVmids: Schema.optional(Schema.Array(Schema.Int)),
   isoVolid: Schema.optional(Schema.String),
   diskSize: Schema.optional(Schema.String),
   ips: Schema.Array(Schema.String),
@@ -278,6 +282,8 @@ const newInstance = (f: NewFields): Draft => ({
   templateVmid: undefined,
   templateNode: undefined,
   vmid: undefined,
+  cloneRequestedAt: undefined,
+  abandonedVmids: undefined,
   isoVolid: undefined,
   diskSize: undefined,
   ips: [],
@@ -294,6 +300,13 @@ const newInstance = (f: NewFields): Draft => ({
   adopted: f.adopted,
   held: undefined
 })
+
+/**
+ * Whether a `CloneAbandoned` takes the instance's VMID: only the clone it is waiting for (the dead clone's
+ * placeholder is not the instance's VM), while the instance is cloning or being deleted.
+ */
+const abandonsVmid = (d: Draft, event: typeof CloneAbandoned.Type): boolean =>
+  d.vmid === event.vmid && (d.phase === "cloning" || d.phase === "deleting") && !d.cleanup.vmDeleted
 
 type UpdateEvent = Exclude<ShardEvent, { _tag: "LeaderElected" | "VmidsSeen" | "LogIdentity" | "VmMismatched" | "InstanceRequested" | "Adopted" | "InstanceGone" | "FileCertificatesIssued" }>
 
@@ -326,6 +339,7 @@ const update = (d: Draft, event: UpdateEvent): void => {
     case "CloneRequested":
       advance(d, "cloning")
       d.vmid = event.vmid
+      d.cloneRequestedAt = event.at
       d.node = event.node
       d.templateVmid = event.templateVmid
       d.templateNode = event.templateNode
@@ -334,6 +348,14 @@ const update = (d: Draft, event: UpdateEvent): void => {
       advance(d, "cloned")
       d.vmid = event.vmid
       d.node = event.node
+      return
+    case "CloneAbandoned":
+      if (abandonsVmid(d, event)) {
+        d.vmid = undefined
+        d.cloneRequestedAt = undefined
+        if (d.phase === "cloning") d.phase = "iso-ready"
+      }
+      d.abandonedVmids = [...(d.abandonedVmids ?? []), event.vmid]
       return
     case "Configured":
       advance(d, "configured")
@@ -561,6 +583,7 @@ const step = (f: Fold, event: ShardEvent): void => {
       }
       // The instance's VMID is free once its VM is deleted (snapshots rebuild the owners by the same rule).
       if (event._tag === "VmDeleted") f.owners.release(d.vmid, d.id)
+      if (event._tag === "CloneAbandoned" && abandonsVmid(d, event)) f.owners.release(d.vmid, d.id)
       update(d, event)
     }
   }
