@@ -130,6 +130,12 @@ export const sagaViolations = (segments: ReadonlyArray<StoreWrite>): Array<Viola
         case "StepFailed":
         case "VmMismatched":
           break
+        case "CloneAbandoned":
+          // Only a clone the instance reserved and is waiting for (or deleting): its VMID goes, the clone is redone.
+          if (t.vmid !== event.vmid || !(t.phase === "cloning" || t.deleting) || t.vmDeleted) bad(w, id, `CloneAbandoned of VMID ${event.vmid} in phase ${t.phase}${t.deleting ? " (deleting)" : ""} (reserved: ${t.vmid ?? "none"})`)
+          t.vmid = undefined
+          if (t.phase === "cloning") t.phase = "iso-ready"
+          break
         case "RetirementRequested":
           t.retired = true
           break
@@ -449,6 +455,8 @@ export interface ShardEnd {
   readonly infraHashes: ReadonlyMap<string, string>
   /** Agent registration on: an instance at rest is one whose agent registered. */
   readonly registration?: boolean
+  /** VMIDs whose dead clone's placeholder the shard's log reported left for an operator (`CloneAbandoned`). */
+  readonly abandoned?: ReadonlySet<number>
 }
 
 /**
@@ -456,7 +464,7 @@ export interface ShardEnd {
  * leaked. A VM is leaked when no live instance of any shard owns it; the shard named in a problem is the
  * one whose instance or tags it concerns (omitted in a one-shard world).
  */
-export const endStateProblems = (model: SimModel, shards: ReadonlyArray<ShardEnd>): Array<string> => {
+export const endStateProblems = (model: SimModel, shards: ReadonlyArray<ShardEnd>, foreignVmids: ReadonlySet<number> = new Set()): Array<string> => {
   const problems: Array<string> = []
   const one = shards.length === 1
   const tag = (shard: string) => (one ? "" : `${shard}: `)
@@ -482,9 +490,12 @@ export const endStateProblems = (model: SimModel, shards: ReadonlyArray<ShardEnd
     for (const i of live) byId.set(i.id, { shard, instance: i })
   }
   const vmsByName = new Map<string, Array<number>>()
+  const reported = new Set(shards.flatMap((s) => [...(s.abandoned ?? [])]))
   for (const vm of nonTemplateVms(model)) {
     const name = vm.config.get("name") ?? `(unnamed ${vm.vmid})`
     if (name.startsWith("foreign-")) continue
+    // A dead clone's placeholder stays locked for good: left to an operator, it must have been reported.
+    if (!vm.config.has("name") && vm.config.get("lock") === "clone" && (reported.has(vm.vmid) || foreignVmids.has(vm.vmid))) continue
     vmsByName.set(name, [...(vmsByName.get(name) ?? []), vm.vmid])
     const owner = byId.get(name)
     if (owner === undefined) {

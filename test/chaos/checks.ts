@@ -48,9 +48,10 @@ export const endProblems = (w: ChaosWorld): Effect.Effect<ReadonlyArray<string>>
         state: Either.getOrUndefined(replayed)?.state ?? emptyState,
         world: shard.world,
         registration: w.shape.registrationOn,
-        infraHashes: new Map(desiredGroups(config.config).map((g) => [g.group, g.infraHash]))
+        infraHashes: new Map(desiredGroups(config.config).map((g) => [g.group, g.infraHash])),
+        abandoned: w.logFacts.get(shard.id)?.abandoned ?? new Set<number>()
       }))
-    )).pipe(Effect.map((ends) => endStateProblems(w.model, ends)))
+    )).pipe(Effect.map((ends) => endStateProblems(w.model, ends, w.foreignVmids)))
 
 export interface Outcome {
   /** Virtual milliseconds from the faults' stop until converged (undefined: not within the bound). */

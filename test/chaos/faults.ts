@@ -252,7 +252,7 @@ export const planFaults = (w: ChaosWorld, lifecycle: ReplicaLifecycle, faultScop
 
   const faultCount = storm ? prng.int(15, 35) : prng.int(3, 14)
   const drawn = Array.from({ length: faultCount }, () => ({ at: prng.int(5, w.shape.chaosMs / 1000) * 1000, fault: drawFault() }))
-  return [...drawn, ...rolloutFaults(w, faultScope), ...narrowFaults(w, faultScope)].sort((a, b) => a.at - b.at)
+  return [...drawn, ...rolloutFaults(w, faultScope), ...narrowFaults(w, faultScope), ...rebootFaults(w)].sort((a, b) => a.at - b.at)
 }
 
 const CLONE = "/nodes/*/qemu/*/clone"
@@ -425,6 +425,30 @@ const narrowFaults = (w: ChaosWorld, faultScope: Scope.Scope): Array<PlannedFaul
   return Array.from({ length: count }, () => ({ at: r.int(5, w.shape.chaosMs / 1000) * 1000, fault: draw() }))
 }
 
+/**
+ * One world in four has a node reboot (a stream of its own: the other draws of the seed stay as they were):
+ * mostly just after a leader's clone took effect — the worker dies between its placeholder and its config,
+ * leaving `lock: clone` and partial disks for good — else at any moment, killing whatever runs there.
+ */
+const rebootFaults = (w: ChaosWorld): Array<PlannedFault> => {
+  const r = makePrng(w.shape.seed * 131 + 29)
+  if (r.int(1, 4) !== 1) return []
+  const at = r.int(5, w.shape.chaosMs / 1000) * 1000
+  const downMs = r.int(20, 90) * 1000
+  if (r.next() < 0.6) {
+    const delayMs = r.int(200, 3000)
+    return [{
+      at,
+      fault: {
+        name: `the node running the next clone reboots ${delayMs} ms after it took effect (down ${downMs / 1000}s)`,
+        run: Effect.sync(() => { w.rebootAtClone = { delayMs, downMs } })
+      }
+    }]
+  }
+  const node = `pve${r.int(1, w.model.nodes.size)}`
+  return [{ at, fault: { name: `node ${node} reboots (down ${downMs / 1000}s)`, run: Effect.sync(() => w.model.rebootNode(node, downMs)) } }]
+}
+
 const MUTATION_OPS = ["clone", "updateConfig", "resize", "start", "stop", "shutdown", "deleteVm", "upload", "deleteVolume"]
 
 /** The sizes every shard is left at once the faults stop (drawn right after the plan). */
@@ -459,6 +483,7 @@ export const stopFaults = (w: ChaosWorld, faultScope: Scope.CloseableScope) =>
     w.crashTrigger = undefined
     w.pauseTrigger = undefined
     w.scaleDownAtClone = false
+    w.rebootAtClone = undefined
     w.crashAfterClone = undefined
     yield* w.pauses.resumeAll(w.worldScope)
   })

@@ -1,5 +1,5 @@
 /**
- * `npm run chaos -- --seeds N [--from S] [--two-shard | --registration] [--seed S] [--verbose]`: runs seeded chaos worlds (see world.ts)
+ * `npm run chaos -- --seeds N [--from S] [--two-shard | --registration] [--seed S | --list "S1 S2 …"] [--verbose]`: runs seeded chaos worlds (see world.ts)
  * one after another and judges each by the history checker. A failing seed prints its violations, the
  * history around the first one and the one command that reproduces it; the exit code is 1 if any failed.
  * `--two-shard` runs the first N two-shard seeds from S on (from 3000; one seed in five there runs two shards),
@@ -40,7 +40,10 @@ if (breakMode === undefined) {
 if (SOURCE_BREAKS.includes(breakMode)) register(new URL("./breakHooks.mjs", import.meta.url), { data: { mode: breakMode } })
 const { failureReport, registrationSeeds, runSeed, twoShardSeeds } = await import("./world.js")
 const single = flag("--seed")
-const seeds = single !== undefined
+const listed = flag("--list")
+const seeds = listed !== undefined
+  ? listed.split(/[ ,]+/).filter((item) => item !== "").map(Number).filter((n) => Number.isInteger(n) && n >= 0)
+  : single !== undefined
   ? [intFlag("--seed", 0)]
   : args.includes("--two-shard")
   ? twoShardSeeds(intFlag("--from", 3000), intFlag("--seeds", 20))

@@ -57,8 +57,8 @@ describe("issue 26: each planted bug the harness makes fails a CI seed, with the
   // The table of the note: the CI seeds each broken build fails (`npm run chaos -- --break NAME`); one seed each here.
   const cases: ReadonlyArray<readonly [BreakMode, number, string]> = [
     ["lost-append-ok", 4, "fencing-log"],
-    ["unconditional-append", 2, "log-single-writer"],
-    ["delete-skips-ownership", 9, "not-ours"],
+    ["unconditional-append", 16, "log-single-writer"],
+    ["delete-skips-ownership", 17, "not-ours"],
     ["delete-ignores-placeholder", 4, "saga-orphan"]
   ]
   for (const [breakMode, seed, rule] of cases) {

@@ -59,6 +59,8 @@ export interface LogFacts {
   readonly ownerOf: Map<number, string>
   /** Instances whose delete is on record. */
   readonly deleting: Set<string>
+  /** VMIDs whose dead clone's placeholder the log reports left behind (`CloneAbandoned`). */
+  readonly abandoned: Set<number>
   /** Instances gone. */
   readonly gone: Set<string>
   /** The highest term elected so far (LeaderElected landed). */
@@ -126,6 +128,8 @@ export interface ChaosWorld {
   pauseTrigger: PauseTrigger | undefined
   /** Armed: at the next clone of a leader, that group is scaled down by one while its clone is slowed. */
   scaleDownAtClone: boolean
+  /** Armed: `delayMs` after the next clone of a leader took effect, the node running it reboots for `downMs`. */
+  rebootAtClone: { readonly delayMs: number; readonly downMs: number } | undefined
   /** The leader whose clone the scale-down caught: it crashes once its clone went out (the delete is its successor's). */
   crashAfterClone: Who | undefined
   readonly pauses: Pauses
@@ -165,7 +169,7 @@ export const logFactsOf = (w: ChaosWorld, who: Who): LogFacts => {
   const shard = w.history.shardOf.get(who) ?? SHARD
   let facts = w.logFacts.get(shard)
   if (facts === undefined) {
-    facts = { vmidOf: new Map(), ownerOf: new Map(), deleting: new Set(), gone: new Set(), term: 0 }
+    facts = { vmidOf: new Map(), ownerOf: new Map(), deleting: new Set(), abandoned: new Set(), gone: new Set(), term: 0 }
     w.logFacts.set(shard, facts)
   }
   return facts
@@ -258,6 +262,7 @@ export const makeChaosWorld = (settings: WorldSettings, clock: VirtualClock): Ef
       crashTrigger: undefined,
       pauseTrigger: undefined,
       scaleDownAtClone: false,
+      rebootAtClone: undefined,
       crashAfterClone: undefined,
       pauses: makePauses(),
       dead: new Set(),
