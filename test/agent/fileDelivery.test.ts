@@ -12,6 +12,7 @@ import { makeSecretStore } from "../../src/layers/SecretStoreObject.js"
 import { keyProofMessage } from "../../src/rpc/AgentRpc.js"
 import { makeFileDelivery } from "../../src/shard/FileDelivery.js"
 import { rawChannel, startAgentEndpoint } from "./harness.js"
+import { shardSection } from "../support/shardConfigJson.js"
 
 const INSTANCE = "web06dx9xy919t3v9kzd2xdsyzb3g"
 const OTHER = "web06dx9xy919t3v9kzd2xdsyzb4h"
@@ -19,13 +20,7 @@ const OTHER = "web06dx9xy919t3v9kzd2xdsyzb4h"
 const configWith = (files: Record<string, unknown>, vars: Record<string, string> = { Env: "staging" }) => {
   const parsed = parseShardConfig(JSON.stringify({
     cluster: { id: "c1", secrets: { provider: "object-storage", encryption_key: { provider: "env", source: "K" } } },
-    shard: {
-      id: "s1",
-      infra: { provider: "proxmox", region: "dc1", zone: "a" },
-      bind: { health_addr: "0.0.0.0:8990", election_addr: "0.0.0.0:8991", registration_addr: "0.0.0.0:8992", operator_addr: "0.0.0.0:8993", agent_addr: "0.0.0.0:8994" },
-      advertise: { health_addr: ":8990", election_addr: ":8991", registration_addr: "10.0.0.1:8992", operator_addr: "10.0.0.1:8993", agent_addr: "10.0.0.1:8994" },
-      subnet_pools: { default: ["vmbr0"] }
-    },
+    shard: shardSection("s1"),
     defaults: { args: { StoragePool: "local-lvm", TemplateName: "debian", Cores: 1, Memory: 1024 } },
     certificates: { "web.server": { kind: "server", cn: "{{ .Instance.ID }}", dns: ["{{ .Instance.Hostname }}.example.com"], ip: ["{{ .Instance.IP4 }}"], ttl: 24 } },
     templates: { web: { kind: "web", subnet_pool: "default", files } },

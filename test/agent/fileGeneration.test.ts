@@ -11,16 +11,11 @@ import { makeClusterPki } from "../../src/layers/ClusterPkiStore.js"
 import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
 import { makeSecretStore } from "../../src/layers/SecretStoreObject.js"
 import { agentKeysNeeded, type FileSources, type FileTarget, generateFile } from "../../src/shard/fileGeneration.js"
+import { shardSection } from "../support/shardConfigJson.js"
 
 const CONFIG = {
   cluster: { id: "acme", secrets: { provider: "object-storage", encryption_key: { provider: "env", source: "K" } } },
-  shard: {
-    id: "pve-a",
-    infra: { provider: "proxmox", region: "dc1", zone: "a" },
-    bind: { health_addr: "0.0.0.0:8990", election_addr: "0.0.0.0:8991", registration_addr: "0.0.0.0:8992", operator_addr: "0.0.0.0:8993", agent_addr: "0.0.0.0:8994" },
-    advertise: { health_addr: ":8990", election_addr: ":8991", registration_addr: "10.0.0.1:8992", operator_addr: "10.0.0.1:8993", agent_addr: "10.0.0.1:8994" },
-    subnet_pools: { default: ["vmbr0"] }
-  },
+  shard: shardSection(),
   defaults: { args: { StoragePool: "local-lvm", TemplateName: "debian", Cores: 1, Memory: 1024 }, vars: { Env: "prod" } },
   certificates: {
     "web.server": { kind: "server", cn: "{{ .Instance.ID }}", organization: "acme web", dns: ["web.example.com", "{{ .Instance.Hostname }}.internal"], ip: ["{{ .Instance.IP4 }}", "{{ .Instance.IP6 }}"], uri: ["spiffe://acme/{{ .Vars.Env }}/web"], ttl: 3 },

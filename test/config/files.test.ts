@@ -2,21 +2,16 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, describe, expect, it } from "@effect/vitest"
-import { Duration, Either } from "effect"
+import { Duration } from "effect"
 import { adminCommand } from "../../src/cli/adminCommand.js"
 import { serverCommand } from "../../src/cli/server.js"
-import { formatProblem, type ParsedShardConfig, parseShardConfig } from "../../src/domain/config/index.js"
+import { formatProblem } from "../../src/domain/config/index.js"
 import { runCommand } from "../support/cli.js"
+import { configProblems, parsedConfig, shardSection } from "../support/shardConfigJson.js"
 
 const base = (files: Record<string, unknown>, extra: { certificates?: unknown; secrets?: unknown; groupVars?: Record<string, string> } = {}) => ({
   cluster: { id: "acme", ...(extra.secrets === undefined ? {} : { secrets: extra.secrets }) },
-  shard: {
-    id: "pve-a",
-    infra: { provider: "proxmox", region: "dc1", zone: "a" },
-    bind: { health_addr: "0.0.0.0:8990", election_addr: "0.0.0.0:8991", registration_addr: "0.0.0.0:8992", operator_addr: "0.0.0.0:8993", agent_addr: "0.0.0.0:8994" },
-    advertise: { health_addr: ":8990", election_addr: ":8991", registration_addr: "10.0.0.1:8992", operator_addr: "10.0.0.1:8993", agent_addr: "10.0.0.1:8994" },
-    subnet_pools: { default: ["vmbr0"] }
-  },
+  shard: shardSection(),
   defaults: { args: { StoragePool: "local-lvm", TemplateName: "debian-13-template", Cores: 1, Memory: 1024 }, vars: { Env: "prod" } },
   certificates: extra.certificates ?? { "web.server": { kind: "server", cn: "{{ .Instance.ID }}", dns: ["web.example.com"], ip: ["{{ .Instance.IP4 }}"] } },
   templates: { web: { kind: "web", subnet_pool: "default", files } },
@@ -25,15 +20,8 @@ const base = (files: Record<string, unknown>, extra: { certificates?: unknown; s
 
 const SECRETS = { provider: "object-storage", encryption_key: { provider: "env", source: "NSTANCE_SECRETS_KEY" } }
 
-const ok = (config: unknown): ParsedShardConfig => {
-  const parsed = parseShardConfig(JSON.stringify(config))
-  if (Either.isLeft(parsed)) throw new Error(parsed.left.problems.map(formatProblem).join("\n"))
-  return parsed.right
-}
-const problems = (config: unknown): ReadonlyArray<string> => {
-  const parsed = parseShardConfig(JSON.stringify(config))
-  return Either.isLeft(parsed) ? parsed.left.problems.map(formatProblem) : []
-}
+const ok = parsedConfig
+const problems = configProblems
 
 describe("templates.*.files", () => {
   it("decodes every kind, with default modes and a written one", () => {

@@ -12,36 +12,24 @@ import { gzipSync } from "node:zlib"
 import { describe, expect, it } from "@effect/vitest"
 import { Either } from "effect"
 import { serverCommand } from "../../src/cli/server.js"
-import { formatProblem, type ParsedShardConfig, parseShardConfig, vmSpecFor } from "../../src/domain/config/index.js"
+import { vmSpecFor } from "../../src/domain/config/index.js"
 import { decodeUserData, MAX_USERDATA_BYTES, parseUserDataUrl, redactedUrl } from "../../src/domain/config/userdata.js"
 import { renderArgs, renderUserDataText, templateData, withRenderedArgs } from "../../src/domain/shard/templateData.js"
 import { runCommand } from "../support/cli.js"
+import { configProblems, parsedConfig, shardSection } from "../support/shardConfigJson.js"
 
 type Json = Record<string, unknown>
 
 const base = () => ({
   cluster: { id: "acme" } as Json,
-  shard: {
-    id: "pve-a",
-    infra: { provider: "proxmox", region: "dc1", zone: "a" },
-    bind: { health_addr: "0.0.0.0:8990", election_addr: "0.0.0.0:8991", registration_addr: "0.0.0.0:8992", operator_addr: "0.0.0.0:8993", agent_addr: "0.0.0.0:8994" },
-    advertise: { health_addr: ":8990", election_addr: ":8991", registration_addr: "10.0.0.1:8992", operator_addr: "10.0.0.1:8993", agent_addr: "10.0.0.1:8994" },
-    subnet_pools: { default: ["vmbr0"] }
-  } as Json,
+  shard: shardSection() as Json,
   defaults: { args: { StoragePool: "local-lvm", TemplateName: "debian-13-template", Cores: 1, Memory: 512 } as Json, vars: { Env: "prod", Tier: "default" } } as Json,
   templates: { web: { kind: "web", subnet_pool: "default", instance_type: "cpu:2", vars: { Tier: "web" } } as Json } as Json,
   groups: { shop: { web: { template: "web", size: 2, vars: { Color: "blue" } } as Json } as Json } as Json
 })
 
-const ok = (config: unknown): ParsedShardConfig => {
-  const parsed = parseShardConfig(JSON.stringify(config))
-  if (Either.isLeft(parsed)) throw new Error(parsed.left.problems.map(formatProblem).join("\n"))
-  return parsed.right
-}
-const problems = (config: unknown): ReadonlyArray<string> => {
-  const parsed = parseShardConfig(JSON.stringify(config))
-  return Either.isLeft(parsed) ? parsed.left.problems.map(formatProblem) : []
-}
+const ok = parsedConfig
+const problems = configProblems
 const withUserdata = (userdata: Json) => {
   const c = base()
   ;(c.templates["web"] as Json)["userdata"] = userdata

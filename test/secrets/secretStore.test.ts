@@ -8,6 +8,7 @@ import { adminCommand } from "../../src/cli/adminCommand.js"
 import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
 import { makeSecretStore, openValue, sealValue } from "../../src/layers/SecretStoreObject.js"
 import { runCommand } from "../support/cli.js"
+import { shardSection } from "../support/shardConfigJson.js"
 
 const keyA = new Uint8Array(randomBytes(32))
 const keyB = new Uint8Array(randomBytes(32))
@@ -78,13 +79,7 @@ describe("nstance-admin secret", () => {
   const bucket = join(dir, "bucket")
   const config = {
     cluster: { id: "acme", secrets: { provider: "object-storage", encryption_key: { provider: "env", source: "TEST_SECRETS_KEY" }, old_encryption_keys: [{ provider: "env", source: "TEST_OLD_KEY" }] } },
-    shard: {
-      id: "pve-a",
-      infra: { provider: "proxmox", region: "dc1", zone: "a" },
-      bind: { health_addr: "0.0.0.0:8990", election_addr: "0.0.0.0:8991", registration_addr: "0.0.0.0:8992", operator_addr: "0.0.0.0:8993", agent_addr: "0.0.0.0:8994" },
-      advertise: { health_addr: ":8990", election_addr: ":8991", registration_addr: "10.0.0.1:8992", operator_addr: "10.0.0.1:8993", agent_addr: "10.0.0.1:8994" },
-      subnet_pools: { default: ["vmbr0"] }
-    },
+    shard: shardSection(),
     templates: {}
   }
   mkdirSync(join(bucket, "shard", "pve-a"), { recursive: true })
