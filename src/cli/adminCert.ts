@@ -26,6 +26,7 @@ import { CERT_FILE_ENV, KEY_FILE_ENV } from "../admin/operatorCertificate.js"
 import { CA_FILE_ENV } from "../admin/token.js"
 import { UsageError } from "../inputFile.js"
 import { escapeControl } from "./escape.js"
+import { bucket, prefix, storage } from "./clusterBucketOptions.js"
 
 /** With no revocation list, a certificate's lifetime is the only bound on a lost one: at most a year. */
 export const MAX_OPERATOR_TTL = Duration.days(365)
@@ -44,14 +45,9 @@ export const parseOperatorTtl = (text: string): Either.Either<Duration.Duration,
       : Either.right(ttl))
 }
 
-const storage = Options.choice("storage", ["s3", "gcs", "file"] as const).pipe(
-  Options.withDescription("Where the cluster's bucket is: s3 (AWS_* env), gcs, or file (a directory)")
-)
-const bucket = Options.text("bucket").pipe(Options.withDescription("Bucket name (s3, gcs) or directory (file): the one the servers use"))
 const shard = Options.text("shard").pipe(
   Options.withDescription("A shard of the cluster: its config.jsonc names the cluster whose CA (pki/<cluster>/) signs; the certificate is good on every shard of that cluster")
 )
-const prefix = Options.text("prefix").pipe(Options.withDescription("Key prefix of the shard instead of shard/{shard}/"), Options.optional)
 const tenant = Options.text("tenant").pipe(Options.withDescription("The tenant the certificate is scoped to: its holder sees and changes only this tenant's instances and groups"))
 const name = Options.text("name").pipe(
   Options.withDescription("Who holds it (the certificate's CN): 1-64 letters, digits, '.', '_', '@' or '-'; also the file names in --out")

@@ -21,15 +21,11 @@ import { loadConfig } from "../shard/shardConfig.js"
 import { readInputFile, UsageError } from "../inputFile.js"
 import { escapeControl } from "./escape.js"
 import { StdoutBytes } from "./run.js"
+import { bucket, prefix, storage } from "./clusterBucketOptions.js"
 
-const storage = Options.choice("storage", ["s3", "gcs", "file"] as const).pipe(
-  Options.withDescription("Where the cluster's bucket is: s3 (AWS_* env), gcs, or file (a directory)")
-)
-const bucket = Options.text("bucket").pipe(Options.withDescription("Bucket name (s3, gcs) or directory (file): the one the servers use"))
 const shard = Options.text("shard").pipe(
   Options.withDescription("A shard of the cluster: its config.jsonc's cluster.secrets says where the secrets are and which keys seal them")
 )
-const prefix = Options.text("prefix").pipe(Options.withDescription("Key prefix of the shard instead of shard/{shard}/"), Options.optional)
 const tenant = Options.text("tenant").pipe(Options.withDescription("The tenant the secret belongs to: only this tenant's VMs receive it"))
 const name = Args.text({ name: "NAME" }).pipe(Args.withDescription("The secret's name within the tenant, as a secret file's source names it (e.g. db-password)"))
 

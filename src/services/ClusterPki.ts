@@ -6,6 +6,7 @@
 import { Context, Data, type Duration, type Effect } from "effect"
 import type { MintedNonce, MintNonceRequest, NonceAudience, NonceClaims, NonceError } from "../domain/agent/nonce.js"
 import type { StoreError } from "./ObjectStore.js"
+import type { CertificateRequestFields } from "../domain/agent/fileContent.js"
 
 /** `NSTANCE_ENCRYPTION_KEY` or the key file is missing or not 32 bytes. Never carries the key itself. */
 export class InvalidEncryptionKey extends Data.TaggedError("InvalidEncryptionKey")<{
@@ -135,15 +136,7 @@ export interface IssuedServerCertificate {
 }
 
 /** A certificate for a VM's own key, from a `certificates` template (the `certificate` file kind). */
-export interface IssueFileCertificateRequest {
-  /** serverAuth or clientAuth. */
-  readonly kind: "server" | "client"
-  readonly commonName: string
-  /** "" = no O. */
-  readonly organization: string
-  readonly dns: ReadonlyArray<string>
-  readonly ip: ReadonlyArray<string>
-  readonly uri: ReadonlyArray<string>
+export interface IssueFileCertificateRequest extends CertificateRequestFields {
   /** The agent's Ed25519 public key, SPKI PEM. */
   readonly publicKeyPem: string
   readonly ttl: Duration.DurationInput
