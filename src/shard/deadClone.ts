@@ -8,8 +8,9 @@
  * 1. its node booted after the clone was requested (a reboot kills every worker) — a cheap filter on the cached
  *    cluster read, so a placeholder of a clone that merely runs costs no extra call; `CLOCK_MARGIN_MS` allows
  *    for another replica's clock having stamped the request, and 2 and 3 are what make the verdict safe;
- * 2. no clone of the instance's template is active on that node or the template's (the worker runs on the
- *    template's node; `GET /nodes/{node}/tasks?source=active`, a task's ID being the clone's source VM);
+ * 2. no clone at all is active on that node or the template's (the worker runs on the source's node, and the
+ *    placeholder may be another's: a second shard's, an operator's — a task's ID names only the source VM, so
+ *    any running clone there is a reason to wait; `GET /nodes/{node}/tasks?source=active&typefilter=qmclone`);
  * 3. read again after 2, the placeholder is still nameless and locked — a worker that ended in between
  *    either named the VM (done) or removed it (failed), so a placeholder seen after every worker ended is dead.
  * The first costs nothing (the cached cluster read); the other two are read only when it holds.
@@ -43,7 +44,7 @@ export const deadCloneAt = (instance: Instance, vmid: number, node: string, requ
     if (Option.isNone(booted) || booted.value <= requestedAt + CLOCK_MARGIN_MS) return Option.none<DeadClone>()
     const pve = yield* ProxmoxApi
     for (const taskNode of new Set([node, templateNode ?? node])) {
-      const active = yield* pve.listTasks(taskNode, { source: "active", type: "qmclone", vmid: templateVmid })
+      const active = yield* pve.listTasks(taskNode, { source: "active", type: "qmclone" })
       if (active.length > 0) return Option.none<DeadClone>()
     }
     const again = yield* pve.vmConfig(node, vmid)
@@ -63,6 +64,6 @@ export const abandonDeadClone = (instance: Instance, dead: DeadClone) =>
     yield* Effect.logError(
       `${instance.id}: the clone onto VM ${dead.vmid} died with node ${dead.node}'s reboot at ${new Date(dead.bootedAt).toISOString()}; ` +
         `its placeholder (lock: clone, no name) and any partial disks stay — an API token cannot unlock it. ` +
-        `Remove it on ${dead.node} with: qm unlock ${dead.vmid} && qm destroy ${dead.vmid}`
+        `Once sure no clone of anyone's runs onto it (qm config ${dead.vmid}; the node's task list), remove it on ${dead.node} with: qm unlock ${dead.vmid} && qm destroy ${dead.vmid}`
     ).pipe(Effect.annotateLogs({ instance: instance.id, vmid: dead.vmid, node: dead.node }))
   })

@@ -79,6 +79,7 @@ export class FaultController {
   private slowRules: Array<Rule<TaskFaultSpec & { readonly factor: number }>> = []
   private failRules: Array<Rule<TaskFaultSpec & { readonly message: string }>> = []
   private warnRules: Array<Rule<TaskFaultSpec & { readonly count: number }>> = []
+  private partialRules: Array<Rule<TaskFaultSpec>> = []
   private raceRule: Rule<{ readonly probability?: number }> | undefined
   private unavailable: { readonly until: number; readonly mode: "reset" | 503 | 596 } | undefined
   private slowRequestsRule: { readonly until: number; readonly minMs: number; readonly maxMs: number } | undefined
@@ -140,6 +141,15 @@ export class FaultController {
     return this.add(this.warnRules, { ...spec, count: spec.count ?? 1 })
   }
 
+  /**
+   * Matching tasks end `WARNINGS: 1` with part of their effect missing, as PVE's do when a step they treat
+   * as best-effort fails: a destroy (`qmdestroy`) removes the VM's config but keeps one of its disks
+   * ("could not remove disk …, check manually").
+   */
+  partialTasks(spec: TaskFaultSpec): FaultHandle {
+    return this.add(this.partialRules, spec)
+  }
+
   /** `GET /cluster/nextid` answers with an ID that another (simulated) user's clone takes right after. */
   nextidRace(spec: { readonly times?: number; readonly probability?: number } = {}): FaultHandle {
     const rule = { id: this.nextId++, spec, remaining: spec.times ?? Number.POSITIVE_INFINITY }
@@ -189,6 +199,7 @@ export class FaultController {
     this.slowRules = []
     this.failRules = []
     this.warnRules = []
+    this.partialRules = []
     this.raceRule = undefined
     this.unavailable = undefined
     this.slowRequestsRule = undefined
@@ -254,6 +265,12 @@ export class FaultController {
     const rule = this.taskRule(this.warnRules, type, vmid)
     if (rule !== undefined) this.record("taskWarnings", `${type} ${vmid ?? ""}`)
     return rule?.count ?? 0
+  }
+
+  taskPartial(type: string, vmid: number | undefined): boolean {
+    const rule = this.taskRule(this.partialRules, type, vmid)
+    if (rule !== undefined) this.record("partialTask", `${type} ${vmid ?? ""}`)
+    return rule !== undefined
   }
 
   nextidRaceFires(): boolean {

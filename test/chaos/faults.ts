@@ -252,7 +252,7 @@ export const planFaults = (w: ChaosWorld, lifecycle: ReplicaLifecycle, faultScop
 
   const faultCount = storm ? prng.int(15, 35) : prng.int(3, 14)
   const drawn = Array.from({ length: faultCount }, () => ({ at: prng.int(5, w.shape.chaosMs / 1000) * 1000, fault: drawFault() }))
-  return [...drawn, ...rolloutFaults(w, faultScope), ...narrowFaults(w, faultScope), ...rebootFaults(w)].sort((a, b) => a.at - b.at)
+  return [...drawn, ...rolloutFaults(w, faultScope), ...narrowFaults(w, faultScope), ...rebootFaults(w), ...partialTaskFaults(w)].sort((a, b) => a.at - b.at)
 }
 
 const CLONE = "/nodes/*/qemu/*/clone"
@@ -447,6 +447,18 @@ const rebootFaults = (w: ChaosWorld): Array<PlannedFault> => {
   }
   const node = `pve${r.int(1, w.model.nodes.size)}`
   return [{ at, fault: { name: `node ${node} reboots (down ${downMs / 1000}s)`, run: Effect.sync(() => w.model.rebootNode(node, downMs)) } }]
+}
+
+/**
+ * One world in five has destroys that end `WARNINGS: 1` with a disk left behind (a stream of its own): the
+ * end check counts such a disk as leaked unless the delete removed it.
+ */
+const partialTaskFaults = (w: ChaosWorld): Array<PlannedFault> => {
+  const r = makePrng(w.shape.seed * 137 + 41)
+  if (r.int(1, 5) !== 1) return []
+  const at = r.int(5, w.shape.chaosMs / 1000) * 1000
+  const times = r.int(1, 3)
+  return [{ at, fault: { name: `the next ${times} VM destroy(s) end with warnings, a disk left behind`, run: Effect.sync(() => void w.faults.partialTasks({ type: "qmdestroy", times })) } }]
 }
 
 const MUTATION_OPS = ["clone", "updateConfig", "resize", "start", "stop", "shutdown", "deleteVm", "upload", "deleteVolume"]

@@ -42,7 +42,7 @@ const { failureReport, registrationSeeds, runSeed, twoShardSeeds } = await impor
 const single = flag("--seed")
 const listed = flag("--list")
 const seeds = listed !== undefined
-  ? listed.split(/[ ,]+/).filter((item) => item !== "").map(Number).filter((n) => Number.isInteger(n) && n >= 0)
+  ? listed.split(/[\s,]+/).filter((item) => item !== "").map(Number).filter((n) => Number.isInteger(n) && n >= 0)
   : single !== undefined
   ? [intFlag("--seed", 0)]
   : args.includes("--two-shard")

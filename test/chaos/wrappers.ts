@@ -248,8 +248,8 @@ export const makeWrappers = (w: ChaosWorld, crashFromWithin: (who: Who, reason: 
           const vm = w.model.vms.get(e.vmid)
           if (vm === undefined || vm.config.has("name") || vm.config.get("lock") !== "clone") {
             history.flag("clone-abandoned", `${e.instanceId} reports VM ${e.vmid} a dead clone, but it is ${vm === undefined ? "gone" : `named ${vm.config.get("name") ?? "-"}, lock ${vm.config.get("lock") ?? "none"}`} (${wr.who} t${wr.term ?? "-"}, segment ${wr.seq})`)
-          } else if ([...w.model.tasks.values()].some((task) => task.type === "qmclone" && task.status === "running" && task.node === vm.node)) {
-            history.flag("clone-abandoned", `${e.instanceId} reports VM ${e.vmid} a dead clone while a clone still runs on ${vm.node} (${wr.who} t${wr.term ?? "-"}, segment ${wr.seq})`)
+          } else if ([...w.model.tasks.values()].some((task) => task.type === "qmclone" && task.status === "running" && task.log.some((line) => line.endsWith(` with ID ${e.vmid}`)))) {
+            history.flag("clone-abandoned", `${e.instanceId} reports VM ${e.vmid} a dead clone while its clone still runs (${wr.who} t${wr.term ?? "-"}, segment ${wr.seq})`)
           }
           facts.abandoned.add(e.vmid)
           if (facts.ownerOf.get(e.vmid) === e.instanceId) facts.ownerOf.delete(e.vmid)

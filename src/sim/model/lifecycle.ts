@@ -88,6 +88,7 @@ export const destroy = async (core: SimCore, p: Params, ctx: CallContext): Promi
   const vm = core.vmOn(node.name, vmid)
   if (vm.status === "running") throw fail(`VM ${vmid} is running - destroy failed`)
   const unreferenced = p["destroy-unreferenced-disks"] === "1"
+  const partial = core.faults.taskPartial("qmdestroy", vmid)
   const task = startTask(core, node.name, "qmdestroy", String(vmid), ctx.user, vmid, async (run) => {
     const release = await run.lock(core.vmLock(node.name, vmid), PVE_SECONDS.lockTimeout)
     try {
@@ -111,7 +112,15 @@ export const destroy = async (core: SimCore, p: Params, ctx: CallContext): Promi
           if (v.vmid === vmid && v.content === "images" && (v.node === undefined || v.node === node.name)) doomed.add(v.volid)
         }
       }
+      let kept = false
       for (const volid of doomed) {
+        if (partial && !kept) {
+          kept = true
+          // PVE goes on without a disk it cannot remove, and says so only as a warning.
+          run.warnings++
+          run.log.push(`WARN: could not remove disk '${volid}', check manually: volume is busy`)
+          continue
+        }
         core.removeVolume(node.name, volid)
         run.log.push(`Removed volume '${volid}'`)
       }
