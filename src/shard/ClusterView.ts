@@ -57,11 +57,6 @@ export interface ClusterViewShape {
   /** Forget cached answers (after a failure that may have come from stale data). */
   readonly invalidate: Effect.Effect<void>
   /**
-   * The earliest `node` can have booted, on this replica's clock, from a cluster read at most 5 s old (its
-   * `uptime`, whole seconds, counted back from when the read began); none while the node is not online.
-   */
-  readonly nodeBootedAt: (node: string) => Effect.Effect<Option.Option<number>, PveError>
-  /**
    * PVE's power state of each instance's VM (instance ID → state) as the last GC pass saw it — in memory for
    * the term, for the admin views, the metrics and the liveness log; an instance whose VM was not seen is absent.
    */
@@ -225,16 +220,8 @@ export const ClusterViewLive = Layer.effect(
         return { vmid, node, clonesAnywhere }
       })
 
-    const nodeBootedAt: ClusterViewShape["nodeBootedAt"] = (node) =>
-      Effect.map(Effect.suspend(() => readSince(0, NODE_RESOURCES_TTL)), (snapshot) => {
-        const entry = snapshot.resources.nodes.find((candidate) => candidate.node === node)
-        if (entry === undefined || entry.status !== "online" || entry.uptime === undefined) return Option.none()
-        return Option.some(snapshot.begun - (entry.uptime + 1) * 1000)
-      })
-
     return ClusterView.of({
       place,
-      nodeBootedAt,
       templateByName,
       templateByVmid,
       isShared,

@@ -42,7 +42,7 @@ import type { UserDataSource } from "../services/UserDataSource.js"
 import type { VmConfig } from "../domain/pve/schemas.js"
 import { type PveApiError, ProxmoxApi } from "../services/ProxmoxApi.js"
 import { ClusterView } from "./ClusterView.js"
-import { abandonDeadClone, deadCloneAt } from "./deadClone.js"
+import { abandonDeadClone, placeholderAt } from "./deadClone.js"
 import { instanceTemplateData, userDataTemplateText } from "./instanceTemplates.js"
 import { Preflight } from "./Preflight.js"
 import { SagaLimits } from "./SagaLimits.js"
@@ -339,13 +339,23 @@ const cloneStep = Effect.fn(span("clone"))(function* (instance: InstanceIn<"iso-
   let vmid = instance.vmid
   /** When the clone onto `vmid` was requested: a node that booted since killed it, if it ran there. */
   let requestedAt = instance.cloneRequestedAt
-  /** A placeholder at `at` that stays `Busy`: a dead clone (deadClone.ts) is let go of, so a new VMID is taken. */
-  const abandonedIfDead = (at: number, node: string) =>
+  /**
+   * A placeholder at `at` that stays `Busy` (deadClone.ts): the instance's dead clone is let go of (recorded),
+   * another's dead one is left like any VM not ours; either way a new VMID is taken. False: wait for it.
+   */
+  const movedOn = (at: number, node: string) =>
     Effect.gen(function* () {
-      const dead = yield* deadCloneAt(instance, at, node, requestedAt)
-      if (Option.isNone(dead)) return false
-      yield* abandonDeadClone(instance, dead.value)
-      return true
+      const placeholder = yield* placeholderAt(instance, at, node, requestedAt)
+      switch (placeholder._tag) {
+        case "Running":
+          return false
+        case "Dead":
+          yield* abandonDeadClone(instance, placeholder.dead)
+          return true
+        case "Another":
+          yield* Effect.logWarning(`${id}: VM ${at} on ${node} is another's clone that will not finish (lock: clone, no name, no clone running); taking another VMID`)
+          return true
+      }
     })
   if (instance.phase === "cloning" && vmid !== undefined && resumed) {
     // Resumed after the intent: did the clone happen?
@@ -356,7 +366,7 @@ const cloneStep = Effect.fn(span("clone"))(function* (instance: InstanceIn<"iso-
       return
     }
     // Our own clone may still be running (a crash left it behind): cloning again would make a second VM.
-    if (Option.isSome(holder) && holder.value._tag === "Busy" && !(yield* abandonedIfDead(vmid, holder.value.node))) {
+    if (Option.isSome(holder) && holder.value._tag === "Busy" && !(yield* movedOn(vmid, holder.value.node))) {
       return yield* waitingStepError(id, step, `VM ${vmid} is being created (lock: ${holder.value.lock}); waiting to see whose it is`)
     }
     if (Option.isSome(holder)) vmid = undefined
@@ -403,7 +413,7 @@ const cloneStep = Effect.fn(span("clone"))(function* (instance: InstanceIn<"iso-
       yield* log.append([Cloned.make({ instanceId: id, at: yield* now, vmid: newid, node: holder.value.node })])
       return
     }
-    if (Option.isSome(holder) && holder.value._tag === "Busy" && !(yield* abandonedIfDead(newid, holder.value.node))) {
+    if (Option.isSome(holder) && holder.value._tag === "Busy" && !(yield* movedOn(newid, holder.value.node))) {
       return yield* waitingStepError(id, step, `VMID ${newid} is taken by a clone in progress (perhaps ours); waiting to see whose it is`)
     }
     // Someone else's VM (or one not seen yet): learn the cluster's VMIDs afresh and pick again.

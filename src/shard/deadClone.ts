@@ -5,23 +5,24 @@
  * so without this check the instance waits forever, and so does its delete.
  *
  * A placeholder is taken for dead only on evidence that no worker can still write it:
- * 1. its node booted after the clone was requested (a reboot kills every worker) — a cheap filter on the cached
- *    cluster read, so a placeholder of a clone that merely runs costs no extra call; `CLOCK_MARGIN_MS` allows
- *    for another replica's clock having stamped the request, and 2 and 3 are what make the verdict safe;
+ * 1. its node booted after the clone was requested (a reboot kills every worker; the node's uptime, read last;
+ *    `CLOCK_MARGIN_MS` allows for another replica's clock having stamped the request: a boot that close to it
+ *    counts as after, so a placeholder that may be the instance's is reported rather than passed over);
  * 2. no clone at all is active on that node or the template's (the worker runs on the source's node, and the
  *    placeholder may be another's: a second shard's, an operator's — a task's ID names only the source VM, so
  *    any running clone there is a reason to wait; `GET /nodes/{node}/tasks?source=active&typefilter=qmclone`);
  * 3. read again after 2, the placeholder is still nameless and locked — a worker that ended in between
  *    either named the VM (done) or removed it (failed), so a placeholder seen after every worker ended is dead.
- * The first costs nothing (the cached cluster read); the other two are read only when it holds.
+ * These cost a task list and a config read per look at a `Busy` VMID (the node's status only when both say so). A placeholder that fails only 1 — no clone runs, yet the node has not rebooted since the request — cannot be
+ * the instance's clone at all (its worker would still be listed, or would have named or removed it): someone
+ * else's dead clone, which the instance leaves alone like any VM not its own.
  */
-import { Clock, Effect, Metric, Option } from "effect"
+import { Clock, Effect, Metric } from "effect"
 import { CloneAbandoned } from "../domain/shard/events.js"
 import type { Instance } from "../domain/shard/state.js"
 import { clonesAbandoned } from "../metrics/metrics.js"
 import { EventLog } from "../services/EventLog.js"
 import { ProxmoxApi } from "../services/ProxmoxApi.js"
-import { ClusterView } from "./ClusterView.js"
 
 /** How far apart two replicas' clocks may be for a boot to count as after a request another replica wrote. */
 export const CLOCK_MARGIN_MS = 5_000
@@ -33,24 +34,42 @@ export interface DeadClone {
 }
 
 /**
- * Whether the placeholder at `vmid` on `node` (seen `Busy`) is the dead clone of `instance`'s request made at
- * `requestedAt` (see the module comment). Any doubt — a read that fails, a clone still listed — is "no".
+ * What the placeholder at `vmid` on `node` (seen `Busy`) is, for `instance` whose clone onto it was requested
+ * at `requestedAt`:
+ * - `Running`: a clone may still be writing it — wait (also the answer to any doubt: a failed read, an old log).
+ * - `Dead`: the instance's own clone, killed by the node's reboot (see the module comment).
+ * - `Another`: not the instance's clone at all: no clone runs there, and the node has not rebooted since the
+ *   request — the instance's worker, had it made the placeholder, would still be listed or would have ended
+ *   by naming or removing it. Someone else's dead clone (a second shard's, an operator's): the instance treats
+ *   it as another VM at its VMID and never touches it.
  */
-export const deadCloneAt = (instance: Instance, vmid: number, node: string, requestedAt: number | undefined) =>
+export type Placeholder =
+  | { readonly _tag: "Running" }
+  | { readonly _tag: "Dead"; readonly dead: DeadClone }
+  | { readonly _tag: "Another" }
+
+const running: Placeholder = { _tag: "Running" }
+
+export const placeholderAt = (instance: Instance, vmid: number, node: string, requestedAt: number | undefined) =>
   Effect.gen(function* () {
-    const { templateVmid, templateNode } = instance
-    if (requestedAt === undefined || templateVmid === undefined) return Option.none<DeadClone>()
-    const booted = yield* (yield* ClusterView).nodeBootedAt(node)
-    if (Option.isNone(booted) || booted.value <= requestedAt + CLOCK_MARGIN_MS) return Option.none<DeadClone>()
+    const { templateNode } = instance
+    if (requestedAt === undefined) return running
     const pve = yield* ProxmoxApi
     for (const taskNode of new Set([node, templateNode ?? node])) {
       const active = yield* pve.listTasks(taskNode, { source: "active", type: "qmclone" })
-      if (active.length > 0) return Option.none<DeadClone>()
+      if (active.length > 0) return running
     }
     const again = yield* pve.vmConfig(node, vmid)
-    if (again.name !== undefined || again.lock !== "clone") return Option.none<DeadClone>()
-    return Option.some<DeadClone>({ vmid, node, bootedAt: booted.value })
-  }).pipe(Effect.orElseSucceed(() => Option.none<DeadClone>()))
+    if (again.name !== undefined || again.lock !== "clone") return running
+    // The node's own uptime, read now: the cluster listing's lags a reboot by up to its refresh interval.
+    const asked = yield* Clock.currentTimeMillis
+    const uptime = (yield* pve.nodeStatus(node)).uptime
+    if (uptime === undefined) return running
+    const bootedAt = asked - (uptime + 1) * 1000
+    // Booted within the clock margin of the request: it may be the instance's, so it is reported as such.
+    if (bootedAt > requestedAt - CLOCK_MARGIN_MS) return { _tag: "Dead", dead: { vmid, node, bootedAt } } satisfies Placeholder
+    return { _tag: "Another" } satisfies Placeholder
+  }).pipe(Effect.orElseSucceed(() => running))
 
 /**
  * Records the dead clone (`CloneAbandoned`: the instance lets go of the VMID) and says what the operator is to

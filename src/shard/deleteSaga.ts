@@ -19,8 +19,7 @@ import type { Instance } from "../domain/shard/state.js"
 import { EventLog, type Fenced, type LogUnavailable } from "../services/EventLog.js"
 import { type PveApiError, type PveDecodeError, ProxmoxApi } from "../services/ProxmoxApi.js"
 import { SagaLimits } from "./SagaLimits.js"
-import type { ClusterView } from "./ClusterView.js"
-import { abandonDeadClone, deadCloneAt } from "./deadClone.js"
+import { abandonDeadClone, placeholderAt } from "./deadClone.js"
 import { type StepError, stepErrorFrom, waitingStepError } from "./stepError.js"
 import { type VmMismatch, vmOfInstance } from "./vmCheck.js"
 
@@ -58,9 +57,14 @@ const locateOurVm = (instance: Instance, vmid: number, step: DeleteStep) =>
         // A clone still running holds its VMID with a nameless, locked placeholder: calling that "not ours"
         // would record the VM deleted and leave the finished clone behind, untagged (chaos seed 1009). One
         // that died with its node never finishes: it is let go of (reported), and the instance has no VM.
-        const dead = yield* deadCloneAt(instance, vmid, at.node, instance.cloneRequestedAt)
-        if (Option.isSome(dead)) {
-          yield* abandonDeadClone(instance, dead.value)
+        const placeholder = yield* placeholderAt(instance, vmid, at.node, instance.cloneRequestedAt)
+        if (placeholder._tag === "Dead") {
+          yield* abandonDeadClone(instance, placeholder.dead)
+          return Option.none<string>()
+        }
+        if (placeholder._tag === "Another") {
+          // Not the instance's clone: ours never got that far, so there is no VM of the instance to delete.
+          yield* Effect.logWarning(`${instance.id}: VM ${vmid} on ${at.node} is another's clone that will not finish (lock: clone, no name, no clone running); the instance has no VM there`)
           return Option.none<string>()
         }
         return yield* waitingStepError(instance.id, step, `VM ${vmid} is being created (lock: ${at.lock}); waiting to see whose it is`)
@@ -197,7 +201,7 @@ const forgetStep = Effect.fn(span("forget"))(function* (instance: Instance, { vm
 
 type DeleteStepFailure = StepError | VmMismatch | Fenced | LogUnavailable
 
-type DeleteStepOf<S extends DeleteStep> = (instance: Instance, stage: DeleteStage<S>, run: DeleteRun) => Effect.Effect<void, DeleteStepFailure, EventLog | ProxmoxApi | SagaLimits | ClusterView>
+type DeleteStepOf<S extends DeleteStep> = (instance: Instance, stage: DeleteStage<S>, run: DeleteRun) => Effect.Effect<void, DeleteStepFailure, EventLog | ProxmoxApi | SagaLimits>
 
 /** The step for each stage of a delete; a stage added to `DeleteStep` does not compile until it has one. */
 export const DELETE_STEPS: { readonly [S in DeleteStep]: DeleteStepOf<S> } = {

@@ -457,6 +457,8 @@ export interface ShardEnd {
   readonly registration?: boolean
   /** VMIDs whose dead clone's placeholder the shard's log reported left for an operator (`CloneAbandoned`). */
   readonly abandoned?: ReadonlySet<number>
+  /** Every VMID the shard's log reserved for a clone: a dead placeholder at any other is not the shard's. */
+  readonly reserved?: ReadonlySet<number>
 }
 
 /**
@@ -491,11 +493,13 @@ export const endStateProblems = (model: SimModel, shards: ReadonlyArray<ShardEnd
   }
   const vmsByName = new Map<string, Array<number>>()
   const reported = new Set(shards.flatMap((s) => [...(s.abandoned ?? [])]))
+  const reserved = new Set(shards.flatMap((s) => [...(s.reserved ?? [])]))
   for (const vm of nonTemplateVms(model)) {
     const name = vm.config.get("name") ?? `(unnamed ${vm.vmid})`
     if (name.startsWith("foreign-")) continue
     // A dead clone's placeholder stays locked for good: left to an operator, it must have been reported.
-    if (!vm.config.has("name") && vm.config.get("lock") === "clone" && (reported.has(vm.vmid) || foreignVmids.has(vm.vmid))) continue
+    // (One at a VMID no log reserved is an operator's dead clone: not ours to report or remove.)
+    if (!vm.config.has("name") && vm.config.get("lock") === "clone" && (reported.has(vm.vmid) || foreignVmids.has(vm.vmid) || !reserved.has(vm.vmid))) continue
     vmsByName.set(name, [...(vmsByName.get(name) ?? []), vm.vmid])
     const owner = byId.get(name)
     if (owner === undefined) {

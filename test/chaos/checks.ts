@@ -49,7 +49,8 @@ export const endProblems = (w: ChaosWorld): Effect.Effect<ReadonlyArray<string>>
         world: shard.world,
         registration: w.shape.registrationOn,
         infraHashes: new Map(desiredGroups(config.config).map((g) => [g.group, g.infraHash])),
-        abandoned: w.logFacts.get(shard.id)?.abandoned ?? new Set<number>()
+        abandoned: w.logFacts.get(shard.id)?.abandoned ?? new Set<number>(),
+        reserved: w.logFacts.get(shard.id)?.reserved ?? new Set<number>()
       }))
     )).pipe(Effect.map((ends) => endStateProblems(w.model, ends, w.foreignVmids)))
 

@@ -61,6 +61,8 @@ export interface LogFacts {
   readonly deleting: Set<string>
   /** VMIDs whose dead clone's placeholder the log reports left behind (`CloneAbandoned`). */
   readonly abandoned: Set<number>
+  /** Every VMID the log ever reserved for a clone (`CloneRequested`). */
+  readonly reserved: Set<number>
   /** Instances gone. */
   readonly gone: Set<string>
   /** The highest term elected so far (LeaderElected landed). */
@@ -169,7 +171,7 @@ export const logFactsOf = (w: ChaosWorld, who: Who): LogFacts => {
   const shard = w.history.shardOf.get(who) ?? SHARD
   let facts = w.logFacts.get(shard)
   if (facts === undefined) {
-    facts = { vmidOf: new Map(), ownerOf: new Map(), deleting: new Set(), abandoned: new Set(), gone: new Set(), term: 0 }
+    facts = { vmidOf: new Map(), ownerOf: new Map(), deleting: new Set(), abandoned: new Set(), reserved: new Set(), gone: new Set(), term: 0 }
     w.logFacts.set(shard, facts)
   }
   return facts

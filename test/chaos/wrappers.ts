@@ -238,6 +238,7 @@ export const makeWrappers = (w: ChaosWorld, crashFromWithin: (who: Who, reason: 
           }
           facts.vmidOf.set(e.instanceId, e.vmid)
           facts.ownerOf.set(e.vmid, e.instanceId)
+          if (e._tag === "CloneRequested") facts.reserved.add(e.vmid)
           break
         }
         case "DeleteRequested":
