@@ -14,6 +14,8 @@ export const rebootNode = (core: SimCore, nodeName: string, downMs: number): voi
   if (node === undefined) throw new Error(`no such node ${nodeName}`)
   node.generation++
   node.online = false
+  // Whatever brings the node back (this timer, or a test's `resetNodes` first), it comes back booted since now.
+  node.bootedAt = core.time.now()
   const endtime = Math.floor(core.time.now() / 1000)
   for (const task of core.tasks.values()) {
     if (task.node !== nodeName || task.status !== "running") continue
@@ -35,12 +37,14 @@ export const rebootNode = (core: SimCore, nodeName: string, downMs: number): voi
   const generation = node.generation
   core.track(core.time.sleep(downMs).then(() => {
     if (node.generation !== generation) return
-    node.online = true
-    node.bootedAt = core.time.now()
+    if (!node.online) {
+      node.online = true
+      node.bootedAt = core.time.now()
+    }
     core.log(`node ${nodeName} is back`)
     for (const vm of core.vms.values()) {
       // pve-guests starts what is marked to start on boot; a VM still locked (a dead clone's placeholder) is skipped.
-      if (vm.node !== nodeName || vm.config.get("onboot") !== "1" || vm.config.has("lock") || core.isTemplate(vm)) continue
+      if (vm.node !== nodeName || vm.status === "running" || vm.config.get("onboot") !== "1" || vm.config.has("lock") || core.isTemplate(vm)) continue
       vm.status = "running"
       vm.startedAt = core.time.now()
       vm.pid = 100_000 + core.options.prng.int(0, 899_999)
