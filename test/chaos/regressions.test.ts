@@ -21,6 +21,13 @@ describe("chaos regressions", () => {
   it("seed 1056: the same, another world", () => expectClean(1056), 30_000)
   it("seed 1898: GC does not request the delete of an instance whose delete finished during its pass", () => expectClean(1898), 30_000)
   it("seed 70127: a clone does not race its instance's DeleteRequested whose segment is in doubt (ambiguous write, settled after)", () => expectClean(70127), 30_000)
+  it("seed 2: a clone killed by its node's reboot is abandoned (reported), not waited for forever", () => expectClean(2), 30_000)
+  it("seed 18: a destroy that ended with warnings, read by nobody (the lease was lost), leaves no disk", () => expectClean(18), 30_000)
+  it("seed 7043 (two shards): an instance does not wait forever on the other shard's dead clone at its VMID", async () => {
+    expect(isTwoShardSeed(7043)).toBe(true)
+    await expectClean(7043)
+  }, 30_000)
+  it("seed 6334 (two shards): a placeholder is not called dead while a clone still runs on its node", () => expectClean(6334), 30_000)
   it("seed 3002 (two shards): GC does not delete the other shard's ISO waiting for its clone", async () => {
     expect(isTwoShardSeed(3002)).toBe(true)
     await expectClean(3002)
