@@ -1,4 +1,3 @@
-import { execFileSync } from "node:child_process"
 import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, sign, X509Certificate } from "node:crypto"
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
@@ -13,6 +12,7 @@ import { keyProofMessage } from "../../src/rpc/AgentRpc.js"
 import { makeFileDelivery } from "../../src/shard/FileDelivery.js"
 import { rawChannel, startAgentEndpoint } from "./harness.js"
 import { shardSection } from "../support/shardConfigJson.js"
+import { opensslOutput } from "../support/spawn.js"
 
 const INSTANCE = "web06dx9xy919t3v9kzd2xdsyzb3g"
 const OTHER = "web06dx9xy919t3v9kzd2xdsyzb4h"
@@ -103,8 +103,8 @@ describe("the file stream on the agent channel (TLS, the product's client and fi
       const caFile = join(dir, "ca.crt")
       writeFileSync(caFile, h.pki.caPem)
       const certFile = join(files, "tls/web.crt")
-      expect(execFileSync("openssl", ["verify", "-purpose", "sslserver", "-CAfile", caFile, certFile], { encoding: "utf8" }).trim()).toBe(`${certFile}: OK`)
-      expect(execFileSync("openssl", ["x509", "-in", certFile, "-noout", "-ext", "subjectAltName"], { encoding: "utf8" })).toContain("DNS:web-1.example.com, IP Address:10.1.2.3")
+      expect((yield* Effect.promise(() => opensslOutput(["verify", "-purpose", "sslserver", "-CAfile", caFile, certFile]))).trim()).toBe(`${certFile}: OK`)
+      expect((yield* Effect.promise(() => opensslOutput(["x509", "-in", certFile, "-noout", "-ext", "subjectAltName"])))).toContain("DNS:web-1.example.com, IP Address:10.1.2.3")
       const certificate = new X509Certificate(readFileSync(certFile))
       expect(certificate.publicKey.export({ type: "spki", format: "pem" })).toBe(createPublicKey(createPrivateKey(readFileSync(join(files, "web.key")))).export({ type: "spki", format: "pem" }))
 

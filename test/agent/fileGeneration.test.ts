@@ -1,4 +1,3 @@
-import { execFileSync } from "node:child_process"
 import { generateKeyPairSync, randomBytes, X509Certificate as NodeX509 } from "node:crypto"
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
@@ -12,6 +11,7 @@ import { makeMemoryStore } from "../../src/layers/ObjectStoreMemory.js"
 import { makeSecretStore } from "../../src/layers/SecretStoreObject.js"
 import { agentKeysNeeded, type FileSources, type FileTarget, generateFile } from "../../src/shard/fileGeneration.js"
 import { shardSection } from "../support/shardConfigJson.js"
+import { opensslOutput } from "../support/spawn.js"
 
 const CONFIG = {
   cluster: { id: "acme", secrets: { provider: "object-storage", encryption_key: { provider: "env", source: "K" } } },
@@ -105,8 +105,8 @@ describe("a VM's files", () => {
       const certFile = join(dir, "web.crt")
       writeFileSync(caFile, pki.caPem)
       writeFileSync(certFile, file.content)
-      expect(execFileSync("openssl", ["verify", "-purpose", "sslserver", "-CAfile", caFile, certFile], { encoding: "utf8" }).trim()).toBe(`${certFile}: OK`)
-      const sans = execFileSync("openssl", ["x509", "-in", certFile, "-noout", "-ext", "subjectAltName", "-subject"], { encoding: "utf8" })
+      expect((yield* Effect.promise(() => opensslOutput(["verify", "-purpose", "sslserver", "-CAfile", caFile, certFile]))).trim()).toBe(`${certFile}: OK`)
+      const sans = (yield* Effect.promise(() => opensslOutput(["x509", "-in", certFile, "-noout", "-ext", "subjectAltName", "-subject"])))
       expect(sans).toContain("DNS:web.example.com, DNS:web-1.internal, IP Address:10.1.2.3, URI:spiffe://acme/staging/web")
       expect(sans).toMatch(new RegExp(`subject=CN ?= ?${INSTANCE}, O ?= ?acme web, OU ?= ?nstance-file`))
       const cert = new NodeX509(Buffer.from(file.content))
@@ -116,7 +116,7 @@ describe("a VM's files", () => {
       // A file certificate never stands for an agent, even one of kind client with CN = the instance.
       const client = yield* generateFile(sources, target, "svc.crt", files["svc.crt"]!)
       writeFileSync(join(dir, "svc.crt"), client.content)
-      expect(execFileSync("openssl", ["verify", "-purpose", "sslclient", "-CAfile", caFile, join(dir, "svc.crt")], { encoding: "utf8" })).toContain("OK")
+      expect((yield* Effect.promise(() => opensslOutput(["verify", "-purpose", "sslclient", "-CAfile", caFile, join(dir, "svc.crt")])))).toContain("OK")
       const refused = yield* Effect.flip(pki.verifyClientCertificate(text(client.content)))
       expect(refused.reason).toBe("NotClientCertificate")
     }))

@@ -63,3 +63,10 @@ export const collectJsonMessages = (stdout: NodeJS.ReadableStream | null, onLine
   })
   return { messages, notJson, flush: () => { if (buffered !== "") take(buffered); buffered = "" } }
 }
+
+/** `openssl …`'s stdout, run asynchronously (a synchronous child would stall the worker); a non-zero exit rejects with its stderr. */
+export const opensslOutput = async (args: ReadonlyArray<string>): Promise<string> => {
+  const result = await runProcess("openssl", args)
+  if (result.status !== 0) throw new Error(`openssl ${args.join(" ")} exited ${result.status ?? result.signal}: ${result.stderr.trim()}`)
+  return result.stdout
+}
