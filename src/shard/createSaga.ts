@@ -42,7 +42,7 @@ import type { UserDataSource } from "../services/UserDataSource.js"
 import type { VmConfig } from "../domain/pve/schemas.js"
 import { type PveApiError, ProxmoxApi } from "../services/ProxmoxApi.js"
 import { ClusterView } from "./ClusterView.js"
-import { abandonDeadClone, placeholderAt } from "./deadClone.js"
+import { abandonDeadClone, anothersDeadClone, placeholderAt } from "./deadClone.js"
 import { instanceTemplateData, userDataTemplateText } from "./instanceTemplates.js"
 import { Preflight } from "./Preflight.js"
 import { SagaLimits } from "./SagaLimits.js"
@@ -353,7 +353,7 @@ const cloneStep = Effect.fn(span("clone"))(function* (instance: InstanceIn<"iso-
           yield* abandonDeadClone(instance, placeholder.dead)
           return true
         case "Another":
-          yield* Effect.logWarning(`${id}: VM ${at} on ${node} is another's clone that will not finish (lock: clone, no name, no clone running); taking another VMID`)
+          yield* Effect.logWarning(`${id}: ${anothersDeadClone(at, node)}; taking another VMID`)
           return true
       }
     })

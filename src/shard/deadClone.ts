@@ -71,6 +71,10 @@ export const placeholderAt = (instance: Instance, vmid: number, node: string, re
     return { _tag: "Another" } satisfies Placeholder
   }).pipe(Effect.orElseSucceed(() => running))
 
+/** What an `Another` placeholder is, for the log line of the saga that passes it by. */
+export const anothersDeadClone = (vmid: number, node: string) =>
+  `VM ${vmid} on ${node} is another's clone that will not finish (lock: clone, no name, no clone running)`
+
 /**
  * Records the dead clone (`CloneAbandoned`: the instance lets go of the VMID) and says what the operator is to
  * do about the placeholder, which nstance never touches again.

@@ -19,7 +19,7 @@ import type { Instance } from "../domain/shard/state.js"
 import { EventLog, type Fenced, type LogUnavailable } from "../services/EventLog.js"
 import { type PveApiError, type PveDecodeError, ProxmoxApi } from "../services/ProxmoxApi.js"
 import { SagaLimits } from "./SagaLimits.js"
-import { abandonDeadClone, placeholderAt } from "./deadClone.js"
+import { abandonDeadClone, anothersDeadClone, placeholderAt } from "./deadClone.js"
 import { type StepError, stepErrorFrom, waitingStepError } from "./stepError.js"
 import { type VmMismatch, vmOfInstance } from "./vmCheck.js"
 
@@ -64,7 +64,7 @@ const locateOurVm = (instance: Instance, vmid: number, step: DeleteStep) =>
         }
         if (placeholder._tag === "Another") {
           // Not the instance's clone: ours never got that far, so there is no VM of the instance to delete.
-          yield* Effect.logWarning(`${instance.id}: VM ${vmid} on ${at.node} is another's clone that will not finish (lock: clone, no name, no clone running); the instance has no VM there`)
+          yield* Effect.logWarning(`${instance.id}: ${anothersDeadClone(vmid, at.node)}; the instance has no VM there`)
           return Option.none<string>()
         }
         return yield* waitingStepError(instance.id, step, `VM ${vmid} is being created (lock: ${at.lock}); waiting to see whose it is`)
