@@ -15,6 +15,7 @@ import { clusterRoutes, createForeignVm, lowestFreeVmid } from "./model/cluster.
 import { GiB, KiB, normaliseTags, sortConfig } from "./model/config.js"
 import { SimCore } from "./model/core.js"
 import { ResourcesView } from "./model/resources.js"
+import { markStopped } from "./model/lifecycle.js"
 import { rebootNode } from "./model/reboot.js"
 import { createTemplate, seedCluster } from "./model/seed.js"
 import type {
@@ -225,10 +226,7 @@ export class SimModel {
   crashVm(vmid: number): void {
     const vm = this.vms.get(vmid)
     if (vm === undefined || vm.status !== "running") throw new Error(`VM ${vmid} is not running`)
-    vm.status = "stopped"
-    vm.paused = false
-    vm.startedAt = undefined
-    vm.pid = undefined
+    markStopped(vm)
     this.core.log(`VM ${vmid} on ${vm.node} crashed (simulated)`)
   }
 

@@ -10,6 +10,22 @@ import type { SimCore } from "./core.js"
 import { type CallContext, fail, type SimVm, TaskFailed } from "./state.js"
 import { startTask } from "./tasks.js"
 
+/** The guest's QEMU process runs now (a start, or `onboot` after the node booted); the caller boots the guest. */
+export const markRunning = (core: SimCore, vm: SimVm): void => {
+  vm.status = "running"
+  vm.paused = false
+  vm.startedAt = core.time.now()
+  vm.pid = 100_000 + core.options.prng.int(0, 899_999)
+}
+
+/** The guest's QEMU process is gone (a stop, a crash, the node's reboot). */
+export const markStopped = (vm: SimVm): void => {
+  vm.status = "stopped"
+  vm.paused = false
+  vm.startedAt = undefined
+  vm.pid = undefined
+}
+
 /** `status/start`: the handler only forks; config checks and the lock are in the `qmstart` worker. */
 export const start = async (core: SimCore, p: Params, ctx: CallContext): Promise<string> => {
   const node = core.onlineNode(p)
@@ -36,10 +52,7 @@ export const start = async (core: SimCore, p: Params, ctx: CallContext): Promise
         run.log.push("kvm: cannot set up guest memory 'pc.ram': Cannot allocate memory")
         throw new TaskFailed({ message: "start failed: QEMU exited with code 1" })
       }
-      vm.status = "running"
-      vm.paused = false
-      vm.startedAt = core.time.now()
-      vm.pid = 100_000 + core.options.prng.int(0, 899_999)
+      markRunning(core, vm)
       booted = vm
     } finally {
       release()
@@ -70,10 +83,7 @@ export const stop = async (core: SimCore, p: Params, ctx: CallContext, type: "qm
       if (current.status !== "running") return
       core.checkLockInTask(current)
       await run.step(core.jittered(graceful ? PVE_SECONDS.shutdown : PVE_SECONDS.stop))
-      current.status = "stopped"
-      current.paused = false
-      current.startedAt = undefined
-      current.pid = undefined
+      markStopped(current)
     } finally {
       release()
     }

@@ -5,6 +5,7 @@
  */
 import { bootGuest } from "./boot.js"
 import type { SimCore } from "./core.js"
+import { markRunning, markStopped } from "./lifecycle.js"
 
 /** What PVE shows for a task whose worker vanished with the node (the active-task list's verdict at boot). */
 export const KILLED_TASK_STATUS = "unexpected status"
@@ -27,11 +28,7 @@ export const rebootNode = (core: SimCore, nodeName: string, downMs: number): voi
     task.kill()
   }
   for (const vm of core.vms.values()) {
-    if (vm.node !== nodeName || vm.status !== "running") continue
-    vm.status = "stopped"
-    vm.paused = false
-    vm.startedAt = undefined
-    vm.pid = undefined
+    if (vm.node === nodeName && vm.status === "running") markStopped(vm)
   }
   core.log(`node ${nodeName} rebooting (down ${Math.round(downMs / 1000)} s)`)
   const generation = node.generation
@@ -45,9 +42,7 @@ export const rebootNode = (core: SimCore, nodeName: string, downMs: number): voi
     for (const vm of core.vms.values()) {
       // pve-guests starts what is marked to start on boot; a VM still locked (a dead clone's placeholder) is skipped.
       if (vm.node !== nodeName || vm.status === "running" || vm.config.get("onboot") !== "1" || vm.config.has("lock") || core.isTemplate(vm)) continue
-      vm.status = "running"
-      vm.startedAt = core.time.now()
-      vm.pid = 100_000 + core.options.prng.int(0, 899_999)
+      markRunning(core, vm)
       bootGuest(core, vm)
     }
   }))
